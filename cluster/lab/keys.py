@@ -1,0 +1,40 @@
+"""SSH keys of a lab: one client key pair per lab and one pinned host key per node."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_openssh: bytes
+    public_openssh: str  # "ssh-ed25519 AAAA..."
+
+
+def new_key_pair(comment: str) -> KeyPair:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return KeyPair(private, f"{public.decode()} {comment}")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file readable by its owner only, created with that mode (never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+
+
+def known_hosts_line(host: str, port: int, public_openssh: str) -> str:
+    """A known_hosts entry in the form paramiko and OpenSSH look up ([host]:port when not 22)."""
+    key_type, key_data = public_openssh.split()[:2]
+    name = host if port == 22 else f"[{host}]:{port}"
+    return f"{name} {key_type} {key_data}"
