@@ -1,10 +1,12 @@
-"""Fabric tasks: `fab --list` shows them. Each is a thin wrapper over cluster/ (see README.md)."""
+"""Fabric tasks: `fab --list` shows them, `fab --help TASK` explains one. Each is a thin wrapper over
+cluster/ (see README.md). `--target` is `lab` (default), `pulumi`, or the path of an inventory file."""
 
 from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from docker.errors import DockerException
@@ -12,16 +14,25 @@ from fabric import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from cluster.config import load_config
+from cluster.config import Config, load_config
 from cluster.errors import SwarmlabError
 from cluster.lab import provider
 from cluster.progress import TIMINGS, say
+from cluster.runners import Nodes
+from cluster.stacks import stack_spec
+from cluster.targets import resolve
+from cluster.tasks import bootstrap as swarm
+from cluster.tasks.haproxy import configure_haproxy
+from cluster.tasks.images import build_images
+from cluster.tasks.stack import deploy, render_stack
+from cluster.tasks.status import status_report
 
 F = TypeVar("F", bound=Callable[..., Any])
+TARGET_HELP = {"target": "lab (default), pulumi, or the path of an inventory file (schema v1)"}
 
 
 def reported(function: F) -> F:
-    """Print our own errors as plain messages (no traceback) and exit non-zero."""
+    """Print our own errors as plain messages (no traceback), show the timings so far, exit non-zero."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -36,12 +47,27 @@ def reported(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+@contextmanager
+def cluster_nodes(target: str) -> Iterator[tuple[Config, Nodes]]:
+    config = load_config()
+    nodes = Nodes(resolve(target, config))
+    try:
+        yield config, nodes
+    finally:
+        nodes.close()
+
+
+def summary() -> None:
+    say("\n" + TIMINGS.table())
+    say("\nresult: " + ("changed" if TIMINGS.changed else "no change: the cluster was already as wanted"))
+
+
 @task(help={"keep": "keep what was made if lab-up fails (for debugging)"})
 @reported
 def lab_up(c: Context, keep: bool = False) -> None:
     """Create the lab: lb, storage, managers and workers as containers with sshd and a Docker engine."""
     provider.lab_up(load_config(), keep=keep)
-    say("\n" + TIMINGS.table())
+    summary()
 
 
 @task
@@ -65,3 +91,77 @@ def lab_status(c: Context) -> None:
         say(f"{name:<12} {role:<8} {ip:<15} {state}")
     paths = provider.state_paths(config)
     say(f"\nstate directory: {paths.root} (inventory.json, id_ed25519, known_hosts, credentials)")
+
+
+@task(help=TARGET_HELP)
+@reported
+def swarm_init(c: Context, target: str = "lab") -> None:
+    """Initialise the swarm on the first manager (no change if a manager already runs one)."""
+    with cluster_nodes(target) as (config, nodes):
+        swarm.swarm_init(nodes, str(config.overlay_pool))
+
+
+@task(help=TARGET_HELP)
+@reported
+def swarm_join(c: Context, target: str = "lab") -> None:
+    """Join every manager and worker that is not a member yet."""
+    with cluster_nodes(target) as (_, nodes):
+        swarm.swarm_join(nodes)
+
+
+@task(help=TARGET_HELP)
+@reported
+def drain_managers(c: Context, target: str = "lab") -> None:
+    """Set every manager to Drain and wait until no task runs on a manager."""
+    with cluster_nodes(target) as (_, nodes):
+        swarm.drain_managers(nodes)
+
+
+@task(help=TARGET_HELP)
+@reported
+def haproxy(c: Context, target: str = "lab") -> None:
+    """Render haproxy.cfg from the inventory, validate it on the lb node, swap it in and reload."""
+    with cluster_nodes(target) as (config, nodes):
+        configure_haproxy(nodes, stack_spec(config.stack).routes)
+
+
+@task(help=TARGET_HELP)
+@reported
+def bootstrap(c: Context, target: str = "lab") -> None:
+    """swarm-init, swarm-join, drain-managers and haproxy, in order; idempotent."""
+    with cluster_nodes(target) as (config, nodes):
+        leader = swarm.swarm_init(nodes, str(config.overlay_pool))
+        swarm.swarm_join(nodes, leader)
+        swarm.drain_managers(nodes, leader)
+        configure_haproxy(nodes, stack_spec(config.stack).routes)
+    summary()
+
+
+@task(name="build-images", help=TARGET_HELP)
+@reported
+def build_images_task(c: Context, target: str = "lab") -> None:
+    """Build the stack's images on the storage node and push them to the cluster registry."""
+    with cluster_nodes(target) as (config, nodes):
+        build_images(nodes, config, stack_spec(config.stack).images)
+
+
+@task(help={**TARGET_HELP, "dry_run": "print the rendered stack and its diff against what is deployed"})
+@reported
+def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """Build the images, render the stack, deploy it and wait until every service is healthy."""
+    with cluster_nodes(target) as (config, nodes):
+        spec = stack_spec(config.stack)
+        images = build_images(nodes, config, spec.images)
+        leader = swarm.find_leader(nodes)
+        deploy(nodes, leader, spec, render_stack(spec, images), dry_run=dry_run)
+        if not dry_run:
+            say(f"\nserving at {nodes.inventory.endpoints.get('http', '?')}")
+    summary()
+
+
+@task(help=TARGET_HELP)
+@reported
+def status(c: Context, target: str = "lab") -> None:
+    """Nodes (role, status, availability, manager status) and services (replicas) at a glance."""
+    with cluster_nodes(target) as (_, nodes):
+        say(status_report(nodes))

@@ -63,7 +63,10 @@ def plan_init(infos: Mapping[str, SwarmInfo], managers: Sequence[Node], overlay_
         f"docker swarm init --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT} "
         f"--default-addr-pool {overlay_pool} --default-addr-pool-mask-length 24"
     )
-    return InitPlan(leader=first.name, steps=(Step(first.name, command, f"swarm initialised on {first.name} (no manager was in a swarm)"),))
+    return InitPlan(
+        leader=first.name,
+        steps=(Step(first.name, command, f"swarm initialised on {first.name} (no manager was in a swarm)"),),
+    )
 
 
 def plan_join(
@@ -111,7 +114,11 @@ def plan_drain(members: Sequence[SwarmNode], managers: Sequence[Node], leader: N
     """Set every manager to Drain so that only workers run tasks."""
     names = {m.name for m in managers}
     return tuple(
-        Step(leader.name, f"docker node update --availability drain {m.node_id}", f"{m.hostname} drained (was {m.availability})")
+        Step(
+            leader.name,
+            f"docker node update --availability drain {m.node_id}",
+            f"{m.hostname} drained (was {m.availability})",
+        )
         for m in members
         if m.hostname in names and m.status == "Ready" and m.availability != "Drain"
     )

@@ -139,6 +139,21 @@ class Nodes:
             raise CommandFailed(node.name, command, result.exit_code, output, hint)
         return result
 
+    def put(self, node: Node, local: Path, remote: str) -> None:
+        """Copy a (possibly large, binary) file to a node over SFTP."""
+        try:
+            self.connection(node).put(str(local), remote=remote)
+        except (OSError, paramiko.SSHException) as error:
+            raise CommandFailed(node.name, f"sftp put {local} {remote}", None, str(error)) from None
+
+    def write(self, node: Node, remote: str, text: str, mode: int = 0o600) -> None:
+        """Write a text file on a node over SFTP (Invoke feeds stdin a byte per 10 ms: too slow for files)."""
+        try:
+            self.connection(node).put(io.BytesIO(text.encode()), remote=remote)
+            self.connection(node).sftp().chmod(remote, mode)
+        except (OSError, paramiko.SSHException) as error:
+            raise CommandFailed(node.name, f"sftp write {remote}", None, str(error)) from None
+
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]:
         """Run work(node) on every node in parallel; report every host that failed, not just the first."""
         nodes = list(nodes)

@@ -36,12 +36,23 @@ def members(nodes: Nodes, leader: Node) -> tuple[SwarmNode, ...]:
 
 
 def find_leader(nodes: Nodes) -> Node:
-    """A manager that is in the swarm with control available (the tasks run manager commands there)."""
-    infos = swarm_infos(nodes, list(nodes.inventory.managers))
+    """A reachable manager with control available (manager commands run there).
+
+    Managers are asked one by one, so a cluster that lost some managers can still be inspected.
+    """
+    problems = []
     for node in nodes.inventory.managers:
-        if infos[node.name].in_swarm and infos[node.name].is_manager:
+        try:
+            info = parse_swarm_info(nodes.run(node, SWARM_INFO_COMMAND).stdout)
+        except SwarmlabError as error:
+            problems.append(f"{node.name}: {error}")
+            continue
+        if info.in_swarm and info.is_manager:
             return node
-    raise SwarmlabError("no manager is in a swarm: run `fab swarm-init` (or `fab bootstrap`) first")
+        problems.append(f"{node.name}: not a manager with control available (state {info.state})")
+    raise SwarmlabError(
+        "no reachable manager controls a swarm (run `fab bootstrap` for a new cluster):\n" + "\n".join(problems)
+    )
 
 
 def _run_step(nodes: Nodes, step: Step, tokens: dict[TokenRole, str], progress: PhaseResult) -> None:
@@ -119,5 +130,3 @@ def drain_managers(nodes: Nodes, leader: Node | None = None) -> None:
             time.sleep(2)
         if not p.changes:
             p.note("every manager is already drained and runs no task")
-
-
