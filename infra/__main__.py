@@ -1,0 +1,14 @@
+"""Entry point of `pulumi up` (Pulumi.yaml: main: infra/). Wiring only: see infra/program.py."""
+
+import sys
+from pathlib import Path
+
+# Pulumi runs this directory as a script: it puts infra/ itself on sys.path (where config.py or network.py
+# would shadow other modules) and not the project root (where infra and rendering live). Swap them.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "infra"]
+sys.path.insert(0, str(_ROOT))
+
+from infra.program import main  # noqa: E402
+
+main()

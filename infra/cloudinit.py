@@ -1,0 +1,55 @@
+"""cloud-init user data per node, pure: the role's provisioning script and, on Docker roles, daemon.json.
+
+The script is the one the lab's node image is built with (rendering.provision), so a VM and a lab
+node of the same role have the same software.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infra.config import InfraConfig
+from infra.topology import NodeSpec, registry_endpoint
+from rendering.provision import daemon_json, provision_script
+from rendering.render import render
+
+DOCKER_ROLES = ("manager", "worker", "storage")
+PROVISION_PATH = "/usr/local/sbin/swarmlab-provision"
+# Nova attaches the volume after the server boots, so the script waits this long for the device.
+DATA_DEVICE_WAIT = 600
+
+
+@dataclass(frozen=True)
+class UserDataInput:
+    cluster: str
+    hostname: str
+    role: str
+    daemon_json: str | None
+    provision_script: str
+    command: tuple[str, ...]
+
+
+def volume_device(volume_id: str) -> str:
+    """The stable path of a Cinder volume under virtio-blk: its serial is the first 20 characters of its id."""
+    return f"/dev/disk/by-id/virtio-{volume_id[:20]}"
+
+
+def _command(data_device: str | None) -> tuple[str, ...]:
+    if data_device is None:
+        return (PROVISION_PATH,)
+    return ("env", f"SWARMLAB_DATA_DEVICE={data_device}", f"SWARMLAB_DATA_WAIT={DATA_DEVICE_WAIT}", PROVISION_PATH)
+
+
+def user_data(config: InfraConfig, node: NodeSpec, data_device: str | None = None) -> str:
+    """The #cloud-config document of one node; data_device only on a storage node with a volume."""
+    return render(
+        "cloud-init/user-data.yaml.j2",
+        UserDataInput(
+            cluster=config.cluster_name,
+            hostname=node.name,
+            role=node.role,
+            daemon_json=daemon_json(registry_endpoint(config)) if node.role in DOCKER_ROLES else None,
+            provision_script=provision_script(node.role, config.debian_mirror, config.debian_suite),
+            command=_command(data_device),
+        ),
+    )

@@ -1,0 +1,98 @@
+"""Servers: how any node is made (a port with a fixed address, then an instance on it), and the Swarm
+nodes, managers and workers, each role in its own anti-affinity server group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_openstack as openstack
+
+from infra.cloudinit import user_data
+from infra.config import InfraConfig
+from infra.network import ClusterNetwork
+from infra.security import ClusterSecurity
+from infra.topology import NodeSpec, by_role
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What every node needs from the rest of the stack."""
+
+    config: InfraConfig
+    network: ClusterNetwork
+    security: ClusterSecurity
+    key_pair: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class Server:
+    spec: NodeSpec
+    port: openstack.networking.Port
+    instance: openstack.compute.Instance
+
+
+def create_server(
+    ctx: NodeContext,
+    spec: NodeSpec,
+    parent: pulumi.Resource,
+    user_data_text: pulumi.Input[str] | None = None,
+    server_group: openstack.compute.ServerGroup | None = None,
+) -> Server:
+    """A port at the node's fixed address carrying its role's security groups, and the instance on it."""
+    cluster = ctx.config.cluster_name
+    child = pulumi.ResourceOptions(parent=parent)
+    port = openstack.networking.Port(
+        f"{spec.name}-port",
+        name=f"{spec.server_name(cluster)}-port",
+        network_id=ctx.network.network_id,
+        fixed_ips=[{"subnet_id": ctx.network.subnet_id, "ip_address": spec.ip}],
+        security_group_ids=ctx.security.ids_for(spec.role),
+        admin_state_up=True,
+        opts=child,
+    )
+    instance = openstack.compute.Instance(
+        spec.name,
+        name=spec.server_name(cluster),
+        image_name=ctx.config.image,
+        flavor_name=spec.flavor,
+        key_pair=ctx.key_pair,
+        availability_zone=spec.availability_zone,
+        networks=[{"port": port.id}],
+        user_data=user_data_text if user_data_text is not None else user_data(ctx.config, spec),
+        scheduler_hints=[{"group": server_group.id}] if server_group is not None else None,
+        metadata={"swarmlab_cluster": cluster, "swarmlab_role": spec.role},
+        # Provisioning installs packages at first boot: the router must route before the server starts.
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[ctx.network.router_interface]),
+    )
+    return Server(spec, port, instance)
+
+
+class SwarmNodes(pulumi.ComponentResource):
+    """Managers and workers. Each role's servers share a server group, so no two land on one hypervisor."""
+
+    servers: tuple[Server, ...]
+    server_groups: dict[str, openstack.compute.ServerGroup]
+
+    def __init__(
+        self, name: str, ctx: NodeContext, nodes: tuple[NodeSpec, ...], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("swarmlab:nodes:SwarmNodes", name, None, opts)
+        self.server_groups = {}
+        servers: list[Server] = []
+        for role in ("manager", "worker"):
+            group = openstack.compute.ServerGroup(
+                f"{role}s-group",
+                name=f"{ctx.config.cluster_name}-{role}s",
+                policies=ctx.config.server_group_policy,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.server_groups[role] = group
+            servers += [create_server(ctx, spec, self, server_group=group) for spec in by_role(nodes, role)]
+        self.servers = tuple(servers)
+        self.register_outputs(
+            {
+                "servers": {s.spec.name: s.instance.id for s in self.servers},
+                "server_groups": {role: group.id for role, group in self.server_groups.items()},
+            }
+        )

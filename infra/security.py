@@ -1,0 +1,121 @@
+"""Security groups, least privilege. The policy is a table of rules (pure, reviewed and tested as data);
+the component turns each row into one SecGroupRule.
+
+Groups, and the roles whose ports carry them:
+  lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs
+  private  every other node: SSH only from the lb group (the jump host)
+  swarm    managers and workers: Swarm control, gossip, VXLAN and ESP only from the cluster subnet
+  workers  workers: the edge services' host-mode ports only from the lb group (HAProxy)
+  storage  storage node: NFS and the registry only from the cluster subnet
+Default rules are deleted, so nothing is open that is not in the table; egress stays open (apt, images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_openstack as openstack
+
+from infra.config import InfraConfig
+from infra.topology import REGISTRY_PORT, STATS_PORT
+
+LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
+ANYWHERE = "0.0.0.0/0"
+GROUPS_BY_ROLE: dict[str, tuple[str, ...]] = {
+    "lb": ("lb",),
+    "manager": ("private", "swarm"),
+    "worker": ("private", "swarm", "workers"),
+    "storage": ("private", "storage"),
+}
+GROUPS = ("lb", "private", "swarm", "workers", "storage")
+SERVICE_PORTS = (8000, 8099)
+
+
+@dataclass(frozen=True)
+class Rule:
+    group: str
+    protocol: str | None  # None: any protocol (egress only)
+    ports: tuple[int, int] | None
+    source: str  # a CIDR, or LB_GROUP
+    why: str
+    direction: str = "ingress"
+
+    @property
+    def key(self) -> str:
+        """A stable resource name: the same row keeps the same name across runs."""
+        ports = f"{self.ports[0]}-{self.ports[1]}" if self.ports else "all"
+        source = "lb-group" if self.source == LB_GROUP else self.source.replace("/", "_")
+        return f"{self.group}-{self.direction}-{self.protocol or 'any'}-{ports}-{source}"
+
+
+def _port(group: str, protocol: str, port: int, sources: list[str], why: str) -> list[Rule]:
+    return [Rule(group, protocol, (port, port), source, why) for source in sources]
+
+
+def policy(config: InfraConfig) -> tuple[Rule, ...]:
+    """Every rule of the cluster's security groups."""
+    cluster = [str(config.private_cidr)]
+    admin = [str(c) for c in config.admin_cidrs]
+    public = [str(c) for c in config.public_cidrs]
+    rules = [
+        *_port("lb", "tcp", 22, admin, "SSH to the jump host"),
+        *_port("lb", "tcp", 80, public, "HTTP"),
+        *_port("lb", "tcp", 443, public, "HTTPS"),
+        *_port("lb", "tcp", STATS_PORT, admin, "HAProxy stats"),
+        *_port("private", "tcp", 22, [LB_GROUP], "SSH through the jump host only"),
+        *_port("swarm", "tcp", 2377, cluster, "Swarm cluster management"),
+        *_port("swarm", "tcp", 7946, cluster, "Swarm node gossip"),
+        *_port("swarm", "udp", 7946, cluster, "Swarm node gossip"),
+        *_port("swarm", "udp", 4789, cluster, "VXLAN overlay data"),
+        # IP protocol 50: overlays created with --opt encrypted carry their VXLAN inside ESP.
+        Rule("swarm", "esp", None, cluster[0], "encrypted overlay (ESP)"),
+        Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
+        *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),
+        Rule("lb", None, None, ANYWHERE, "outbound", direction="egress"),
+        Rule("private", None, None, ANYWHERE, "outbound", direction="egress"),
+    ]
+    if config.storage_kind == "server":
+        rules += _port("storage", "tcp", 2049, cluster, "NFS v4")
+    return tuple(rules)
+
+
+class ClusterSecurity(pulumi.ComponentResource):
+    group_ids: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, config: InfraConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("swarmlab:security:ClusterSecurity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        groups = {
+            group: openstack.networking.SecGroup(
+                f"sg-{group}",
+                name=f"{config.cluster_name}-{group}",
+                description=f"swarmlab {config.cluster_name}: {group}",
+                delete_default_rules=True,
+                opts=child,
+            )
+            for group in GROUPS
+        }
+        self.group_ids = {group: sg.id for group, sg in groups.items()}
+        for rule in policy(config):
+            self._rule(rule, groups, child)
+        self.register_outputs({f"{group}_group_id": sg.id for group, sg in groups.items()})
+
+    def _rule(self, rule: Rule, groups: dict[str, openstack.networking.SecGroup], opts: pulumi.ResourceOptions) -> None:
+        from_lb = rule.source == LB_GROUP
+        openstack.networking.SecGroupRule(
+            f"rule-{rule.key}",
+            security_group_id=groups[rule.group].id,
+            direction=rule.direction,
+            ethertype="IPv4",
+            protocol=rule.protocol,
+            port_range_min=rule.ports[0] if rule.ports else None,
+            port_range_max=rule.ports[1] if rule.ports else None,
+            remote_group_id=groups["lb"].id if from_lb else None,
+            remote_ip_prefix=None if from_lb else rule.source,
+            description=rule.why,
+            opts=opts,
+        )
+
+    def ids_for(self, role: str) -> list[pulumi.Output[str]]:
+        return [self.group_ids[group] for group in GROUPS_BY_ROLE[role]]

@@ -1,0 +1,61 @@
+"""SwarmCluster: the whole cluster as one component, and its outputs (inventory v1, ssh_config).
+
+Named swarm.py, not cluster.py: Pulumi puts infra/ on sys.path, where cluster.py would shadow the
+cluster package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_openstack as openstack
+
+from infra.config import InfraConfig
+from infra.lb import LoadBalancerNode
+from infra.network import ClusterNetwork
+from infra.nodes import NodeContext, SwarmNodes
+from infra.security import ClusterSecurity
+from infra.storage import StorageNode
+from infra.topology import by_role, inventory_document, plan_nodes, ssh_config_text
+
+
+class SwarmCluster(pulumi.ComponentResource):
+    inventory: pulumi.Output[dict[str, Any]]
+    ssh_config: pulumi.Output[str]
+    lb_public_ip: pulumi.Output[str]
+
+    def __init__(self, name: str, config: InfraConfig, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("swarmlab:index:SwarmCluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        nodes = plan_nodes(config)
+        network = ClusterNetwork("network", config, opts=child)
+        security = ClusterSecurity("security", config, opts=child)
+        ctx = NodeContext(config, network, security, self._key_pair(config, child))
+        self.swarm_nodes = SwarmNodes("swarm-nodes", ctx, nodes, opts=child)
+        self.lb = LoadBalancerNode("lb", ctx, by_role(nodes, "lb")[0], opts=child)
+        self.storage = StorageNode("storage", ctx, by_role(nodes, "storage")[0], opts=child)
+        self.lb_public_ip = self.lb.public_ip
+        self.inventory = pulumi.Output.all(self.lb.public_ip, self.storage.nfs_endpoint).apply(
+            lambda values: inventory_document(config, nodes, str(values[0]), str(values[1]))
+        )
+        self.ssh_config = self.lb.public_ip.apply(lambda ip: ssh_config_text(config, nodes, ip))
+        self.register_outputs(
+            {"inventory": self.inventory, "ssh_config": self.ssh_config, "lb_public_ip": self.lb_public_ip}
+        )
+
+    @staticmethod
+    def _key_pair(config: InfraConfig, opts: pulumi.ResourceOptions) -> pulumi.Input[str]:
+        """The key pair's name: an existing one, or one made from the configured public key."""
+        if config.key_pair is not None:
+            return config.key_pair
+        keypair = openstack.compute.Keypair(
+            "keypair",
+            name=f"{config.cluster_name}-key",
+            # A public key only: the private key stays on the operator's machine (the provider would
+            # mark a cloud-generated one secret, but none is ever generated here).
+            public_key=config.public_key,
+            opts=opts,
+        )
+        name: pulumi.Output[str] = keypair.name
+        return name

@@ -1,0 +1,104 @@
+"""Every node's user data: valid for `cloud-init schema`, and running its role's provisioning script."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.cloudinit import DATA_DEVICE_WAIT, PROVISION_PATH, volume_device
+from rendering.provision import daemon_json, provision_script
+from tests.infra.harness import Declared, MockRun
+
+CLOUD_INIT = shutil.which("cloud-init")
+
+
+def documents(run: MockRun) -> dict[str, tuple[str, str]]:
+    """Node name -> (role, user data)."""
+    return {
+        i.inputs["name"].removeprefix("demo-"): (i.inputs["metadata"]["swarmlab_role"], i.inputs["userData"])
+        for i in run.of_kind("Instance")
+    }
+
+
+def files(document: dict[str, Any]) -> dict[str, str]:
+    return {f["path"]: f["content"] for f in document["write_files"]}
+
+
+@pytest.mark.skipif(CLOUD_INIT is None, reason="the cloud-init binary is not installed (Debian package cloud-init)")
+def test_every_node_passes_cloud_init_schema(run_3_3: MockRun, tmp_path: Path) -> None:
+    paths = {}
+    for name, (_, text) in documents(run_3_3).items():
+        paths[name] = tmp_path / f"{name}.yaml"
+        paths[name].write_text(text)
+    # A broken document must fail, or a passing run proves nothing about the validator.
+    paths["broken"] = tmp_path / "broken.yaml"
+    paths["broken"].write_text("#cloud-config\nruncmd: 5\nwrite_files: {path: /x}\n")
+    # One process per file, all at once: each cloud-init start costs ~0.4 s of CPU.
+    running = {
+        name: subprocess.Popen(
+            [str(CLOUD_INIT), "schema", "--config-file", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, path in paths.items()
+    }
+    results = {name: (proc.wait(timeout=60), proc.communicate()[0]) for name, proc in running.items()}
+    broken_status, _ = results.pop("broken")
+    assert broken_status != 0
+    assert len(results) == 8
+    for name, (status, output) in results.items():
+        assert status == 0 and "Valid cloud-config" in output, f"{name}: {output}"
+
+
+def test_each_node_runs_its_role_script(any_run: MockRun) -> None:
+    (volume,) = any_run.of_kind("Volume")
+    for name, (role, text) in documents(any_run).items():
+        assert text.startswith("#cloud-config\n"), name
+        document = yaml.safe_load(text)
+        assert document["hostname"] == name
+        assert document["disable_root"] is False and document["ssh_pwauth"] is False
+        written = files(document)
+        # Byte for byte the script the lab's node image of this role is built with.
+        assert written[PROVISION_PATH] == provision_script(role), name
+        (command,) = document["runcmd"]
+        assert command[-1] == PROVISION_PATH
+        if role == "storage":
+            assert command == [
+                "env",
+                f"SWARMLAB_DATA_DEVICE={volume_device(volume.id)}",
+                f"SWARMLAB_DATA_WAIT={DATA_DEVICE_WAIT}",
+                PROVISION_PATH,
+            ]
+        else:
+            assert command == [PROVISION_PATH], name
+
+
+def test_daemon_json_on_docker_roles_only(run_3_3: MockRun) -> None:
+    for name, (role, text) in documents(run_3_3).items():
+        written = files(yaml.safe_load(text))
+        if role == "lb":
+            assert "/etc/docker/daemon.json" not in written
+        else:
+            assert written["/etc/docker/daemon.json"] == daemon_json("10.20.0.6:5000"), name
+
+
+def test_volume_device_is_the_virtio_serial() -> None:
+    # Nova gives a virtio disk the volume id, cut to 20 characters, as its serial.
+    assert volume_device("0123456789abcdef0123456789") == "/dev/disk/by-id/virtio-0123456789abcdef0123"
+
+
+def _declared_user_data(instance: Declared) -> str:
+    return str(instance.inputs["userData"])
+
+
+def test_user_data_fits_the_nova_limit(run_5_7: MockRun) -> None:
+    # Nova rejects user data above 65535 bytes once base64-encoded.
+    for instance in run_5_7.of_kind("Instance"):
+        size = len(_declared_user_data(instance).encode())
+        assert (size + 2) // 3 * 4 <= 65535, instance.name
