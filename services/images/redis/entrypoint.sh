@@ -1,0 +1,39 @@
+#!/bin/sh
+# Writes a private config (mode 0600) and starts redis in the foreground. The password, if any,
+# comes from REDIS_PASSWORD_FILE and is never printed or put on a command line.
+set -eu
+umask 077
+conf=/run/redis-conf/redis.conf
+port="${REDIS_PORT:-6379}"
+{
+    echo "bind 0.0.0.0 -::*"
+    echo "port ${port}"
+    echo "dir /data"
+    echo "daemonize no"
+    echo "supervised no"
+    echo "logfile \"\""
+    echo "appendonly no"
+    # RDB snapshots into /data (mount a volume there to keep the eligible list across restarts);
+    # REDIS_SAVE="" turns them off (e.g. for the session store).
+    echo "save \"${REDIS_SAVE-3600 1 300 100 60 10000}\""
+    echo "dbfilename dump.rdb"
+    if [ -n "${REDIS_MAXMEMORY:-}" ]; then
+        echo "maxmemory ${REDIS_MAXMEMORY}"
+        echo "maxmemory-policy volatile-lru"
+    fi
+} > "$conf"
+if [ -n "${REDIS_PASSWORD_FILE:-}" ]; then
+    if [ ! -r "$REDIS_PASSWORD_FILE" ]; then
+        echo "entrypoint: cannot read REDIS_PASSWORD_FILE" >&2
+        exit 1
+    fi
+    pw=$(head -n1 "$REDIS_PASSWORD_FILE" | tr -d '\r\n')
+    case "$pw" in *\"*|*\\*|*" "*) echo "entrypoint: Redis password must not contain quotes, backslashes or spaces" >&2; exit 1;; esac
+    echo "protected-mode yes" >> "$conf"
+    echo "requirepass \"${pw}\"" >> "$conf"
+    unset pw
+else
+    echo "entrypoint: no REDIS_PASSWORD_FILE, running without a password (protected-mode off)" >&2
+    echo "protected-mode no" >> "$conf"
+fi
+exec redis-server "$conf"

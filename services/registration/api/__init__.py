@@ -1,0 +1,1 @@
+"""API gateway: REST (basic auth) in front of the RPC workers."""

@@ -1,0 +1,1 @@
+"""Code shared by every registration service: settings, secrets, RPC, logging, health."""

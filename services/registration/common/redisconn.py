@@ -1,0 +1,20 @@
+"""Redis client construction (password, if any, from REDIS_PASSWORD_FILE)."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from registration.common.settings import RedisSettings
+
+
+def make_redis(settings: RedisSettings) -> aioredis.Redis:
+    return aioredis.Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.db,
+        password=settings.password.reveal() if settings.password is not None else None,
+        decode_responses=True,
+        socket_connect_timeout=5,
+        socket_timeout=5,
+        health_check_interval=30,
+    )

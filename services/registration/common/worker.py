@@ -1,0 +1,80 @@
+"""Runs an RPC worker: connect (retrying), serve, heartbeat for the healthcheck, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+
+from registration.common.health import DEFAULT_HEARTBEAT_FILE, clear_heartbeat, touch_heartbeat
+from registration.common.logsetup import setup_logging
+from registration.common.rpc import Handler, RpcServer, connect
+from registration.common.settings import RabbitSettings, env_float, env_int, env_str
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+async def _heartbeat(connection_ok: Callable[[], bool], path: str, interval: float) -> None:
+    while True:
+        if connection_ok():
+            touch_heartbeat(path)
+        await asyncio.sleep(interval)
+
+
+async def serve_worker(
+    service: str,
+    handlers: Mapping[str, Handler],
+    *,
+    rabbit: RabbitSettings,
+    on_startup: Hook | None = None,
+    on_shutdown: Hook | None = None,
+) -> None:
+    heartbeat_file = env_str("HEARTBEAT_FILE", DEFAULT_HEARTBEAT_FILE)
+    clear_heartbeat(heartbeat_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    if on_startup is not None:
+        await on_startup()
+    connection = await connect(rabbit, service)
+    server = RpcServer(connection, service, handlers, prefetch=env_int("RPC_PREFETCH", 10))
+    await server.start()
+    beat = asyncio.create_task(
+        _heartbeat(lambda: not connection.is_closed, heartbeat_file, env_float("HEARTBEAT_INTERVAL", 5.0))
+    )
+    log.info("%s worker ready", service)
+    await stop.wait()
+    log.info("%s worker stopping", service)
+    beat.cancel()
+    clear_heartbeat(heartbeat_file)
+    await server.stop()
+    await connection.close()
+    if on_shutdown is not None:
+        await on_shutdown()
+    with contextlib.suppress(asyncio.CancelledError):
+        await beat
+
+
+def run_worker(
+    service: str,
+    handlers_factory: Callable[[], Awaitable[tuple[Mapping[str, Handler], Hook | None]]],
+) -> None:
+    """Entry point of ``python -m registration.<service>`` for RPC workers.
+
+    ``handlers_factory`` runs inside the event loop (after logging is set up) and returns the
+    handler table plus an optional shutdown hook.
+    """
+    setup_logging(service)
+
+    async def main() -> None:
+        rabbit = RabbitSettings.from_env()
+        handlers, on_shutdown = await handlers_factory()
+        await serve_worker(service, handlers, rabbit=rabbit, on_shutdown=on_shutdown)
+
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Email worker: email.send(student_id, firstname, lastname, email), the confirmation mail."""

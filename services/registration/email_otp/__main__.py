@@ -1,0 +1,34 @@
+"""python -m registration.email_otp"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from registration.common.mail import send_message
+from registration.common.rpc import Handler
+from registration.common.settings import SmtpSettings, env_int
+from registration.common.worker import Hook, run_worker
+from registration.email_otp.compose import otp_mail
+
+log = logging.getLogger("registration.email_otp")
+
+
+async def _factory() -> tuple[Mapping[str, Handler], Hook | None]:
+    settings = SmtpSettings.from_env()
+    ttl = env_int("OTP_TTL", 300)
+
+    async def send(otp: str, email: str) -> str:
+        await send_message(settings, otp_mail(settings, str(otp), email, ttl))
+        log.info("OTP mail sent to %s", email)  # never the code itself
+        return "sent"
+
+    return {"send": send}, None
+
+
+def main() -> None:
+    run_worker("email_otp", _factory)
+
+
+if __name__ == "__main__":
+    main()

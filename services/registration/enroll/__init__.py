@@ -1,0 +1,1 @@
+"""Enroll worker: enroll.insert(student_id, firstname, lastname) into PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Lab mail sink: an SMTP server that keeps messages in memory and shows them over HTTP."""

@@ -1,0 +1,1 @@
+"""OTP worker: eligible e-mail list, OTP issue/verification, lockout, "authenticated" markers."""

@@ -1,0 +1,71 @@
+"""RPC handlers of the ``otp`` worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from registration.common.rpc import Handler
+from registration.common.settings import env_int
+from registration.otp import rules
+from registration.otp.rules import OtpPolicy, OtpStore
+
+log = logging.getLogger(__name__)
+
+
+def policy_from_env() -> OtpPolicy:
+    return OtpPolicy(
+        otp_ttl=env_int("OTP_TTL", 300),
+        max_attempts=env_int("OTP_MAX_ATTEMPTS", 5),
+        lock_seconds=env_int("OTP_LOCK_SECONDS", 900),
+        auth_ttl=env_int("AUTH_TTL", 900),
+    )
+
+
+class OtpService:
+    def __init__(self, store: OtpStore, policy: OtpPolicy) -> None:
+        self.store = store
+        self.policy = policy
+
+    async def create_email_list(self, email_list: list[str]) -> dict[str, Any]:
+        if not isinstance(email_list, list) or not all(isinstance(e, str) for e in email_list):
+            raise TypeError("email_list must be a list of strings")
+        added, rejected = await rules.set_eligible(self.store, email_list)
+        total = await self.store.count_eligible()
+        log.info("eligible list: %d added, %d rejected, %d total", added, len(rejected), total)
+        return {"added": added, "total": total, "rejected": rejected}
+
+    async def create(self, email: str) -> dict[str, Any]:
+        """Issue an OTP. The code is returned to the caller (the API gateway) only so that it can
+        pass it to email_otp.send; the gateway never puts it in an HTTP response."""
+        result = await rules.create_otp(self.store, email, self.policy)
+        log.info("otp.create for %s: %s", rules.normalize_email(email), result.status.value)
+        return {"status": result.status.value, "otp": result.otp}
+
+    async def authen(self, email: str, otp: str) -> dict[str, Any]:
+        status = await rules.authenticate(self.store, email, str(otp), self.policy)
+        log.info("otp.authen for %s: %s", rules.normalize_email(email), status.value)
+        return {"status": status.value}
+
+    async def is_authenticated(self, email: str) -> bool:
+        return await rules.is_authenticated(self.store, email)
+
+    async def consume_authenticated(self, email: str) -> bool:
+        return await rules.consume_authenticated(self.store, email)
+
+    async def delete(self, email: str) -> bool:
+        forget = getattr(self.store, "forget", None)
+        if forget is not None:
+            await forget(rules.normalize_email(email))
+        return True
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {
+            "create_email_list": self.create_email_list,
+            "create": self.create,
+            "authen": self.authen,
+            "is_authenticated": self.is_authenticated,
+            "consume_authenticated": self.consume_authenticated,
+            "delete": self.delete,
+        }

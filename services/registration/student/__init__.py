@@ -1,0 +1,1 @@
+"""Student worker: student.insert(firstname, lastname, email) into PostgreSQL."""

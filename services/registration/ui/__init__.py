@@ -1,0 +1,1 @@
+"""Web UI: request an OTP, verify it, register. Sessions live in Redis."""

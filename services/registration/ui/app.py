@@ -1,0 +1,222 @@
+"""The registration UI (FastAPI + Jinja2), three pages as in the original Flask UI.
+
+``/`` asks for the e-mail and requests an OTP, ``/authen`` checks the OTP, ``/reg`` takes the
+first and last name and registers. Every page shows the serving container's hostname.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from registration.common.secretfiles import Secret, read_required_secret, read_value_or_file
+from registration.common.settings import env_bool, env_float, env_int, env_str
+from registration.ui.sessions import SESSION_COOKIE, KeyValue, SessionStore, new_session_id
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+MESSAGES = {
+    "unknown_email": "This e-mail is not on the list of admitted students.",
+    "invalid_email": "Please enter a valid e-mail address.",
+    "locked": "Too many wrong attempts. This e-mail is locked for a while; try again later.",
+    "invalid_otp": "Wrong OTP. Please try again.",
+    "expired": "Your OTP has expired or was already used. Please request a new one.",
+    "not_authenticated": "Please verify your e-mail with an OTP first.",
+    "already_registered": "This e-mail is already registered.",
+    "backend_timeout": "The service is busy. Please try again in a moment.",
+    "backend_error": "The service is unavailable. Please try again in a moment.",
+    "invalid_request": "Please check the form and try again.",
+}
+
+
+@dataclass(frozen=True)
+class UiSettings:
+    api_url: str
+    api_user: str
+    api_password: Secret
+    session_ttl: int
+    cookie_secure: bool
+    api_timeout: float
+
+    @classmethod
+    def from_env(cls) -> UiSettings:
+        return cls(
+            api_url=env_str("API_URL", "http://api:8000").rstrip("/"),
+            api_user=read_value_or_file("API_USER", "api"),
+            api_password=read_required_secret("API_PASSWORD"),
+            session_ttl=env_int("SESSION_TTL", 1800),
+            cookie_secure=env_bool("SESSION_COOKIE_SECURE", False),
+            api_timeout=env_float("API_TIMEOUT", 20.0),
+        )
+
+
+ApiPost = Callable[[str, dict[str, Any]], Awaitable[tuple[int, Any]]]
+
+
+def create_app(
+    settings: UiSettings,
+    kv_factory: Callable[[], KeyValue],
+    api_post: ApiPost | None = None,
+) -> FastAPI:
+    """``kv_factory`` builds the session key-value store (Redis, or a fake in tests);
+    ``api_post`` replaces the HTTP client to the API gateway in tests."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.sessions = SessionStore(kv_factory(), settings.session_ttl)
+        if api_post is not None:
+            app.state.api_post = api_post
+            yield
+            return
+        async with httpx.AsyncClient(
+            base_url=settings.api_url,
+            auth=(settings.api_user, settings.api_password.reveal()),
+            timeout=settings.api_timeout,
+        ) as client:
+
+            async def post(path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+                try:
+                    resp = await client.post(path, json=payload)
+                except httpx.HTTPError as exc:
+                    log.warning("API call %s failed: %s", path, type(exc).__name__)
+                    return 503, "backend_error"
+                try:
+                    return resp.status_code, resp.json().get("results")
+                except (ValueError, AttributeError):
+                    return resp.status_code, "backend_error"
+
+            app.state.api_post = post
+            yield
+
+    app = FastAPI(title="Student registration", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    hostname = socket.gethostname()
+
+    async def session_of(request: Request) -> tuple[str, dict[str, Any]]:
+        store: SessionStore = request.app.state.sessions
+        sid = request.cookies.get(SESSION_COOKIE)
+        data = await store.load(sid)
+        if not data or sid is None:
+            sid = new_session_id()
+            data = {"csrf": secrets.token_urlsafe(24)}
+        return sid, data
+
+    async def commit(request: Request, response: Response, sid: str, data: dict[str, Any]) -> Response:
+        store: SessionStore = request.app.state.sessions
+        await store.save(sid, data)
+        response.set_cookie(
+            SESSION_COOKIE,
+            sid,
+            max_age=settings.session_ttl,
+            httponly=True,
+            secure=settings.cookie_secure,
+            samesite="lax",
+            path="/",
+        )
+        return response
+
+    def page(request: Request, template: str, data: dict[str, Any], status_code: int = 200, **ctx: Any) -> Response:
+        context = {"hostname": hostname, "csrf": data.get("csrf", ""), "email": data.get("email"), **ctx}
+        return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
+
+    def csrf_ok(data: dict[str, Any], token: str) -> bool:
+        expected = str(data.get("csrf", ""))
+        return bool(expected) and secrets.compare_digest(expected.encode(), token.encode())
+
+    def bad_form(request: Request, template: str, data: dict[str, Any]) -> Response:
+        return page(request, template, data, 400, error=MESSAGES["invalid_request"])
+
+    def message(code: Any) -> str:
+        return MESSAGES.get(str(code), MESSAGES["backend_error"])
+
+    @app.get("/", response_class=HTMLResponse)
+    async def otp_form(request: Request) -> Response:
+        sid, data = await session_of(request)
+        return await commit(request, page(request, "otp.html", data), sid, data)
+
+    @app.post("/", response_class=HTMLResponse)
+    async def otp_submit(request: Request, email: str = Form(""), csrf: str = Form("")) -> Response:
+        sid, data = await session_of(request)
+        if not csrf_ok(data, csrf):
+            return await commit(request, bad_form(request, "otp.html", data), sid, data)
+        email = email.strip().lower()
+        status_code, results = await request.app.state.api_post("/getotp", {"email": email})
+        if status_code == 200 and results == "sent":
+            data.update({"email": email, "authen": False})
+            return await commit(request, RedirectResponse("authen", status_code=303), sid, data)
+        return await commit(request, page(request, "otp.html", data, 400, error=message(results)), sid, data)
+
+    @app.get("/authen", response_class=HTMLResponse)
+    async def authen_form(request: Request) -> Response:
+        sid, data = await session_of(request)
+        if not data.get("email"):
+            return await commit(request, RedirectResponse("./", status_code=303), sid, data)
+        return await commit(request, page(request, "authen.html", data), sid, data)
+
+    @app.post("/authen", response_class=HTMLResponse)
+    async def authen_submit(request: Request, otp: str = Form(""), csrf: str = Form("")) -> Response:
+        sid, data = await session_of(request)
+        if not data.get("email"):
+            return await commit(request, RedirectResponse("./", status_code=303), sid, data)
+        if not csrf_ok(data, csrf):
+            return await commit(request, bad_form(request, "authen.html", data), sid, data)
+        status_code, results = await request.app.state.api_post("/authen", {"email": data["email"], "otp": otp.strip()})
+        if status_code == 200 and results == "ok":
+            data["authen"] = True
+            return await commit(request, RedirectResponse("reg", status_code=303), sid, data)
+        return await commit(request, page(request, "authen.html", data, 400, error=message(results)), sid, data)
+
+    @app.get("/reg", response_class=HTMLResponse)
+    async def reg_form(request: Request) -> Response:
+        sid, data = await session_of(request)
+        if not data.get("authen"):
+            return await commit(
+                request, page(request, "message.html", data, 403, text=message("not_authenticated")), sid, data
+            )
+        return await commit(request, page(request, "reg.html", data), sid, data)
+
+    @app.post("/reg", response_class=HTMLResponse)
+    async def reg_submit(
+        request: Request, firstname: str = Form(""), lastname: str = Form(""), csrf: str = Form("")
+    ) -> Response:
+        sid, data = await session_of(request)
+        if not data.get("authen"):
+            return await commit(
+                request, page(request, "message.html", data, 403, text=message("not_authenticated")), sid, data
+            )
+        if not csrf_ok(data, csrf):
+            return await commit(request, bad_form(request, "reg.html", data), sid, data)
+        status_code, results = await request.app.state.api_post(
+            "/register", {"firstname": firstname.strip(), "lastname": lastname.strip(), "email": data["email"]}
+        )
+        if status_code == 200 and isinstance(results, dict) and "student_id" in results:
+            store: SessionStore = request.app.state.sessions
+            await store.delete(sid)
+            resp = page(
+                request,
+                "message.html",
+                {},
+                text=f"Registration complete. Your student ID is {int(results['student_id'])}. "
+                "A confirmation has been sent by e-mail.",
+            )
+            resp.delete_cookie(SESSION_COOKIE, path="/")
+            return resp
+        return await commit(request, page(request, "reg.html", data, 400, error=message(results)), sid, data)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "hostname": hostname}
+
+    return app

@@ -1,0 +1,59 @@
+"""Server-side sessions: a random id in an HttpOnly cookie, the data as JSON in Redis with a TTL.
+
+Any UI replica can serve any request, so a user keeps their place while UI containers are
+replaced during a rolling update.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Awaitable
+from typing import Any, Protocol
+
+SESSION_COOKIE = "regsid"
+_SID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # token_urlsafe(32)
+
+
+class KeyValue(Protocol):
+    def get(self, name: str) -> Awaitable[Any]: ...
+    def set(self, name: str, value: str, ex: int | None = None) -> Awaitable[Any]: ...
+    def delete(self, *names: str) -> Awaitable[Any]: ...
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def valid_session_id(sid: str | None) -> bool:
+    return sid is not None and _SID_RE.fullmatch(sid) is not None
+
+
+class SessionStore:
+    def __init__(self, kv: KeyValue, ttl: int) -> None:
+        self._kv = kv
+        self.ttl = ttl
+
+    @staticmethod
+    def _key(sid: str) -> str:
+        return f"session:{sid}"
+
+    async def load(self, sid: str | None) -> dict[str, Any]:
+        if not valid_session_id(sid):
+            return {}
+        assert sid is not None
+        raw = await self._kv.get(self._key(sid))
+        if raw is None:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    async def save(self, sid: str, data: dict[str, Any]) -> None:
+        await self._kv.set(self._key(sid), json.dumps(data), ex=self.ttl)
+
+    async def delete(self, sid: str) -> None:
+        await self._kv.delete(self._key(sid))
