@@ -159,6 +159,28 @@ def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False) -> None
     summary()
 
 
+@task(help={"keep": "keep what was made if lab-up fails (for debugging)"})
+@reported
+def demo(c: Context, keep: bool = False) -> None:
+    """The whole path on the lab: lab-up, bootstrap, deploy-stack; ends with the URL and timings."""
+    config = load_config()
+    provider.lab_up(config, keep=keep)
+    with cluster_nodes("lab") as (config, nodes):
+        spec = stack_spec(config.stack)
+        leader = swarm.swarm_init(nodes, str(config.overlay_pool))
+        swarm.swarm_join(nodes, leader)
+        swarm.drain_managers(nodes, leader)
+        configure_haproxy(nodes, spec.routes)
+        images = build_images(nodes, config, spec.images)
+        deploy(nodes, leader, spec, render_stack(spec, images))
+        say("\n" + status_report(nodes))
+        endpoints = nodes.inventory.endpoints
+    summary()
+    say(f"\nThe stack {spec.name!r} is up: open {endpoints['http']}/")
+    say(f"HAProxy stats: {endpoints.get('stats', '-')}; cluster at a glance: `.venv/bin/fab status`")
+    say("Tear it down with `make down` (or `.venv/bin/fab lab-down`).")
+
+
 @task(help=TARGET_HELP)
 @reported
 def status(c: Context, target: str = "lab") -> None:

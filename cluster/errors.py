@@ -23,7 +23,14 @@ class ConfigError(SwarmlabError):
         self.value = value
         self.problem = problem
         self.fix = fix
-        super().__init__(f"{key}={value!r}: {problem}. Fix: {fix}")
+        super().__init__(f"{key}={_show(value)}: {problem}. Fix: {fix}")
+
+
+def _show(value: object) -> str:
+    # Quote only strings that would be ambiguous bare: empty, or with spaces.
+    if isinstance(value, str) and (value == "" or " " in value):
+        return repr(value)
+    return str(value)
 
 
 class ConfigErrors(SwarmlabError):

@@ -81,6 +81,8 @@ def _check_free_ports(config: Config) -> None:
         ("stats_port", config.stats_port),
     ):
         with socket.socket() as probe:
+            # SO_REUSEADDR as docker-proxy sets it: a port in TIME_WAIT after a lab-down is free to it.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((str(config.bind_address), port))
             except OSError as error:

@@ -1,0 +1,53 @@
+# The two commands a newcomer needs: `make demo` and `make test`. `make check` runs before every commit.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test check lab-test lint types unit bench down clean venv
+
+venv: $(STAMP)
+
+# The virtualenv is rebuilt when pyproject.toml changes. On a fresh Debian machine without the venv
+# module, install it first (as root) rather than fail with Python's terse message.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -q && apt-get install -y -q python3-venv; \
+	  else echo "error: $(PYTHON) has no venv module: install python3-venv" >&2; exit 1; fi; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,services]'
+	touch $(STAMP)
+
+## demo: build the lab, bootstrap the swarm, deploy the stack; ends with the URL and a timing table
+demo: venv
+	$(BIN)/fab demo
+
+## check: lint, types, unit and Pulumi mock tests (under a minute)
+check: lint types unit
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q -m "not lab" tests/unit tests/infra
+
+## test: everything in check, then the lab tests on a real cluster (its own lab, torn down after)
+test: check lab-test
+
+lab-test: venv
+	$(BIN)/pytest -m lab tests/lab -v
+
+## bench: timings and figures on the lab, to docs/bench/ (JSON and plots)
+bench: venv
+	$(BIN)/python -m bench
+
+down: venv
+	$(BIN)/fab lab-down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

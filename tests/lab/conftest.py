@@ -1,0 +1,93 @@
+"""The lab the tests run on: its own cluster name, network and ports, so it never touches a user's lab.
+
+One lab serves the whole session (lab-up, bootstrap and deploy-stack run once, through the real
+`fab` command line); it is torn down at the end unless SWARMLAB_KEEP_LAB=1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cluster.config import Config, load_config
+from cluster.inventory import Inventory
+from cluster.runners import Nodes
+from cluster.targets import resolve
+
+ROOT = Path(__file__).resolve().parents[2]
+FAB = str(Path(sys.executable).parent / "fab")
+LAB_ENV = {
+    "SWARMLAB_CLUSTER": "citest",
+    "SWARMLAB_CIDR": "10.30.0.0/24",
+    "SWARMLAB_OVERLAY_POOL": "10.131.0.0/16",
+    "SWARMLAB_HTTP_PORT": "18080",
+    "SWARMLAB_SSH_PORT": "12222",
+    "SWARMLAB_STATS_PORT": "18404",
+}
+
+
+@dataclass
+class FabLog:
+    """Everything the fab commands printed in this session (the secrets test reads it all)."""
+
+    outputs: list[str] = field(default_factory=list)
+
+
+LOG = FabLog()
+
+
+def fab(
+    *args: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 1500
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **LAB_ENV, **(env or {})}
+    started = time.monotonic()
+    done = subprocess.run(
+        [FAB, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    LOG.outputs.append(done.stdout + done.stderr)
+    print(
+        f"$ fab {' '.join(args)}  ({time.monotonic() - started:.1f}s, exit {done.returncode})\n{done.stdout}{done.stderr}"
+    )
+    if check and done.returncode != 0:
+        pytest.fail(
+            f"fab {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    return done
+
+
+@dataclass
+class Lab:
+    config: Config
+    inventory: Inventory
+    nodes: Nodes
+
+    @property
+    def url(self) -> str:
+        return self.inventory.endpoints["http"]
+
+
+def lab_config() -> Config:
+    return load_config(ROOT / "swarmlab.yaml", {**os.environ, **LAB_ENV})
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    fab("lab-up")
+    fab("bootstrap")
+    fab("deploy-stack")
+    config = lab_config()
+    inventory = resolve("lab", config)
+    nodes = Nodes(inventory)
+    try:
+        yield Lab(config, inventory, nodes)
+    finally:
+        nodes.close()
+        if os.environ.get("SWARMLAB_KEEP_LAB") != "1":
+            fab("lab-down", check=False)

@@ -1,0 +1,99 @@
+"""Config validation: every bad value is refused with its key, its value and a fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster.config import load_config, parse_config
+from cluster.errors import ConfigErrors
+
+
+def errors_of(data: dict[str, object]) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_config(data)
+    return [(e.key, str(e)) for e in caught.value.errors]
+
+
+def test_defaults_are_the_documented_topology() -> None:
+    config = parse_config({})
+    assert (config.managers, config.workers) == (3, 3)
+    assert str(config.cidr) == "10.20.0.0/24"
+    assert config.address(5) == "10.20.0.5"
+
+
+@pytest.mark.parametrize("managers", [0, 2, 4, 6, 8, 9])
+def test_manager_count_must_be_an_odd_raft_size(managers: int) -> None:
+    [(key, message)] = errors_of({"managers": managers})
+    assert key == "managers"
+    assert f"managers={managers}" in message
+    assert "1, 3, 5 or 7" in message and "Fix:" in message
+
+
+@pytest.mark.parametrize("managers", [1, 3, 5, 7])
+def test_odd_manager_counts_are_accepted(managers: int) -> None:
+    assert parse_config({"managers": managers}).managers == managers
+
+
+def test_zero_workers_is_refused() -> None:
+    [(key, message)] = errors_of({"workers": 0})
+    assert key == "workers" and "at least one worker" in message
+
+
+@pytest.mark.parametrize("cidr", ["10.20.0.0/33", "10.20.0.300/24", "not-a-network", "10.20.0.1/24"])
+def test_malformed_cidr_is_refused(cidr: str) -> None:
+    [(key, message)] = errors_of({"cidr": cidr})
+    assert key == "cidr" and cidr in message and "10.20.0.0/24" in message
+
+
+def test_public_cidr_is_refused() -> None:
+    [(key, message)] = errors_of({"cidr": "8.8.8.0/24"})
+    assert key == "cidr" and "private" in message
+
+
+def test_cidr_overlapping_the_overlay_pool_is_refused() -> None:
+    [(key, message)] = errors_of({"cidr": "10.128.5.0/24"})
+    assert key == "overlay_pool" and "overlaps" in message
+
+
+def test_too_small_network_for_the_workers_is_refused() -> None:
+    [(key, message)] = errors_of({"cidr": "10.20.0.0/28", "workers": 3})
+    assert key == "cidr" and "larger network" in message
+
+
+def test_several_problems_are_reported_together() -> None:
+    keys = {key for key, _ in errors_of({"managers": 2, "workers": 0, "http_port": 80})}
+    assert keys == {"managers", "workers", "http_port"}
+
+
+def test_unknown_key_is_named() -> None:
+    [(key, message)] = errors_of({"manager": 3})
+    assert key == "manager" and "not a configuration key" in message
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "swarmlab.yaml"
+    path.write_text("workers: 2\ncluster: course\n")
+    config = load_config(path, {"SWARMLAB_WORKERS": "5"})
+    assert (config.cluster, config.workers) == ("course", 5)
+
+
+def test_bad_environment_value_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(tmp_path / "absent.yaml", {"SWARMLAB_MANAGERS": "4"})
+    assert caught.value.errors[0].key == "managers"
+
+
+def test_unknown_environment_variable_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(tmp_path / "absent.yaml", {"SWARMLAB_WORKRS": "4"})
+    assert caught.value.errors[0].key == "SWARMLAB_WORKRS"
+
+
+def test_invalid_yaml_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "swarmlab.yaml"
+    path.write_text("workers: [3\n")
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(path, {})
+    assert str(path) in str(caught.value)

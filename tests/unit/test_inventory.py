@@ -1,0 +1,67 @@
+"""Inventory schema v1: the lab writes what the loader reads back; bad inventories are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cluster.config import parse_config
+from cluster.errors import ConfigErrors
+from cluster.inventory import Role, dump_inventory, parse_inventory
+from cluster.lab.topology import StatePaths, lab_inventory
+
+
+def lab(**overrides: object) -> str:
+    return dump_inventory(lab_inventory(parse_config(overrides), StatePaths(Path("/state"))))
+
+
+def test_lab_inventory_round_trips_through_the_loader() -> None:
+    inventory = parse_inventory(lab())
+    assert [n.name for n in inventory.managers] == ["manager-1", "manager-2", "manager-3"]
+    assert [str(n.private_ip) for n in inventory.workers] == ["10.20.0.21", "10.20.0.22", "10.20.0.23"]
+    assert inventory.lb.public_ip is not None and str(inventory.lb.public_ip) == "127.0.0.1"
+    assert all(n.public_ip is None for n in inventory.nodes if n.role is not Role.LB)
+    assert inventory.ssh.jump_host == "lb-1" and inventory.ssh.jump_port == 2222
+    assert inventory.endpoints["registry"] == "10.20.0.6:5000"
+
+
+def test_lab_inventory_follows_the_config() -> None:
+    inventory = parse_inventory(lab(managers=5, workers=7, cidr="10.40.0.0/24"))
+    assert (len(inventory.managers), len(inventory.workers)) == (5, 7)
+    assert all(str(n.private_ip).startswith("10.40.0.") for n in inventory.nodes)
+
+
+def mutate(change: dict[str, object]) -> str:
+    data = json.loads(lab())
+    data.update(change)
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"version": 2}, "version"),
+        ({"provider": "aws"}, "provider"),
+        ({"nodes": []}, "managers"),
+        ({"network": {"cidr": "10.99.0.0/24"}}, "outside"),
+    ],
+)
+def test_invalid_inventories_are_refused_with_the_key(change: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_inventory(mutate(change), "inventory.json")
+    assert expected in str(caught.value)
+    assert "inventory.json" in str(caught.value)
+
+
+def test_even_manager_count_in_a_static_inventory_is_refused() -> None:
+    data = json.loads(lab())
+    data["nodes"] = [n for n in data["nodes"] if n["name"] != "manager-3"]
+    with pytest.raises(ConfigErrors, match="2 managers"):
+        parse_inventory(json.dumps(data))
+
+
+def test_not_json_is_refused() -> None:
+    with pytest.raises(ConfigErrors, match="not JSON"):
+        parse_inventory("{", "static.json")

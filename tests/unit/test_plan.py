@@ -1,0 +1,127 @@
+"""Plans for init, join and drain: facts recorded from a real lab in, the commands to run out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cluster.config import parse_config
+from cluster.facts import SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
+from cluster.inventory import Inventory, Node
+from cluster.lab.topology import StatePaths, lab_inventory
+from cluster.plan import PlanError, TokenRole, plan_drain, plan_init, plan_join
+
+FACTS = Path(__file__).parent / "facts"
+POOL = "10.128.0.0/16"
+
+
+@pytest.fixture
+def inventory() -> Inventory:
+    return lab_inventory(parse_config({}), StatePaths(Path("/state")))
+
+
+def recorded(name: str) -> SwarmInfo:
+    return parse_swarm_info((FACTS / name).read_text())
+
+
+def fresh(inventory: Inventory) -> dict[str, SwarmInfo]:
+    return {n.name: recorded("swarm_inactive.json") for n in inventory.swarm_nodes}
+
+
+def members() -> tuple[SwarmNode, ...]:
+    return parse_node_list((FACTS / "node_ls.jsonl").read_text())
+
+
+def test_parsers_read_recorded_docker_output() -> None:
+    manager, worker, inactive = (
+        recorded(f) for f in ("swarm_manager.json", "swarm_worker.json", "swarm_inactive.json")
+    )
+    assert manager.is_manager and manager.in_swarm and manager.cluster_id
+    assert worker.in_swarm and not worker.is_manager and worker.cluster_id == ""
+    assert not inactive.in_swarm
+    listed = members()
+    assert [m.hostname for m in listed if m.manager_status == "Leader"] == ["manager-1"]
+    assert sum(m.is_manager for m in listed) == 3
+
+
+def test_init_on_a_fresh_cluster_runs_on_the_first_manager_with_its_private_address(inventory: Inventory) -> None:
+    plan = plan_init(fresh(inventory), inventory.managers, POOL)
+    assert plan.leader == "manager-1"
+    [step] = plan.steps
+    assert step.node == "manager-1"
+    assert "--advertise-addr 10.20.0.11" in step.command and f"--default-addr-pool {POOL}" in step.command
+
+
+def test_init_is_empty_when_a_manager_already_runs_the_swarm(inventory: Inventory) -> None:
+    infos = fresh(inventory) | {"manager-2": recorded("swarm_manager.json")}
+    plan = plan_init(infos, inventory.managers, POOL)
+    assert plan.steps == () and plan.leader == "manager-2"
+
+
+def test_managers_in_two_different_swarms_are_refused(inventory: Inventory) -> None:
+    one = recorded("swarm_manager.json")
+    infos = fresh(inventory) | {"manager-1": one, "manager-3": replace(one, cluster_id="other")}
+    with pytest.raises(PlanError, match="different swarms"):
+        plan_init(infos, inventory.managers, POOL)
+
+
+def test_join_plan_for_a_fresh_cluster(inventory: Inventory) -> None:
+    leader = inventory.node("manager-1")
+    steps = plan_join(fresh(inventory), inventory.swarm_nodes, (), leader)
+    assert [(s.node, s.token) for s in steps] == [
+        ("manager-2", TokenRole.MANAGER),
+        ("manager-3", TokenRole.MANAGER),
+        ("worker-1", TokenRole.WORKER),
+        ("worker-2", TokenRole.WORKER),
+        ("worker-3", TokenRole.WORKER),
+    ]
+    joined = steps[2].command
+    assert "--advertise-addr 10.20.0.21" in joined and joined.endswith("10.20.0.11:2377")
+    assert all('--token "$(cat)"' in s.command for s in steps), "the token goes on stdin, never the command line"
+
+
+def member_info(node: Node, listed: tuple[SwarmNode, ...]) -> SwarmInfo:
+    row = next(m for m in listed if m.hostname == node.name)
+    return SwarmInfo("active", row.node_id, str(node.private_ip), "", row.is_manager, ())
+
+
+def test_partly_joined_cluster_joins_only_the_rest(inventory: Inventory) -> None:
+    listed = tuple(m for m in members() if m.hostname not in ("manager-3", "worker-2"))
+    infos = fresh(inventory) | {
+        n.name: member_info(n, listed) for n in inventory.swarm_nodes if n.name not in ("manager-3", "worker-2")
+    }
+    steps = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1"))
+    assert [s.node for s in steps] == ["manager-3", "worker-2"]
+
+
+def test_fully_joined_cluster_needs_nothing(inventory: Inventory) -> None:
+    listed = members()
+    infos = {n.name: member_info(n, listed) for n in inventory.swarm_nodes}
+    assert plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1")) == ()
+
+
+def test_member_with_the_wrong_role_is_promoted_on_the_leader(inventory: Inventory) -> None:
+    listed = tuple(replace(m, manager_status="") if m.hostname == "manager-3" else m for m in members())
+    infos = {n.name: member_info(n, listed) for n in inventory.swarm_nodes}
+    [step] = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1"))
+    assert step.node == "manager-1" and step.command.startswith("docker node promote ")
+
+
+def test_node_of_another_swarm_is_refused_not_forced(inventory: Inventory) -> None:
+    listed = members()
+    infos = {n.name: member_info(n, listed) for n in inventory.swarm_nodes}
+    infos["worker-3"] = replace(infos["worker-3"], node_id="stranger")
+    with pytest.raises(PlanError, match="worker-3 already belong to another swarm"):
+        plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1"))
+
+
+def test_drain_plan_targets_active_managers_only(inventory: Inventory) -> None:
+    listed = tuple(
+        replace(m, availability="Active") if m.hostname in ("manager-2", "worker-1") else m for m in members()
+    )
+    [step] = plan_drain(listed, inventory.managers, inventory.node("manager-1"))
+    manager_2 = next(m for m in listed if m.hostname == "manager-2")
+    assert step.command == f"docker node update --availability drain {manager_2.node_id}"
+    assert plan_drain(members(), inventory.managers, inventory.node("manager-1")) == ()

@@ -1,0 +1,77 @@
+"""Rendering against golden files. Regenerate after an intended change with UPDATE_GOLDEN=1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from cluster.config import parse_config
+from cluster.lab.build import node_build_context
+from cluster.lab.topology import StatePaths, lab_inventory
+from cluster.stacks import HELLO
+from cluster.tasks.stack import render_stack
+from haproxy.model import build, render_config
+from rendering.provision import ROLES, daemon_json, provision_script
+from rendering.render import render
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"no golden file {path}: run with UPDATE_GOLDEN=1 once and review it"
+    assert text == path.read_text()
+
+
+def test_haproxy_cfg_for_the_hello_stack() -> None:
+    text = render_config(build(lab_inventory(parse_config({}), StatePaths(Path("/state"))), HELLO.routes))
+    check_golden("haproxy-hello.cfg", text)
+    for worker in ("10.20.0.21:8000", "10.20.0.22:8000", "10.20.0.23:8000"):
+        assert f" {worker} check" in text
+    assert "retry-on conn-failure" in text and "option redispatch" in text and "master-worker" in text
+
+
+def test_haproxy_cfg_grows_with_the_workers() -> None:
+    text = render_config(build(lab_inventory(parse_config({"workers": 5}), StatePaths(Path("/s"))), HELLO.routes))
+    assert text.count("server worker-") == 5
+
+
+def test_hello_stack() -> None:
+    text = render_stack(HELLO, {"hello": "10.20.0.6:5000/swarmlab/hello:abc"})
+    check_golden("stack-hello.yaml", text)
+    web = yaml.safe_load(text)["services"]["web"]
+    assert web["ports"][0]["mode"] == "host"
+    assert web["deploy"]["mode"] == "global"
+    assert web["deploy"]["placement"]["constraints"] == ["node.role == worker"]
+    assert "healthcheck" in web
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_provision_scripts(role: str) -> None:
+    text = provision_script(role)
+    check_golden(f"provision-{role}.sh", text)
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
+    assert "PasswordAuthentication no" in text
+
+
+def test_daemon_json_points_at_the_cluster_registry() -> None:
+    assert '"insecure-registries": ["10.20.0.6:5000"]' in daemon_json("10.20.0.6:5000")
+
+
+def test_missing_value_is_an_error_not_an_empty_string() -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        render("docker/daemon.json.j2", {})
+
+
+def test_node_image_tag_changes_with_the_provisioning_scripts() -> None:
+    one = node_build_context(parse_config({}), "base:1")
+    assert one.tag == node_build_context(parse_config({}), "base:1").tag
+    assert one.tag != node_build_context(parse_config({}), "base:2").tag
+    assert one.tag != node_build_context(parse_config({"debian_suite": "trixie"}), "base:1").tag

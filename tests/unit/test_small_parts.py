@@ -1,0 +1,57 @@
+"""Small pure pieces: image tags, stack convergence, errors, known_hosts lines, timing tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.errors import CommandFailed, redact
+from cluster.images import BuildContext
+from cluster.lab.keys import known_hosts_line, new_key_pair
+from cluster.progress import PhaseResult, Timings
+from cluster.tasks.stack import ServiceState, parse_services
+
+
+def test_image_tag_is_a_hash_of_files_and_build_args() -> None:
+    one = BuildContext({"Dockerfile": b"FROM x", "a.py": b"1"}, {"BASE_IMAGE": "b:1"})
+    assert one.tag == BuildContext({"a.py": b"1", "Dockerfile": b"FROM x"}, {"BASE_IMAGE": "b:1"}).tag
+    assert one.tag != BuildContext({"Dockerfile": b"FROM x", "a.py": b"2"}, {"BASE_IMAGE": "b:1"}).tag
+    assert one.tag != BuildContext({"Dockerfile": b"FROM x", "a.py": b"1"}, {"BASE_IMAGE": "b:2"}).tag
+    assert one.tar() == one.tar(), "the context tar must be reproducible"
+
+
+@pytest.mark.parametrize(
+    ("replicas", "converged"),
+    [("3/3", True), ("2/3", False), ("0/1", False), ("0/0", True), ("1/1 (max 1 per node)", True), ("", False)],
+)
+def test_service_convergence(replicas: str, converged: bool) -> None:
+    assert ServiceState("s", replicas).converged is converged
+
+
+def test_parse_services() -> None:
+    assert parse_services("hello_web 3/3\nx_y 1/2\n") == (ServiceState("hello_web", "3/3"), ServiceState("x_y", "1/2"))
+
+
+def test_command_failure_names_host_command_exit_and_tail() -> None:
+    output = "\n".join(f"line {i}" for i in range(40))
+    error = CommandFailed("worker-2", "docker info", 1, output)
+    text = str(error)
+    assert "worker-2" in text and "`docker info`" in text and "exit 1" in text
+    assert "line 39" in text and "line 10" not in text
+
+
+def test_redact_masks_secrets() -> None:
+    assert redact("token SWMTKN-1-abc in output", ("SWMTKN-1-abc",)) == "token *** in output"
+
+
+def test_known_hosts_line_uses_brackets_for_non_default_ports() -> None:
+    key = new_key_pair("test")
+    assert known_hosts_line("127.0.0.1", 2222, key.public_openssh).startswith("[127.0.0.1]:2222 ssh-ed25519 ")
+    assert known_hosts_line("10.20.0.11", 22, key.public_openssh).startswith("10.20.0.11 ssh-ed25519 ")
+    assert key.private_openssh.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----")
+
+
+def test_timing_table_reports_each_phase_and_the_total() -> None:
+    timings = Timings([PhaseResult("swarm-init", 1.5, ["x"]), PhaseResult("haproxy", 0.5)])
+    table = timings.table()
+    assert "swarm-init" in table and "changed" in table and "no change" in table and "2.0" in table
+    assert timings.changed
