@@ -19,12 +19,12 @@ from cluster.errors import SwarmlabError
 from cluster.lab import provider
 from cluster.progress import TIMINGS, say
 from cluster.runners import Nodes
-from cluster.stacks import stack_spec
 from cluster.targets import resolve
 from cluster.tasks import bootstrap as swarm
+from cluster.tasks.deploy import configured_stack, deploy_configured_stack
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
-from cluster.tasks.stack import deploy, render_stack
+from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.status import status_report
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,18 +122,27 @@ def drain_managers(c: Context, target: str = "lab") -> None:
 def haproxy(c: Context, target: str = "lab") -> None:
     """Render haproxy.cfg from the inventory, validate it on the lb node, swap it in and reload."""
     with cluster_nodes(target) as (config, nodes):
-        configure_haproxy(nodes, stack_spec(config.stack).routes)
+        configure_haproxy(nodes, configured_stack(config).routes)
+
+
+@task(help=TARGET_HELP)
+@reported
+def nfs(c: Context, target: str = "lab") -> None:
+    """Configure the storage node's NFS v4 export (nfs-ganesha) and check it answers."""
+    with cluster_nodes(target) as (_, nodes):
+        configure_nfs(nodes)
 
 
 @task(help=TARGET_HELP)
 @reported
 def bootstrap(c: Context, target: str = "lab") -> None:
-    """swarm-init, swarm-join, drain-managers and haproxy, in order; idempotent."""
+    """swarm-init, swarm-join, drain-managers, haproxy and nfs, in order; idempotent."""
     with cluster_nodes(target) as (config, nodes):
         leader = swarm.swarm_init(nodes, str(config.overlay_pool))
         swarm.swarm_join(nodes, leader)
         swarm.drain_managers(nodes, leader)
-        configure_haproxy(nodes, stack_spec(config.stack).routes)
+        configure_haproxy(nodes, configured_stack(config).routes)
+        configure_nfs(nodes)
     summary()
 
 
@@ -142,7 +151,7 @@ def bootstrap(c: Context, target: str = "lab") -> None:
 def build_images_task(c: Context, target: str = "lab") -> None:
     """Build the stack's images on the storage node and push them to the cluster registry."""
     with cluster_nodes(target) as (config, nodes):
-        build_images(nodes, config, stack_spec(config.stack).images)
+        build_images(nodes, config, configured_stack(config).spec.images)
 
 
 @task(help={**TARGET_HELP, "dry_run": "print the rendered stack and its diff against what is deployed"})
@@ -150,12 +159,9 @@ def build_images_task(c: Context, target: str = "lab") -> None:
 def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Build the images, render the stack, deploy it and wait until every service is healthy."""
     with cluster_nodes(target) as (config, nodes):
-        spec = stack_spec(config.stack)
-        images = build_images(nodes, config, spec.images)
-        leader = swarm.find_leader(nodes)
-        deploy(nodes, leader, spec, render_stack(spec, images), dry_run=dry_run)
+        deploy_configured_stack(nodes, config, swarm.find_leader(nodes), dry_run=dry_run)
         if not dry_run:
-            say(f"\nserving at {nodes.inventory.endpoints.get('http', '?')}")
+            say(f"\nserving at {nodes.inventory.endpoints.get('http', '?')}/")
     summary()
 
 
@@ -166,17 +172,22 @@ def demo(c: Context, keep: bool = False) -> None:
     config = load_config()
     provider.lab_up(config, keep=keep)
     with cluster_nodes("lab") as (config, nodes):
-        spec = stack_spec(config.stack)
         leader = swarm.swarm_init(nodes, str(config.overlay_pool))
         swarm.swarm_join(nodes, leader)
         swarm.drain_managers(nodes, leader)
-        configure_haproxy(nodes, spec.routes)
-        images = build_images(nodes, config, spec.images)
-        deploy(nodes, leader, spec, render_stack(spec, images))
+        configure_haproxy(nodes, configured_stack(config).routes)
+        configure_nfs(nodes)
+        mode = deploy_configured_stack(nodes, config, leader)
         say("\n" + status_report(nodes))
         endpoints = nodes.inventory.endpoints
     summary()
-    say(f"\nThe stack {spec.name!r} is up: open {endpoints['http']}/")
+    url = endpoints["http"]
+    say(f"\nThe {config.stack} stack is up: open {url}/")
+    if config.stack == "registration":
+        credentials = provider.state_paths(config).credentials
+        say(f"Storage mode: {mode}. API docs: {url}/api/docs (user api, password in {credentials}).")
+        say(f"Eligible e-mails first: POST {url}/api/create_email_list with the API credentials (see README).")
+        say(f"The lab's mail sink catches every mail (your OTP too): {url}/mail/messages?to=ADDRESS")
     say(f"HAProxy stats: {endpoints.get('stats', '-')}; cluster at a glance: `.venv/bin/fab status`")
     say("Tear it down with `make down` (or `.venv/bin/fab lab-down`).")
 

@@ -47,7 +47,8 @@ class Config(BaseModel):
     stats_port: int = Field(8404, description="host port of HAProxy's stats page (lab)")
     debian_mirror: str = Field("http://deb.debian.org/debian", description="Debian mirror for images")
     debian_suite: str = Field("bookworm", description="Debian release the images are built from")
-    stack: str = Field("hello", description="stack under templates/stacks/ that deploy-stack deploys")
+    stack: str = Field("registration", description="stack deploy-stack deploys: registration or hello")
+    environment: str = Field("lab", description="values file of the stack: values/<stack>/<environment>.yaml")
     state_dir: Path | None = Field(
         None, description="where lab keys, inventory and credentials live (default ~/.local/state/swarmlab)"
     )
@@ -117,9 +118,12 @@ class Config(BaseModel):
         return str(self.cidr.network_address + offset)
 
     @property
+    def state_root(self) -> Path:
+        return self.state_dir or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "swarmlab"
+
+    @property
     def state_path(self) -> Path:
-        base = self.state_dir or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "swarmlab"
-        return base / self.cluster
+        return self.state_root / self.cluster
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:

@@ -49,8 +49,9 @@ def files_under(root: Path, prefix: str = "", exclude: Iterable[str] = ("__pycac
     skipped = set(exclude)
     found: dict[str, bytes] = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not skipped.intersection(path.relative_to(root).parts) and path.suffix != ".pyc":
-            found[prefix + path.relative_to(root).as_posix()] = path.read_bytes()
+        relative = path.relative_to(root)
+        if path.is_file() and not skipped.intersection(relative.parts) and path.suffix != ".pyc":
+            found[prefix + relative.as_posix()] = path.read_bytes()
     return found
 
 

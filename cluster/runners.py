@@ -5,6 +5,7 @@ The same code path serves the lab and a cloud: only the inventory differs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -173,9 +174,12 @@ class Nodes:
         return results
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
+        # Private nodes first: their channels run through the gateway's transport.
+        ordered = [c for c in self._connections.values() if c is not self._gateway]
         if self._gateway is not None:
-            self._gateway.close()
+            ordered.append(self._gateway)
+        for connection in ordered:
+            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):  # already gone
+                connection.close()
         self._connections.clear()
         self._gateway = None

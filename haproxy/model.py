@@ -26,6 +26,7 @@ class Backend:
     path_prefix: str
     health_path: str
     servers: tuple[Server, ...]
+    strip_prefix: bool = False
 
     @property
     def is_default(self) -> bool:
@@ -59,6 +60,7 @@ def build(
             path_prefix=route.path_prefix,
             health_path=route.health_path,
             servers=tuple(Server(w.name, str(w.private_ip), route.port) for w in inventory.workers),
+            strip_prefix=route.strip_prefix,
         )
         for route in routes
     )

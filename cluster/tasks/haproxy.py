@@ -9,8 +9,9 @@ from cluster.errors import SwarmlabError
 from cluster.progress import phase
 from cluster.runners import Nodes
 from cluster.stacks import Route
+from cluster.tasks.daemon import push_config
 from haproxy.model import build, render_config
-from haproxy.plan import FACTS_COMMAND, NEW_PATH, parse_facts, plan_haproxy
+from haproxy.plan import HAPROXY
 
 STATS_WAIT = 20
 
@@ -19,17 +20,7 @@ def configure_haproxy(nodes: Nodes, routes: tuple[Route, ...]) -> None:
     with phase("haproxy", "render haproxy.cfg from the inventory, validate, swap in and reload") as p:
         lb = nodes.inventory.lb
         config = build(nodes.inventory, routes)
-        text = render_config(config)
-        steps = plan_haproxy(parse_facts(nodes.run(lb, FACTS_COMMAND).stdout), text)
-        for step in steps:
-            if step.upload:
-                nodes.write(lb, NEW_PATH, text, mode=0o644)
-                continue
-            nodes.run(lb, step.command)
-            if step.change:
-                p.changed(step.why)
-        if not steps:
-            p.note("haproxy.cfg is current and HAProxy runs")
+        if not push_config(nodes, lb, HAPROXY, render_config(config), p):
             return
         check = f"curl -sf -o /dev/null http://127.0.0.1:{config.stats_port}/stats"
         deadline = time.monotonic() + STATS_WAIT

@@ -19,6 +19,7 @@ from cluster.lab.engine import client
 from cluster.progress import PhaseResult, phase
 from cluster.runners import Nodes
 from cluster.stacks import ImageRecipe
+from cluster.wheelhouse import ensure_wheelhouse
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REMOTE_DIR = "/var/tmp/swarmlab"
@@ -30,8 +31,17 @@ def registry_ref(registry: str, name: str, tag: str) -> str:
     return f"{registry}/swarmlab/{name}:{tag}"
 
 
-def recipe_context(recipe: ImageRecipe, build_args: dict[str, str]) -> BuildContext:
-    files = files_under(REPO_ROOT / recipe.context_dir)
+def recipe_context(recipe: ImageRecipe, build_args: dict[str, str], wheelhouse: Path | None = None) -> BuildContext:
+    """Exactly the files the recipe names (and the wheelhouse, for the runtime image)."""
+    files: dict[str, bytes] = {}
+    for source, destination in recipe.sources:
+        path = REPO_ROOT / source
+        if path.is_dir():
+            files.update(files_under(path, prefix=destination))
+        else:
+            files[destination] = path.read_bytes()
+    if wheelhouse is not None:
+        files.update(files_under(wheelhouse, prefix="wheelhouse/", exclude=(".complete",)))
     files["Dockerfile"] = (REPO_ROOT / recipe.dockerfile).read_bytes()
     return BuildContext(files, {**dict(recipe.build_args), **build_args})
 
@@ -81,11 +91,15 @@ def build_images(nodes: Nodes, config: Config, recipes: tuple[ImageRecipe, ...])
     with phase("build-images", f"build {len(recipes)} image(s) on {storage.name}, push to {registry}") as p:
         base_tag = ensure_base_image(client(), config, p)
         _ensure_base_on(nodes, storage, base_tag, p)
+        arch = nodes.run(storage, "uname -m").stdout.strip()
         for recipe in recipes:
             args = {"BASE_IMAGE": base_tag}
             if recipe.base:
                 args["RUNTIME_IMAGE"] = refs[recipe.base]
-            context = recipe_context(recipe, args)
+            wheels = None
+            if recipe.wheelhouse:
+                wheels = ensure_wheelhouse(REPO_ROOT / recipe.wheelhouse, REPO_ROOT / ".cache", arch, p)
+            context = recipe_context(recipe, args, wheels)
             refs[recipe.name] = registry_ref(registry, recipe.name, context.tag)
             if _in_registry(nodes, storage, recipe.name, context.tag):
                 p.note(f"{recipe.name}:{context.tag} already in the registry")

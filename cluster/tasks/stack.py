@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -22,12 +22,20 @@ CONVERGE_TIMEOUT = 300
 
 @dataclass(frozen=True)
 class StackInput:
+    """Everything a stack template may use; secrets are names of Docker secrets, never values."""
+
     images: dict[str, str]
-    values: dict[str, object]
+    values: object = None
+    ports: dict[str, int] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    storage_mode: str = ""
+    nfs_options: str = ""
+    nfs_pseudo: str = ""
 
 
-def render_stack(spec: StackSpec, images: dict[str, str], values: dict[str, object] | None = None) -> str:
-    text = render(spec.template, StackInput(images, values or {}))
+def render_stack(spec: StackSpec, data: StackInput) -> str:
+    text = render(spec.template, data)
     yaml.safe_load(text)  # a template bug shows here, not as a confusing `docker stack deploy` error
     return text
 

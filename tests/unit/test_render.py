@@ -14,7 +14,7 @@ from cluster.config import parse_config
 from cluster.lab.build import node_build_context
 from cluster.lab.topology import StatePaths, lab_inventory
 from cluster.stacks import HELLO
-from cluster.tasks.stack import render_stack
+from cluster.tasks.stack import StackInput, render_stack
 from haproxy.model import build, render_config
 from rendering.provision import ROLES, daemon_json, provision_script
 from rendering.render import render
@@ -44,7 +44,7 @@ def test_haproxy_cfg_grows_with_the_workers() -> None:
 
 
 def test_hello_stack() -> None:
-    text = render_stack(HELLO, {"hello": "10.20.0.6:5000/swarmlab/hello:abc"})
+    text = render_stack(HELLO, StackInput(images={"hello": "10.20.0.6:5000/swarmlab/hello:abc"}))
     check_golden("stack-hello.yaml", text)
     web = yaml.safe_load(text)["services"]["web"]
     assert web["ports"][0]["mode"] == "host"

@@ -104,6 +104,13 @@ def create_app(
     app = FastAPI(title="Student registration", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     hostname = socket.gethostname()
 
+    @app.middleware("http")
+    async def served_by(request: Request, call_next: Any) -> Response:
+        # Lets a person (or a test) see which container answered, as the seed's page did.
+        response: Response = await call_next(request)
+        response.headers["X-Served-By"] = hostname
+        return response
+
     async def session_of(request: Request) -> tuple[str, dict[str, Any]]:
         store: SessionStore = request.app.state.sessions
         sid = request.cookies.get(SESSION_COOKIE)

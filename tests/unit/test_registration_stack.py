@@ -1,0 +1,117 @@
+"""The registration stack as rendered: segmentation, update policies, storage, and no secret values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from cluster.config import parse_config
+from cluster.errors import ConfigErrors
+from cluster.stacks import REGISTRATION
+from cluster.tasks.deploy import configured_stack
+from cluster.tasks.stack import StackInput, render_stack
+from cluster.values import load_values
+from tests.unit.test_render import check_golden
+
+SECRETS = {"api_password": "registration_api_password_0123456789", "db_password": "registration_db_password_0123456789"}
+SECRETS |= {"rabbitmq_password": "registration_rabbitmq_password_0123456789"}
+
+
+def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
+    values = load_values("values/registration", environment)
+    images = {r.name.replace("-", "_"): f"10.20.0.6:5000/swarmlab/{r.name}:tag" for r in REGISTRATION.images}
+    secrets = SECRETS | ({"smtp_password": "registration_smtp_password_0123456789"} if values.smtp.user else {})
+    volumes = (
+        {"postgres": "postgres-data", "redis": "redis-data"}
+        if mode == "nfs"
+        else {"postgres": "/srv/swarmlab/data/postgres", "redis": "/srv/swarmlab/data/redis"}
+    )
+    data = StackInput(
+        images=images,
+        values=values,
+        ports={r.name: r.port for r in REGISTRATION.routes},
+        volumes=volumes,
+        secrets=secrets,
+        storage_mode=mode,
+        nfs_options="addr=10.20.0.6,hard,nfsvers=4.1,timeo=600,retrans=2",
+        nfs_pseudo="/data",
+    )
+    text = render_stack(REGISTRATION, data)
+    return text, yaml.safe_load(text)
+
+
+def test_lab_stack_golden() -> None:
+    text, _ = rendered("lab", "shared-dir")
+    check_golden("stack-registration-lab.yaml", text)
+
+
+def test_segmentation_keeps_the_ui_away_from_the_database_and_the_broker() -> None:
+    _, stack = rendered("lab", "shared-dir")
+    services = stack["services"]
+    nets = {name: set(s["networks"]) for name, s in services.items()}
+    assert nets["ui"] == {"edge", "session"}
+    assert nets["postgres"] == {"db"} and nets["rabbitmq"] == {"rpc"}
+    assert not nets["ui"] & (nets["postgres"] | nets["rabbitmq"] | nets["redis"])
+    assert nets["api"] == {"edge", "rpc"}
+    assert not nets["api"] & nets["postgres"]
+
+
+def test_every_service_has_a_healthcheck_worker_placement_and_dnsrr() -> None:
+    _, stack = rendered("lab", "shared-dir")
+    for name, service in stack["services"].items():
+        assert "healthcheck" in service, name
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name
+        assert service["deploy"]["placement"]["constraints"] == ["node.role == worker"], name
+        assert service["deploy"]["update_config"]["failure_action"] == "rollback", name
+        for port in service.get("ports", []):
+            assert port["mode"] == "host", name
+
+
+def test_stateful_services_are_single_stop_first_and_workers_start_first() -> None:
+    _, stack = rendered("lab", "shared-dir")
+    services = stack["services"]
+    for name in ("postgres", "rabbitmq", "redis", "mailsink"):
+        assert services[name]["deploy"]["replicas"] == 1
+        assert services[name]["deploy"]["update_config"]["order"] == "stop-first"
+    for name in ("otp", "student", "enroll", "email", "email_otp"):
+        assert services[name]["deploy"]["update_config"]["order"] == "start-first"
+    assert services["ui"]["deploy"]["placement"]["max_replicas_per_node"] == 1
+
+
+def test_nfs_mode_mounts_hard_nfs_41_volumes() -> None:
+    _, stack = rendered("prod", "nfs")
+    volume = stack["volumes"]["postgres-data"]["driver_opts"]
+    assert volume["type"] == "nfs" and volume["device"] == ":/data/postgres"
+    assert "hard" in volume["o"].split(",") and "nfsvers=4.1" in volume["o"] and "soft" not in volume["o"]
+    assert "postgres-data:/var/lib/postgresql/data" in stack["services"]["postgres"]["volumes"]
+
+
+def test_prod_has_no_mailsink_and_relays_with_a_password_secret() -> None:
+    _, stack = rendered("prod", "nfs")
+    assert "mailsink" not in stack["services"]
+    email = stack["services"]["email"]
+    assert email["environment"]["SMTP_PASSWORD_FILE"] == "/run/secrets/smtp_password"
+    assert "smtp_password" in email["secrets"]
+
+
+def test_no_password_reaches_the_environment_only_secret_files() -> None:
+    _, stack = rendered("prod", "nfs")
+    for name, service in stack["services"].items():
+        for key in service.get("environment", {}):
+            assert not key.endswith("PASSWORD"), f"{name} sets {key} in its environment"
+    assert {s["name"] for s in stack["secrets"].values()} >= set(SECRETS.values())
+    assert all(s["external"] for s in stack["secrets"].values())
+
+
+def test_mail_route_only_where_the_mailsink_runs() -> None:
+    lab = configured_stack(parse_config({"environment": "lab"}))
+    prod = configured_stack(parse_config({"environment": "prod"}))
+    assert [r.name for r in lab.routes] == ["ui", "api", "mail"]
+    assert [r.name for r in prod.routes] == ["ui", "api"]
+
+
+def test_unknown_environment_names_the_choices() -> None:
+    with pytest.raises(ConfigErrors, match="lab, prod"):
+        configured_stack(parse_config({"environment": "staging"}))
