@@ -119,7 +119,9 @@ class Config(BaseModel):
 
     @property
     def state_root(self) -> Path:
-        return self.state_dir or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "swarmlab"
+        if self.state_dir is not None:
+            return self.state_dir.expanduser()
+        return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "swarmlab"
 
     @property
     def state_path(self) -> Path:

@@ -43,26 +43,41 @@ def render_stack(spec: StackSpec, data: StackInput) -> str:
 @dataclass(frozen=True)
 class ServiceState:
     name: str
-    replicas: str  # "2/3"
+    replicas: str  # "2/3", "1/1 (max 1 per node)"
+    update: str = ""  # UpdateStatus.State: "", updating, completed, rollback_started, rollback_completed, paused...
+
+    @property
+    def failed(self) -> bool:
+        """The last update did not stick: Swarm paused it or rolled it back."""
+        return self.update in ("paused", "rollback_started", "rollback_paused", "rollback_completed")
 
     @property
     def converged(self) -> bool:
         running, _, rest = self.replicas.partition("/")
         wanted = rest.split()[0] if rest else ""  # "1/1 (max 1 per node)" -> "1"
-        return wanted != "" and running == wanted
+        # Replicas alone are not enough: during a rolling update the old tasks still count.
+        return wanted != "" and running == wanted and self.update in ("", "completed")
 
 
 def parse_services(output: str) -> tuple[ServiceState, ...]:
+    """Parse `name|replicas` lines, then `---`, then `name|update state` lines."""
+    replicas_part, _, updates_part = output.partition("---")
+    updates = dict(line.strip().split("|", 1) for line in updates_part.splitlines() if "|" in line)
     states = []
-    for line in output.splitlines():
-        if line.strip():
-            name, _, replicas = line.strip().partition(" ")
-            states.append(ServiceState(name, replicas.strip()))
+    for line in replicas_part.splitlines():
+        if "|" in line:
+            name, replicas = line.strip().split("|", 1)
+            states.append(ServiceState(name, replicas.strip(), updates.get(name, "").strip()))
     return tuple(states)
 
 
 def service_states(nodes: Nodes, leader: Node, stack: str) -> tuple[ServiceState, ...]:
-    out = nodes.run(leader, f"docker stack services {stack} --format '{{{{.Name}}}} {{{{.Replicas}}}}'", check=False)
+    command = (
+        f"docker stack services {stack} --format '{{{{.Name}}}}|{{{{.Replicas}}}}' && echo --- && "
+        "docker service inspect --format '{{.Spec.Name}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "
+        f"$(docker stack services -q {stack})"
+    )
+    out = nodes.run(leader, command, check=False)
     return parse_services(out.stdout) if out.ok else ()
 
 
@@ -85,6 +100,10 @@ def wait_converged(nodes: Nodes, leader: Node, stack: str, timeout: float = CONV
         states = service_states(nodes, leader, stack)
         if states and all(s.converged for s in states):
             return
+        failed = [s for s in states if s.failed]
+        if failed:
+            details = "\n".join(f"- {s.name} ({s.update}): {last_task_error(nodes, leader, s.name)}" for s in failed)
+            raise SwarmlabError(f"the update of stack {stack} failed and Swarm rolled it back:\n{details}")
         if time.monotonic() > deadline:
             lagging = [s for s in states if not s.converged]
             details = "\n".join(f"- {s.name} ({s.replicas}): {last_task_error(nodes, leader, s.name)}" for s in lagging)
@@ -103,9 +122,10 @@ def deploy(nodes: Nodes, leader: Node, spec: StackSpec, text: str, dry_run: bool
             return
         states = service_states(nodes, leader, spec.name)
         if not diff and states and all(s.converged for s in states):
+            # (A rolled-back service is not converged: it is deployed again below.)
             p.note("the deployed stack equals the rendered one and every service is converged")
             return
-        if diff:
+        if diff or any(s.failed for s in states):
             nodes.run(leader, f"mkdir -p {REMOTE_STACKS}")
             nodes.write(leader, remote, text)
             nodes.run(leader, f"docker stack deploy --prune -c {remote} {spec.name}")

@@ -27,8 +27,18 @@ def test_service_convergence(replicas: str, converged: bool) -> None:
     assert ServiceState("s", replicas).converged is converged
 
 
-def test_parse_services() -> None:
-    assert parse_services("hello_web 3/3\nx_y 1/2\n") == (ServiceState("hello_web", "3/3"), ServiceState("x_y", "1/2"))
+def test_parse_services_joins_replicas_and_update_state() -> None:
+    output = "hello_web|3/3\nx_y|1/2\n---\nhello_web|updating\nx_y|\n"
+    assert parse_services(output) == (ServiceState("hello_web", "3/3", "updating"), ServiceState("x_y", "1/2", ""))
+
+
+@pytest.mark.parametrize(
+    ("update", "converged", "failed"),
+    [("", True, False), ("completed", True, False), ("updating", False, False), ("rollback_completed", False, True)],
+)
+def test_a_rolling_update_is_not_converged_until_it_completes(update: str, converged: bool, failed: bool) -> None:
+    state = ServiceState("s", "3/3", update)
+    assert (state.converged, state.failed) == (converged, failed)
 
 
 def test_command_failure_names_host_command_exit_and_tail() -> None:

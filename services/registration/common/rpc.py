@@ -56,6 +56,16 @@ class RpcRemoteError(RpcError):
     """The worker raised while handling the call."""
 
 
+class RpcUnavailable(RpcError):
+    """The broker cannot be reached (restarting, or moving to another node)."""
+
+
+# What publishing raises while the broker is away: aio-pika's robust channel may stay closed after
+# the broker moved to another node; a closed channel (ChannelInvalidStateError) and a connection
+# not yet re-opened ("Connection was not opened") both raise RuntimeError subclasses.
+_BROKER_GONE = (RuntimeError, aio_pika.exceptions.AMQPError, ConnectionError)
+
+
 class RpcCaller(Protocol):
     """What the API gateway needs from an RPC client (so tests can substitute a fake)."""
 
@@ -115,8 +125,15 @@ class RpcClient:
         self._reply_queue: AbstractQueue | None = None
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._declared: set[str] = set()
+        self._watching = False
 
     async def start(self) -> None:
+        if not self._watching:
+            # aio-pika's own restore of the exclusive reply queue fails when the broker comes back
+            # empty on another node (seen in the lab: publishes worked, replies had nowhere to go).
+            # Rebuild the channel and the reply queue ourselves after every reconnect.
+            self._connection.reconnect_callbacks.add(self._on_reconnect)
+            self._watching = True
         self._channel = await self._connection.channel()
         # A named, exclusive, auto-delete reply queue: the robust channel re-declares it under the
         # same name after a reconnect, so replies keep finding us.
@@ -158,25 +175,63 @@ class RpcClient:
         await self._channel.declare_queue(queue_name(service), durable=True)
         self._declared.add(service)
 
+    async def _on_reconnect(self, *_: Any) -> None:
+        try:
+            await self._reopen()
+        except _BROKER_GONE as exc:  # the next call reopens again
+            log.warning("could not rebuild the RPC channel after a reconnect: %s", type(exc).__name__)
+        else:
+            log.info(
+                "RPC client channel rebuilt after a reconnect (reply queue %s)",
+                self._reply_queue and self._reply_queue.name,
+            )
+
+    async def _reopen(self) -> None:
+        """A fresh channel and reply queue on the (reconnected) connection."""
+        self._declared.clear()
+        if self._channel is not None:
+            with contextlib.suppress(Exception):  # it is broken already; we only drop it
+                await self._channel.close()
+        await self.start()
+
+    async def _publish(self, service: str, message: aio_pika.Message) -> None:
+        for attempt in (1, 2):
+            try:
+                await self._ensure_queue(service)
+                assert self._channel is not None
+                await self._channel.default_exchange.publish(message, routing_key=queue_name(service))
+                return
+            except _BROKER_GONE as exc:
+                if attempt == 2:
+                    raise RpcUnavailable(f"cannot publish to {service}: {type(exc).__name__}") from None
+                log.warning("channel unusable (%s); opening a new one", type(exc).__name__)
+                try:
+                    await self._reopen()
+                except _BROKER_GONE as reopen_error:
+                    raise RpcUnavailable(f"broker unavailable: {type(reopen_error).__name__}") from None
+
     async def call(self, service: str, method: str, /, timeout: float | None = None, **kwargs: Any) -> Any:
         if self._channel is None or self._reply_queue is None:
             raise RpcError("RPC client not started")
         timeout = self._default_timeout if timeout is None else timeout
-        await self._ensure_queue(service)
         cid = uuid.uuid4().hex
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[cid] = fut
         try:
-            await self._channel.default_exchange.publish(
-                aio_pika.Message(
-                    body=_encode({"method": method, "args": kwargs}),
-                    content_type="application/json",
-                    correlation_id=cid,
-                    reply_to=self._reply_queue.name,
-                    expiration=max(1, int(timeout + 0.999)),
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            # The publish itself is bounded too: while the broker is away, a robust channel waits.
+            await asyncio.wait_for(
+                self._publish(
+                    service,
+                    aio_pika.Message(
+                        body=_encode({"method": method, "args": kwargs}),
+                        content_type="application/json",
+                        correlation_id=cid,
+                        reply_to=self._reply_queue.name,
+                        expiration=max(1, int(timeout + 0.999)),
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
                 ),
-                routing_key=queue_name(service),
+                timeout,
             )
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:

@@ -5,9 +5,10 @@ import json
 from types import SimpleNamespace
 from typing import Any, cast
 
+import aio_pika
 import pytest
 
-from registration.common.rpc import RpcClient, RpcRemoteError, RpcServer, RpcTimeout
+from registration.common.rpc import RpcClient, RpcRemoteError, RpcServer, RpcTimeout, RpcUnavailable
 
 
 async def add(a: int, b: int) -> int:
@@ -124,3 +125,76 @@ def test_client_raises_remote_error() -> None:
 
     with pytest.raises(RpcRemoteError):
         asyncio.run(run())
+
+
+class ClosedExchange:
+    """The exchange of a robust channel that stayed closed after the broker moved."""
+
+    async def publish(self, message: Any, routing_key: str) -> None:
+        raise aio_pika.exceptions.ChannelInvalidStateError("channel closed")
+
+
+def test_client_reopens_a_dead_channel_once_and_then_succeeds() -> None:
+    client, exchange, channel = wired(reply=True)
+    channel.default_exchange = cast(Any, ClosedExchange())
+    reopened: list[bool] = []
+
+    async def reopen() -> None:
+        reopened.append(True)
+        client._channel = cast(Any, FakeChannel(exchange))
+
+    client._reopen = reopen  # type: ignore[method-assign]
+    assert asyncio.run(client.call("calc", "add", a=1, b=2)) == 3
+    assert reopened == [True]
+
+
+def test_client_reports_an_unreachable_broker_as_an_rpc_error_not_a_crash() -> None:
+    client, _, channel = wired(reply=False)
+    channel.default_exchange = cast(Any, ClosedExchange())
+
+    async def reopen() -> None:  # the new channel is as dead as the old one
+        pass
+
+    client._reopen = reopen  # type: ignore[method-assign]
+    with pytest.raises(RpcUnavailable):
+        asyncio.run(client.call("calc", "add", a=1, b=2))
+    assert client._pending == {}
+
+
+class FakeConnection:
+    """Records the reconnect callbacks and hands out channels with reply queues."""
+
+    def __init__(self) -> None:
+        self.reconnect_callbacks: set[Any] = set()
+        self.channels: list[Any] = []
+
+    async def channel(self) -> Any:
+        async def declare_queue(name: str, **_: Any) -> Any:
+            async def consume(callback: Any, no_ack: bool = False) -> str:
+                return "tag"
+
+            return SimpleNamespace(name=name, consume=consume)
+
+        async def close() -> None:
+            pass
+
+        channel = SimpleNamespace(declare_queue=declare_queue, close=close, is_closed=False)
+        self.channels.append(channel)
+        return channel
+
+
+def test_client_rebuilds_its_reply_queue_after_a_reconnect() -> None:
+    connection = FakeConnection()
+    client = RpcClient(cast(Any, connection))
+
+    async def run() -> None:
+        await client.start()
+        first = client._reply_queue
+        assert len(connection.reconnect_callbacks) == 1
+        for callback in list(connection.reconnect_callbacks):
+            await callback(connection)
+        assert len(connection.channels) == 2
+        assert client._reply_queue is not first
+        assert len(connection.reconnect_callbacks) == 1, "a rebuild must not register the callback again"
+
+    asyncio.run(run())

@@ -1,0 +1,274 @@
+"""The registration system on the lab, end to end through HAProxy: the flow a student follows, sessions
+that survive UI replacement, data that survives the database moving, refusals, and secrets that stay
+secret. Traffic goes to 127.0.0.1 (the lb node's published port) and to the lab's own nodes only."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from cluster.credentials import GENERATED
+from cluster.inventory import Node
+from cluster.tasks.deploy import configured_stack
+from tests.lab.conftest import LOG, Lab
+
+pytestmark = pytest.mark.lab
+STACK = "registration"
+
+
+@pytest.fixture(scope="module")
+def api(lab: Lab) -> Iterator[httpx.Client]:
+    credentials = json.loads((lab.config.state_path / "credentials").read_text())
+    with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30) as client:
+        yield client
+
+
+def fresh_email() -> str:
+    return f"student-{uuid.uuid4().hex[:10]}@example.org"
+
+
+def eligible(api: httpx.Client, *emails: str) -> None:
+    response = api.post("/create_email_list", json={"email_list": list(emails)})
+    assert response.status_code == 200, response.text
+
+
+def mails(lab: Lab, to: str, count: int = 1, timeout: float = 30) -> list[dict[str, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = httpx.get(lab.url + "/mail/messages", params={"to": to}, timeout=10).json()
+        if len(found) >= count or time.monotonic() > deadline:
+            assert len(found) >= count, f"expected {count} mail(s) to {to}, got {found}"
+            return list(found)
+        time.sleep(0.5)
+
+
+def otp_from(mail: dict[str, str]) -> str:
+    match = re.search(r"\b(\d{6})\b", mail["body"])
+    assert match, mail
+    return match.group(1)
+
+
+def manager(lab: Lab) -> Node:
+    return lab.inventory.managers[0]
+
+
+def node_of(lab: Lab, service: str) -> Node:
+    out = lab.nodes.run(
+        manager(lab), f"docker service ps {STACK}_{service} --filter desired-state=running --format '{{{{.Node}}}}'"
+    ).stdout.split()
+    assert out, f"no running task of {service}"
+    return lab.inventory.node(out[0])
+
+
+def in_service(lab: Lab, service: str, command: str, check: bool = True) -> str:
+    """Run a command inside the service's running container, on whichever worker runs it."""
+    node = node_of(lab, service)
+    find = f"docker ps -q -f label=com.docker.swarm.service.name={STACK}_{service} | head -n1"
+    return lab.nodes.run(node, f"docker exec $({find}) sh -c {shlex.quote(command)}", check=check).stdout
+
+
+def sql(lab: Lab, query: str) -> str:
+    # The password is read inside the container from its secret file: never on our command line.
+    command = f"PGPASSWORD=$(cat /run/secrets/db_password) psql -h 127.0.0.1 -U registration -d registration -tAc {shlex.quote(query)}"
+    return in_service(lab, "postgres", command).strip()
+
+
+def csrf(page: httpx.Response) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, page.text[:500]
+    return match.group(1)
+
+
+def ui_request_and_verify(lab: Lab, browser: httpx.Client, email: str) -> None:
+    page = browser.get("/")
+    assert page.status_code == 200
+    sent = browser.post("/", data={"email": email, "csrf": csrf(page)})
+    assert sent.status_code == 200 and 'name="otp"' in sent.text, sent.text[:500]
+    code = otp_from(mails(lab, email)[-1])
+    verified = browser.post("/authen", data={"otp": code, "csrf": csrf(sent)})
+    assert verified.status_code == 200 and 'name="firstname"' in verified.text, verified.text[:500]
+
+
+def ui_register(browser: httpx.Client, first: str, last: str) -> httpx.Response:
+    form = browser.get("/reg")
+    assert form.status_code == 200, form.text[:500]
+    return browser.post("/reg", data={"firstname": first, "lastname": last, "csrf": csrf(form)})
+
+
+def test_full_flow_through_haproxy(lab: Lab, api: httpx.Client) -> None:
+    email = fresh_email()
+    eligible(api, email)
+    with httpx.Client(base_url=lab.url, follow_redirects=True, timeout=30) as browser:
+        ui_request_and_verify(lab, browser, email)
+        done = ui_register(browser, "Ada", "Lovelace")
+    assert done.status_code == 200
+    student_id = sql(lab, f"SELECT id FROM student WHERE email = '{email}'")
+    assert student_id.isdigit()
+    assert (
+        sql(lab, f"SELECT firstname || ' ' || lastname FROM enroll WHERE student_id = {student_id}") == "Ada Lovelace"
+    )
+    confirmation = mails(lab, email, count=2)[-1]
+    assert student_id in confirmation["body"]
+
+
+def test_sessions_survive_the_ui_scaled_to_zero_and_back(lab: Lab, api: httpx.Client) -> None:
+    """The seed's own test: between verifying and registering, every UI container is replaced."""
+    email = fresh_email()
+    eligible(api, email)
+    with httpx.Client(base_url=lab.url, follow_redirects=True, timeout=30) as browser:
+        ui_request_and_verify(lab, browser, email)
+        before = browser.get("/reg").headers["X-Served-By"]
+        lab.nodes.run(manager(lab), f"docker service scale -d {STACK}_ui=0")
+        lab.nodes.run(manager(lab), f"docker service scale {STACK}_ui=2", timeout=180)
+        deadline = time.monotonic() + 60
+        while browser.get("/healthz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(1)
+        done = ui_register(browser, "Grace", "Hopper")
+        assert done.status_code == 200, done.text[:500]
+        assert done.headers["X-Served-By"] != before
+    assert sql(lab, f"SELECT count(*) FROM student WHERE email = '{email}'") == "1"
+    values = configured_stack(lab.config).values
+    assert values is not None
+    lab.nodes.run(manager(lab), f"docker service scale {STACK}_ui={values.edge_replicas}", timeout=180)
+
+
+def test_data_survives_the_database_moving_to_another_worker(lab: Lab, api: httpx.Client) -> None:
+    email = fresh_email()
+    eligible(api, email)
+    api.post("/getotp", json={"email": email}).raise_for_status()
+    api.post("/authen", json={"email": email, "otp": otp_from(mails(lab, email)[-1])}).raise_for_status()
+    api.post("/register", json={"firstname": "Alan", "lastname": "Turing", "email": email}).raise_for_status()
+    before = node_of(lab, "postgres")
+    lab.nodes.run(manager(lab), f"docker node update --availability drain {before.name}")
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                after = node_of(lab, "postgres")
+                if after.name != before.name and sql(lab, "SELECT 1") == "1":
+                    break
+            except Exception:  # the task is moving: not placed or not accepting connections yet
+                pass
+            assert time.monotonic() < deadline, "PostgreSQL did not come back on another worker"
+            time.sleep(3)
+        assert sql(lab, f"SELECT lastname FROM student WHERE email = '{email}'") == "Turing"
+        assert int(sql(lab, "SELECT count(*) FROM student")) >= 1
+    finally:
+        lab.nodes.run(manager(lab), f"docker node update --availability active {before.name}")
+    # Whatever else ran on the drained worker (the broker, perhaps) moved too: the system recovers.
+    wait_until_the_api_answers(api)
+    # The data lives on the storage node's export, which answers NFS v4 (checked with a userspace client).
+    storage = lab.inventory.storage
+    assert storage is not None
+    listing = lab.nodes.run(storage, f"nfs-ls 'nfs://{storage.private_ip}/data/postgres/?version=4'").stdout
+    assert "PG_VERSION" in listing
+
+
+def wait_until_the_api_answers(api: httpx.Client, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = api.post("/getotp", json={"email": "nobody@example.org"}).status_code
+        if status == 403:  # an answer from the otp worker, through the broker
+            return
+        assert status in (502, 503, 504), f"the API answered {status} while recovering"
+        assert time.monotonic() < deadline, "the API did not recover after the worker drain"
+        time.sleep(2)
+
+
+def test_unknown_email_is_refused_and_gets_no_mail(lab: Lab, api: httpx.Client) -> None:
+    email = fresh_email()
+    response = api.post("/getotp", json={"email": email})
+    assert response.status_code == 403 and response.json()["results"] == "unknown_email"
+    time.sleep(1)
+    assert httpx.get(lab.url + "/mail/messages", params={"to": email}).json() == []
+
+
+def test_six_wrong_otps_lock_the_email_even_for_the_right_one(lab: Lab, api: httpx.Client) -> None:
+    email = fresh_email()
+    eligible(api, email)
+    assert api.post("/getotp", json={"email": email}).status_code == 200
+    right = otp_from(mails(lab, email)[-1])
+    wrong = "000000" if right != "000000" else "111111"
+    statuses = [api.post("/authen", json={"email": email, "otp": wrong}).status_code for _ in range(5)]
+    assert statuses == [401] * 5
+    locked = api.post("/authen", json={"email": email, "otp": right})
+    assert locked.status_code == 429 and locked.json()["results"] == "locked"
+
+
+def test_reused_and_expired_otps_are_refused(lab: Lab, api: httpx.Client) -> None:
+    email = fresh_email()
+    eligible(api, email)
+    api.post("/getotp", json={"email": email}).raise_for_status()
+    code = otp_from(mails(lab, email)[-1])
+    assert api.post("/authen", json={"email": email, "otp": code}).status_code == 200
+    reused = api.post("/authen", json={"email": email, "otp": code})
+    assert reused.status_code == 401
+    # Expiry is Redis's own TTL: shorten the live OTP's TTL to one second and let it lapse.
+    api.post("/getotp", json={"email": email}).raise_for_status()
+    code = otp_from(mails(lab, email, count=2)[-1])
+    assert in_service(lab, "redis", f"redis-cli EXPIRE otp:code:{email} 1").strip() == "1"
+    time.sleep(2)
+    expired = api.post("/authen", json={"email": email, "otp": code})
+    assert expired.status_code == 401 and expired.json()["results"] == "expired"
+
+
+def test_malformed_requests_get_422_not_500(api: httpx.Client) -> None:
+    bad_json = api.post("/getotp", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad_json.status_code == 422
+    assert api.post("/register", json={"email": "x@example.org"}).status_code == 422
+    assert api.post("/authen", json={"email": "x@example.org", "otp": "12"}).status_code == 422
+
+
+def test_registering_twice_is_refused(lab: Lab, api: httpx.Client) -> None:
+    email = fresh_email()
+    eligible(api, email)
+    for attempt in range(2):
+        api.post("/getotp", json={"email": email}).raise_for_status()
+        code = otp_from(mails(lab, email, count=attempt * 2 + 1)[-1])
+        assert api.post("/authen", json={"email": email, "otp": code}).status_code == 200
+        response = api.post("/register", json={"firstname": "Twice", "lastname": "Tried", "email": email})
+        assert response.status_code == (200 if attempt == 0 else 409), response.text
+    assert sql(lab, f"SELECT count(*) FROM student WHERE email = '{email}'") == "1"
+
+
+def test_api_requires_credentials_and_serves_openapi_docs(lab: Lab) -> None:
+    assert httpx.post(lab.url + "/api/getotp", json={"email": "a@example.org"}).status_code == 401
+    assert httpx.get(lab.url + "/api/docs").status_code == 200
+
+
+def test_the_ui_cannot_reach_the_database_or_the_broker(lab: Lab) -> None:
+    probe = (
+        'python -c "import socket,sys\n'
+        "for host, port in (('postgres', 5432), ('rabbitmq', 5672), ('api', 8000)):\n"
+        "    try:\n        socket.create_connection((host, port), timeout=3).close(); print(host, 'open')\n"
+        "    except OSError: print(host, 'closed')\""
+    )
+    out = in_service(lab, "ui", probe)
+    assert "postgres closed" in out and "rabbitmq closed" in out
+    assert "api open" in out, "the probe itself must be able to succeed"
+
+
+def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
+    credentials = json.loads((lab.config.state_path / "credentials").read_text())
+    values = [credentials[key] for key in GENERATED]
+    leader = manager(lab)
+    places = {"rendered stack": lab.nodes.run(leader, f"cat /root/.swarmlab/stacks/{STACK}.yml").stdout}
+    services = lab.nodes.run(leader, f"docker stack services {STACK} --format '{{{{.Name}}}}'").stdout.split()
+    places["service inspect"] = lab.nodes.run(leader, "docker service inspect " + " ".join(services)).stdout
+    for service in services:
+        places[f"logs of {service}"] = lab.nodes.run(
+            leader, f"docker service logs --raw {service} 2>&1 | tail -n 2000"
+        ).stdout
+    places["fab output"] = "\n".join(LOG.outputs)
+    assert len(places["service inspect"]) > 1000 and any(len(v) > 0 for k, v in places.items() if k.startswith("logs"))
+    for where, text in places.items():
+        for value in values:
+            assert value not in text, f"a secret value appears in {where}"
+    assert oct((lab.config.state_path / "credentials").stat().st_mode & 0o777) == "0o600"
