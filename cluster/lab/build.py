@@ -61,7 +61,9 @@ def ensure_base_image(engine: docker.DockerClient, config: Config, progress: Pha
             raise SwarmlabError(
                 "debootstrap is needed to build the Debian base image: install it (apt-get install debootstrap)"
             )
+        _host_run(["apt-get", "update", "-q"])
         _host_run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"])
+        progress.changed("installed Debian's debootstrap")
     if os.geteuid() != 0:
         raise SwarmlabError("building the Debian base image with debootstrap needs root: run `make demo` with sudo")
     with tempfile.TemporaryDirectory(prefix="swarmlab-rootfs-") as scratch:

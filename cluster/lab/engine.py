@@ -59,10 +59,9 @@ def ensure_engine(progress: PhaseResult) -> None:
             "then `systemctl start docker` or `dockerd &`), or run this as root on Debian/Ubuntu to let it do so"
         )
     if shutil.which("dockerd") is None:
-        env_note = "installing Debian's docker.io"
-        progress.changed(env_note)
         _run(["apt-get", "update", "-q"])
         _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker.io"])
+        progress.changed("installed Debian's docker.io")
     if Path("/run/systemd/system").exists():
         _run(["systemctl", "start", "docker"])
     else:

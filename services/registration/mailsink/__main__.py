@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from registration.common.logsetup import setup_logging
 from registration.common.settings import env_int, env_str
+from registration.common.web import serve
 from registration.mailsink.app import MailStore, create_app
 
 
@@ -18,7 +17,7 @@ def main() -> None:
         smtp_port=env_int("SMTP_LISTEN_PORT", 2525),
         max_bytes=env_int("MAILSINK_MAX_BYTES", 1_048_576),
     )
-    uvicorn.run(app, host=env_str("HOST", "0.0.0.0"), port=env_int("PORT", 8025), log_config=None)
+    serve(app, default_port=8025)
 
 
 if __name__ == "__main__":
