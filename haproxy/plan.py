@@ -15,5 +15,5 @@ HAPROXY = Daemon(
     unit="haproxy",
     start=f"mkdir -p /run/haproxy && haproxy -W -D -p {PID_FILE} -f {CONFIG_PATH} </dev/null >/dev/null 2>&1",
     reload="kill -USR2 {pid}",
-    validate="haproxy -c -q -f {path}",
+    validate="haproxy -c -f {path}",  # not -q: its complaint is the error message
 )

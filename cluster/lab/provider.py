@@ -300,9 +300,10 @@ def lab_down(config: Config, quiet: bool = False) -> None:
         removed = _remove(lab_containers(engine, config.cluster), "container", quiet)
         removed += _remove(engine.networks.list(filters=selector), "network", quiet)
         removed += _remove(engine.volumes.list(filters=selector), "volume", quiet)
+        # The lab's data went with its volumes, so the passwords that guarded it go too.
         paths = state_paths(config)
-        if paths.inventory.exists():
-            paths.inventory.unlink()
+        for stale in (paths.inventory, paths.credentials):
+            stale.unlink(missing_ok=True)
         if removed:
             p.changed(f"removed {removed} object(s)")
 
