@@ -44,7 +44,3 @@ def build(inventory: Inventory) -> GaneshaConfig:
 def render_config(config: GaneshaConfig) -> str:
     return render("nfs/ganesha.conf.j2", {"config": config})
 
-
-def volume_options(server: str, path: str) -> str:
-    """The `o:` of a Docker local volume of type nfs."""
-    return f"addr={server},{CLIENT_OPTIONS}"

@@ -4,7 +4,6 @@ idempotent bootstrap, pinned host keys, secrets kept off disk and out of the out
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 from cluster.errors import CommandFailed
 from cluster.facts import NODE_LIST_COMMAND, parse_node_list, parse_running_tasks, running_tasks_command
 from cluster.inventory import Role
+from cluster.lab.keys import new_key_pair
 from cluster.runners import Nodes
 from tests.lab.conftest import LAB_ENV, LOG, Lab, fab
 
@@ -73,9 +73,7 @@ def test_only_the_lb_node_is_published_and_only_on_loopback(lab: Lab) -> None:
 
 def test_host_keys_are_pinned(lab: Lab, tmp_path: Path) -> None:
     known = Path(lab.inventory.ssh.known_hosts or "").read_text().splitlines()
-    other = subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-f", str(tmp_path / "k")], check=True)
-    assert other.returncode == 0
-    impostor = (tmp_path / "k.pub").read_text().split()[1]
+    impostor = new_key_pair("impostor").public_openssh.split()[1]
     forged = [f"{line.rsplit(' ', 1)[0]} {impostor}" if line.startswith("[127.0.0.1]") else line for line in known]
     (tmp_path / "known_hosts").write_text("\n".join(forged) + "\n")
     ssh = lab.inventory.ssh.model_copy(update={"known_hosts": str(tmp_path / "known_hosts")})
