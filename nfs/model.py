@@ -43,4 +43,3 @@ def build(inventory: Inventory) -> GaneshaConfig:
 
 def render_config(config: GaneshaConfig) -> str:
     return render("nfs/ganesha.conf.j2", {"config": config})
-
