@@ -16,6 +16,7 @@ from invoke.exceptions import Exit
 
 from cluster.config import Config, load_config
 from cluster.errors import SwarmlabError
+from cluster.inventory import Node
 from cluster.lab import provider
 from cluster.progress import TIMINGS, say
 from cluster.runners import Nodes
@@ -55,6 +56,16 @@ def cluster_nodes(target: str) -> Iterator[tuple[Config, Nodes]]:
         yield config, nodes
     finally:
         nodes.close()
+
+
+def run_bootstrap(config: Config, nodes: Nodes) -> Node:
+    """The bootstrap sequence; returns the manager the later steps run on."""
+    leader = swarm.swarm_init(nodes, str(config.overlay_pool))
+    swarm.swarm_join(nodes, leader)
+    swarm.drain_managers(nodes, leader)
+    configure_haproxy(nodes, configured_stack(config).routes)
+    configure_nfs(nodes)
+    return leader
 
 
 def summary() -> None:
@@ -138,11 +149,7 @@ def nfs(c: Context, target: str = "lab") -> None:
 def bootstrap(c: Context, target: str = "lab") -> None:
     """swarm-init, swarm-join, drain-managers, haproxy and nfs, in order; idempotent."""
     with cluster_nodes(target) as (config, nodes):
-        leader = swarm.swarm_init(nodes, str(config.overlay_pool))
-        swarm.swarm_join(nodes, leader)
-        swarm.drain_managers(nodes, leader)
-        configure_haproxy(nodes, configured_stack(config).routes)
-        configure_nfs(nodes)
+        run_bootstrap(config, nodes)
     summary()
 
 
@@ -172,11 +179,7 @@ def demo(c: Context, keep: bool = False) -> None:
     config = load_config()
     provider.lab_up(config, keep=keep)
     with cluster_nodes("lab") as (config, nodes):
-        leader = swarm.swarm_init(nodes, str(config.overlay_pool))
-        swarm.swarm_join(nodes, leader)
-        swarm.drain_managers(nodes, leader)
-        configure_haproxy(nodes, configured_stack(config).routes)
-        configure_nfs(nodes)
+        leader = run_bootstrap(config, nodes)
         mode = deploy_configured_stack(nodes, config, leader)
         say("\n" + status_report(nodes))
         endpoints = nodes.inventory.endpoints
