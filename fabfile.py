@@ -26,7 +26,7 @@ from cluster.tasks.deploy import configured_stack, deploy_configured_stack
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
 from cluster.tasks.nfs import configure_nfs
-from cluster.tasks.status import status_report
+from cluster.tasks.status import status_report, table
 
 F = TypeVar("F", bound=Callable[..., Any])
 TARGET_HELP = {"target": "lab (default), pulumi, or the path of an inventory file (schema v1)"}
@@ -97,9 +97,7 @@ def lab_status(c: Context) -> None:
     if not rows:
         say(f"lab {config.cluster!r} is not up")
         return
-    say(f"{'node':<12} {'role':<8} {'address':<15} state")
-    for name, role, ip, state in rows:
-        say(f"{name:<12} {role:<8} {ip:<15} {state}")
+    say(table(("NODE", "ROLE", "ADDRESS", "STATE"), rows))
     paths = provider.state_paths(config)
     say(f"\nstate directory: {paths.root} (inventory.json, id_ed25519, known_hosts, credentials)")
 

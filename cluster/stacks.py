@@ -57,7 +57,7 @@ APP_SERVICES = ("ui", "api", "otp", "student", "enroll", "email", "email_otp", "
 def _app(service: str) -> ImageRecipe:
     package = "services/registration"
     return ImageRecipe(
-        name=service.replace("_", "-"),
+        name=service,
         dockerfile="services/images/app/Dockerfile",
         sources=(
             (f"{package}/__init__.py", "registration/__init__.py"),

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 import docker
 from docker.errors import APIError, NotFound
 from docker.models.containers import Container
+from docker.models.networks import Network
+from docker.models.volumes import Volume
 
 from cluster.config import Config
 from cluster.errors import ConfigError, ConfigErrors, SwarmlabError
@@ -277,11 +279,14 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
     return inventory
 
 
-def _remove(items: Iterable[object], what: str, quiet: bool) -> int:
+def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: bool) -> int:
     count = 0
     for item in items:
         try:
-            item.remove(force=True) if what == "container" else item.remove()  # type: ignore[attr-defined]
+            if isinstance(item, Container):
+                item.remove(force=True)  # a running node goes too
+            else:
+                item.remove()
             count += 1
         except NotFound:
             pass

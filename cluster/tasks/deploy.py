@@ -97,7 +97,7 @@ def deploy_configured_stack(nodes: Nodes, config: Config, leader: Node, dry_run:
         else:
             volumes = {name: f"{EXPORT_DIR}/{name}" for name in DATA_OWNERS}
         data = StackInput(
-            images={**images, **{k.replace("-", "_"): v for k, v in images.items()}, **values.images},
+            images={**images, **values.images},
             values=values,
             ports=data.ports,
             volumes=volumes,

@@ -21,7 +21,7 @@ SECRETS |= {"rabbitmq_password": "registration_rabbitmq_password_0123456789"}
 
 def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
     values = load_values("values/registration", environment)
-    images = {r.name.replace("-", "_"): f"10.20.0.6:5000/swarmlab/{r.name}:tag" for r in REGISTRATION.images}
+    images = {r.name: f"10.20.0.6:5000/swarmlab/{r.name}:tag" for r in REGISTRATION.images}
     secrets = SECRETS | ({"smtp_password": "registration_smtp_password_0123456789"} if values.smtp.user else {})
     volumes = (
         {"postgres": "postgres-data", "redis": "redis-data"}
