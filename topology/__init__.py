@@ -1,0 +1,119 @@
+"""The cluster's topology facts, stated once: roles, node names, the address plan, ports and paths.
+
+Dependency-free (standard library only) so that infra/ (Pulumi), cluster/ (Fabric) and rendering/
+(templates) share one source without importing one another. Nothing here touches a machine.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+# Raft keeps a majority only with an odd number of managers; more than 7 slows every write.
+MANAGER_COUNTS = (1, 3, 5, 7)
+ROLES = ("manager", "worker", "lb", "storage")
+
+# Host offsets inside the node network (.1 is the gateway or router). Fixed offsets make the
+# inventory known before any machine exists, and the same on a cloud as in the lab.
+LB_OFFSET, STORAGE_OFFSET, MANAGER_OFFSET, WORKER_OFFSET = 5, 6, 10, 20
+
+LB_NAME = "lb-1"
+STORAGE_NAME = "storage-1"
+
+SSH_PORT = 22
+HTTP_PORT = 80  # HAProxy's HTTP frontend on the lb node
+STATS_PORT = 8404  # HAProxy's stats page on the lb node (admin CIDRs only on a cloud)
+SWARM_PORT = 2377  # Swarm cluster management (Raft, joins)
+REGISTRY_PORT = 5000  # the cluster's image registry, on the storage node
+NFS_PORT = 2049
+
+# The storage node keeps everything under DATA_ROOT (the Cinder volume on a cloud, a Docker volume in
+# the lab: a real filesystem, never overlayfs); the NFS export is its data/ directory.
+DATA_ROOT = "/srv/swarmlab"
+EXPORT_DIR = f"{DATA_ROOT}/data"
+NFS_PSEUDO_PATH = "/data"  # the export's NFS v4 pseudo path
+
+
+def node_name(role: str, number: int) -> str:
+    return f"{role}-{number}"
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    """A node of the cluster before it exists: its name, role and fixed private address."""
+
+    name: str
+    role: str
+    ip: str
+
+
+def address(cidr: ipaddress.IPv4Network, offset: int) -> str:
+    return str(cidr.network_address + offset)
+
+
+def addresses_needed(workers: int) -> int:
+    """How many addresses the node network must hold for this many workers (the last is WORKER_OFFSET+n)."""
+    return WORKER_OFFSET + workers + 1
+
+
+def plan_nodes(cidr: ipaddress.IPv4Network, managers: int, workers: int) -> tuple[PlannedNode, ...]:
+    """Every node in a fixed order: lb, storage, managers, workers."""
+    nodes = [
+        PlannedNode(LB_NAME, "lb", address(cidr, LB_OFFSET)),
+        PlannedNode(STORAGE_NAME, "storage", address(cidr, STORAGE_OFFSET)),
+    ]
+    nodes += [
+        PlannedNode(node_name("manager", i), "manager", address(cidr, MANAGER_OFFSET + i)) for i in range(1, managers + 1)
+    ]
+    nodes += [
+        PlannedNode(node_name("worker", i), "worker", address(cidr, WORKER_OFFSET + i)) for i in range(1, workers + 1)
+    ]
+    return tuple(nodes)
+
+
+def storage_ip(cidr: ipaddress.IPv4Network) -> str:
+    return address(cidr, STORAGE_OFFSET)
+
+
+def registry_endpoint(cidr: ipaddress.IPv4Network) -> str:
+    return f"{storage_ip(cidr)}:{REGISTRY_PORT}"
+
+
+def nfs_endpoint(cidr: ipaddress.IPv4Network) -> str:
+    """host:/path, as `mount` and the inventory write it."""
+    return f"{storage_ip(cidr)}:{NFS_PSEUDO_PATH}"
+
+
+def inventory_document(
+    *,
+    cluster: str,
+    provider: str,
+    cidr: ipaddress.IPv4Network,
+    nodes: tuple[PlannedNode, ...],
+    ssh: dict[str, Any],
+    lb_public_ip: str,
+    http: str,
+    stats: str,
+) -> dict[str, Any]:
+    """Inventory schema v1 (the contract between whatever made the machines and the tasks), as plain data.
+
+    The lab and the Pulumi program both build theirs here, so the two cannot drift apart.
+    """
+    return {
+        "version": 1,
+        "cluster": cluster,
+        "provider": provider,
+        "ssh": {"jump_host": LB_NAME, "port": SSH_PORT, **ssh},
+        "network": {"cidr": str(cidr)},
+        "nodes": [
+            {"name": n.name, "role": n.role, "private_ip": n.ip, "public_ip": lb_public_ip if n.role == "lb" else None}
+            for n in nodes
+        ],
+        "endpoints": {
+            "http": http,
+            "stats": stats,
+            "registry": registry_endpoint(cidr),
+            "nfs": nfs_endpoint(cidr),
+        },
+    }
