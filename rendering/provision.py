@@ -1,12 +1,14 @@
 """What each role installs: the provisioning scripts rendered for a role (pure).
 
-Shared by cluster/ (lab images) and infra/ (cloud-init), so it imports neither.
+Shared by cluster/ (lab images) and infra/ (cloud-init), so it imports neither; the facts it renders
+(paths, ports) come from topology.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import topology
 from rendering.render import render
 
 
@@ -15,6 +17,10 @@ class ProvisionInput:
     role: str
     debian_mirror: str = "http://deb.debian.org/debian"
     debian_suite: str = "bookworm"
+    # The storage node's layout, from topology: where its data lives, the NFS export, the registry's port.
+    data_root: str = topology.DATA_ROOT
+    export_dir: str = topology.EXPORT_DIR
+    registry_port: int = topology.REGISTRY_PORT
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class DaemonJsonInput:
     registry: str
 
 
-ROLES = ("manager", "worker", "lb", "storage")
+ROLES = topology.ROLES
 
 
 def provision_script(

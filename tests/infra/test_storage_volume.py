@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rendering.provision import provision_script
+from topology import DATA_ROOT
 
 BEGIN, END = "# --- storage volume: begin ---", "# --- storage volume: end ---"
 TOOLS = ("blkid", "mkfs.ext4", "sfdisk")
@@ -60,7 +61,7 @@ def test_an_empty_volume_gets_formatted(tmp_path: Path) -> None:
     done = run_section(image)
     assert done.returncode == 0, done.stderr
     assert probe(image, "TYPE") == "ext4" and probe(image, "LABEL") == "swarmlab-data"
-    assert f"would mount UUID={probe(image, 'UUID')} (ext4) at /srv/swarmlab" in done.stdout
+    assert f"would mount UUID={probe(image, 'UUID')} (ext4) at {DATA_ROOT}" in done.stdout
 
 
 def test_a_volume_with_a_filesystem_is_never_reformatted(tmp_path: Path) -> None:
@@ -109,6 +110,8 @@ def test_no_device_means_nothing_to_do() -> None:
 def test_the_full_storage_script_keeps_its_provisioning_and_parses() -> None:
     script = provision_script("storage")
     assert "apt_install nfs-ganesha" in script and 'echo "provisioned role storage"' in script
+    # The storage node builds the cluster's Debian base image itself (on clouds and static machines).
+    assert " debootstrap" in script.split("apt_install nfs-ganesha", 1)[1].splitlines()[0]
     assert script.count(BEGIN) == 1 and script.index(BEGIN) < script.index(END)
     done = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

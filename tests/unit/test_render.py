@@ -10,13 +10,14 @@ import jinja2
 import pytest
 import yaml
 
+import topology
 from cluster.config import parse_config
 from cluster.lab.build import node_build_context
 from cluster.lab.topology import StatePaths, lab_inventory
 from cluster.stacks import HELLO
 from cluster.tasks.stack import StackInput, render_stack
 from haproxy.model import build, render_config
-from rendering.provision import ROLES, daemon_json, provision_script
+from rendering.provision import ROLES, ProvisionInput, daemon_json, provision_script
 from rendering.render import render
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -59,6 +60,21 @@ def test_provision_scripts(role: str) -> None:
     check_golden(f"provision-{role}.sh", text)
     subprocess.run(["sh", "-n"], input=text, text=True, check=True)
     assert "PasswordAuthentication no" in text
+
+
+def test_storage_script_takes_its_paths_and_registry_port_from_topology() -> None:
+    text = provision_script("storage")
+    assert f"mkdir -p /var/run/ganesha {topology.EXPORT_DIR} " in text
+    assert f"  addr: :{topology.REGISTRY_PORT}\n" in text
+    assert f'target="${{SWARMLAB_DATA_MOUNTPOINT:-{topology.DATA_ROOT}}}"' in text
+    # Other values show through everywhere: no literal copy of the facts is left in the template.
+    moved = render(
+        "provision/storage.sh.j2",
+        ProvisionInput("storage", data_root="/var/lab", export_dir="/var/lab/export", registry_port=5999),
+    )
+    assert "/srv/swarmlab" not in moved and ":5000" not in moved
+    assert "mkdir -p /var/run/ganesha /var/lab/export " in moved and "addr: :5999" in moved
+    assert 'SWARMLAB_DATA_MOUNTPOINT:-/var/lab}"' in moved
 
 
 def test_daemon_json_points_at_the_cluster_registry() -> None:

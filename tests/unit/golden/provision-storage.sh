@@ -34,7 +34,7 @@ SSHD
 # --- Docker engine from Debian's packages (no vendor repository, no registry needed) ---
 # /etc/docker/daemon.json is written per cluster (templates/docker/daemon.json.j2), not here.
 apt_install docker.io
-apt_install nfs-ganesha nfs-ganesha-vfs rpcbind docker-registry libnfs-utils
+apt_install nfs-ganesha nfs-ganesha-vfs rpcbind docker-registry libnfs-utils debootstrap
 mkdir -p /var/run/ganesha /srv/swarmlab/data /var/lib/docker-registry
 # The cluster registry: plain HTTP on the private network only (the security group and the lab's
 # bridge keep it there), no htpasswd: Debian's default config asks for credentials nothing has.
