@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import topology
 from infra.config import InfraConfig
-from infra.topology import NodeSpec, registry_endpoint
+from infra.topology import NodeSpec
 from rendering.provision import daemon_json, provision_script
 from rendering.render import render
 
 DOCKER_ROLES = ("manager", "worker", "storage")
 PROVISION_PATH = "/usr/local/sbin/swarmlab-provision"
-# Nova attaches the volume after the server boots, so the script waits this long for the device.
+# Nova attaches the volume after the server boots, so the script waits this long for the device, then
+# mounts it at topology.DATA_ROOT (the script's default mount point, rendered from topology).
 DATA_DEVICE_WAIT = 600
 
 
@@ -42,13 +44,14 @@ def _command(data_device: str | None) -> tuple[str, ...]:
 
 def user_data(config: InfraConfig, node: NodeSpec, data_device: str | None = None) -> str:
     """The #cloud-config document of one node; data_device only on a storage node with a volume."""
+    registry = topology.registry_endpoint(config.private_cidr)
     return render(
         "cloud-init/user-data.yaml.j2",
         UserDataInput(
             cluster=config.cluster_name,
             hostname=node.name,
             role=node.role,
-            daemon_json=daemon_json(registry_endpoint(config)) if node.role in DOCKER_ROLES else None,
+            daemon_json=daemon_json(registry) if node.role in DOCKER_ROLES else None,
             provision_script=provision_script(node.role, config.debian_mirror, config.debian_suite),
             command=_command(data_device),
         ),

@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar, cast
 
+from topology import MANAGER_COUNTS, WORKER_OFFSET
+
 PROJECT = "swarmlab"
-MANAGER_COUNTS = (1, 3, 5, 7)
-STORAGE_KINDS = ("server", "manila")
 SERVER_GROUP_POLICIES = ("anti-affinity", "soft-anti-affinity")
-# Host offsets in the node network, the same as the lab's; .1 is the router.
-LB_OFFSET, STORAGE_OFFSET, MANAGER_OFFSET, WORKER_OFFSET = 5, 6, 10, 20
-# Neutron hands addresses from here on to DHCP and router ports, so they never take a node's fixed IP.
+# The nodes' fixed addresses (offsets, the same as the lab's) come from topology. Neutron hands
+# addresses from POOL_OFFSET on to DHCP and router ports, so they never take a node's fixed IP.
 POOL_OFFSET = 200
 MAX_WORKERS = POOL_OFFSET - WORKER_OFFSET - 1
 
@@ -44,11 +43,9 @@ DEFAULTS: dict[str, str | None] = {
     "server_group_policy": "anti-affinity",
     "admin_cidrs": None,
     "public_cidrs": "0.0.0.0/0",
-    "storage_kind": "server",
     "storage_size": "50",
     "storage_protect": "true",
     "storage_volume_type": None,
-    "manila_share_type": None,
     "debian_mirror": "http://deb.debian.org/debian",
     "debian_suite": "bookworm",
 }
@@ -102,11 +99,9 @@ class InfraConfig:
     server_group_policy: Literal["anti-affinity", "soft-anti-affinity"]
     admin_cidrs: tuple[ipaddress.IPv4Network, ...]
     public_cidrs: tuple[ipaddress.IPv4Network, ...]
-    storage_kind: Literal["server", "manila"]
     storage_size: int
     storage_protect: bool
     storage_volume_type: str | None
-    manila_share_type: str | None
     debian_mirror: str
     debian_suite: str
 
@@ -120,7 +115,6 @@ class InfraConfig:
 
 T = TypeVar("T")
 GroupPolicy = Literal["anti-affinity", "soft-anti-affinity"]
-StorageKind = Literal["server", "manila"]
 
 
 class _Reader:
@@ -209,9 +203,15 @@ def _addresses(value: str) -> tuple[ipaddress.IPv4Address, ...]:
         raise ValueError("must be IPv4 addresses such as 1.1.1.1") from None
 
 
+def _one_of(values: tuple[int, ...]) -> str:
+    """(1, 3, 5, 7) -> '1, 3, 5 or 7'."""
+    *first, last = (str(v) for v in values)
+    return f"{', '.join(first)} or {last}" if first else last
+
+
 def _check_counts(read: _Reader, managers: int, workers: int) -> None:
     if managers not in MANAGER_COUNTS:
-        read.fail("manager_count", "must be odd (1, 3, 5 or 7) to keep a Raft majority")
+        read.fail("manager_count", f"must be odd ({_one_of(MANAGER_COUNTS)}) to keep a Raft majority")
     if workers < 1:
         read.fail("worker_count", "must be at least 1: managers are drained, the services run on workers")
     elif workers > MAX_WORKERS:
@@ -301,11 +301,9 @@ def parse_config(raw: Mapping[str, str | None], stack: str, unknown: Iterable[st
         server_group_policy=cast(GroupPolicy, _choice(read, "server_group_policy", SERVER_GROUP_POLICIES)),
         admin_cidrs=admin or (),
         public_cidrs=public or (),
-        storage_kind=cast(StorageKind, _choice(read, "storage_kind", STORAGE_KINDS)),
         storage_size=size,
         storage_protect=read.parse("storage_protect", _boolean, True),
         storage_volume_type=read.text("storage_volume_type"),
-        manila_share_type=read.text("manila_share_type"),
         debian_mirror=read.required("debian_mirror", "a Debian mirror URL"),
         debian_suite=read.required("debian_suite", "a Debian suite such as bookworm"),
     )

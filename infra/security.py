@@ -18,7 +18,7 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra.config import InfraConfig
-from infra.topology import REGISTRY_PORT, STATS_PORT
+from topology import HTTP_PORT, NFS_PORT, REGISTRY_PORT, SSH_PORT, STATS_PORT, SWARM_PORT
 
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
 ANYWHERE = "0.0.0.0/0"
@@ -58,26 +58,24 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
     cluster = [str(config.private_cidr)]
     admin = [str(c) for c in config.admin_cidrs]
     public = [str(c) for c in config.public_cidrs]
-    rules = [
-        *_port("lb", "tcp", 22, admin, "SSH to the jump host"),
-        *_port("lb", "tcp", 80, public, "HTTP"),
+    return (
+        *_port("lb", "tcp", SSH_PORT, admin, "SSH to the jump host"),
+        *_port("lb", "tcp", HTTP_PORT, public, "HTTP"),
         *_port("lb", "tcp", 443, public, "HTTPS"),
         *_port("lb", "tcp", STATS_PORT, admin, "HAProxy stats"),
-        *_port("private", "tcp", 22, [LB_GROUP], "SSH through the jump host only"),
-        *_port("swarm", "tcp", 2377, cluster, "Swarm cluster management"),
+        *_port("private", "tcp", SSH_PORT, [LB_GROUP], "SSH through the jump host only"),
+        *_port("swarm", "tcp", SWARM_PORT, cluster, "Swarm cluster management"),
         *_port("swarm", "tcp", 7946, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", 7946, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", 4789, cluster, "VXLAN overlay data"),
         # IP protocol 50: overlays created with --opt encrypted carry their VXLAN inside ESP.
         Rule("swarm", "esp", None, cluster[0], "encrypted overlay (ESP)"),
         Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
+        *_port("storage", "tcp", NFS_PORT, cluster, "NFS v4"),
         *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),
         Rule("lb", None, None, ANYWHERE, "outbound", direction="egress"),
         Rule("private", None, None, ANYWHERE, "outbound", direction="egress"),
-    ]
-    if config.storage_kind == "server":
-        rules += _port("storage", "tcp", 2049, cluster, "NFS v4")
-    return tuple(rules)
+    )
 
 
 class ClusterSecurity(pulumi.ComponentResource):

@@ -36,9 +36,7 @@ class SwarmCluster(pulumi.ComponentResource):
         self.lb = LoadBalancerNode("lb", ctx, by_role(nodes, "lb")[0], opts=child)
         self.storage = StorageNode("storage", ctx, by_role(nodes, "storage")[0], opts=child)
         self.lb_public_ip = self.lb.public_ip
-        self.inventory = pulumi.Output.all(self.lb.public_ip, self.storage.nfs_endpoint).apply(
-            lambda values: inventory_document(config, nodes, str(values[0]), str(values[1]))
-        )
+        self.inventory = self.lb.public_ip.apply(lambda ip: inventory_document(config, nodes, ip))
         self.ssh_config = self.lb.public_ip.apply(lambda ip: ssh_config_text(config, nodes, ip))
         self.register_outputs(
             {"inventory": self.inventory, "ssh_config": self.ssh_config, "lb_public_ip": self.lb_public_ip}

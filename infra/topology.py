@@ -1,29 +1,40 @@
-"""The cluster's shape, pure: which nodes, at which fixed addresses, and the inventory describing them.
+"""The cluster's shape on OpenStack, pure: the planned nodes with their flavors and zones, and the
+inventory describing them.
 
-Fixed addresses make the inventory known at plan time and match the lab's layout, so the Fabric tasks
-see the same addresses on a cloud as in the lab. Nothing here touches Pulumi.
+Which nodes, at which fixed addresses, and the inventory's schema come from the topology package, the
+same that plans the lab: the Fabric tasks see the same addresses on a cloud as in the lab. Nothing here
+touches Pulumi.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from infra.config import LB_OFFSET, MANAGER_OFFSET, STORAGE_OFFSET, WORKER_OFFSET, InfraConfig
-
-REGISTRY_PORT = 5000
-STATS_PORT = 8404
-# Where the storage node mounts its volume; the NFS export lives in its data/ directory.
-DATA_MOUNT = "/srv/swarmlab"
+import topology
+from infra.config import InfraConfig
 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    name: str
-    role: str
-    ip: str
+    """A planned node and what OpenStack needs besides: its flavor and availability zone."""
+
+    node: topology.PlannedNode
     flavor: str
     availability_zone: str | None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def role(self) -> str:
+        return self.node.role
+
+    @property
+    def ip(self) -> str:
+        return self.node.ip
 
     def server_name(self, cluster: str) -> str:
         """The name in OpenStack: prefixed, so two clusters can share a project."""
@@ -36,73 +47,34 @@ def _zone(config: InfraConfig, index: int) -> str | None:
     return zones[index % len(zones)] if zones else None
 
 
-def _spec(config: InfraConfig, role: str, number: int, offset: int) -> NodeSpec:
-    return NodeSpec(
-        name=f"{role}-{number}",
-        role=role,
-        ip=str(config.address(offset)),
-        flavor=config.flavors.of(role),
-        availability_zone=_zone(config, number - 1),
-    )
-
-
 def plan_nodes(config: InfraConfig) -> tuple[NodeSpec, ...]:
-    """Every node, in the lab's order: lb, storage, managers, workers."""
-    nodes = [_spec(config, "lb", 1, LB_OFFSET), _spec(config, "storage", 1, STORAGE_OFFSET)]
-    nodes += [_spec(config, "manager", i, MANAGER_OFFSET + i) for i in range(1, config.manager_count + 1)]
-    nodes += [_spec(config, "worker", i, WORKER_OFFSET + i) for i in range(1, config.worker_count + 1)]
-    return tuple(nodes)
+    """Every node, in topology's order: lb, storage, managers, workers."""
+    planned = topology.plan_nodes(config.private_cidr, config.manager_count, config.worker_count)
+    # Each role starts its own round over the zones: manager-1 and worker-1 both land in the first.
+    index_in_role: Counter[str] = Counter()
+    specs = []
+    for node in planned:
+        specs.append(NodeSpec(node, config.flavors.of(node.role), _zone(config, index_in_role[node.role])))
+        index_in_role[node.role] += 1
+    return tuple(specs)
 
 
 def by_role(nodes: tuple[NodeSpec, ...], role: str) -> tuple[NodeSpec, ...]:
     return tuple(n for n in nodes if n.role == role)
 
 
-def storage_ip(config: InfraConfig) -> str:
-    return str(config.address(STORAGE_OFFSET))
-
-
-def registry_endpoint(config: InfraConfig) -> str:
-    return f"{storage_ip(config)}:{REGISTRY_PORT}"
-
-
-def default_nfs_endpoint(config: InfraConfig) -> str:
-    return f"{storage_ip(config)}:/data"
-
-
-def inventory_document(
-    config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_ip: str, nfs_endpoint: str
-) -> dict[str, Any]:
-    """Inventory schema v1, the same shape the lab writes (see docs/ARCHITECTURE.md)."""
-    return {
-        "version": 1,
-        "cluster": config.cluster_name,
-        "provider": "openstack",
-        "ssh": {
-            "user": config.ssh_user,
-            "private_key": config.ssh_private_key,
-            "jump_host": "lb-1",
-            "port": 22,
-            "jump_port": None,
-            "known_hosts": None,
-        },
-        "network": {"cidr": str(config.private_cidr)},
-        "nodes": [
-            {
-                "name": n.name,
-                "role": n.role,
-                "private_ip": n.ip,
-                "public_ip": lb_public_ip if n.role == "lb" else None,
-            }
-            for n in nodes
-        ],
-        "endpoints": {
-            "http": f"http://{lb_public_ip}",
-            "stats": f"http://{lb_public_ip}:{STATS_PORT}/stats",
-            "registry": registry_endpoint(config),
-            "nfs": nfs_endpoint,
-        },
-    }
+def inventory_document(config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_ip: str) -> dict[str, Any]:
+    """Inventory schema v1, built by topology as the lab's is; the NFS endpoint is the storage node's export."""
+    return topology.inventory_document(
+        cluster=config.cluster_name,
+        provider="openstack",
+        cidr=config.private_cidr,
+        nodes=tuple(n.node for n in nodes),
+        ssh={"user": config.ssh_user, "private_key": config.ssh_private_key, "jump_port": None, "known_hosts": None},
+        lb_public_ip=lb_public_ip,
+        http=f"http://{lb_public_ip}",
+        stats=f"http://{lb_public_ip}:{topology.STATS_PORT}/stats",
+    )
 
 
 def ssh_config_text(config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_ip: str) -> str:
@@ -118,5 +90,5 @@ def ssh_config_text(config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_
             "  IdentitiesOnly yes",
         ]
         if node.role != "lb":
-            lines.append(f"  ProxyJump {cluster}-lb-1")
+            lines.append(f"  ProxyJump {cluster}-{topology.LB_NAME}")
     return "\n".join(lines) + "\n"

@@ -24,7 +24,6 @@ from infra.swarm import SwarmCluster
 STACK = "demo"
 FLOATING_IP = "203.0.113.10"
 EXTERNAL_NETWORK_ID = "ext-net-0001"
-SHARE_EXPORT = "10.20.0.201:/shares/share-0001"
 # The smallest valid configuration: everything else takes its documented default.
 BASE_CONFIG: dict[str, str] = {"admin_cidrs": "198.51.100.0/24", "key_pair": "course-key"}
 
@@ -70,8 +69,6 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"accessIpV4": self.port_ips.get(port, ""), "powerState": "active"}
         if kind == "FloatingIp":
             return {"address": FLOATING_IP}
-        if kind == "Share":
-            return {"exportLocations": [{"path": SHARE_EXPORT, "preferred": "true"}]}
         return {}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:

@@ -27,7 +27,6 @@ BAD = [
     ({"private_cidr": "nonsense"}, "private_cidr=nonsense: is not an IPv4 CIDR"),
     ({"private_cidr": "10.20.0.1/24"}, "private_cidr=10.20.0.1/24: has host bits set; use 10.20.0.0/24"),
     ({"private_cidr": "10.20.0.0/26"}, "private_cidr=10.20.0.0/26: must be a /24 or larger"),
-    ({"storage_kind": "ceph"}, "storage_kind=ceph: must be one of server, manila"),
     ({"admin_cidrs": "[]"}, "admin_cidrs=[]: must list at least one CIDR"),
     ({"admin_cidrs": ""}, "admin_cidrs: is required"),
     ({"admin_cidrs": "0.0.0.0/0"}, "admin_cidrs=0.0.0.0/0: must not contain 0.0.0.0/0"),
@@ -63,7 +62,7 @@ def test_bad_value_names_the_key(overrides: dict[str, str], message: str) -> Non
         ({"manager_count": "4"}, "manager_count"),
         ({"worker_count": "0"}, "worker_count"),
         ({"private_cidr": "10.20.0.0/33"}, "private_cidr"),
-        ({"storage_kind": "ceph"}, "storage_kind"),
+        ({"server_group_policy": "affinity"}, "server_group_policy"),
         ({"admin_cidrs": "[]"}, "admin_cidrs"),
     ],
 )
@@ -76,8 +75,9 @@ def test_bad_config_fails_before_any_resource_is_declared(overrides: dict[str, s
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(InfraConfigError) as raised:
-        parse({"manager_count": "2", "worker_count": "0", "storage_kind": "nfs", "admin_cidrs": ""})
-    assert [p.key for p in raised.value.problems] == ["manager_count", "worker_count", "admin_cidrs", "storage_kind"]
+        parse({"manager_count": "2", "worker_count": "0", "server_group_policy": "spread", "admin_cidrs": ""})
+    keys = [p.key for p in raised.value.problems]
+    assert keys == ["manager_count", "worker_count", "admin_cidrs", "server_group_policy"]
     assert str(raised.value).startswith(f"invalid stack configuration ({PROJECT}:<key>):\n  manager_count=2: ")
 
 
@@ -89,13 +89,24 @@ def test_unknown_keys_are_typos() -> None:
     assert "workers: is not a known key" in str(error) and declared == []
 
 
+@pytest.mark.parametrize("key", ["storage_kind", "manila_share_type"])
+def test_a_leftover_manila_key_is_reported_as_unknown(key: str) -> None:
+    # Manila is gone: the storage node always serves NFS from its volume. An old stack file that still
+    # sets these keys must say so, not silently ignore them.
+    assert key not in DEFAULTS
+    assert unknown_keys([f"{PROJECT}:{key}", f"{PROJECT}:worker_count"]) == [key]
+    error, declared = run_failing({**BASE_CONFIG, key: "server" if key == "storage_kind" else "default"})
+    assert isinstance(error, InfraConfigError) and declared == []
+    assert [str(p) for p in error.problems] == [f"{key}: is not a known key (see Pulumi.example.yaml)"]
+
+
 def test_defaults() -> None:
     config = parse({})
     assert config.cluster_name == "demo"  # the stack name
     assert (config.manager_count, config.worker_count) == (3, 3)
     assert config.private_cidr == ipaddress.IPv4Network("10.20.0.0/24")
     assert config.public_cidrs == (ipaddress.IPv4Network("0.0.0.0/0"),)
-    assert config.storage_kind == "server" and config.storage_protect and config.storage_size == 50
+    assert config.storage_protect and config.storage_size == 50 and config.storage_volume_type is None
     assert config.server_group_policy == "anti-affinity" and config.availability_zones == ()
     assert config.ssh_user == "root" and config.key_pair == "course-key" and config.public_key is None
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import topology
 from cluster.config import Config
 from cluster.inventory import Role, parse_inventory
 from cluster.lab.topology import StatePaths, lab_inventory
@@ -49,6 +50,18 @@ def test_inventory_addresses_are_the_ports_addresses(
         declared[instance.inputs["name"].removeprefix("demo-")] = port.inputs["fixedIps"][0]["ipAddress"]
     assert {n.name: str(n.private_ip) for n in inventory.nodes} == declared
     assert len(declared) == managers + workers + 2
+
+
+def test_inventory_endpoints_are_the_storage_nodes_as_in_the_lab(run_3_3: MockRun) -> None:
+    # The NFS endpoint is the storage node's export, the one the deployer mounts; no other kind exists.
+    endpoints = run_3_3.outputs["inventory"]["endpoints"]
+    cidr = ipaddress.IPv4Network("10.20.0.0/24")
+    assert endpoints["nfs"] == topology.nfs_endpoint(cidr)
+    assert endpoints["registry"] == topology.registry_endpoint(cidr)
+    assert endpoints["stats"] == f"http://{FLOATING_IP}:{topology.STATS_PORT}/stats"
+    lab = lab_inventory(Config(), StatePaths(Path("/state")))  # the same 10.20.0.0/24 by default
+    assert lab.network.cidr == cidr
+    assert (lab.endpoints["nfs"], lab.endpoints["registry"]) == (endpoints["nfs"], endpoints["registry"])
 
 
 def _shape(value: Any) -> Any:

@@ -159,9 +159,3 @@ def test_admin_and_public_cidrs_follow_the_config() -> None:
     assert {a.source for a in lb if opens(a, "tcp", 8404)} == {"192.0.2.7/32", "198.51.100.0/24"}
     assert {a.source for a in lb if opens(a, "tcp", 443)} == {"192.0.2.0/24"}
     assert not any(from_everywhere(a) for a in lb)
-
-
-def test_manila_storage_opens_no_nfs_port_on_the_node() -> None:
-    storage = read_policy(run_config({"storage_kind": "manila"})).ingress["storage"]
-    assert not any(opens(a, "tcp", 2049) for a in storage)
-    assert _allow("tcp", 5000, 5000, CLUSTER) in storage

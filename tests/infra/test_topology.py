@@ -119,18 +119,6 @@ def test_storage_protection_can_be_switched_off() -> None:
     assert not volume.protect and volume.inputs["size"] == 200
 
 
-def test_manila_storage_kind_uses_a_share_instead_of_a_volume() -> None:
-    run = run_config({"storage_kind": "manila"})
-    assert not run.of_kind("Volume") and not run.of_kind("VolumeAttach")
-    (share,) = run.of_kind("Share")
-    (access,) = run.of_kind("ShareAccess")
-    (share_network,) = run.of_kind("ShareNetwork")
-    assert share.inputs["shareProto"] == "NFS" and share.protect
-    assert share.inputs["shareNetworkId"] == share_network.id
-    assert access.inputs == {"shareId": share.id, "accessType": "ip", "accessTo": "10.20.0.0/24", "accessLevel": "rw"}
-    assert run.outputs["inventory"]["endpoints"]["nfs"] == "10.20.0.201:/shares/share-0001"
-
-
 def test_public_key_is_uploaded_as_a_key_pair() -> None:
     run = run_config({"key_pair": "", "public_key": "ssh-ed25519 AAAAC3Nza demo"})
     (keypair,) = run.of_kind("Keypair")
