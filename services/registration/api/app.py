@@ -19,7 +19,6 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
@@ -29,8 +28,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from registration.common.rpc import RpcCaller, RpcClient, RpcError, RpcTimeout, connect
-from registration.common.secretfiles import Secret, read_required_secret, read_value_or_file
-from registration.common.settings import RabbitSettings
+from registration.common.settings import EnvSettings, Password, RabbitSettings, UserName
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +65,9 @@ class Results(BaseModel):
     results: Any
 
 
-@dataclass(frozen=True)
-class ApiSettings:
-    api_user: str
-    api_password: Secret
-
-    @classmethod
-    def from_env(cls) -> ApiSettings:
-        return cls(
-            api_user=read_value_or_file("API_USER", "api"),
-            api_password=read_required_secret("API_PASSWORD"),
-        )
+class ApiSettings(EnvSettings):
+    api_user: UserName = Field("api", validation_alias="API_USER")
+    api_password: Password = Field(validation_alias="API_PASSWORD")
 
 
 # Module level on purpose: with postponed annotations FastAPI resolves Annotated[...] strings
@@ -142,7 +132,7 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
     def require_auth(creds: Annotated[HTTPBasicCredentials, Depends(basic)]) -> None:
         # Both comparisons always run, in constant time, whatever matches.
         user_ok = secrets.compare_digest(creds.username.encode(), expected_user)
-        pass_ok = secrets.compare_digest(creds.password.encode(), settings.api_password.reveal().encode())
+        pass_ok = secrets.compare_digest(creds.password.encode(), settings.api_password.get_secret_value().encode())
         if not (user_ok and pass_ok):
             raise HTTPException(
                 status_code=status.HTTP_401_UNAUTHORIZED,

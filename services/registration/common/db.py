@@ -54,7 +54,7 @@ def conninfo_kwargs(settings: PostgresSettings) -> dict[str, Any]:
         "port": settings.port,
         "dbname": settings.dbname,
         "user": settings.user,
-        "password": settings.password.reveal(),
+        "password": settings.password.get_secret_value(),
         "connect_timeout": settings.connect_timeout,
         "application_name": "registration",
     }

@@ -29,7 +29,7 @@ def send_message_sync(settings: SmtpSettings, msg: EmailMessage) -> None:
             smtp.starttls(context=ssl.create_default_context())
             smtp.ehlo()
         if settings.user and settings.password is not None:
-            smtp.login(settings.user, settings.password.reveal())
+            smtp.login(settings.user, settings.password.get_secret_value())
         smtp.send_message(msg)
 
 

@@ -12,7 +12,7 @@ def make_redis(settings: RedisSettings) -> aioredis.Redis:
         host=settings.host,
         port=settings.port,
         db=settings.db,
-        password=settings.password.reveal() if settings.password is not None else None,
+        password=settings.password.get_secret_value() if settings.password is not None else None,
         decode_responses=True,
         socket_connect_timeout=5,
         socket_timeout=5,

@@ -88,7 +88,7 @@ async def connect(
                 host=settings.host,
                 port=settings.port,
                 login=settings.user,
-                password=settings.password.reveal(),
+                password=settings.password.get_secret_value(),
                 virtualhost=settings.vhost,
                 client_properties={"connection_name": f"{name}@{socket.gethostname()}"},
                 timeout=10,

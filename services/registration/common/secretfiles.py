@@ -2,8 +2,9 @@
 
 A secret ``NAME`` is read from the file named by the environment variable ``NAME_FILE``. A plain
 ``NAME`` environment variable holding the value itself is refused: environment variables leak
-(``docker inspect``, ``/proc/*/environ``, crash dumps). Values are wrapped in :class:`Secret`, whose
-``repr``/``str`` never show the value, and are registered so that the log formatter can redact them.
+(``docker inspect``, ``/proc/*/environ``, crash dumps). Values come back as pydantic's
+:class:`~pydantic.SecretStr`, whose ``repr``/``str`` never show the value, and are registered so
+that the log formatter can redact them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from pydantic import SecretStr
+
 _MASK: Final = "**********"
 
 _registry_lock = threading.Lock()
@@ -22,44 +25,6 @@ _registered: set[str] = set()
 
 class SecretError(RuntimeError):
     """A secret is missing, unreadable or was passed in a plain environment variable."""
-
-
-class Secret:
-    """A string that does not show itself in repr(), str(), f-strings or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-        register_secret_value(value)
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return f"Secret({_MASK!r})"
-
-    def __str__(self) -> str:
-        return _MASK
-
-    def __format__(self, format_spec: str) -> str:
-        return _MASK
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        import hmac
-
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash(("Secret", len(self._value)))
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        raise TypeError("Secret values cannot be pickled")
 
 
 def register_secret_value(value: str) -> None:
@@ -90,7 +55,7 @@ def _read_file(path: str, name: str) -> str:
     return value
 
 
-def read_secret(name: str, env: Mapping[str, str] | None = None, *, required: bool = True) -> Secret | None:
+def read_secret(name: str, env: Mapping[str, str] | None = None, *, required: bool = True) -> SecretStr | None:
     """Read secret ``name`` from the file named by ``{name}_FILE``.
 
     Returns ``None`` when the secret is optional and ``{name}_FILE`` is unset. Raises
@@ -107,19 +72,16 @@ def read_secret(name: str, env: Mapping[str, str] | None = None, *, required: bo
         if required:
             raise SecretError(f"{name}_FILE is not set")
         return None
-    return Secret(_read_file(path, name))
+    value = _read_file(path, name)
+    register_secret_value(value)
+    return SecretStr(value)
 
 
-def read_required_secret(name: str, env: Mapping[str, str] | None = None) -> Secret:
-    secret = read_secret(name, env, required=True)
-    assert secret is not None
-    return secret
+def read_value_file(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """A non-secret value (e.g. a user name) from the file ``{name}_FILE``; ``None`` when that is unset.
 
-
-def read_value_or_file(name: str, default: str, env: Mapping[str, str] | None = None) -> str:
-    """A non-secret value (e.g. a user name) from ``name`` or from the file ``{name}_FILE``."""
+    The caller then falls back to the plain ``{name}`` variable, which is allowed for such values.
+    """
     environ = os.environ if env is None else env
     path = environ.get(f"{name}_FILE", "")
-    if path:
-        return _read_file(path, name)
-    return environ.get(name, default)
+    return _read_file(path, name) if path else None

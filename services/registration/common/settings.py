@@ -1,141 +1,166 @@
-"""Settings from environment variables; passwords only from secret files (see secretfiles)."""
+"""Settings from environment variables (pydantic-settings); passwords only from secret files.
+
+Every field names its variable exactly (``validation_alias``, matched case-sensitively): these are
+the names the stack template sets. A marker in a field's type says where else it may come from:
+
+* :data:`Password`: only from the file named by ``NAME_FILE``; a plain ``NAME`` is refused.
+* :data:`UserName`: from the file named by ``NAME_FILE`` if that is set, else from ``NAME``.
+
+Construct with :meth:`EnvSettings.from_env`, which turns pydantic's ValidationError into a
+:class:`ConfigError` naming each bad variable and its value. Tests may also pass values to the
+constructor by variable name (``RabbitSettings(RABBITMQ_PASSWORD=SecretStr("x"))``).
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import enum
+from typing import Annotated, Any, Self
 
-from registration.common.secretfiles import Secret, read_required_secret, read_secret, read_value_or_file
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails, PydanticUseDefault
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from registration.common.secretfiles import read_secret, read_value_file
 
 
 class ConfigError(ValueError):
     """An environment variable has an invalid value."""
 
 
-def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
-    return os.environ if env is None else env
+class FromFile(enum.Enum):
+    """Marks a field that may be read from the file named by its ``NAME_FILE`` variable."""
+
+    SECRET = "secret"  # only from NAME_FILE; a plain NAME is refused
+    VALUE_OR_FILE = "value_or_file"  # NAME_FILE if set, else NAME
 
 
-def env_str(name: str, default: str, env: Mapping[str, str] | None = None) -> str:
-    return _env(env).get(name, default)
+def _blank_is_unset(value: object) -> object:
+    """``NAME=`` means "the default" for numbers and flags (a string setting keeps the empty value)."""
+    if value == "":
+        raise PydanticUseDefault
+    return value
 
 
-def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
-    raw = _env(env).get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+def _blank_is_none(value: object) -> object:
+    return None if value == "" else value
 
 
-def env_float(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
-    raw = _env(env).get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+Int = Annotated[int, BeforeValidator(_blank_is_unset)]
+OptionalInt = Annotated[int | None, BeforeValidator(_blank_is_unset)]
+Float = Annotated[float, BeforeValidator(_blank_is_unset)]
+Bool = Annotated[bool, BeforeValidator(_blank_is_unset)]
+Password = Annotated[SecretStr, FromFile.SECRET]
+OptionalPassword = Annotated[SecretStr | None, FromFile.SECRET]
+UserName = Annotated[str, FromFile.VALUE_OR_FILE]
+OptionalUserName = Annotated[str | None, FromFile.VALUE_OR_FILE, BeforeValidator(_blank_is_none)]
 
 
-def env_bool(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
-    raw = _env(env).get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name} must be a boolean, got {raw!r}")
+def variable_name(model: type[BaseSettings], field_name: str) -> str:
+    """The environment variable of a settings field."""
+    alias = model.model_fields[field_name].validation_alias
+    if not isinstance(alias, str):
+        raise TypeError(f"{model.__name__}.{field_name} must name its variable: Field(validation_alias=...)")
+    return alias
 
 
-@dataclass(frozen=True)
-class RabbitSettings:
-    host: str
-    port: int
-    vhost: str
-    user: str
-    password: Secret
-    rpc_timeout: float
-    connect_timeout: float
+class _FileSource(PydanticBaseSettingsSource):
+    """Values of the fields marked :class:`FromFile`, read from the files their ``NAME_FILE`` name."""
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RabbitSettings:
-        return cls(
-            host=env_str("RABBITMQ_HOST", "rabbitmq", env),
-            port=env_int("RABBITMQ_PORT", 5672, env),
-            vhost=env_str("RABBITMQ_VHOST", "/", env),
-            user=read_value_or_file("RABBITMQ_USER", "registration", env),
-            password=read_required_secret("RABBITMQ_PASSWORD", env),
-            rpc_timeout=env_float("RPC_TIMEOUT", 10.0, env),
-            connect_timeout=env_float("RABBITMQ_CONNECT_TIMEOUT", 0.0, env),
-        )
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Abstract in the base class but unused: __call__ reads each field itself.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            name = variable_name(self.settings_cls, field_name)
+            if name in self.current_state:  # given to the constructor
+                continue
+            if FromFile.SECRET in field.metadata:
+                # An entry even when None: it outranks the environment, so a plain NAME never fills it.
+                values[name] = read_secret(name, required=field.is_required())
+            elif FromFile.VALUE_OR_FILE in field.metadata and (value := read_value_file(name)) is not None:
+                values[name] = value
+        return values
 
 
-@dataclass(frozen=True)
-class RedisSettings:
-    host: str
-    port: int
-    db: int
-    password: Secret | None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RedisSettings:
-        return cls(
-            host=env_str("REDIS_HOST", "redis", env),
-            port=env_int("REDIS_PORT", 6379, env),
-            db=env_int("REDIS_DB", 0, env),
-            password=read_secret("REDIS_PASSWORD", env, required=False),
-        )
+def _describe(error: ErrorDetails) -> str:
+    name = ".".join(str(part) for part in error["loc"])
+    if not name:  # a rule across fields (a model validator): its message names the variables
+        return error["msg"].removeprefix("Value error, ")
+    return f"{name}={error['input']!r}: {error['msg']}"
 
 
-@dataclass(frozen=True)
-class PostgresSettings:
-    host: str
-    port: int
-    dbname: str
-    user: str
-    password: Secret
-    connect_timeout: int
+class EnvSettings(BaseSettings):
+    """Base of every settings model: exact variable names, immutable, passwords from files."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, frozen=True)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PostgresSettings:
-        return cls(
-            host=env_str("POSTGRES_HOST", "postgres", env),
-            port=env_int("POSTGRES_PORT", 5432, env),
-            dbname=env_str("POSTGRES_DB", "registration", env),
-            user=read_value_or_file("POSTGRES_USER", "registration", env),
-            password=read_required_secret("POSTGRES_PASSWORD", env),
-            connect_timeout=env_int("POSTGRES_CONNECT_TIMEOUT", 5, env),
-        )
-
-
-@dataclass(frozen=True)
-class SmtpSettings:
-    host: str
-    port: int
-    starttls: bool
-    user: str | None
-    password: Secret | None
-    mail_from: str
-    timeout: float
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for field_name in cls.model_fields:
+            variable_name(cls, field_name)  # fail at import, not at the first deployment
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> SmtpSettings:
-        user = read_value_or_file("SMTP_USER", "", env) or None
-        password = read_secret("SMTP_PASSWORD", env, required=False)
-        if user and password is None:
-            raise ConfigError("SMTP_USER is set but SMTP_PASSWORD_FILE is not")
-        return cls(
-            host=env_str("SMTP_HOST", "smtp", env),
-            port=env_int("SMTP_PORT", 25, env),
-            starttls=env_bool("SMTP_STARTTLS", False, env),
-            user=user,
-            password=password,
-            mail_from=env_str("MAIL_FROM", "registration@example.org", env),
-            timeout=env_float("SMTP_TIMEOUT", 10.0, env),
-        )
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first. No .env file and no secrets_dir: Docker secrets come via NAME_FILE.
+        return init_settings, _FileSource(settings_cls), env_settings
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """The settings from the environment; :class:`ConfigError` names each invalid variable and value."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise ConfigError("; ".join(_describe(error) for error in exc.errors(include_url=False))) from None
+
+
+class RabbitSettings(EnvSettings):
+    host: str = Field("rabbitmq", validation_alias="RABBITMQ_HOST")
+    port: Int = Field(5672, validation_alias="RABBITMQ_PORT")
+    vhost: str = Field("/", validation_alias="RABBITMQ_VHOST")
+    user: UserName = Field("registration", validation_alias="RABBITMQ_USER")
+    password: Password = Field(validation_alias="RABBITMQ_PASSWORD")
+    rpc_timeout: Float = Field(10.0, validation_alias="RPC_TIMEOUT")
+    connect_timeout: Float = Field(0.0, validation_alias="RABBITMQ_CONNECT_TIMEOUT")
+
+
+class RedisSettings(EnvSettings):
+    host: str = Field("redis", validation_alias="REDIS_HOST")
+    port: Int = Field(6379, validation_alias="REDIS_PORT")
+    db: Int = Field(0, validation_alias="REDIS_DB")
+    password: OptionalPassword = Field(None, validation_alias="REDIS_PASSWORD")
+
+
+class PostgresSettings(EnvSettings):
+    host: str = Field("postgres", validation_alias="POSTGRES_HOST")
+    port: Int = Field(5432, validation_alias="POSTGRES_PORT")
+    dbname: str = Field("registration", validation_alias="POSTGRES_DB")
+    user: UserName = Field("registration", validation_alias="POSTGRES_USER")
+    password: Password = Field(validation_alias="POSTGRES_PASSWORD")
+    connect_timeout: Int = Field(5, validation_alias="POSTGRES_CONNECT_TIMEOUT")
+
+
+class SmtpSettings(EnvSettings):
+    host: str = Field("smtp", validation_alias="SMTP_HOST")
+    port: Int = Field(25, validation_alias="SMTP_PORT")
+    starttls: Bool = Field(False, validation_alias="SMTP_STARTTLS")
+    user: OptionalUserName = Field(None, validation_alias="SMTP_USER")
+    password: OptionalPassword = Field(None, validation_alias="SMTP_PASSWORD")
+    mail_from: str = Field("registration@example.org", validation_alias="MAIL_FROM")
+    timeout: Float = Field(10.0, validation_alias="SMTP_TIMEOUT")
+
+    @model_validator(mode="after")
+    def _user_needs_password(self) -> Self:
+        if self.user and self.password is None:
+            raise ValueError("SMTP_USER is set but SMTP_PASSWORD_FILE is not")
+        return self

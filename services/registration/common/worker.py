@@ -8,14 +8,22 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 
+from pydantic import Field
+
 from registration.common.health import DEFAULT_HEARTBEAT_FILE, clear_heartbeat, touch_heartbeat
 from registration.common.logsetup import setup_logging
 from registration.common.rpc import Handler, RpcServer, connect
-from registration.common.settings import RabbitSettings, env_float, env_int, env_str
+from registration.common.settings import EnvSettings, Float, Int, RabbitSettings
 
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Awaitable[None]]
+
+
+class WorkerSettings(EnvSettings):
+    heartbeat_file: str = Field(DEFAULT_HEARTBEAT_FILE, validation_alias="HEARTBEAT_FILE")
+    heartbeat_interval: Float = Field(5.0, validation_alias="HEARTBEAT_INTERVAL")
+    prefetch: Int = Field(10, validation_alias="RPC_PREFETCH")
 
 
 async def _heartbeat(connection_ok: Callable[[], bool], path: str, interval: float) -> None:
@@ -33,7 +41,8 @@ async def serve_worker(
     on_startup: Hook | None = None,
     on_shutdown: Hook | None = None,
 ) -> None:
-    heartbeat_file = env_str("HEARTBEAT_FILE", DEFAULT_HEARTBEAT_FILE)
+    settings = WorkerSettings.from_env()
+    heartbeat_file = settings.heartbeat_file
     clear_heartbeat(heartbeat_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -43,10 +52,10 @@ async def serve_worker(
     if on_startup is not None:
         await on_startup()
     connection = await connect(rabbit, service)
-    server = RpcServer(connection, service, handlers, prefetch=env_int("RPC_PREFETCH", 10))
+    server = RpcServer(connection, service, handlers, prefetch=settings.prefetch)
     await server.start()
     beat = asyncio.create_task(
-        _heartbeat(lambda: not connection.is_closed, heartbeat_file, env_float("HEARTBEAT_INTERVAL", 5.0))
+        _heartbeat(lambda: not connection.is_closed, heartbeat_file, settings.heartbeat_interval)
     )
     log.info("%s worker ready", service)
     await stop.wait()

@@ -6,20 +6,30 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field
+
 from registration.common.rpc import Handler
-from registration.common.settings import env_int
+from registration.common.settings import EnvSettings, Int
 from registration.otp import rules
 from registration.otp.rules import OtpPolicy, OtpStore
 
 log = logging.getLogger(__name__)
 
 
+class OtpSettings(EnvSettings):
+    otp_ttl: Int = Field(300, validation_alias="OTP_TTL")
+    max_attempts: Int = Field(5, validation_alias="OTP_MAX_ATTEMPTS")
+    lock_seconds: Int = Field(900, validation_alias="OTP_LOCK_SECONDS")
+    auth_ttl: Int = Field(900, validation_alias="AUTH_TTL")
+
+
 def policy_from_env() -> OtpPolicy:
+    settings = OtpSettings.from_env()
     return OtpPolicy(
-        otp_ttl=env_int("OTP_TTL", 300),
-        max_attempts=env_int("OTP_MAX_ATTEMPTS", 5),
-        lock_seconds=env_int("OTP_LOCK_SECONDS", 900),
-        auth_ttl=env_int("AUTH_TTL", 900),
+        otp_ttl=settings.otp_ttl,
+        max_attempts=settings.max_attempts,
+        lock_seconds=settings.lock_seconds,
+        auth_ttl=settings.auth_ttl,
     )
 
 

@@ -11,17 +11,16 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi import FastAPI, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import AfterValidator, Field
 
-from registration.common.secretfiles import Secret, read_required_secret, read_value_or_file
-from registration.common.settings import env_bool, env_float, env_int, env_str
+from registration.common.settings import Bool, EnvSettings, Float, Int, Password, UserName
 from registration.ui.sessions import SESSION_COOKIE, KeyValue, SessionStore, new_session_id
 
 log = logging.getLogger(__name__)
@@ -42,25 +41,19 @@ MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
-class UiSettings:
-    api_url: str
-    api_user: str
-    api_password: Secret
-    session_ttl: int
-    cookie_secure: bool
-    api_timeout: float
+def _without_trailing_slash(url: str) -> str:
+    return url.rstrip("/")
 
-    @classmethod
-    def from_env(cls) -> UiSettings:
-        return cls(
-            api_url=env_str("API_URL", "http://api:8000").rstrip("/"),
-            api_user=read_value_or_file("API_USER", "api"),
-            api_password=read_required_secret("API_PASSWORD"),
-            session_ttl=env_int("SESSION_TTL", 1800),
-            cookie_secure=env_bool("SESSION_COOKIE_SECURE", False),
-            api_timeout=env_float("API_TIMEOUT", 20.0),
-        )
+
+class UiSettings(EnvSettings):
+    api_url: Annotated[str, AfterValidator(_without_trailing_slash)] = Field(
+        "http://api:8000", validation_alias="API_URL"
+    )
+    api_user: UserName = Field("api", validation_alias="API_USER")
+    api_password: Password = Field(validation_alias="API_PASSWORD")
+    session_ttl: Int = Field(1800, validation_alias="SESSION_TTL")
+    cookie_secure: Bool = Field(False, validation_alias="SESSION_COOKIE_SECURE")
+    api_timeout: Float = Field(20.0, validation_alias="API_TIMEOUT")
 
 
 ApiPost = Callable[[str, dict[str, Any]], Awaitable[tuple[int, Any]]]
@@ -83,7 +76,7 @@ def create_app(
             return
         async with httpx.AsyncClient(
             base_url=settings.api_url,
-            auth=(settings.api_user, settings.api_password.reveal()),
+            auth=(settings.api_user, settings.api_password.get_secret_value()),
             timeout=settings.api_timeout,
         ) as client:
 

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
+from pydantic import SecretStr
 
 from registration.api.app import ApiSettings, create_app
-from registration.common.secretfiles import Secret
 from registration.otp.rules import OtpPolicy
 from tests.unit.services.fakes import FakeBackend
 
@@ -23,7 +23,7 @@ def backend() -> FakeBackend:
 
 @pytest.fixture
 def client(backend: FakeBackend) -> Iterator[TestClient]:
-    app = create_app(ApiSettings(api_user=AUTH[0], api_password=Secret(AUTH[1])), rpc=backend)
+    app = create_app(ApiSettings(API_USER=AUTH[0], API_PASSWORD=SecretStr(AUTH[1])), rpc=backend)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 

@@ -15,7 +15,13 @@ from registration.common.settings import SmtpSettings
 from registration.mailsink.app import MailStore, SinkHandler, create_app
 
 SMTP = SmtpSettings(
-    host="mailsink", port=2525, starttls=False, user=None, password=None, mail_from="reg@example.org", timeout=5
+    SMTP_HOST="mailsink",
+    SMTP_PORT=2525,
+    SMTP_STARTTLS=False,
+    SMTP_USER=None,
+    SMTP_PASSWORD=None,
+    MAIL_FROM="reg@example.org",
+    SMTP_TIMEOUT=5,
 )
 
 

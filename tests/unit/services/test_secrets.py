@@ -4,11 +4,11 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from registration.common import secretfiles
 from registration.common.logsetup import RedactingFormatter
-from registration.common.secretfiles import Secret, SecretError, read_required_secret, read_secret
-from registration.common.settings import ConfigError, PostgresSettings, RabbitSettings, SmtpSettings
+from registration.common.secretfiles import SecretError, read_secret, read_value_file
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -21,8 +21,9 @@ def secret_file(tmp_path: Path, name: str, value: str) -> str:
 
 def test_secret_read_from_file_without_trailing_newline(tmp_path: Path) -> None:
     env = {"DB_PASSWORD_FILE": secret_file(tmp_path, "db", PASSWORD)}
-    secret = read_required_secret("DB_PASSWORD", env)
-    assert secret.reveal() == PASSWORD
+    secret = read_secret("DB_PASSWORD", env)
+    assert isinstance(secret, SecretStr)
+    assert secret.get_secret_value() == PASSWORD
 
 
 def test_plain_env_var_refused(tmp_path: Path) -> None:
@@ -33,59 +34,32 @@ def test_plain_env_var_refused(tmp_path: Path) -> None:
 
 
 def test_missing_or_unreadable_or_empty_file(tmp_path: Path) -> None:
-    with pytest.raises(SecretError):
+    with pytest.raises(SecretError, match="DB_PASSWORD_FILE is not set"):
         read_secret("DB_PASSWORD", {})
     assert read_secret("DB_PASSWORD", {}, required=False) is None
-    with pytest.raises(SecretError):
+    with pytest.raises(SecretError, match="absent"):
         read_secret("DB_PASSWORD", {"DB_PASSWORD_FILE": str(tmp_path / "absent")})
     (tmp_path / "empty").write_text("\n")
-    with pytest.raises(SecretError):
+    with pytest.raises(SecretError, match="empty"):
         read_secret("DB_PASSWORD", {"DB_PASSWORD_FILE": str(tmp_path / "empty")})
 
 
-def test_secret_hidden_from_repr_str_format() -> None:
-    secret = Secret(PASSWORD)
-    for text in (repr(secret), str(secret), f"{secret}", f"{secret!r}", f"{secret:>40}", f"{[secret]}"):
+def test_secret_hidden_from_repr_str_format(tmp_path: Path) -> None:
+    secret = read_secret("DB_PASSWORD", {"DB_PASSWORD_FILE": secret_file(tmp_path, "db", PASSWORD)})
+    for text in (repr(secret), str(secret), f"{secret}", f"{secret!r}", f"{[secret]}"):
         assert PASSWORD not in text
-    assert secret == Secret(PASSWORD)
-    assert secret != Secret("other-value")
 
 
-def test_settings_repr_hides_passwords(tmp_path: Path) -> None:
-    env = {
-        "RABBITMQ_PASSWORD_FILE": secret_file(tmp_path, "rmq", PASSWORD),
-        "POSTGRES_PASSWORD_FILE": secret_file(tmp_path, "pg", PASSWORD + "-pg"),
-        "SMTP_USER": "mailer",
-        "SMTP_PASSWORD_FILE": secret_file(tmp_path, "smtp", PASSWORD + "-smtp"),
-        "RABBITMQ_USER_FILE": secret_file(tmp_path, "rmq-user", "rmq-user"),
-    }
-    rabbit = RabbitSettings.from_env(env)
-    pg = PostgresSettings.from_env(env)
-    smtp = SmtpSettings.from_env(env)
-    assert rabbit.user == "rmq-user"
-    assert rabbit.password.reveal() == PASSWORD
-    for obj in (rabbit, pg, smtp):
-        assert PASSWORD not in repr(obj)
-        assert PASSWORD not in str(obj)
-
-
-def test_settings_refuse_plain_password_env() -> None:
-    with pytest.raises(SecretError):
-        RabbitSettings.from_env({"RABBITMQ_PASSWORD": PASSWORD})
-    with pytest.raises(SecretError):
-        PostgresSettings.from_env({"POSTGRES_PASSWORD": PASSWORD})
-
-
-def test_smtp_user_needs_password_file() -> None:
-    with pytest.raises(ConfigError):
-        SmtpSettings.from_env({"SMTP_USER": "mailer"})
-    plain = SmtpSettings.from_env({"SMTP_HOST": "mailsink", "SMTP_PORT": "2525"})
-    assert plain.user is None and plain.password is None and plain.port == 2525
+def test_value_file_is_optional_and_not_redacted(tmp_path: Path) -> None:
+    assert read_value_file("DB_USER", {"DB_USER": "plain"}) is None  # the caller falls back to DB_USER
+    env = {"DB_USER_FILE": secret_file(tmp_path, "user", "user-from-a-file")}
+    assert read_value_file("DB_USER", env) == "user-from-a-file"
+    assert secretfiles.redact("user-from-a-file") == "user-from-a-file"  # a user name is no secret
 
 
 def test_log_lines_are_redacted(tmp_path: Path) -> None:
     env = {"X_PASSWORD_FILE": secret_file(tmp_path, "x", "p4ssw0rd-in-a-log-line")}
-    read_required_secret("X_PASSWORD", env)
+    read_secret("X_PASSWORD", env)
     formatter = RedactingFormatter("%(message)s")
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "connecting with %s", ("p4ssw0rd-in-a-log-line",), None)
     assert "p4ssw0rd-in-a-log-line" not in formatter.format(record)
@@ -103,7 +77,7 @@ def test_log_lines_are_redacted(tmp_path: Path) -> None:
 def test_setup_logging_redacts_real_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from registration.common.logsetup import setup_logging
 
-    read_required_secret("Y_PASSWORD", {"Y_PASSWORD_FILE": secret_file(tmp_path, "y", "another-secret-value")})
+    read_secret("Y_PASSWORD", {"Y_PASSWORD_FILE": secret_file(tmp_path, "y", "another-secret-value")})
     log = setup_logging("test")
     log.warning("value is %s", "another-secret-value")
     out = capsys.readouterr().out

@@ -5,18 +5,18 @@ import socket
 from typing import Any
 
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
-from registration.common.secretfiles import Secret
 from registration.ui.app import UiSettings, create_app
 from registration.ui.sessions import SESSION_COOKIE
 
 SETTINGS = UiSettings(
-    api_url="http://api:8000",
-    api_user="api",
-    api_password=Secret("ui-api-password"),
-    session_ttl=1800,
-    cookie_secure=False,
-    api_timeout=5.0,
+    API_URL="http://api:8000",
+    API_USER="api",
+    API_PASSWORD=SecretStr("ui-api-password"),
+    SESSION_TTL=1800,
+    SESSION_COOKIE_SECURE=False,
+    API_TIMEOUT=5.0,
 )
 
 
