@@ -1,35 +1,42 @@
 """Fabric tasks: `fab --list` shows them, `fab --help TASK` explains one. Each is a thin wrapper over
-cluster/ (see README.md). `--target` is `lab` (default), `pulumi`, or the path of an inventory file."""
+cluster/ (see README.md). `--target` is `lab` (default), `pulumi`, or the path of an inventory file.
+
+Every task that changes something takes `--dry-run` (print the plan, change nothing), prints each
+phase with its timing, and ends with a timing table and `result: changed` or `result: no change`.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from docker.errors import DockerException
 from fabric import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
 from cluster.config import Config, load_config
 from cluster.errors import SwarmlabError
-from cluster.inventory import Node
-from cluster.lab import provider
+from cluster.lab import provider as lab
 from cluster.progress import TIMINGS, say
-from cluster.runners import Nodes
-from cluster.targets import resolve
-from cluster.tasks import bootstrap as swarm
-from cluster.tasks.deploy import configured_stack, deploy_configured_stack
+from cluster.session import Session, open_session
+from cluster.tasks.bootstrap import bootstrap as bootstrap_cluster
+from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
 from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.status import status_report, table
+from cluster.tasks.swarm import drain_managers as drain
+from cluster.tasks.swarm import find_leader
+from cluster.tasks.swarm import swarm_init as init
+from cluster.tasks.swarm import swarm_join as join
+from cluster.workload import Workload, load_workload
 
 F = TypeVar("F", bound=Callable[..., Any])
-TARGET_HELP = {"target": "lab (default), pulumi, or the path of an inventory file (schema v1)"}
+TARGET = {"target": "lab (default), pulumi, or the path of an inventory file (schema v1)"}
+CHANGES = {**TARGET, "dry_run": "print what would change (the plan), change nothing"}
+STACK = {**CHANGES, "stack": "the workload to deploy (a directory of workloads/; default: stack in swarmlab.yaml)"}
 
 
 def reported(function: F) -> F:
@@ -39,7 +46,7 @@ def reported(function: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except (SwarmlabError, DockerException) as error:
+        except SwarmlabError as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             if TIMINGS.phases:
                 say("\n" + TIMINGS.table())
@@ -48,36 +55,37 @@ def reported(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@contextmanager
-def cluster_nodes(target: str) -> Iterator[tuple[Config, Nodes]]:
-    config = load_config()
-    nodes = Nodes(resolve(target, config))
-    try:
-        yield config, nodes
-    finally:
-        nodes.close()
-
-
-def run_bootstrap(config: Config, nodes: Nodes) -> Node:
-    """The bootstrap sequence; returns the manager the later steps run on."""
-    leader = swarm.swarm_init(nodes, str(config.overlay_pool))
-    swarm.swarm_join(nodes, leader)
-    swarm.drain_managers(nodes, leader)
-    configure_haproxy(nodes, configured_stack(config).routes)
-    configure_nfs(nodes)
-    return leader
-
-
-def summary() -> None:
+def summary(dry_run: bool = False) -> None:
     say("\n" + TIMINGS.table())
-    say("\nresult: " + ("changed" if TIMINGS.changed else "no change: the cluster was already as wanted"))
+    if dry_run:
+        verdict = "would change (dry run: nothing was changed)" if TIMINGS.would_change else "no change"
+    else:
+        verdict = "changed" if TIMINGS.changed else "no change: the cluster was already as wanted"
+    say("\nresult: " + verdict)
+
+
+def workload(config: Config, stack: str) -> Workload:
+    return load_workload(stack or config.stack, config.environment)
+
+
+def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
+    endpoints = session.inventory.endpoints
+    fill = {
+        "http": endpoints.http,
+        "credentials": str(session.config.state(session.inventory.cluster).credentials),
+        "storage_mode": storage_mode or "-",
+    }
+    say(f"\nThe {deployed.name} stack is up: open {endpoints.http}/")
+    for note in deployed.manifest.notes:
+        if deployed.enabled(note.when):
+            say(note.text.format(**fill))
 
 
 @task(help={"keep": "keep what was made if lab-up fails (for debugging)"})
 @reported
 def lab_up(c: Context, keep: bool = False) -> None:
     """Create the lab: lb, storage, managers and workers as containers with sshd and a Docker engine."""
-    provider.lab_up(load_config(), keep=keep)
+    lab.lab_up(load_config(), keep=keep)
     summary()
 
 
@@ -85,7 +93,7 @@ def lab_up(c: Context, keep: bool = False) -> None:
 @reported
 def lab_down(c: Context) -> None:
     """Remove every container, network and volume of the lab."""
-    provider.lab_down(load_config())
+    lab.lab_down(load_config())
 
 
 @task
@@ -93,81 +101,89 @@ def lab_down(c: Context) -> None:
 def lab_status(c: Context) -> None:
     """Show the lab's node containers, and where its keys, inventory and credentials are."""
     config = load_config()
-    rows = provider.lab_status_rows(config)
+    rows = lab.lab_status_rows(config)
     if not rows:
         say(f"lab {config.cluster!r} is not up")
         return
     say(table(("NODE", "ROLE", "ADDRESS", "STATE"), rows))
-    paths = provider.state_paths(config)
-    say(f"\nstate directory: {paths.root} (inventory.json, id_ed25519, known_hosts, credentials)")
+    say(f"\nstate directory: {config.state().root} (inventory.json, id_ed25519, known_hosts, credentials)")
 
 
-@task(help=TARGET_HELP)
+@task(help=CHANGES)
 @reported
-def swarm_init(c: Context, target: str = "lab") -> None:
+def swarm_init(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Initialise the swarm on the first manager (no change if a manager already runs one)."""
-    with cluster_nodes(target) as (config, nodes):
-        swarm.swarm_init(nodes, str(config.overlay_pool))
+    with open_session(load_config(), target, dry_run) as session:
+        init(session)
+    summary(dry_run)
 
 
-@task(help=TARGET_HELP)
+@task(help=CHANGES)
 @reported
-def swarm_join(c: Context, target: str = "lab") -> None:
+def swarm_join(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Join every manager and worker that is not a member yet."""
-    with cluster_nodes(target) as (_, nodes):
-        swarm.swarm_join(nodes)
+    with open_session(load_config(), target, dry_run) as session:
+        join(session)
+    summary(dry_run)
 
 
-@task(help=TARGET_HELP)
+@task(help=CHANGES)
 @reported
-def drain_managers(c: Context, target: str = "lab") -> None:
+def drain_managers(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Set every manager to Drain and wait until no task runs on a manager."""
-    with cluster_nodes(target) as (_, nodes):
-        swarm.drain_managers(nodes)
+    with open_session(load_config(), target, dry_run) as session:
+        drain(session)
+    summary(dry_run)
 
 
-@task(help=TARGET_HELP)
+@task(help=CHANGES)
 @reported
-def haproxy(c: Context, target: str = "lab") -> None:
-    """Render haproxy.cfg from the inventory, validate it on the lb node, swap it in and reload."""
-    with cluster_nodes(target) as (config, nodes):
-        configure_haproxy(nodes, configured_stack(config).routes)
+def haproxy(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """Render haproxy.cfg for every deployed workload, validate it on the lb node, swap it in and reload."""
+    with open_session(load_config(), target, dry_run) as session:
+        configure_haproxy(session, find_leader(session.runner))
+    summary(dry_run)
 
 
-@task(help=TARGET_HELP)
+@task(help=CHANGES)
 @reported
-def nfs(c: Context, target: str = "lab") -> None:
+def nfs(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Configure the storage node's NFS v4 export (nfs-ganesha) and check it answers."""
-    with cluster_nodes(target) as (_, nodes):
-        configure_nfs(nodes)
+    with open_session(load_config(), target, dry_run) as session:
+        configure_nfs(session)
+    summary(dry_run)
 
 
-@task(help=TARGET_HELP)
+@task(help=CHANGES)
 @reported
-def bootstrap(c: Context, target: str = "lab") -> None:
+def bootstrap(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """swarm-init, swarm-join, drain-managers, haproxy and nfs, in order; idempotent."""
-    with cluster_nodes(target) as (config, nodes):
-        run_bootstrap(config, nodes)
-    summary()
+    with open_session(load_config(), target, dry_run) as session:
+        bootstrap_cluster(session)
+    summary(dry_run)
 
 
-@task(name="build-images", help=TARGET_HELP)
+@task(name="build-images", help=STACK)
 @reported
-def build_images_task(c: Context, target: str = "lab") -> None:
-    """Build the stack's images on the storage node and push them to the cluster registry."""
-    with cluster_nodes(target) as (config, nodes):
-        build_images(nodes, config, configured_stack(config).spec.images)
+def build_images_task(c: Context, target: str = "lab", dry_run: bool = False, stack: str = "") -> None:
+    """Build a workload's images on the storage node and push them to the cluster registry."""
+    config = load_config()
+    with open_session(config, target, dry_run) as session:
+        build_images(session, workload(config, stack))
+    summary(dry_run)
 
 
-@task(help={**TARGET_HELP, "dry_run": "print the rendered stack and its diff against what is deployed"})
+@task(help=STACK)
 @reported
-def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False, stack: str = "") -> None:
     """Build the images, render the stack, deploy it and wait until every service is healthy."""
-    with cluster_nodes(target) as (config, nodes):
-        deploy_configured_stack(nodes, config, swarm.find_leader(nodes), dry_run=dry_run)
+    config = load_config()
+    chosen = workload(config, stack)
+    with open_session(config, target, dry_run) as session:
+        deploy_workload(session, chosen, find_leader(session.runner))
         if not dry_run:
-            say(f"\nserving at {nodes.inventory.endpoints.get('http', '?')}/")
-    summary()
+            say(f"\nserving at {session.inventory.endpoints.http}/")
+    summary(dry_run)
 
 
 @task(help={"keep": "keep what was made if lab-up fails (for debugging)"})
@@ -175,27 +191,22 @@ def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False) -> None
 def demo(c: Context, keep: bool = False) -> None:
     """The whole path on the lab: lab-up, bootstrap, deploy-stack; ends with the URL and timings."""
     config = load_config()
-    provider.lab_up(config, keep=keep)
-    with cluster_nodes("lab") as (config, nodes):
-        leader = run_bootstrap(config, nodes)
-        mode = deploy_configured_stack(nodes, config, leader)
-        say("\n" + status_report(nodes))
-        endpoints = nodes.inventory.endpoints
-    summary()
-    url = endpoints["http"]
-    say(f"\nThe {config.stack} stack is up: open {url}/")
-    if config.stack == "registration":
-        credentials = provider.state_paths(config).credentials
-        say(f"Storage mode: {mode}. API docs: {url}/api/docs (user api, password in {credentials}).")
-        say(f"Eligible e-mails first: POST {url}/api/create_email_list with the API credentials (see README).")
-        say(f"The lab's mail sink catches every mail (your OTP too): {url}/mail/messages?to=ADDRESS")
-    say(f"HAProxy stats: {endpoints.get('stats', '-')}; cluster at a glance: `.venv/bin/fab status`")
+    chosen = workload(config, "")
+    lab.lab_up(config, keep=keep)
+    with open_session(config, "lab") as session:
+        leader = bootstrap_cluster(session)
+        mode = deploy_workload(session, chosen, leader)
+        say("\n" + status_report(session.runner))
+        summary()
+        notes(session, chosen, mode)
+        stats = session.inventory.endpoints.stats or "-"
+    say(f"HAProxy stats: {stats}; cluster at a glance: `.venv/bin/fab status`")
     say("Tear it down with `make down` (or `.venv/bin/fab lab-down`).")
 
 
-@task(help=TARGET_HELP)
+@task(help=TARGET)
 @reported
 def status(c: Context, target: str = "lab") -> None:
     """Nodes (role, status, availability, manager status) and services (replicas) at a glance."""
-    with cluster_nodes(target) as (_, nodes):
-        say(status_report(nodes))
+    with open_session(load_config(), target) as session:
+        say(status_report(session.runner))

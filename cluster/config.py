@@ -1,7 +1,9 @@
 """The lab and cluster configuration: one typed object, read once, validated before anything runs.
 
-Sources, later ones winning: built-in defaults, the YAML file (`swarmlab.yaml`, or the path in
-SWARMLAB_CONFIG), then environment variables SWARMLAB_<KEY> (for example SWARMLAB_WORKERS=2).
+pydantic-settings reads it. Sources, later ones winning: built-in defaults, the YAML file
+(`swarmlab.yaml`, or the path in SWARMLAB_CONFIG), then environment variables SWARMLAB_<KEY> (for
+example SWARMLAB_WORKERS=2). Every problem is reported at once, each naming the key, the value and
+the fix (pydantic errors carry the fix in their context; nothing is parsed back out of strings).
 """
 
 from __future__ import annotations
@@ -9,25 +11,48 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
-from cluster.errors import ConfigError, ConfigErrors
+import topology
+from cluster.errors import ConfigError, ConfigErrors, problem
+from cluster.state import StatePaths
+from cluster.workload import known_workloads, workload_environments
+from workloads import DEFAULT_WORKLOAD
 
 DEFAULT_CONFIG_FILE = "swarmlab.yaml"
 ENV_PREFIX = "SWARMLAB_"
-MANAGER_COUNTS = (1, 3, 5, 7)
-# Host offsets inside the node network; .1 is the bridge gateway.
-LB_OFFSET, STORAGE_OFFSET, MANAGER_OFFSET, WORKER_OFFSET = 5, 6, 10, 20
+# SWARMLAB_* variables that are not configuration keys: where the file is, and the test lab's switch.
+NOT_KEYS = frozenset({"SWARMLAB_CONFIG", "SWARMLAB_KEEP_LAB"})
+
+# Where this load reads from; set by load_config for the duration of one validation.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("swarmlab_environ", default=None)
+_YAML_FILE: ContextVar[Path | None] = ContextVar("swarmlab_yaml_file", default=None)
 
 
-class Config(BaseModel):
+class _Environ(EnvSettingsSource):
+    """SWARMLAB_* from the mapping load_config was given (os.environ by default), not always os.environ."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(_ENVIRON.get() or {}, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class Config(BaseSettings):
     """Every key a user may set. Field descriptions are the documentation of the key."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     cluster: str = Field("demo", description="cluster name; labels, network and state dir derive from it")
     managers: int = Field(3, description="manager count: 1, 3, 5 or 7 (an odd Raft majority)")
@@ -47,29 +72,47 @@ class Config(BaseModel):
     stats_port: int = Field(8404, description="host port of HAProxy's stats page (lab)")
     debian_mirror: str = Field("http://deb.debian.org/debian", description="Debian mirror for images")
     debian_suite: str = Field("bookworm", description="Debian release the images are built from")
-    stack: str = Field("registration", description="stack deploy-stack deploys: registration or hello")
-    environment: str = Field("lab", description="values file of the stack: values/<stack>/<environment>.yaml")
+    stack: str = Field(DEFAULT_WORKLOAD, description="the workload deploy-stack deploys (a directory of workloads/)")
+    environment: str = Field("lab", description="values file of the stack: workloads/<stack>/values/<environment>.yaml")
     state_dir: Path | None = Field(
-        None, description="where lab keys, inventory and credentials live (default ~/.local/state/swarmlab)"
+        None, description="where keys, inventory and credentials live (default ~/.local/state/swarmlab)"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _Environ(settings_cls)]
+        yaml_file = _YAML_FILE.get()
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
 
     @field_validator("cluster")
     @classmethod
     def _cluster_name(cls, value: str) -> str:
         if not value or not value.replace("-", "").isalnum() or not value[0].isalpha() or len(value) > 30:
-            raise ValueError(
-                "must start with a letter and hold only letters, digits and '-', at most 30 characters"
-                "|use a name such as 'demo' or 'course-2026'"
+            raise problem(
+                "must start with a letter and hold only letters, digits and '-', at most 30 characters",
+                "use a name such as 'demo' or 'course-2026'",
             )
+        if not value.isascii():
+            raise problem("must be ASCII: Docker refuses other letters in names", "use a name such as 'demo'")
         return value
 
     @field_validator("managers")
     @classmethod
     def _odd_managers(cls, value: int) -> int:
-        if value not in MANAGER_COUNTS:
-            raise ValueError(
-                "must be 1, 3, 5 or 7: Raft needs an odd number of managers to keep a majority"
-                f"|set managers to {max(c for c in MANAGER_COUNTS if c <= max(value, 1))}"
+        if value not in topology.MANAGER_COUNTS:
+            nearest = max(c for c in topology.MANAGER_COUNTS if c <= max(value, 1))
+            raise problem(
+                "must be 1, 3, 5 or 7: Raft needs an odd number of managers to keep a majority",
+                f"set managers to {nearest}",
             )
         return value
 
@@ -77,45 +120,70 @@ class Config(BaseModel):
     @classmethod
     def _some_workers(cls, value: int) -> int:
         if value < 1:
-            raise ValueError("managers are drained, so the services need at least one worker|set workers >= 1")
+            raise problem("managers are drained, so the services need at least one worker", "set workers >= 1")
         return value
 
     @field_validator("cidr", "overlay_pool")
     @classmethod
     def _private(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
         if not value.is_private:
-            raise ValueError("must be a private (RFC 1918) range|use e.g. 10.20.0.0/24")
+            raise problem("must be a private (RFC 1918) range", "use e.g. 10.20.0.0/24")
         return value
 
     @field_validator("http_port", "ssh_port", "stats_port")
     @classmethod
     def _port(cls, value: int) -> int:
         if not 1024 <= value <= 65535:
-            raise ValueError("must be an unprivileged port, 1024-65535|pick a free port such as 8080")
+            raise problem("must be an unprivileged port, 1024-65535", "pick a free port such as 8080")
         return value
 
     @model_validator(mode="after")
     def _fits(self) -> Config:
-        needed = WORKER_OFFSET + self.workers + 1
+        needed = topology.addresses_needed(self.workers)
         if self.cidr.num_addresses < needed:
-            raise ValueError(
-                f"cidr|{self.cidr}|holds {self.cidr.num_addresses} addresses but {self.workers} workers need "
-                f"{needed}|use a larger network such as a /24"
+            raise problem(
+                f"holds {self.cidr.num_addresses} addresses but {self.workers} workers need {needed}",
+                "use a larger network such as a /24",
+                key="cidr",
+                value=str(self.cidr),
             )
         if self.cidr.overlaps(self.overlay_pool):
-            raise ValueError(
-                f"overlay_pool|{self.overlay_pool}|overlaps cidr {self.cidr}: overlay traffic would be routed "
-                "onto the node network|choose disjoint ranges, e.g. cidr 10.20.0.0/24 and overlay_pool "
-                "10.128.0.0/16"
+            raise problem(
+                f"overlaps cidr {self.cidr}: overlay traffic would be routed onto the node network",
+                "choose disjoint ranges, e.g. cidr 10.20.0.0/24 and overlay_pool 10.128.0.0/16",
+                key="overlay_pool",
+                value=str(self.overlay_pool),
             )
         ports = [self.http_port, self.ssh_port, self.stats_port]
         if len(set(ports)) != len(ports):
-            raise ValueError(f"http_port|{ports}|http_port, ssh_port and stats_port must differ|give each its own port")
+            raise problem(
+                "http_port, ssh_port and stats_port must differ",
+                "give each its own port",
+                key="http_port",
+                value=str(ports),
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _known_workload(self) -> Config:
+        # Known before anything is touched, not found out halfway through a bootstrap.
+        if self.stack not in known_workloads():
+            raise problem(
+                "is not a known stack", f"use one of: {', '.join(known_workloads())}", key="stack", value=self.stack
+            )
+        environments = workload_environments(self.stack)
+        if environments and self.environment not in environments:
+            raise problem(
+                f"has no values file for stack {self.stack}",
+                f"use one of: {', '.join(environments)}",
+                key="environment",
+                value=self.environment,
+            )
         return self
 
     # Derived values: computed, never stored, so they cannot disagree with the keys.
     def address(self, offset: int) -> str:
-        return str(self.cidr.network_address + offset)
+        return topology.address(self.cidr, offset)
 
     @property
     def state_root(self) -> Path:
@@ -123,27 +191,9 @@ class Config(BaseModel):
             return self.state_dir.expanduser()
         return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "swarmlab"
 
-    @property
-    def state_path(self) -> Path:
-        return self.state_root / self.cluster
-
-
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
-    keys = set(Config.model_fields)
-    overrides: dict[str, str] = {}
-    for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and name != "SWARMLAB_CONFIG":
-            key = name[len(ENV_PREFIX) :].lower()
-            if key not in keys:
-                raise ConfigErrors(
-                    [ConfigError(name, value, "is not a configuration key", f"use one of SWARMLAB_{_keys()}")]
-                )
-            overrides[key] = value
-    return overrides
-
-
-def _keys() -> str:
-    return ", SWARMLAB_".join(k.upper() for k in Config.model_fields)
+    def state(self, cluster: str | None = None) -> StatePaths:
+        """The state directory of a cluster (this config's own by default)."""
+        return StatePaths(self.state_root / (cluster or self.cluster))
 
 
 _EXAMPLES = {
@@ -155,44 +205,74 @@ _EXAMPLES = {
 }
 
 
-def _to_config_errors(error: ValidationError, data: Mapping[str, Any]) -> ConfigErrors:
+def _to_config_errors(error: ValidationError) -> ConfigErrors:
     found: list[ConfigError] = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "config"
-        message = str(item["msg"]).removeprefix("Value error, ")
-        parts = message.split("|")
-        if len(parts) == 4:  # model-level check: key|value|problem|fix
-            found.append(ConfigError(parts[0], parts[1], parts[2], parts[3]))
-            continue
-        problem, _, fix = message.partition("|")
+        context: dict[str, Any] = dict(item.get("ctx") or {})
+        key = str(context.get("key") or ".".join(str(part) for part in item["loc"]) or "config")
+        value = context.get("value", item.get("input"))
         if item["type"] == "extra_forbidden":
-            problem, fix = "is not a configuration key", f"remove it; known keys: {', '.join(Config.model_fields)}"
-        fix = fix or _EXAMPLES.get(key, "see the documented keys in swarmlab.yaml")
-        found.append(ConfigError(key, data.get(key, item.get("input")), problem, fix))
+            found.append(
+                ConfigError(
+                    key, value, "is not a configuration key", f"remove it; known keys: {', '.join(Config.model_fields)}"
+                )
+            )
+            continue
+        message = str(item["msg"]).removeprefix("Value error, ")
+        fix = str(context.get("fix") or _EXAMPLES.get(key, "see the documented keys in swarmlab.yaml"))
+        found.append(ConfigError(key, value, message, fix))
     return ConfigErrors(found)
 
 
-def parse_config(data: Mapping[str, Any]) -> Config:
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    unknown = [
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name not in NOT_KEYS
+        and name[len(ENV_PREFIX) :].lower() not in Config.model_fields
+    ]
+    if unknown:
+        keys = ", ".join(f"{ENV_PREFIX}{k.upper()}" for k in Config.model_fields)
+        raise ConfigErrors(
+            [ConfigError(name, environ[name], "is not a configuration key", f"use one of {keys}") for name in unknown]
+        )
+
+
+def _check_yaml(path: Path) -> None:
+    """pydantic-settings reads the file; a syntax error or a list at the top is reported here, with the path."""
     try:
-        return Config.model_validate(dict(data))
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigErrors([ConfigError(str(path), "", f"is not valid YAML ({error})", "fix the syntax")]) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigErrors([ConfigError(str(path), type(loaded).__name__, "must be a mapping", "use key: value")])
+
+
+def _validate(data: Mapping[str, Any], environ: Mapping[str, str], yaml_file: Path | None) -> Config:
+    environ_token = _ENVIRON.set(environ)
+    yaml_token = _YAML_FILE.set(yaml_file)
+    try:
+        return Config(**data)
     except ValidationError as error:
-        raise _to_config_errors(error, data) from None
+        raise _to_config_errors(error) from None
+    finally:
+        _ENVIRON.reset(environ_token)
+        _YAML_FILE.reset(yaml_token)
+
+
+def parse_config(data: Mapping[str, Any]) -> Config:
+    """Validate a mapping of keys alone (no file, no environment): what the unit tests use."""
+    return _validate(data, {}, None)
 
 
 def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read the file (if any), apply SWARMLAB_* overrides, validate everything at once."""
     environ = os.environ if environ is None else environ
     path = path or Path(environ.get("SWARMLAB_CONFIG", DEFAULT_CONFIG_FILE))
-    data: dict[str, Any] = {}
     if path.exists():
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigErrors([ConfigError(str(path), "", f"is not valid YAML ({error})", "fix the syntax")]) from None
-        if not isinstance(loaded, dict):
-            raise ConfigErrors([ConfigError(str(path), type(loaded).__name__, "must be a mapping", "use key: value")])
-        data.update(loaded)
+        _check_yaml(path)
     elif "SWARMLAB_CONFIG" in environ:
         raise ConfigErrors([ConfigError("SWARMLAB_CONFIG", str(path), "file does not exist", "point it at a file")])
-    data.update(_env_overrides(environ))
-    return parse_config(data)
+    _check_env_names(environ)
+    return _validate({}, environ, path if path.exists() else None)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from pydantic_core import PydanticCustomError
+
 OUTPUT_TAIL_LINES = 15
 
 
@@ -31,6 +33,12 @@ def _show(value: object) -> str:
     if isinstance(value, str) and (value == "" or " " in value):
         return repr(value)
     return str(value)
+
+
+def problem(message: str, fix: str, **where: object) -> PydanticCustomError:
+    """A validation error that carries its fix (and, for cross-key checks, the key and value it is about)
+    in its context, so nothing has to be parsed back out of the message."""
+    return PydanticCustomError("swarmlab", message, {"fix": fix, **where})
 
 
 class ConfigErrors(SwarmlabError):

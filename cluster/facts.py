@@ -79,3 +79,110 @@ def running_tasks_command(node_ids: list[str]) -> str:
 
 def parse_running_tasks(output: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in output.splitlines() if line.strip())
+
+
+def parse_lines(output: str) -> tuple[str, ...]:
+    """Non-empty lines, stripped: `docker secret ls`, `docker stack ls`, names one a line."""
+    return tuple(line.strip() for line in output.splitlines() if line.strip())
+
+
+# --- a daemon driven by one configuration file -------------------------------------------------
+
+
+def daemon_facts_command(config_path: str, pid_file: str) -> str:
+    return (
+        f"printf 'config_sha=%s\\n' \"$(sha256sum {config_path} 2>/dev/null | cut -d' ' -f1)\"; "
+        "printf 'systemd=%s\\n' \"$(test -d /run/systemd/system && echo yes || echo no)\"; "
+        f'printf \'running=%s\\n\' "$( (test -s {pid_file} && kill -0 "$(head -n1 {pid_file})") 2>/dev/null '
+        '&& echo yes || echo no)"'
+    )
+
+
+@dataclass(frozen=True)
+class DaemonFacts:
+    config_sha: str
+    systemd: bool
+    running: bool
+
+
+def parse_daemon_facts(output: str) -> DaemonFacts:
+    values = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+    return DaemonFacts(values.get("config_sha", ""), values.get("systemd") == "yes", values.get("running") == "yes")
+
+
+# --- services of a stack -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    replicas: str  # "2/3", "1/1 (max 1 per node)"
+    update: str = ""  # UpdateStatus.State: "", updating, completed, rollback_started, rollback_completed, paused...
+    last_error: str = ""  # the newest task that is not running, with its node and error
+
+    @property
+    def failed(self) -> bool:
+        """The last update did not stick: Swarm paused it or rolled it back."""
+        return self.update in ("paused", "rollback_started", "rollback_paused", "rollback_completed")
+
+    @property
+    def converged(self) -> bool:
+        running, _, rest = self.replicas.partition("/")
+        wanted = rest.split()[0] if rest else ""  # "1/1 (max 1 per node)" -> "1"
+        # Replicas alone are not enough: during a rolling update the old tasks still count.
+        return wanted != "" and running == wanted and self.update in ("", "completed")
+
+
+def stack_services_command(stack: str) -> str:
+    """Replicas, then update states, then each service's tasks that are not running, in one round trip."""
+    return (
+        f"docker stack services {stack} --format '{{{{.Name}}}}|{{{{.Replicas}}}}' 2>/dev/null && echo --- && "
+        f'ids=$(docker stack services -q {stack}) && [ -n "$ids" ] && '
+        "docker service inspect --format '{{.Spec.Name}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' $ids "
+        "&& echo --- && for id in $ids; do docker service ps $id --no-trunc "
+        "--format \"$(docker service inspect --format '{{.Spec.Name}}' $id)|{{.Node}}|{{.CurrentState}}|{{.Error}}\"; "
+        "done"
+    )
+
+
+def parse_services(output: str) -> tuple[ServiceState, ...]:
+    """Parse `name|replicas` lines, `---`, `name|update state` lines, `---`, `name|node|state|error` lines."""
+    replicas_part, _, rest = output.partition("---")
+    updates_part, _, tasks_part = rest.partition("---")
+    updates = dict(line.strip().split("|", 1) for line in updates_part.splitlines() if "|" in line)
+    errors: dict[str, str] = {}
+    for line in tasks_part.splitlines():
+        name, node, state, error = [*line.strip().split("|", 3), "", "", ""][:4]
+        if name and name not in errors and (error or not state.startswith("Running")):
+            errors[name] = f"node {node or '?'}: {state}{': ' + error if error else ''}"
+    states = []
+    for line in replicas_part.splitlines():
+        if "|" in line:
+            name, replicas = line.strip().split("|", 1)
+            states.append(ServiceState(name, replicas.strip(), updates.get(name, "").strip(), errors.get(name, "")))
+    return tuple(states)
+
+
+# --- storage -------------------------------------------------------------------------------------
+
+NFS_CLIENT_COMMAND = "grep -qw nfs4 /proc/filesystems || modprobe -q nfs4"
+EXPORT_ID_FILE = ".swarmlab-export-id"
+
+
+def export_id_command(export_dir: str) -> str:
+    """The export's id (made once by the nfs task); a worker that reads the same id sees the export itself."""
+    return f"cat {export_dir}/{EXPORT_ID_FILE} 2>/dev/null; true"
+
+
+def owners_command(directories: list[str]) -> str:
+    """`path uid` for each directory that exists; absent ones print nothing."""
+    return "stat -c '%n %u' " + " ".join(directories) + " 2>/dev/null; true"
+
+
+def parse_owners(output: str) -> dict[str, int]:
+    found = {}
+    for line in output.splitlines():
+        path, _, uid = line.strip().rpartition(" ")
+        if path and uid.isdigit():
+            found[path] = int(uid)
+    return found

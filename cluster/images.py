@@ -6,13 +6,19 @@ Tagging by input hash means an image is rebuilt only when something that goes in
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.archive import tar_bytes
+from cluster.workload import REPO_ROOT, ImageSpec
+from rendering.render import render
+
 TAG_LENGTH = 12
+IMAGE_NAMESPACE = "swarmlab"
+BASE_REPOSITORY = "swarmlab/debian"
+BASE_VARIANT = "minbase"
+BASE_SCRIPT = "images/debian-base.sh.j2"
 
 
 @dataclass(frozen=True)
@@ -32,16 +38,8 @@ class BuildContext:
         return digest.hexdigest()[:TAG_LENGTH]
 
     def tar(self) -> bytes:
-        """A reproducible tar of the context (fixed mtimes and owners)."""
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            for name in sorted(self.files):
-                data = self.files[name]
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                info.mode = 0o755 if name.endswith(".sh") else 0o644
-                archive.addfile(info, io.BytesIO(data))
-        return buffer.getvalue()
+        """A reproducible tar of the context (fixed mtimes and owners); scripts stay executable."""
+        return tar_bytes(self.files, {name: 0o755 for name in self.files if name.endswith(".sh")})
 
 
 def files_under(root: Path, prefix: str = "", exclude: Iterable[str] = ("__pycache__",)) -> dict[str, bytes]:
@@ -57,3 +55,38 @@ def files_under(root: Path, prefix: str = "", exclude: Iterable[str] = ("__pycac
 
 def hash_strings(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:TAG_LENGTH]
+
+
+def recipe_context(spec: ImageSpec, build_args: Mapping[str, str], wheelhouse: Path | None = None) -> BuildContext:
+    """Exactly the files the recipe names (and the wheelhouse, for an image that installs one)."""
+    files: dict[str, bytes] = {}
+    for source, destination in spec.sources.items():
+        path = REPO_ROOT / source
+        if path.is_dir():
+            files.update(files_under(path, prefix=destination))
+        else:
+            files[destination] = path.read_bytes()
+    if wheelhouse is not None:
+        files.update(files_under(wheelhouse, prefix="wheelhouse/", exclude=(".complete",)))
+    files["Dockerfile"] = (REPO_ROOT / spec.dockerfile).read_bytes()
+    return BuildContext(files, {**spec.build_args, **build_args})
+
+
+def registry_ref(registry: str, name: str, tag: str) -> str:
+    return f"{registry}/{IMAGE_NAMESPACE}/{name}:{tag}"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """The Debian base every image builds FROM: made by one script, tagged by a hash of that script."""
+
+    suite: str
+    script: str
+
+    @property
+    def tag(self) -> str:
+        return f"{BASE_REPOSITORY}:{self.suite}-{hash_strings(self.script)}"
+
+
+def base_image(suite: str, mirror: str) -> BaseImage:
+    return BaseImage(suite, render(BASE_SCRIPT, {"suite": suite, "mirror": mirror, "variant": BASE_VARIANT}))

@@ -11,9 +11,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from cluster.errors import ConfigError, ConfigErrors
+import topology
+from cluster.errors import ConfigError, ConfigErrors, problem
 
 SCHEMA_VERSION = 1
 
@@ -52,6 +53,38 @@ class Network(BaseModel):
     cidr: ipaddress.IPv4Network
 
 
+class NfsExport(BaseModel):
+    """Where the stack's NFS volumes mount from: `host:/path`, as mount(8) writes it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.path}"
+
+
+class Endpoints(BaseModel):
+    """What the cluster serves and where. Typed: the deployer mounts exactly the NFS export named here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    http: str
+    stats: str | None = None
+    registry: str | None = None  # host:port of the cluster's image registry (default: the storage node's)
+    nfs: str | None = None  # host:/path of the NFS export (default: the storage node's)
+
+    @field_validator("nfs")
+    @classmethod
+    def _host_and_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, path = value.partition(":")
+            if not host or not sep or not path.startswith("/"):
+                raise problem("is not host:/path", "write it as mount(8) does, e.g. 10.20.0.6:/data")
+        return value
+
+
 class Inventory(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -61,25 +94,37 @@ class Inventory(BaseModel):
     ssh: SshSettings
     network: Network
     nodes: tuple[Node, ...]
-    endpoints: dict[str, str]
+    endpoints: Endpoints
 
     @model_validator(mode="after")
     def _consistent(self) -> Inventory:
         names = [n.name for n in self.nodes]
         if len(set(names)) != len(names):
-            raise ValueError("nodes|names must be unique")
+            raise problem("names must be unique", "give every node its own name", key="nodes", value=names)
         for node in self.nodes:
             if node.private_ip not in self.network.cidr:
-                raise ValueError(f"nodes.{node.name}.private_ip|{node.private_ip} is outside {self.network.cidr}")
+                raise problem(
+                    f"is outside {self.network.cidr}",
+                    "fix the address or network.cidr",
+                    key=f"nodes.{node.name}.private_ip",
+                    value=str(node.private_ip),
+                )
         managers = len(self.by_role(Role.MANAGER))
-        if managers not in (1, 3, 5, 7):
-            raise ValueError(f"nodes|{managers} managers: need 1, 3, 5 or 7 for a Raft majority")
+        if managers not in topology.MANAGER_COUNTS:
+            raise problem(
+                f"{managers} managers: need 1, 3, 5 or 7 for a Raft majority",
+                "list an odd number of manager nodes",
+                key="nodes",
+                value=managers,
+            )
         if not self.by_role(Role.WORKER):
-            raise ValueError("nodes|no worker: the services need at least one")
+            raise problem("no worker: the services need at least one", "add a worker node", key="nodes", value=0)
         if len(self.by_role(Role.LB)) != 1:
-            raise ValueError("nodes|need exactly one lb node")
+            raise problem("need exactly one lb node", "list one node with role lb", key="nodes", value=names)
         if self.ssh.jump_host is not None and self.ssh.jump_host not in names:
-            raise ValueError(f"ssh.jump_host|{self.ssh.jump_host} is not a node name")
+            raise problem(
+                "is not a node name", "name the lb node, or null", key="ssh.jump_host", value=self.ssh.jump_host
+            )
         return self
 
     def by_role(self, role: Role) -> tuple[Node, ...]:
@@ -112,6 +157,21 @@ class Inventory(BaseModel):
         found = self.by_role(Role.STORAGE)
         return found[0] if found else None
 
+    @property
+    def registry(self) -> str | None:
+        """The registry every engine pulls from: the declared endpoint, else the storage node's."""
+        if self.endpoints.registry:
+            return self.endpoints.registry
+        return f"{self.storage.private_ip}:{topology.REGISTRY_PORT}" if self.storage else None
+
+    @property
+    def nfs(self) -> NfsExport | None:
+        """The NFS export the stack mounts: the declared endpoint, else the storage node's export."""
+        if self.endpoints.nfs:
+            host, _, path = self.endpoints.nfs.partition(":")
+            return NfsExport(host=host, path=path)
+        return NfsExport(host=str(self.storage.private_ip), path=topology.NFS_PSEUDO_PATH) if self.storage else None
+
 
 def parse_inventory(text: str, source: str = "inventory") -> Inventory:
     """Parse and validate; every problem names the key and the source it came from."""
@@ -124,19 +184,11 @@ def parse_inventory(text: str, source: str = "inventory") -> Inventory:
     except ValidationError as error:
         problems = []
         for item in error.errors():
+            context = dict(item.get("ctx") or {})
+            key = str(context.get("key") or ".".join(str(p) for p in item["loc"]))
+            fix = str(context.get("fix") or "see the schema in README.md")
             message = str(item["msg"]).removeprefix("Value error, ")
-            key, _, problem = (
-                message.partition("|")
-                if "|" in message
-                else (
-                    ".".join(str(p) for p in item["loc"]),
-                    "",
-                    message,
-                )
-            )
-            problems.append(
-                ConfigError(f"{source}: {key}", item.get("input", ""), problem, "see the schema in README.md")
-            )
+            problems.append(ConfigError(f"{source}: {key}", context.get("value", item.get("input", "")), message, fix))
         raise ConfigErrors(problems) from None
 
 

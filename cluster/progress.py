@@ -15,12 +15,26 @@ class PhaseResult:
     seconds: float = 0.0
     changes: list[str] = field(default_factory=list)
     failed: bool = False
+    would_change: bool = False  # a dry run found something to change
+
+    @property
+    def outcome(self) -> str:
+        if self.failed:
+            return "FAILED"
+        if self.changes:
+            return "changed"
+        return "would change" if self.would_change else "no change"
 
     def changed(self, what: str) -> None:
         self.changes.append(what)
         say(f"    changed: {what}")
 
     def note(self, what: str) -> None:
+        say(f"    {what}")
+
+    def planned(self, what: str, changes: bool) -> None:
+        """A dry run's line: what would happen (nothing is run)."""
+        self.would_change = self.would_change or changes
         say(f"    {what}")
 
 
@@ -32,12 +46,15 @@ class Timings:
     def changed(self) -> bool:
         return any(p.changes for p in self.phases)
 
+    @property
+    def would_change(self) -> bool:
+        return any(p.would_change for p in self.phases)
+
     def table(self) -> str:
         width = max([len(p.name) for p in self.phases] + [5])
         lines = [f"{'phase':<{width}}  {'seconds':>8}  result", f"{'-' * width}  {'-' * 8}  {'-' * 9}"]
         for p in self.phases:
-            result = "FAILED" if p.failed else ("changed" if p.changes else "no change")
-            lines.append(f"{p.name:<{width}}  {p.seconds:>8.1f}  {result}")
+            lines.append(f"{p.name:<{width}}  {p.seconds:>8.1f}  {p.outcome}")
         total = sum(p.seconds for p in self.phases)
         lines.append(f"{'total':<{width}}  {total:>8.1f}")
         return "\n".join(lines)
@@ -64,5 +81,4 @@ def phase(name: str, description: str) -> Iterator[PhaseResult]:
     finally:
         result.seconds = time.monotonic() - start
         TIMINGS.phases.append(result)
-        outcome = "FAILED" if result.failed else ("changed" if result.changes else "no change")
-        say(f"<== {name}: {outcome} in {result.seconds:.1f}s")
+        say(f"<== {name}: {result.outcome} in {result.seconds:.1f}s")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Protocol, TypeVar
 
 import paramiko
 from fabric import Config, Connection
@@ -36,6 +36,33 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+class Runner(Protocol):
+    """What the executor and the fact readers need from a way to reach the nodes.
+
+    Nodes (SSH) is the real one; unit tests use a fake that records commands and answers from data.
+    """
+
+    inventory: Inventory
+
+    def run(
+        self,
+        node: Node,
+        command: str,
+        *,
+        check: bool = True,
+        stdin: str | IO[str] | None = None,
+        timeout: float | None = None,
+        secrets: Sequence[str] = (),
+        hint: str = "",
+    ) -> Result: ...
+
+    def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None: ...
+
+    def put(self, node: Node, local: Path, remote: str) -> None: ...
+
+    def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]: ...
 
 
 class Nodes:
@@ -147,10 +174,11 @@ class Nodes:
         except (OSError, paramiko.SSHException) as error:
             raise CommandFailed(node.name, f"sftp put {local} {remote}", None, str(error)) from None
 
-    def write(self, node: Node, remote: str, text: str, mode: int = 0o600) -> None:
-        """Write a text file on a node over SFTP (Invoke feeds stdin a byte per 10 ms: too slow for files)."""
+    def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
+        """Write a file on a node over SFTP (Invoke feeds stdin a byte per 10 ms: too slow for files)."""
+        data = content.encode() if isinstance(content, str) else content
         try:
-            self.connection(node).put(io.BytesIO(text.encode()), remote=remote)
+            self.connection(node).put(io.BytesIO(data), remote=remote)
             self.connection(node).sftp().chmod(remote, mode)
         except (OSError, paramiko.SSHException) as error:
             raise CommandFailed(node.name, f"sftp write {remote}", None, str(error)) from None

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from cluster.errors import SwarmlabError, tail
+from cluster.errors import SwarmlabError
+from cluster.local import run_local
 from cluster.progress import PhaseResult
 
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "aarch64": "manylinux2014_aarch64"}
@@ -30,12 +30,7 @@ def ensure_wheelhouse(requirements: Path, cache: Path, arch: str, progress: Phas
         sys.executable, "-m", "pip", "download", "-q", "-r", str(requirements), "--only-binary=:all:",
         "--platform", PLATFORMS[arch], "--python-version", PYTHON_VERSION, "--implementation", "cp", "-d", str(scratch),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SwarmlabError(
-            f"on localhost: `{' '.join(command)}` failed (exit {done.returncode}):\n{tail(done.stdout + done.stderr)}\n"
-            "Hint: the operator's machine must reach the Python package index to prepare the wheelhouse"
-        )
+    run_local(command, hint="the operator's machine must reach the Python package index to prepare the wheelhouse")
     (scratch / ".complete").touch()
     shutil.rmtree(target, ignore_errors=True)
     scratch.rename(target)

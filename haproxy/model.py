@@ -1,16 +1,42 @@
-"""HAProxy's configuration as data, built from the inventory and a stack's routes (pure)."""
+"""HAProxy's configuration as data (pure): typed routes and servers in, configuration text and the
+daemon spec out. A leaf model: it imports nothing of cluster/."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cluster.inventory import Inventory
-from cluster.stacks import Route
+import topology
+from rendering.daemon import DaemonSpec
 from rendering.render import render
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
-STATS_PORT = 8404
+PID_FILE = "/run/haproxy.pid"
+
+# Validated with `haproxy -c` before the swap, reloaded through its master (master-worker mode:
+# SIGUSR2, or systemd's reload, which does the same), so the old workers finish their connections
+# and none is refused.
+DAEMON = DaemonSpec(
+    name="HAProxy",
+    config_path=CONFIG_PATH,
+    pid_file=PID_FILE,
+    unit="haproxy",
+    start=f"mkdir -p /run/haproxy && haproxy -W -D -p {PID_FILE} -f {CONFIG_PATH} </dev/null >/dev/null 2>&1",
+    reload="kill -USR2 {pid}",
+    validate="haproxy -c -f {path}",  # not -q: its complaint is the error message
+    ready=f"curl -sf -o /dev/null http://127.0.0.1:{topology.STATS_PORT}/stats",
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path prefix served by one edge service, published on the same port on every worker."""
+
+    name: str
+    path_prefix: str  # "/" for the default route
+    port: int
+    health_path: str = "/healthz"
+    strip_prefix: bool = False  # the service knows nothing of the prefix (e.g. /mail/)
 
 
 @dataclass(frozen=True)
@@ -51,20 +77,24 @@ class HAProxyConfig:
 
 
 def build(
-    inventory: Inventory, routes: Sequence[Route], http_port: int = 80, stats_port: int = STATS_PORT
+    cluster: str,
+    workers: Sequence[tuple[str, str]],
+    routes: Sequence[Route],
+    http_port: int = topology.HTTP_PORT,
+    stats_port: int = topology.STATS_PORT,
 ) -> HAProxyConfig:
-    """One backend per route, one server per worker (edge services run one task per worker)."""
+    """One backend per route, one server per worker (name, address): edge services run a task per worker."""
     backends = tuple(
         Backend(
             name=route.name,
             path_prefix=route.path_prefix,
             health_path=route.health_path,
-            servers=tuple(Server(w.name, str(w.private_ip), route.port) for w in inventory.workers),
+            servers=tuple(Server(name, address, route.port) for name, address in workers),
             strip_prefix=route.strip_prefix,
         )
         for route in routes
     )
-    return HAProxyConfig(inventory.cluster, http_port, stats_port, backends)
+    return HAProxyConfig(cluster, http_port, stats_port, backends)
 
 
 def render_config(config: HAProxyConfig) -> str:

@@ -1,23 +1,22 @@
 """The NFS v4 server of the storage node (nfs-ganesha, userspace, so it runs the same in a VM and in a
-lab container) and the client side options the stack's volumes use. Pure."""
+lab container) and the client options the stack's volumes use. Pure, and a leaf model: typed input
+in, configuration text and the daemon spec out; it imports nothing of cluster/."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.daemon import Daemon
-from cluster.inventory import Inventory
+import topology
+from rendering.daemon import DaemonSpec
 from rendering.render import render
 
 CONFIG_PATH = "/etc/ganesha/ganesha.conf"
 PID_FILE = "/var/run/ganesha/ganesha.pid"
-EXPORT_DIR = "/srv/swarmlab/data"  # a real filesystem: a bind mount or the Cinder volume, never overlayfs
-PSEUDO_PATH = "/data"
 _START = (
     "mkdir -p /var/run/ganesha /var/log/ganesha && (pgrep -x rpcbind >/dev/null || rpcbind) && "
     f"ganesha.nfsd -f {CONFIG_PATH} -L /var/log/ganesha/ganesha.log -p {PID_FILE} </dev/null >/dev/null 2>&1"
 )
-GANESHA = Daemon(
+DAEMON = DaemonSpec(
     name="nfs-ganesha",
     config_path=CONFIG_PATH,
     pid_file=PID_FILE,
@@ -32,14 +31,25 @@ CLIENT_OPTIONS = "hard,nfsvers=4.1,timeo=600,retrans=2"
 
 @dataclass(frozen=True)
 class GaneshaConfig:
-    export_dir: str
+    export_dir: str  # a real filesystem: a bind mount or the Cinder volume, never overlayfs
     pseudo_path: str
     clients: str  # the cluster subnet: nothing else may mount
 
+    def probe_url(self, host: str) -> str:
+        """What libnfs' nfs-ls reads to check the export answers (no kernel NFS client needed)."""
+        return f"nfs://{host}{self.pseudo_path}/?version=4"
 
-def build(inventory: Inventory) -> GaneshaConfig:
-    return GaneshaConfig(EXPORT_DIR, PSEUDO_PATH, str(inventory.network.cidr))
+
+def build(
+    clients_cidr: str, export_dir: str = topology.EXPORT_DIR, pseudo_path: str = topology.NFS_PSEUDO_PATH
+) -> GaneshaConfig:
+    return GaneshaConfig(export_dir, pseudo_path, clients_cidr)
 
 
 def render_config(config: GaneshaConfig) -> str:
     return render("nfs/ganesha.conf.j2", {"config": config})
+
+
+def volume_options(host: str) -> str:
+    """driver_opts `o` of a stack's NFS volume."""
+    return f"addr={host},{CLIENT_OPTIONS}"

@@ -17,10 +17,11 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
 @cache
-def environment() -> jinja2.Environment:
+def environment(*directories: Path) -> jinja2.Environment:
+    """Templates from `directories` first (a workload bundle's own), then templates/."""
     # StrictUndefined: a missing value is a bug in our data, never an empty string in a config file.
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        loader=jinja2.FileSystemLoader([*directories, TEMPLATES_DIR]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -42,3 +43,8 @@ def _fields(data: object) -> dict[str, Any]:
 def render(template: str, data: object) -> str:
     """Render templates/<template> with the fields of data as top-level names."""
     return environment().get_template(template).render(_fields(data))
+
+
+def render_file(directory: Path, template: str, data: object) -> str:
+    """Render <directory>/<template> (a workload bundle's template) the same way."""
+    return environment(directory.resolve()).get_template(template).render(_fields(data))

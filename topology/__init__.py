@@ -64,7 +64,8 @@ def plan_nodes(cidr: ipaddress.IPv4Network, managers: int, workers: int) -> tupl
         PlannedNode(STORAGE_NAME, "storage", address(cidr, STORAGE_OFFSET)),
     ]
     nodes += [
-        PlannedNode(node_name("manager", i), "manager", address(cidr, MANAGER_OFFSET + i)) for i in range(1, managers + 1)
+        PlannedNode(node_name("manager", i), "manager", address(cidr, MANAGER_OFFSET + i))
+        for i in range(1, managers + 1)
     ]
     nodes += [
         PlannedNode(node_name("worker", i), "worker", address(cidr, WORKER_OFFSET + i)) for i in range(1, workers + 1)

@@ -8,14 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import docker
 from docker.errors import DockerException
 
 from cluster.errors import SwarmlabError
+from cluster.local import run_local
 from cluster.progress import PhaseResult
+from cluster.waiting import Verdict, wait_until
 
 DOCKERD_LOG = Path("/var/log/swarmlab-dockerd.log")
 START_TIMEOUT = 60
@@ -33,24 +34,17 @@ def client() -> docker.DockerClient:
     return engine
 
 
-def _answers() -> bool:
+def _answers() -> Verdict:
     try:
         docker.from_env(timeout=5).ping()
-    except DockerException:
-        return False
-    return True
-
-
-def _run(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
-        raise SwarmlabError(f"on localhost: `{' '.join(command)}` failed (exit {done.returncode}):\n{tail}")
+    except DockerException as error:
+        return Verdict.waiting(str(error))
+    return Verdict.ready()
 
 
 def ensure_engine(progress: PhaseResult) -> None:
     """Make sure a Docker engine answers; as root on Debian, install docker.io and start dockerd."""
-    if _answers():
+    if _answers().done:
         progress.note("Docker engine already running: using it as it is")
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -59,19 +53,14 @@ def ensure_engine(progress: PhaseResult) -> None:
             "then `systemctl start docker` or `dockerd &`), or run this as root on Debian/Ubuntu to let it do so"
         )
     if shutil.which("dockerd") is None:
-        _run(["apt-get", "update", "-q"])
-        _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker.io"])
+        run_local(["apt-get", "update", "-q"])
+        run_local(["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker.io"])
         progress.changed("installed Debian's docker.io")
     if Path("/run/systemd/system").exists():
-        _run(["systemctl", "start", "docker"])
+        run_local(["systemctl", "start", "docker"])
     else:
-        # No systemd (containers, CI sandboxes): start dockerd detached, in its own session.
+        # No systemd (containers, CI sandboxes): start dockerd detached, in its own session, outliving us.
         with DOCKERD_LOG.open("ab") as log:
             subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
     progress.changed("started dockerd")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if _answers():
-            return
-        time.sleep(1)
-    raise SwarmlabError(f"dockerd did not answer within {START_TIMEOUT}s; see {DOCKERD_LOG}")
+    wait_until(_answers, what=f"dockerd answers (see {DOCKERD_LOG})", timeout=START_TIMEOUT)

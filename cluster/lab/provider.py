@@ -1,46 +1,56 @@
 """The lab provider: node containers created, found and deleted by label on the local engine.
 
-Like kind, creation is an ordered list of actions, and a failure removes what was made unless the
-user asks to keep it for debugging.
+Like kind, creation is an ordered list of actions (CREATE_ACTIONS), each a timed phase, and a
+failure removes what was made unless the user asks to keep it for debugging. The lab is the only
+provider with a local shortcut: it ships its locally built base image to the storage node.
 """
 
 from __future__ import annotations
 
-import io
+import gzip
 import ipaddress
 import socket
-import tarfile
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import docker
-from docker.errors import APIError, NotFound
+from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.models.networks import Network
 from docker.models.volumes import Volume
 
+import topology
+from cluster.archive import tar_bytes
 from cluster.config import Config
 from cluster.errors import ConfigError, ConfigErrors, SwarmlabError
-from cluster.inventory import Inventory, Role, dump_inventory
+from cluster.executor import Executor
+from cluster.images import BaseImage
+from cluster.inventory import Inventory, Node, Role, dump_inventory, load_inventory
 from cluster.lab import keys
-from cluster.lab.build import EXPORT_ROOT, ensure_base_image, ensure_node_image
+from cluster.lab.build import ensure_base_image, ensure_node_image
 from cluster.lab.engine import client, ensure_engine
 from cluster.lab.topology import (
     LABEL_CLUSTER,
     LABEL_NODE,
+    LABEL_ROLE,
     LABEL_SHAPE,
-    LabNode,
-    StatePaths,
+    container_name,
     data_volume,
+    docker_volume,
     lab_inventory,
     lab_nodes,
     labels,
     network_name,
     published_ports,
     shape,
+    ssh_endpoint,
 )
-from cluster.progress import phase, say
+from cluster.operations import Plan, Run, Write
+from cluster.plans.images import REMOTE_DIR, base_present_command
+from cluster.progress import PhaseResult, phase, say
 from cluster.runners import Nodes
+from cluster.state import StatePaths, write_private
+from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json
 
 NODE_READY_TIMEOUT = 90
@@ -50,32 +60,70 @@ NESTED_CAP_DROP = ["SYS_RESOURCE"]
 NESTED_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 
 
-def state_paths(config: Config) -> StatePaths:
-    return StatePaths(config.state_path)
+class LabProvider:
+    """`--target lab`: the inventory lab-up wrote; the base image comes from the local engine."""
+
+    name = "lab"
+
+    def inventory(self, config: Config, target: str) -> Inventory:
+        path = config.state().inventory
+        if not path.exists():
+            raise SwarmlabError(f"lab {config.cluster!r} is not up (no {path}): run `fab lab-up` first")
+        return load_inventory(path)
+
+    def supply_base_image(self, executor: Executor, storage: Node, base: BaseImage, progress: PhaseResult) -> None:
+        """The lab built the base image locally for its node image: send it over SSH instead of
+        debootstrapping it again on the storage node."""
+        if executor.runner.run(storage, base_present_command(base)).stdout.strip() == "yes":
+            progress.note(f"{base.tag} present on {storage.name}")
+            return
+        archive = f"{REMOTE_DIR}/base.tar.gz"
+        content = b"" if executor.dry_run else _saved(base.tag)
+        plan = Plan(
+            (
+                Run(storage.name, f"mkdir -p {REMOTE_DIR}", "a scratch directory", changes=False),
+                Write(storage.name, archive, content, f"{base.tag} from the local engine"),
+                Run(
+                    storage.name,
+                    f"docker load -q -i {archive} && rm -f {archive}",
+                    f"copied {base.tag} to {storage.name}",
+                ),
+            )
+        )
+        executor.execute(plan, progress)
+
+
+def _saved(tag: str) -> bytes:
+    """`docker save | gzip` of a local image (level 1: the network is local, speed matters more)."""
+    chunks = b"".join(client().images.get(tag).save(named=True))
+    return gzip.compress(chunks, compresslevel=1)
+
+
+# --- lab-up as an ordered list of actions ---------------------------------------------------------
+
+
+@dataclass
+class LabBuild:
+    """What the create actions share as they go."""
+
+    config: Config
+    engine: docker.DockerClient
+    paths: StatePaths
+    image: str = ""
+    authorized_key: str = ""
+    host_keys: dict[str, keys.KeyPair] = field(default_factory=dict)
+
+    @property
+    def inventory(self) -> Inventory:
+        return lab_inventory(self.config, self.paths)
 
 
 def lab_containers(engine: docker.DockerClient, cluster: str) -> list[Container]:
     return list(engine.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={cluster}"}))
 
 
-def _check_existing_shape(engine: docker.DockerClient, config: Config) -> list[Container]:
-    existing = lab_containers(engine, config.cluster)
-    shapes = {c.labels.get(LABEL_SHAPE, "") for c in existing}
-    if existing and shapes != {shape(config)}:
-        raise ConfigErrors(
-            [
-                ConfigError(
-                    "cluster",
-                    config.cluster,
-                    f"a lab of this name is already up with shape {', '.join(sorted(shapes))}, not {shape(config)}",
-                    "run `fab lab-down` first, or choose another cluster name",
-                )
-            ]
-        )
-    return existing
-
-
-def _check_free_ports(config: Config) -> None:
+def check_ports_free(build: LabBuild, progress: PhaseResult) -> None:
+    config = build.config
     problems = []
     for key, port in (
         ("http_port", config.http_port),
@@ -95,10 +143,12 @@ def _check_free_ports(config: Config) -> None:
                 )
     if problems:
         raise ConfigErrors(problems)
+    progress.note(f"ports {config.http_port}, {config.ssh_port}, {config.stats_port} free on {config.bind_address}")
 
 
-def _check_network_free(engine: docker.DockerClient, config: Config) -> None:
-    for network in engine.networks.list():
+def check_network_free(build: LabBuild, progress: PhaseResult) -> None:
+    config = build.config
+    for network in build.engine.networks.list():
         for pool in (network.attrs.get("IPAM") or {}).get("Config") or []:
             subnet = pool.get("Subnet")
             other = subnet and ":" not in subnet and network.name != network_name(config)
@@ -113,38 +163,56 @@ def _check_network_free(engine: docker.DockerClient, config: Config) -> None:
                         )
                     ]
                 )
+    progress.note(f"{config.cidr} overlaps no Docker network")
 
 
-def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, (data, mode) in files.items():
-            info = tarfile.TarInfo(name.lstrip("/"))
-            info.size, info.mode = len(data), mode
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+def check_free(build: LabBuild, progress: PhaseResult) -> None:
+    check_ports_free(build, progress)
+    check_network_free(build, progress)
 
 
-def _create_node(
-    engine: docker.DockerClient,
-    config: Config,
-    node: LabNode,
-    image: str,
-    *,
-    authorized_key: str,
-    host_key: keys.KeyPair,
-    registry: str,
-) -> None:
-    cluster = config.cluster
+def build_images(build: LabBuild, progress: PhaseResult) -> None:
+    base = ensure_base_image(build.engine, build.config, progress)
+    build.image = ensure_node_image(build.engine, build.config, base.tag, progress)
+
+
+def make_keys(build: LabBuild, progress: PhaseResult) -> None:
+    """One client key pair for the lab, one host key per node, pinned in known_hosts."""
+    config, paths = build.config, build.paths
+    user_key = keys.new_key_pair(f"swarmlab-{config.cluster}")
+    write_private(paths.private_key, user_key.private_openssh)
+    build.authorized_key = user_key.public_openssh
+    nodes = lab_nodes(config)
+    build.host_keys = {n.name: keys.new_key_pair(n.name) for n in nodes}
+    known = [keys.known_hosts_line(*ssh_endpoint(config, n), build.host_keys[n.name].public_openssh) for n in nodes]
+    write_private(paths.known_hosts, ("\n".join(known) + "\n").encode())
+    progress.changed(f"keys in {paths.root}")
+
+
+def create_network(build: LabBuild, progress: PhaseResult) -> None:
+    config = build.config
+    build.engine.networks.create(
+        network_name(config),
+        driver="bridge",
+        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(config.cidr))]),
+        labels=labels(config),
+    )
+    build.engine.volumes.create(data_volume(config), labels=labels(config))
+    progress.changed(f"network {network_name(config)} ({config.cidr}) and the storage data volume")
+
+
+def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> None:
+    config, engine = build.config, build.engine
+    role = Role(node.role)
     volumes: dict[str, Mapping[str, str]] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
-    if node.role is not Role.LB:
-        volumes[node.docker_volume(cluster)] = {"bind": "/var/lib/docker", "mode": "rw"}
-        engine.volumes.create(node.docker_volume(cluster), labels=labels(config, node))
-    if node.role in (Role.STORAGE, Role.WORKER):
+    if role is not Role.LB:
+        volumes[docker_volume(config, node)] = {"bind": "/var/lib/docker", "mode": "rw"}
+        engine.volumes.create(docker_volume(config, node), labels=labels(config, node))
+    if role in (Role.STORAGE, Role.WORKER):
         # The storage node exports this directory; workers see the same directory at the same path,
         # which stands in for an NFS mount where the kernel has no NFS client (ARCHITECTURE.md, Storage).
-        volumes[data_volume(config)] = {"bind": EXPORT_ROOT, "mode": "rw"}
-    ports = published_ports(config) if node.role is Role.LB else {}
+        volumes[data_volume(config)] = {"bind": topology.DATA_ROOT, "mode": "rw"}
+    ports = published_ports(config) if role is Role.LB else {}
     host_config = engine.api.create_host_config(
         binds=volumes,
         port_bindings={int(p.split("/")[0]): binding for p, binding in ports.items()},
@@ -157,11 +225,11 @@ def _create_node(
     host_config["MaskedPaths"] = []
     host_config["ReadonlyPaths"] = []
     created = engine.api.create_container(
-        image,
-        name=node.container(cluster),
+        build.image,
+        name=container_name(config, node),
         hostname=node.name,
         labels=labels(config, node),
-        environment={"SWARMLAB_ROLE": node.role.value},
+        environment={"SWARMLAB_ROLE": node.role},
         ports=[int(p.split("/")[0]) for p in ports],
         host_config=host_config,
         networking_config=engine.api.create_networking_config(
@@ -170,103 +238,114 @@ def _create_node(
         ),
     )
     container = engine.containers.get(created["Id"])
+    host_key = build.host_keys[node.name]
     files = {
-        "/etc/ssh/ssh_host_ed25519_key": (host_key.private_openssh, 0o600),
-        "/etc/ssh/ssh_host_ed25519_key.pub": (host_key.public_openssh.encode() + b"\n", 0o644),
-        "/root/.ssh/authorized_keys": (authorized_key.encode() + b"\n", 0o600),
+        "/etc/ssh/ssh_host_ed25519_key": host_key.private_openssh,
+        "/etc/ssh/ssh_host_ed25519_key.pub": host_key.public_openssh.encode() + b"\n",
+        "/root/.ssh/authorized_keys": build.authorized_key.encode() + b"\n",
     }
-    if node.role is not Role.LB:
-        files["/etc/docker/daemon.json"] = (daemon_json(registry).encode(), 0o644)
-    container.put_archive("/", _tar(files))
+    modes = {"/etc/ssh/ssh_host_ed25519_key": 0o600, "/root/.ssh/authorized_keys": 0o600}
+    if role is not Role.LB:
+        files["/etc/docker/daemon.json"] = daemon_json(registry).encode()
+    container.put_archive("/", tar_bytes(files, modes))
     container.start()
 
 
-def _wait_ready(inventory: Inventory) -> None:
+def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
+    registry = build.inventory.registry or ""
+    for node in lab_nodes(build.config):
+        _create_node(build, node, registry)
+        progress.changed(f"created {node.name} ({node.role}, {node.ip})")
+
+
+def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
     """Every node answers over SSH through the jump host, and every engine answers its CLI."""
+    inventory = build.inventory
     nodes = Nodes(inventory)
     try:
 
-        def ready(node_name: str) -> None:
-            node = inventory.node(node_name)
+        def ready(node: Node) -> None:
             command = "true" if node.role is Role.LB else "docker info --format '{{.ServerVersion}}'"
-            deadline = time.monotonic() + NODE_READY_TIMEOUT
-            while True:
-                try:
-                    nodes.run(node, command)
-                    return
-                except SwarmlabError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(1)
 
-        ready(inventory.lb.name)  # the jump host first: everything else goes through it
-        nodes.each([n for n in inventory.nodes if n.role is not Role.LB], lambda n: ready(n.name), "waiting for nodes")
+            def answers() -> Verdict:
+                nodes.run(node, command)
+                return Verdict.ready()
+
+            wait_until(answers, what=f"{node.name} answers over SSH", timeout=NODE_READY_TIMEOUT)
+
+        ready(inventory.lb)  # the jump host first: everything else goes through it
+        nodes.each([n for n in inventory.nodes if n.role is not Role.LB], ready, "waiting for nodes")
     finally:
         nodes.close()
+    progress.note(f"{len(inventory.nodes)} nodes answer")
+
+
+def write_inventory(build: LabBuild, progress: PhaseResult) -> None:
+    write_private(build.paths.inventory, dump_inventory(build.inventory).encode())
+    progress.changed(f"inventory written to {build.paths.inventory}")
+
+
+Action = Callable[[LabBuild, PhaseResult], None]
+# (phase, what it does, action), in order. Checks come first and create nothing.
+CREATE_ACTIONS: tuple[tuple[str, str, Action], ...] = (
+    ("lab-checks", "host ports and the node network are free", check_free),
+    ("images", "Debian base (debootstrap) and lab node image (provisioning scripts)", build_images),
+    ("keys", "a client key pair and a pinned host key per node", make_keys),
+    ("network", "the lab's bridge network and storage volume", create_network),
+    ("lab-nodes", "node containers with sshd and a Docker engine", create_nodes),
+    ("lab-ready", "wait for sshd and the Docker engines, over SSH through the lb node", wait_ready),
+    ("inventory", "the inventory every task reads", write_inventory),
+)
+
+
+def _check_existing_shape(engine: docker.DockerClient, config: Config) -> list[Container]:
+    existing = lab_containers(engine, config.cluster)
+    shapes = {c.labels.get(LABEL_SHAPE, "") for c in existing}
+    if existing and shapes != {shape(config)}:
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "cluster",
+                    config.cluster,
+                    f"a lab of this name is already up with shape {', '.join(sorted(shapes))}, not {shape(config)}",
+                    "run `fab lab-down` first, or choose another cluster name",
+                )
+            ]
+        )
+    return existing
+
+
+def _restart(build: LabBuild, existing: list[Container]) -> Inventory:
+    with phase("lab-nodes", f"lab {build.config.cluster!r} already exists") as p:
+        for container in existing:
+            if container.status != "running":
+                container.start()
+                p.changed(f"started {container.name}")
+        wait_ready(build, p)
+    return build.inventory
 
 
 def lab_up(config: Config, keep: bool = False) -> Inventory:
     """Create the lab (or find it already up with the same shape) and write its inventory."""
-    paths = state_paths(config)
     with phase("engine", "find or start the local Docker engine") as p:
         ensure_engine(p)
         engine = client()
+    build = LabBuild(config, engine, config.state())
     existing = _check_existing_shape(engine, config)
-    nodes = lab_nodes(config)
-    if existing and len(existing) == len(nodes) and paths.inventory.exists():
-        with phase("lab-nodes", f"lab {config.cluster!r} already exists") as p:
-            stopped = [c for c in existing if c.status != "running"]
-            for container in stopped:
-                container.start()
-                p.changed(f"started {container.name}")
-            inventory = lab_inventory(config, paths)
-            _wait_ready(inventory)
-        return inventory
+    if existing and len(existing) == len(lab_nodes(config)) and build.paths.inventory.exists():
+        return _restart(build, existing)
     if existing:
         raise SwarmlabError(
-            f"lab {config.cluster!r} is half there ({len(existing)} of {len(nodes)} nodes): run `fab lab-down` first"
+            f"lab {config.cluster!r} is half there ({len(existing)} of {len(lab_nodes(config))} nodes): "
+            "run `fab lab-down` first"
         )
-    _check_free_ports(config)
-    _check_network_free(engine, config)
-    with phase("images", "Debian base (debootstrap) and lab node image (provisioning scripts)") as p:
-        base = ensure_base_image(engine, config, p)
-        image = ensure_node_image(engine, config, base, p)
     try:
-        with phase("lab-nodes", f"create {len(nodes)} node containers on {network_name(config)} ({config.cidr})") as p:
-            user_key = keys.new_key_pair(f"swarmlab-{config.cluster}")
-            keys.write_private(paths.private_key, user_key.private_openssh)
-            host_keys = {n.name: keys.new_key_pair(n.name) for n in nodes}
-            known = [
-                keys.known_hosts_line(
-                    str(config.bind_address) if n.role is Role.LB else n.ip,
-                    config.ssh_port if n.role is Role.LB else 22,
-                    host_keys[n.name].public_openssh,
-                )
-                for n in nodes
-            ]
-            keys.write_private(paths.known_hosts, ("\n".join(known) + "\n").encode())
-            engine.networks.create(
-                network_name(config),
-                driver="bridge",
-                ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(config.cidr))]),
-                labels=labels(config),
-            )
-            engine.volumes.create(data_volume(config), labels=labels(config))
-            inventory = lab_inventory(config, paths)
-            registry = inventory.endpoints["registry"]
-            for node in nodes:
-                _create_node(
-                    engine,
-                    config,
-                    node,
-                    image,
-                    authorized_key=user_key.public_openssh,
-                    host_key=host_keys[node.name],
-                    registry=registry,
-                )
-                p.changed(f"created {node.name} ({node.role.value}, {node.ip})")
-        with phase("lab-ready", "wait for sshd and the Docker engines, over SSH through the lb node"):
-            _wait_ready(inventory)
+        for name, description, action in CREATE_ACTIONS:
+            with phase(name, description) as p:
+                try:
+                    action(build, p)
+                except DockerException as error:
+                    raise SwarmlabError(f"{name}: the local Docker engine said: {error}") from None
     except BaseException:
         if keep:
             say("lab-up failed; keeping what was made (--keep). Remove it with `fab lab-down`")
@@ -274,9 +353,7 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
             say("lab-up failed; removing what it made (use --keep to keep it for debugging)")
             lab_down(config, quiet=True)
         raise
-    keys.write_private(paths.inventory, dump_inventory(inventory).encode())
-    say(f"inventory written to {paths.inventory}")
-    return inventory
+    return build.inventory
 
 
 def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: bool) -> int:
@@ -299,14 +376,22 @@ def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: boo
 
 def lab_down(config: Config, quiet: bool = False) -> None:
     """Remove every container, network and volume labelled with this lab's name."""
-    engine = client()
+    try:
+        engine = client()
+    except SwarmlabError:
+        if quiet:
+            return
+        raise
     selector = {"label": f"{LABEL_CLUSTER}={config.cluster}"}
     with phase("lab-down", f"remove lab {config.cluster!r}") as p:
-        removed = _remove(lab_containers(engine, config.cluster), "container", quiet)
-        removed += _remove(engine.networks.list(filters=selector), "network", quiet)
-        removed += _remove(engine.volumes.list(filters=selector), "volume", quiet)
+        try:
+            removed = _remove(lab_containers(engine, config.cluster), "container", quiet)
+            removed += _remove(engine.networks.list(filters=selector), "network", quiet)
+            removed += _remove(engine.volumes.list(filters=selector), "volume", quiet)
+        except DockerException as error:
+            raise SwarmlabError(f"the local Docker engine refused to remove lab {config.cluster!r}: {error}") from None
         # The lab's data went with its volumes, so the passwords that guarded it go too.
-        paths = state_paths(config)
+        paths = config.state()
         for stale in (paths.inventory, paths.credentials):
             stale.unlink(missing_ok=True)
         if removed:
@@ -320,6 +405,6 @@ def lab_status_rows(config: Config) -> list[tuple[str, str, str, str]]:
         networks: dict[str, dict[str, str]] = container.attrs["NetworkSettings"]["Networks"] or {}
         ip = next((n.get("IPAddress", "") for n in networks.values()), "")
         rows.append(
-            (container.labels.get(LABEL_NODE, "?"), container.labels.get("swarmlab.role", "?"), ip, container.status)
+            (container.labels.get(LABEL_NODE, "?"), container.labels.get(LABEL_ROLE, "?"), ip, container.status)
         )
     return rows

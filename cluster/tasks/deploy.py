@@ -1,113 +1,147 @@
-"""deploy-stack from end to end: values, images, storage, secrets, render, deploy, wait, prune."""
+"""deploy-stack: any workload bundle from end to end: images, storage, secrets, render, deploy, wait,
+HAProxy routes, prune. Generic: everything about the workload comes from its bundle."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from cluster.config import Config
-from cluster.credentials import load_or_create, read_secret_file, secret_name
+import yaml
+
+import nfs.model as nfs
+from cluster.credentials import NAME_KEY, load_or_create, read_secret_file
 from cluster.errors import SwarmlabError
+from cluster.facts import (
+    NFS_CLIENT_COMMAND,
+    export_id_command,
+    owners_command,
+    parse_lines,
+    parse_owners,
+    parse_services,
+    stack_services_command,
+)
 from cluster.inventory import Node
-from cluster.progress import phase
-from cluster.runners import Nodes
-from cluster.stacks import Route, StackSpec, stack_spec
+from cluster.plans.stack import (
+    REMOTE_STACKS,
+    SECRET_LIST_COMMAND,
+    SECRETS_IN_USE_COMMAND,
+    choose_storage_mode,
+    plan_data_dirs,
+    plan_deploy,
+    plan_prune_secrets,
+    plan_secrets,
+    secret_name,
+    stack_diff,
+)
+from cluster.progress import PhaseResult, phase, say
+from cluster.session import Session
+from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
-from cluster.tasks.secrets import ensure_secrets, prune_secrets
-from cluster.tasks.stack import StackInput, deploy, render_stack
-from cluster.values import Values, load_values
-from nfs.model import CLIENT_OPTIONS, EXPORT_DIR, PSEUDO_PATH
-
-# Data directories on the export, owned by the uid each image runs its server as.
-DATA_OWNERS = {"postgres": 999, "redis": 997}
+from cluster.workload import Workload, lookup
+from topology import EXPORT_DIR
 
 
 @dataclass(frozen=True)
-class Stack:
-    spec: StackSpec
-    values: Values | None
+class StackInput:
+    """Everything a stack template may use; secrets are names of Docker secrets, never values."""
 
-    @property
-    def routes(self) -> tuple[Route, ...]:
-        mailsink = self.values is not None and self.values.mailsink
-        return tuple(r for r in self.spec.routes if mailsink or not r.lab_only)
-
-
-def configured_stack(config: Config) -> Stack:
-    spec = stack_spec(config.stack)
-    values = load_values(spec.values_dir, config.environment) if spec.values_dir else None
-    return Stack(spec, values)
+    images: dict[str, str]
+    values: Any = None
+    ports: dict[str, int] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    storage_mode: str = ""
+    nfs_options: str = ""
+    nfs_pseudo: str = ""
 
 
-def storage_mode(nodes: Nodes, wanted: str) -> str:
-    """nfs where every worker's kernel mounts NFS; else, in the lab only, the shared export directory."""
-    if wanted != "auto":
-        return wanted
-    kernels = nodes.each(
-        nodes.inventory.workers,
-        lambda n: nodes.run(n, "grep -qw nfs4 /proc/filesystems || modprobe -q nfs4", check=False).ok,
-        "nfs probe",
+@dataclass(frozen=True)
+class Storage:
+    mode: str = ""
+    volumes: dict[str, str] = field(default_factory=dict)
+    nfs_options: str = ""
+    nfs_pseudo: str = ""
+
+
+def render_stack(workload: Workload, data: StackInput) -> str:
+    text = workload.render(data)
+    yaml.safe_load(text)  # a template bug shows here, not as a confusing `docker stack deploy` error
+    return text
+
+
+def secret_values(session: Session, workload: Workload) -> tuple[dict[str, str], str]:
+    """The workload's secret values (generated once, or read from the files its values name) and the
+    cluster's key for secret names."""
+    wanted = workload.manifest.secrets
+    credentials = load_or_create(session.config.state(session.inventory.cluster).credentials, wanted.generated)
+    found = {name: credentials[name] for name in wanted.generated}
+    for secret in workload.file_secrets:
+        path = lookup(workload.values, secret.path_value)
+        found[secret.name] = read_secret_file(str(path or ""), f"{secret.name} ({secret.path_value} in the values)")
+    return found, credentials[NAME_KEY]
+
+
+def prepare_storage(session: Session, workload: Workload, progress: PhaseResult) -> Storage:
+    """Storage mode, and the data directories on the export owned by their servers' uids."""
+    data = workload.manifest.data
+    if not data:
+        return Storage()
+    inventory, runner = session.inventory, session.runner
+    storage, export = inventory.storage, inventory.nfs
+    if storage is None or export is None:
+        raise SwarmlabError(f"stack {workload.name} keeps its data on the storage node, and the inventory has none")
+    clients = runner.each(
+        inventory.workers, lambda n: runner.run(n, NFS_CLIENT_COMMAND, check=False).ok, "probing NFS clients"
     )
-    if all(kernels.values()):
-        return "nfs"
-    if nodes.inventory.provider != "lab":
-        missing = ", ".join(sorted(name for name, ok in kernels.items() if not ok))
-        raise SwarmlabError(
-            f"workers without an NFS client in their kernel: {missing}; install nfs-common there, or set storage: nfs"
-        )
-    return "shared-dir"
+    export_id = runner.run(storage, export_id_command(EXPORT_DIR)).stdout.strip()
+    shared = runner.each(
+        inventory.workers,
+        lambda n: bool(export_id) and runner.run(n, export_id_command(EXPORT_DIR)).stdout.strip() == export_id,
+        "probing the shared export directory",
+    )
+    mode = choose_storage_mode(workload.storage_mode, clients, shared)
+    progress.note(f"storage mode: {mode}")
+    paths = [f"{EXPORT_DIR}/{d.name}" for d in data]
+    owners = parse_owners(runner.run(storage, owners_command(paths)).stdout)
+    session.executor().execute(plan_data_dirs(storage.name, EXPORT_DIR, data, owners), progress)
+    if mode == "nfs":
+        volumes = {d.name: f"{d.name}-data" for d in data}
+    else:
+        volumes = {d.name: f"{EXPORT_DIR}/{d.name}" for d in data}
+    return Storage(mode, volumes, nfs.volume_options(export.host), export.path)
 
 
-def prepare_data_dirs(nodes: Nodes, storage: Node) -> None:
-    commands = [
-        f"mkdir -p {EXPORT_DIR}/{name} && chown {uid}:{uid} {EXPORT_DIR}/{name}" for name, uid in DATA_OWNERS.items()
-    ]
-    nodes.run(storage, " && ".join(commands))
-
-
-def stack_secrets(config: Config, nodes: Nodes, values: Values) -> dict[str, str]:
-    credentials = load_or_create(config.state_root / nodes.inventory.cluster / "credentials")
-    found = {key: credentials[key] for key in ("api_password", "db_password", "rabbitmq_password")}
-    if values.smtp.user:
-        found["smtp_password"] = read_secret_file(values.smtp.password_file, "smtp.password_file")
-    return found
-
-
-def deploy_configured_stack(nodes: Nodes, config: Config, leader: Node, dry_run: bool = False) -> str:
-    """Returns the storage mode used ('' for stacks without storage)."""
-    stack = configured_stack(config)
-    spec, values = stack.spec, stack.values
-    images = build_images(nodes, config, spec.images)
-    data = StackInput(images=images, ports={r.name: r.port for r in spec.routes})
-    mode = ""
-    if values is not None:
-        storage = nodes.inventory.storage
-        if storage is None:
-            raise SwarmlabError(f"stack {spec.name} keeps its data on the storage node, and the inventory has none")
-        with phase("stack-inputs", "storage mode, data directories and Docker secrets") as p:
-            mode = storage_mode(nodes, values.storage)
-            p.note(f"storage mode: {mode}")
-            prepare_data_dirs(nodes, storage)
-            secret_values = stack_secrets(config, nodes, values)
-            if dry_run:
-                names = {key: secret_name(spec.name, key, value) for key, value in secret_values.items()}
-            else:
-                names = ensure_secrets(nodes, leader, spec.name, secret_values, p)
-        if mode == "nfs":
-            volumes = {name: f"{name}-data" for name in DATA_OWNERS}
-        else:
-            volumes = {name: f"{EXPORT_DIR}/{name}" for name in DATA_OWNERS}
-        data = StackInput(
-            images={**images, **values.images},
-            values=values,
-            ports=data.ports,
-            volumes=volumes,
-            secrets=names,
-            storage_mode=mode,
-            nfs_options=f"addr={storage.private_ip},{CLIENT_OPTIONS}",
-            nfs_pseudo=PSEUDO_PATH,
-        )
-    deploy(nodes, leader, spec, render_stack(spec, data), dry_run=dry_run)
-    if values is not None and not dry_run:
-        with phase("prune-secrets", "remove secret versions no service uses") as p:
-            prune_secrets(nodes, leader, spec.name, data.secrets, p)
-    return mode
+def deploy_workload(session: Session, workload: Workload, leader: Node) -> str:
+    """Deploy the workload and wait until it is healthy; returns the storage mode used ('' if none)."""
+    images = build_images(session, workload)
+    runner, name = session.runner, workload.name
+    with phase("stack-inputs", "storage mode, data directories and Docker secrets") as p:
+        storage = prepare_storage(session, workload, p)
+        values, name_key = secret_values(session, workload)
+        names = {key: secret_name(name, key, value, name_key) for key, value in values.items()}
+        existing = set(parse_lines(runner.run(leader, SECRET_LIST_COMMAND).stdout))
+        session.executor(secrets=values).execute(plan_secrets(leader.name, names, existing), p)
+    data = StackInput(
+        images={**images, **workload.image_overrides},
+        values=workload.values,
+        ports={r.name: r.port for r in workload.manifest.routes},
+        volumes=storage.volumes,
+        secrets=names,
+        storage_mode=storage.mode,
+        nfs_options=storage.nfs_options,
+        nfs_pseudo=storage.nfs_pseudo,
+    )
+    rendered = render_stack(workload, data)
+    with phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
+        deployed = runner.run(leader, f"cat {REMOTE_STACKS}/{name}.yml", check=False).stdout
+        if session.dry_run:
+            say(rendered)
+            say(stack_diff(deployed, rendered) or "# no difference from what is deployed")
+        states = parse_services(runner.run(leader, stack_services_command(name), check=False).stdout)
+        session.executor().execute(plan_deploy(leader.name, name, rendered, deployed, states), p)
+    configure_haproxy(session, leader, also=workload)
+    with phase("prune-secrets", "remove secret versions no service uses") as p:
+        listed = parse_lines(runner.run(leader, SECRET_LIST_COMMAND).stdout)
+        in_use = set(parse_lines(runner.run(leader, SECRETS_IN_USE_COMMAND).stdout))
+        session.executor().execute(plan_prune_secrets(leader.name, name, names, listed, in_use), p)
+    return storage.mode

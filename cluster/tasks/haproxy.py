@@ -1,30 +1,59 @@
-"""The haproxy task: render haproxy.cfg from the inventory, validate it on the lb node, swap it in and
-reload without dropping connections."""
+"""The haproxy task: render haproxy.cfg from the inventory and the routes of every workload the cluster
+serves, validate it on the lb node, swap it in and reload without dropping connections."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 
+import haproxy.model as haproxy
 from cluster.errors import SwarmlabError
+from cluster.facts import daemon_facts_command, parse_daemon_facts, parse_lines
+from cluster.inventory import Node
+from cluster.plans.daemon import plan_push
+from cluster.plans.stack import STACK_LIST_COMMAND
 from cluster.progress import phase
-from cluster.runners import Nodes
-from cluster.stacks import Route
-from cluster.tasks.daemon import push_config
-from haproxy.model import build, render_config
-from haproxy.plan import HAPROXY
-
-STATS_WAIT = 20
+from cluster.session import Session
+from cluster.workload import Workload, known_workloads, load_workload
 
 
-def configure_haproxy(nodes: Nodes, routes: tuple[Route, ...]) -> None:
-    with phase("haproxy", "render haproxy.cfg from the inventory, validate, swap in and reload") as p:
-        lb = nodes.inventory.lb
-        config = build(nodes.inventory, routes)
-        if not push_config(nodes, lb, HAPROXY, render_config(config), p):
-            return
-        check = f"curl -sf -o /dev/null http://127.0.0.1:{config.stats_port}/stats"
-        deadline = time.monotonic() + STATS_WAIT
-        while not nodes.run(lb, check, check=False).ok:
-            if time.monotonic() > deadline:
-                raise SwarmlabError(f"HAProxy on {lb.name} does not answer on :{config.stats_port} after the reload")
-            time.sleep(0.5)
+def served_workloads(session: Session, leader: Node | None, also: Workload | None = None) -> list[Workload]:
+    """The configured stack, every known stack deployed on the swarm, and `also` (about to be deployed)."""
+    names = {session.config.stack}
+    if leader is not None:
+        listed = session.runner.run(leader, STACK_LIST_COMMAND, check=False)
+        names |= set(parse_lines(listed.stdout)) & set(known_workloads())
+    found = {name: load_workload(name, session.config.environment) for name in sorted(names)}
+    if also is not None:
+        found[also.name] = also
+    return [found[name] for name in sorted(found)]
+
+
+def routes_of(workloads: Sequence[Workload]) -> tuple[haproxy.Route, ...]:
+    """Every route of every workload; two workloads may not claim the same prefix, port or name."""
+    routes: list[haproxy.Route] = []
+    owners: dict[object, str] = {}
+    for workload in workloads:
+        for route in workload.routes:
+            for claim in (("path", route.path), ("port", route.port), ("name", route.name)):
+                if owners.setdefault(claim, workload.name) != workload.name:
+                    raise SwarmlabError(
+                        f"stacks {owners[claim]} and {workload.name} both claim route {claim[0]} {claim[1]}: "
+                        "HAProxy can send it to one only. Fix: change the route in one bundle.yaml"
+                    )
+            routes.append(haproxy.Route(route.name, route.path, route.port, route.health, route.strip_prefix))
+    return tuple(routes)
+
+
+def configure_haproxy(session: Session, leader: Node | None, also: Workload | None = None) -> None:
+    workloads = served_workloads(session, leader, also)
+    names = ", ".join(w.name for w in workloads)
+    with phase("haproxy", f"haproxy.cfg for {names}: render, validate on the lb node, swap in and reload") as p:
+        inventory = session.inventory
+        lb = inventory.lb
+        workers = [(w.name, str(w.private_ip)) for w in inventory.workers]
+        text = haproxy.render_config(haproxy.build(inventory.cluster, workers, routes_of(workloads)))
+        daemon = haproxy.DAEMON
+        facts = parse_daemon_facts(
+            session.runner.run(lb, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
+        )
+        session.executor().execute(plan_push(lb.name, daemon, facts, text), p)

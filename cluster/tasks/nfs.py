@@ -1,32 +1,39 @@
-"""The nfs task: the storage node's NFS v4 export (nfs-ganesha), configured and checked at the
-protocol level with a userspace client (libnfs), which works where the kernel has no NFS client."""
+"""The nfs task: the storage node's NFS v4 export (nfs-ganesha), pushed like any daemon's config, then
+checked at the protocol level with libnfs (no kernel NFS client needed)."""
 
 from __future__ import annotations
 
-import time
-
-from cluster.errors import SwarmlabError
+import nfs.model as nfs
+from cluster.facts import EXPORT_ID_FILE, daemon_facts_command, export_id_command, parse_daemon_facts
+from cluster.operations import Plan, Run, Wait
+from cluster.plans.daemon import plan_push
 from cluster.progress import phase
-from cluster.runners import Nodes
-from cluster.tasks.daemon import push_config
-from nfs.model import GANESHA, build, render_config
+from cluster.session import Session
+from cluster.waiting import Verdict
 
 PROBE_TIMEOUT = 30
 
 
-def configure_nfs(nodes: Nodes) -> None:
-    storage = nodes.inventory.storage
+def _answers(output: str) -> Verdict:
+    return Verdict.ready() if output.strip().endswith("ready") else Verdict.waiting(output.strip()[-300:])
+
+
+def configure_nfs(session: Session) -> None:
+    storage = session.inventory.storage
     if storage is None:
         return
-    with phase("nfs", f"NFS v4 export {build(nodes.inventory).pseudo_path} on {storage.name} (nfs-ganesha)") as p:
-        config = build(nodes.inventory)
-        nodes.run(storage, f"mkdir -p {config.export_dir}")
-        push_config(nodes, storage, GANESHA, render_config(config), p)
-        url = f"nfs://{storage.private_ip}{config.pseudo_path}/?version=4"
-        deadline = time.monotonic() + PROBE_TIMEOUT
-        while not nodes.run(storage, f"nfs-ls '{url}' >/dev/null", check=False).ok:
-            if time.monotonic() > deadline:
-                nodes.run(storage, f"nfs-ls '{url}'", hint="see /var/log/ganesha/ganesha.log on the storage node")
-                raise SwarmlabError(f"the NFS export {url} does not answer")
-            time.sleep(1)
-        p.note(f"{url} answers (checked with libnfs' nfs-ls)")
+    config = nfs.build(str(session.inventory.network.cidr))
+    with phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
+        daemon = nfs.DAEMON
+        facts = parse_daemon_facts(
+            session.runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
+        )
+        url = config.probe_url(str(storage.private_ip))
+        plan = Plan((Run(storage.name, f"mkdir -p {config.export_dir}", "the export directory", changes=False),))
+        if not session.runner.run(storage, export_id_command(config.export_dir)).stdout.strip():
+            make_id = f"od -An -N16 -tx1 /dev/urandom | tr -d ' \\n' > {config.export_dir}/{EXPORT_ID_FILE}"
+            plan += Plan((Run(storage.name, make_id, "the export got its id (workers that see it share the export)"),))
+        plan += plan_push(storage.name, daemon, facts, nfs.render_config(config))
+        probe = f"nfs-ls '{url}' 2>&1 >/dev/null && echo ready"
+        plan += Plan((Wait(storage.name, probe, _answers, f"{url} answers (libnfs' nfs-ls)", PROBE_TIMEOUT),))
+        session.executor().execute(plan, p)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cluster.inventory import Inventory
-from cluster.runners import Nodes
-from cluster.tasks.bootstrap import find_leader, members
+from cluster.runners import Runner
+from cluster.tasks.swarm import find_leader, members
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -18,30 +17,26 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def status_report(nodes: Nodes) -> str:
-    inventory: Inventory = nodes.inventory
-    leader = find_leader(nodes)
-    roles = {n.name: n.role.value for n in inventory.nodes}
-    ips = {n.name: str(n.private_ip) for n in inventory.nodes}
-    listed = {m.hostname: m for m in members(nodes, leader)}
+def status_report(runner: Runner) -> str:
+    inventory = runner.inventory
+    leader = find_leader(runner)
+    listed = {m.hostname: m for m in members(runner, leader)}
     node_rows = []
     for node in inventory.swarm_nodes:
         m = listed.get(node.name)
-        if m is None:
-            node_rows.append((node.name, roles[node.name], ips[node.name], "not joined", "-", "-"))
-        else:
-            node_rows.append(
-                (node.name, roles[node.name], ips[node.name], m.status, m.availability, m.manager_status or "-")
-            )
-    services = nodes.run(leader, "docker service ls --format '{{.Name}}|{{.Mode}}|{{.Replicas}}|{{.Image}}'").stdout
+        state = ("not joined", "-", "-") if m is None else (m.status, m.availability, m.manager_status or "-")
+        node_rows.append((node.name, node.role.value, str(node.private_ip), *state))
+    services = runner.run(leader, "docker service ls --format '{{.Name}}|{{.Mode}}|{{.Replicas}}|{{.Image}}'").stdout
     service_rows = [tuple(line.split("|")) for line in services.splitlines() if line.strip()]
-    parts = [
-        f"cluster {inventory.cluster} ({inventory.provider}); asked {leader.name}",
-        "",
-        table(("NODE", "ROLE", "ADDRESS", "STATUS", "AVAILABILITY", "MANAGER"), node_rows),
-        "",
-        table(("SERVICE", "MODE", "REPLICAS", "IMAGE"), service_rows) if service_rows else "no services",
-    ]
-    endpoints = "  ".join(f"{k}={v}" for k, v in sorted(inventory.endpoints.items()))
-    parts += ["", f"endpoints: {endpoints}"]
-    return "\n".join(parts)
+    endpoints = "  ".join(f"{k}={v}" for k, v in inventory.endpoints.model_dump(exclude_none=True).items())
+    return "\n".join(
+        [
+            f"cluster {inventory.cluster} ({inventory.provider}); asked {leader.name}",
+            "",
+            table(("NODE", "ROLE", "ADDRESS", "STATUS", "AVAILABILITY", "MANAGER"), node_rows),
+            "",
+            table(("SERVICE", "MODE", "REPLICAS", "IMAGE"), service_rows) if service_rows else "no services",
+            "",
+            f"endpoints: {endpoints}",
+        ]
+    )

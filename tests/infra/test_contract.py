@@ -14,7 +14,8 @@ import pytest
 import topology
 from cluster.config import Config
 from cluster.inventory import Role, parse_inventory
-from cluster.lab.topology import StatePaths, lab_inventory
+from cluster.lab.topology import lab_inventory
+from cluster.state import StatePaths
 from tests.infra.harness import FLOATING_IP, MockRun, inventory_json
 
 SHAPES = [("run_3_3", 3, 3), ("run_5_7", 5, 7)]
@@ -33,9 +34,9 @@ def test_inventory_parses_and_has_the_nodes_asked_for(
     assert [n.public_ip for n in inventory.nodes if n.role is not Role.LB] == [None] * (managers + workers + 1)
     assert inventory.ssh.jump_host == "lb-1" and inventory.ssh.user == "root" and inventory.ssh.port == 22
     assert inventory.ssh.private_key == "~/.ssh/id_ed25519"
-    assert inventory.endpoints["http"] == f"http://{FLOATING_IP}"
-    assert inventory.endpoints["registry"] == "10.20.0.6:5000"
-    assert inventory.endpoints["nfs"] == "10.20.0.6:/data"
+    assert inventory.endpoints.http == f"http://{FLOATING_IP}"
+    assert inventory.endpoints.registry == "10.20.0.6:5000"
+    assert inventory.endpoints.nfs == "10.20.0.6:/data"
 
 
 @pytest.mark.parametrize(("fixture", "managers", "workers"), SHAPES)
@@ -61,7 +62,7 @@ def test_inventory_endpoints_are_the_storage_nodes_as_in_the_lab(run_3_3: MockRu
     assert endpoints["stats"] == f"http://{FLOATING_IP}:{topology.STATS_PORT}/stats"
     lab = lab_inventory(Config(), StatePaths(Path("/state")))  # the same 10.20.0.0/24 by default
     assert lab.network.cidr == cidr
-    assert (lab.endpoints["nfs"], lab.endpoints["registry"]) == (endpoints["nfs"], endpoints["registry"])
+    assert (lab.endpoints.nfs, lab.endpoints.registry) == (endpoints["nfs"], endpoints["registry"])
 
 
 def _shape(value: Any) -> Any:

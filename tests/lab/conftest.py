@@ -1,7 +1,8 @@
 """The lab the tests run on: its own cluster name, network and ports, so it never touches a user's lab.
 
 One lab serves the whole session (lab-up, bootstrap and deploy-stack run once, through the real
-`fab` command line); it is torn down at the end unless SWARMLAB_KEEP_LAB=1.
+`fab` command line); the fixture's finalizer tears it down (and checks nothing is left) unless
+SWARMLAB_KEEP_LAB=1.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 import pytest
 
 from cluster.config import Config, load_config
 from cluster.inventory import Inventory
+from cluster.lab.provider import LabProvider
 from cluster.runners import Nodes
-from cluster.targets import resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
@@ -70,24 +72,41 @@ class Lab:
 
     @property
     def url(self) -> str:
-        return self.inventory.endpoints["http"]
+        return self.inventory.endpoints.http
 
 
 def lab_config() -> Config:
     return load_config(ROOT / "swarmlab.yaml", {**os.environ, **LAB_ENV})
 
 
+def lab_down_leaves_nothing(config: Config) -> None:
+    """lab-down removes every container, network and volume labelled with the lab, and its inventory."""
+    fab("lab-down")
+    engine = docker.from_env()
+    selector: dict[str, str | list[str] | bool] = {"label": f"swarmlab.cluster={config.cluster}"}
+    left = [
+        *(c.name for c in engine.containers.list(all=True, filters=selector)),
+        *(n.name for n in engine.networks.list(filters=selector)),
+        *(v.name for v in engine.volumes.list(filters=selector)),
+    ]
+    assert left == [], f"lab-down left {left}"
+    assert not config.state().inventory.exists()
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    fab("lab-up")
-    fab("bootstrap")
-    fab("deploy-stack")
+    """The test lab, torn down by this fixture's finalizer (which checks lab-down left nothing)."""
     config = lab_config()
-    inventory = resolve("lab", config)
-    nodes = Nodes(inventory)
     try:
-        yield Lab(config, inventory, nodes)
+        fab("lab-up")
+        fab("bootstrap")
+        fab("deploy-stack")
+        inventory = LabProvider().inventory(config, "lab")
+        nodes = Nodes(inventory)
+        try:
+            yield Lab(config, inventory, nodes)
+        finally:
+            nodes.close()
     finally:
-        nodes.close()
         if os.environ.get("SWARMLAB_KEEP_LAB") != "1":
-            fab("lab-down", check=False)
+            lab_down_leaves_nothing(config)

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cluster.credentials import GENERATED
 from cluster.inventory import Node
-from cluster.tasks.deploy import configured_stack
+from cluster.workload import load_workload
 from tests.lab.conftest import LOG, Lab
 
 pytestmark = pytest.mark.lab
@@ -25,7 +24,7 @@ STACK = "registration"
 
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Iterator[httpx.Client]:
-    credentials = json.loads((lab.config.state_path / "credentials").read_text())
+    credentials = json.loads((lab.config.state().credentials).read_text())
     with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30) as client:
         yield client
 
@@ -134,9 +133,9 @@ def test_sessions_survive_the_ui_scaled_to_zero_and_back(lab: Lab, api: httpx.Cl
         assert done.status_code == 200, done.text[:500]
         assert done.headers["X-Served-By"] != before
     assert sql(lab, f"SELECT count(*) FROM student WHERE email = '{email}'") == "1"
-    values = configured_stack(lab.config).values
+    values = load_workload(STACK, lab.config.environment).values
     assert values is not None
-    lab.nodes.run(manager(lab), f"docker service scale {STACK}_ui={values.edge_replicas}", timeout=180)
+    lab.nodes.run(manager(lab), f"docker service scale {STACK}_ui={values['edge_replicas']}", timeout=180)
 
 
 def test_data_survives_the_database_moving_to_another_worker(lab: Lab, api: httpx.Client) -> None:
@@ -256,8 +255,10 @@ def test_the_ui_cannot_reach_the_database_or_the_broker(lab: Lab) -> None:
 
 
 def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
-    credentials = json.loads((lab.config.state_path / "credentials").read_text())
-    values = [credentials[key] for key in GENERATED]
+    credentials = json.loads((lab.config.state().credentials).read_text())
+    generated = load_workload(STACK, lab.config.environment).manifest.secrets.generated
+    values = [credentials[key] for key in generated]
+    assert len(values) == 3
     leader = manager(lab)
     places = {"rendered stack": lab.nodes.run(leader, f"cat /root/.swarmlab/stacks/{STACK}.yml").stdout}
     services = lab.nodes.run(leader, f"docker stack services {STACK} --format '{{{{.Name}}}}'").stdout.split()
@@ -271,4 +272,4 @@ def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
     for where, text in places.items():
         for value in values:
             assert value not in text, f"a secret value appears in {where}"
-    assert oct((lab.config.state_path / "credentials").stat().st_mode & 0o777) == "0o600"
+    assert oct((lab.config.state().credentials).stat().st_mode & 0o777) == "0o600"

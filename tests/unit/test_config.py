@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cluster.config import load_config, parse_config
-from cluster.errors import ConfigErrors
+from cluster.errors import ConfigError, ConfigErrors
 
 
 def errors_of(data: dict[str, object]) -> list[tuple[str, str]]:
@@ -97,3 +97,30 @@ def test_invalid_yaml_is_reported_with_its_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as caught:
         load_config(path, {})
     assert str(path) in str(caught.value)
+
+
+def test_errors_carry_their_fix_as_data_not_as_text_to_split() -> None:
+    [error] = _one({"managers": 4})
+    assert (error.key, error.value) == ("managers", 4)
+    assert error.problem.startswith("must be 1, 3, 5 or 7") and error.fix == "set managers to 3"
+
+
+def _one(data: dict[str, object]) -> list[ConfigError]:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_config(data)
+    return caught.value.errors
+
+
+def test_a_non_ascii_cluster_name_is_refused() -> None:
+    [error] = _one({"cluster": "démo"})
+    assert error.key == "cluster" and "ASCII" in error.problem
+
+
+def test_the_test_labs_keep_switch_is_not_mistaken_for_a_key(tmp_path: Path) -> None:
+    config = load_config(tmp_path / "absent.yaml", {"SWARMLAB_KEEP_LAB": "1", "SWARMLAB_WORKERS": "2"})
+    assert config.workers == 2
+
+
+def test_an_environment_without_values_for_the_stack_is_refused_before_anything_runs() -> None:
+    [error] = _one({"stack": "registration", "environment": "staging"})
+    assert error.key == "environment" and "lab, prod" in error.fix

@@ -2,41 +2,49 @@
 
 from __future__ import annotations
 
-from cluster.daemon import DaemonFacts, parse_facts, plan_push, sha256
-from haproxy.plan import HAPROXY
-from nfs.model import GANESHA
+from cluster.facts import DaemonFacts, parse_daemon_facts
+from cluster.operations import Parallel, Run, Wait, Write
+from cluster.plans.daemon import plan_push, sha256
+from haproxy.model import DAEMON as HAPROXY
+from nfs.model import DAEMON as GANESHA
 
 CONFIG = "global\n    master-worker\n"
 
 
 def test_facts_parser() -> None:
-    assert parse_facts("config_sha=abc\nsystemd=no\nrunning=yes\n") == DaemonFacts("abc", systemd=False, running=True)
+    facts = parse_daemon_facts("config_sha=abc\nsystemd=no\nrunning=yes\n")
+    assert facts == DaemonFacts("abc", systemd=False, running=True)
 
 
 def test_current_config_on_a_running_daemon_needs_nothing() -> None:
-    assert plan_push(HAPROXY, DaemonFacts(sha256(CONFIG), False, True), CONFIG) == ()
+    plan = plan_push("lb-1", HAPROXY, DaemonFacts(sha256(CONFIG), False, True), CONFIG)
+    assert plan.operations == () and not plan.changes
+    assert plan.notes == ("/etc/haproxy/haproxy.cfg is current and HAProxy runs",)
 
 
 def test_new_haproxy_config_is_uploaded_validated_swapped_then_reloaded_with_sigusr2() -> None:
-    steps = plan_push(HAPROXY, DaemonFacts("old", systemd=False, running=True), CONFIG)
-    assert steps[0].upload
-    assert steps[1].command.startswith("haproxy -c") and steps[1].command.endswith(".new")
-    assert steps[2].command.startswith("mv ")
-    assert "kill -USR2" in steps[3].command
-    assert [s.change for s in steps] == [False, False, True, True]
+    ops = plan_push("lb-1", HAPROXY, DaemonFacts("old", systemd=False, running=True), CONFIG).operations
+    assert isinstance(ops[0], Write) and ops[0].path.endswith(".new") and ops[0].content == CONFIG.encode()
+    assert isinstance(ops[1], Run) and ops[1].command.startswith("haproxy -c") and ops[1].command.endswith(".new")
+    assert isinstance(ops[2], Run) and ops[2].command.startswith("mv ")
+    assert isinstance(ops[3], Run) and "kill -USR2" in ops[3].command
+    assert isinstance(ops[4], Wait) and "/stats" in ops[4].command, "a reload is done when HAProxy answers again"
+    assert [op.changes for op in ops] == [False, False, True, True, False]
+    assert {op.node for op in ops if not isinstance(op, Parallel)} == {"lb-1"}
 
 
 def test_systemd_hosts_reload_through_systemd() -> None:
-    steps = plan_push(HAPROXY, DaemonFacts("old", systemd=True, running=True), CONFIG)
-    assert steps[-1].command == "systemctl reload haproxy"
+    plan = plan_push("lb-1", HAPROXY, DaemonFacts("old", systemd=True, running=True), CONFIG)
+    assert plan.runs[-1].command == "systemctl reload haproxy"
 
 
 def test_stopped_haproxy_is_started_in_master_worker_mode_even_if_config_is_current() -> None:
-    [step] = plan_push(HAPROXY, DaemonFacts(sha256(CONFIG), systemd=False, running=False), CONFIG)
-    assert "haproxy -W -D" in step.command
+    plan = plan_push("lb-1", HAPROXY, DaemonFacts(sha256(CONFIG), systemd=False, running=False), CONFIG)
+    [start] = plan.runs
+    assert "haproxy -W -D" in start.command and plan.changes
 
 
 def test_ganesha_has_no_validator_and_restarts_to_reload() -> None:
-    steps = plan_push(GANESHA, DaemonFacts("old", systemd=False, running=True), "EXPORT {}\n")
-    assert [s.upload for s in steps] == [True, False, False]
-    assert "ganesha.nfsd" in steps[-1].command
+    plan = plan_push("storage-1", GANESHA, DaemonFacts("old", systemd=False, running=True), "EXPORT {}\n")
+    assert [type(op).__name__ for op in plan.operations] == ["Write", "Run", "Run"]
+    assert "ganesha.nfsd" in plan.runs[-1].command

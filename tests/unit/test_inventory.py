@@ -10,7 +10,8 @@ import pytest
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors
 from cluster.inventory import Role, dump_inventory, parse_inventory
-from cluster.lab.topology import StatePaths, lab_inventory
+from cluster.lab.topology import lab_inventory
+from cluster.state import StatePaths
 
 
 def lab(**overrides: object) -> str:
@@ -24,7 +25,7 @@ def test_lab_inventory_round_trips_through_the_loader() -> None:
     assert inventory.lb.public_ip is not None and str(inventory.lb.public_ip) == "127.0.0.1"
     assert all(n.public_ip is None for n in inventory.nodes if n.role is not Role.LB)
     assert inventory.ssh.jump_host == "lb-1" and inventory.ssh.jump_port == 2222
-    assert inventory.endpoints["registry"] == "10.20.0.6:5000"
+    assert inventory.endpoints.registry == "10.20.0.6:5000"
 
 
 def test_lab_inventory_follows_the_config() -> None:

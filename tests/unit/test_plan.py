@@ -10,8 +10,10 @@ import pytest
 from cluster.config import parse_config
 from cluster.facts import SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
 from cluster.inventory import Inventory, Node
-from cluster.lab.topology import StatePaths, lab_inventory
-from cluster.plan import PlanError, TokenRole, plan_drain, plan_init, plan_join
+from cluster.lab.topology import lab_inventory
+from cluster.operations import Parallel, Wait
+from cluster.plans.swarm import PlanError, TokenRole, plan_drain, plan_init, plan_join, token_secret, tokens_needed
+from cluster.state import StatePaths
 
 FACTS = Path(__file__).parent / "facts"
 POOL = "10.128.0.0/16"
@@ -47,17 +49,18 @@ def test_parsers_read_recorded_docker_output() -> None:
 
 
 def test_init_on_a_fresh_cluster_runs_on_the_first_manager_with_its_private_address(inventory: Inventory) -> None:
-    plan = plan_init(fresh(inventory), inventory.managers, POOL)
-    assert plan.leader == "manager-1"
-    [step] = plan.steps
+    leader, plan = plan_init(fresh(inventory), inventory.managers, POOL)
+    assert leader == "manager-1"
+    [step] = plan.runs
     assert step.node == "manager-1"
     assert "--advertise-addr 10.20.0.11" in step.command and f"--default-addr-pool {POOL}" in step.command
 
 
 def test_init_is_empty_when_a_manager_already_runs_the_swarm(inventory: Inventory) -> None:
     infos = fresh(inventory) | {"manager-2": recorded("swarm_manager.json")}
-    plan = plan_init(infos, inventory.managers, POOL)
-    assert plan.steps == () and plan.leader == "manager-2"
+    leader, plan = plan_init(infos, inventory.managers, POOL)
+    assert plan.operations == () and leader == "manager-2" and not plan.changes
+    assert plan.notes == ("already initialised; manager-2 is a manager of it",)
 
 
 def test_managers_in_two_different_swarms_are_refused(inventory: Inventory) -> None:
@@ -69,14 +72,22 @@ def test_managers_in_two_different_swarms_are_refused(inventory: Inventory) -> N
 
 def test_join_plan_for_a_fresh_cluster(inventory: Inventory) -> None:
     leader = inventory.node("manager-1")
-    steps = plan_join(fresh(inventory), inventory.swarm_nodes, (), leader)
-    assert [(s.node, s.token) for s in steps] == [
-        ("manager-2", TokenRole.MANAGER),
-        ("manager-3", TokenRole.MANAGER),
-        ("worker-1", TokenRole.WORKER),
-        ("worker-2", TokenRole.WORKER),
-        ("worker-3", TokenRole.WORKER),
+    plan = plan_join(fresh(inventory), inventory.swarm_nodes, (), leader)
+    steps = plan.runs
+    manager, worker = token_secret(TokenRole.MANAGER), token_secret(TokenRole.WORKER)
+    assert [(s.node, s.stdin) for s in steps] == [
+        ("manager-2", manager),
+        ("manager-3", manager),
+        ("worker-1", worker),
+        ("worker-2", worker),
+        ("worker-3", worker),
     ]
+    # Managers one at a time (Raft membership changes), then the workers at once, then a wait.
+    kinds = [type(op).__name__ for op in plan.operations]
+    assert kinds == ["Run", "Run", "Parallel", "Wait"]
+    assert isinstance(plan.operations[2], Parallel) and len(plan.operations[2].runs) == 3
+    assert isinstance(plan.operations[3], Wait) and plan.operations[3].node == "manager-1"
+    assert tokens_needed(plan) == {TokenRole.MANAGER, TokenRole.WORKER}
     joined = steps[2].command
     assert "--advertise-addr 10.20.0.21" in joined and joined.endswith("10.20.0.11:2377")
     assert all('--token "$(cat)"' in s.command for s in steps), "the token goes on stdin, never the command line"
@@ -92,20 +103,22 @@ def test_partly_joined_cluster_joins_only_the_rest(inventory: Inventory) -> None
     infos = fresh(inventory) | {
         n.name: member_info(n, listed) for n in inventory.swarm_nodes if n.name not in ("manager-3", "worker-2")
     }
-    steps = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1"))
-    assert [s.node for s in steps] == ["manager-3", "worker-2"]
+    plan = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1"))
+    assert [s.node for s in plan.runs] == ["manager-3", "worker-2"]
 
 
 def test_fully_joined_cluster_needs_nothing(inventory: Inventory) -> None:
     listed = members()
     infos = {n.name: member_info(n, listed) for n in inventory.swarm_nodes}
-    assert plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1")) == ()
+    plan = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1"))
+    assert plan.runs == () and not plan.changes
+    assert plan.notes == ("every node is already a member with the right role",)
 
 
 def test_member_with_the_wrong_role_is_promoted_on_the_leader(inventory: Inventory) -> None:
     listed = tuple(replace(m, manager_status="") if m.hostname == "manager-3" else m for m in members())
     infos = {n.name: member_info(n, listed) for n in inventory.swarm_nodes}
-    [step] = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1"))
+    [step] = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1")).runs
     assert step.node == "manager-1" and step.command.startswith("docker node promote ")
 
 
@@ -121,7 +134,10 @@ def test_drain_plan_targets_active_managers_only(inventory: Inventory) -> None:
     listed = tuple(
         replace(m, availability="Active") if m.hostname in ("manager-2", "worker-1") else m for m in members()
     )
-    [step] = plan_drain(listed, inventory.managers, inventory.node("manager-1"))
+    plan = plan_drain(listed, inventory.managers, inventory.node("manager-1"))
+    [step] = plan.runs
     manager_2 = next(m for m in listed if m.hostname == "manager-2")
     assert step.command == f"docker node update --availability drain {manager_2.node_id}"
-    assert plan_drain(members(), inventory.managers, inventory.node("manager-1")) == ()
+    assert isinstance(plan.operations[-1], Wait), "the drain waits until no task runs on a manager"
+    drained = plan_drain(members(), inventory.managers, inventory.node("manager-1"))
+    assert drained.runs == () and not drained.changes

@@ -9,10 +9,8 @@ import yaml
 
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors
-from cluster.stacks import REGISTRATION
-from cluster.tasks.deploy import configured_stack
-from cluster.tasks.stack import StackInput, render_stack
-from cluster.values import load_values
+from cluster.tasks.deploy import StackInput, render_stack
+from cluster.workload import load_workload
 from tests.unit.test_render import check_golden
 
 SECRETS = {"api_password": "registration_api_password_0123456789", "db_password": "registration_db_password_0123456789"}
@@ -20,9 +18,11 @@ SECRETS |= {"rabbitmq_password": "registration_rabbitmq_password_0123456789"}
 
 
 def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
-    values = load_values("values/registration", environment)
-    images = {r.name: f"10.20.0.6:5000/swarmlab/{r.name}:tag" for r in REGISTRATION.images}
-    secrets = SECRETS | ({"smtp_password": "registration_smtp_password_0123456789"} if values.smtp.user else {})
+    workload = load_workload("registration", environment)
+    values = workload.values
+    assert values is not None
+    images = {r.name: f"10.20.0.6:5000/swarmlab/{r.name}:tag" for r in workload.manifest.images}
+    secrets = SECRETS | ({"smtp_password": "registration_smtp_password_0123456789"} if values["smtp"]["user"] else {})
     volumes = (
         {"postgres": "postgres-data", "redis": "redis-data"}
         if mode == "nfs"
@@ -31,14 +31,14 @@ def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
     data = StackInput(
         images=images,
         values=values,
-        ports={r.name: r.port for r in REGISTRATION.routes},
+        ports={r.name: r.port for r in workload.manifest.routes},
         volumes=volumes,
         secrets=secrets,
         storage_mode=mode,
         nfs_options="addr=10.20.0.6,hard,nfsvers=4.1,timeo=600,retrans=2",
         nfs_pseudo="/data",
     )
-    text = render_stack(REGISTRATION, data)
+    text = render_stack(workload, data)
     return text, yaml.safe_load(text)
 
 
@@ -106,12 +106,19 @@ def test_no_password_reaches_the_environment_only_secret_files() -> None:
 
 
 def test_mail_route_only_where_the_mailsink_runs() -> None:
-    lab = configured_stack(parse_config({"environment": "lab"}))
-    prod = configured_stack(parse_config({"environment": "prod"}))
+    lab = load_workload("registration", "lab")
+    prod = load_workload("registration", "prod")
     assert [r.name for r in lab.routes] == ["ui", "api", "mail"]
     assert [r.name for r in prod.routes] == ["ui", "api"]
 
 
-def test_unknown_environment_names_the_choices() -> None:
-    with pytest.raises(ConfigErrors, match="lab, prod"):
-        configured_stack(parse_config({"environment": "staging"}))
+def test_unknown_environment_names_the_choices_before_anything_runs() -> None:
+    with pytest.raises(ConfigErrors, match="lab, prod") as caught:
+        parse_config({"environment": "staging"})
+    assert caught.value.errors[0].key == "environment"
+
+
+def test_unknown_stack_names_the_bundles() -> None:
+    with pytest.raises(ConfigErrors, match="hello, registration") as caught:
+        parse_config({"stack": "wordpress"})
+    assert caught.value.errors[0].key == "stack"

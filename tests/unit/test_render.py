@@ -13,9 +13,11 @@ import yaml
 import topology
 from cluster.config import parse_config
 from cluster.lab.build import node_build_context
-from cluster.lab.topology import StatePaths, lab_inventory
-from cluster.stacks import HELLO
-from cluster.tasks.stack import StackInput, render_stack
+from cluster.lab.topology import lab_inventory
+from cluster.state import StatePaths
+from cluster.tasks.deploy import StackInput, render_stack
+from cluster.tasks.haproxy import routes_of
+from cluster.workload import load_workload
 from haproxy.model import build, render_config
 from rendering.provision import ROLES, ProvisionInput, daemon_json, provision_script
 from rendering.render import render
@@ -31,24 +33,34 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text()
 
 
+HELLO = load_workload("hello", "lab")
+
+
+def haproxy_cfg(workers: int = 3) -> str:
+    inventory = lab_inventory(parse_config({"workers": workers}), StatePaths(Path("/state")))
+    servers = [(w.name, str(w.private_ip)) for w in inventory.workers]
+    return render_config(build(inventory.cluster, servers, routes_of([HELLO])))
+
+
 def test_haproxy_cfg_for_the_hello_stack() -> None:
-    text = render_config(build(lab_inventory(parse_config({}), StatePaths(Path("/state"))), HELLO.routes))
+    text = haproxy_cfg()
     check_golden("haproxy-hello.cfg", text)
-    for worker in ("10.20.0.21:8000", "10.20.0.22:8000", "10.20.0.23:8000"):
+    for worker in ("10.20.0.21:8090", "10.20.0.22:8090", "10.20.0.23:8090"):
         assert f" {worker} check" in text
     assert "retry-on conn-failure" in text and "option redispatch" in text and "master-worker" in text
+    assert "use_backend hello if { path_beg /hello/ }" in text and "default_backend" not in text
 
 
 def test_haproxy_cfg_grows_with_the_workers() -> None:
-    text = render_config(build(lab_inventory(parse_config({"workers": 5}), StatePaths(Path("/s"))), HELLO.routes))
-    assert text.count("server worker-") == 5
+    assert haproxy_cfg(workers=5).count("server worker-") == 5
 
 
 def test_hello_stack() -> None:
-    text = render_stack(HELLO, StackInput(images={"hello": "10.20.0.6:5000/swarmlab/hello:abc"}))
+    data = StackInput(images={"hello": "10.20.0.6:5000/swarmlab/hello:abc"}, ports={"hello": 8090})
+    text = render_stack(HELLO, data)
     check_golden("stack-hello.yaml", text)
     web = yaml.safe_load(text)["services"]["web"]
-    assert web["ports"][0]["mode"] == "host"
+    assert web["ports"][0]["mode"] == "host" and web["ports"][0]["published"] == 8090
     assert web["deploy"]["mode"] == "global"
     assert web["deploy"]["placement"]["constraints"] == ["node.role == worker"]
     assert "healthcheck" in web

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import CommandFailed, redact
+from cluster.facts import ServiceState, parse_services
 from cluster.images import BuildContext
 from cluster.lab.keys import known_hosts_line, new_key_pair
 from cluster.progress import PhaseResult, Timings
-from cluster.tasks.stack import ServiceState, parse_services
 
 
 def test_image_tag_is_a_hash_of_files_and_build_args() -> None:
@@ -27,9 +27,16 @@ def test_service_convergence(replicas: str, converged: bool) -> None:
     assert ServiceState("s", replicas).converged is converged
 
 
-def test_parse_services_joins_replicas_and_update_state() -> None:
-    output = "hello_web|3/3\nx_y|1/2\n---\nhello_web|updating\nx_y|\n"
-    assert parse_services(output) == (ServiceState("hello_web", "3/3", "updating"), ServiceState("x_y", "1/2", ""))
+def test_parse_services_joins_replicas_update_state_and_last_task_error() -> None:
+    output = (
+        "hello_web|3/3\nx_y|1/2\n---\nhello_web|updating\nx_y|\n---\n"
+        "hello_web|worker-1|Running 2 minutes ago|\n"
+        "x_y|worker-2|Failed 5 seconds ago|task: non-zero exit (1)\nx_y|worker-3|Running 1 minute ago|\n"
+    )
+    assert parse_services(output) == (
+        ServiceState("hello_web", "3/3", "updating"),
+        ServiceState("x_y", "1/2", "", "node worker-2: Failed 5 seconds ago: task: non-zero exit (1)"),
+    )
 
 
 @pytest.mark.parametrize(

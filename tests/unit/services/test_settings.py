@@ -29,7 +29,7 @@ from registration.otp.service import OtpSettings, policy_from_env
 from registration.ui.app import UiSettings
 
 PASSWORD = "correct-horse-battery-staple"
-TEMPLATE = Path(__file__).resolve().parents[3] / "templates" / "stacks" / "registration.yaml.j2"
+TEMPLATE = Path(__file__).resolve().parents[3] / "workloads" / "registration" / "stack.yaml.j2"
 ALL_SETTINGS: tuple[type[EnvSettings], ...] = (
     RabbitSettings,
     RedisSettings,

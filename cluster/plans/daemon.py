@@ -1,0 +1,58 @@
+"""Pushing a daemon's configuration file, pure: facts in, operations out.
+
+Upload the new file beside the old one, validate it before it replaces the running one, swap it in,
+then reload the daemon (or start it), and wait until it serves again. Nothing is done when the file
+is current and the daemon runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cluster.facts import DaemonFacts
+from cluster.operations import Operation, Plan, Run, Wait, Write
+from cluster.waiting import Verdict
+from rendering.daemon import DaemonSpec
+
+READY_TIMEOUT = 20
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _answers(output: str) -> Verdict:
+    return Verdict.ready() if output.strip() == "ready" else Verdict.waiting("it does not answer yet")
+
+
+def plan_push(node: str, daemon: DaemonSpec, facts: DaemonFacts, config_text: str) -> Plan:
+    changed = facts.config_sha != sha256(config_text)
+    operations: list[Operation] = []
+    if changed:
+        operations.append(Write(node, daemon.new_path, config_text.encode(), "upload the new configuration"))
+        if daemon.validate:
+            operations.append(
+                Run(
+                    node,
+                    daemon.validate.format(path=daemon.new_path),
+                    "validate it before it replaces the running one",
+                    changes=False,
+                )
+            )
+        operations.append(Run(node, f"mv {daemon.new_path} {daemon.config_path}", f"{daemon.config_path} replaced"))
+    if facts.running and changed:
+        reload = (
+            f"systemctl reload {daemon.unit}"
+            if facts.systemd
+            else daemon.reload.format(pid=f'"$(head -n1 {daemon.pid_file})"')
+        )
+        operations.append(Run(node, reload, f"{daemon.name} reloaded"))
+    elif not facts.running:
+        start = f"systemctl enable {daemon.unit} && systemctl restart {daemon.unit}" if facts.systemd else daemon.start
+        operations.append(Run(node, start, f"{daemon.name} started"))
+    if operations and daemon.ready:
+        probe = f"({daemon.ready}) >/dev/null 2>&1 && echo ready || echo no"
+        operations.append(Wait(node, probe, _answers, f"{daemon.name} answers", READY_TIMEOUT, 0.5))
+    if not operations:
+        return Plan(notes=(f"{daemon.config_path} is current and {daemon.name} runs",))
+    return Plan(tuple(operations))

@@ -1,0 +1,130 @@
+"""Deploying a workload, pure: storage mode, data directories, Docker secrets, the stack itself and
+the wait for healthy replicas, each from facts to operations."""
+
+from __future__ import annotations
+
+import difflib
+import hmac
+from collections.abc import Callable, Mapping, Sequence
+
+from cluster.errors import SwarmlabError
+from cluster.facts import ServiceState, parse_services, stack_services_command
+from cluster.operations import Plan, Run, Wait, Write
+from cluster.waiting import Verdict
+from cluster.workload import DataDir
+
+REMOTE_STACKS = "/root/.swarmlab/stacks"
+CONVERGE_TIMEOUT = 300
+SECRET_LIST_COMMAND = "docker secret ls --format '{{.Name}}'"
+# The secrets some service still mounts (Docker refuses to remove those).
+SECRETS_IN_USE_COMMAND = (
+    'ids=$(docker service ls -q); [ -z "$ids" ] || docker service inspect --format '
+    "'{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{println .SecretName}}{{end}}' $ids"
+)
+STACK_LIST_COMMAND = "docker stack ls --format '{{.Name}}'"
+
+
+def choose_storage_mode(wanted: str, nfs_clients: Mapping[str, bool], shared: Mapping[str, bool]) -> str:
+    """nfs where every worker's kernel mounts NFS; else the export directory itself, where every worker
+    sees it at the same path (the lab mounts it into its workers: a fact read, not a provider's name)."""
+    if wanted != "auto":
+        return wanted
+    if all(nfs_clients.values()):
+        return "nfs"
+    if all(shared.values()):
+        return "shared-dir"
+    missing = ", ".join(sorted(name for name, ok in nfs_clients.items() if not ok and not shared.get(name)))
+    raise SwarmlabError(
+        f"workers without an NFS client in their kernel: {missing}; install nfs-common there "
+        "(or set storage: nfs in the values to mount anyway)"
+    )
+
+
+def plan_data_dirs(storage: str, export_dir: str, data: Sequence[DataDir], owners: Mapping[str, int]) -> Plan:
+    """Each data directory on the export, owned by the uid its server runs as (created or fixed once)."""
+    runs = []
+    for item in data:
+        path = f"{export_dir}/{item.name}"
+        if owners.get(path) != item.owner:
+            was = "missing" if path not in owners else f"owned by {owners[path]}"
+            runs.append(
+                Run(
+                    storage,
+                    f"mkdir -p {path} && chown {item.owner}:{item.owner} {path}",
+                    f"{path} owned by {item.owner} (was {was})",
+                )
+            )
+    return Plan(tuple(runs))
+
+
+def secret_name(stack: str, key: str, value: str, cluster_key: str) -> str:
+    """Docker secrets are immutable: a changed value gets a new name, and services roll onto it.
+
+    The name carries an HMAC of the value under a per-cluster key, so it tells nothing about the value.
+    """
+    digest = hmac.new(cluster_key.encode(), f"{key}\0{value}".encode(), "sha256").hexdigest()[:12]
+    return f"{stack}_{key}_{digest}"
+
+
+def plan_secrets(leader: str, names: Mapping[str, str], existing: set[str]) -> Plan:
+    """Create the secrets that do not exist yet; each value goes on stdin from the executor's secrets."""
+    return Plan(
+        tuple(
+            Run(leader, f"docker secret create {name} - >/dev/null", f"created Docker secret {name}", stdin=key)
+            for key, name in names.items()
+            if name not in existing
+        )
+    )
+
+
+def plan_prune_secrets(
+    leader: str, stack: str, keep: Mapping[str, str], existing: Sequence[str], in_use: set[str]
+) -> Plan:
+    """Remove this stack's older secret versions that no service mounts any more."""
+    current = set(keep.values())
+    stale = [name for name in existing if name.startswith(f"{stack}_") and name not in current | in_use]
+    return Plan(
+        tuple(Run(leader, f"docker secret rm {name}", f"removed unused Docker secret {name}") for name in stale)
+    )
+
+
+def converged_verdict(stack: str) -> Callable[[str], Verdict]:
+    def verdict(output: str) -> Verdict:
+        states = parse_services(output)
+        failed = [s for s in states if s.failed]
+        if failed:
+            details = "\n".join(f"- {s.name} ({s.update}): {s.last_error or 'no failed task recorded'}" for s in failed)
+            return Verdict.failure(f"the update of stack {stack} failed and Swarm rolled it back:\n{details}")
+        lagging = [s for s in states if not s.converged]
+        if not states or lagging:
+            details = "\n".join(f"- {s.name} ({s.replicas}): {s.last_error or 'starting'}" for s in lagging)
+            return Verdict.waiting(details or f"stack {stack} has no services yet")
+        return Verdict.ready(f"{len(states)} services have their replicas, healthy")
+
+    return verdict
+
+
+def stack_diff(deployed: str, rendered: str) -> str:
+    return "".join(difflib.unified_diff(deployed.splitlines(True), rendered.splitlines(True), "deployed", "rendered"))
+
+
+def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: Sequence[ServiceState]) -> Plan:
+    """Deploy when the rendered stack differs from the deployed one (or an update was rolled back),
+    then wait until every service has its replicas and its update completed."""
+    remote = f"{REMOTE_STACKS}/{stack}.yml"
+    wait = Wait(
+        leader, stack_services_command(stack), converged_verdict(stack), "every service converged", CONVERGE_TIMEOUT, 2
+    )
+    changed = rendered != deployed
+    if not changed and states and all(s.converged for s in states):
+        return Plan(notes=("the deployed stack equals the rendered one and every service is converged",))
+    if not changed and not any(s.failed for s in states):
+        return Plan((wait,), ("the stack is deployed; waiting for its services",))
+    return Plan(
+        (
+            Run(leader, f"mkdir -p {REMOTE_STACKS}", "a directory for stack files", changes=False),
+            Write(leader, remote, rendered.encode(), f"the rendered stack {stack}", mode=0o600),
+            Run(leader, f"docker stack deploy --prune -c {remote} {stack}", f"stack {stack} deployed"),
+            wait,
+        )
+    )

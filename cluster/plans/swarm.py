@@ -1,0 +1,170 @@
+"""Swarm membership, pure: facts read from the engines in, the operations that bring the swarm to the
+wanted state out (init on the first manager, joins, role fixes, drained managers).
+
+An empty plan means the cluster is already as wanted, which is how the tasks report "no change".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
+
+from cluster.errors import SwarmlabError
+from cluster.facts import (
+    NODE_LIST_COMMAND,
+    SwarmInfo,
+    SwarmNode,
+    parse_node_list,
+    parse_running_tasks,
+    running_tasks_command,
+)
+from cluster.inventory import Node, Role
+from cluster.operations import Parallel, Plan, Run, Wait
+from cluster.waiting import Verdict
+from topology import SWARM_PORT
+
+READY_TIMEOUT = 120
+DRAIN_TIMEOUT = 180
+
+
+class PlanError(SwarmlabError):
+    """The facts contradict the inventory in a way the tool must not repair on its own."""
+
+
+class TokenRole(StrEnum):
+    MANAGER = "manager"
+    WORKER = "worker"
+
+
+def token_secret(role: TokenRole) -> str:
+    """The name under which the executor holds a join token (the plan never holds its value)."""
+    return f"join-token-{role.value}"
+
+
+def plan_init(infos: Mapping[str, SwarmInfo], managers: Sequence[Node], overlay_pool: str) -> tuple[str, Plan]:
+    """Initialise the swarm on the first manager unless a manager already runs one.
+
+    Returns the manager the later steps run on, and the plan.
+    """
+    clusters: dict[str, list[str]] = {}
+    for node in managers:
+        info = infos[node.name]
+        if info.in_swarm and info.is_manager:
+            clusters.setdefault(info.cluster_id, []).append(node.name)
+    if len(clusters) > 1:
+        found = "; ".join(f"swarm {cid[:12]}: {', '.join(names)}" for cid, names in sorted(clusters.items()))
+        raise PlanError(
+            f"the managers belong to different swarms ({found}). Fix: keep one, and on the others run "
+            "`docker swarm leave --force` (this loses their swarm state), then bootstrap again"
+        )
+    if clusters:
+        names = next(iter(clusters.values()))
+        return names[0], Plan(notes=(f"already initialised; {names[0]} is a manager of it",))
+    first = managers[0]
+    ip = first.private_ip
+    command = (
+        f"docker swarm init --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT} "
+        f"--default-addr-pool {overlay_pool} --default-addr-pool-mask-length 24"
+    )
+    return first.name, Plan(
+        (Run(first.name, command, f"swarm initialised on {first.name} (no manager was in a swarm)"),)
+    )
+
+
+def ready_verdict(wanted: set[str]) -> Callable[[str], Verdict]:
+    def verdict(output: str) -> Verdict:
+        ready = {m.hostname for m in parse_node_list(output) if m.status == "Ready"}
+        missing = sorted(wanted - ready)
+        if missing:
+            return Verdict.waiting(f"not Ready yet: {', '.join(missing)}")
+        return Verdict.ready(f"{len(wanted)} nodes Ready")
+
+    return verdict
+
+
+def plan_join(
+    infos: Mapping[str, SwarmInfo], nodes: Sequence[Node], members: Sequence[SwarmNode], leader: Node
+) -> Plan:
+    """Join every node that is not yet a member, and fix the role of members that have the wrong one.
+
+    Managers join one at a time (each is a Raft membership change), workers all at once; promotions
+    and demotions run on the leader. The plan ends by waiting until every node is Ready.
+    """
+    member_ids = {m.node_id: m for m in members}
+    managers: list[Run] = []
+    workers: list[Run] = []
+    wrong: list[str] = []
+    for node in nodes:
+        if node.name == leader.name:
+            continue
+        info = infos[node.name]
+        want = TokenRole.MANAGER if node.role is Role.MANAGER else TokenRole.WORKER
+        if info.in_swarm and info.node_id in member_ids:
+            is_manager = member_ids[info.node_id].is_manager
+            if want is TokenRole.MANAGER and not is_manager:
+                managers.append(
+                    Run(leader.name, f"docker node promote {info.node_id}", f"{node.name} promoted to manager")
+                )
+            elif want is TokenRole.WORKER and is_manager:
+                managers.append(
+                    Run(leader.name, f"docker node demote {info.node_id}", f"{node.name} demoted to worker")
+                )
+            continue
+        if info.in_swarm:
+            wrong.append(node.name)
+            continue
+        ip = node.private_ip
+        command = (
+            f'docker swarm join --token "$(cat)" --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT} '
+            f"{leader.private_ip}:{SWARM_PORT}"
+        )
+        joined = Run(node.name, command, f"{node.name} joined as {want.value}", stdin=token_secret(want))
+        (managers if want is TokenRole.MANAGER else workers).append(joined)
+    if wrong:
+        raise PlanError(
+            f"{', '.join(wrong)} already belong to another swarm. Fix: run `docker swarm leave --force` on "
+            "them (or recreate them), then bootstrap again"
+        )
+    operations: list[Run | Parallel | Wait] = list(managers)
+    if workers:
+        operations.append(Parallel(tuple(workers), "workers join"))
+    wanted = {n.name for n in nodes}
+    operations.append(
+        Wait(leader.name, NODE_LIST_COMMAND, ready_verdict(wanted), "every swarm node Ready", READY_TIMEOUT)
+    )
+    notes = () if managers or workers else ("every node is already a member with the right role",)
+    return Plan(tuple(operations), notes)
+
+
+def tokens_needed(plan: Plan) -> set[TokenRole]:
+    names = {op.stdin for op in plan.runs if op.stdin}
+    return {role for role in TokenRole if token_secret(role) in names}
+
+
+def no_tasks_verdict(output: str) -> Verdict:
+    running = parse_running_tasks(output)
+    if running:
+        return Verdict.waiting(f"still running on managers: {', '.join(running)}")
+    return Verdict.ready("no task runs on a manager")
+
+
+def plan_drain(members: Sequence[SwarmNode], managers: Sequence[Node], leader: Node) -> Plan:
+    """Set every manager to Drain so that only workers run tasks, then wait until none runs a task."""
+    names = {m.name for m in managers}
+    drains = tuple(
+        Run(
+            leader.name,
+            f"docker node update --availability drain {m.node_id}",
+            f"{m.hostname} drained (was {m.availability})",
+        )
+        for m in members
+        if m.hostname in names and m.status == "Ready" and m.availability != "Drain"
+    )
+    manager_ids = [m.node_id for m in members if m.hostname in names]
+    if not manager_ids:
+        return Plan(notes=("no manager is a member yet: nothing to drain",))
+    wait = Wait(
+        leader.name, running_tasks_command(manager_ids), no_tasks_verdict, "no task on a manager", DRAIN_TIMEOUT, 2
+    )
+    notes = () if drains else ("every manager is already drained",)
+    return Plan((*drains, wait), notes)

@@ -1,0 +1,218 @@
+"""Workload bundles: what a stack needs, declared in its own directory and read by the generic deployer.
+
+A bundle is a directory `workloads/<name>/` (like a Helm chart) holding:
+
+- `bundle.yaml`: its HAProxy routes, image recipes, the secrets it needs (generated or read from a
+  file the values name), data directories on the shared storage and their owners, and the notes
+  printed after a demo;
+- `stack.yaml.j2`: the Swarm stack template;
+- `values.schema.json` and `values/<environment>.yaml`: per-environment values, checked against the
+  schema (JSON Schema, as Helm's values.schema.json).
+
+The engine (cluster/) names no workload: adding a stack is adding a directory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cluster.errors import ConfigError, ConfigErrors
+from rendering.render import render_file
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKLOADS_DIR = REPO_ROOT / "workloads"
+MANIFEST = "bundle.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RouteSpec(_Strict):
+    """An edge service: published in host mode on every worker, balanced by HAProxy under a path prefix."""
+
+    name: str
+    path: str = Field(pattern=r"^/([A-Za-z0-9._-]+/)*$")  # "/" for the default route, else "/prefix/"
+    port: int = Field(ge=1024, le=65535)
+    health: str = "/healthz"
+    strip_prefix: bool = False  # the service knows nothing of its prefix (e.g. /mail/)
+    when: str | None = None  # a values key: the route exists only where that value is true
+
+
+class ImageSpec(_Strict):
+    """An image built on the storage node from files of the repository.
+
+    `sources` maps a repository path (a file or a directory) to its place in the build context, so
+    an image's tag hashes exactly what goes into it and nothing else.
+    """
+
+    name: str
+    dockerfile: str
+    sources: dict[str, str]
+    build_args: dict[str, str] = Field(default_factory=dict)
+    base: str | None = None  # another image of the bundle this one builds FROM (passed as RUNTIME_IMAGE)
+    wheelhouse: str | None = None  # requirements file whose wheels go into the context's wheelhouse/
+
+
+class FileSecret(_Strict):
+    """A secret the operator keeps in a file on their machine (e.g. an SMTP relay's password)."""
+
+    name: str
+    path_value: str  # the values key holding the file's path
+    when: str | None = None  # a values key: needed only where that value is set
+
+
+class SecretsSpec(_Strict):
+    generated: tuple[str, ...] = ()  # made once per cluster, kept in the state directory
+    from_files: tuple[FileSecret, ...] = ()
+
+
+class DataDir(_Strict):
+    """A directory on the shared storage (the NFS export), owned by the uid the server runs as."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    owner: int = Field(ge=0)
+
+
+class Note(_Strict):
+    """A line printed after a demo; `{http}`, `{credentials}` and `{storage_mode}` are filled in."""
+
+    text: str
+    when: str | None = None
+
+
+class Manifest(_Strict):
+    name: str
+    description: str
+    template: str = "stack.yaml.j2"
+    routes: tuple[RouteSpec, ...] = ()
+    images: tuple[ImageSpec, ...] = ()
+    secrets: SecretsSpec = SecretsSpec()
+    data: tuple[DataDir, ...] = ()
+    storage_value: str | None = None  # values key choosing the storage mode (auto | nfs | shared-dir)
+    image_overrides: str | None = None  # values key mapping an image name to another reference
+    notes: tuple[Note, ...] = ()
+
+
+def known_workloads() -> tuple[str, ...]:
+    return tuple(sorted(p.parent.name for p in WORKLOADS_DIR.glob(f"*/{MANIFEST}")))
+
+
+def workload_environments(name: str) -> tuple[str, ...]:
+    """The environments with a values file; empty for a bundle without values."""
+    return tuple(sorted(p.stem for p in (WORKLOADS_DIR / name / "values").glob("*.yaml")))
+
+
+def lookup(values: Mapping[str, Any] | None, key: str) -> Any:
+    """A dotted values key ("smtp.user"); None where it is absent."""
+    found: Any = values or {}
+    for part in key.split("."):
+        if not isinstance(found, Mapping) or part not in found:
+            return None
+        found = found[part]
+    return found
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A bundle with the values of one environment, checked against its schema."""
+
+    manifest: Manifest
+    directory: Path
+    environment: str
+    values: Mapping[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def enabled(self, when: str | None) -> bool:
+        return when is None or bool(lookup(self.values, when))
+
+    @property
+    def routes(self) -> tuple[RouteSpec, ...]:
+        return tuple(r for r in self.manifest.routes if self.enabled(r.when))
+
+    @property
+    def storage_mode(self) -> str:
+        wanted = lookup(self.values, self.manifest.storage_value) if self.manifest.storage_value else None
+        return str(wanted or "auto")
+
+    @property
+    def image_overrides(self) -> dict[str, str]:
+        found = lookup(self.values, self.manifest.image_overrides) if self.manifest.image_overrides else None
+        return {str(k): str(v) for k, v in (found or {}).items()}
+
+    @property
+    def file_secrets(self) -> tuple[FileSecret, ...]:
+        return tuple(s for s in self.manifest.secrets.from_files if self.enabled(s.when))
+
+    def render(self, data: object) -> str:
+        return render_file(self.directory, self.manifest.template, data)
+
+
+def _schema_errors(path: Path, values: Any, schema: Mapping[str, Any]) -> list[ConfigError]:
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        ConfigError(
+            f"{path.name}: {'.'.join(str(p) for p in error.absolute_path) or '(top)'}",
+            error.instance if not isinstance(error.instance, dict | list) else "",
+            error.message,
+            "see the comments in the file and values.schema.json",
+        )
+        for error in sorted(validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+@cache
+def _manifest(name: str) -> tuple[Manifest, Path]:
+    directory = WORKLOADS_DIR / name
+    path = directory / MANIFEST
+    if not path.exists():
+        raise ConfigErrors(
+            [ConfigError("stack", name, "is not a known stack", f"use one of: {', '.join(known_workloads())}")]
+        )
+    try:
+        return Manifest.model_validate(yaml.safe_load(path.read_text()) or {}), directory
+    except ValidationError as error:
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    f"{path}: {'.'.join(str(p) for p in e['loc'])}", e.get("input", ""), e["msg"], "fix the bundle"
+                )
+                for e in error.errors()
+            ]
+        ) from None
+
+
+def load_workload(name: str, environment: str) -> Workload:
+    """The bundle `name` with its values for `environment`, every problem naming the file and the key."""
+    manifest, directory = _manifest(name)
+    environments = workload_environments(name)
+    if not environments:
+        return Workload(manifest, directory, environment, None)
+    path = directory / "values" / f"{environment}.yaml"
+    if not path.exists():
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "environment", environment, f"has no values file {path}", f"use one of: {', '.join(environments)}"
+                )
+            ]
+        )
+    values = yaml.safe_load(path.read_text()) or {}
+    schema_path = directory / "values.schema.json"
+    if schema_path.exists():
+        problems = _schema_errors(path, values, json.loads(schema_path.read_text()))
+        if problems:
+            raise ConfigErrors(problems)
+    return Workload(manifest, directory, environment, values)

@@ -1,0 +1,26 @@
+"""How a node runs a daemon driven by one configuration file (HAProxy, nfs-ganesha): pure data.
+
+The leaf models (haproxy/, nfs/) return one with their configuration text; cluster/ plans the push
+(upload, validate, swap, reload or start). On a VM systemd manages the daemon; in a lab node (no
+systemd) it runs from its pid file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    name: str
+    config_path: str
+    pid_file: str
+    unit: str  # systemd unit
+    start: str  # how to start it without systemd (must detach and close stdio)
+    reload: str  # how to reload it without systemd; "{pid}" is the master's pid
+    validate: str | None = None  # "{path}" is the file to check
+    ready: str | None = None  # a command that succeeds once the daemon serves (checked after a change)
+
+    @property
+    def new_path(self) -> str:
+        return self.config_path + ".new"

@@ -1,0 +1,79 @@
+"""A Runner that reaches no node: it answers commands from a script of (pattern, output) pairs and
+records every command and file, so tasks can be tested end to end without SSH."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TypeVar
+
+from cluster.errors import CommandFailed, HostsFailed, redact
+from cluster.inventory import Inventory, Node
+from cluster.runners import Result
+
+T = TypeVar("T")
+
+
+@dataclass
+class Call:
+    node: str
+    command: str
+    stdin: str | None
+
+
+@dataclass
+class FakeRunner:
+    inventory: Inventory
+    # (node pattern, command pattern, stdout, exit code): the first match answers.
+    answers: list[tuple[str, str, str, int]] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    files: dict[tuple[str, str], bytes] = field(default_factory=dict)
+
+    def answer(self, command: str, stdout: str = "", exit_code: int = 0, node: str = ".*") -> None:
+        self.answers.insert(0, (node, command, stdout, exit_code))
+
+    def run(
+        self,
+        node: Node,
+        command: str,
+        *,
+        check: bool = True,
+        stdin: str | IO[str] | None = None,
+        timeout: float | None = None,
+        secrets: Sequence[str] = (),
+        hint: str = "",
+    ) -> Result:
+        self.calls.append(Call(node.name, command, stdin if isinstance(stdin, str) or stdin is None else "<stream>"))
+        stdout, code = "", 0
+        for node_pattern, pattern, out, exit_code in self.answers:
+            if re.fullmatch(node_pattern, node.name) and re.search(pattern, command):
+                stdout, code = out, exit_code
+                break
+        result = Result(node.name, command, stdout, "", code)
+        if check and not result.ok:
+            # As the SSH runner does: the secrets the caller names are masked in the error.
+            raise CommandFailed(node.name, command, code, redact(stdout, tuple(secrets)), hint)
+        return result
+
+    def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
+        self.files[(node.name, remote)] = content.encode() if isinstance(content, str) else content
+
+    def put(self, node: Node, local: Path, remote: str) -> None:
+        self.files[(node.name, remote)] = local.read_bytes()
+
+    def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]:
+        results: dict[str, T] = {}
+        failures: dict[str, Exception] = {}
+        for node in nodes:
+            try:
+                results[node.name] = work(node)
+            except Exception as error:
+                failures[node.name] = error
+        if failures:
+            raise HostsFailed(step, failures)
+        return results
+
+    def commands(self, pattern: str = "") -> list[str]:
+        return [c.command for c in self.calls if re.search(pattern, c.command)]

@@ -1,0 +1,116 @@
+"""The one executor: it runs operations in order, feeds runtime secrets on stdin and masks them,
+waits with a timeout that names what it waited for, and in a dry run runs nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster.config import parse_config
+from cluster.errors import CommandFailed, SwarmlabError
+from cluster.executor import Executor
+from cluster.lab.topology import lab_inventory
+from cluster.operations import Parallel, Plan, Run, Wait, Write
+from cluster.progress import PhaseResult
+from cluster.state import StatePaths
+from cluster.waiting import Verdict, WaitFailed
+from tests.unit.fake_runner import FakeRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def runner() -> FakeRunner:
+    return FakeRunner(lab_inventory(parse_config({}), StatePaths(Path("/state"))))
+
+
+def test_operations_run_in_order_and_only_changes_are_reported() -> None:
+    fake = runner()
+    progress = PhaseResult("t")
+    plan = Plan(
+        (
+            Run("manager-1", "check", "a check", changes=False),
+            Write("lb-1", "/etc/x", b"data", "a file"),
+            Run("manager-1", "change", "something changed"),
+        ),
+        notes=("noticed",),
+    )
+    Executor(fake).execute(plan, progress)
+    assert fake.commands() == ["check", "change"] and fake.files == {("lb-1", "/etc/x"): b"data"}
+    assert progress.changes == ["something changed"] and plan.changes
+
+
+def test_a_secret_goes_on_stdin_and_is_masked_in_errors() -> None:
+    fake = runner()
+    fake.answer("docker secret create", "refused value hunter2-secret-value", exit_code=1)
+    plan = Plan((Run("manager-1", "docker secret create s -", "created", stdin="db_password"),))
+    with pytest.raises(CommandFailed) as caught:
+        Executor(fake, secrets={"db_password": "hunter2-secret-value"}).execute(plan, PhaseResult("t"))
+    assert fake.calls[0].stdin == "hunter2-secret-value"
+    assert "hunter2-secret-value" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_a_plan_that_needs_a_secret_nobody_gave_stops_before_running() -> None:
+    fake = runner()
+    plan = Plan((Run("worker-1", "docker swarm join", "joined", stdin="join-token-worker"),))
+    with pytest.raises(SwarmlabError, match="join-token-worker"):
+        Executor(fake).execute(plan, PhaseResult("t"))
+    assert fake.calls == []
+
+
+def test_dry_run_runs_nothing_and_says_what_would_change(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = runner()
+    progress = PhaseResult("t")
+    plan = Plan(
+        (
+            Write("lb-1", "/etc/x", b"data", "a file"),
+            Parallel((Run("worker-1", "a", "one"), Run("worker-2", "b", "two")), "workers"),
+            Wait("manager-1", "probe", lambda out: Verdict.ready(), "ready", 5),
+        )
+    )
+    Executor(fake, dry_run=True).execute(plan, progress)
+    assert fake.calls == [] and fake.files == {}
+    assert progress.outcome == "would change" and progress.changes == []
+    out = capsys.readouterr().out
+    assert "would write /etc/x on lb-1" in out and "would change on worker-2: two" in out and "would wait" in out
+
+
+def test_a_wait_that_times_out_names_what_it_waited_for_and_what_it_saw() -> None:
+    fake = runner()
+    fake.answer("docker node ls", "worker-3 Down")
+    wait = Wait("manager-1", "docker node ls", lambda out: Verdict.waiting(f"saw: {out}"), "every node Ready", 0.3, 0.1)
+    with pytest.raises(WaitFailed) as caught:
+        Executor(fake).execute(Plan((wait,)), PhaseResult("t"))
+    assert "on manager-1: every node Ready" in str(caught.value) and "saw: worker-3 Down" in str(caught.value)
+    assert len(fake.calls) >= 2, "it polled more than once"
+
+
+def test_a_wait_that_fails_for_good_stops_at_once() -> None:
+    fake = runner()
+    wait = Wait("manager-1", "probe", lambda out: Verdict.failure("rolled back"), "converged", 60)
+    with pytest.raises(WaitFailed, match="rolled back"):
+        Executor(fake).execute(Plan((wait,)), PhaseResult("t"))
+    assert len(fake.calls) == 1
+
+
+def test_parallel_steps_run_one_command_per_node() -> None:
+    plan = Plan((Parallel((Run("worker-1", "a", "one"), Run("worker-1", "b", "two")), "twice"),))
+    with pytest.raises(SwarmlabError, match="one command per node"):
+        Executor(runner()).execute(plan, PhaseResult("t"))
+
+
+def test_static_and_pulumi_targets_never_load_the_lab_or_the_docker_sdk(tmp_path: Path) -> None:
+    """The cloud path needs no local Docker engine: resolving a static target imports no lab code."""
+    inventory = lab_inventory(parse_config({}), StatePaths(tmp_path)).model_copy(update={"provider": "static"})
+    path = tmp_path / "static.json"
+    path.write_text(inventory.model_dump_json())
+    code = (
+        "import sys; from cluster.config import parse_config; from cluster.providers import resolve; "
+        f"provider, inv = resolve({str(path)!r}, parse_config({{}})); "
+        "import cluster.session, cluster.tasks.bootstrap, cluster.tasks.deploy, cluster.tasks.status; "
+        "print(provider.name, inv.provider, sorted(m for m in sys.modules if m.startswith(('cluster.lab', 'docker'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split(" ", 2) == ["static", "static", "[]\n"]

@@ -1,0 +1,200 @@
+"""The tasks end to end with a fake runner (no SSH): facts in, the commands they run out, dry runs
+that change nothing, and the same reporting for every task."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from cluster.config import parse_config
+from cluster.errors import HostsFailed, SwarmlabError
+from cluster.inventory import Inventory
+from cluster.lab.topology import lab_inventory
+from cluster.plans.stack import choose_storage_mode
+from cluster.progress import TIMINGS
+from cluster.providers.static import StaticProvider
+from cluster.session import Session
+from cluster.state import StatePaths
+from cluster.tasks.bootstrap import bootstrap
+from cluster.tasks.deploy import deploy_workload
+from cluster.tasks.haproxy import configure_haproxy
+from cluster.tasks.swarm import swarm_join
+from cluster.workload import load_workload
+from tests.unit.fake_runner import FakeRunner
+
+FACTS = Path(__file__).parent / "facts"
+INACTIVE = (FACTS / "swarm_inactive.json").read_text()
+MANAGER = (FACTS / "swarm_manager.json").read_text()
+NODE_LS = (FACTS / "node_ls.jsonl").read_text()
+WORKER_TOKEN = "SWMTKN-1-worker-token-never-to-be-seen"
+MANAGER_TOKEN = "SWMTKN-1-manager-token-never-to-be-seen"
+
+
+@pytest.fixture(autouse=True)
+def fresh_timings() -> None:
+    TIMINGS.phases.clear()
+
+
+def inventory() -> Inventory:
+    return lab_inventory(parse_config({}), StatePaths(Path("/state")))
+
+
+def session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False) -> Session:
+    return Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)
+
+
+def fresh_cluster() -> FakeRunner:
+    """Engines that are in no swarm yet; once `swarm init` is asked, manager-1 is a manager."""
+    runner = FakeRunner(inventory())
+    runner.answer(r"docker info --format '\{\{json .Swarm\}\}'", INACTIVE)
+    runner.answer(r"docker node ls", NODE_LS)
+    runner.answer(r"join-token -q worker", WORKER_TOKEN)
+    runner.answer(r"join-token -q manager", MANAGER_TOKEN)
+    runner.answer(r"docker node ps", "")
+    runner.answer(r"echo ready", "ready")
+    runner.answer(r"sha256sum", "config_sha=\nsystemd=no\nrunning=no\n")
+    return runner
+
+
+def test_bootstrap_of_a_fresh_cluster_runs_init_joins_drain_haproxy_and_nfs(tmp_path: Path) -> None:
+    runner = fresh_cluster()
+    leader = bootstrap(session(runner, tmp_path))
+    assert leader.name == "manager-1"
+    [init] = [c for c in runner.calls if "swarm init" in c.command]
+    assert init.node == "manager-1" and "--advertise-addr 10.20.0.11" in init.command
+    joins = [c for c in runner.calls if "swarm join --token" in c.command]
+    assert sorted(c.node for c in joins) == ["manager-2", "manager-3", "worker-1", "worker-2", "worker-3"]
+    # Tokens reach the joining node on stdin only: never on a command line.
+    assert {c.stdin for c in joins if c.node.startswith("worker")} == {WORKER_TOKEN}
+    assert {c.stdin for c in joins if c.node.startswith("manager")} == {MANAGER_TOKEN}
+    assert not any(WORKER_TOKEN in c.command or MANAGER_TOKEN in c.command for c in runner.calls)
+    assert ("lb-1", "/etc/haproxy/haproxy.cfg.new") in runner.files
+    assert ("storage-1", "/etc/ganesha/ganesha.conf.new") in runner.files
+    assert [p.name for p in TIMINGS.phases] == ["swarm-init", "swarm-join", "drain-managers", "haproxy", "nfs"]
+    assert TIMINGS.changed
+
+
+def test_dry_run_bootstrap_reads_facts_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runner = fresh_cluster()
+    runner.answer(r"docker node ls", "", exit_code=1)  # no swarm exists yet to list
+    bootstrap(session(runner, tmp_path, dry_run=True))
+    changing = ("swarm init", "swarm join", "join-token", "node update", "mv ", "haproxy -W", "ganesha.nfsd")
+    assert not [c for c in runner.calls if any(word in c.command for word in changing)]
+    assert runner.files == {}
+    out = capsys.readouterr().out
+    assert "would change on manager-1: swarm initialised" in out
+    assert "would write /etc/haproxy/haproxy.cfg.new on lb-1" in out
+    assert TIMINGS.would_change and not TIMINGS.changed
+    assert {p.outcome for p in TIMINGS.phases} <= {"would change", "no change"}
+
+
+def test_join_on_a_joined_cluster_changes_nothing_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = fresh_cluster()
+    listed = [json.loads(line) for line in NODE_LS.splitlines()]
+    for row in listed:
+        info = json.loads(MANAGER) | {"NodeID": row["ID"], "ControlAvailable": row.get("ManagerStatus", "") != ""}
+        runner.answer(r"docker info", json.dumps(info), node=row["Hostname"])
+    swarm_join(session(runner, tmp_path), inventory().node("manager-1"))
+    assert not runner.commands("swarm join|join-token|promote|demote")
+    assert "every node is already a member with the right role" in capsys.readouterr().out
+    assert not TIMINGS.changed
+
+
+def test_a_failure_on_several_workers_names_each_of_them(tmp_path: Path) -> None:
+    runner = fresh_cluster()
+    runner.answer(r"swarm join", "Error response from daemon: timeout", exit_code=1, node="worker-[23]")
+    with pytest.raises(HostsFailed) as caught:
+        swarm_join(session(runner, tmp_path), inventory().node("manager-1"))
+    text = str(caught.value)
+    assert "worker-2" in text and "worker-3" in text and "worker-1" not in text
+    assert WORKER_TOKEN not in text and "timeout" in text
+
+
+def deployed_hello() -> FakeRunner:
+    runner = fresh_cluster()
+    runner.answer(r"docker info", MANAGER, node="manager-1")
+    runner.answer(r"uname -m", "x86_64")
+    runner.answer(r"docker image inspect", "yes")
+    runner.answer(r"docker stack ls", "registration\n")
+    return runner
+
+
+def test_deploying_a_second_bundle_builds_deploys_and_routes_it_next_to_the_first(tmp_path: Path) -> None:
+    runner = deployed_hello()
+    runner.answer(r"for ref in", "")  # the registry has no image yet
+    runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
+    hello = load_workload("hello", "lab")
+    deploy_workload(session(runner, tmp_path), hello, inventory().node("manager-1"))
+    [build] = runner.commands(r"docker build")
+    assert "/swarmlab/hello:" in build and "docker push" in build
+    assert runner.commands(r"docker stack deploy --prune -c /root/.swarmlab/stacks/hello.yml hello")
+    stack = runner.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
+    assert "published: 8090" in stack
+    haproxy_cfg = runner.files[("lb-1", "/etc/haproxy/haproxy.cfg.new")].decode()
+    # Both the deployed registration stack and hello are served.
+    assert "use_backend hello if { path_beg /hello/ }" in haproxy_cfg and "default_backend ui" in haproxy_cfg
+    assert "no secret" not in stack and not runner.commands("docker secret create")
+
+
+def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> None:
+    runner = deployed_hello()
+    hello = load_workload("hello", "lab")
+    # A first deploy records what a current cluster would answer: the stack file and haproxy.cfg.
+    first = FakeRunner(runner.inventory, list(runner.answers))
+    first.answer(r"for ref in", "")
+    first.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
+    deploy_workload(session(first, tmp_path), hello, inventory().node("manager-1"))
+    stack = first.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
+    cfg = first.files[("lb-1", "/etc/haproxy/haproxy.cfg.new")].decode()
+    TIMINGS.phases.clear()
+    runner.answer(r"for ref in", "\n".join(f"{name} yes" for name in _refs(first)))
+    runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
+    runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|completed\n---\n")
+    runner.answer(r"sha256sum", f"config_sha={hashlib.sha256(cfg.encode()).hexdigest()}\nsystemd=no\nrunning=yes\n")
+    deploy_workload(session(runner, tmp_path), hello, inventory().node("manager-1"))
+    assert not runner.commands(r"docker build|stack deploy|secret (create|rm)")
+    assert not runner.files and not TIMINGS.changed
+
+
+def _refs(runner: FakeRunner) -> list[str]:
+    return [c.split("/swarmlab/")[1].split()[0] for c in runner.commands(r"docker build")]
+
+
+def test_two_bundles_claiming_one_route_are_refused(tmp_path: Path) -> None:
+    runner = deployed_hello()
+    hello = load_workload("hello", "lab")
+    clash = type(hello)(
+        hello.manifest.model_copy(update={"name": "other"}), hello.directory, hello.environment, hello.values
+    )
+    configure_haproxy(session(runner, tmp_path), inventory().node("manager-1"), also=clash)  # hello is not deployed
+    runner.answer(r"docker stack ls", "registration\nhello\n")
+    with pytest.raises(SwarmlabError, match="stacks hello and other both claim route path /hello/"):
+        configure_haproxy(session(runner, tmp_path), inventory().node("manager-1"), also=clash)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "nfs", "shared", "mode"),
+    [
+        ("auto", [True, True], [False, False], "nfs"),
+        ("auto", [True, False], [True, True], "shared-dir"),
+        ("nfs", [False, False], [True, True], "nfs"),
+        ("shared-dir", [True, True], [False, False], "shared-dir"),
+    ],
+)
+def test_storage_mode_follows_what_the_workers_have(
+    wanted: str, nfs: list[bool], shared: list[bool], mode: str
+) -> None:
+    names = ["worker-1", "worker-2"]
+    assert (
+        choose_storage_mode(wanted, dict(zip(names, nfs, strict=True)), dict(zip(names, shared, strict=True))) == mode
+    )
+
+
+def test_no_nfs_client_and_no_shared_export_names_the_workers() -> None:
+    with pytest.raises(SwarmlabError, match="worker-2; install nfs-common"):
+        choose_storage_mode("auto", {"worker-1": True, "worker-2": False}, {"worker-1": False, "worker-2": False})
