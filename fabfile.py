@@ -64,6 +64,13 @@ def summary(dry_run: bool = False) -> None:
     say("\nresult: " + verdict)
 
 
+def changing(target: str, dry_run: bool, work: Callable[[Session], object]) -> None:
+    """Run a changing task's work on a target, then the timing table and the result line."""
+    with open_session(load_config(), target, dry_run) as session:
+        work(session)
+    summary(dry_run)
+
+
 def workload(config: Config, stack: str) -> Workload:
     return load_workload(stack or config.stack, config.environment)
 
@@ -113,64 +120,50 @@ def lab_status(c: Context) -> None:
 @reported
 def swarm_init(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Initialise the swarm on the first manager (no change if a manager already runs one)."""
-    with open_session(load_config(), target, dry_run) as session:
-        init(session)
-    summary(dry_run)
+    changing(target, dry_run, init)
 
 
 @task(help=CHANGES)
 @reported
 def swarm_join(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Join every manager and worker that is not a member yet."""
-    with open_session(load_config(), target, dry_run) as session:
-        join(session)
-    summary(dry_run)
+    changing(target, dry_run, join)
 
 
 @task(help=CHANGES)
 @reported
 def drain_managers(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Set every manager to Drain and wait until no task runs on a manager."""
-    with open_session(load_config(), target, dry_run) as session:
-        drain(session)
-    summary(dry_run)
+    changing(target, dry_run, drain)
 
 
 @task(help=CHANGES)
 @reported
 def haproxy(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Render haproxy.cfg for every deployed workload, validate it on the lb node, swap it in and reload."""
-    with open_session(load_config(), target, dry_run) as session:
-        configure_haproxy(session, find_leader(session.runner))
-    summary(dry_run)
+    changing(target, dry_run, lambda session: configure_haproxy(session, find_leader(session.runner)))
 
 
 @task(help=CHANGES)
 @reported
 def nfs(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Configure the storage node's NFS v4 export (nfs-ganesha) and check it answers."""
-    with open_session(load_config(), target, dry_run) as session:
-        configure_nfs(session)
-    summary(dry_run)
+    changing(target, dry_run, configure_nfs)
 
 
 @task(help=CHANGES)
 @reported
 def bootstrap(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """swarm-init, swarm-join, drain-managers, haproxy and nfs, in order; idempotent."""
-    with open_session(load_config(), target, dry_run) as session:
-        bootstrap_cluster(session)
-    summary(dry_run)
+    changing(target, dry_run, bootstrap_cluster)
 
 
 @task(name="build-images", help=STACK)
 @reported
 def build_images_task(c: Context, target: str = "lab", dry_run: bool = False, stack: str = "") -> None:
     """Build a workload's images on the storage node and push them to the cluster registry."""
-    config = load_config()
-    with open_session(config, target, dry_run) as session:
-        build_images(session, workload(config, stack))
-    summary(dry_run)
+    chosen = workload(load_config(), stack)
+    changing(target, dry_run, lambda session: build_images(session, chosen))
 
 
 @task(help=STACK)
