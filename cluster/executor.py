@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from cluster.errors import SwarmlabError
 from cluster.inventory import Node
-from cluster.operations import Operation, Parallel, Plan, Run, Wait, Write, describe
+from cluster.operations import Fetch, Operation, Parallel, Plan, Run, Wait, Write, describe
 from cluster.progress import PhaseResult
 from cluster.runners import Runner
 from cluster.waiting import Verdict, wait_until
@@ -36,6 +36,10 @@ class Executor:
             self._run(operation, progress)
         elif isinstance(operation, Write):
             self.runner.write(self._node(operation.node), operation.path, operation.content, mode=operation.mode)
+            if operation.changes:
+                progress.changed(operation.why)
+        elif isinstance(operation, Fetch):
+            self.runner.get(self._node(operation.node), operation.remote, operation.local)
             if operation.changes:
                 progress.changed(operation.why)
         elif isinstance(operation, Wait):

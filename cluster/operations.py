@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from cluster.waiting import Verdict
 
@@ -41,6 +42,17 @@ class Write:
 
 
 @dataclass(frozen=True)
+class Fetch:
+    """A file fetched from a node to the operator's machine (mode 600): backups."""
+
+    node: str
+    remote: str
+    local: Path
+    why: str
+    changes: bool = False
+
+
+@dataclass(frozen=True)
 class Wait:
     """Run `command` on a node until `verdict` of its output says done (or failed for good)."""
 
@@ -65,7 +77,7 @@ class Parallel:
         return any(r.changes for r in self.runs)
 
 
-Operation = Run | Write | Wait | Parallel
+Operation = Run | Write | Fetch | Wait | Parallel
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,8 @@ def describe(operation: Operation) -> str:
         return f"would {kind} on {operation.node}: {operation.why}\n      $ {operation.command}"
     if isinstance(operation, Write):
         return f"would write {operation.path} on {operation.node} ({len(operation.content)} bytes): {operation.why}"
+    if isinstance(operation, Fetch):
+        return f"would fetch {operation.remote} from {operation.node} to {operation.local}: {operation.why}"
     if isinstance(operation, Wait):
         return f"would wait on {operation.node} (up to {operation.timeout:.0f}s): {operation.what}"
     return "\n".join([f"would run at once: {operation.what}", *(f"  {describe(r)}" for r in operation.runs)])

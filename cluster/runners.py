@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +25,9 @@ from cluster.inventory import Inventory, Node
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 15
+# paramiko logs a failed channel through the jump host ("Secsh channel 0 open FAILED") on its own;
+# the CommandFailed we raise reports it with the host, so its own line is only noise.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,14 @@ class Runner(Protocol):
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None: ...
 
     def put(self, node: Node, local: Path, remote: str) -> None: ...
+
+    def get(self, node: Node, remote: str, local: Path) -> None:
+        """Fetch a file from a node to the operator's machine, created readable by its owner only."""
+        ...
+
+    def forget(self, node: Node) -> None:
+        """Drop the node's connection: its machine was replaced (new host key) or restarted."""
+        ...
 
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]: ...
 
@@ -173,6 +186,24 @@ class Nodes:
             self.connection(node).put(str(local), remote=remote)
         except (OSError, paramiko.SSHException) as error:
             raise CommandFailed(node.name, f"sftp put {local} {remote}", None, str(error)) from None
+
+    def get(self, node: Node, remote: str, local: Path) -> None:
+        """Fetch a (possibly large, binary) file over SFTP into a file created with mode 600: backups
+        hold data and the swarm's keys."""
+        descriptor = os.open(local, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                self.connection(node).get(remote, local=handle)
+        except (OSError, paramiko.SSHException) as error:
+            local.unlink(missing_ok=True)
+            raise CommandFailed(node.name, f"sftp get {remote} {local}", None, str(error)) from None
+
+    def forget(self, node: Node) -> None:
+        with self._lock:
+            connection = self._connections.pop(node.name, None)
+        if connection is not None and connection is not self._gateway:
+            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+                connection.close()
 
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
         """Write a file on a node over SFTP (Invoke feeds stdin a byte per 10 ms: too slow for files)."""

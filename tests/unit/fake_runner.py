@@ -30,6 +30,9 @@ class FakeRunner:
     answers: list[tuple[str, str, str, int]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    # Files on the nodes that `get` fetches: (node, path) -> content.
+    remote_files: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    forgotten: list[str] = field(default_factory=list)
 
     def answer(self, command: str, stdout: str = "", exit_code: int = 0, node: str = ".*") -> None:
         self.answers.insert(0, (node, command, stdout, exit_code))
@@ -62,6 +65,17 @@ class FakeRunner:
 
     def put(self, node: Node, local: Path, remote: str) -> None:
         self.files[(node.name, remote)] = local.read_bytes()
+
+    def get(self, node: Node, remote: str, local: Path) -> None:
+        """Fetch what `remote_files` holds for (node, path); a missing one fails as SFTP would."""
+        self.calls.append(Call(node.name, f"sftp get {remote}", None))
+        if (node.name, remote) not in self.remote_files:
+            raise CommandFailed(node.name, f"sftp get {remote} {local}", None, "No such file")
+        local.write_bytes(self.remote_files[(node.name, remote)])
+        local.chmod(0o600)
+
+    def forget(self, node: Node) -> None:
+        self.forgotten.append(node.name)
 
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]:
         results: dict[str, T] = {}

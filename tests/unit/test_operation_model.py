@@ -13,7 +13,7 @@ from cluster.config import parse_config
 from cluster.errors import CommandFailed, SwarmlabError
 from cluster.executor import Executor
 from cluster.lab.topology import lab_inventory
-from cluster.operations import Parallel, Plan, Run, Wait, Write
+from cluster.operations import Fetch, Parallel, Plan, Run, Wait, Write
 from cluster.progress import PhaseResult
 from cluster.state import StatePaths
 from cluster.waiting import Verdict, WaitFailed
@@ -114,3 +114,17 @@ def test_static_and_pulumi_targets_never_load_the_lab_or_the_docker_sdk(tmp_path
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.split(" ", 2) == ["static", "static", "[]\n"]
+
+
+def test_a_fetch_copies_a_node_file_to_a_private_local_file_and_a_dry_run_fetches_nothing(tmp_path: Path) -> None:
+    fake = runner()
+    fake.remote_files[("manager-2", "/root/x.tar.gz")] = b"swarm state"
+    plan = Plan((Fetch("manager-2", "/root/x.tar.gz", tmp_path / "x.tar.gz", "the swarm state"),))
+    Executor(fake, dry_run=True).execute(plan, PhaseResult("t"))
+    assert not (tmp_path / "x.tar.gz").exists() and fake.calls == []
+    Executor(fake).execute(plan, PhaseResult("t"))
+    assert (tmp_path / "x.tar.gz").read_bytes() == b"swarm state"
+    assert (tmp_path / "x.tar.gz").stat().st_mode & 0o777 == 0o600
+    missing = Plan((Fetch("manager-2", "/root/none", tmp_path / "none", "nothing"),))
+    with pytest.raises(CommandFailed, match="on manager-2: `sftp get /root/none"):
+        Executor(fake).execute(missing, PhaseResult("t"))
