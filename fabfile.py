@@ -26,6 +26,14 @@ from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
 from cluster.tasks.nfs import configure_nfs
+from cluster.tasks.nodes import activate_node as activate
+from cluster.tasks.nodes import drain_node as drain_one
+from cluster.tasks.security import rotate_ca as new_ca
+from cluster.tasks.security import rotate_join_tokens as new_tokens
+from cluster.tasks.services import rebalance as respread
+from cluster.tasks.services import rollback as roll_back
+from cluster.tasks.services import scale as set_replicas
+from cluster.tasks.services import update as roll_out
 from cluster.tasks.status import status_report, table
 from cluster.tasks.swarm import drain_managers as drain
 from cluster.tasks.swarm import find_leader
@@ -36,6 +44,11 @@ from cluster.workload import Workload, load_workload
 F = TypeVar("F", bound=Callable[..., Any])
 TARGET = {"target": "lab (default), pulumi, or the path of an inventory file (schema v1)"}
 CHANGES = {**TARGET, "dry_run": "print what would change (the plan), change nothing"}
+SERVICE = {
+    **CHANGES,
+    "service": "a service: its short name in the configured stack (ui) or its full name (registration_ui)",
+}
+NODE = {**CHANGES, "node": "a swarm node of the inventory, e.g. worker-2"}
 STACK = {**CHANGES, "stack": "the workload to deploy (a directory of workloads/; default: stack in swarmlab.yaml)"}
 
 
@@ -203,3 +216,64 @@ def status(c: Context, target: str = "lab") -> None:
     """Nodes (role, status, availability, manager status) and services (replicas) at a glance."""
     with open_session(load_config(), target) as session:
         say(status_report(session.runner))
+
+
+# --- day 2 --------------------------------------------------------------------------------------
+
+
+@task(help={**CHANGES, "spec": "SERVICE=N, e.g. ui=6 (SERVICE: short name in the configured stack, or full name)"})
+@reported
+def scale(c: Context, spec: str, target: str = "lab", dry_run: bool = False) -> None:
+    """Set a service's replica count and wait until that many run, healthy (refused where placement cannot)."""
+    changing(target, dry_run, lambda session: set_replicas(session, spec))
+
+
+@task(help={**SERVICE, "image": "the new image reference", "force": "replace the tasks even if nothing changed"})
+@reported
+def update(
+    c: Context, service: str, *, image: str = "", force: bool = False, target: str = "lab", dry_run: bool = False
+) -> None:
+    """Rolling update of a service (its update_config), waited on; reports an automatic rollback and why."""
+    changing(target, dry_run, lambda session: roll_out(session, service, image, force))
+
+
+@task(help=SERVICE)
+@reported
+def rollback(c: Context, service: str, target: str = "lab", dry_run: bool = False) -> None:
+    """Roll a service back to its previous spec and wait (no change if it was already rolled back)."""
+    changing(target, dry_run, lambda session: roll_back(session, service))
+
+
+@task(name="drain-node", help=NODE)
+@reported
+def drain_node(c: Context, node: str, target: str = "lab", dry_run: bool = False) -> None:
+    """Drain a node: its tasks move elsewhere; waits until every service runs what it can, healthy."""
+    changing(target, dry_run, lambda session: drain_one(session, node))
+
+
+@task(name="activate-node", help=NODE)
+@reported
+def activate_node(c: Context, node: str, target: str = "lab", dry_run: bool = False) -> None:
+    """Make a drained worker schedulable again and wait until every service runs its replicas."""
+    changing(target, dry_run, lambda session: activate(session, node))
+
+
+@task(help=CHANGES)
+@reported
+def rebalance(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """Spread unevenly placed services again (`service update --force`, one service at a time)."""
+    changing(target, dry_run, respread)
+
+
+@task(name="rotate-join-tokens", help=CHANGES)
+@reported
+def rotate_join_tokens(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """New worker and manager join tokens (never shown); nodes already joined are not affected."""
+    changing(target, dry_run, new_tokens)
+
+
+@task(name="rotate-ca", help=CHANGES)
+@reported
+def rotate_ca(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """A new swarm root CA; waits until every node that is up holds a certificate of it."""
+    changing(target, dry_run, new_ca)

@@ -1,0 +1,58 @@
+"""Day-2 service tasks: scale, update, rollback, rebalance. Each reads the swarm's services, tasks and
+nodes from a manager, plans (cluster/plans/services.py) and hands the plan to the executor."""
+
+from __future__ import annotations
+
+from cluster.facts import SwarmState, parse_services_and_tasks, swarm_state_command
+from cluster.inventory import Node
+from cluster.plans.services import (
+    parse_scale,
+    plan_rebalance,
+    plan_rollback,
+    plan_scale,
+    plan_update,
+    resolve_service,
+    running_tasks,
+)
+from cluster.progress import phase
+from cluster.runners import Runner
+from cluster.session import Session
+from cluster.tasks.swarm import find_leader
+
+NO_QUORUM_HINT = "a manager that cannot list services may have lost quorum: `fab status` tells, `fab recover` mends"
+
+
+def swarm_state(runner: Runner, leader: Node) -> SwarmState:
+    return parse_services_and_tasks(runner.run(leader, swarm_state_command(), hint=NO_QUORUM_HINT).stdout)
+
+
+def scale(session: Session, spec: str) -> None:
+    name, replicas = parse_scale(spec)  # bad input stops here, before any node is asked
+    with phase("scale", f"set {name} to {replicas} replicas and wait until they run, healthy") as p:
+        leader = find_leader(session.runner)
+        state = swarm_state(session.runner, leader)
+        service = resolve_service(state.services, name, session.config.stack)
+        running = len(running_tasks(state, service))
+        session.executor().execute(plan_scale(leader.name, service, replicas, state.nodes, running), p)
+
+
+def update(session: Session, name: str, image: str = "", force: bool = False) -> None:
+    with phase("update", f"rolling update of {name} and wait until it completes") as p:
+        leader = find_leader(session.runner)
+        state = swarm_state(session.runner, leader)
+        service = resolve_service(state.services, name, session.config.stack)
+        session.executor().execute(plan_update(leader.name, service, image, force), p)
+
+
+def rollback(session: Session, name: str) -> None:
+    with phase("rollback", f"roll {name} back to its previous spec and wait until it completes") as p:
+        leader = find_leader(session.runner)
+        state = swarm_state(session.runner, leader)
+        service = resolve_service(state.services, name, session.config.stack)
+        session.executor().execute(plan_rollback(leader.name, service), p)
+
+
+def rebalance(session: Session) -> None:
+    with phase("rebalance", "spread unevenly placed services again, one service at a time") as p:
+        leader = find_leader(session.runner)
+        session.executor().execute(plan_rebalance(leader.name, swarm_state(session.runner, leader)), p)

@@ -1,0 +1,156 @@
+"""Day-2 tasks end to end with the fake runner: the facts a manager gives in, the commands run out; dry
+runs and bad input change nothing; a swarm without quorum is reported, refused or recovered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster.config import parse_config
+from cluster.errors import SwarmlabError
+from cluster.inventory import Inventory
+from cluster.lab.topology import lab_inventory
+from cluster.plans import security, services
+from cluster.plans.nodes import NodeError
+from cluster.plans.services import ServiceError
+from cluster.progress import TIMINGS
+from cluster.providers.static import StaticProvider
+from cluster.session import Session
+from cluster.state import StatePaths
+from cluster.tasks.nodes import activate_node, drain_node
+from cluster.tasks.security import rotate_ca, rotate_join_tokens
+from cluster.tasks.services import rebalance, rollback, scale, update
+from tests.unit.fake_runner import FakeRunner
+
+FACTS = Path(__file__).parent / "facts"
+MANAGER = (FACTS / "swarm_manager.json").read_text()
+SERVICES = (FACTS / "services.txt").read_text()
+NODES = (FACTS / "nodes.jsonl").read_text()
+NODE_LS = (FACTS / "node_ls.jsonl").read_text()
+SWARM_STATE = r"^ids=\$\(docker service ls -q\)"
+# Commands that change the swarm: none may run in a dry run or on bad input.
+CHANGING = r"service update|service rollback|node update|node rm|swarm init|swarm leave|swarm join|--rotate"
+
+
+@pytest.fixture(autouse=True)
+def fresh_timings() -> None:
+    TIMINGS.phases.clear()
+
+
+def inventory() -> Inventory:
+    return lab_inventory(parse_config({}), StatePaths(Path("/state")))
+
+
+def session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False) -> Session:
+    return Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)
+
+
+def probe_output(info: str, leader: bool) -> str:
+    raft = "snap=\nwal=0000000000000000-0000000000000000.wal\nwal_mtime=1795621969.1\n"
+    return f"{info}\n---\nleader={'yes' if leader else 'no'}\n---\n{raft}"
+
+
+def healthy_swarm() -> FakeRunner:
+    """A manager that answers with the services, tasks and nodes recorded from the lab."""
+    runner = FakeRunner(inventory())  # the last answer given wins over earlier ones that also match
+    runner.answer(r"docker info --format '\{\{json .Swarm\}\}'", MANAGER)
+    runner.answer(r"docker node ls --format", NODE_LS)
+    runner.answer(r"^ids=\$\(docker node ls -q\)", NODES)
+    runner.answer(r"^ids=registration_", f"{SERVICES}\n---\n{NODES}")
+    runner.answer(SWARM_STATE, f"{SERVICES}\n---\n{NODES}")
+    return runner
+
+
+def test_scale_runs_the_update_on_a_manager_and_waits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = healthy_swarm()
+    monkeypatch.setattr(services, "SCALE_TIMEOUT", 1)
+    # The recorded facts still show one replica, so the wait cannot succeed: the task times out naming
+    # what it waited for and what it saw; the command before it ran exactly once.
+    with pytest.raises(SwarmlabError, match=r"registration_otp: 3 replicas running: not reached(.|\n)*1/3 running"):
+        scale(session(runner, tmp_path), "otp=3")
+    assert runner.commands(CHANGING) == ["docker service update --detach --replicas 3 registration_otp"]
+
+
+def test_scale_to_the_current_count_says_no_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runner = healthy_swarm()
+    scale(session(runner, tmp_path), "registration_otp=1")
+    assert not runner.commands(CHANGING) and not TIMINGS.changed
+    assert "registration_otp already runs 1 replicas" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [("ui=-1", "0 or more"), ("nosuch=2", "no service 'nosuch'"), ("ui=6", "at most 3"), ("ui", "SERVICE=N")],
+)
+def test_bad_scale_requests_change_nothing(tmp_path: Path, spec: str, problem: str) -> None:
+    runner = healthy_swarm()
+    with pytest.raises(ServiceError, match=problem):
+        scale(session(runner, tmp_path), spec)
+    assert not runner.commands(CHANGING)
+
+
+def test_negative_replicas_are_refused_before_any_node_is_asked(tmp_path: Path) -> None:
+    runner = healthy_swarm()
+    with pytest.raises(ServiceError):
+        scale(session(runner, tmp_path), "ui=-3")
+    assert runner.calls == []
+
+
+def test_dry_runs_of_service_and_node_tasks_change_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runner = healthy_swarm()
+    dry = session(runner, tmp_path, dry_run=True)
+    scale(dry, "otp=2")
+    update(dry, "api", force=True)
+    drain_node(dry, "worker-2")
+    rotate_join_tokens(dry)
+    assert not runner.commands(CHANGING) and not TIMINGS.changed and TIMINGS.would_change
+    out = capsys.readouterr().out
+    assert "would change on manager-1: registration_otp scaled from 1 to 2" in out
+    assert "would change on manager-1: worker-2 drained" in out
+
+
+def test_update_of_an_unknown_service_lists_the_services(tmp_path: Path) -> None:
+    runner = healthy_swarm()
+    with pytest.raises(ServiceError, match="Services: api, email"):
+        update(session(runner, tmp_path), "apii", image="x:1")
+    assert not runner.commands(CHANGING)
+
+
+def test_rollback_without_a_previous_spec_is_refused(tmp_path: Path) -> None:
+    runner = healthy_swarm()
+    with pytest.raises(ServiceError, match="no previous spec"):
+        rollback(session(runner, tmp_path), "api")
+    assert not runner.commands(CHANGING)
+
+
+def test_rebalance_of_a_balanced_swarm_changes_nothing(tmp_path: Path) -> None:
+    runner = healthy_swarm()
+    rebalance(session(runner, tmp_path))
+    assert not runner.commands(CHANGING) and not TIMINGS.changed
+
+
+def test_unknown_node_is_refused_with_the_inventory_names(tmp_path: Path) -> None:
+    runner = healthy_swarm()
+    with pytest.raises(NodeError, match="unknown node 'worker-9': the inventory's swarm nodes are manager-1"):
+        drain_node(session(runner, tmp_path), "worker-9")
+    with pytest.raises(NodeError, match="unknown node 'lb-1'"):
+        activate_node(session(runner, tmp_path), "lb-1")
+    assert runner.calls == []
+
+
+def test_token_rotation_never_shows_a_token(tmp_path: Path) -> None:
+    runner = healthy_swarm()
+    runner.answer(r"join-token --rotate", "SWMTKN-1-new-token-never-seen")
+    rotate_join_tokens(session(runner, tmp_path))
+    assert all(">/dev/null" in c for c in runner.commands("--rotate")) and TIMINGS.changed
+
+
+def test_ca_rotation_waits_until_the_nodes_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = healthy_swarm()
+    runner.answer(r"RootRotationInProgress", '"OLD"|false\nmanager-1|Ready|Ready\n')
+    runner.answer(r"swarm ca --rotate", "")
+    monkeypatch.setattr(security, "CA_TIMEOUT", 1)
+    with pytest.raises(SwarmlabError, match="every node renewed its certificate: not reached"):
+        rotate_ca(session(runner, tmp_path))  # the fake's root never changes
+    assert runner.commands("swarm ca") == ["docker swarm ca --rotate --detach --quiet >/dev/null"]
