@@ -28,6 +28,7 @@ from cluster.tasks.images import build_images
 from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.nodes import activate_node as activate
 from cluster.tasks.nodes import drain_node as drain_one
+from cluster.tasks.recover import recover as recover_swarm
 from cluster.tasks.security import rotate_ca as new_ca
 from cluster.tasks.security import rotate_join_tokens as new_tokens
 from cluster.tasks.services import rebalance as respread
@@ -277,3 +278,10 @@ def rotate_join_tokens(c: Context, target: str = "lab", dry_run: bool = False) -
 def rotate_ca(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """A new swarm root CA; waits until every node that is up holds a certificate of it."""
     changing(target, dry_run, new_ca)
+
+
+@task(help=CHANGES)
+@reported
+def recover(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """Re-form a swarm that lost quorum from its most up-to-date manager, and bring the managers back."""
+    changing(target, dry_run, recover_swarm)

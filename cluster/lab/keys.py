@@ -28,3 +28,10 @@ def known_hosts_line(host: str, port: int, public_openssh: str) -> str:
     key_type, key_data = public_openssh.split()[:2]
     name = host if port == 22 else f"[{host}]:{port}"
     return f"{name} {key_type} {key_data}"
+
+
+def public_of(private_openssh: bytes, comment: str) -> str:
+    """The OpenSSH public line of a private key we wrote (the lab's client key, to authorize it again)."""
+    key = serialization.load_ssh_private_key(private_openssh, password=None)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return f"{public.decode()} {comment}"

@@ -45,7 +45,7 @@ from cluster.lab.topology import (
     shape,
     ssh_endpoint,
 )
-from cluster.operations import Plan, Run, Write
+from cluster.operations import Plan, Run, Wait, Write
 from cluster.plans.images import REMOTE_DIR, base_present_command
 from cluster.progress import PhaseResult, phase, say
 from cluster.runners import Nodes
@@ -91,6 +91,58 @@ class LabProvider:
             )
         )
         executor.execute(plan, progress)
+
+    def restore_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
+        """Start the node's container again, or re-create it (empty engine, new host key) if it is gone;
+        then wait until it answers over SSH. A dry run says which it would do."""
+        engine = client()
+        found = [c for c in lab_containers(engine, config.cluster) if c.labels.get(LABEL_NODE) == node.name]
+        if found and found[0].status == "running":
+            progress.note(f"the container of {node.name} runs")
+            return True
+        verb, done, what = (
+            ("start", "started", "the stopped container") if found else ("re-create", "re-created", "the container")
+        )
+        if executor.dry_run:
+            progress.planned(f"would {verb} {what} of {node.name}", True)
+            return False
+        try:
+            if found:
+                found[0].start()
+            else:
+                _recreate(config, engine, node, progress)
+                executor.runner.forget(node)  # its host key is new
+        except DockerException as error:
+            raise SwarmlabError(f"could not bring back {node.name}: the local Docker engine said: {error}") from None
+        progress.changed(f"{done} {what} of {node.name}")
+        answers = Wait(
+            node.name,
+            "docker info --format '{{.ServerVersion}}'",
+            _engine_answers,
+            f"{node.name} answers",
+            NODE_READY_TIMEOUT,
+        )
+        executor.execute(Plan((answers,)), progress)
+        return True
+
+
+def _engine_answers(output: str) -> Verdict:
+    return Verdict.ready() if output.strip() else Verdict.waiting("the engine does not answer yet")
+
+
+def _recreate(config: Config, engine: docker.DockerClient, node: Node, progress: PhaseResult) -> None:
+    """A lost node's container, made again as lab-up makes it (its Docker volume, if left, comes back too)."""
+    build = LabBuild(config, engine, config.state())
+    build_images(build, progress)
+    build.authorized_key = keys.public_of(build.paths.private_key.read_bytes(), f"swarmlab-{config.cluster}")
+    planned = next(n for n in lab_nodes(config) if n.name == node.name)
+    build.host_keys[node.name] = keys.new_key_pair(node.name)
+    host, port = ssh_endpoint(config, planned)
+    line = keys.known_hosts_line(host, port, build.host_keys[node.name].public_openssh)
+    prefix = f"{host} " if port == 22 else f"[{host}]:{port} "
+    known = [k for k in build.paths.known_hosts.read_text().splitlines() if not k.startswith(prefix)]
+    write_private(build.paths.known_hosts, ("\n".join([*known, line]) + "\n").encode())
+    _create_node(build, planned, build.inventory.registry or "")
 
 
 def _saved(tag: str) -> bytes:

@@ -71,6 +71,26 @@ def plan_init(infos: Mapping[str, SwarmInfo], managers: Sequence[Node], overlay_
     )
 
 
+# What `docker swarm join` says when its own wait (about 20 s) ends before a manager caught up with Raft.
+JOIN_CONTINUES = "will continue in the background"
+
+
+def join_command(node: Node, leader: Node, slow_ok: bool = False) -> str:
+    """Join through the leader, advertising the node's private address; the token comes on stdin.
+
+    With slow_ok, a join that outlives the CLI's own wait counts as started (a Wait that follows checks
+    it finished): a manager joining a freshly re-formed swarm on a busy machine can take longer.
+    """
+    ip = node.private_ip
+    join = (
+        f'docker swarm join --token "$(cat)" --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT} '
+        f"{leader.private_ip}:{SWARM_PORT}"
+    )
+    if not slow_ok:
+        return join
+    return f'out=$({join} 2>&1); rc=$?; echo "$out"; [ $rc -eq 0 ] || echo "$out" | grep -q "{JOIN_CONTINUES}"'
+
+
 def ready_verdict(wanted: set[str]) -> Callable[[str], Verdict]:
     def verdict(output: str) -> Verdict:
         ready = {m.hostname for m in parse_node_list(output) if m.status == "Ready"}
@@ -113,12 +133,9 @@ def plan_join(
         if info.in_swarm:
             wrong.append(node.name)
             continue
-        ip = node.private_ip
-        command = (
-            f'docker swarm join --token "$(cat)" --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT} '
-            f"{leader.private_ip}:{SWARM_PORT}"
+        joined = Run(
+            node.name, join_command(node, leader), f"{node.name} joined as {want.value}", stdin=token_secret(want)
         )
-        joined = Run(node.name, command, f"{node.name} joined as {want.value}", stdin=token_secret(want))
         (managers if want is TokenRole.MANAGER else workers).append(joined)
     if wrong:
         raise PlanError(

@@ -1,5 +1,6 @@
-"""What a provider is: it reads the inventory of its machines, and supplies the Debian base image the
-cluster's images build FROM (by default the storage node makes it itself with debootstrap)."""
+"""What a provider is: it reads the inventory of its machines, supplies the Debian base image the
+cluster's images build FROM (by default the storage node makes it itself with debootstrap), and brings
+back a lost machine when it can (the lab restarts or re-creates its container; elsewhere the user does)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ class Provider(Protocol):
         """Make sure the storage node has the base image."""
         ...
 
+    def restore_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
+        """Bring back the machine of a node that does not answer (started again, or re-created empty),
+        if this provider can; True when it should answer now. `fab recover` calls it."""
+        ...
+
 
 class BaseImageOnStorage:
     """The default: the storage node debootstraps the base image itself (Debian's mirror, nothing local)."""
@@ -31,3 +37,13 @@ class BaseImageOnStorage:
     def supply_base_image(self, executor: Executor, storage: Node, base: BaseImage, progress: PhaseResult) -> None:
         present = executor.runner.run(storage, base_present_command(base)).stdout.strip() == "yes"
         executor.execute(plan_base_on_node(storage.name, base, present), progress)
+
+
+class MachinesByTheirOwner:
+    """The default for machines this tool does not make: it can only say what to do."""
+
+    restore_hint = "start it again (or replace it at the same address)"
+
+    def restore_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
+        progress.note(f"{node.name} does not answer: {self.restore_hint}, then run `fab recover` again")
+        return False

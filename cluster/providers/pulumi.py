@@ -8,11 +8,12 @@ from cluster.config import Config
 from cluster.errors import SwarmlabError
 from cluster.inventory import Inventory, parse_inventory
 from cluster.local import run_local
-from cluster.providers.base import BaseImageOnStorage
+from cluster.providers.base import BaseImageOnStorage, MachinesByTheirOwner
 
 
-class PulumiProvider(BaseImageOnStorage):
+class PulumiProvider(BaseImageOnStorage, MachinesByTheirOwner):
     name = "pulumi"
+    restore_hint = "run `pulumi up` first (it re-creates the lost server at the same address)"
 
     def inventory(self, config: Config, target: str) -> Inventory:
         if shutil.which("pulumi") is None:

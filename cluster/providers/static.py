@@ -6,10 +6,10 @@ from pathlib import Path
 
 from cluster.config import Config
 from cluster.inventory import Inventory, load_inventory
-from cluster.providers.base import BaseImageOnStorage
+from cluster.providers.base import BaseImageOnStorage, MachinesByTheirOwner
 
 
-class StaticProvider(BaseImageOnStorage):
+class StaticProvider(BaseImageOnStorage, MachinesByTheirOwner):
     name = "static"
 
     def inventory(self, config: Config, target: str) -> Inventory:

@@ -1,11 +1,20 @@
-"""status: the cluster at a glance, nodes and services, read from a manager."""
+"""status: the cluster at a glance. It asks every manager on its own, so it still answers when the swarm
+lost quorum: which managers answer, how many Raft needs, and what to run. With quorum it shows the
+nodes, the services and the tasks that should run but do not, with where and why."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cluster.errors import CommandFailed, SwarmlabError, tail
+from cluster.facts import MANAGER_PROBE_COMMAND, ManagerProbe, SwarmState, parse_manager_probe
+from cluster.inventory import Node
+from cluster.plans.recover import Quorum, choose_survivor
 from cluster.runners import Runner
-from cluster.tasks.swarm import find_leader, members
+from cluster.tasks.services import swarm_state
+from cluster.tasks.swarm import members
+
+PROBE_TIMEOUT = 60
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -17,9 +26,77 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def _why(error: SwarmlabError) -> str:
+    if isinstance(error, CommandFailed):
+        where = "unreachable over SSH" if error.exit_code is None else f"exit {error.exit_code}"
+        return f"{where}: {' '.join(tail(error.output, 1).split())[:100]}"
+    return " ".join(tail(str(error), 1).split())[:120]
+
+
+def probe_manager(runner: Runner, node: Node) -> ManagerProbe:
+    """One manager's swarm state, whether it sees a leader, and its Raft position; or why it is silent."""
+    try:
+        output = runner.run(node, MANAGER_PROBE_COMMAND, timeout=PROBE_TIMEOUT).stdout
+    except SwarmlabError as error:
+        return ManagerProbe(node.name, False, problem=_why(error))
+    return parse_manager_probe(node.name, output)
+
+
+def probe_managers(runner: Runner) -> Quorum:
+    """Every manager of the inventory, asked on its own (one that does not answer is reported, not fatal)."""
+    managers = runner.inventory.managers
+    found = runner.each(managers, lambda node: probe_manager(runner, node), "asking the managers")
+    return Quorum(tuple(found[m.name] for m in managers))
+
+
+def managers_table(runner: Runner, quorum: Quorum) -> str:
+    rows = []
+    for probe in quorum.probes:
+        node = runner.inventory.node(probe.name)
+        if not probe.answers:
+            rows.append((probe.name, str(node.private_ip), "no", probe.problem, "-"))
+            continue
+        state = probe.info.state if probe.info is not None else "?"
+        role = "manager" if probe.is_manager else "not a manager"
+        rows.append((probe.name, str(node.private_ip), "yes", f"{state}, {role}", "yes" if probe.sees_leader else "no"))
+    return table(("MANAGER", "ADDRESS", "ANSWERS", "SWARM", "SEES A LEADER"), rows)
+
+
+def quorum_lost(quorum: Quorum) -> list[str]:
+    lines = [
+        f"QUORUM LOST: {quorum.summary()}.",
+        "The services keep running on the workers, but the swarm cannot schedule, update or heal anything.",
+    ]
+    try:
+        survivor = choose_survivor(quorum).name
+    except SwarmlabError as error:
+        return [*lines, f"Fix: {error}"]
+    lines.append(
+        f"Fix: `fab recover` re-forms the swarm from {survivor} (the most up-to-date manager that answers) "
+        f"and brings the inventory's {len(quorum.probes)} managers back."
+    )
+    return lines
+
+
+def not_running(state: SwarmState) -> list[tuple[str, str, str, str, str]]:
+    """Tasks the swarm wants running that do not run (yet), with where and why."""
+    names = {s.service_id: s.name for s in state.services}
+    return [
+        (names.get(t.service_id, t.service_id[:12]), str(t.slot or "-"), state.hostname(t.node_id), t.state, t.error)
+        for t in sorted(state.tasks, key=lambda t: (names.get(t.service_id, ""), t.slot))
+        if t.wanted and not t.running
+    ]
+
+
 def status_report(runner: Runner) -> str:
     inventory = runner.inventory
-    leader = find_leader(runner)
+    quorum = probe_managers(runner)
+    lines = [f"cluster {inventory.cluster} ({inventory.provider})", "", managers_table(runner, quorum), ""]
+    if not quorum.has_quorum:
+        if quorum.probes and all(p.answers and not p.is_manager for p in quorum.probes):
+            raise SwarmlabError("no manager is in a swarm (run `fab bootstrap` for a new cluster)")
+        return "\n".join([*lines, *quorum_lost(quorum)])
+    leader = inventory.node(quorum.leader_seen_by)
     listed = {m.hostname: m for m in members(runner, leader)}
     node_rows = []
     for node in inventory.swarm_nodes:
@@ -28,14 +105,20 @@ def status_report(runner: Runner) -> str:
         node_rows.append((node.name, node.role.value, str(node.private_ip), *state))
     services = runner.run(leader, "docker service ls --format '{{.Name}}|{{.Mode}}|{{.Replicas}}|{{.Image}}'").stdout
     service_rows = [tuple(line.split("|")) for line in services.splitlines() if line.strip()]
+    stuck = not_running(swarm_state(runner, leader)) if service_rows else []
     endpoints = "  ".join(f"{k}={v}" for k, v in inventory.endpoints.model_dump(exclude_none=True).items())
     return "\n".join(
         [
-            f"cluster {inventory.cluster} ({inventory.provider}); asked {leader.name}",
+            *lines,
+            f"quorum: {quorum.summary()}; asked {leader.name}",
             "",
             table(("NODE", "ROLE", "ADDRESS", "STATUS", "AVAILABILITY", "MANAGER"), node_rows),
             "",
             table(("SERVICE", "MODE", "REPLICAS", "IMAGE"), service_rows) if service_rows else "no services",
+            "",
+            table(("NOT RUNNING", "SLOT", "NODE", "STATE", "ERROR"), stuck)
+            if stuck
+            else "every task that should run runs",
             "",
             f"endpoints: {endpoints}",
         ]

@@ -3,6 +3,7 @@ runs and bad input change nothing; a swarm without quorum is reported, refused o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,17 @@ from cluster.inventory import Inventory
 from cluster.lab.topology import lab_inventory
 from cluster.plans import security, services
 from cluster.plans.nodes import NodeError
+from cluster.plans.recover import RecoverRefused
 from cluster.plans.services import ServiceError
 from cluster.progress import TIMINGS
 from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths
 from cluster.tasks.nodes import activate_node, drain_node
+from cluster.tasks.recover import recover
 from cluster.tasks.security import rotate_ca, rotate_join_tokens
 from cluster.tasks.services import rebalance, rollback, scale, update
+from cluster.tasks.status import status_report
 from tests.unit.fake_runner import FakeRunner
 
 FACTS = Path(__file__).parent / "facts"
@@ -154,3 +158,68 @@ def test_ca_rotation_waits_until_the_nodes_renewed(tmp_path: Path, monkeypatch: 
     with pytest.raises(SwarmlabError, match="every node renewed its certificate: not reached"):
         rotate_ca(session(runner, tmp_path))  # the fake's root never changes
     assert runner.commands("swarm ca") == ["docker swarm ca --rotate --detach --quiet >/dev/null"]
+
+
+# --- quorum -----------------------------------------------------------------------------------------------------
+
+
+def lost_quorum() -> FakeRunner:
+    """manager-1 and manager-2 do not answer; manager-3 answers but sees no leader."""
+    runner = healthy_swarm()
+    info = json.loads(MANAGER)
+    survivor = info | {"NodeID": "nh4ybhmyu5socep2xf33si6g4", "NodeAddr": "10.20.0.13"}
+    runner.answer(r"leader=yes", "ssh: connect failed", exit_code=255, node="manager-[12]")
+    runner.answer(r"leader=yes", probe_output(json.dumps(survivor), leader=False), node="manager-3")
+    return runner
+
+
+def test_status_without_quorum_names_who_answers_and_the_fix(tmp_path: Path) -> None:
+    report = status_report(lost_quorum())
+    assert "QUORUM LOST: 1 of 3 managers answer; Raft needs 2." in report
+    assert "manager-1  10.20.0.11  no       exit 255" in report
+    assert "`fab recover` re-forms the swarm from manager-3" in report
+
+
+def test_status_with_quorum_lists_tasks_that_do_not_run(tmp_path: Path) -> None:
+    runner = healthy_swarm()
+    runner.answer(r"leader=yes", probe_output(MANAGER, leader=True))
+    runner.answer(r"docker service ls --format", "registration_ui|replicated|2/3 (max 1 per node)|ui:1\n")
+    pending = SERVICES.replace('"desired":"running","state":"running"', '"desired":"running","state":"pending"', 1)
+    runner.answer(SWARM_STATE, f"{pending}\n---\n{NODES}")
+    report = status_report(runner)
+    assert "quorum: 3 of 3 managers answer; Raft needs 2" in report
+    assert "NOT RUNNING" in report and "pending" in report
+
+
+def test_recover_refuses_while_the_swarm_has_quorum(tmp_path: Path) -> None:
+    runner = healthy_swarm()
+    runner.answer(r"leader=yes", probe_output(MANAGER, leader=True))
+    nodes = "\n".join(
+        json.dumps(json.loads(line) | {"reachability": "reachable"}) for line in NODES.splitlines() if line.strip()
+    )
+    runner.answer(r"^ids=\$\(docker node ls -q\)", nodes)
+    with pytest.raises(RecoverRefused, match=r"the swarm has quorum \(3 of 3 managers answer"):
+        recover(session(runner, tmp_path))
+    assert not runner.commands(CHANGING)
+
+
+def test_recover_reforms_on_the_survivor_and_reports_managers_it_cannot_bring_back(tmp_path: Path) -> None:
+    runner = lost_quorum()
+    with pytest.raises(SwarmlabError, match=r"manager-1: exit 255.*\n- manager-2: exit 255"):
+        recover(session(runner, tmp_path))
+    changed = runner.commands(CHANGING)
+    assert changed[0] == (
+        "docker swarm init --force-new-cluster --advertise-addr 10.20.0.13 --listen-addr 10.20.0.13:2377"
+    )
+    removed = [c for c in changed if "node rm --force" in c]
+    assert len(removed) == 2 and all("nh4ybhmyu5" not in c for c in removed)
+    assert not runner.commands("swarm join --token"), "a static provider cannot bring machines back: nothing joins"
+
+
+def test_recover_dry_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runner = lost_quorum()
+    recover(session(runner, tmp_path, dry_run=True))
+    assert not runner.commands(CHANGING)
+    out = capsys.readouterr().out
+    assert "would change on manager-3: swarm re-formed on manager-3" in out
+    assert "would bring back manager-1" in out

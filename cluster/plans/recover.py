@@ -1,0 +1,169 @@
+"""Recovering a swarm that lost quorum, pure (Docker's swarm admin guide, "Recover from losing the
+quorum"): re-form the swarm from the most up-to-date manager that answers with
+`docker swarm init --force-new-cluster`, remove the lost managers from the node list, then bring the
+managers of the inventory back one at a time: a manager that returns with stale swarm state leaves it
+(`docker swarm leave --force`) and joins again.
+
+One at a time on purpose: two stale managers up together could still form a majority of the old
+Raft membership and elect a leader of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cluster.errors import SwarmlabError
+from cluster.facts import NODES_COMMAND, ManagerProbe, NodeFacts, parse_nodes
+from cluster.inventory import Node
+from cluster.operations import Plan, Run, Wait
+from cluster.plans.swarm import TokenRole, join_command, token_secret
+from cluster.waiting import Verdict
+from topology import SWARM_PORT
+
+LEADER_TIMEOUT = 90
+JOIN_TIMEOUT = 120
+
+
+class RecoverRefused(SwarmlabError):
+    """Recovery would be wrong or impossible now; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """What the managers of the inventory say about the swarm's Raft majority."""
+
+    probes: tuple[ManagerProbe, ...]
+
+    @property
+    def answering(self) -> tuple[ManagerProbe, ...]:
+        """Managers whose engine answers and still holds swarm manager state."""
+        return tuple(p for p in self.probes if p.answers and p.is_manager)
+
+    @property
+    def has_quorum(self) -> bool:
+        return any(p.sees_leader for p in self.probes)
+
+    @property
+    def leader_seen_by(self) -> str:
+        return next((p.name for p in self.probes if p.sees_leader), "")
+
+    @property
+    def members(self) -> int:
+        """The Raft membership as the answering managers know it (the inventory's count otherwise)."""
+        known = [len(p.info.managers) for p in self.answering if p.info is not None and p.info.managers]
+        return max(known) if known else len(self.probes)
+
+    @property
+    def needed(self) -> int:
+        return self.members // 2 + 1
+
+    def summary(self) -> str:
+        return f"{len(self.answering)} of {self.members} managers answer; Raft needs {self.needed}"
+
+
+def choose_survivor(quorum: Quorum) -> ManagerProbe:
+    """The answering manager with the most up-to-date Raft log (the first in the inventory on a tie)."""
+    candidates = [p for p in quorum.answering if p.info is not None and p.info.state == "active"]
+    locked = [p.name for p in quorum.probes if p.info is not None and p.info.state == "locked"]
+    if not candidates:
+        hint = f" ({', '.join(locked)} locked: run `docker swarm unlock` there first)" if locked else ""
+        raise RecoverRefused(
+            "no manager answers with its swarm state, so there is nothing to re-form the swarm from"
+            f"{hint}. Fix: bring a manager's machine back (lab: `fab lab-up` starts stopped nodes), or restore "
+            "the swarm state from a backup (`fab restore --swarm`)"
+        )
+    order = {p.name: i for i, p in enumerate(quorum.probes)}
+    return max(candidates, key=lambda p: (p.raft.rank, -order[p.name]))
+
+
+def remove_command(node_id: str, role: str) -> str:
+    """Take a lost node out of the node list.
+
+    A manager still in the Raft membership must be demoted before removal; one that
+    --force-new-cluster dropped from it cannot be demoted ("can't find manager in raft memberlist")
+    and is removed as it is. So the demote may fail, and the removal's error is the one that counts.
+    """
+    demote = f"docker node demote {node_id} >/dev/null 2>&1; " if role == "manager" else ""
+    return f"{demote}docker node rm --force {node_id}"
+
+
+def leader_verdict(output: str) -> Verdict:
+    leaders = [n.hostname for n in parse_nodes(output) if n.leader]
+    return Verdict.ready(f"{leaders[0]} leads") if leaders else Verdict.waiting("no leader yet")
+
+
+def plan_reform(survivor: Node, probe: ManagerProbe, managers: Sequence[Node]) -> Plan:
+    """Re-form the swarm on the survivor, then take every other manager out of the node list (they
+    come back later as new members). Join tokens are rotated: the lost machines held the old ones."""
+    assert probe.info is not None
+    ip = survivor.private_ip
+    by_ip = {f"{m.private_ip}:{SWARM_PORT}": m.name for m in managers}
+    operations: list[Run | Wait] = [
+        Run(
+            survivor.name,
+            f"docker swarm init --force-new-cluster --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT}",
+            f"swarm re-formed on {survivor.name}, the most up-to-date manager that answers",
+        ),
+        Wait(survivor.name, NODES_COMMAND, leader_verdict, f"{survivor.name} leads", LEADER_TIMEOUT, 2),
+        *(
+            Run(
+                survivor.name,
+                f"docker swarm join-token --rotate -q {role.value} >/dev/null",
+                f"{role.value} join token rotated",
+            )
+            for role in TokenRole
+        ),
+    ]
+    for address, node_id in zip(probe.info.managers, probe.info.manager_ids, strict=False):
+        if node_id and node_id != probe.info.node_id:
+            name = by_ip.get(address, address)
+            operations.append(
+                Run(survivor.name, remove_command(node_id, "manager"), f"{name} ({node_id[:12]}) removed")
+            )
+    return Plan(tuple(operations))
+
+
+def manager_ready_verdict(name: str, node_id: str = "") -> Callable[[str], Verdict]:
+    """`name` is a Ready, reachable manager (the entry with `node_id`, when given)."""
+
+    def verdict(output: str) -> Verdict:
+        for node in parse_nodes(output):
+            if node.hostname == name and (not node_id or node.node_id == node_id):
+                if node.role == "manager" and node.state == "ready" and node.reachability == "reachable":
+                    return Verdict.ready(f"{name} is a Ready, reachable manager")
+                return Verdict.waiting(f"{name}: {node.role}, {node.state}, {node.reachability or '-'}")
+        return Verdict.waiting(f"{name} is not in the node list yet")
+
+    return verdict
+
+
+def plan_rejoin(manager: Node, probe: ManagerProbe, members: Sequence[NodeFacts], leader: Node) -> Plan:
+    """Bring one manager of the inventory back as a member: nothing if it is one, a wait if it is one
+    that is returning, else remove its old entries, leave its stale state and join again."""
+    live = probe.info.node_id if probe.info is not None and probe.info.in_swarm else ""
+    entry = next((m for m in members if live and m.node_id == live), None)
+    if entry is not None and entry.role == "manager":
+        verdict = manager_ready_verdict(manager.name, live)
+        if entry.state == "ready" and entry.reachability == "reachable":
+            return Plan(notes=(f"{manager.name} is a Ready manager",))
+        return Plan((Wait(leader.name, NODES_COMMAND, verdict, f"{manager.name} back", JOIN_TIMEOUT, 2),))
+    operations: list[Run | Wait] = []
+    for old in (m for m in members if m.hostname == manager.name):
+        operations.append(
+            Run(
+                leader.name, remove_command(old.node_id, old.role), f"old entry of {manager.name} removed ({old.state})"
+            )
+        )
+    if live:
+        operations.append(Run(manager.name, "docker swarm leave --force", f"{manager.name} left its stale swarm state"))
+    operations += [
+        Run(
+            manager.name,
+            join_command(manager, leader, slow_ok=True),
+            f"{manager.name} joined as manager",
+            stdin=token_secret(TokenRole.MANAGER),
+        ),
+        Wait(leader.name, NODES_COMMAND, manager_ready_verdict(manager.name), f"{manager.name} Ready", JOIN_TIMEOUT, 2),
+    ]
+    return Plan(tuple(operations))

@@ -1,0 +1,102 @@
+"""recover: a swarm that lost quorum, re-formed from the most up-to-date manager that answers, and the
+inventory's managers brought back one at a time (cluster/plans/recover.py says why and how)."""
+
+from __future__ import annotations
+
+from cluster.errors import SwarmlabError
+from cluster.facts import NODES_COMMAND, NodeFacts, parse_nodes, swarm_state_command
+from cluster.inventory import Node
+from cluster.operations import Plan, Wait
+from cluster.plans.nodes import MOVE_TIMEOUT, expected_after, placed_verdict
+from cluster.plans.recover import RecoverRefused, choose_survivor, plan_reform, plan_rejoin
+from cluster.plans.swarm import TokenRole, token_secret, tokens_needed
+from cluster.progress import PhaseResult, phase
+from cluster.session import Session
+from cluster.tasks.services import swarm_state
+from cluster.tasks.status import probe_manager, probe_managers
+from cluster.tasks.swarm import drain_managers
+
+
+def _ready_manager(name: str, listed: tuple[NodeFacts, ...]) -> bool:
+    return any(
+        n.hostname == name and n.role == "manager" and n.state == "ready" and n.reachability == "reachable"
+        for n in listed
+    )
+
+
+def _manager_token(session: Session, leader: Node) -> dict[str, str]:
+    # Held in memory only, fed on stdin; never printed or written.
+    token = session.runner.run(leader, f"docker swarm join-token -q {TokenRole.MANAGER.value}").stdout.strip()
+    if not token:
+        raise SwarmlabError(
+            f"{leader.name} gives an empty manager join token after re-forming the swarm (moby/swarmkit#2651). "
+            "Fix: check `docker info` there shows it as a manager; restart its engine and run `fab recover` again"
+        )
+    return {token_secret(TokenRole.MANAGER): token}
+
+
+def _bring_back(session: Session, manager: Node, leader: Node, progress: PhaseResult) -> str:
+    """One manager back as a member; returns why not, or ''."""
+    runner = session.runner
+    probe = probe_manager(runner, manager)
+    if not probe.answers:
+        progress.note(f"{manager.name} does not answer ({probe.problem})")
+        if not session.provider.restore_node(session.config, manager, session.executor(), progress):
+            return "" if session.dry_run else f"{manager.name}: {probe.problem}"
+        probe = probe_manager(runner, manager)
+        if not probe.answers:
+            return f"{manager.name} still does not answer: {probe.problem}"
+    listed = parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
+    plan = plan_rejoin(manager, probe, listed, leader)
+    tokens = _manager_token(session, leader) if tokens_needed(plan) and not session.dry_run else {}
+    session.executor(secrets=tokens).execute(plan, progress)
+    return ""
+
+
+def recover(session: Session) -> None:
+    inventory, runner = session.inventory, session.runner
+    with phase("recover-quorum", "re-form the swarm from the most up-to-date manager that answers") as p:
+        quorum = probe_managers(runner)
+        reformed = not quorum.has_quorum
+        if quorum.has_quorum:
+            leader = inventory.node(quorum.leader_seen_by)
+            listed = parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
+            missing = [m.name for m in inventory.managers if not _ready_manager(m.name, listed)]
+            if not missing:
+                raise RecoverRefused(
+                    f"the swarm has quorum ({quorum.summary()}; {leader.name} sees a leader) and every manager of "
+                    "the inventory is a Ready member: nothing to recover, and forcing a new cluster now would "
+                    "throw away the other managers' Raft membership. `fab status` shows the cluster"
+                )
+            p.note(f"the swarm has quorum ({quorum.summary()}): not re-formed; to bring back: {', '.join(missing)}")
+        else:
+            survivor = choose_survivor(quorum)
+            leader = inventory.node(survivor.name)
+            p.note(f"quorum lost: {quorum.summary()}; {leader.name} has the most up-to-date Raft log of those")
+            session.executor().execute(plan_reform(leader, survivor, inventory.managers), p)
+    with phase("restore-managers", "bring each manager of the inventory back, one at a time") as p:
+        if session.dry_run and reformed:
+            for manager in inventory.managers:
+                if manager.name != leader.name:
+                    p.planned(f"would bring back {manager.name}: its machine if lost, leave, join as manager", True)
+            return
+        problems = [_bring_back(session, m, leader, p) for m in inventory.managers if m.name != leader.name]
+    drain_managers(session, leader)
+    with phase("converge", "wait until every service runs its replicas, healthy") as p:
+        state = swarm_state(runner, leader)
+        wait = Wait(
+            leader.name,
+            swarm_state_command(),
+            placed_verdict(expected_after(state, state.nodes)),
+            "every service runs its replicas, healthy",
+            MOVE_TIMEOUT,
+            3,
+        )
+        session.executor().execute(Plan((wait,)), p)
+    failed = [problem for problem in problems if problem]
+    if failed:
+        raise SwarmlabError(
+            "the swarm is re-formed, but some managers are not back:\n"
+            + "\n".join(f"- {problem}" for problem in failed)
+            + "\nFix: bring their machines back, then run `fab recover` again"
+        )
