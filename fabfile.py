@@ -21,6 +21,8 @@ from cluster.errors import SwarmlabError
 from cluster.lab import provider as lab
 from cluster.progress import TIMINGS, say
 from cluster.session import Session, open_session
+from cluster.tasks.backup import backup as take_backup
+from cluster.tasks.backup import restore as load_backup
 from cluster.tasks.bootstrap import bootstrap as bootstrap_cluster
 from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
@@ -285,3 +287,18 @@ def rotate_ca(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 def recover(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Re-form a swarm that lost quorum from its most up-to-date manager, and bring the managers back."""
     changing(target, dry_run, recover_swarm)
+
+
+@task(help=CHANGES)
+@reported
+def backup(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """Swarm state (from a non-leader manager, engine stopped meanwhile) and each deployed bundle's declared
+    data, into a timestamped directory of the cluster's state directory (mode 700, files 600)."""
+    changing(target, dry_run, take_backup)
+
+
+@task(help={**CHANGES, "from_": "the backup directory (default: the newest in the cluster's state directory)"})
+@reported
+def restore(c: Context, from_: str = "", target: str = "lab", dry_run: bool = False) -> None:
+    """Verify a backup, then load its workload data into the running services and wait until healthy."""
+    changing(target, dry_run, lambda session: load_backup(session, from_))

@@ -30,6 +30,11 @@ class StatePaths:
     def credentials(self) -> Path:
         return self.root / "credentials"
 
+    @property
+    def backups(self) -> Path:
+        """One directory per backup, named by its UTC time (`fab backup`)."""
+        return self.root / "backups"
+
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a secret file readable by its owner only, created with that mode (never world-readable)."""

@@ -3,8 +3,8 @@
 A bundle is a directory `workloads/<name>/` (like a Helm chart) holding:
 
 - `bundle.yaml`: its HAProxy routes, image recipes, the secrets it needs (generated or read from a
-  file the values name), data directories on the shared storage and their owners, and the notes
-  printed after a demo;
+  file the values name), data directories on the shared storage and their owners, how its data is
+  backed up and restored, and the notes printed after a demo;
 - `stack.yaml.j2`: the Swarm stack template;
 - `values.schema.json` and `values/<environment>.yaml`: per-environment values, checked against the
   schema (JSON Schema, as Helm's values.schema.json).
@@ -83,6 +83,18 @@ class DataDir(_Strict):
     owner: int = Field(ge=0)
 
 
+class BackupSpec(_Strict):
+    """Data `fab backup` saves and `fab restore` loads: both commands run in the service's running
+    container (`docker exec`); `dump` writes the data to stdout, `restore` reads it back on stdin and
+    must change nothing when it fails (a transaction, a validated file)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    service: str  # the service within the stack, as the stack file names it
+    file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # its file name in the backup directory
+    dump: str
+    restore: str
+
+
 class Note(_Strict):
     """A line printed after a demo; `{http}`, `{credentials}` and `{storage_mode}` are filled in."""
 
@@ -100,6 +112,7 @@ class Manifest(_Strict):
     data: tuple[DataDir, ...] = ()
     storage_value: str | None = None  # values key choosing the storage mode (auto | nfs | shared-dir)
     image_overrides: str | None = None  # values key mapping an image name to another reference
+    backups: tuple[BackupSpec, ...] = ()
     notes: tuple[Note, ...] = ()
 
 

@@ -1,0 +1,137 @@
+"""backup and restore: the swarm state and the data each deployed bundle declares, into a timestamped
+directory of the cluster's state directory, and the data back into the running services.
+
+Facts are read and every item is checked before anything is stopped, dumped or loaded; a backup that
+fails part-way leaves no directory behind; a restore verifies the whole backup first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cluster import backups
+from cluster.backups import BackupError, BackupManifest, DataPart, SwarmPart
+from cluster.facts import SwarmState, parse_lines, swarm_state_command
+from cluster.inventory import Node
+from cluster.operations import Plan, Wait
+from cluster.plans.backup import (
+    SYSTEMD_COMMAND,
+    Located,
+    choose_manager,
+    plan_data_backup,
+    plan_data_restore,
+    plan_swarm_backup,
+)
+from cluster.plans.nodes import MOVE_TIMEOUT, placed_verdict
+from cluster.plans.services import running_tasks, wanted_count
+from cluster.plans.stack import STACK_LIST_COMMAND
+from cluster.progress import phase, say
+from cluster.session import Session
+from cluster.tasks.services import swarm_state
+from cluster.tasks.swarm import find_leader
+from cluster.workload import BackupSpec, Workload, known_workloads, load_workload
+
+
+def deployed_workloads(session: Session, leader: Node) -> list[Workload]:
+    listed = set(parse_lines(session.runner.run(leader, STACK_LIST_COMMAND).stdout))
+    return [load_workload(name, session.config.environment) for name in sorted(listed & set(known_workloads()))]
+
+
+def locate(state: SwarmState, workload: Workload, spec: BackupSpec) -> Located:
+    name = f"{workload.name}_{spec.service}"
+    service = next((s for s in state.services if s.name == name), None)
+    if service is None:
+        raise BackupError(
+            f"{workload.name}: backup item {spec.name} names service {spec.service}, which is not deployed"
+        )
+    running = running_tasks(state, service)
+    if not running:
+        raise BackupError(f"{name} has no running task to {spec.name!r} from or into: `fab status` shows why")
+    return Located(workload.name, spec, name, state.hostname(running[0].node_id))
+
+
+def backup(session: Session) -> Path | None:
+    """Take a backup; returns its directory (None in a dry run)."""
+    runner, inventory = session.runner, session.inventory
+    with phase("backup-facts", "which manager may stop for the swarm state; where each data item lives") as p:
+        leader = find_leader(runner)
+        state = swarm_state(runner, leader)
+        manager = choose_manager(state.nodes)
+        node = inventory.node(manager.hostname)
+        systemd = runner.run(node, SYSTEMD_COMMAND).stdout.strip() == "yes"
+        items = [locate(state, w, spec) for w in deployed_workloads(session, leader) for spec in w.manifest.backups]
+        p.note(f"swarm state from {manager.hostname}; data: {', '.join(i.relative for i in items) or 'none declared'}")
+    paths = session.config.state(inventory.cluster)
+    stamp = backups.stamp()
+    directory = paths.backups / stamp
+    if not session.dry_run:
+        backups.create(directory)
+    try:
+        with phase("backup-swarm", f"stop the engine on {manager.hostname}, copy the swarm state, start it") as p:
+            local = directory / backups.SWARM_ARCHIVE
+            session.executor().execute(plan_swarm_backup(manager.hostname, leader.name, systemd, local, stamp), p)
+        with phase("backup-data", "dump each bundle's declared data in its service's container, fetch it") as p:
+            for item in items:
+                if not session.dry_run:
+                    (directory / item.stack).mkdir(mode=0o700, exist_ok=True)
+                session.executor().execute(plan_data_backup(item, directory / item.relative, stamp), p)
+            if session.dry_run:
+                return None
+            manifest = BackupManifest(
+                cluster=inventory.cluster,
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+                swarm=SwarmPart(taken_on=manager.hostname, file=backups.saved(directory, backups.SWARM_ARCHIVE)),
+                data=tuple(
+                    DataPart(
+                        stack=i.stack,
+                        name=i.spec.name,
+                        service=i.service,
+                        file=backups.saved(directory, i.relative),
+                    )
+                    for i in items
+                ),
+            )
+            backups.write_manifest(directory, manifest)
+            p.changed(f"backup complete: {directory}")
+    except BaseException:
+        if not session.dry_run:
+            backups.discard(directory)
+            say(f"    the backup did not complete; {directory} removed")
+        raise
+    return directory
+
+
+def restore(session: Session, from_dir: str = "") -> None:
+    """Load a backup's workload data into the running services (the swarm state is for `--swarm`)."""
+    paths = session.config.state(session.inventory.cluster)
+    with phase("restore-check", "verify the whole backup and find where each item goes") as p:
+        directory = Path(from_dir).expanduser() if from_dir else backups.latest(paths.backups)
+        manifest = backups.verify(directory)
+        p.note(f"{directory}: taken {manifest.created} on cluster {manifest.cluster}, every file whole")
+        if not manifest.data:
+            raise BackupError(f"{directory} holds no workload data to restore")
+        leader = find_leader(session.runner)
+        state = swarm_state(session.runner, leader)
+        deployed = {w.name: w for w in deployed_workloads(session, leader)}
+        targets = [(part, _item(state, deployed, part)) for part in manifest.data]
+    with phase("restore-data", "load each item into its service's running container") as p:
+        for part, item in targets:
+            content = (directory / part.file.path).read_bytes()
+            session.executor().execute(plan_data_restore(item, content, directory.name), p)
+    with phase("converge", "wait until the restored stacks' services run their replicas, healthy") as p:
+        # Replicas, not update states: a restore changes no spec, and an old rolled-back update is not its failure.
+        stacks = {item.stack for _, item in targets}
+        expected = {s.name: wanted_count(s, state.nodes) for s in state.services if s.stack in stacks}
+        wait = Wait(leader.name, swarm_state_command(), placed_verdict(expected), "every service runs", MOVE_TIMEOUT, 2)
+        session.executor().execute(Plan((wait,)), p)
+
+
+def _item(state: SwarmState, deployed: dict[str, Workload], part: DataPart) -> Located:
+    workload = deployed.get(part.stack)
+    if workload is None:
+        raise BackupError(f"the backup holds data of stack {part.stack}, which is not deployed: deploy it first")
+    spec = next((b for b in workload.manifest.backups if b.name == part.name), None)
+    if spec is None:
+        raise BackupError(f"stack {part.stack}'s bundle no longer declares backup item {part.name}: cannot load it")
+    return locate(state, workload, spec)

@@ -1,0 +1,272 @@
+"""Backups: the manager that may stop, the commands that dump and load, the directory and manifest on
+the operator's machine, and restores refused (changing nothing) from a missing or corrupt backup."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cluster import backups
+from cluster.backups import BackupError
+from cluster.config import parse_config
+from cluster.errors import CommandFailed
+from cluster.facts import parse_nodes
+from cluster.lab.topology import lab_inventory
+from cluster.operations import Fetch, Run, Wait, Write
+from cluster.plans.backup import (
+    BackupRefused,
+    Located,
+    choose_manager,
+    engine_commands,
+    plan_data_backup,
+    plan_data_restore,
+    plan_swarm_backup,
+)
+from cluster.progress import TIMINGS
+from cluster.providers.static import StaticProvider
+from cluster.session import Session
+from cluster.state import StatePaths
+from cluster.tasks.backup import backup, restore
+from cluster.workload import load_workload
+from tests.unit.fake_runner import FakeRunner
+
+FACTS = Path(__file__).parent / "facts"
+NODES = parse_nodes((FACTS / "nodes.jsonl").read_text())
+STAMP = "20260101T000000Z"
+SQL = b"-- a dump\nCREATE TABLE student (id int);\n"
+RDB = b"REDIS0010\xff\x00binary"
+
+
+@pytest.fixture(autouse=True)
+def fresh_timings() -> None:
+    TIMINGS.phases.clear()
+
+
+@pytest.fixture
+def fixed_stamp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backups, "stamp", lambda now=None: STAMP)
+
+
+def swarm_archive() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name in ("swarm", "swarm/raft"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            archive.addfile(info)
+        data = b"state"
+        info = tarfile.TarInfo("swarm/state.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+# --- which manager, which commands ----------------------------------------------------------------------
+
+
+def test_the_swarm_state_comes_from_a_reachable_manager_that_is_not_the_leader() -> None:
+    assert choose_manager(NODES).hostname == "manager-2"  # manager-1 leads in the recorded facts
+
+
+def test_no_backup_when_stopping_a_manager_would_lose_quorum() -> None:
+    down = tuple(
+        replace(n, state="down", reachability="unreachable") if n.hostname == "manager-3" else n for n in NODES
+    )
+    with pytest.raises(BackupRefused, match=r"2 of 3 managers are up: stopping one .* fewer than the 2 Raft needs"):
+        choose_manager(down)
+    alone = tuple(n for n in NODES if n.hostname not in ("manager-2", "manager-3"))
+    with pytest.raises(BackupRefused):
+        choose_manager(alone)
+
+
+def test_the_engine_is_started_again_whatever_tar_did() -> None:
+    plan = plan_swarm_backup("manager-2", "manager-1", False, Path("/b/swarm.tar.gz"), STAMP)
+    archive, back, fetch, clean = plan.operations
+    assert isinstance(archive, Run) and archive.node == "manager-2"
+    stop, start = engine_commands(systemd=False)
+    assert archive.command.startswith(f"mkdir -p -m 700 /root/.swarmlab/backup && {stop} && ")
+    assert (
+        f"tar -C /var/lib/docker -czf /root/.swarmlab/backup/{STAMP}-swarm.tar.gz swarm; rc=$?; {start} || rc=$?"
+        in (archive.command)
+    )
+    assert isinstance(back, Wait) and back.node == "manager-1" and "manager-2 back" in back.what
+    assert isinstance(fetch, Fetch) and fetch.local == Path("/b/swarm.tar.gz") and fetch.changes
+    assert isinstance(clean, Run) and clean.command == f"rm -f /root/.swarmlab/backup/{STAMP}-swarm.tar.gz"
+    assert engine_commands(systemd=True)[1] == "systemctl start docker"
+
+
+def located() -> Located:
+    spec = load_workload("registration", "lab").manifest.backups[0]
+    return Located("registration", spec, "registration_postgres", "worker-1")
+
+
+def test_data_is_dumped_in_the_service_container_to_a_file_then_fetched() -> None:
+    item = located()
+    dump, fetch, clean = plan_data_backup(item, Path("/b/registration/registration.sql"), STAMP).operations
+    assert isinstance(dump, Run) and dump.node == "worker-1" and not dump.changes
+    assert "label=com.docker.swarm.service.name=registration_postgres" in dump.command
+    assert 'docker exec "$cid" sh -c \'PGPASSWORD=' in dump.command
+    assert dump.command.endswith(f"> /root/.swarmlab/backup/{STAMP}-registration-registration.sql")
+    assert isinstance(fetch, Fetch) and isinstance(clean, Run)
+
+
+def test_data_is_restored_on_stdin_of_the_bundle_command() -> None:
+    item = located()
+    mkdir, upload, load = plan_data_restore(item, SQL, STAMP).operations
+    assert isinstance(upload, Write) and upload.content == SQL and upload.mode == 0o600
+    assert isinstance(load, Run) and load.changes and 'docker exec -i "$cid" sh -c' in load.command
+    assert f"< {upload.path}; rc=$?; rm -f {upload.path}; exit $rc" in load.command
+    assert isinstance(mkdir, Run) and not mkdir.changes
+
+
+# --- the backup directory ------------------------------------------------------------------------------
+
+
+def make_backup(root: Path) -> Path:
+    directory = root / STAMP
+    backups.create(directory)
+    (directory / "swarm.tar.gz").write_bytes(swarm_archive())
+    (directory / "registration").mkdir()
+    (directory / "registration" / "registration.sql").write_bytes(SQL)
+    manifest = backups.BackupManifest(
+        cluster="demo",
+        created="2026-01-01T00:00:00+00:00",
+        swarm=backups.SwarmPart(taken_on="manager-2", file=backups.saved(directory, "swarm.tar.gz")),
+        data=(
+            backups.DataPart(
+                stack="registration",
+                name="database",
+                service="registration_postgres",
+                file=backups.saved(directory, "registration/registration.sql"),
+            ),
+        ),
+    )
+    backups.write_manifest(directory, manifest)
+    return directory
+
+
+def test_a_whole_backup_verifies(tmp_path: Path) -> None:
+    directory = make_backup(tmp_path / "backups")
+    assert backups.verify(directory).data[0].name == "database"
+    assert backups.latest(tmp_path / "backups") == directory
+    assert (tmp_path / "backups").stat().st_mode & 0o777 == 0o700 and directory.stat().st_mode & 0o777 == 0o700
+    assert (directory / "manifest.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda d: (d / "registration" / "registration.sql").write_bytes(b"changed"), "is corrupt: 7 bytes"),
+        (lambda d: (d / "registration" / "registration.sql").unlink(), "is missing from the backup"),
+        (lambda d: (d / "manifest.json").unlink(), "has no manifest.json: the backup was interrupted"),
+        (lambda d: (d / "manifest.json").write_text("{"), "is not a backup manifest"),
+    ],
+)
+def test_a_damaged_backup_is_refused(tmp_path: Path, damage: object, problem: str) -> None:
+    directory = make_backup(tmp_path)
+    damage(directory)  # type: ignore[operator]
+    with pytest.raises(BackupError, match=problem):
+        backups.verify(directory)
+
+
+def test_an_archive_that_is_not_a_swarm_directory_is_refused(tmp_path: Path) -> None:
+    directory = make_backup(tmp_path)
+    (directory / "swarm.tar.gz").write_bytes(b"not gzip")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["swarm"]["file"] = backups.saved(directory, "swarm.tar.gz").model_dump()
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match=r"is not a readable tar\.gz archive"):
+        backups.verify(directory)
+
+
+def test_no_backup_at_all_says_how_to_take_one(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match=r"no backup in .*: take one with `fab backup`"):
+        backups.latest(tmp_path / "backups")
+
+
+# --- the tasks with the fake runner ----------------------------------------------------------------------
+
+
+def swarm(tmp_path: Path, dry_run: bool = False) -> tuple[FakeRunner, Session]:
+    runner = FakeRunner(lab_inventory(parse_config({}), StatePaths(Path("/state"))))
+    services = (FACTS / "services.txt").read_text()
+    nodes = (FACTS / "nodes.jsonl").read_text()
+    runner.answer(r"docker info --format '\{\{json .Swarm\}\}'", (FACTS / "swarm_manager.json").read_text())
+    runner.answer(r"^ids=\$\(docker node ls -q\)", nodes)
+    runner.answer(r"^ids=\$\(docker service ls -q\)", f"{services}\n---\n{nodes}")
+    runner.answer(r"docker stack ls", "registration\n")
+    runner.answer(r"systemd", "no")
+    runner.remote_files[("manager-2", f"/root/.swarmlab/backup/{STAMP}-swarm.tar.gz")] = swarm_archive()
+    runner.remote_files[("worker-1", f"/root/.swarmlab/backup/{STAMP}-registration-registration.sql")] = SQL
+    runner.remote_files[("worker-2", f"/root/.swarmlab/backup/{STAMP}-registration-otp.rdb")] = RDB
+    return runner, Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)
+
+
+def test_backup_stops_a_non_leader_dumps_each_item_and_writes_a_verified_manifest(
+    tmp_path: Path, fixed_stamp: None
+) -> None:
+    runner, session = swarm(tmp_path)
+    directory = backup(session)
+    assert directory == tmp_path / "demo" / "backups" / STAMP
+    [stopped] = [c for c in runner.calls if "tar -C /var/lib/docker" in c.command]
+    assert stopped.node == "manager-2"
+    manifest = backups.verify(directory)
+    assert manifest.swarm is not None and manifest.swarm.taken_on == "manager-2"
+    assert [(d.name, d.file.path) for d in manifest.data] == [
+        ("database", "registration/registration.sql"),
+        ("otp-store", "registration/otp.rdb"),
+    ]
+    assert (directory / "registration" / "otp.rdb").read_bytes() == RDB
+    assert {p.stat().st_mode & 0o777 for p in directory.rglob("*") if p.is_file()} == {0o600}
+    assert TIMINGS.changed
+
+
+def test_a_backup_that_fails_part_way_leaves_no_directory(tmp_path: Path, fixed_stamp: None) -> None:
+    runner, session = swarm(tmp_path)
+    runner.answer(r"redis-cli --rdb", "Error: Connection refused", exit_code=1, node="worker-2")
+    with pytest.raises(CommandFailed, match=r"on worker-2: (.|\n)*Connection refused"):
+        backup(session)
+    assert not (tmp_path / "demo" / "backups" / STAMP).exists()
+
+
+def test_a_dry_run_backup_makes_no_directory_and_stops_no_engine(tmp_path: Path, fixed_stamp: None) -> None:
+    runner, session = swarm(tmp_path, dry_run=True)
+    assert backup(session) is None
+    assert not (tmp_path / "demo" / "backups").exists()
+    assert not runner.commands(r"tar |pg_dump|redis-cli")
+
+
+def test_restore_loads_each_item_into_its_service(tmp_path: Path) -> None:
+    make_backup(tmp_path / "demo" / "backups")
+    runner, session = swarm(tmp_path)
+    restore(session)
+    [(node, path)] = [key for key in runner.files]
+    assert node == "worker-1" and runner.files[(node, path)] == SQL
+    [load] = runner.commands(r"psql")
+    assert f"< {path}" in load and "docker exec -i" in load and TIMINGS.changed
+
+
+@pytest.mark.parametrize("corrupt", [True, False])
+def test_restore_from_a_corrupt_or_missing_backup_changes_nothing(tmp_path: Path, corrupt: bool) -> None:
+    directory = make_backup(tmp_path / "backups")
+    if corrupt:
+        (directory / "registration" / "registration.sql").write_bytes(b"DROP TABLE student;")
+    runner, session = swarm(tmp_path)
+    where = str(directory if corrupt else tmp_path / "elsewhere")
+    with pytest.raises(BackupError, match="is corrupt" if corrupt else "does not exist"):
+        restore(session, where)
+    assert runner.calls == [] and runner.files == {}
+
+
+def test_restore_of_a_stack_that_is_not_deployed_changes_nothing(tmp_path: Path) -> None:
+    directory = make_backup(tmp_path / "backups")
+    runner, session = swarm(tmp_path)
+    runner.answer(r"docker stack ls", "hello\n")
+    with pytest.raises(BackupError, match="stack registration, which is not deployed: deploy it first"):
+        restore(session, str(directory))
+    assert runner.files == {} and not runner.commands("psql")
