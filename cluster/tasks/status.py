@@ -15,6 +15,7 @@ from cluster.tasks.services import swarm_state
 from cluster.tasks.swarm import members
 
 PROBE_TIMEOUT = 60
+NO_LEADER = "does not have a leader"  # what a manager answers without quorum
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -97,6 +98,24 @@ def status_report(runner: Runner) -> str:
             raise SwarmlabError("no manager is in a swarm (run `fab bootstrap` for a new cluster)")
         return "\n".join([*lines, *quorum_lost(quorum)])
     leader = inventory.node(quorum.leader_seen_by)
+    try:
+        return "\n".join([*lines, *_with_quorum(runner, quorum, leader)])
+    except CommandFailed as error:
+        if NO_LEADER not in error.output:
+            raise
+        # Quorum was lost between the probe and these questions (a leader steps down ~10 s after it
+        # stops hearing a majority): say so rather than fail.
+        return "\n".join(
+            [
+                *lines,
+                f"{leader.name} saw a leader a moment ago, but the swarm has none now: the quorum is changing.",
+                "Run `fab status` again in a few seconds: it says whether a new leader was elected or quorum is lost.",
+            ]
+        )
+
+
+def _with_quorum(runner: Runner, quorum: Quorum, leader: Node) -> list[str]:
+    inventory = runner.inventory
     listed = {m.hostname: m for m in members(runner, leader)}
     node_rows = []
     for node in inventory.swarm_nodes:
@@ -107,19 +126,14 @@ def status_report(runner: Runner) -> str:
     service_rows = [tuple(line.split("|")) for line in services.splitlines() if line.strip()]
     stuck = not_running(swarm_state(runner, leader)) if service_rows else []
     endpoints = "  ".join(f"{k}={v}" for k, v in inventory.endpoints.model_dump(exclude_none=True).items())
-    return "\n".join(
-        [
-            *lines,
-            f"quorum: {quorum.summary()}; asked {leader.name}",
-            "",
-            table(("NODE", "ROLE", "ADDRESS", "STATUS", "AVAILABILITY", "MANAGER"), node_rows),
-            "",
-            table(("SERVICE", "MODE", "REPLICAS", "IMAGE"), service_rows) if service_rows else "no services",
-            "",
-            table(("NOT RUNNING", "SLOT", "NODE", "STATE", "ERROR"), stuck)
-            if stuck
-            else "every task that should run runs",
-            "",
-            f"endpoints: {endpoints}",
-        ]
-    )
+    return [
+        f"quorum: {quorum.summary()}; asked {leader.name}",
+        "",
+        table(("NODE", "ROLE", "ADDRESS", "STATUS", "AVAILABILITY", "MANAGER"), node_rows),
+        "",
+        table(("SERVICE", "MODE", "REPLICAS", "IMAGE"), service_rows) if service_rows else "no services",
+        "",
+        table(("NOT RUNNING", "SLOT", "NODE", "STATE", "ERROR"), stuck) if stuck else "every task that should run runs",
+        "",
+        f"endpoints: {endpoints}",
+    ]

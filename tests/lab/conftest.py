@@ -25,7 +25,7 @@ from cluster.runners import Nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
-LAB_ENV = {
+CITEST_ENV = {
     "SWARMLAB_CLUSTER": "citest",
     "SWARMLAB_CIDR": "10.30.0.0/24",
     "SWARMLAB_OVERLAY_POOL": "10.131.0.0/16",
@@ -33,6 +33,13 @@ LAB_ENV = {
     "SWARMLAB_SSH_PORT": "12222",
     "SWARMLAB_STATS_PORT": "18404",
 }
+# A developer's own lab instead of the CI lab (so two people never share one): export its SWARMLAB_*
+# variables and LAB_TESTS_ON_OWN_LAB=1 (with SWARMLAB_KEEP_LAB=1 to keep it afterwards).
+LAB_ENV = (
+    {key: os.environ.get(key, value) for key, value in CITEST_ENV.items()}
+    if os.environ.get("LAB_TESTS_ON_OWN_LAB") == "1"
+    else CITEST_ENV
+)
 
 
 @dataclass

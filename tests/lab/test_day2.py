@@ -1,0 +1,343 @@
+"""Day-2 operations on the real lab, through the `fab` command line: scale, update and rollback,
+drain/activate/rebalance, token and CA rotation, backup and restore, and losing quorum.
+
+Every test leaves the cluster as it found it (3 Ready managers, one leader, every service converged),
+because the other lab test files share this lab. Waits for recovery wait for every replica: N
+consecutive good answers that, together, come from every container of the service. Traffic goes to
+the lab's 127.0.0.1 ports only. Every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from cluster.errors import CommandFailed
+from cluster.facts import NODES_COMMAND, parse_nodes
+from cluster.inventory import Node
+from tests.lab.conftest import LOG, Lab, fab
+
+pytestmark = pytest.mark.lab
+STACK = "registration"
+PROBE = "day2-probe"  # a throwaway service: updates that fail and roll back never touch the stack
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def leader(lab: Lab) -> Node:
+    """A manager that lists nodes (one that sees a leader)."""
+    for manager in lab.inventory.managers:
+        try:
+            if lab.nodes.run(manager, "docker node ls -q", check=False).ok:
+                return manager
+        except CommandFailed:  # its machine is down
+            continue
+    raise AssertionError("no manager sees a leader")
+
+
+def sh(lab: Lab, command: str, check: bool = True) -> str:
+    return lab.nodes.run(leader(lab), command, check=check).stdout
+
+
+def replicas(lab: Lab) -> dict[str, str]:
+    out = sh(lab, "docker service ls --format '{{.Name}} {{.Replicas}}'")
+    return dict(line.split(" ", 1) for line in out.splitlines() if line.strip())
+
+
+def converged(lab: Lab, timeout: float = 240) -> None:
+    """Every service runs all its replicas (healthy), within a bounded time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lagging = {n: r for n, r in replicas(lab).items() if r.split()[0].split("/")[0] != r.split()[0].split("/")[1]}
+        if not lagging:
+            return
+        assert time.monotonic() < deadline, f"services not converged after {timeout}s: {lagging}"
+        time.sleep(3)
+
+
+def assert_as_found(lab: Lab) -> None:
+    """3 Ready, reachable managers with one leader; 3 Ready workers; every service converged."""
+    nodes = parse_nodes(sh(lab, NODES_COMMAND))
+    managers = [n for n in nodes if n.role == "manager"]
+    assert sorted(n.hostname for n in managers) == ["manager-1", "manager-2", "manager-3"], nodes
+    assert all(n.state == "ready" and n.reachability == "reachable" for n in managers), managers
+    assert sum(n.leader for n in managers) == 1 and all(n.availability == "drain" for n in managers)
+    workers = [n for n in nodes if n.role == "worker"]
+    assert all(n.state == "ready" and n.availability == "active" for n in workers), workers
+    converged(lab)
+
+
+@pytest.fixture
+def as_found(lab: Lab) -> Iterator[None]:
+    yield
+    assert_as_found(lab)
+
+
+def every_replica(
+    lab: Lab, url: str, served_by: Callable[[httpx.Response], str], count: int, timeout: float = 180
+) -> set[str]:
+    """Wait until 2 x count consecutive requests (a fresh connection each, so HAProxy spreads them)
+    answer 200 and, together, come from `count` different containers."""
+    deadline = time.monotonic() + timeout
+    streak: list[str] = []
+    with httpx.Client(timeout=5, headers={"Connection": "close"}) as client:
+        while True:
+            try:
+                response = client.get(url)
+                good = response.status_code == 200
+            except httpx.HTTPError:
+                good = False
+            streak = [*streak, served_by(response)] if good else []
+            recent = set(streak[-2 * count :])
+            if len(streak) >= 2 * count and len(recent) == count:
+                return recent
+            assert time.monotonic() < deadline, f"{url}: no {2 * count} good answers from {count} containers: {streak}"
+            time.sleep(0.2)
+
+
+def every_ui(lab: Lab, count: int = 0) -> set[str]:
+    return every_replica(lab, lab.url + "/", lambda r: r.headers["X-Served-By"], count or len(lab.inventory.workers))
+
+
+def every_api(lab: Lab) -> set[str]:
+    # The API sets no X-Served-By header; its health answer names its container.
+    return every_replica(lab, lab.url + "/api/healthz", lambda r: r.json()["hostname"], len(lab.inventory.workers))
+
+
+def rpc_answers(lab: Lab, api: httpx.Client, times: int = 6, timeout: float = 180) -> None:
+    """`times` consecutive answers that went through the broker to the OTP worker and back."""
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < times:
+        try:
+            status = api.post("/getotp", json={"email": "nobody@example.org"}).status_code
+        except httpx.HTTPError:
+            status = 0
+        streak = streak + 1 if status == 403 else 0
+        assert time.monotonic() < deadline, f"the API's RPC path did not answer {times} times in a row"
+        time.sleep(0.3 if streak else 2)
+
+
+@pytest.fixture(scope="module")
+def api(lab: Lab) -> Iterator[httpx.Client]:
+    credentials = json.loads(lab.config.state().credentials.read_text())
+    with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30) as client:
+        yield client
+
+
+def register(lab: Lab, api: httpx.Client) -> str:
+    email = f"day2-{uuid.uuid4().hex[:10]}@example.org"
+    assert api.post("/create_email_list", json={"email_list": [email]}).status_code == 200
+    api.post("/getotp", json={"email": email}).raise_for_status()
+    deadline = time.monotonic() + 30
+    while not (mails := httpx.get(lab.url + "/mail/messages", params={"to": email}, timeout=10).json()):
+        assert time.monotonic() < deadline, f"no OTP mail to {email}"
+        time.sleep(0.5)
+    code = re.search(r"\b(\d{6})\b", mails[-1]["body"])
+    assert code
+    api.post("/authen", json={"email": email, "otp": code.group(1)}).raise_for_status()
+    api.post("/register", json={"firstname": "Day", "lastname": "Two", "email": email}).raise_for_status()
+    return email
+
+
+def students(lab: Lab) -> set[str]:
+    node = sh(
+        lab, f"docker service ps {STACK}_postgres --filter desired-state=running --format '{{{{.Node}}}}'"
+    ).split()
+    find = f"docker ps -q -f label=com.docker.swarm.service.name={STACK}_postgres | head -n1"
+    query = "SELECT email FROM student"
+    command = (
+        f"PGPASSWORD=$(cat /run/secrets/db_password) psql -h 127.0.0.1 -U registration -d registration -tAc "
+        f"{shlex.quote(query)}"
+    )
+    out = lab.nodes.run(lab.inventory.node(node[0]), f"docker exec $({find}) sh -c {shlex.quote(command)}").stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def task_nodes(lab: Lab, service: str) -> list[str]:
+    out = sh(
+        lab,
+        f"docker service ps {service} --filter desired-state=running --format '{{{{.Node}}}} {{{{.CurrentState}}}}'",
+    )
+    return sorted(line.split()[0] for line in out.splitlines() if " Running" in line)
+
+
+@pytest.fixture
+def probe(lab: Lab) -> Iterator[str]:
+    """A 3-replica start-first service on the workers, from the stack's Redis image; removed after."""
+    image = sh(lab, f"docker service inspect --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' {STACK}_redis")
+    sh(
+        lab,
+        f"docker service create --detach --name {PROBE} --replicas 3 --constraint node.role==worker "
+        "--update-order start-first --update-failure-action rollback --update-monitor 5s --update-delay 0s "
+        "--rollback-monitor 5s --health-interval 2s --health-start-period 2s --limit-memory 64M "
+        f"--env REDIS_SAVE= {image.strip()} >/dev/null",
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(task_nodes(lab, PROBE)) < 3:
+            assert time.monotonic() < deadline, "the probe service did not start"
+            time.sleep(2)
+        yield PROBE
+    finally:
+        sh(lab, f"docker service rm {PROBE} >/dev/null", check=False)
+
+
+# --- tests ----------------------------------------------------------------------------------------------
+
+
+def test_impossible_and_bad_requests_are_refused_and_change_nothing(lab: Lab, as_found: None) -> None:
+    before = replicas(lab)
+    refused = {
+        ("scale", "ui=6"): "it allows 1 per node (max_replicas_per_node) and 3 nodes are eligible",
+        ("scale", "ui=-1"): "replicas must be 0 or more",
+        ("scale", "nosuch=2"): "no service 'nosuch' in stack 'registration'",
+        ("update", "ui"): "give --image REF, or --force",
+        ("drain-node", "worker-9"): "unknown node 'worker-9'",
+        ("activate-node", "manager-1"): "managers stay drained",
+        ("recover",): "the swarm has quorum",
+    }
+    for args, message in refused.items():
+        done = fab(*args, check=False)
+        assert done.returncode == 1 and message in done.stderr, (args, done.stderr)
+    assert "api, email, email_otp" in fab("scale", "nosuch=2", check=False).stderr
+    assert replicas(lab) == before
+
+
+def test_scale_waits_for_every_replica_and_a_second_run_changes_nothing(lab: Lab, as_found: None) -> None:
+    workers = len(lab.inventory.workers)
+    try:
+        down = fab("scale", f"ui={workers - 1}").stdout
+        assert f"registration_ui scaled from {workers} to {workers - 1}" in down and "result: changed" in down
+        assert len(every_ui(lab, workers - 1)) == workers - 1
+    finally:
+        up = fab("scale", f"ui={workers}").stdout
+    assert "result: changed" in up
+    assert len(every_ui(lab)) == workers, "every UI replica answers again"
+    assert "result: no change" in fab("scale", f"registration_ui={workers}").stdout
+
+
+def test_update_rolls_a_failing_image_back_and_says_where_and_why(lab: Lab, probe: str, as_found: None) -> None:
+    image = sh(lab, f"docker service inspect --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' {probe}").strip()
+    dry = fab("update", probe, "--force", "--dry-run").stdout
+    assert "result: would change" in dry
+    done = fab("update", probe, "--force").stdout
+    assert f"rolling update of {probe} (start-first)" in done and "result: changed" in done
+    broken = image.split("@")[0].rsplit(":", 1)[0] + ":does-not-exist"
+    failed = fab("update", probe, "--image", broken, check=False)
+    assert failed.returncode == 1
+    assert "Swarm rolled it back" in failed.stderr and "No such image" in failed.stderr
+    assert re.search(r"on worker-\d", failed.stderr), failed.stderr
+    after = sh(lab, f"docker service inspect --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' {probe}").strip()
+    assert after == image and len(task_nodes(lab, probe)) == 3
+    again = fab("rollback", probe).stdout
+    assert "was already rolled back" in again and "result: no change" in again
+
+
+def test_drain_activate_and_rebalance(lab: Lab, probe: str, as_found: None) -> None:
+    assert task_nodes(lab, probe) == ["worker-1", "worker-2", "worker-3"]
+    try:
+        drained = fab("drain-node", "worker-3").stdout
+        assert "registration_ui will run 2 of 3 replicas while worker-3 is drained" in drained
+        assert "worker-3" not in task_nodes(lab, probe) and len(task_nodes(lab, probe)) == 3
+        assert "result: no change" in fab("drain-node", "worker-3").stdout
+    finally:
+        activated = fab("activate-node", "worker-3").stdout
+    assert "fab rebalance" in activated
+    assert len(every_ui(lab)) == 3 and len(every_api(lab)) == 3
+    spread = fab("rebalance").stdout
+    assert f"{probe} is unevenly spread" in spread and "result: changed" in spread
+    assert task_nodes(lab, probe) == ["worker-1", "worker-2", "worker-3"]
+    assert "result: no change" in fab("rebalance").stdout
+
+
+def test_token_and_ca_rotation_show_no_token(lab: Lab, as_found: None) -> None:
+    def tokens() -> list[str]:
+        return [sh(lab, f"docker swarm join-token -q {role}").strip() for role in ("worker", "manager")]
+
+    before = tokens()
+    assert "result: changed" in fab("rotate-join-tokens").stdout
+    rotated = tokens()
+    assert all(a != b for a, b in zip(before, rotated, strict=True))
+    key = "{{.Swarm.Cluster.TLSInfo.CertIssuerPublicKey}}"
+    issuer = sh(lab, f"docker info --format '{key}'")
+    assert "result: changed" in fab("rotate-ca").stdout
+    assert sh(lab, f"docker info --format '{key}'") != issuer
+    tls = sh(lab, "docker node ls --format '{{.TLSStatus}}'").split()
+    assert set(tls) == {"Ready"} and len(tls) == 6
+    output = "\n".join(LOG.outputs)
+    assert not any(token in output for token in [*before, *rotated, *tokens()])
+
+
+def test_backup_then_restore_brings_data_back_and_refuses_a_corrupt_backup(
+    lab: Lab, api: httpx.Client, tmp_path: Path, as_found: None
+) -> None:
+    kept = register(lab, api)
+    backups = lab.config.state().backups
+    taken = fab("backup").stdout
+    directory = Path(re.findall(r"backup complete: (\S+)", taken)[-1])
+    try:
+        assert directory.parent == backups and "result: changed" in taken
+        assert directory.stat().st_mode & 0o777 == 0o700
+        assert {p.stat().st_mode & 0o777 for p in directory.rglob("*") if p.is_file()} == {0o600}
+        assert (directory / "swarm.tar.gz").stat().st_size > 0
+        later = register(lab, api)
+        corrupt = tmp_path / "corrupt"
+        shutil.copytree(directory, corrupt)
+        with (corrupt / "registration" / "registration.sql").open("a") as handle:
+            handle.write("DROP TABLE student;\n")
+        refused = fab("restore", "--from", str(corrupt), check=False)
+        assert refused.returncode == 1 and "is corrupt" in refused.stderr
+        missing = fab("restore", "--from", str(tmp_path / "none"), check=False)
+        assert missing.returncode == 1 and "does not exist" in missing.stderr
+        assert {kept, later} <= students(lab), "a refused restore changed nothing"
+        restored = fab("restore", "--from", str(directory)).stdout
+        assert "registration/database restored" in restored and "registration/otp-store restored" in restored
+        found = students(lab)
+        assert kept in found and later not in found
+        rpc_answers(lab, api)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_losing_two_managers_then_recover(lab: Lab, api: httpx.Client, as_found: None) -> None:
+    email = register(lab, api)
+    engine = docker.from_env()
+    lost = ["manager-1", "manager-2"]  # the first manager usually leads: lose the leader too
+    for name in lost:
+        engine.containers.get(f"swarmlab-{lab.config.cluster}-{name}").stop(timeout=5)
+    try:
+        deadline = time.monotonic() + 180  # a leader steps down ~10 s after losing the majority
+        while "QUORUM LOST" not in (status := fab("status", check=False).stdout):
+            assert time.monotonic() < deadline, f"quorum loss not reported:\n{status}"
+            time.sleep(5)
+        assert "1 of 3 managers answer; Raft needs 2" in status and "`fab recover`" in status
+        rpc_answers(lab, api)  # the services keep serving without quorum
+        dry = fab("recover", "--dry-run").stdout
+        assert "result: would change" in dry and "--force-new-cluster" in dry
+        recovered = fab("recover").stdout
+        assert "swarm re-formed on manager-3" in recovered and "result: changed" in recovered
+        for name in lost:
+            assert f"{name} joined as manager" in recovered
+    finally:
+        for name in lost:  # if recover failed, leave no node down for the next tests
+            container = engine.containers.get(f"swarmlab-{lab.config.cluster}-{name}")
+            if container.status != "running":
+                container.start()
+        for node in lab.inventory.managers:
+            lab.nodes.forget(node)  # their engines restarted: reconnect
+    assert email in students(lab)
+    assert len(every_ui(lab)) == 3 and len(every_api(lab)) == 3
+    rpc_answers(lab, api)
+    again = fab("recover", check=False)
+    assert again.returncode == 1 and "the swarm has quorum" in again.stderr
