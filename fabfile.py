@@ -23,6 +23,7 @@ from cluster.progress import TIMINGS, say
 from cluster.session import Session, open_session
 from cluster.tasks.backup import backup as take_backup
 from cluster.tasks.backup import restore as load_backup
+from cluster.tasks.backup import restore_swarm as load_swarm
 from cluster.tasks.bootstrap import bootstrap as bootstrap_cluster
 from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
@@ -297,8 +298,15 @@ def backup(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     changing(target, dry_run, take_backup)
 
 
-@task(help={**CHANGES, "from_": "the backup directory (default: the newest in the cluster's state directory)"})
+@task(
+    help={
+        **CHANGES,
+        "from_": "the backup directory (default: the newest in the cluster's state directory)",
+        "swarm": "restore the swarm state instead, for a cluster whose managers all lost theirs",
+    }
+)
 @reported
-def restore(c: Context, from_: str = "", target: str = "lab", dry_run: bool = False) -> None:
-    """Verify a backup, then load its workload data into the running services and wait until healthy."""
-    changing(target, dry_run, lambda session: load_backup(session, from_))
+def restore(c: Context, from_: str = "", swarm: bool = False, target: str = "lab", dry_run: bool = False) -> None:
+    """Verify a backup, then load its workload data into the running services (or, with --swarm, put its
+    swarm state back and re-form the swarm from it) and wait until healthy."""
+    changing(target, dry_run, lambda session: (load_swarm if swarm else load_backup)(session, from_))

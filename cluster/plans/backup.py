@@ -4,6 +4,8 @@ operations that dump, fetch, upload and load each piece.
 The swarm state is taken as Docker's admin guide says: stop the engine on one manager (never the
 leader, and only while the others keep quorum), copy the whole /var/lib/docker/swarm, start it again.
 Workload data is dumped and loaded by commands its bundle declares, run in the service's container.
+Restoring the swarm state (for a cluster whose managers all lost theirs) puts the directory back on
+one manager and re-forms the swarm from it.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from pathlib import Path
 
 from cluster.errors import SwarmlabError
 from cluster.facts import NODES_COMMAND, NodeFacts
+from cluster.inventory import Node
 from cluster.operations import Fetch, Plan, Run, Wait, Write
-from cluster.plans.recover import manager_ready_verdict
+from cluster.plans.recover import leader_verdict, manager_ready_verdict
+from cluster.plans.swarm import TokenRole
+from cluster.waiting import Verdict
 from cluster.workload import BackupSpec
+from topology import SWARM_PORT
 
 REMOTE_DIR = "/root/.swarmlab/backup"
 SWARM_PARENT = "/var/lib/docker"
@@ -135,5 +141,51 @@ def plan_data_restore(item: Located, content: bytes, stamp: str) -> Plan:
             Run(item.node, f"mkdir -p -m 700 {REMOTE_DIR}", "a private scratch directory", changes=False),
             Write(item.node, remote, content, f"{item.spec.file} uploaded", mode=0o600),
             Run(item.node, load, f"{item.stack}/{item.spec.name} restored into {item.service} on {item.node}"),
+        )
+    )
+
+
+SWARM_STATE_COMMAND = "docker info --format '{{.Swarm.LocalNodeState}}'"
+
+
+def _engine_back(output: str) -> Verdict:
+    state = output.strip()
+    if state == "locked":
+        return Verdict.failure("the restored swarm is locked (autolock): run `docker swarm unlock` there with its key")
+    return Verdict.ready(f"engine up, swarm {state}") if state else Verdict.waiting("the engine does not answer yet")
+
+
+def plan_swarm_restore(target: Node, archive: bytes, systemd: bool, stamp: str) -> Plan:
+    """Put a backed-up swarm directory in place on one manager and re-form the swarm from it (Docker's
+    admin guide: stop the engine, replace /var/lib/docker/swarm, start it, --force-new-cluster). The
+    node's own directory is kept beside it as swarm.before-restore."""
+    remote = f"{REMOTE_DIR}/{stamp}-swarm.tar.gz"
+    stop, start = engine_commands(systemd)
+    swarm, kept = f"{SWARM_PARENT}/swarm", f"{SWARM_PARENT}/swarm.before-restore"
+    swap = (
+        f"{stop} && {{ {{ [ ! -e {swarm} ] || {{ rm -rf {kept} && mv {swarm} {kept}; }}; }} && "
+        f"tar -C {SWARM_PARENT} -xzf {remote}; rc=$?; {start} || rc=$?; rm -f {remote}; exit $rc; }}"
+    )
+    ip, name = target.private_ip, target.name
+    return Plan(
+        (
+            Run(name, f"mkdir -p -m 700 {REMOTE_DIR}", "a private scratch directory", changes=False),
+            Write(name, remote, archive, f"the swarm state of {stamp} uploaded", mode=0o600),
+            Run(name, swap, f"swarm state of {stamp} in place on {name} (its own kept in {kept})"),
+            Wait(name, SWARM_STATE_COMMAND, _engine_back, f"{name}'s engine back", RETURN_TIMEOUT, 2),
+            Run(
+                name,
+                f"docker swarm init --force-new-cluster --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT}",
+                f"swarm re-formed on {name} from the backup",
+            ),
+            Wait(name, NODES_COMMAND, leader_verdict, f"{name} leads", RETURN_TIMEOUT, 2),
+            *(
+                Run(
+                    name,
+                    f"docker swarm join-token --rotate -q {role.value} >/dev/null",
+                    f"{role.value} join token rotated",
+                )
+                for role in TokenRole
+            ),
         )
     )

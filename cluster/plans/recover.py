@@ -124,46 +124,51 @@ def plan_reform(survivor: Node, probe: ManagerProbe, managers: Sequence[Node]) -
     return Plan(tuple(operations))
 
 
-def manager_ready_verdict(name: str, node_id: str = "") -> Callable[[str], Verdict]:
-    """`name` is a Ready, reachable manager (the entry with `node_id`, when given)."""
+def member_ready_verdict(name: str, role: TokenRole, node_id: str = "") -> Callable[[str], Verdict]:
+    """`name` is a Ready member with `role` (a manager must also be reachable); the entry with
+    `node_id`, when given."""
 
     def verdict(output: str) -> Verdict:
         for node in parse_nodes(output):
             if node.hostname == name and (not node_id or node.node_id == node_id):
-                if node.role == "manager" and node.state == "ready" and node.reachability == "reachable":
-                    return Verdict.ready(f"{name} is a Ready, reachable manager")
+                reachable = role is TokenRole.WORKER or node.reachability == "reachable"
+                if node.role == role.value and node.state == "ready" and reachable:
+                    return Verdict.ready(
+                        f"{name} is a Ready{', reachable' if role is TokenRole.MANAGER else ''} {role.value}"
+                    )
                 return Verdict.waiting(f"{name}: {node.role}, {node.state}, {node.reachability or '-'}")
         return Verdict.waiting(f"{name} is not in the node list yet")
 
     return verdict
 
 
-def plan_rejoin(manager: Node, probe: ManagerProbe, members: Sequence[NodeFacts], leader: Node) -> Plan:
-    """Bring one manager of the inventory back as a member: nothing if it is one, a wait if it is one
-    that is returning, else remove its old entries, leave its stale state and join again."""
+def manager_ready_verdict(name: str, node_id: str = "") -> Callable[[str], Verdict]:
+    return member_ready_verdict(name, TokenRole.MANAGER, node_id)
+
+
+def plan_rejoin(
+    node: Node, probe: ManagerProbe, members: Sequence[NodeFacts], leader: Node, role: TokenRole = TokenRole.MANAGER
+) -> Plan:
+    """Bring one node of the inventory back as a member with `role`: nothing if it is one, a wait if it
+    is one that is returning, else remove its old entries, leave its stale state and join again."""
+    name = node.name
     live = probe.info.node_id if probe.info is not None and probe.info.in_swarm else ""
     entry = next((m for m in members if live and m.node_id == live), None)
-    if entry is not None and entry.role == "manager":
-        verdict = manager_ready_verdict(manager.name, live)
-        if entry.state == "ready" and entry.reachability == "reachable":
-            return Plan(notes=(f"{manager.name} is a Ready manager",))
-        return Plan((Wait(leader.name, NODES_COMMAND, verdict, f"{manager.name} back", JOIN_TIMEOUT, 2),))
+    if entry is not None and entry.role == role.value:
+        ready = entry.state == "ready" and (role is TokenRole.WORKER or entry.reachability == "reachable")
+        if ready:
+            return Plan(notes=(f"{name} is a Ready {role.value}",))
+        verdict = member_ready_verdict(name, role, live)
+        return Plan((Wait(leader.name, NODES_COMMAND, verdict, f"{name} back", JOIN_TIMEOUT, 2),))
     operations: list[Run | Wait] = []
-    for old in (m for m in members if m.hostname == manager.name):
+    for old in (m for m in members if m.hostname == name):
         operations.append(
-            Run(
-                leader.name, remove_command(old.node_id, old.role), f"old entry of {manager.name} removed ({old.state})"
-            )
+            Run(leader.name, remove_command(old.node_id, old.role), f"old entry of {name} removed ({old.state})")
         )
     if live:
-        operations.append(Run(manager.name, "docker swarm leave --force", f"{manager.name} left its stale swarm state"))
+        operations.append(Run(name, "docker swarm leave --force", f"{name} left its stale swarm state"))
     operations += [
-        Run(
-            manager.name,
-            join_command(manager, leader, slow_ok=True),
-            f"{manager.name} joined as manager",
-            stdin=token_secret(TokenRole.MANAGER),
-        ),
-        Wait(leader.name, NODES_COMMAND, manager_ready_verdict(manager.name), f"{manager.name} Ready", JOIN_TIMEOUT, 2),
+        Run(name, join_command(node, leader, slow_ok=True), f"{name} joined as {role.value}", stdin=token_secret(role)),
+        Wait(leader.name, NODES_COMMAND, member_ready_verdict(name, role), f"{name} Ready", JOIN_TIMEOUT, 2),
     ]
     return Plan(tuple(operations))

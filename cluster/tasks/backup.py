@@ -1,5 +1,6 @@
 """backup and restore: the swarm state and the data each deployed bundle declares, into a timestamped
-directory of the cluster's state directory, and the data back into the running services.
+directory of the cluster's state directory; the data back into the running services, or (--swarm)
+the swarm state back onto a cluster whose managers all lost theirs.
 
 Facts are read and every item is checked before anything is stopped, dumped or loaded; a backup that
 fails part-way leaves no directory behind; a restore verifies the whole backup first.
@@ -12,24 +13,30 @@ from pathlib import Path
 
 from cluster import backups
 from cluster.backups import BackupError, BackupManifest, DataPart, SwarmPart
+from cluster.errors import SwarmlabError
 from cluster.facts import SwarmState, parse_lines, swarm_state_command
 from cluster.inventory import Node
 from cluster.operations import Plan, Wait
 from cluster.plans.backup import (
     SYSTEMD_COMMAND,
+    BackupRefused,
     Located,
     choose_manager,
     plan_data_backup,
     plan_data_restore,
     plan_swarm_backup,
+    plan_swarm_restore,
 )
 from cluster.plans.nodes import MOVE_TIMEOUT, placed_verdict
 from cluster.plans.services import running_tasks, wanted_count
 from cluster.plans.stack import STACK_LIST_COMMAND
+from cluster.plans.swarm import TokenRole
 from cluster.progress import phase, say
 from cluster.session import Session
+from cluster.tasks.recover import bring_back, converge
 from cluster.tasks.services import swarm_state
-from cluster.tasks.swarm import find_leader
+from cluster.tasks.status import probe_manager, probe_managers
+from cluster.tasks.swarm import drain_managers, find_leader
 from cluster.workload import BackupSpec, Workload, known_workloads, load_workload
 
 
@@ -135,3 +142,55 @@ def _item(state: SwarmState, deployed: dict[str, Workload], part: DataPart) -> L
     if spec is None:
         raise BackupError(f"stack {part.stack}'s bundle no longer declares backup item {part.name}: cannot load it")
     return locate(state, workload, spec)
+
+
+def restore_swarm(session: Session, from_dir: str = "") -> None:
+    """Put a backup's swarm state back for a cluster whose managers all lost theirs, re-form the swarm
+    from it, and bring every other node back (one at a time, stale ones leave and join again)."""
+    inventory, runner = session.inventory, session.runner
+    paths = session.config.state(inventory.cluster)
+    with phase("restore-check", "verify the backup; make sure no manager still holds swarm state") as p:
+        directory = Path(from_dir).expanduser() if from_dir else backups.latest(paths.backups)
+        manifest = backups.verify(directory)
+        if manifest.swarm is None:
+            raise BackupError(f"{directory} holds no swarm state")
+        quorum = probe_managers(runner)
+        if quorum.has_quorum:
+            raise BackupRefused(
+                f"the swarm has quorum ({quorum.summary()}): restoring its state would replace a working swarm "
+                "and lose what changed since the backup. `fab restore` without --swarm loads workload data"
+            )
+        holders = [probe.name for probe in quorum.answering]
+        if holders:
+            raise BackupRefused(
+                f"{', '.join(holders)} still hold the swarm's state, newer than any backup: "
+                "`fab recover` re-forms the swarm from it"
+            )
+        names = [m.name for m in inventory.managers]
+        target = inventory.node(manifest.swarm.taken_on if manifest.swarm.taken_on in names else names[0])
+        if not probe_manager(runner, target).answers and not session.provider.restore_node(
+            session.config, target, session.executor(), p
+        ):
+            raise BackupError(f"{target.name} does not answer: bring its machine back, then restore again")
+        systemd = runner.run(target, SYSTEMD_COMMAND).stdout.strip() == "yes"
+        p.note(f"{directory}: taken {manifest.created} on {manifest.swarm.taken_on}; restoring on {target.name}")
+    with phase("restore-swarm", f"the swarm state back on {target.name}, re-formed from it") as p:
+        archive = (directory / manifest.swarm.file.path).read_bytes()
+        session.executor().execute(plan_swarm_restore(target, archive, systemd, directory.name), p)
+    with phase("restore-members", "bring every other node back, one at a time") as p:
+        others = [(m, TokenRole.MANAGER) for m in inventory.managers if m.name != target.name]
+        others += [(w, TokenRole.WORKER) for w in inventory.workers]
+        if session.dry_run:
+            for node, role in others:
+                p.planned(f"would bring back {node.name}: its machine if lost, leave stale state, join as {role}", True)
+            return
+        problems = [bring_back(session, node, target, p, role) for node, role in others]
+    drain_managers(session, target)
+    converge(session, target)
+    failed = [problem for problem in problems if problem]
+    if failed:
+        raise SwarmlabError(
+            "the swarm state is restored, but some nodes are not back:\n"
+            + "\n".join(f"- {problem}" for problem in failed)
+            + "\nFix: bring their machines back, then run `fab recover`"
+        )

@@ -24,33 +24,54 @@ def _ready_manager(name: str, listed: tuple[NodeFacts, ...]) -> bool:
     )
 
 
-def _manager_token(session: Session, leader: Node) -> dict[str, str]:
+def _tokens(session: Session, leader: Node, roles: set[TokenRole]) -> dict[str, str]:
     # Held in memory only, fed on stdin; never printed or written.
-    token = session.runner.run(leader, f"docker swarm join-token -q {TokenRole.MANAGER.value}").stdout.strip()
-    if not token:
-        raise SwarmlabError(
-            f"{leader.name} gives an empty manager join token after re-forming the swarm (moby/swarmkit#2651). "
-            "Fix: check `docker info` there shows it as a manager; restart its engine and run `fab recover` again"
-        )
-    return {token_secret(TokenRole.MANAGER): token}
+    found = {}
+    for role in roles:
+        token = session.runner.run(leader, f"docker swarm join-token -q {role.value}").stdout.strip()
+        if not token:
+            raise SwarmlabError(
+                f"{leader.name} gives an empty {role.value} join token after re-forming the swarm "
+                "(moby/swarmkit#2651). Fix: check `docker info` there shows it as a manager; restart its engine "
+                "and run the task again"
+            )
+        found[token_secret(role)] = token
+    return found
 
 
-def _bring_back(session: Session, manager: Node, leader: Node, progress: PhaseResult) -> str:
-    """One manager back as a member; returns why not, or ''."""
+def bring_back(
+    session: Session, node: Node, leader: Node, progress: PhaseResult, role: TokenRole = TokenRole.MANAGER
+) -> str:
+    """One node of the inventory back as a member with `role`; returns why not, or ''."""
     runner = session.runner
-    probe = probe_manager(runner, manager)
+    probe = probe_manager(runner, node)  # the same questions answer for a worker (it sees no leader)
     if not probe.answers:
-        progress.note(f"{manager.name} does not answer ({probe.problem})")
-        if not session.provider.restore_node(session.config, manager, session.executor(), progress):
-            return "" if session.dry_run else f"{manager.name}: {probe.problem}"
-        probe = probe_manager(runner, manager)
+        progress.note(f"{node.name} does not answer ({probe.problem})")
+        if not session.provider.restore_node(session.config, node, session.executor(), progress):
+            return "" if session.dry_run else f"{node.name}: {probe.problem}"
+        probe = probe_manager(runner, node)
         if not probe.answers:
-            return f"{manager.name} still does not answer: {probe.problem}"
+            return f"{node.name} still does not answer: {probe.problem}"
     listed = parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
-    plan = plan_rejoin(manager, probe, listed, leader)
-    tokens = _manager_token(session, leader) if tokens_needed(plan) and not session.dry_run else {}
+    plan = plan_rejoin(node, probe, listed, leader, role)
+    needed = tokens_needed(plan)
+    tokens = _tokens(session, leader, needed) if needed and not session.dry_run else {}
     session.executor(secrets=tokens).execute(plan, progress)
     return ""
+
+
+def converge(session: Session, leader: Node) -> None:
+    with phase("converge", "wait until every service runs its replicas, healthy") as p:
+        state = swarm_state(session.runner, leader)
+        wait = Wait(
+            leader.name,
+            swarm_state_command(),
+            placed_verdict(expected_after(state, state.nodes)),
+            "every service runs its replicas, healthy",
+            MOVE_TIMEOUT,
+            3,
+        )
+        session.executor().execute(Plan((wait,)), p)
 
 
 def recover(session: Session) -> None:
@@ -80,19 +101,9 @@ def recover(session: Session) -> None:
                 if manager.name != leader.name:
                     p.planned(f"would bring back {manager.name}: its machine if lost, leave, join as manager", True)
             return
-        problems = [_bring_back(session, m, leader, p) for m in inventory.managers if m.name != leader.name]
+        problems = [bring_back(session, m, leader, p) for m in inventory.managers if m.name != leader.name]
     drain_managers(session, leader)
-    with phase("converge", "wait until every service runs its replicas, healthy") as p:
-        state = swarm_state(runner, leader)
-        wait = Wait(
-            leader.name,
-            swarm_state_command(),
-            placed_verdict(expected_after(state, state.nodes)),
-            "every service runs its replicas, healthy",
-            MOVE_TIMEOUT,
-            3,
-        )
-        session.executor().execute(Plan((wait,)), p)
+    converge(session, leader)
     failed = [problem for problem in problems if problem]
     if failed:
         raise SwarmlabError(

@@ -26,12 +26,13 @@ from cluster.plans.backup import (
     plan_data_backup,
     plan_data_restore,
     plan_swarm_backup,
+    plan_swarm_restore,
 )
 from cluster.progress import TIMINGS
 from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths
-from cluster.tasks.backup import backup, restore
+from cluster.tasks.backup import backup, restore, restore_swarm
 from cluster.workload import load_workload
 from tests.unit.fake_runner import FakeRunner
 
@@ -270,3 +271,61 @@ def test_restore_of_a_stack_that_is_not_deployed_changes_nothing(tmp_path: Path)
     with pytest.raises(BackupError, match="stack registration, which is not deployed: deploy it first"):
         restore(session, str(directory))
     assert runner.files == {} and not runner.commands("psql")
+
+
+# --- the swarm state back --------------------------------------------------------------------------------
+
+
+def test_a_swarm_restore_swaps_the_directory_with_the_engine_stopped_then_reforms() -> None:
+    target = lab_inventory(parse_config({}), StatePaths(Path("/state"))).node("manager-2")
+    plan = plan_swarm_restore(target, b"archive", False, STAMP)
+    mkdir, upload, swap, engine, reform, leads, *rotations = plan.operations
+    assert isinstance(upload, Write) and upload.content == b"archive" and upload.mode == 0o600
+    stop, start = engine_commands(systemd=False)
+    assert isinstance(swap, Run) and swap.command.startswith(f"{stop} && ")
+    assert "mv /var/lib/docker/swarm /var/lib/docker/swarm.before-restore" in swap.command
+    assert f"rc=$?; {start} || rc=$?" in swap.command, "the engine starts again whatever tar did"
+    assert isinstance(engine, Wait) and engine.verdict("locked").failed and engine.verdict("pending").done
+    assert isinstance(reform, Run) and "--force-new-cluster --advertise-addr 10.20.0.12" in reform.command
+    assert isinstance(leads, Wait) and len(rotations) == 2 and isinstance(mkdir, Run)
+
+
+def probe_answer(leader: bool, in_swarm: bool) -> str:
+    info = (FACTS / "swarm_manager.json").read_text() if in_swarm else (FACTS / "swarm_inactive.json").read_text()
+    return f"{info}\n---\nleader={'yes' if leader else 'no'}\n---\n"
+
+
+@pytest.mark.parametrize(
+    ("leader", "in_swarm", "problem"),
+    [(True, True, "the swarm has quorum"), (False, True, "still hold the swarm's state, newer than any backup")],
+)
+def test_a_swarm_restore_is_refused_while_a_manager_holds_swarm_state(
+    tmp_path: Path, leader: bool, in_swarm: bool, problem: str
+) -> None:
+    directory = make_backup(tmp_path / "backups")
+    runner, session = swarm(tmp_path)
+    runner.answer(r"leader=yes", probe_answer(leader, in_swarm))
+    with pytest.raises(BackupRefused, match=problem):
+        restore_swarm(session, str(directory))
+    assert not runner.commands(r"swarm init|swarm join|tar |docker node rm") and runner.files == {}
+
+
+def test_a_swarm_restore_of_a_backup_without_swarm_state_is_refused(tmp_path: Path) -> None:
+    directory = make_backup(tmp_path / "backups")
+    manifest = json.loads((directory / "manifest.json").read_text()) | {"swarm": None}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    runner, session = swarm(tmp_path)
+    with pytest.raises(BackupError, match="holds no swarm state"):
+        restore_swarm(session, str(directory))
+    assert runner.calls == []
+
+
+def test_a_dry_run_swarm_restore_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = make_backup(tmp_path / "backups")
+    runner, session = swarm(tmp_path, dry_run=True)
+    runner.answer(r"leader=yes", probe_answer(False, False))
+    restore_swarm(session, str(directory))
+    assert not runner.commands(r"swarm init|swarm join|tar |docker node rm|systemctl|kill") and runner.files == {}
+    out = capsys.readouterr().out
+    assert "would change on manager-2: swarm re-formed on manager-2 from the backup" in out
+    assert "would bring back worker-3" in out

@@ -147,3 +147,18 @@ def test_manager_ready_verdict_needs_a_reachable_manager() -> None:
     assert not verdict(json.dumps(row | {"reachability": "unreachable"})).done
     assert verdict(json.dumps(row | {"reachability": "reachable"})).done
     assert not verdict("").done
+
+
+def test_a_worker_from_another_swarm_leaves_and_joins_as_a_worker(inventory: Inventory) -> None:
+    worker, leader = inventory.node("worker-2"), inventory.node("manager-1")
+    stranger = ManagerProbe("worker-2", True, info=replace(parse_swarm_info(MANAGER), node_id="other-swarm-id"))
+    plan = plan_rejoin(worker, stranger, members_without(), leader, TokenRole.WORKER)
+    commands = [(r.node, r.command) for r in plan.runs]
+    assert commands[0][0] == "manager-1" and commands[0][1].endswith(f"docker node rm --force {node_id_of('worker-2')}")
+    assert "docker node demote" not in commands[0][1], "a worker entry needs no demotion"
+    assert commands[1] == ("worker-2", "docker swarm leave --force")
+    assert plan.runs[2].stdin == token_secret(TokenRole.WORKER)
+    member = ManagerProbe("worker-2", True, info=replace(parse_swarm_info(MANAGER), node_id=node_id_of("worker-2")))
+    assert plan_rejoin(worker, member, members_without(), leader, TokenRole.WORKER).notes == (
+        "worker-2 is a Ready worker",
+    )
