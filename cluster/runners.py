@@ -129,6 +129,9 @@ class Nodes:
                     str(error),
                     "the jump host must answer SSH: is the lab or the lb node up?",
                 ) from None
+            # Channels to private nodes open through it with paramiko's default timeout of an hour:
+            # to a node that just went down, the jump host's TCP connect retries for over a minute.
+            gateway.transport.channel_timeout = CONNECT_TIMEOUT
             self._gateway = gateway
         return self._gateway
 
