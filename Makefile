@@ -49,5 +49,7 @@ bench: venv
 down: venv
 	$(BIN)/fab lab-down
 
+## clean: the lab and its image cache, then the virtualenv and tool caches
 clean:
+	if [ -x $(BIN)/fab ]; then $(BIN)/fab lab-down --purge; fi
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -96,11 +96,11 @@ def lab_up(c: Context, keep: bool = False) -> None:
     summary()
 
 
-@task
+@task(help={"purge": "also remove the lab's image cache (kept by default, so the next lab pulls instead of builds)"})
 @reported
-def lab_down(c: Context) -> None:
-    """Remove every container, network and volume of the lab."""
-    lab.lab_down(load_config())
+def lab_down(c: Context, purge: bool = False) -> None:
+    """Remove every container, network and volume of the lab (its image cache stays unless --purge)."""
+    lab.lab_down(load_config(), purge=purge)
 
 
 @task
@@ -110,10 +110,11 @@ def lab_status(c: Context) -> None:
     config = load_config()
     rows = lab.lab_status_rows(config)
     if not rows:
-        say(f"lab {config.cluster!r} is not up")
+        say(f"lab {config.cluster!r} is not up; image cache: {lab.image_cache(config) or 'none'}")
         return
     say(table(("NODE", "ROLE", "ADDRESS", "STATE"), rows))
     say(f"\nstate directory: {config.state().root} (inventory.json, id_ed25519, known_hosts, credentials)")
+    say(f"image cache: {lab.image_cache(config) or 'none yet'} (kept by lab-down; `fab lab-down --purge` removes it)")
 
 
 @task(help=CHANGES)

@@ -7,6 +7,7 @@ provider with a local shortcut: it ships its locally built base image to the sto
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import ipaddress
 import socket
@@ -30,10 +31,12 @@ from cluster.lab import keys
 from cluster.lab.build import ensure_base_image, ensure_node_image
 from cluster.lab.engine import client, ensure_engine
 from cluster.lab.topology import (
+    LABEL_CACHE,
     LABEL_CLUSTER,
     LABEL_NODE,
     LABEL_ROLE,
     LABEL_SHAPE,
+    REGISTRY_DIR,
     container_name,
     data_volume,
     docker_volume,
@@ -42,6 +45,7 @@ from cluster.lab.topology import (
     labels,
     network_name,
     published_ports,
+    registry_cache,
     shape,
     ssh_endpoint,
 )
@@ -112,6 +116,7 @@ class LabBuild:
     image: str = ""
     authorized_key: str = ""
     host_keys: dict[str, keys.KeyPair] = field(default_factory=dict)
+    made_caches: list[str] = field(default_factory=list)  # cache volumes this run made: a failed lab-up removes them
 
     @property
     def inventory(self) -> Inventory:
@@ -206,12 +211,14 @@ def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> 
     role = Role(node.role)
     volumes: dict[str, Mapping[str, str]] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
     if role is not Role.LB:
-        volumes[docker_volume(config, node)] = {"bind": "/var/lib/docker", "mode": "rw"}
-        engine.volumes.create(docker_volume(config, node), labels=labels(config, node))
+        # Kept across lab-down (the node's images are the cache); node-init forgets the old swarm.
+        volumes[_cache_volume(build, docker_volume(config, node)).name] = {"bind": "/var/lib/docker", "mode": "rw"}
     if role in (Role.STORAGE, Role.WORKER):
         # The storage node exports this directory; workers see the same directory at the same path,
         # which stands in for an NFS mount where the kernel has no NFS client (ARCHITECTURE.md, Storage).
         volumes[data_volume(config)] = {"bind": topology.DATA_ROOT, "mode": "rw"}
+    if role is Role.STORAGE:
+        volumes[_cache_volume(build, registry_cache(config)).name] = {"bind": REGISTRY_DIR, "mode": "rw"}
     ports = published_ports(config) if role is Role.LB else {}
     host_config = engine.api.create_host_config(
         binds=volumes,
@@ -249,6 +256,16 @@ def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> 
         files["/etc/docker/daemon.json"] = daemon_json(registry).encode()
     container.put_archive("/", tar_bytes(files, modes))
     container.start()
+
+
+def _cache_volume(build: LabBuild, name: str) -> Volume:
+    """A volume of the lab's image cache (the registry's data, a node's engine): reused when it
+    exists, since `lab-down` keeps it; labelled apart from the lab so that only --purge removes it."""
+    try:
+        return build.engine.volumes.get(name)
+    except NotFound:
+        build.made_caches.append(name)
+        return build.engine.volumes.create(name, labels={LABEL_CACHE: build.config.cluster})
 
 
 def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
@@ -352,6 +369,7 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
         else:
             say("lab-up failed; removing what it made (use --keep to keep it for debugging)")
             lab_down(config, quiet=True)
+            _remove_volumes(build.engine, build.made_caches)
         raise
     return build.inventory
 
@@ -374,8 +392,9 @@ def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: boo
     return count
 
 
-def lab_down(config: Config, quiet: bool = False) -> None:
-    """Remove every container, network and volume labelled with this lab's name."""
+def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
+    """Remove every container, network and volume labelled with this lab's name; the image cache
+    stays for the next lab of this name unless `purge`."""
     try:
         engine = client()
     except SwarmlabError:
@@ -383,11 +402,14 @@ def lab_down(config: Config, quiet: bool = False) -> None:
             return
         raise
     selector = {"label": f"{LABEL_CLUSTER}={config.cluster}"}
-    with phase("lab-down", f"remove lab {config.cluster!r}") as p:
+    with phase("lab-down", f"remove lab {config.cluster!r}" + (" and its image cache" if purge else "")) as p:
         try:
             removed = _remove(lab_containers(engine, config.cluster), "container", quiet)
             removed += _remove(engine.networks.list(filters=selector), "network", quiet)
             removed += _remove(engine.volumes.list(filters=selector), "volume", quiet)
+            if purge:
+                cache = engine.volumes.list(filters={"label": f"{LABEL_CACHE}={config.cluster}"})
+                removed += _remove(cache, "image cache volume", quiet)
         except DockerException as error:
             raise SwarmlabError(f"the local Docker engine refused to remove lab {config.cluster!r}: {error}") from None
         # The lab's data went with its volumes, so the passwords that guarded it go too.
@@ -396,6 +418,26 @@ def lab_down(config: Config, quiet: bool = False) -> None:
             stale.unlink(missing_ok=True)
         if removed:
             p.changed(f"removed {removed} object(s)")
+        if not purge and not quiet:
+            p.note(
+                f"kept the image cache (volumes labelled {LABEL_CACHE}={config.cluster}; `fab lab-down --purge` removes it)"
+            )
+
+
+def _remove_volumes(engine: docker.DockerClient, names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(NotFound, APIError):
+            engine.volumes.get(name).remove(force=True)
+
+
+def image_cache(config: Config) -> str | None:
+    """The lab's image cache: how many volumes and how big, if there is one."""
+    engine = client()
+    names = {v.name for v in engine.volumes.list(filters={"label": f"{LABEL_CACHE}={config.cluster}"})}
+    if not names:
+        return None
+    sizes = [v.get("UsageData", {}).get("Size", 0) for v in engine.df().get("Volumes") or [] if v["Name"] in names]
+    return f"{len(names)} volume(s) labelled {LABEL_CACHE}={config.cluster}, {sum(sizes) / 2**20:.0f} MiB"
 
 
 def lab_status_rows(config: Config) -> list[tuple[str, str, str, str]]:

@@ -15,6 +15,9 @@ LABEL_CLUSTER = "swarmlab.cluster"
 LABEL_ROLE = "swarmlab.role"
 LABEL_NODE = "swarmlab.node"
 LABEL_SHAPE = "swarmlab.shape"
+# The image cache a lab keeps across lab-down: labelled apart from the lab (`lab-down --purge` removes it).
+LABEL_CACHE = "swarmlab.cache"
+REGISTRY_DIR = "/var/lib/docker-registry"
 
 
 def lab_nodes(config: Config) -> tuple[topology.PlannedNode, ...]:
@@ -43,6 +46,12 @@ def network_name(config: Config) -> str:
 def data_volume(config: Config) -> str:
     """The storage node's data directory: a Docker volume, so it sits on a real filesystem, not overlayfs."""
     return f"swarmlab-{config.cluster}-storage-data"
+
+
+def registry_cache(config: Config) -> str:
+    """The storage node's registry data: a volume that outlives the lab, so the next lab of this name
+    pulls its images instead of building them again."""
+    return f"swarmlab-{config.cluster}-registry-cache"
 
 
 def labels(config: Config, node: topology.PlannedNode | None = None) -> dict[str, str]:

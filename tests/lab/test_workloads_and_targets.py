@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
 
@@ -38,30 +39,71 @@ def test_a_second_bundle_answers_next_to_the_registration_stack(lab: Lab) -> Non
 
 
 def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) -> None:
-    """bootstrap, status and deploy-stack through a static inventory file, DOCKER_HOST pointing nowhere."""
+    """bootstrap, status and deploy-stack through a static inventory file, DOCKER_HOST pointing nowhere.
+
+    The mirror is spelled differently (same server), so the base image's recipe, hence its tag, is
+    new: the storage node must make it itself with debootstrap, and hello is rebuilt FROM it.
+    """
     document = json.loads(lab.inventory.model_dump_json()) | {"provider": "static"}
     inventory = tmp_path / "static-inventory.json"
     inventory.write_text(json.dumps(document))
     storage = lab.inventory.storage
     assert storage is not None
-    base = base_image(lab.config.debian_suite, lab.config.debian_mirror).tag
-    # Keep the image under another name (images built FROM it depend on it), so that the base tag is
-    # gone and the static path must make it on the storage node itself.
-    lab.nodes.run(storage, f"docker tag {base} swarmlab/debian:kept-by-test && docker rmi {base} >/dev/null")
-    try:
-        boot = fab("bootstrap", "--target", str(inventory), env=NOWHERE).stdout
-        assert "result: no change" in boot
-        status = fab("status", "--target", str(inventory), env=NOWHERE).stdout
-        assert "cluster citest (static)" in status and "registration_api" in status
-        deploy = fab("deploy-stack", "--target", str(inventory), env=NOWHERE, timeout=900).stdout
-        assert f"built {base} with debootstrap on {storage.name}" in deploy
-        assert "built and pushed" not in deploy, "the app images depend on the base's recipe, not its bytes"
-        assert lab.nodes.run(storage, f"docker image inspect {base} >/dev/null", check=False).ok
-    finally:
-        lab.nodes.run(storage, "docker rmi swarmlab/debian:kept-by-test >/dev/null", check=False)
+    mirror = lab.config.debian_mirror.rstrip("/") + "/"
+    env = {**NOWHERE, "SWARMLAB_DEBIAN_MIRROR": mirror}
+    base = base_image(lab.config.debian_suite, mirror).tag
+    boot = fab("bootstrap", "--target", str(inventory), env=env).stdout
+    assert "result: no change" in boot
+    status = fab("status", "--target", str(inventory), env=env).stdout
+    assert "cluster citest (static)" in status and "registration_api" in status
+    deploy = fab("deploy-stack", "--stack", "hello", "--target", str(inventory), env=env, timeout=900).stdout
+    assert f"built {base} with debootstrap on {storage.name}" in deploy
+    assert "built and pushed hello:" in deploy
+    assert lab.nodes.run(storage, f"docker image inspect {base} >/dev/null", check=False).ok
+    with httpx.Client(timeout=10) as client:
+        assert client.get(lab.url + "/hello/").status_code == 200
 
 
 def test_dry_run_of_every_changing_task_changes_nothing(lab: Lab) -> None:
     for task in ("bootstrap", "haproxy", "nfs", "build-images"):
         out = fab(task, "--dry-run").stdout
         assert "result: no change" in out, f"{task} --dry-run on a current cluster"
+
+
+CACHE_LAB = {
+    "SWARMLAB_CLUSTER": "citcache",
+    "SWARMLAB_CIDR": "10.35.0.0/24",
+    "SWARMLAB_OVERLAY_POOL": "10.135.0.0/16",
+    "SWARMLAB_HTTP_PORT": "19080",
+    "SWARMLAB_SSH_PORT": "19222",
+    "SWARMLAB_STATS_PORT": "19404",
+    "SWARMLAB_MANAGERS": "1",
+    "SWARMLAB_WORKERS": "1",
+}
+
+
+def test_a_new_lab_of_the_same_name_deploys_from_the_kept_image_cache(lab: Lab) -> None:
+    """lab-down keeps the image cache (the registry's data, the nodes' engines); the next lab of that
+    name builds nothing and its workers already hold the images. --purge removes it all."""
+    engine = docker.from_env()
+    cache = {"label": "swarmlab.cache=citcache"}
+    try:
+        fab("lab-up", env=CACHE_LAB)
+        fab("bootstrap", env=CACHE_LAB)
+        fab("deploy-stack", "--stack", "hello", env=CACHE_LAB)
+        fab("lab-down", env=CACHE_LAB)
+        assert engine.volumes.list(filters=cache), "lab-down kept the image cache"
+        assert "image cache: 4 volume(s)" in fab("lab-status", env=CACHE_LAB).stdout
+        fab("lab-up", env=CACHE_LAB)
+        fab("bootstrap", env=CACHE_LAB)
+        again = fab("deploy-stack", "--stack", "hello", env=CACHE_LAB).stdout
+        assert "already in the registry" in again and "built and pushed" not in again
+        assert "with debootstrap" not in again and "copied swarmlab/debian" not in again
+        worker = "swarmlab-citcache-worker-1"
+        images = engine.containers.get(worker).exec_run(["docker", "images", "--format", "{{.Repository}}"]).output
+        assert b"/swarmlab/hello" in images
+        with httpx.Client(timeout=10) as client:
+            assert client.get("http://127.0.0.1:19080/hello/").status_code == 200
+    finally:
+        fab("lab-down", "--purge", env=CACHE_LAB, check=False)
+    assert engine.volumes.list(filters=cache) == []
