@@ -17,7 +17,9 @@ from cluster.progress import PhaseResult
 from cluster.runners import Runner
 from cluster.waiting import Verdict, wait_until
 
-PARALLEL_LIMIT = 8  # SSH channels at once (sshd's MaxSessions is 10 per connection)
+# Runs at once: a big lab's joins go together; several runs on one node stay under sshd's
+# MaxSessions (10 sessions per connection).
+PARALLEL_LIMIT = 16
 
 
 class Executor:

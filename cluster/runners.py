@@ -23,6 +23,8 @@ from cluster.inventory import Inventory, Node
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 15
+# Nodes worked on at once: each is its own SSH connection (tunnelled through the jump host).
+EACH_PARALLEL = 16
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ class Nodes:
             return {}
         results: dict[str, T] = {}
         failures: dict[str, Exception] = {}
-        with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
+        with ThreadPoolExecutor(max_workers=min(EACH_PARALLEL, len(nodes))) as pool:
             futures = {node.name: pool.submit(work, node) for node in nodes}
             for name, future in futures.items():
                 try:

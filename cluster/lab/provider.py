@@ -12,6 +12,7 @@ import gzip
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import docker
@@ -58,6 +59,7 @@ from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json
 
 NODE_READY_TIMEOUT = 90
+CREATE_PARALLEL = 8
 # What a nested Docker engine needs on a host where --privileged is refused (see ARCHITECTURE.md).
 NESTED_CAP_ADD = ["ALL"]
 NESTED_CAP_DROP = ["SYS_RESOURCE"]
@@ -269,10 +271,17 @@ def _cache_volume(build: LabBuild, name: str) -> Volume:
 
 
 def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
+    """All node containers at once: each is a few engine API calls, so a big lab is not created one
+    node after the other."""
     registry = build.inventory.registry or ""
-    for node in lab_nodes(build.config):
+
+    def create(node: topology.PlannedNode) -> None:
         _create_node(build, node, registry)
         progress.changed(f"created {node.name} ({node.role}, {node.ip})")
+
+    with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
+        for future in [pool.submit(create, node) for node in lab_nodes(build.config)]:
+            future.result()  # the first failure stops lab-up; its cleanup removes what was made
 
 
 def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
