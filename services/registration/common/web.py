@@ -21,7 +21,7 @@ import uvicorn
 from pydantic import Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from registration.common.settings import EnvSettings, OptionalInt
+from registration.common.settings import EnvSettings, Float, OptionalInt
 
 DEFAULT_MAX_BODY: Final = 64 * 1024
 _MAX_ADDRESS_LEN: Final = 64
@@ -31,6 +31,9 @@ class ServeSettings(EnvSettings):
     host: str = Field("0.0.0.0", validation_alias="HOST")
     port: OptionalInt = Field(None, validation_alias="PORT")  # None: the service's own default port
     forwarded_allow_ips: str = Field("*", validation_alias="FORWARDED_ALLOW_IPS")
+    # On SIGTERM, requests in flight may finish for this long: set it above REQUEST_DEADLINE so a
+    # request riding out a database move is not cut when its API task is replaced too.
+    shutdown_grace: Float = Field(10.0, validation_alias="SHUTDOWN_GRACE")
 
 
 def serve(app: Any, default_port: int = 8000) -> None:
@@ -43,7 +46,7 @@ def serve(app: Any, default_port: int = 8000) -> None:
         # uvicorn's own X-Forwarded-For handling would take the left-most entry, which the client
         # writes itself; the apps resolve the address with client_address() instead.
         proxy_headers=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
     )
 
 

@@ -101,7 +101,7 @@ def test_defaults(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     worker = WorkerSettings.from_env()
     assert (worker.heartbeat_file, worker.heartbeat_interval, worker.prefetch) == ("/tmp/healthy", 5.0, 10)
     serve = ServeSettings.from_env()
-    assert (serve.host, serve.port, serve.forwarded_allow_ips) == ("0.0.0.0", None, "*")
+    assert (serve.host, serve.port, serve.forwarded_allow_ips, serve.shutdown_grace) == ("0.0.0.0", None, "*", 10.0)
     sink = MailsinkSettings.from_env()
     assert (sink.max_messages, sink.smtp_host, sink.smtp_port, sink.max_bytes) == (1000, "0.0.0.0", 2525, 1_048_576)
     assert OtpMailSettings.from_env().otp_ttl == 300
