@@ -152,8 +152,9 @@ REFUSAL_STATUS: dict[str, int] = {
     "already_registered": status.HTTP_409_CONFLICT,
 }
 
-# Starlette's own HTTP errors (routing) -> a code like every other refusal.
-_HTTP_CODES: Final = {404: "not_found", 405: "method_not_allowed", 401: "invalid_credentials"}
+# Starlette's and FastAPI's own HTTP errors -> a code like every other refusal (400: a body that
+# is not even text, or JSON nested beyond the parser's recursion limit).
+_HTTP_CODES: Final = {400: "invalid_request", 401: "invalid_credentials", 404: "not_found", 405: "method_not_allowed"}
 
 
 def _decode_basic(header: str | None) -> tuple[bytes, bytes] | None:

@@ -3,7 +3,7 @@
 Syntax only, with the maintained ``email-validator`` package: no DNS lookup
 (``check_deliverability=False``), no quoted local parts, no IP-literal domains, no control or
 other non-ASCII characters before the @ (mail relays need not support SMTPUTF8), no special-use
-domains such as ``.invalid`` or ``.localhost``. Internationalised domains are kept in their ASCII
+domains such as ``.invalid`` or ``.localhost``, no local part over 64 characters (``strict``). Internationalised domains are kept in their ASCII
 (IDNA) form. The normalised address is lower-cased as a whole, as the eligible list always was.
 """
 
@@ -38,6 +38,7 @@ def normalize_email(raw: str) -> str:
             allow_empty_local=False,
             globally_deliverable=True,
             test_environment=False,
+            strict=True,  # also the RFC length limits (64 before the @), which are warnings otherwise
         )
     except EmailNotValidError:
         raise InvalidEmail("not a valid e-mail address") from None

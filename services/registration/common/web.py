@@ -135,6 +135,7 @@ class Guard:
         raw = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
         # The body (if any) is left unread: tell the client this connection is done.
         raw.append((b"connection", b"close"))
+        raw.append((b"x-error-code", code.encode()))
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
