@@ -236,14 +236,17 @@ class RpcClient:
                 await self._channel.close()
         await self.start()
 
-    async def _publish(self, service: str, message: aio_pika.Message) -> None:
+    async def _publish(self, service: str, message: Callable[[str], aio_pika.Message]) -> None:
+        """Publish ``message(reply_to)``; built per try, since a reopened channel has a new reply queue."""
         for attempt in (1, 2):
             try:
-                if self._channel is None:
+                if self._channel is None or self._reply_queue is None:
                     await self._reopen()
                 await self._ensure_queue(service)
-                assert self._channel is not None
-                await self._channel.default_exchange.publish(message, routing_key=queue_name(service))
+                assert self._channel is not None and self._reply_queue is not None
+                await self._channel.default_exchange.publish(
+                    message(self._reply_queue.name), routing_key=queue_name(service)
+                )
                 return
             except _BROKER_GONE as exc:
                 if attempt == 2:
@@ -256,30 +259,27 @@ class RpcClient:
 
     async def call(self, service: str, method: str, /, timeout: float | None = None, **kwargs: Any) -> Any:
         """One attempt: publish the request and wait up to ``timeout`` seconds for the reply."""
-        if self._reply_queue is None:
-            raise RpcUnavailable("RPC client not connected")
         timeout = self._default_timeout if timeout is None else timeout
         cid = uuid.uuid4().hex
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[cid] = fut
         started = time.monotonic()
+        body = _encode({"method": method, "args": kwargs, "timeout": round(timeout, 3)})
+
+        def message(reply_to: str) -> aio_pika.Message:
+            return aio_pika.Message(
+                body=body,
+                content_type="application/json",
+                correlation_id=cid,
+                reply_to=reply_to,
+                expiration=max(1, int(timeout + 0.999)),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+
         try:
             # The publish itself is bounded too: while the broker is away, a robust channel waits.
             try:
-                await asyncio.wait_for(
-                    self._publish(
-                        service,
-                        aio_pika.Message(
-                            body=_encode({"method": method, "args": kwargs, "timeout": round(timeout, 3)}),
-                            content_type="application/json",
-                            correlation_id=cid,
-                            reply_to=self._reply_queue.name,
-                            expiration=max(1, int(timeout + 0.999)),
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
-                    ),
-                    timeout,
-                )
+                await asyncio.wait_for(self._publish(service, message), timeout)
             except TimeoutError:
                 # Never published: certainly not handled, so any call may be repeated.
                 raise RpcUnavailable(f"could not publish to {service} within {timeout:.1f}s") from None

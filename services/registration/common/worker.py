@@ -30,8 +30,11 @@ async def _heartbeat(server: RpcServer, path: str, interval: float) -> None:
     # Healthy means "consuming our queue", not merely "connected": a channel that closed while the
     # connection stayed up is re-opened here (and the file goes stale until it is).
     while True:
-        if await server.ensure_consuming():
-            touch_heartbeat(path)
+        try:
+            if await server.ensure_consuming():
+                touch_heartbeat(path)
+        except Exception:  # never let the heartbeat die; a stale file makes Swarm restart us
+            log.exception("heartbeat check failed")
         await asyncio.sleep(interval)
 
 

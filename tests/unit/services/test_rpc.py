@@ -151,9 +151,14 @@ def test_client_reopens_a_dead_channel_once_and_then_succeeds() -> None:
         reopened.append(True)
         client._channel = cast(Any, FakeChannel(exchange))
 
+        client._reply_queue = cast(Any, SimpleNamespace(name="rpc.reply.new"))
+
     client._reopen = reopen  # type: ignore[method-assign]
     assert asyncio.run(client.call("calc", "add", a=1, b=2)) == 3
     assert reopened == [True]
+    # the message that went out names the new reply queue, not the dead channel's
+    message, _ = exchange.published[-1]
+    assert message.reply_to == "rpc.reply.new"
 
 
 def test_client_reports_an_unreachable_broker_as_an_rpc_error_not_a_crash() -> None:
