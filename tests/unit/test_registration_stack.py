@@ -15,6 +15,7 @@ from tests.unit.test_render import check_golden
 
 SECRETS = {"api_password": "registration_api_password_0123456789", "db_password": "registration_db_password_0123456789"}
 SECRETS |= {"rabbitmq_password": "registration_rabbitmq_password_0123456789"}
+SECRETS |= {"admin_password": "registration_admin_password_0123456789"}
 
 
 def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
@@ -103,6 +104,36 @@ def test_no_password_reaches_the_environment_only_secret_files() -> None:
             assert not key.endswith("PASSWORD"), f"{name} sets {key} in its environment"
     assert {s["name"] for s in stack["secrets"].values()} >= set(SECRETS.values())
     assert all(s["external"] for s in stack["secrets"].values())
+
+
+def test_only_the_api_holds_the_admin_credential() -> None:
+    assert "admin_password" in load_workload("registration", "lab").manifest.secrets.generated
+    for environment, mode in (("lab", "shared-dir"), ("prod", "nfs")):
+        _, stack = rendered(environment, mode)
+        services = stack["services"]
+        api = services["api"]
+        assert "admin_password" in api["secrets"]
+        assert api["environment"]["ADMIN_PASSWORD_FILE"] == "/run/secrets/admin_password"
+        assert api["environment"]["ADMIN_USER"] == "admin"
+        holders = {name for name, service in services.items() if "admin_password" in service.get("secrets", [])}
+        assert holders == {"api"}, "the UI (or anything else) must not hold the admin credential"
+
+
+def test_the_ui_waits_longer_than_the_api_retries() -> None:
+    _, stack = rendered("lab", "shared-dir")
+    services = stack["services"]
+    deadline = float(services["api"]["environment"]["REQUEST_DEADLINE"])
+    assert float(services["ui"]["environment"]["API_TIMEOUT"]) > deadline >= 20
+    otp = services["otp"]["environment"]
+    assert int(otp["OTP_RATE_PER_EMAIL"]) > 0 and int(otp["OTP_RATE_PER_CLIENT"]) > 0
+    # a task being stopped (its worker drained) lets the requests it holds finish their retries
+    for name in ("api", "ui"):
+        assert float(services[name]["environment"]["SHUTDOWN_GRACE"]) > deadline
+        assert int(services[name]["stop_grace_period"].rstrip("s")) > float(
+            services[name]["environment"]["SHUTDOWN_GRACE"]
+        )
+    for name in ("otp", "student", "enroll", "email", "email_otp"):
+        assert int(services[name]["stop_grace_period"].rstrip("s")) > 10  # RpcServer.stop's grace
 
 
 def test_mail_route_only_where_the_mailsink_runs() -> None:

@@ -1,7 +1,8 @@
 """Server-side sessions: a random id in an HttpOnly cookie, the data as JSON in Redis with a TTL.
 
 Any UI replica can serve any request, so a user keeps their place while UI containers are
-replaced during a rolling update.
+replaced during a rolling update. The id changes (:meth:`SessionStore.rotate`) at every step that
+raises the session's privilege, against session fixation.
 """
 
 from __future__ import annotations
@@ -57,3 +58,12 @@ class SessionStore:
 
     async def delete(self, sid: str) -> None:
         await self._kv.delete(self._key(sid))
+
+    async def rotate(self, sid: str) -> str:
+        """A new id for the session (the caller saves the data under it); the old id stops working.
+
+        Called whenever the session gains privilege (an OTP requested for an e-mail, the OTP
+        verified), so an id planted in a victim's browser beforehand is worth nothing.
+        """
+        await self.delete(sid)
+        return new_session_id()
