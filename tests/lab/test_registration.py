@@ -22,8 +22,12 @@ pytestmark = pytest.mark.lab
 STACK = "registration"
 
 
+ADMIN: list[tuple[str, str]] = []
+
+
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Iterator[httpx.Client]:
+    ADMIN[:] = [admin_auth(lab)]
     credentials = json.loads((lab.config.state().credentials).read_text())
     with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30) as client:
         yield client
@@ -33,8 +37,14 @@ def fresh_email() -> str:
     return f"student-{uuid.uuid4().hex[:10]}@example.org"
 
 
+def admin_auth(lab: Lab) -> tuple[str, str]:
+    """The eligible list is the admin's: its own generated credential, not the API's."""
+    credentials = json.loads(lab.config.state().credentials.read_text())
+    return ("admin", credentials["admin_password"])
+
+
 def eligible(api: httpx.Client, *emails: str) -> None:
-    response = api.post("/create_email_list", json={"email_list": list(emails)})
+    response = api.post("/create_email_list", json={"email_list": list(emails)}, auth=ADMIN[0])
     assert response.status_code == 200, response.text
 
 
@@ -218,9 +228,9 @@ def test_reused_and_expired_otps_are_refused(lab: Lab, api: httpx.Client) -> Non
     assert expired.status_code == 401 and expired.json()["results"] == "expired"
 
 
-def test_malformed_requests_get_422_not_500(api: httpx.Client) -> None:
+def test_malformed_requests_get_4xx_not_500(api: httpx.Client) -> None:
     bad_json = api.post("/getotp", content=b"{not json", headers={"content-type": "application/json"})
-    assert bad_json.status_code == 422
+    assert bad_json.status_code == 422 and bad_json.json()["results"] == "invalid_request", bad_json.text
     assert api.post("/register", json={"email": "x@example.org"}).status_code == 422
     assert api.post("/authen", json={"email": "x@example.org", "otp": "12"}).status_code == 422
 
@@ -237,8 +247,11 @@ def test_registering_twice_is_refused(lab: Lab, api: httpx.Client) -> None:
     assert sql(lab, f"SELECT count(*) FROM student WHERE email = '{email}'") == "1"
 
 
-def test_api_requires_credentials_and_serves_openapi_docs(lab: Lab) -> None:
+def test_api_requires_credentials_and_serves_openapi_docs(lab: Lab, api: httpx.Client) -> None:
     assert httpx.post(lab.url + "/api/getotp", json={"email": "a@example.org"}).status_code == 401
+    # The UI's API credential cannot change the eligible list: that is the admin's.
+    refused = api.post("/create_email_list", json={"email_list": ["a@example.org"]})
+    assert refused.status_code == 403
     assert httpx.get(lab.url + "/api/docs").status_code == 200
 
 
@@ -258,7 +271,7 @@ def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
     credentials = json.loads((lab.config.state().credentials).read_text())
     generated = load_workload(STACK, lab.config.environment).manifest.secrets.generated
     values = [credentials[key] for key in generated]
-    assert len(values) == 3
+    assert len(values) == 4
     leader = manager(lab)
     places = {"rendered stack": lab.nodes.run(leader, f"cat /root/.swarmlab/stacks/{STACK}.yml").stdout}
     services = lab.nodes.run(leader, f"docker stack services {STACK} --format '{{{{.Name}}}}'").stdout.split()

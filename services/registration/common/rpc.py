@@ -106,7 +106,7 @@ class RpcCaller(Protocol):
 
 
 async def connect(
-    settings: RabbitSettings, name: str, *, retry_delay: float = 2.0, max_delay: float = 15.0
+    settings: RabbitSettings, name: str, *, retry_delay: float = 1.0, max_delay: float = 3.0
 ) -> AbstractRobustConnection:
     """Connect robustly, retrying until RabbitMQ is up (or ``connect_timeout`` s, if > 0).
 
@@ -125,6 +125,8 @@ async def connect(
                 virtualhost=settings.vhost,
                 client_properties={"connection_name": f"{name}@{socket.gethostname()}"},
                 timeout=10,
+                # After a broker move, try again every second (aio-pika's default is 5 s).
+                reconnect_interval=1,
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             if deadline is not None and time.monotonic() + delay > deadline:
