@@ -44,8 +44,8 @@ def section() -> str:
             ),
             "",
             f"20 workers take {scale['twenty_over_three']}x the time of 3 (goal: at most 2x). By memory, this machine "
-            f"holds a lab of about {scale['largest_lab_estimate_nodes']} nodes ({scale['estimate_basis']}); CPU, "
-            "not memory, is what a bigger lab runs out of first once services are deployed on it.",
+            f"holds a lab of about {scale['largest_lab_estimate_nodes']} idle nodes ({scale['estimate_basis']}); "
+            "that counts memory only, not the CPU a deployed stack needs on 2 cores.",
             "",
             "![bootstrap time against workers](docs/bench/scale.png)",
             "",
