@@ -79,7 +79,7 @@ def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
     endpoints = session.inventory.endpoints
     fill = {
         "http": endpoints.http,
-        "credentials": str(session.config.state(session.inventory.cluster).credentials),
+        "credentials": str(session.state.credentials),
         "storage_mode": storage_mode or "-",
     }
     say(f"\nThe {deployed.name} stack is up: open {endpoints.http}/")
@@ -113,7 +113,9 @@ def lab_status(c: Context) -> None:
         say(f"lab {config.cluster!r} is not up; image cache: {lab.image_cache(config) or 'none'}")
         return
     say(table(("NODE", "ROLE", "ADDRESS", "STATE"), rows))
-    say(f"\nstate directory: {config.state().root} (inventory.json, id_ed25519, known_hosts, credentials)")
+    say(
+        f"\nstate directory: {config.state(provider='lab').root} (inventory.json, id_ed25519, known_hosts, credentials, tls/)"
+    )
     say(f"image cache: {lab.image_cache(config) or 'none yet'} (kept by lab-down; `fab lab-down --purge` removes it)")
 
 

@@ -97,8 +97,9 @@ def measure(urls: list[str], api_auth: str | None) -> dict[str, Any]:
 
 def run() -> dict[str, Any]:
     config = load_config(environ={**ENV})
-    inventory: dict[str, Any] = json.loads(config.state().inventory.read_text())
-    credentials: dict[str, str] = json.loads(config.state().credentials.read_text())
+    state = config.state(provider="lab")
+    inventory: dict[str, Any] = json.loads(state.inventory.read_text())
+    credentials: dict[str, str] = json.loads(state.credentials.read_text())
     auth = f"api:{credentials['api_password']}"
     workers = [n["private_ip"] for n in inventory["nodes"] if n["role"] == "worker"]
     install_hey()

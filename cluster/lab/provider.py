@@ -54,7 +54,7 @@ from cluster.operations import Plan, Run, Write
 from cluster.plans.images import REMOTE_DIR, base_present_command
 from cluster.progress import PhaseResult, phase, say
 from cluster.runners import Nodes
-from cluster.state import StatePaths, write_private
+from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json
 
@@ -72,7 +72,7 @@ class LabProvider:
     name = "lab"
 
     def inventory(self, config: Config, target: str) -> Inventory:
-        path = config.state().inventory
+        path = config.state(provider=self.name).inventory
         if not path.exists():
             raise SwarmlabError(f"lab {config.cluster!r} is not up (no {path}): run `fab lab-up` first")
         return load_inventory(path)
@@ -174,6 +174,8 @@ def check_network_free(build: LabBuild, progress: PhaseResult) -> None:
 
 
 def check_free(build: LabBuild, progress: PhaseResult) -> None:
+    for warning in build.config.warnings:
+        progress.note(f"warning: {warning}")
     check_ports_free(build, progress)
     check_network_free(build, progress)
 
@@ -356,7 +358,7 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
     with phase("engine", "find or start the local Docker engine") as p:
         ensure_engine(p)
         engine = client()
-    build = LabBuild(config, engine, config.state())
+    build = LabBuild(config, engine, config.state(provider=LabProvider.name))
     existing = _check_existing_shape(engine, config)
     if existing and len(existing) == len(lab_nodes(config)) and build.paths.inventory.exists():
         return _restart(build, existing)
@@ -421,10 +423,14 @@ def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
                 removed += _remove(cache, "image cache volume", quiet)
         except DockerException as error:
             raise SwarmlabError(f"the local Docker engine refused to remove lab {config.cluster!r}: {error}") from None
-        # The lab's data went with its volumes, so the passwords that guarded it go too.
-        paths = config.state()
+        # The lab's data went with its volumes, so the passwords that guarded it go too. Only the lab's
+        # own state directory: a Pulumi or static target of the same cluster name keeps its own.
+        paths = config.state(provider=LabProvider.name)
         for stale in (paths.inventory, paths.credentials):
             stale.unlink(missing_ok=True)
+        if purge:
+            # Its keys and CA too; without --purge the CA stays, so a rebuilt lab is trusted as before.
+            remove_dir(paths)
         if removed:
             p.changed(f"removed {removed} object(s)")
         if not purge and not quiet:

@@ -90,7 +90,7 @@ def lab_down_leaves_nothing(config: Config) -> None:
         *(v.name for v in engine.volumes.list(filters=selector)),
     ]
     assert left == [], f"lab-down left {left}"
-    assert not config.state().inventory.exists()
+    assert not config.state(provider="lab").inventory.exists()
 
 
 @pytest.fixture(scope="session")

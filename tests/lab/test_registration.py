@@ -24,7 +24,7 @@ STACK = "registration"
 
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Iterator[httpx.Client]:
-    credentials = json.loads((lab.config.state().credentials).read_text())
+    credentials = json.loads((lab.config.state(provider="lab").credentials).read_text())
     with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30) as client:
         yield client
 
@@ -255,7 +255,7 @@ def test_the_ui_cannot_reach_the_database_or_the_broker(lab: Lab) -> None:
 
 
 def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
-    credentials = json.loads((lab.config.state().credentials).read_text())
+    credentials = json.loads((lab.config.state(provider="lab").credentials).read_text())
     generated = load_workload(STACK, lab.config.environment).manifest.secrets.generated
     values = [credentials[key] for key in generated]
     assert len(values) == 3
@@ -272,4 +272,4 @@ def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
     for where, text in places.items():
         for value in values:
             assert value not in text, f"a secret value appears in {where}"
-    assert oct((lab.config.state().credentials).stat().st_mode & 0o777) == "0o600"
+    assert oct((lab.config.state(provider="lab").credentials).stat().st_mode & 0o777) == "0o600"

@@ -92,7 +92,7 @@ def test_join_tokens_are_never_printed_or_written(lab: Lab) -> None:
     for output in LOG.outputs:
         for token in tokens:
             assert token not in output
-    state = lab.config.state().root
+    state = lab.config.state(provider="lab").root
     for path in state.rglob("*"):
         if path.is_file():
             text = path.read_text(errors="replace")
