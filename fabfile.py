@@ -83,6 +83,9 @@ def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
         "storage_mode": storage_mode or "-",
     }
     say(f"\nThe {deployed.name} stack is up: open {endpoints.http}/")
+    if session.config.tls_cert is None:
+        ca = session.state.ca_cert
+        say(f"HTTPS with the cluster's own CA {ca}: `curl --cacert {ca} {endpoints.http}/` (or trust it in a browser)")
     for note in deployed.manifest.notes:
         if deployed.enabled(note.when):
             say(note.text.format(**fill))

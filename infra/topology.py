@@ -83,7 +83,7 @@ def inventory_document(
             "host_keys": host_keys,
         },
         lb_public_ip=lb_public_ip,
-        http=f"http://{lb_public_ip}",
+        http=f"https://{lb_public_ip}",
         stats=f"http://{lb_public_ip}:{topology.STATS_PORT}/stats",
     )
 

@@ -134,6 +134,7 @@ def check_ports_free(build: LabBuild, progress: PhaseResult) -> None:
     problems = []
     for key, port in (
         ("http_port", config.http_port),
+        ("https_port", config.https_port),
         ("ssh_port", config.ssh_port),
         ("stats_port", config.stats_port),
     ):
@@ -150,7 +151,8 @@ def check_ports_free(build: LabBuild, progress: PhaseResult) -> None:
                 )
     if problems:
         raise ConfigErrors(problems)
-    progress.note(f"ports {config.http_port}, {config.ssh_port}, {config.stats_port} free on {config.bind_address}")
+    ports = (config.http_port, config.https_port, config.ssh_port, config.stats_port)
+    progress.note(f"ports {', '.join(map(str, ports))} free on {config.bind_address}")
 
 
 def check_network_free(build: LabBuild, progress: PhaseResult) -> None:

@@ -8,11 +8,13 @@ SWARMLAB_KEEP_LAB=1.
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import docker
@@ -22,6 +24,7 @@ from cluster.config import Config, load_config
 from cluster.inventory import Inventory
 from cluster.lab.provider import LabProvider
 from cluster.runners import Nodes
+from cluster.state import StatePaths
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
@@ -30,6 +33,7 @@ LAB_ENV = {
     "SWARMLAB_CIDR": "10.30.0.0/24",
     "SWARMLAB_OVERLAY_POOL": "10.131.0.0/16",
     "SWARMLAB_HTTP_PORT": "18080",
+    "SWARMLAB_HTTPS_PORT": "18443",
     "SWARMLAB_SSH_PORT": "12222",
     "SWARMLAB_STATS_PORT": "18404",
 }
@@ -73,6 +77,15 @@ class Lab:
     @property
     def url(self) -> str:
         return self.inventory.endpoints.http
+
+    @property
+    def state(self) -> StatePaths:
+        return self.config.state(provider="lab")
+
+    @cached_property
+    def tls(self) -> ssl.SSLContext:
+        """Verifies HAProxy against the lab's own CA, and nothing else (httpx's verify=)."""
+        return ssl.create_default_context(cafile=str(self.state.ca_cert))
 
 
 def lab_config() -> Config:

@@ -1,6 +1,6 @@
 """The registration system on the lab, end to end through HAProxy: the flow a student follows, sessions
 that survive UI replacement, data that survives the database moving, refusals, and secrets that stay
-secret. Traffic goes to 127.0.0.1 (the lb node's published port) and to the lab's own nodes only."""
+secret. Traffic goes to 127.0.0.1 (the lb node's published HTTPS port, verified against the lab's CA) and to the lab's own nodes only."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ STACK = "registration"
 
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Iterator[httpx.Client]:
-    credentials = json.loads((lab.config.state(provider="lab").credentials).read_text())
-    with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30) as client:
+    credentials = json.loads((lab.state.credentials).read_text())
+    with httpx.Client(
+        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30, verify=lab.tls
+    ) as client:
         yield client
 
 
@@ -41,7 +43,7 @@ def eligible(api: httpx.Client, *emails: str) -> None:
 def mails(lab: Lab, to: str, count: int = 1, timeout: float = 30) -> list[dict[str, str]]:
     deadline = time.monotonic() + timeout
     while True:
-        found = httpx.get(lab.url + "/mail/messages", params={"to": to}, timeout=10).json()
+        found = httpx.get(lab.url + "/mail/messages", params={"to": to}, timeout=10, verify=lab.tls).json()
         if len(found) >= count or time.monotonic() > deadline:
             assert len(found) >= count, f"expected {count} mail(s) to {to}, got {found}"
             return list(found)
@@ -104,7 +106,7 @@ def ui_register(browser: httpx.Client, first: str, last: str) -> httpx.Response:
 def test_full_flow_through_haproxy(lab: Lab, api: httpx.Client) -> None:
     email = fresh_email()
     eligible(api, email)
-    with httpx.Client(base_url=lab.url, follow_redirects=True, timeout=30) as browser:
+    with httpx.Client(base_url=lab.url, follow_redirects=True, timeout=30, verify=lab.tls) as browser:
         ui_request_and_verify(lab, browser, email)
         done = ui_register(browser, "Ada", "Lovelace")
     assert done.status_code == 200
@@ -121,7 +123,7 @@ def test_sessions_survive_the_ui_scaled_to_zero_and_back(lab: Lab, api: httpx.Cl
     """The seed's own test: between verifying and registering, every UI container is replaced."""
     email = fresh_email()
     eligible(api, email)
-    with httpx.Client(base_url=lab.url, follow_redirects=True, timeout=30) as browser:
+    with httpx.Client(base_url=lab.url, follow_redirects=True, timeout=30, verify=lab.tls) as browser:
         ui_request_and_verify(lab, browser, email)
         before = browser.get("/reg").headers["X-Served-By"]
         lab.nodes.run(manager(lab), f"docker service scale -d {STACK}_ui=0")
@@ -186,7 +188,7 @@ def test_unknown_email_is_refused_and_gets_no_mail(lab: Lab, api: httpx.Client) 
     response = api.post("/getotp", json={"email": email})
     assert response.status_code == 403 and response.json()["results"] == "unknown_email"
     time.sleep(1)
-    assert httpx.get(lab.url + "/mail/messages", params={"to": email}).json() == []
+    assert httpx.get(lab.url + "/mail/messages", params={"to": email}, verify=lab.tls).json() == []
 
 
 def test_six_wrong_otps_lock_the_email_even_for_the_right_one(lab: Lab, api: httpx.Client) -> None:
@@ -238,8 +240,8 @@ def test_registering_twice_is_refused(lab: Lab, api: httpx.Client) -> None:
 
 
 def test_api_requires_credentials_and_serves_openapi_docs(lab: Lab) -> None:
-    assert httpx.post(lab.url + "/api/getotp", json={"email": "a@example.org"}).status_code == 401
-    assert httpx.get(lab.url + "/api/docs").status_code == 200
+    assert httpx.post(lab.url + "/api/getotp", json={"email": "a@example.org"}, verify=lab.tls).status_code == 401
+    assert httpx.get(lab.url + "/api/docs", verify=lab.tls).status_code == 200
 
 
 def test_the_ui_cannot_reach_the_database_or_the_broker(lab: Lab) -> None:
@@ -255,7 +257,7 @@ def test_the_ui_cannot_reach_the_database_or_the_broker(lab: Lab) -> None:
 
 
 def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
-    credentials = json.loads((lab.config.state(provider="lab").credentials).read_text())
+    credentials = json.loads((lab.state.credentials).read_text())
     generated = load_workload(STACK, lab.config.environment).manifest.secrets.generated
     values = [credentials[key] for key in generated]
     assert len(values) == 3
@@ -272,4 +274,4 @@ def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
     for where, text in places.items():
         for value in values:
             assert value not in text, f"a secret value appears in {where}"
-    assert oct((lab.config.state(provider="lab").credentials).stat().st_mode & 0o777) == "0o600"
+    assert oct((lab.state.credentials).stat().st_mode & 0o777) == "0o600"

@@ -16,9 +16,9 @@ from cluster.lab.build import node_build_context
 from cluster.lab.topology import lab_inventory
 from cluster.state import StatePaths
 from cluster.tasks.deploy import StackInput, render_stack
-from cluster.tasks.haproxy import routes_of
+from cluster.tasks.haproxy import redirect_port, routes_of
 from cluster.workload import load_workload
-from haproxy.model import build, render_config
+from haproxy.model import CERT_PATH, Tls, build, render_config
 from rendering.provision import ROLES, ProvisionInput, daemon_json, provision_script
 from rendering.render import render
 
@@ -36,10 +36,13 @@ def check_golden(name: str, text: str) -> None:
 HELLO = load_workload("hello", "lab")
 
 
-def haproxy_cfg(workers: int = 3) -> str:
+CERT_SHA = "c0ffee" * 10 + "c0de"
+
+
+def haproxy_cfg(workers: int = 3, redirect_port: int | None = 8443) -> str:
     inventory = lab_inventory(parse_config({"workers": workers}), StatePaths(Path("/state")))
     servers = [(w.name, str(w.private_ip)) for w in inventory.workers]
-    return render_config(build(inventory.cluster, servers, routes_of([HELLO])))
+    return render_config(build(inventory.cluster, servers, routes_of([HELLO]), Tls(CERT_SHA, redirect_port)))
 
 
 def test_haproxy_cfg_for_the_hello_stack() -> None:
@@ -49,6 +52,44 @@ def test_haproxy_cfg_for_the_hello_stack() -> None:
         assert f" {worker} check" in text
     assert "retry-on conn-failure" in text and "option redispatch" in text and "master-worker" in text
     assert "use_backend hello if { path_beg /hello/ }" in text and "default_backend" not in text
+
+
+def frontend(text: str, name: str) -> str:
+    return text.split(f"\nfrontend {name}\n", 1)[1].split("\n\n", 1)[0]
+
+
+def test_haproxy_terminates_tls_and_plain_http_only_redirects() -> None:
+    text = haproxy_cfg()
+    https = frontend(text, "https")
+    assert f"bind :443 ssl crt {CERT_PATH} alpn h2,http/1.1" in https
+    assert f"certificate sha256 {CERT_SHA}" in https, "a new certificate must change the file, hence reload"
+    assert 'http-after-response set-header Strict-Transport-Security "max-age=31536000"' in https
+    assert "http-request set-header X-Forwarded-Proto https" in https and "use_backend hello" in https
+    http = frontend(text, "http")
+    # Nothing is served without TLS: the plain frontend has no backend, only the redirect.
+    assert "use_backend" not in http and "default_backend" not in http
+    assert "http-request redirect location https://%[req.hdr(host),field(1,:)]:8443%[pathq] code 301" in http
+    assert "http-request redirect scheme https code 301" in frontend(haproxy_cfg(redirect_port=None), "http")
+    assert "ssl-min-ver TLSv1.2" in text and "no-tls-tickets" in text
+
+
+def test_haproxy_workers_run_unprivileged() -> None:
+    globals_ = haproxy_cfg().split("\ndefaults\n", 1)[0]
+    assert "    user haproxy\n" in globals_ and "    group haproxy\n" in globals_
+    assert "    chroot /var/lib/haproxy\n" in globals_
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "port"),
+    [
+        ("https://127.0.0.1:8443", 8443),
+        ("https://203.0.113.10", None),
+        ("https://x.example:443", None),
+        ("http://h", None),
+    ],
+)
+def test_the_redirect_port_comes_from_the_inventory_endpoint(endpoint: str, port: int | None) -> None:
+    assert redirect_port(endpoint) == port
 
 
 def test_haproxy_cfg_grows_with_the_workers() -> None:

@@ -156,6 +156,9 @@ def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> 
     runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|completed\n---\n")
     runner.answer(r"sha256sum", f"config_sha={hashlib.sha256(cfg.encode()).hexdigest()}\nsystemd=no\nrunning=yes\n")
+    # The certificate the first deploy installed, kept in the state directory: not issued nor written again.
+    pem = first.files[("lb-1", "/etc/haproxy/tls/site.pem")]
+    runner.answer(r"sha256sum /etc/haproxy/tls/site.pem", hashlib.sha256(pem).hexdigest())
     deploy_workload(session(runner, tmp_path), hello, inventory().node("manager-1"))
     assert not runner.commands(r"docker build|stack deploy|secret (create|rm)")
     assert not runner.files and not TIMINGS.changed
