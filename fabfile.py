@@ -26,6 +26,7 @@ from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
 from cluster.tasks.nfs import configure_nfs
+from cluster.tasks.registry import configure_registry
 from cluster.tasks.status import status_report, table
 from cluster.tasks.swarm import drain_managers as drain
 from cluster.tasks.swarm import find_leader
@@ -159,8 +160,15 @@ def nfs(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 
 @task(help=CHANGES)
 @reported
+def registry(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """The cluster registry serves TLS (a certificate of the cluster CA); every engine trusts that CA for it."""
+    changing(target, dry_run, configure_registry)
+
+
+@task(help=CHANGES)
+@reported
 def bootstrap(c: Context, target: str = "lab", dry_run: bool = False) -> None:
-    """swarm-init, swarm-join, drain-managers, haproxy and nfs, in order; idempotent."""
+    """swarm-init, swarm-join, drain-managers, haproxy, nfs and registry, in order; idempotent."""
     changing(target, dry_run, bootstrap_cluster)
 
 

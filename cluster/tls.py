@@ -319,12 +319,23 @@ def user_certificate(cert_path: Path, key_path: Path) -> Certificate:
 
 def cluster_scope(inventory: Inventory, names: Iterable[str]) -> Scope:
     """What the cluster CA may vouch for: the node network, the lb node's public address, the DNS
-    names of tls_names, and `localhost` where the lb is published on loopback (the lab)."""
+    names of tls_names, `localhost` where the lb is published on loopback (the lab), and the
+    registry's host when the inventory names it outside the node network."""
     networks: list[IPNetwork] = [inventory.network.cidr]
+    dns = list(names)
     public = inventory.lb.public_ip
     if public is not None:
         networks.append(ipaddress.ip_network(public))
-    return Scope.of(networks, [*names, *(["localhost"] if public is not None and public.is_loopback else [])])
+        dns += ["localhost"] if public.is_loopback else []
+    host = (inventory.registry or "").rpartition(":")[0]
+    if host:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            dns.append(host)
+        else:
+            networks += [] if address in inventory.network.cidr else [ipaddress.ip_network(address)]
+    return Scope.of(networks, dns)
 
 
 def lb_names(inventory: Inventory, names: Iterable[str]) -> tuple[set[IPAddress], set[str]]:

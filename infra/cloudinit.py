@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import topology
 from infra.config import InfraConfig
 from infra.topology import NodeSpec
 from rendering.provision import daemon_json, provision_script
@@ -59,14 +58,13 @@ def _command(data_device: str | None) -> tuple[str, ...]:
 def user_data(config: InfraConfig, node: NodeSpec, host_key: HostKeyText, data_device: str | None = None) -> str:
     """The #cloud-config document of one node: its pinned host key, its role's provisioning; data_device
     only on a storage node with a volume."""
-    registry = topology.registry_endpoint(config.private_cidr)
     return render(
         "cloud-init/user-data.yaml.j2",
         UserDataInput(
             cluster=config.cluster_name,
             hostname=node.name,
             role=node.role,
-            daemon_json=daemon_json(registry) if node.role in DOCKER_ROLES else None,
+            daemon_json=daemon_json() if node.role in DOCKER_ROLES else None,
             provision_script=provision_script(node.role, config.debian_mirror, config.debian_suite),
             command=_command(data_device),
             host_key=host_key,

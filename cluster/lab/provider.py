@@ -212,7 +212,7 @@ def create_network(build: LabBuild, progress: PhaseResult) -> None:
     progress.changed(f"network {network_name(config)} ({config.cidr}) and the storage data volume")
 
 
-def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> None:
+def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     config, engine = build.config, build.engine
     role = Role(node.role)
     volumes: dict[str, Mapping[str, str]] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
@@ -259,7 +259,7 @@ def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> 
     }
     modes = {"/etc/ssh/ssh_host_ed25519_key": 0o600, "/root/.ssh/authorized_keys": 0o600}
     if role is not Role.LB:
-        files["/etc/docker/daemon.json"] = daemon_json(registry).encode()
+        files["/etc/docker/daemon.json"] = daemon_json().encode()
     container.put_archive("/", tar_bytes(files, modes))
     container.start()
 
@@ -277,10 +277,9 @@ def _cache_volume(build: LabBuild, name: str) -> Volume:
 def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
     """All node containers at once: each is a few engine API calls, so a big lab is not created one
     node after the other."""
-    registry = build.inventory.registry or ""
 
     def create(node: topology.PlannedNode) -> None:
-        _create_node(build, node, registry)
+        _create_node(build, node)
         progress.changed(f"created {node.name} ({node.role}, {node.ip})")
 
     with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:

@@ -58,7 +58,7 @@ def plan_push(node: str, daemon: DaemonSpec, facts: DaemonFacts, config_text: st
         operations.append(Run(node, f"mv {daemon.new_path} {daemon.config_path}", f"{daemon.config_path} replaced"))
     if facts.running and changed:
         reload = (
-            f"systemctl reload {daemon.unit}"
+            f"systemctl {daemon.systemd_reload} {daemon.unit}"
             if facts.systemd
             else daemon.reload.format(pid=f'"$(head -n1 {daemon.pid_file})"')
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ import jinja2
 import pytest
 import yaml
 
+import registry.model as registry
 import topology
 from cluster.config import parse_config
 from cluster.lab.build import node_build_context
@@ -118,25 +120,30 @@ def test_provision_scripts(role: str) -> None:
 def test_storage_script_takes_its_paths_and_registry_port_from_topology() -> None:
     text = provision_script("storage")
     assert f"mkdir -p /var/run/ganesha {topology.EXPORT_DIR} " in text
-    assert f"  addr: :{topology.REGISTRY_PORT}\n" in text
+    assert f"(port {topology.REGISTRY_PORT})" in text
     assert f'target="${{SWARMLAB_DATA_MOUNTPOINT:-{topology.DATA_ROOT}}}"' in text
     # Other values show through everywhere: no literal copy of the facts is left in the template.
     moved = render(
         "provision/storage.sh.j2",
         ProvisionInput("storage", data_root="/var/lab", export_dir="/var/lab/export", registry_port=5999),
     )
-    assert "/srv/swarmlab" not in moved and ":5000" not in moved
-    assert "mkdir -p /var/run/ganesha /var/lab/export " in moved and "addr: :5999" in moved
+    assert "/srv/swarmlab" not in moved and "5000" not in moved
+    assert "mkdir -p /var/run/ganesha /var/lab/export " in moved and "(port 5999)" in moved
     assert 'SWARMLAB_DATA_MOUNTPOINT:-/var/lab}"' in moved
+    # The registry's configuration is the registry task's, with the port from topology.
+    config = registry.render_config(registry.build("ab" * 32))
+    assert f"  addr: :{topology.REGISTRY_PORT}\n" in config and "  tls:\n" in config
 
 
-def test_daemon_json_points_at_the_cluster_registry() -> None:
-    assert '"insecure-registries": ["10.20.0.6:5000"]' in daemon_json("10.20.0.6:5000")
+def test_no_engine_trusts_an_insecure_registry() -> None:
+    # The registry serves TLS from the cluster CA, trusted per registry in /etc/docker/certs.d.
+    assert "insecure" not in daemon_json()
+    assert json.loads(daemon_json())["log-driver"] == "json-file"
 
 
 def test_missing_value_is_an_error_not_an_empty_string() -> None:
     with pytest.raises(jinja2.UndefinedError):
-        render("docker/daemon.json.j2", {})
+        render("registry/config.yml.j2", {})
 
 
 def test_node_image_tag_changes_with_the_provisioning_scripts() -> None:
