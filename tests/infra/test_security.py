@@ -18,6 +18,7 @@ ADMIN = "198.51.100.0/24"  # tests/infra/harness.py BASE_CONFIG
 CLUSTER = "10.20.0.0/24"
 WORLD = "0.0.0.0/0"
 LB = "group:lb"
+WORKERS = "group:workers"
 SWARM = {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789), ("esp", None, None)}
 
 
@@ -43,7 +44,7 @@ EXPECTED: dict[str, set[Allow]] = {
     "manager": {_allow("tcp", 22, 22, LB)} | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in SWARM},
     "worker": {_allow("tcp", 22, 22, LB), _allow("tcp", 8000, 8099, LB)}
     | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in SWARM},
-    "storage": {_allow("tcp", 22, 22, LB), _allow("tcp", 2049, 2049, CLUSTER), _allow("tcp", 5000, 5000, CLUSTER)},
+    "storage": {_allow("tcp", 22, 22, LB), _allow("tcp", 2049, 2049, WORKERS), _allow("tcp", 5000, 5000, CLUSTER)},
 }
 
 

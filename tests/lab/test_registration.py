@@ -168,7 +168,9 @@ def test_data_survives_the_database_moving_to_another_worker(lab: Lab, api: http
     # The data lives on the storage node's export, which answers NFS v4 (checked with a userspace client).
     storage = lab.inventory.storage
     assert storage is not None
-    listing = lab.nodes.run(storage, f"nfs-ls 'nfs://{storage.private_ip}/data/postgres/?version=4'").stdout
+    # As the server's own uid (999): the export squashes root, and the directory is the server's alone.
+    url = f"nfs://{storage.private_ip}/data/postgres/?version=4&uid=999&gid=999"
+    listing = lab.nodes.run(storage, f"nfs-ls '{url}'").stdout
     assert "PG_VERSION" in listing
 
 

@@ -11,18 +11,23 @@ import jinja2
 import pytest
 import yaml
 
+import nfs.model as nfs
 import registry.model as registry
 import topology
 from cluster.config import parse_config
 from cluster.lab.build import node_build_context
 from cluster.lab.topology import lab_inventory
+from cluster.providers.static import StaticProvider
+from cluster.session import Session
 from cluster.state import StatePaths
 from cluster.tasks.deploy import StackInput, render_stack
 from cluster.tasks.haproxy import redirect_port, routes_of
+from cluster.tasks.nfs import configure_nfs
 from cluster.workload import load_workload
 from haproxy.model import CERT_PATH, Tls, build, render_config
 from rendering.provision import ROLES, ProvisionInput, daemon_json, provision_script
 from rendering.render import render
+from tests.unit.fake_runner import FakeRunner
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -151,3 +156,24 @@ def test_node_image_tag_changes_with_the_provisioning_scripts() -> None:
     assert one.tag == node_build_context(parse_config({}), "base:1").tag
     assert one.tag != node_build_context(parse_config({}), "base:2").tag
     assert one.tag != node_build_context(parse_config({"debian_suite": "trixie"}), "base:1").tag
+
+
+def test_nfs_export_is_root_squashed_and_limited_to_the_workers() -> None:
+    text = nfs.render_config(nfs.build(("10.20.0.22", "10.20.0.21", "10.20.0.6", "10.20.0.21")))
+    check_golden("ganesha.conf", text)
+    assert "Squash = Root_Squash;" in text and "No_Root_Squash" not in text
+    # Nobody by default, the listed addresses read-write: no subnet, no wildcard.
+    assert "    Access_Type = None;\n" in text
+    assert "        Clients = 10.20.0.6, 10.20.0.21, 10.20.0.22;\n" in text
+    assert "/" not in text.split("Clients = ", 1)[1].split(";", 1)[0] and "*" not in text
+    with pytest.raises(ValueError, match="at least one client"):
+        nfs.build(())
+
+
+def test_the_nfs_task_exports_to_the_workers_and_the_storage_node_only(tmp_path: Path) -> None:
+    config = parse_config({"state_dir": str(tmp_path), "workers": 2})
+    runner = FakeRunner(lab_inventory(config, StatePaths(tmp_path)))
+    runner.answer("nfs-ls", "ready")
+    configure_nfs(Session(config, StaticProvider(), runner))
+    text = runner.files[("storage-1", "/etc/ganesha/ganesha.conf.new")].decode()
+    assert "Clients = 10.20.0.6, 10.20.0.21, 10.20.0.22;" in text
