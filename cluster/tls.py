@@ -152,7 +152,9 @@ def issue(authority: Authority, addresses: Iterable[IPAddress], names: Iterable[
     """A server certificate for these addresses and names, signed by the authority."""
     addresses, names = sorted(set(addresses), key=str), sorted(set(names))
     key = _new_key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else str(addresses[0]))])
+    # No common name without a DNS name: OpenSSL checks a CN as a host name against the CA's DNS
+    # constraints, and an address there fails them. An empty subject needs a critical SAN (RFC 5280).
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])] if names else [])
     now = _now()
     ca = authority.certificate
     cert = (
@@ -166,7 +168,7 @@ def issue(authority: Authority, addresses: Iterable[IPAddress], names: Iterable[
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([*(x509.IPAddress(a) for a in addresses), *(x509.DNSName(n) for n in names)]),
-            critical=False,
+            critical=not names,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(

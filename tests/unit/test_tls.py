@@ -117,6 +117,11 @@ def test_a_client_trusting_the_ca_verifies_the_certificate(tmp_path: Path) -> No
     handshake(tmp_path, cert.bundle, ca.cert_pem, server_name="localhost")
     with pytest.raises(ssl.SSLCertVerificationError):
         handshake(tmp_path, cert.bundle, ca.cert_pem, server_name="127.0.0.2")
+    # An address alone (the registry's, a cloud lb's): no common name that OpenSSL would hold
+    # against the CA's DNS constraints.
+    address_only = tls.certificate("registry", ca, [LOOPBACK], [])
+    assert address_only.leaf.subject == x509.Name([])
+    handshake(tmp_path, address_only.bundle, ca.cert_pem)
 
 
 def test_the_ca_cannot_vouch_beyond_its_scope(tmp_path: Path) -> None:
