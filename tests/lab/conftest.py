@@ -8,6 +8,7 @@ SWARMLAB_KEEP_LAB=1.
 from __future__ import annotations
 
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -47,6 +48,9 @@ class FabLog:
 
 
 LOG = FabLog()
+# State directories of other targets planted under the test lab's cluster name (tests/lab/test_hardening.py):
+# the finalizer's lab-down must leave each exactly as it was (path, {file: content}); then they go.
+PLANTED: list[tuple[Path, dict[str, bytes]]] = []
 
 
 def fab(
@@ -104,6 +108,10 @@ def lab_down_leaves_nothing(config: Config) -> None:
     ]
     assert left == [], f"lab-down left {left}"
     assert not config.state(provider="lab").inventory.exists()
+    for directory, contents in PLANTED:
+        found = {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+        shutil.rmtree(directory, ignore_errors=True)
+        assert found == contents, f"lab-down touched another target's state {directory}"
 
 
 @pytest.fixture(scope="session")
