@@ -4,7 +4,7 @@ the component turns each row into one SecGroupRule.
 Groups, and the roles whose ports carry them:
   lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs
   private  every other node: SSH only from the lb group (the jump host)
-  swarm    managers and workers: Swarm control, gossip, VXLAN and ESP only from the cluster subnet
+  swarm    managers and workers: Swarm control, gossip and VXLAN only from the cluster subnet
   workers  workers: the edge services' host-mode ports only from the lb group (HAProxy)
   storage  storage node: NFS only from the workers group (the only NFS clients), the registry from the
            cluster subnet (every engine pulls; managers resolve image digests at deploy)
@@ -70,8 +70,8 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("swarm", "tcp", 7946, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", 7946, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", 4789, cluster, "VXLAN overlay data"),
-        # IP protocol 50: overlays created with --opt encrypted carry their VXLAN inside ESP.
-        Rule("swarm", "esp", None, cluster[0], "encrypted overlay (ESP)"),
+        # No ESP (IP protocol 50): no overlay is created with `encrypted` (docs/security.md: the lab's
+        # kernels have no ESP, and Docker then drops the overlay's traffic), so nothing uses it.
         Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
         # The export admits the workers' addresses only (nfs-ganesha's client list); so does the group.
         *_port("storage", "tcp", NFS_PORT, [WORKERS_GROUP], "NFS v4, for the workers"),
