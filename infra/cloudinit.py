@@ -1,4 +1,4 @@
-"""cloud-init user data per node, pure: the role's provisioning script and, on Docker roles, daemon.json.
+"""cloud-init user data per node, pure: its pinned SSH host key, the role's provisioning script and, on Docker roles, daemon.json.
 
 The script is the one the lab's node image is built with (rendering.provision), so a VM and a lab
 node of the same role have the same software.

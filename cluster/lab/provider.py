@@ -405,8 +405,9 @@ def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: boo
 
 
 def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
-    """Remove every container, network and volume labelled with this lab's name; the image cache
-    stays for the next lab of this name unless `purge`."""
+    """Remove every container, network and volume labelled with this lab's name, and the lab's
+    inventory and credentials (its own state directory only); the image cache, keys and CA stay for
+    the next lab of this name unless `purge`."""
     try:
         engine = client()
     except SwarmlabError:

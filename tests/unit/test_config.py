@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from cluster.config import load_config, parse_config
 from cluster.errors import ConfigError, ConfigErrors
+from cluster.lab.provider import LabBuild, check_free
+from cluster.progress import PhaseResult
 
 
 def errors_of(data: dict[str, object]) -> list[tuple[str, str]]:
@@ -157,3 +161,17 @@ def test_a_lab_published_beyond_loopback_is_warned_about_not_refused() -> None:
     assert parse_config({}).warnings == ()
     [warning] = parse_config({"bind_address": "192.168.1.10"}).warnings
     assert "bind_address=192.168.1.10" in warning and "OTP" in warning
+
+
+def test_lab_up_prints_the_warning_before_anything_is_made(capsys: pytest.CaptureFixture[str]) -> None:
+    ports = []
+    for _ in range(4):
+        with socket.socket() as probe:
+            probe.bind(("0.0.0.0", 0))
+            ports.append(probe.getsockname()[1])
+    keys = ("http_port", "https_port", "ssh_port", "stats_port")
+    config = parse_config({"bind_address": "0.0.0.0", **dict(zip(keys, ports, strict=True))})
+    engine = SimpleNamespace(networks=SimpleNamespace(list=list))
+    check_free(LabBuild(config, engine, config.state(provider="lab")), PhaseResult("lab-checks"))  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "warning: bind_address=0.0.0.0 is not a loopback address" in out and "OTP" in out
