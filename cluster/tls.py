@@ -254,7 +254,10 @@ class ClusterTLS:
         made = new_authority(self.cluster, scope)
         self._keep(key_path, _key_pem(made.key))
         self._keep(cert_path, made.cert_pem)
-        progress.note(f"made the cluster CA {cert_path}: trust it to reach the cluster (curl --cacert {cert_path})")
+        if self.write:
+            progress.note(f"made the cluster CA {cert_path}: trust it to reach the cluster (curl --cacert {cert_path})")
+        else:
+            progress.note(f"would make the cluster CA {cert_path} (dry run: made in memory only)")
         return made
 
     def certificate(

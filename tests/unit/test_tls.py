@@ -72,11 +72,12 @@ def test_other_names_renew_the_certificate_and_another_scope_the_ca(tmp_path: Pa
     assert tls.certificate("haproxy", new_ca, [LOOPBACK], ["localhost"]).leaf.issuer == new_ca.certificate.subject
 
 
-def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
+def test_a_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tls = ClusterTLS(tmp_path / "tls", "demo", write=False)
     ca = tls.authority(lab_scope(), PhaseResult("t"))
     tls.certificate("haproxy", ca, [LOOPBACK], [])
     assert not (tmp_path / "tls").exists()
+    assert "would make the cluster CA" in capsys.readouterr().out
 
 
 def handshake(tmp_path: Path, bundle: bytes, ca_pem: bytes, server_name: str = "127.0.0.1") -> None:
