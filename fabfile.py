@@ -26,6 +26,7 @@ from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
 from cluster.tasks.nfs import configure_nfs
+from cluster.tasks.registry import configure_registry
 from cluster.tasks.status import status_report, table
 from cluster.tasks.swarm import drain_managers as drain
 from cluster.tasks.swarm import find_leader
@@ -79,10 +80,13 @@ def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
     endpoints = session.inventory.endpoints
     fill = {
         "http": endpoints.http,
-        "credentials": str(session.config.state(session.inventory.cluster).credentials),
+        "credentials": str(session.state.credentials),
         "storage_mode": storage_mode or "-",
     }
     say(f"\nThe {deployed.name} stack is up: open {endpoints.http}/")
+    if session.config.tls_cert is None:
+        ca = session.state.ca_cert
+        say(f"HTTPS with the cluster's own CA {ca}: `curl --cacert {ca} {endpoints.http}/` (or trust it in a browser)")
     for note in deployed.manifest.notes:
         if deployed.enabled(note.when):
             say(note.text.format(**fill))
@@ -113,7 +117,9 @@ def lab_status(c: Context) -> None:
         say(f"lab {config.cluster!r} is not up; image cache: {lab.image_cache(config) or 'none'}")
         return
     say(table(("NODE", "ROLE", "ADDRESS", "STATE"), rows))
-    say(f"\nstate directory: {config.state().root} (inventory.json, id_ed25519, known_hosts, credentials)")
+    say(
+        f"\nstate directory: {config.state(provider='lab').root} (inventory.json, id_ed25519, known_hosts, credentials, tls/)"
+    )
     say(f"image cache: {lab.image_cache(config) or 'none yet'} (kept by lab-down; `fab lab-down --purge` removes it)")
 
 
@@ -154,8 +160,15 @@ def nfs(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 
 @task(help=CHANGES)
 @reported
+def registry(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """The cluster registry serves TLS (a certificate of the cluster CA); every engine trusts that CA for it."""
+    changing(target, dry_run, configure_registry)
+
+
+@task(help=CHANGES)
+@reported
 def bootstrap(c: Context, target: str = "lab", dry_run: bool = False) -> None:
-    """swarm-init, swarm-join, drain-managers, haproxy and nfs, in order; idempotent."""
+    """swarm-init, swarm-join, drain-managers, haproxy, nfs and registry, in order; idempotent."""
     changing(target, dry_run, bootstrap_cluster)
 
 

@@ -97,8 +97,9 @@ def measure(urls: list[str], api_auth: str | None) -> dict[str, Any]:
 
 def run() -> dict[str, Any]:
     config = load_config(environ={**ENV})
-    inventory: dict[str, Any] = json.loads(config.state().inventory.read_text())
-    credentials: dict[str, str] = json.loads(config.state().credentials.read_text())
+    state = config.state(provider="lab")
+    inventory: dict[str, Any] = json.loads(state.inventory.read_text())
+    credentials: dict[str, str] = json.loads(state.credentials.read_text())
     auth = f"api:{credentials['api_password']}"
     workers = [n["private_ip"] for n in inventory["nodes"] if n["role"] == "worker"]
     install_hey()
@@ -108,7 +109,8 @@ def run() -> dict[str, Any]:
     }
     results: dict[str, dict[str, Any]] = {}
     for name, (path, port, api_auth) in paths.items():
-        through = measure([f"http://127.0.0.1:80{path}"], api_auth)
+        # HAProxy's HTTPS frontend (plain HTTP only redirects); hey does not verify certificates.
+        through = measure([f"https://127.0.0.1:443{path}"], api_auth)
         direct = measure([f"http://{w}:{port}{path}" for w in workers], api_auth)
         ratio = round(through["rps"] / direct["rps"], 2) if direct["rps"] else None
         results[name] = {"haproxy": through, "direct_all_workers": direct, "haproxy_over_direct": ratio}
@@ -116,7 +118,8 @@ def run() -> dict[str, Any]:
             f"{name}: HAProxy {through['rps']} req/s (p99 {through['p99_ms']} ms), direct {direct['rps']} req/s; ratio {ratio}"
         )
     body = {
-        "mode": f"lab, hey inside the lb node, {CONCURRENCY} connections for {DURATION} per measure, "
+        "mode": f"lab, hey inside the lb node (HTTPS through HAProxy, plain HTTP direct), "
+        f"{CONCURRENCY} connections for {DURATION} per measure, "
         f"{len(workers)} workers; direct = every worker at once, concurrency split between them",
         "results": results,
     }

@@ -75,7 +75,8 @@ class Executor:
         seen = [""]
 
         def check() -> Verdict:
-            result = self.runner.run(node, wait.command, check=False)
+            # One poll never outlasts the whole wait: a node that stops answering ends it, named.
+            result = self.runner.run(node, wait.command, check=False, timeout=wait.timeout)
             verdict = wait.verdict(result.stdout)
             # Progress as it goes: print what the wait sees whenever it changes, with the time so far.
             summary = verdict.detail.splitlines()[0] if verdict.detail else ""

@@ -110,6 +110,16 @@ def parse_daemon_facts(output: str) -> DaemonFacts:
     return DaemonFacts(values.get("config_sha", ""), values.get("systemd") == "yes", values.get("running") == "yes")
 
 
+def file_sha_command(path: str) -> str:
+    """The sha256 of a file on a node, or nothing when it does not exist."""
+    return f"sha256sum {path} 2>/dev/null | cut -d' ' -f1; true"
+
+
+def parse_file_sha(output: str) -> str:
+    word = output.strip().split()[0] if output.strip() else ""
+    return word if len(word) == 64 and all(c in "0123456789abcdef" for c in word) else ""
+
+
 # --- services of a stack -------------------------------------------------------------------------
 
 

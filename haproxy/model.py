@@ -12,6 +12,13 @@ from rendering.render import render
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 PID_FILE = "/run/haproxy.pid"
+# The certificate chain and its key in one file, as HAProxy's `crt` reads it (root only, mode 600:
+# the master reads it as root; the workers that serve run as the haproxy user).
+CERT_DIR = "/etc/haproxy/tls"
+CERT_PATH = f"{CERT_DIR}/site.pem"
+# HSTS: browsers that saw HTTPS here once never try plain HTTP again for a year (hostnames only:
+# browsers ignore it for IP addresses such as the lab's 127.0.0.1).
+HSTS_MAX_AGE = 31536000
 
 # Validated with `haproxy -c` before the swap, reloaded through its master (master-worker mode:
 # SIGUSR2, or systemd's reload, which does the same), so the old workers finish their connections
@@ -60,11 +67,25 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """HAProxy's HTTPS frontend: the certificate file, a digest of it (a new certificate changes the
+    configuration text, so the push reloads HAProxy), and the port plain HTTP redirects to, when the
+    public HTTPS port is not 443 (the lab publishes 443 on another host port)."""
+
+    certificate_sha: str
+    redirect_port: int | None = None
+    certificate_path: str = CERT_PATH
+    hsts_max_age: int = HSTS_MAX_AGE
+
+
+@dataclass(frozen=True)
 class HAProxyConfig:
     cluster: str
     http_port: int
     stats_port: int
     backends: tuple[Backend, ...]
+    tls: Tls
+    https_port: int = topology.HTTPS_PORT
 
     @property
     def default_backend(self) -> Backend | None:
@@ -80,6 +101,8 @@ def build(
     cluster: str,
     workers: Sequence[tuple[str, str]],
     routes: Sequence[Route],
+    tls: Tls,
+    *,
     http_port: int = topology.HTTP_PORT,
     stats_port: int = topology.STATS_PORT,
 ) -> HAProxyConfig:
@@ -94,7 +117,7 @@ def build(
         )
         for route in routes
     )
-    return HAProxyConfig(cluster, http_port, stats_port, backends)
+    return HAProxyConfig(cluster, http_port, stats_port, backends, tls)
 
 
 def render_config(config: HAProxyConfig) -> str:

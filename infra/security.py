@@ -4,9 +4,10 @@ the component turns each row into one SecGroupRule.
 Groups, and the roles whose ports carry them:
   lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs
   private  every other node: SSH only from the lb group (the jump host)
-  swarm    managers and workers: Swarm control, gossip, VXLAN and ESP only from the cluster subnet
+  swarm    managers and workers: Swarm control, gossip and VXLAN only from the cluster subnet
   workers  workers: the edge services' host-mode ports only from the lb group (HAProxy)
-  storage  storage node: NFS and the registry only from the cluster subnet
+  storage  storage node: NFS only from the workers group (the only NFS clients), the registry from the
+           cluster subnet (every engine pulls; managers resolve image digests at deploy)
 Default rules are deleted, so nothing is open that is not in the table; egress stays open (apt, images).
 """
 
@@ -21,6 +22,7 @@ from infra.config import InfraConfig
 from topology import HTTP_PORT, NFS_PORT, REGISTRY_PORT, SSH_PORT, STATS_PORT, SWARM_PORT
 
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
+WORKERS_GROUP = "@workers"  # ports in the workers group
 ANYWHERE = "0.0.0.0/0"
 GROUPS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "lb": ("lb",),
@@ -37,7 +39,7 @@ class Rule:
     group: str
     protocol: str | None  # None: any protocol (egress only)
     ports: tuple[int, int] | None
-    source: str  # a CIDR, or LB_GROUP
+    source: str  # a CIDR, or a group ("@lb", "@workers")
     why: str
     direction: str = "ingress"
 
@@ -45,7 +47,7 @@ class Rule:
     def key(self) -> str:
         """A stable resource name: the same row keeps the same name across runs."""
         ports = f"{self.ports[0]}-{self.ports[1]}" if self.ports else "all"
-        source = "lb-group" if self.source == LB_GROUP else self.source.replace("/", "_")
+        source = f"{self.source[1:]}-group" if self.source.startswith("@") else self.source.replace("/", "_")
         return f"{self.group}-{self.direction}-{self.protocol or 'any'}-{ports}-{source}"
 
 
@@ -68,10 +70,11 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("swarm", "tcp", 7946, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", 7946, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", 4789, cluster, "VXLAN overlay data"),
-        # IP protocol 50: overlays created with --opt encrypted carry their VXLAN inside ESP.
-        Rule("swarm", "esp", None, cluster[0], "encrypted overlay (ESP)"),
+        # No ESP (IP protocol 50): no overlay is created with `encrypted` (docs/security.md: the lab's
+        # kernels have no ESP, and Docker then drops the overlay's traffic), so nothing uses it.
         Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
-        *_port("storage", "tcp", NFS_PORT, cluster, "NFS v4"),
+        # The export admits the workers' addresses only (nfs-ganesha's client list); so does the group.
+        *_port("storage", "tcp", NFS_PORT, [WORKERS_GROUP], "NFS v4, for the workers"),
         *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),
         Rule("lb", None, None, ANYWHERE, "outbound", direction="egress"),
         Rule("private", None, None, ANYWHERE, "outbound", direction="egress"),
@@ -100,7 +103,7 @@ class ClusterSecurity(pulumi.ComponentResource):
         self.register_outputs({f"{group}_group_id": sg.id for group, sg in groups.items()})
 
     def _rule(self, rule: Rule, groups: dict[str, openstack.networking.SecGroup], opts: pulumi.ResourceOptions) -> None:
-        from_lb = rule.source == LB_GROUP
+        from_group = rule.source.startswith("@")
         openstack.networking.SecGroupRule(
             f"rule-{rule.key}",
             security_group_id=groups[rule.group].id,
@@ -109,8 +112,8 @@ class ClusterSecurity(pulumi.ComponentResource):
             protocol=rule.protocol,
             port_range_min=rule.ports[0] if rule.ports else None,
             port_range_max=rule.ports[1] if rule.ports else None,
-            remote_group_id=groups["lb"].id if from_lb else None,
-            remote_ip_prefix=None if from_lb else rule.source,
+            remote_group_id=groups[rule.source[1:]].id if from_group else None,
+            remote_ip_prefix=None if from_group else rule.source,
             description=rule.why,
             opts=opts,
         )

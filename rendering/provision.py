@@ -23,11 +23,6 @@ class ProvisionInput:
     registry_port: int = topology.REGISTRY_PORT
 
 
-@dataclass(frozen=True)
-class DaemonJsonInput:
-    registry: str
-
-
 ROLES = topology.ROLES
 
 
@@ -40,6 +35,7 @@ def provision_script(
     return render(f"provision/{role}.sh.j2", ProvisionInput(role, debian_mirror, debian_suite))
 
 
-def daemon_json(registry: str) -> str:
-    """/etc/docker/daemon.json for a node that pulls from the cluster's registry."""
-    return render("docker/daemon.json.j2", DaemonJsonInput(registry))
+def daemon_json() -> str:
+    """/etc/docker/daemon.json of a Docker node. No `insecure-registries`: the cluster registry serves
+    TLS, and each engine trusts the cluster CA for it alone (/etc/docker/certs.d, from `fab registry`)."""
+    return render("docker/daemon.json.j2", {})

@@ -22,7 +22,8 @@ LB_NAME = "lb-1"
 STORAGE_NAME = "storage-1"
 
 SSH_PORT = 22
-HTTP_PORT = 80  # HAProxy's HTTP frontend on the lb node
+HTTP_PORT = 80  # HAProxy's HTTP frontend on the lb node: it only redirects to HTTPS
+HTTPS_PORT = 443  # HAProxy's HTTPS frontend on the lb node (TLS ends here)
 STATS_PORT = 8404  # HAProxy's stats page on the lb node (admin CIDRs only on a cloud)
 SWARM_PORT = 2377  # Swarm cluster management (Raft, joins)
 REGISTRY_PORT = 5000  # the cluster's image registry, on the storage node

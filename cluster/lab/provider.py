@@ -54,7 +54,7 @@ from cluster.operations import Plan, Run, Write
 from cluster.plans.images import REMOTE_DIR, base_present_command
 from cluster.progress import PhaseResult, phase, say
 from cluster.runners import Nodes
-from cluster.state import StatePaths, write_private
+from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json
 
@@ -72,7 +72,7 @@ class LabProvider:
     name = "lab"
 
     def inventory(self, config: Config, target: str) -> Inventory:
-        path = config.state().inventory
+        path = config.state(provider=self.name).inventory
         if not path.exists():
             raise SwarmlabError(f"lab {config.cluster!r} is not up (no {path}): run `fab lab-up` first")
         return load_inventory(path)
@@ -134,6 +134,7 @@ def check_ports_free(build: LabBuild, progress: PhaseResult) -> None:
     problems = []
     for key, port in (
         ("http_port", config.http_port),
+        ("https_port", config.https_port),
         ("ssh_port", config.ssh_port),
         ("stats_port", config.stats_port),
     ):
@@ -150,7 +151,8 @@ def check_ports_free(build: LabBuild, progress: PhaseResult) -> None:
                 )
     if problems:
         raise ConfigErrors(problems)
-    progress.note(f"ports {config.http_port}, {config.ssh_port}, {config.stats_port} free on {config.bind_address}")
+    ports = (config.http_port, config.https_port, config.ssh_port, config.stats_port)
+    progress.note(f"ports {', '.join(map(str, ports))} free on {config.bind_address}")
 
 
 def check_network_free(build: LabBuild, progress: PhaseResult) -> None:
@@ -174,6 +176,8 @@ def check_network_free(build: LabBuild, progress: PhaseResult) -> None:
 
 
 def check_free(build: LabBuild, progress: PhaseResult) -> None:
+    for warning in build.config.warnings:
+        progress.note(f"warning: {warning}")
     check_ports_free(build, progress)
     check_network_free(build, progress)
 
@@ -208,7 +212,7 @@ def create_network(build: LabBuild, progress: PhaseResult) -> None:
     progress.changed(f"network {network_name(config)} ({config.cidr}) and the storage data volume")
 
 
-def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> None:
+def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     config, engine = build.config, build.engine
     role = Role(node.role)
     volumes: dict[str, Mapping[str, str]] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
@@ -255,7 +259,7 @@ def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> 
     }
     modes = {"/etc/ssh/ssh_host_ed25519_key": 0o600, "/root/.ssh/authorized_keys": 0o600}
     if role is not Role.LB:
-        files["/etc/docker/daemon.json"] = daemon_json(registry).encode()
+        files["/etc/docker/daemon.json"] = daemon_json().encode()
     container.put_archive("/", tar_bytes(files, modes))
     container.start()
 
@@ -273,10 +277,9 @@ def _cache_volume(build: LabBuild, name: str) -> Volume:
 def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
     """All node containers at once: each is a few engine API calls, so a big lab is not created one
     node after the other."""
-    registry = build.inventory.registry or ""
 
     def create(node: topology.PlannedNode) -> None:
-        _create_node(build, node, registry)
+        _create_node(build, node)
         progress.changed(f"created {node.name} ({node.role}, {node.ip})")
 
     with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
@@ -356,7 +359,7 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
     with phase("engine", "find or start the local Docker engine") as p:
         ensure_engine(p)
         engine = client()
-    build = LabBuild(config, engine, config.state())
+    build = LabBuild(config, engine, config.state(provider=LabProvider.name))
     existing = _check_existing_shape(engine, config)
     if existing and len(existing) == len(lab_nodes(config)) and build.paths.inventory.exists():
         return _restart(build, existing)
@@ -402,8 +405,9 @@ def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: boo
 
 
 def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
-    """Remove every container, network and volume labelled with this lab's name; the image cache
-    stays for the next lab of this name unless `purge`."""
+    """Remove every container, network and volume labelled with this lab's name, and the lab's
+    inventory and credentials (its own state directory only); the image cache, keys and CA stay for
+    the next lab of this name unless `purge`."""
     try:
         engine = client()
     except SwarmlabError:
@@ -421,10 +425,14 @@ def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
                 removed += _remove(cache, "image cache volume", quiet)
         except DockerException as error:
             raise SwarmlabError(f"the local Docker engine refused to remove lab {config.cluster!r}: {error}") from None
-        # The lab's data went with its volumes, so the passwords that guarded it go too.
-        paths = config.state()
+        # The lab's data went with its volumes, so the passwords that guarded it go too. Only the lab's
+        # own state directory: a Pulumi or static target of the same cluster name keeps its own.
+        paths = config.state(provider=LabProvider.name)
         for stale in (paths.inventory, paths.credentials):
             stale.unlink(missing_ok=True)
+        if purge:
+            # Its keys and CA too; without --purge the CA stays, so a rebuilt lab is trusted as before.
+            remove_dir(paths)
         if removed:
             p.changed(f"removed {removed} object(s)")
         if not purge and not quiet:

@@ -65,7 +65,8 @@ def published_ports(config: Config) -> dict[str, tuple[str, int]]:
     """The lb node's ports, published on the host's bind address only."""
     address = str(config.bind_address)
     return {
-        f"{topology.HTTP_PORT}/tcp": (address, config.http_port),
+        f"{topology.HTTP_PORT}/tcp": (address, config.http_port),  # redirects to HTTPS only
+        f"{topology.HTTPS_PORT}/tcp": (address, config.https_port),
         f"{topology.SSH_PORT}/tcp": (address, config.ssh_port),
         f"{topology.STATS_PORT}/tcp": (address, config.stats_port),
     }
@@ -92,7 +93,7 @@ def lab_inventory(config: Config, paths: StatePaths) -> Inventory:
             "known_hosts": str(paths.known_hosts),
         },
         lb_public_ip=bind,
-        http=f"http://{bind}:{config.http_port}",
+        http=f"https://{bind}:{config.https_port}",
         stats=f"http://{bind}:{config.stats_port}/stats",
     )
     return Inventory.model_validate(document)

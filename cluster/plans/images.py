@@ -8,23 +8,22 @@ from collections.abc import Sequence
 
 from cluster.images import BaseImage, Build
 from cluster.operations import Operation, Parallel, Plan, Run, Write
-from topology import REGISTRY_PORT
+from registry.model import trust_path
 
 REMOTE_DIR = "/var/tmp/swarmlab"
-# The registry runs on the storage node itself, so the presence check asks it locally.
-LOCAL_REGISTRY = f"127.0.0.1:{REGISTRY_PORT}"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 BUILD_TIMEOUT = 900
 
 
-def registry_check_command(builds: Sequence[Build]) -> str:
-    """`name:tag yes|no` for each image, in one round trip to the storage node."""
+def registry_check_command(builds: Sequence[Build], registry: str) -> str:
+    """`name:tag yes|no` for each image, in one round trip to the storage node: over TLS, verified
+    with the CA the engines trust for this registry."""
     refs = " ".join(f"{b.name}:{b.context.tag}" for b in builds)
-    url = f"http://{LOCAL_REGISTRY}/v2/swarmlab/$name/manifests/$tag"
+    url = f"https://{registry}/v2/swarmlab/$name/manifests/$tag"
     return (
         f"for ref in {refs}; do name=${{ref%%:*}}; tag=${{ref#*:}}; "
-        f"if curl -sf -o /dev/null -H 'Accept: {MANIFEST_V2}' {url}; then echo \"$ref yes\"; "
-        'else echo "$ref no"; fi; done'
+        f"if curl -sf -o /dev/null --cacert {trust_path(registry)} -H 'Accept: {MANIFEST_V2}' {url}; "
+        'then echo "$ref yes"; else echo "$ref no"; fi; done'
     )
 
 

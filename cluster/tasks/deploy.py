@@ -73,7 +73,7 @@ def secret_values(session: Session, workload: Workload) -> tuple[dict[str, str],
     """The workload's secret values (generated once, or read from the files its values name) and the
     cluster's key for secret names."""
     wanted = workload.manifest.secrets
-    credentials = load_or_create(session.config.state(session.inventory.cluster).credentials, wanted.generated)
+    credentials = load_or_create(session.state.credentials, wanted.generated)
     found = {name: credentials[name] for name in wanted.generated}
     for secret in workload.file_secrets:
         path = lookup(workload.values, secret.path_value)

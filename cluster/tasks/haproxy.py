@@ -4,15 +4,18 @@ serves, validate it on the lb node, swap it in and reload without dropping conne
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import haproxy.model as haproxy
+import topology
 from cluster.errors import SwarmlabError
-from cluster.facts import daemon_facts_command, parse_daemon_facts, parse_lines
+from cluster.facts import daemon_facts_command, file_sha_command, parse_daemon_facts, parse_file_sha, parse_lines
 from cluster.inventory import Node
-from cluster.plans.daemon import plan_push
+from cluster.plans.daemon import plan_file, plan_push
 from cluster.plans.stack import STACK_LIST_COMMAND
-from cluster.progress import phase
+from cluster.progress import PhaseResult, phase
 from cluster.session import Session
+from cluster.tls import Certificate, ClusterTLS, certificate_names, cluster_scope, lb_names, user_certificate
 from cluster.workload import Workload, known_workloads, load_workload
 
 
@@ -44,16 +47,40 @@ def routes_of(workloads: Sequence[Workload]) -> tuple[haproxy.Route, ...]:
     return tuple(routes)
 
 
+def site_certificate(session: Session, progress: PhaseResult) -> Certificate:
+    """HAProxy's certificate: the user's own (tls_cert, tls_key), else one the cluster CA issues for
+    the lb node's addresses and tls_names (kept in the state directory, renewed only when needed)."""
+    config, inventory = session.config, session.inventory
+    if config.tls_cert is not None and config.tls_key is not None:
+        return user_certificate(config.tls_cert, config.tls_key)
+    tls = ClusterTLS(session.state.tls, inventory.cluster, write=not session.dry_run)
+    authority = tls.authority(cluster_scope(inventory, config.tls_names), progress)
+    addresses, names = lb_names(inventory, config.tls_names)
+    return tls.certificate("haproxy", authority, addresses, names)
+
+
+def redirect_port(endpoint: str) -> int | None:
+    """The public HTTPS port plain HTTP must redirect to, when it is not 443 (the lab's host port)."""
+    url = urlsplit(endpoint)
+    return url.port if url.scheme == "https" and url.port not in (None, topology.HTTPS_PORT) else None
+
+
 def configure_haproxy(session: Session, leader: Node | None, also: Workload | None = None) -> None:
     workloads = served_workloads(session, leader, also)
     names = ", ".join(w.name for w in workloads)
     with phase("haproxy", f"haproxy.cfg for {names}: render, validate on the lb node, swap in and reload") as p:
         inventory = session.inventory
         lb = inventory.lb
+        certificate = site_certificate(session, p)
+        tls = haproxy.Tls(certificate.sha256, redirect_port(inventory.endpoints.http))
         workers = [(w.name, str(w.private_ip)) for w in inventory.workers]
-        text = haproxy.render_config(haproxy.build(inventory.cluster, workers, routes_of(workloads)))
+        text = haproxy.render_config(haproxy.build(inventory.cluster, workers, routes_of(workloads), tls))
         daemon = haproxy.DAEMON
         facts = parse_daemon_facts(
             session.runner.run(lb, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
         )
-        session.executor().execute(plan_push(lb.name, daemon, facts, text), p)
+        # The certificate goes first: `haproxy -c` loads it when it checks the new configuration.
+        current = parse_file_sha(session.runner.run(lb, file_sha_command(tls.certificate_path)).stdout)
+        why = f"TLS certificate for {', '.join(certificate_names(certificate))}"
+        plan = plan_file(lb.name, tls.certificate_path, certificate.bundle, current, why)
+        session.executor().execute(plan + plan_push(lb.name, daemon, facts, text), p)

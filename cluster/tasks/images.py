@@ -12,6 +12,7 @@ from cluster.images import base_image, workload_builds
 from cluster.plans.images import parse_registry_check, plan_builds, registry_check_command
 from cluster.progress import phase
 from cluster.session import Session
+from cluster.tasks.registry import configure_registry
 from cluster.wheelhouse import ensure_wheelhouse
 from cluster.workload import REPO_ROOT, Workload
 
@@ -25,6 +26,7 @@ def build_images(session: Session, workload: Workload) -> dict[str, str]:
     if storage is None or registry is None:
         raise SwarmlabError("the inventory has no storage node: it builds the images and runs the registry")
     specs = workload.manifest.images
+    configure_registry(session)  # builds push over TLS: the registry and the engines' trust first
     with phase(
         "build-images", f"{len(specs)} image(s) of {workload.name} on {storage.name}, pushed to {registry}"
     ) as p:
@@ -36,7 +38,7 @@ def build_images(session: Session, workload: Workload) -> dict[str, str]:
             registry,
             lambda requirements: ensure_wheelhouse(REPO_ROOT / requirements, WHEEL_CACHE, arch, p),
         )
-        present = parse_registry_check(session.runner.run(storage, registry_check_command(builds)).stdout)
+        present = parse_registry_check(session.runner.run(storage, registry_check_command(builds, registry)).stdout)
         plan = plan_builds(storage.name, builds, present)
         executor = session.executor()
         if plan.changes:

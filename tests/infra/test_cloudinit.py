@@ -85,7 +85,8 @@ def test_daemon_json_on_docker_roles_only(run_3_3: MockRun) -> None:
         if role == "lb":
             assert "/etc/docker/daemon.json" not in written
         else:
-            assert written["/etc/docker/daemon.json"] == daemon_json("10.20.0.6:5000"), name
+            assert written["/etc/docker/daemon.json"] == daemon_json(), name
+            assert "insecure-registries" not in written["/etc/docker/daemon.json"], name
 
 
 def test_volume_device_is_the_virtio_serial() -> None:

@@ -5,14 +5,18 @@ usable local Docker engine (the storage node then makes the Debian base image it
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import ssl
 from pathlib import Path
 
 import docker
 import httpx
 import pytest
 
+from cluster.config import load_config
 from cluster.images import base_image
-from tests.lab.conftest import Lab, fab
+from tests.lab.conftest import ROOT, Lab, fab
 
 pytestmark = pytest.mark.lab
 NOWHERE = {"DOCKER_HOST": "tcp://127.0.0.1:9"}  # the discard port: no Docker engine answers there
@@ -22,7 +26,7 @@ def test_a_second_bundle_answers_next_to_the_registration_stack(lab: Lab) -> Non
     out = fab("deploy-stack", "--stack", "hello").stdout
     assert "stack hello deployed" in out or "the deployed stack equals the rendered one" in out
     served_by = set()
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, verify=lab.tls) as client:
         # Every hello replica (one per worker), not just the first answer.
         for _ in range(30):
             response = client.get(lab.url + "/hello/")
@@ -47,6 +51,10 @@ def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) 
     document = json.loads(lab.inventory.model_dump_json()) | {"provider": "static"}
     inventory = tmp_path / "static-inventory.json"
     inventory.write_text(json.dumps(document))
+    # A static target keeps its own state directory: the operator brings the cluster's CA along, or
+    # the static target would make a CA of its own and re-key HAProxy and the registry.
+    static_state = lab.config.state(provider="static")
+    shutil.copytree(lab.state.tls, static_state.tls, dirs_exist_ok=True)
     storage = lab.inventory.storage
     assert storage is not None
     mirror = lab.config.debian_mirror.rstrip("/") + "/"
@@ -60,8 +68,9 @@ def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) 
     assert f"built {base} with debootstrap on {storage.name}" in deploy
     assert "built and pushed hello:" in deploy
     assert lab.nodes.run(storage, f"docker image inspect {base} >/dev/null", check=False).ok
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, verify=lab.tls) as client:
         assert client.get(lab.url + "/hello/").status_code == 200
+    shutil.rmtree(static_state.root)
 
 
 def test_dry_run_of_every_changing_task_changes_nothing(lab: Lab) -> None:
@@ -75,6 +84,7 @@ CACHE_LAB = {
     "SWARMLAB_CIDR": "10.35.0.0/24",
     "SWARMLAB_OVERLAY_POOL": "10.135.0.0/16",
     "SWARMLAB_HTTP_PORT": "19080",
+    "SWARMLAB_HTTPS_PORT": "19443",
     "SWARMLAB_SSH_PORT": "19222",
     "SWARMLAB_STATS_PORT": "19404",
     "SWARMLAB_MANAGERS": "1",
@@ -102,8 +112,9 @@ def test_a_new_lab_of_the_same_name_deploys_from_the_kept_image_cache(lab: Lab) 
         worker = "swarmlab-citcache-worker-1"
         images = engine.containers.get(worker).exec_run(["docker", "images", "--format", "{{.Repository}}"]).output
         assert b"/swarmlab/hello" in images
-        with httpx.Client(timeout=10) as client:
-            assert client.get("http://127.0.0.1:19080/hello/").status_code == 200
+        ca = load_config(ROOT / "swarmlab.yaml", {**os.environ, **CACHE_LAB}).state(provider="lab").ca_cert
+        with httpx.Client(timeout=10, verify=ssl.create_default_context(cafile=str(ca))) as client:
+            assert client.get("https://127.0.0.1:19443/hello/").status_code == 200
     finally:
         fab("lab-down", "--purge", env=CACHE_LAB, check=False)
     assert engine.volumes.list(filters=cache) == []

@@ -87,7 +87,11 @@ def test_a_registry_that_has_everything_builds_nothing() -> None:
     assert parse_registry_check(answer) == {b.key for b in everything}
     plan = plan_builds("storage-1", everything, parse_registry_check(answer))
     assert plan.operations == () and not plan.changes and len(plan.notes) == len(everything)
-    assert all(b.key in registry_check_command(everything) for b in everything)
+    command = registry_check_command(everything, "10.20.0.6:5000")
+    assert all(b.key in command for b in everything)
+    # Over TLS, verified with the CA the engines trust for this registry: no plain HTTP, no -k.
+    assert "https://10.20.0.6:5000/v2/" in command and "--cacert /etc/docker/certs.d/10.20.0.6:5000/ca.crt" in command
+    assert "http://" not in command and " -k" not in command
 
 
 def test_only_the_changed_image_is_rebuilt_when_the_rest_is_in_the_registry() -> None:
