@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import ssl
 import statistics
 import subprocess
 import sys
@@ -49,8 +50,9 @@ ENV = {
     "SWARMLAB_HTTP_PORT": "39080",
     "SWARMLAB_SSH_PORT": "39222",
     "SWARMLAB_STATS_PORT": "39404",
+    "SWARMLAB_HTTPS_PORT": "39443",
 }
-URL = f"http://127.0.0.1:{ENV['SWARMLAB_HTTP_PORT']}"
+URL = f"https://127.0.0.1:{ENV['SWARMLAB_HTTPS_PORT']}"
 STACK = "registration"
 GET_RATE = 20  # requests per second per hey connection
 GET_CONNECTIONS = 4
@@ -86,6 +88,7 @@ class Lab:
 
     nodes: Nodes
     credentials: dict[str, str]
+    ca: Path  # the lab's CA: the driver verifies HAProxy's certificate against it
     engine: docker.DockerClient = field(default_factory=docker.from_env)
 
     def container(self, node: str) -> Any:
@@ -110,8 +113,9 @@ class Lab:
 class FlowDriver:
     """Full registration flows, one after the other on each thread, every step recorded."""
 
-    def __init__(self, started: float, credentials: dict[str, str], stop: threading.Event) -> None:
+    def __init__(self, started: float, credentials: dict[str, str], ca: Path, stop: threading.Event) -> None:
         self.started = started
+        self.tls = ssl.create_default_context(cafile=str(ca))
         self.stop = stop
         self.api = ("api", credentials["api_password"])
         self.admin = ("admin", credentials["admin_password"]) if "admin_password" in credentials else self.api
@@ -170,7 +174,7 @@ class FlowDriver:
                 self.flows_done += 1
 
     def run(self, max_flows: int) -> None:
-        with httpx.Client(base_url=URL, timeout=60) as client:
+        with httpx.Client(base_url=URL, timeout=60, verify=self.tls) as client:
             for _ in range(max_flows):
                 if self.stop.is_set():
                     return
@@ -319,8 +323,8 @@ def fresh_lab() -> Lab:
     fab("bootstrap")
     fab("deploy-stack")
     config = load_config(environ={**os.environ, **ENV})
-    inventory = load_inventory(config.state().inventory)
-    return Lab(Nodes(inventory), json.loads(config.state().credentials.read_text()))
+    state = config.state(provider="lab")
+    return Lab(Nodes(load_inventory(state.inventory)), json.loads(state.credentials.read_text()), state.ca_cert)
 
 
 def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
@@ -348,7 +352,7 @@ def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
             stderr=subprocess.DEVNULL,
         )
         stop = threading.Event()
-        driver = FlowDriver(started, lab.credentials, stop)
+        driver = FlowDriver(started, lab.credentials, lab.ca, stop)
         threads = [threading.Thread(target=driver.run, args=(500,), daemon=True) for _ in range(FLOW_THREADS)]
         for thread in threads:
             thread.start()
