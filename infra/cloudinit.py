@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import topology
 from infra.config import InfraConfig
 from infra.topology import NodeSpec
-from rendering.provision import daemon_json, provision_script
+from rendering.provision import daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 
 DOCKER_ROLES = ("manager", "worker", "storage")
@@ -51,7 +51,9 @@ def user_data(config: InfraConfig, node: NodeSpec, data_device: str | None = Non
             cluster=config.cluster_name,
             hostname=node.name,
             role=node.role,
-            daemon_json=daemon_json(registry) if node.role in DOCKER_ROLES else None,
+            daemon_json=daemon_json(registry, engine_metrics_ip(node.role, node.ip))
+            if node.role in DOCKER_ROLES
+            else None,
             provision_script=provision_script(node.role, config.debian_mirror, config.debian_suite),
             command=_command(data_device),
         ),

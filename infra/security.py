@@ -4,7 +4,8 @@ the component turns each row into one SecGroupRule.
 Groups, and the roles whose ports carry them:
   lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs
   private  every other node: SSH only from the lb group (the jump host)
-  swarm    managers and workers: Swarm control, gossip, VXLAN and ESP only from the cluster subnet
+  swarm    managers and workers: Swarm control, gossip, VXLAN and ESP only from the cluster subnet; engine
+           metrics (Prometheus on a worker scrapes them) only from the cluster subnet
   workers  workers: the edge services' host-mode ports only from the lb group (HAProxy)
   storage  storage node: NFS and the registry only from the cluster subnet
 Default rules are deleted, so nothing is open that is not in the table; egress stays open (apt, images).
@@ -18,7 +19,7 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra.config import InfraConfig
-from topology import HTTP_PORT, NFS_PORT, REGISTRY_PORT, SSH_PORT, STATS_PORT, SWARM_PORT
+from topology import ENGINE_METRICS_PORT, HTTP_PORT, NFS_PORT, REGISTRY_PORT, SSH_PORT, STATS_PORT, SWARM_PORT
 
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
 ANYWHERE = "0.0.0.0/0"
@@ -70,6 +71,7 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("swarm", "udp", 4789, cluster, "VXLAN overlay data"),
         # IP protocol 50: overlays created with --opt encrypted carry their VXLAN inside ESP.
         Rule("swarm", "esp", None, cluster[0], "encrypted overlay (ESP)"),
+        *_port("swarm", "tcp", ENGINE_METRICS_PORT, cluster, "Docker engine metrics, for Prometheus"),
         Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
         *_port("storage", "tcp", NFS_PORT, cluster, "NFS v4"),
         *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),

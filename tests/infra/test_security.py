@@ -19,6 +19,8 @@ CLUSTER = "10.20.0.0/24"
 WORLD = "0.0.0.0/0"
 LB = "group:lb"
 SWARM = {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789), ("esp", None, None)}
+# Docker engine metrics (daemon.json's metrics-addr, the node's private address): the cluster only.
+ENGINE_METRICS = ("tcp", 9323, 9323)
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,9 @@ EXPECTED: dict[str, set[Allow]] = {
         _allow("tcp", 443, 443, WORLD),
         _allow("tcp", 8404, 8404, ADMIN),
     },
-    "manager": {_allow("tcp", 22, 22, LB)} | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in SWARM},
+    "manager": {_allow("tcp", 22, 22, LB)} | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "worker": {_allow("tcp", 22, 22, LB), _allow("tcp", 8000, 8099, LB)}
-    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in SWARM},
+    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "storage": {_allow("tcp", 22, 22, LB), _allow("tcp", 2049, 2049, CLUSTER), _allow("tcp", 5000, 5000, CLUSTER)},
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -19,7 +20,7 @@ from cluster.tasks.deploy import StackInput, render_stack
 from cluster.tasks.haproxy import routes_of
 from cluster.workload import load_workload
 from haproxy.model import build, render_config
-from rendering.provision import ROLES, ProvisionInput, daemon_json, provision_script
+from rendering.provision import ROLES, ProvisionInput, daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -91,6 +92,13 @@ def test_storage_script_takes_its_paths_and_registry_port_from_topology() -> Non
 
 def test_daemon_json_points_at_the_cluster_registry() -> None:
     assert '"insecure-registries": ["10.20.0.6:5000"]' in daemon_json("10.20.0.6:5000")
+
+
+def test_daemon_json_serves_engine_metrics_on_the_private_address_of_swarm_nodes_only() -> None:
+    worker = json.loads(daemon_json("10.20.0.6:5000", engine_metrics_ip("worker", "10.20.0.21")))
+    assert worker["metrics-addr"] == "10.20.0.21:9323"  # never 0.0.0.0: the cluster network only
+    assert json.loads(daemon_json("10.20.0.6:5000", engine_metrics_ip("manager", "10.20.0.11")))["metrics-addr"]
+    assert "metrics-addr" not in json.loads(daemon_json("10.20.0.6:5000", engine_metrics_ip("storage", "10.20.0.6")))
 
 
 def test_missing_value_is_an_error_not_an_empty_string() -> None:
