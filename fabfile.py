@@ -23,8 +23,10 @@ from cluster.progress import TIMINGS, say
 from cluster.session import Session, open_session
 from cluster.tasks.bootstrap import bootstrap as bootstrap_cluster
 from cluster.tasks.deploy import deploy_workload
+from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
+from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, log_query, service_logs
 from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.status import status_report, table
 from cluster.tasks.swarm import drain_managers as drain
@@ -204,3 +206,53 @@ def status(c: Context, target: str = "lab") -> None:
     """Nodes (role, status, availability, manager status) and services (replicas) at a glance."""
     with open_session(load_config(), target) as session:
         say(status_report(session.runner))
+
+
+@task(
+    help={
+        **TARGET,
+        "service": "the service: its full name (registration_api) or its name in its stack (api)",
+        "tail": f"the newest lines of each task (default {DEFAULT_TAIL})",
+        "since": "only lines newer than this (90s, 10m, 1h30m, 2d)",
+        "follow": "keep printing new lines as they come, for --follow-for",
+        "follow_for": f"how long --follow lasts (default {DEFAULT_FOLLOW}, at most 1h)",
+        "grep": "only lines matching this regular expression (Python syntax)",
+        "task": "only the task in this slot (1, 2, ...), and the earlier tasks of that slot",
+    }
+)
+@reported
+def logs(
+    c: Context,
+    service: str,
+    *,
+    target: str = "lab",
+    tail: int = DEFAULT_TAIL,
+    since: str = "",
+    follow: bool = False,
+    follow_for: str = DEFAULT_FOLLOW,
+    grep: str = "",
+    task: int = 0,
+) -> None:
+    """A service's logs from all its tasks, through a manager: time, task@node, line; secrets masked."""
+    query = log_query(
+        service, tail=tail, since=since, follow=follow, follow_for=follow_for, grep=grep, task=task
+    )  # checked before anything runs
+    with open_session(load_config(), target) as session:
+        if service_logs(session, query, say) == 0:
+            say(f"# no log lines from {service} (try --since, another --task or --grep)")
+
+
+@task(
+    help={
+        **TARGET,
+        "since": f"how far back (default {DEFAULT_SINCE}; 90s, 10m, 1h30m, 2d)",
+        "type": "only these event types: service|node|secret|config|network (comma-separated)",
+    }
+)
+@reported
+def events(c: Context, target: str = "lab", since: str = DEFAULT_SINCE, type: str = "") -> None:
+    """The swarm's events of the last --since, oldest first: time, type, action, name, what changed."""
+    query = event_query(since, type)  # checked before anything runs
+    with open_session(load_config(), target) as session:
+        if swarm_events(session, query, say) == 0:
+            say(f"# no swarm events in the last {since}")

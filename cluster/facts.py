@@ -6,6 +6,9 @@ Parsers are unit-tested with recorded outputs; the commands run over SSH in the 
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 SWARM_INFO_COMMAND = "docker info --format '{{json .Swarm}}'"
@@ -186,3 +189,115 @@ def parse_owners(output: str) -> dict[str, int]:
         if path and uid.isdigit():
             found[path] = int(uid)
     return found
+
+
+# --- observability: service logs, swarm events, tasks per node -----------------------------------
+
+SERVICE_NAMES_COMMAND = "docker service ls --format '{{.Name}}'"
+# Every node's running tasks, one node at a time: `docker node ps A B C` repeats tasks across nodes.
+NODE_TASKS_COMMAND = (
+    "for n in $(docker node ls -q); do docker node ps $n --filter desired-state=running "
+    "--format '{{.Node}}|{{.Name}}|{{.CurrentState}}|{{.Image}}'; done"
+)
+# `timeout` ends a --follow; its exit status 124 then means "followed for the whole window".
+FOLLOW_TIMED_OUT = 124
+
+
+def service_logs_command(service: str, tail: int, since_seconds: int | None, follow_seconds: int | None) -> str:
+    """`docker service logs` with each line's time and task; task stderr merged (Python logs go to both)."""
+    options = f"--timestamps --no-trunc --tail {tail}"
+    if since_seconds is not None:
+        options += f" --since {since_seconds}s"
+    command = f"docker service logs {options} {shlex.quote(service)} 2>&1"
+    if follow_seconds is None:
+        return command
+    return (
+        f"timeout {follow_seconds} docker service logs --follow {options} {shlex.quote(service)} 2>&1; "
+        f"status=$?; [ $status -eq {FOLLOW_TIMED_OUT} ] && exit 0; exit $status"
+    )
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of `docker service logs --timestamps --no-trunc`; a line Docker did not frame (an error
+    of the log stream itself) keeps only its text."""
+
+    time: str  # RFC 3339 with nanoseconds, as Docker prints it; "" when unframed
+    service: str
+    slot: str  # the replica's slot, or the node id of a global service's task
+    task_id: str
+    node: str
+    message: str
+
+    @property
+    def framed(self) -> bool:
+        return bool(self.time)
+
+
+# "2026-11-25T16:12:53.340314088Z registration_api.1.ax6x...@worker-2    | message"
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\S+) ([^\s|]+@[^\s|]+)\s*\| ?(.*)$")
+
+
+def parse_log_line(line: str) -> LogLine:
+    found = _LOG_LINE.match(line.rstrip("\r\n"))
+    if not found:
+        return LogLine("", "", "", "", "", line.rstrip("\r\n"))
+    time, context, message = found.groups()
+    task, _, node = context.rpartition("@")
+    parts = task.rsplit(".", 2)  # service names may hold dots; slot and task id never do
+    service, slot, task_id = parts if len(parts) == 3 else (task, "", "")
+    return LogLine(time, service, slot, task_id, node, message)
+
+
+def parse_service_logs(output: str) -> tuple[LogLine, ...]:
+    return tuple(parse_log_line(line) for line in output.splitlines() if line.strip())
+
+
+def events_command(since_seconds: int, types: Sequence[str]) -> str:
+    """The swarm's events (only managers keep them) from `since` ago until now: a bounded read, never a stream."""
+    filters = "".join(f" --filter type={t}" for t in types)
+    return f"docker events --since {since_seconds}s --until 0s --filter scope=swarm{filters} --format '{{{{json .}}}}'"
+
+
+@dataclass(frozen=True)
+class SwarmEvent:
+    time_ns: int
+    type: str  # service | node | secret | config | network
+    action: str  # create | update | remove
+    name: str
+    attributes: tuple[tuple[str, str], ...]  # the others (state.old/new, availability.old/new...), sorted
+
+
+def parse_events(output: str) -> tuple[SwarmEvent, ...]:
+    events = []
+    for line in output.splitlines():
+        if not line.strip().startswith("{"):
+            continue
+        row = json.loads(line)
+        actor = row.get("Actor") or {}
+        attributes = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
+        name = attributes.pop("name", "") or str(actor.get("ID", ""))[:12]
+        time_ns = int(row.get("timeNano") or int(row.get("time", 0)) * 1_000_000_000)
+        events.append(
+            SwarmEvent(
+                time_ns, str(row.get("Type", "")), str(row.get("Action", "")), name, tuple(sorted(attributes.items()))
+            )
+        )
+    return tuple(events)
+
+
+@dataclass(frozen=True)
+class NodeTask:
+    node: str
+    name: str  # "registration_api.1"
+    state: str  # "Running 5 minutes ago"
+    image: str
+
+
+def parse_node_tasks(output: str) -> tuple[NodeTask, ...]:
+    seen: dict[tuple[str, str], NodeTask] = {}
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4 and parts[0]:
+            seen.setdefault((parts[0], parts[1]), NodeTask(*parts))
+    return tuple(seen.values())
