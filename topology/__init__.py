@@ -29,6 +29,8 @@ REGISTRY_PORT = 5000  # the cluster's image registry, on the storage node
 NFS_PORT = 2049
 # Docker engine metrics (Prometheus format) on a swarm node's private address: the cluster network only.
 ENGINE_METRICS_PORT = 9323
+# HAProxy's built-in Prometheus exporter, bound to the lb node's private address (the cluster network only).
+LB_METRICS_PORT = 8405
 # The roles that run a Docker engine in the swarm (the storage node's engine only builds images).
 SWARM_ROLES = ("manager", "worker")
 

@@ -37,6 +37,7 @@ def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
         storage_mode=mode,
         nfs_options="addr=10.20.0.6,hard,nfsvers=4.1,timeo=600,retrans=2",
         nfs_pseudo="/data",
+        configs={c.name: f"registration_{c.name}_0123456789ab" for c in workload.configs},
     )
     text = render_stack(workload, data)
     return text, yaml.safe_load(text)
