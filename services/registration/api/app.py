@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from registration.common.metrics import REGISTRATIONS, InstrumentedRpc
 from registration.common.rpc import RpcCaller, RpcClient, RpcError, RpcTimeout, connect
 from registration.common.settings import EnvSettings, Password, RabbitSettings, UserName
 
@@ -112,7 +113,7 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
         connection = await connect(rabbit, "api")
         client = RpcClient(connection, default_timeout=rabbit.rpc_timeout)
         await client.start()
-        app.state.rpc = client
+        app.state.rpc = InstrumentedRpc(client)
         try:
             yield
         finally:
@@ -201,6 +202,7 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
             lastname=body.lastname,
             email=body.email,
         )
+        REGISTRATIONS.inc()
         return _results(200, {"student_id": student_id})
 
     health = APIRouter()

@@ -7,6 +7,7 @@ from typing import Any
 import uvicorn
 from pydantic import Field
 
+from registration.common.metrics import instrument_app
 from registration.common.settings import EnvSettings, OptionalInt
 
 
@@ -18,6 +19,7 @@ class ServeSettings(EnvSettings):
 
 def serve(app: Any, default_port: int = 8000) -> None:
     settings = ServeSettings.from_env()
+    instrument_app(app)  # Prometheus metrics on their own port
     uvicorn.run(
         app,
         host=settings.host,

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pydantic import Field
 
 from registration.common.mail import send_message
+from registration.common.metrics import OTP_MAILS_SENT
 from registration.common.rpc import Handler
 from registration.common.settings import EnvSettings, Int, SmtpSettings
 from registration.common.worker import Hook, run_worker
@@ -26,6 +27,7 @@ async def _factory() -> tuple[Mapping[str, Handler], Hook | None]:
 
     async def send(otp: str, email: str) -> str:
         await send_message(settings, otp_mail(settings, str(otp), email, ttl))
+        OTP_MAILS_SENT.inc()
         log.info("OTP mail sent to %s", email)  # never the code itself
         return "sent"
 
