@@ -28,7 +28,7 @@ from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
 from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, log_query, service_logs
 from cluster.tasks.nfs import configure_nfs
-from cluster.tasks.status import status_report, table
+from cluster.tasks.status import cluster_map, rates_report, status_report, table
 from cluster.tasks.swarm import drain_managers as drain
 from cluster.tasks.swarm import find_leader
 from cluster.tasks.swarm import swarm_init as init
@@ -200,12 +200,18 @@ def demo(c: Context, keep: bool = False) -> None:
     say("Tear it down with `make down` (or `.venv/bin/fab lab-down`).")
 
 
-@task(help=TARGET)
+@task(help={**TARGET, "map": "also the cluster map: every node and the tasks running on it"})
 @reported
-def status(c: Context, target: str = "lab") -> None:
-    """Nodes (role, status, availability, manager status) and services (replicas) at a glance."""
+def status(c: Context, target: str = "lab", map: bool = False) -> None:
+    """Nodes, services, their request and error rates (when Prometheus answers), and --map."""
     with open_session(load_config(), target) as session:
         say(status_report(session.runner))
+        leader = find_leader(session.runner)
+        rates = rates_report(session, leader)
+        if rates:
+            say("\n" + rates)
+        if map:
+            say("\n" + cluster_map(session.runner, leader))
 
 
 @task(

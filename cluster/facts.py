@@ -301,3 +301,26 @@ def parse_node_tasks(output: str) -> tuple[NodeTask, ...]:
         if len(parts) == 4 and parts[0]:
             seen.setdefault((parts[0], parts[1]), NodeTask(*parts))
     return tuple(seen.values())
+
+
+# --- a stack's Prometheus ------------------------------------------------------------------------
+
+
+def prometheus_query_command(addresses: Sequence[str], port: int, prefix: str, query: str) -> str:
+    """One instant query (`/api/v1/query`), asked of each worker in turn until one answers: Prometheus
+    publishes its port in host mode on the worker it runs on."""
+    url = f'"http://$ip:{port}{prefix}/api/v1/query"'
+    data = shlex.quote(f"query={query}")
+    return f"for ip in {' '.join(addresses)}; do curl -sf -m 3 -G {url} --data-urlencode {data} && exit 0; done; exit 1"
+
+
+def parse_prometheus_vector(output: str, *labels: str) -> dict[tuple[str, ...], float]:
+    """An instant vector's samples, keyed by the values of `labels` (absent labels are "")."""
+    data = json.loads(output)
+    if data.get("status") != "success":
+        raise ValueError(f"Prometheus answered {data.get('status')}: {data.get('error', '')}")
+    found: dict[tuple[str, ...], float] = {}
+    for sample in (data.get("data") or {}).get("result") or []:
+        metric = sample.get("metric") or {}
+        found[tuple(str(metric.get(label, "")) for label in labels)] = float(sample["value"][1])
+    return found

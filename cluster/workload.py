@@ -23,7 +23,7 @@ from typing import Any
 
 import jsonschema
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cluster.errors import ConfigError, ConfigErrors
 from rendering.render import render_file
@@ -46,6 +46,7 @@ class RouteSpec(_Strict):
     health: str = "/healthz"
     strip_prefix: bool = False  # the service knows nothing of its prefix (e.g. /mail/)
     when: str | None = None  # a values key: the route exists only where that value is true
+    admin: bool = False  # HAProxy asks for the cluster's admin credential (e.g. a monitoring UI)
 
 
 class ImageSpec(_Strict):
@@ -106,6 +107,15 @@ class Note(_Strict):
     when: str | None = None
 
 
+class PrometheusSpec(_Strict):
+    """Where the stack's Prometheus answers and what `fab status` asks it: PromQL queries that give one
+    value per `service` label (requests and errors per second)."""
+
+    route: str  # the route whose port Prometheus publishes on the workers and whose path is its prefix
+    requests: str
+    errors: str
+
+
 class Manifest(_Strict):
     name: str
     description: str
@@ -118,6 +128,17 @@ class Manifest(_Strict):
     storage_value: str | None = None  # values key choosing the storage mode (auto | nfs | shared-dir)
     image_overrides: str | None = None  # values key mapping an image name to another reference
     notes: tuple[Note, ...] = ()
+    prometheus: PrometheusSpec | None = None
+
+    @model_validator(mode="after")
+    def _prometheus_route_exists(self) -> Manifest:
+        if self.prometheus and self.prometheus.route not in {r.name for r in self.routes}:
+            raise ValueError(f"prometheus.route {self.prometheus.route!r} is not one of the bundle's routes")
+        return self
+
+    @property
+    def prometheus_route(self) -> RouteSpec | None:
+        return next((r for r in self.routes if self.prometheus and r.name == self.prometheus.route), None)
 
 
 def known_workloads() -> tuple[str, ...]:

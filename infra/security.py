@@ -2,7 +2,8 @@
 the component turns each row into one SecGroupRule.
 
 Groups, and the roles whose ports carry them:
-  lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs
+  lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs, HAProxy's
+           Prometheus exporter from the cluster subnet
   private  every other node: SSH only from the lb group (the jump host)
   swarm    managers and workers: Swarm control, gossip, VXLAN and ESP only from the cluster subnet; engine
            metrics (Prometheus on a worker scrapes them) only from the cluster subnet
@@ -19,7 +20,16 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra.config import InfraConfig
-from topology import ENGINE_METRICS_PORT, HTTP_PORT, NFS_PORT, REGISTRY_PORT, SSH_PORT, STATS_PORT, SWARM_PORT
+from topology import (
+    ENGINE_METRICS_PORT,
+    HTTP_PORT,
+    LB_METRICS_PORT,
+    NFS_PORT,
+    REGISTRY_PORT,
+    SSH_PORT,
+    STATS_PORT,
+    SWARM_PORT,
+)
 
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
 ANYWHERE = "0.0.0.0/0"
@@ -64,6 +74,7 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("lb", "tcp", HTTP_PORT, public, "HTTP"),
         *_port("lb", "tcp", 443, public, "HTTPS"),
         *_port("lb", "tcp", STATS_PORT, admin, "HAProxy stats"),
+        *_port("lb", "tcp", LB_METRICS_PORT, cluster, "HAProxy's Prometheus exporter, for Prometheus"),
         *_port("private", "tcp", SSH_PORT, [LB_GROUP], "SSH through the jump host only"),
         *_port("swarm", "tcp", SWARM_PORT, cluster, "Swarm cluster management"),
         *_port("swarm", "tcp", 7946, cluster, "Swarm node gossip"),

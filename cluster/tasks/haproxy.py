@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import haproxy.model as haproxy
+from cluster.credentials import load_or_create
 from cluster.errors import SwarmlabError
 from cluster.facts import daemon_facts_command, parse_daemon_facts, parse_lines
 from cluster.inventory import Node
@@ -14,6 +15,8 @@ from cluster.plans.stack import STACK_LIST_COMMAND
 from cluster.progress import phase
 from cluster.session import Session
 from cluster.workload import Workload, known_workloads, load_workload
+
+ADMIN_PASSWORD = "admin_password"
 
 
 def served_workloads(session: Session, leader: Node | None, also: Workload | None = None) -> list[Workload]:
@@ -40,8 +43,17 @@ def routes_of(workloads: Sequence[Workload]) -> tuple[haproxy.Route, ...]:
                         f"stacks {owners[claim]} and {workload.name} both claim route {claim[0]} {claim[1]}: "
                         "HAProxy can send it to one only. Fix: change the route in one bundle.yaml"
                     )
-            routes.append(haproxy.Route(route.name, route.path, route.port, route.health, route.strip_prefix))
+            routes.append(
+                haproxy.Route(route.name, route.path, route.port, route.health, route.strip_prefix, route.admin)
+            )
     return tuple(routes)
+
+
+def admin_password(session: Session) -> str:
+    """The cluster's admin credential (user `admin`) for the admin routes: made once, kept in the state
+    directory with the other credentials, never written anywhere else."""
+    path = session.config.state(session.inventory.cluster).credentials
+    return load_or_create(path, [ADMIN_PASSWORD])[ADMIN_PASSWORD]
 
 
 def configure_haproxy(session: Session, leader: Node | None, also: Workload | None = None) -> None:
@@ -51,7 +63,14 @@ def configure_haproxy(session: Session, leader: Node | None, also: Workload | No
         inventory = session.inventory
         lb = inventory.lb
         workers = [(w.name, str(w.private_ip)) for w in inventory.workers]
-        text = haproxy.render_config(haproxy.build(inventory.cluster, workers, routes_of(workloads)))
+        config = haproxy.build(
+            inventory.cluster,
+            workers,
+            routes_of(workloads),
+            private_address=str(lb.private_ip),
+            admin_password_digest=haproxy.admin_digest(admin_password(session)),
+        )
+        text = haproxy.render_config(config)
         daemon = haproxy.DAEMON
         facts = parse_daemon_facts(
             session.runner.run(lb, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout

@@ -41,6 +41,7 @@ EXPECTED: dict[str, set[Allow]] = {
         _allow("tcp", 80, 80, WORLD),
         _allow("tcp", 443, 443, WORLD),
         _allow("tcp", 8404, 8404, ADMIN),
+        _allow("tcp", 8405, 8405, CLUSTER),  # HAProxy's Prometheus exporter, on its private address
     },
     "manager": {_allow("tcp", 22, 22, LB)} | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "worker": {_allow("tcp", 22, 22, LB), _allow("tcp", 8000, 8099, LB)}
