@@ -22,6 +22,7 @@ from cluster.lab import provider as lab
 from cluster.progress import TIMINGS, say
 from cluster.session import Session, open_session
 from cluster.tasks.bootstrap import bootstrap as bootstrap_cluster
+from cluster.tasks.clustermap import deploy_map, remove_map
 from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
 from cluster.tasks.haproxy import configure_haproxy
@@ -192,11 +193,15 @@ def demo(c: Context, keep: bool = False) -> None:
     with open_session(config, "lab") as session:
         leader = bootstrap_cluster(session)
         mode = deploy_workload(session, chosen, leader)
+        deploy_map(session)
         say("\n" + status_report(session.runner))
         summary()
         notes(session, chosen, mode)
         stats = session.inventory.endpoints.stats or "-"
-    say(f"HAProxy stats: {stats}; cluster at a glance: `.venv/bin/fab status`")
+    say(f"HAProxy stats: {stats}; cluster at a glance: `.venv/bin/fab status` (--map: tasks per node)")
+    say(
+        f"Cluster map: {session.inventory.endpoints.http}/map/ (user admin, password admin_password in the credentials)"
+    )
     say("Tear it down with `make down` (or `.venv/bin/fab lab-down`).")
 
 
@@ -262,3 +267,10 @@ def events(c: Context, target: str = "lab", since: str = DEFAULT_SINCE, type: st
     with open_session(load_config(), target) as session:
         if swarm_events(session, query, say) == 0:
             say(f"# no swarm events in the last {since}")
+
+
+@task(name="cluster-map", help={**CHANGES, "remove": "remove the map's containers from the managers instead"})
+@reported
+def cluster_map_task(c: Context, target: str = "lab", dry_run: bool = False, remove: bool = False) -> None:
+    """The cluster map (nodes and their tasks, refreshed) on every manager, at /map/ for the admin credential."""
+    changing(target, dry_run, remove_map if remove else deploy_map)

@@ -324,3 +324,22 @@ def parse_prometheus_vector(output: str, *labels: str) -> dict[tuple[str, ...], 
         metric = sample.get("metric") or {}
         found[tuple(str(metric.get(label, "")) for label in labels)] = float(sample["value"][1])
     return found
+
+
+# --- the cluster map's container on a manager ----------------------------------------------------
+
+MAP_CONTAINER = "swarmlab-map"
+MAP_FACTS_COMMAND = (
+    f"docker inspect --format '{{{{.Config.Image}}}}|{{{{.State.Running}}}}' {MAP_CONTAINER} 2>/dev/null; true"
+)
+
+
+@dataclass(frozen=True)
+class MapFacts:
+    image: str  # "" when there is no such container
+    running: bool
+
+
+def parse_map_facts(output: str) -> MapFacts:
+    image, _, running = output.strip().partition("|")
+    return MapFacts(image, running == "true")

@@ -8,6 +8,7 @@ Groups, and the roles whose ports carry them:
   swarm    managers and workers: Swarm control, gossip, VXLAN and ESP only from the cluster subnet; engine
            metrics (Prometheus on a worker scrapes them) only from the cluster subnet
   workers  workers: the edge services' host-mode ports only from the lb group (HAProxy)
+  managers managers: the cluster map (a container on each manager) only from the lb group (HAProxy)
   storage  storage node: NFS and the registry only from the cluster subnet
 Default rules are deleted, so nothing is open that is not in the table; egress stays open (apt, images).
 """
@@ -24,6 +25,7 @@ from topology import (
     ENGINE_METRICS_PORT,
     HTTP_PORT,
     LB_METRICS_PORT,
+    MAP_PORT,
     NFS_PORT,
     REGISTRY_PORT,
     SSH_PORT,
@@ -35,11 +37,11 @@ LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_
 ANYWHERE = "0.0.0.0/0"
 GROUPS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "lb": ("lb",),
-    "manager": ("private", "swarm"),
+    "manager": ("private", "swarm", "managers"),
     "worker": ("private", "swarm", "workers"),
     "storage": ("private", "storage"),
 }
-GROUPS = ("lb", "private", "swarm", "workers", "storage")
+GROUPS = ("lb", "private", "swarm", "workers", "managers", "storage")
 SERVICE_PORTS = (8000, 8099)
 
 
@@ -84,6 +86,7 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         Rule("swarm", "esp", None, cluster[0], "encrypted overlay (ESP)"),
         *_port("swarm", "tcp", ENGINE_METRICS_PORT, cluster, "Docker engine metrics, for Prometheus"),
         Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
+        *_port("managers", "tcp", MAP_PORT, [LB_GROUP], "the cluster map on each manager, for HAProxy"),
         *_port("storage", "tcp", NFS_PORT, cluster, "NFS v4"),
         *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),
         Rule("lb", None, None, ANYWHERE, "outbound", direction="egress"),

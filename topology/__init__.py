@@ -31,6 +31,8 @@ NFS_PORT = 2049
 ENGINE_METRICS_PORT = 9323
 # HAProxy's built-in Prometheus exporter, bound to the lb node's private address (the cluster network only).
 LB_METRICS_PORT = 8405
+# The cluster map, a plain container on each manager's private address (HAProxy routes /map/ to it).
+MAP_PORT = 9080
 # The roles that run a Docker engine in the swarm (the storage node's engine only builds images).
 SWARM_ROLES = ("manager", "worker")
 

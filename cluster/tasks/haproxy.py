@@ -10,11 +10,13 @@ from cluster.credentials import load_or_create
 from cluster.errors import SwarmlabError
 from cluster.facts import daemon_facts_command, parse_daemon_facts, parse_lines
 from cluster.inventory import Node
+from cluster.plans.clustermap import map_route
 from cluster.plans.daemon import plan_push
 from cluster.plans.stack import STACK_LIST_COMMAND
 from cluster.progress import phase
 from cluster.session import Session
 from cluster.workload import Workload, known_workloads, load_workload
+from topology import MAP_PORT
 
 ADMIN_PASSWORD = "admin_password"
 
@@ -31,16 +33,24 @@ def served_workloads(session: Session, leader: Node | None, also: Workload | Non
     return [found[name] for name in sorted(found)]
 
 
-def routes_of(workloads: Sequence[Workload]) -> tuple[haproxy.Route, ...]:
-    """Every route of every workload; two workloads may not claim the same prefix, port or name."""
-    routes: list[haproxy.Route] = []
+def routes_of(workloads: Sequence[Workload], reserved: Sequence[haproxy.Route] = ()) -> tuple[haproxy.Route, ...]:
+    """Every route of every workload, after the cluster's own (`reserved`, e.g. the map); two may not
+    claim the same prefix or name, nor two workloads the same port."""
+    routes: list[haproxy.Route] = list(reserved)
     owners: dict[object, str] = {}
+    for own in reserved:
+        owners[("path", own.path_prefix)] = owners[("name", own.name)] = f"the cluster's {own.name}"
     for workload in workloads:
         for route in workload.routes:
             for claim in (("path", route.path), ("port", route.port), ("name", route.name)):
                 if owners.setdefault(claim, workload.name) != workload.name:
+                    both = (
+                        f"{owners[claim]} and stack {workload.name}"
+                        if owners[claim].startswith("the cluster's")
+                        else f"stacks {owners[claim]} and {workload.name}"
+                    )
                     raise SwarmlabError(
-                        f"stacks {owners[claim]} and {workload.name} both claim route {claim[0]} {claim[1]}: "
+                        f"{both} both claim route {claim[0]} {claim[1]}: "
                         "HAProxy can send it to one only. Fix: change the route in one bundle.yaml"
                     )
             routes.append(
@@ -66,7 +76,9 @@ def configure_haproxy(session: Session, leader: Node | None, also: Workload | No
         config = haproxy.build(
             inventory.cluster,
             workers,
-            routes_of(workloads),
+            routes_of(
+                workloads, reserved=(map_route([(m.name, str(m.private_ip)) for m in inventory.managers], MAP_PORT),)
+            ),
             private_address=str(lb.private_ip),
             admin_password_digest=haproxy.admin_digest(admin_password(session)),
         )

@@ -43,7 +43,9 @@ EXPECTED: dict[str, set[Allow]] = {
         _allow("tcp", 8404, 8404, ADMIN),
         _allow("tcp", 8405, 8405, CLUSTER),  # HAProxy's Prometheus exporter, on its private address
     },
-    "manager": {_allow("tcp", 22, 22, LB)} | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
+    # 9080: the cluster map (a container on each manager), for HAProxy only.
+    "manager": {_allow("tcp", 22, 22, LB), _allow("tcp", 9080, 9080, LB)}
+    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "worker": {_allow("tcp", 22, 22, LB), _allow("tcp", 8000, 8099, LB)}
     | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "storage": {_allow("tcp", 22, 22, LB), _allow("tcp", 2049, 2049, CLUSTER), _allow("tcp", 5000, 5000, CLUSTER)},
