@@ -199,8 +199,10 @@ NODE_TASKS_COMMAND = (
     "for n in $(docker node ls -q); do docker node ps $n --filter desired-state=running "
     "--format '{{.Node}}|{{.Name}}|{{.CurrentState}}|{{.Image}}'; done"
 )
-# `timeout` ends a --follow; its exit status 124 then means "followed for the whole window".
-FOLLOW_TIMED_OUT = 124
+# `timeout` ends a --follow (exit status 124: "followed for the whole window"), and bounds a plain read:
+# Docker's service log stream can stop without ending on long histories (moby/moby#38640, #41733).
+TIMED_OUT = 124
+LOGS_READ_LIMIT = 60
 
 
 def service_logs_command(service: str, tail: int, since_seconds: int | None, follow_seconds: int | None) -> str:
@@ -208,12 +210,11 @@ def service_logs_command(service: str, tail: int, since_seconds: int | None, fol
     options = f"--timestamps --no-trunc --tail {tail}"
     if since_seconds is not None:
         options += f" --since {since_seconds}s"
-    command = f"docker service logs {options} {shlex.quote(service)} 2>&1"
     if follow_seconds is None:
-        return command
+        return f"timeout {LOGS_READ_LIMIT} docker service logs {options} {shlex.quote(service)} 2>&1"
     return (
         f"timeout {follow_seconds} docker service logs --follow {options} {shlex.quote(service)} 2>&1; "
-        f"status=$?; [ $status -eq {FOLLOW_TIMED_OUT} ] && exit 0; exit $status"
+        f"status=$?; [ $status -eq {TIMED_OUT} ] && exit 0; exit $status"
     )
 
 

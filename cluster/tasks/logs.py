@@ -13,8 +13,16 @@ from dataclasses import dataclass
 
 from cluster.credentials import load_existing
 from cluster.durations import parse_duration
-from cluster.errors import ConfigError, OptionErrors, SwarmlabError, redact
-from cluster.facts import SERVICE_NAMES_COMMAND, LogLine, parse_lines, parse_log_line, service_logs_command
+from cluster.errors import CommandFailed, ConfigError, OptionErrors, SwarmlabError, redact
+from cluster.facts import (
+    LOGS_READ_LIMIT,
+    SERVICE_NAMES_COMMAND,
+    TIMED_OUT,
+    LogLine,
+    parse_lines,
+    parse_log_line,
+    service_logs_command,
+)
 from cluster.session import Session
 from cluster.tasks.swarm import find_leader
 
@@ -146,8 +154,17 @@ def service_logs(session: Session, query: LogQuery, out: Callable[[str], None]) 
 
         runner.stream(leader, command, each, timeout=query.follow_seconds + FOLLOW_GRACE, secrets=secrets)
         return printed
-    output = runner.run(leader, command, secrets=secrets).stdout
-    lines = [parse_log_line(text) for text in output.splitlines() if text.strip()]
+    result = runner.run(leader, command, check=False, secrets=secrets)
+    if not result.ok:
+        hint = (
+            f"Docker's service log stream stopped without ending within {LOGS_READ_LIMIT}s, as it can on long "
+            "histories (moby/moby#38640): ask for less with --tail, --since or --task"
+            if result.exit_code == TIMED_OUT
+            else ""
+        )
+        output = redact(result.stdout + result.stderr, secrets)
+        raise CommandFailed(leader.name, command, result.exit_code, output, hint)
+    lines = [parse_log_line(text) for text in result.stdout.splitlines() if text.strip()]
     # Docker prints task after task; one time line reads better. Unframed lines (errors) go last.
     ordered = sorted(
         (line for line in lines if selected(line, query, secrets)), key=lambda x: (not x.framed, time_key(x.time))

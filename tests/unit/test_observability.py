@@ -88,7 +88,7 @@ def test_a_log_line_prints_its_time_task_and_node_with_secrets_masked() -> None:
 
 def test_logs_command_is_bounded_and_follow_is_bounded_in_time() -> None:
     assert service_logs_command("registration_api", 200, None, None) == (
-        "docker service logs --timestamps --no-trunc --tail 200 registration_api 2>&1"
+        "timeout 60 docker service logs --timestamps --no-trunc --tail 200 registration_api 2>&1"
     )
     assert "--since 600s" in service_logs_command("x", 5, 600, None)
     follow = service_logs_command("x", 5, None, 60)
@@ -166,6 +166,13 @@ def test_a_failed_logs_command_masks_secrets_in_its_error(tmp_path: Path) -> Non
     with pytest.raises(CommandFailed) as caught:
         service_logs(session(runner, tmp_path), log_query("api"), print)
     assert "hunter22" not in str(caught.value) and "on manager-1" in str(caught.value)
+
+
+def test_a_log_read_that_never_ends_is_cut_and_explained(tmp_path: Path) -> None:
+    runner = lab_runner()
+    runner.answer(r"docker service logs", LOGS, exit_code=124)  # `timeout` ended it
+    with pytest.raises(CommandFailed, match=r"(?s)exit 124.*Hint: Docker's service log stream stopped"):
+        service_logs(session(runner, tmp_path), log_query("api"), print)
 
 
 # --- events --------------------------------------------------------------------------------------
