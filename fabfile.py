@@ -27,7 +27,7 @@ from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
-from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, log_query, service_logs
+from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, GREP_WINDOW, log_query, service_logs
 from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.status import cluster_map, rates_report, status_report, table
 from cluster.tasks.swarm import drain_managers as drain
@@ -223,11 +223,12 @@ def status(c: Context, target: str = "lab", map: bool = False) -> None:
     help={
         **TARGET,
         "service": "the service: its full name (registration_api) or its name in its stack (api)",
-        "tail": f"the newest lines of each task (default {DEFAULT_TAIL})",
+        "tail": f"the newest lines of each task, then the newest of them all (default {DEFAULT_TAIL})",
         "since": "only lines newer than this (90s, 10m, 1h30m, 2d)",
         "follow": "keep printing new lines as they come, for --follow-for",
         "follow_for": f"how long --follow lasts (default {DEFAULT_FOLLOW}, at most 1h)",
-        "grep": "only lines matching this regular expression (Python syntax)",
+        "grep": f"only lines matching this regular expression (Python syntax), among the newest {GREP_WINDOW} "
+        "of each task (with --since: all since then)",
         "task": "only the task in this slot (1, 2, ...), and the earlier tasks of that slot",
     }
 )

@@ -199,19 +199,67 @@ NODE_TASKS_COMMAND = (
     "for n in $(docker node ls -q); do docker node ps $n --filter desired-state=running "
     "--format '{{.Node}}|{{.Name}}|{{.CurrentState}}|{{.Image}}'; done"
 )
-# `timeout` ends a --follow (exit status 124: "followed for the whole window"), and bounds a plain read:
-# Docker's service log stream can stop without ending on long histories (moby/moby#38640, #41733).
+# A plain read goes task by task, each bounded by `timeout`: a whole service's log stream can stop
+# without ending (moby/moby#38640, swarmkit#1956; seen here right after a rolling update), and then
+# only that task's lines are missing, said so by a marker line. `timeout` also ends a --follow (exit
+# status 124: "followed for the whole window"); a follow stays one service-wide stream so that it sees
+# the tasks a rolling update starts.
 TIMED_OUT = 124
-LOGS_READ_LIMIT = 60
+TASK_READ_LIMIT = 20
+READ_FAILED = "#swarmlab-logs-failed"
 
 
-def service_logs_command(service: str, tail: int, since_seconds: int | None, follow_seconds: int | None) -> str:
-    """`docker service logs` with each line's time and task; task stderr merged (Python logs go to both)."""
+def service_tasks_command(service: str) -> str:
+    """Every task Swarm keeps for the service (running ones and the recent history of each slot)."""
+    return f"docker service ps --no-trunc --format '{{{{.ID}}}}|{{{{.Name}}}}|{{{{.Node}}}}' {shlex.quote(service)}"
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    task_id: str
+    name: str  # "registration_api.2"; a global service's task: "registration_x.<node id>"
+    node: str
+
+    @property
+    def slot(self) -> str:
+        return self.name.rpartition(".")[2]
+
+
+def parse_service_tasks(output: str) -> tuple[TaskRef, ...]:
+    found = []
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[0]:
+            found.append(TaskRef(*parts))
+    return tuple(found)
+
+
+def task_logs_command(task_ids: Sequence[str], tail: int | None, since_seconds: int | None) -> str:
+    """Each task's logs in turn (`tail` None: all of them), a marker line for a task whose read failed."""
+    options = f"--timestamps --no-trunc --tail {'all' if tail is None else tail}"
+    if since_seconds is not None:
+        options += f" --since {since_seconds}s"
+    return (
+        f"for t in {' '.join(shlex.quote(t) for t in task_ids)}; do "
+        f"timeout {TASK_READ_LIMIT} docker service logs {options} $t 2>&1; "
+        f'status=$?; [ $status -eq 0 ] || echo "{READ_FAILED} $t $status"; done'
+    )
+
+
+def parse_read_failures(output: str) -> dict[str, int]:
+    """The tasks whose read failed, with the exit status (124: cut by `timeout`)."""
+    failed = {}
+    for line in output.splitlines():
+        if line.startswith(READ_FAILED + " "):
+            _, task, status = line.split()
+            failed[task] = int(status)
+    return failed
+
+
+def service_follow_command(service: str, tail: int, since_seconds: int | None, follow_seconds: int) -> str:
     options = f"--timestamps --no-trunc --tail {tail}"
     if since_seconds is not None:
         options += f" --since {since_seconds}s"
-    if follow_seconds is None:
-        return f"timeout {LOGS_READ_LIMIT} docker service logs {options} {shlex.quote(service)} 2>&1"
     return (
         f"timeout {follow_seconds} docker service logs --follow {options} {shlex.quote(service)} 2>&1; "
         f"status=$?; [ $status -eq {TIMED_OUT} ] && exit 0; exit $status"

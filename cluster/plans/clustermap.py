@@ -26,10 +26,11 @@ CONTAINER_PORT = 8080
 READY_TIMEOUT = 90
 
 
-def run_command(image: str, address: str, port: int) -> str:
+def run_command(image: str, node: str, address: str, port: int) -> str:
+    # --hostname: the page says which manager answered.
     return (
         f"docker rm -f {MAP_CONTAINER} >/dev/null 2>&1; "
-        f"docker run -d --name {MAP_CONTAINER} --restart unless-stopped --read-only --cap-drop ALL "
+        f"docker run -d --name {MAP_CONTAINER} --hostname {node} --restart unless-stopped --read-only --cap-drop ALL "
         "--security-opt no-new-privileges --memory 64m --pids-limit 64 "
         '--group-add "$(stat -c %g /var/run/docker.sock)" -v /var/run/docker.sock:/var/run/docker.sock:ro '
         f"-p {address}:{port}:{CONTAINER_PORT} {image} >/dev/null"
@@ -45,7 +46,7 @@ def plan_map(managers: Sequence[tuple[str, str]], facts: Mapping[str, MapFacts],
     stale = [(name, ip) for name, ip in managers if facts[name].image != image or not facts[name].running]
     if not stale:
         return Plan(notes=(f"every manager runs the map ({image})",))
-    runs = tuple(Run(name, run_command(image, ip, port), f"the cluster map runs on {name}") for name, ip in stale)
+    runs = tuple(Run(name, run_command(image, name, ip, port), f"the cluster map runs on {name}") for name, ip in stale)
     operations: list[Operation] = [runs[0] if len(runs) == 1 else Parallel(runs, "start the map on the managers")]
     probe = "curl -sf -o /dev/null http://{ip}:{port}/healthz && echo ready || echo no"
     operations += [

@@ -1,8 +1,9 @@
 """logs: a service's aggregated logs, read through a manager (`docker service logs`), each line with
 its time and the task and node it came from, the cluster's secret values masked. Read-only.
 
-Bounded by default: the newest `tail` lines of each task; `--follow` streams for a fixed window
-(`timeout` on the manager), never for ever.
+Bounded by default: the newest `tail` lines of each task (the running ones and the recent history
+Swarm keeps per slot), read task by task, then the newest `tail` of them all in one time line;
+`--follow` streams for a fixed window (`timeout` on the manager), never for ever.
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ from dataclasses import dataclass
 
 from cluster.credentials import load_existing
 from cluster.durations import parse_duration
-from cluster.errors import CommandFailed, ConfigError, OptionErrors, SwarmlabError, redact
+from cluster.errors import ConfigError, OptionErrors, SwarmlabError, redact
 from cluster.facts import (
-    LOGS_READ_LIMIT,
+    READ_FAILED,
     SERVICE_NAMES_COMMAND,
+    TASK_READ_LIMIT,
     TIMED_OUT,
     LogLine,
+    TaskRef,
     parse_lines,
     parse_log_line,
-    service_logs_command,
+    parse_read_failures,
+    parse_service_tasks,
+    service_follow_command,
+    service_tasks_command,
+    task_logs_command,
 )
 from cluster.session import Session
 from cluster.tasks.swarm import find_leader
@@ -32,6 +39,8 @@ DEFAULT_FOLLOW = "60s"
 MAX_FOLLOW = 3_600
 # The SSH command outlives the manager's own `timeout` by this much before we give up on it.
 FOLLOW_GRACE = 15
+# --grep searches this many of each task's newest lines (with --since: every line since then).
+GREP_WINDOW = 2000
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,24 @@ def cluster_secrets(session: Session) -> tuple[str, ...]:
     return tuple(sorted((v for v in values if v), key=len, reverse=True))
 
 
+def engine_tail(query: LogQuery) -> int | None:
+    """How many lines to ask of each task: --tail, or more when --grep must search (None: every line
+    since --since)."""
+    if query.grep is None:
+        return query.tail
+    return None if query.since_seconds is not None else max(query.tail, GREP_WINDOW)
+
+
+def chosen_tasks(service: str, tasks: Sequence[TaskRef], slot: str | None) -> list[TaskRef]:
+    if slot is None:
+        return list(tasks)
+    found = [t for t in tasks if t.slot == slot]
+    if not found:
+        slots = ", ".join(sorted({t.slot for t in tasks}, key=lambda x: (len(x), x))) or "none"
+        raise SwarmlabError(f"{service} has no task in slot {slot}; its slots: {slots}")
+    return found
+
+
 def service_logs(session: Session, query: LogQuery, out: Callable[[str], None]) -> int:
     """Print the service's log lines through `out`; returns how many were printed."""
     runner = session.runner
@@ -141,7 +168,8 @@ def service_logs(session: Session, query: LogQuery, out: Callable[[str], None]) 
     service = resolve_service(query.service, parse_lines(runner.run(leader, SERVICE_NAMES_COMMAND).stdout))
     stack = service.partition("_")[0] if "_" in service else ""
     secrets = cluster_secrets(session)
-    command = service_logs_command(service, query.tail, query.since_seconds, query.follow_seconds)
+    listed = runner.run(leader, service_tasks_command(service), secrets=secrets).stdout
+    tasks = chosen_tasks(service, parse_service_tasks(listed), query.slot)
     printed = 0
     if query.follow_seconds is not None:
 
@@ -152,23 +180,23 @@ def service_logs(session: Session, query: LogQuery, out: Callable[[str], None]) 
                 out(format_log_line(line, secrets, stack))
                 printed += 1
 
+        command = service_follow_command(service, query.tail, query.since_seconds, query.follow_seconds)
         runner.stream(leader, command, each, timeout=query.follow_seconds + FOLLOW_GRACE, secrets=secrets)
         return printed
-    result = runner.run(leader, command, check=False, secrets=secrets)
-    if not result.ok:
-        hint = (
-            f"Docker's service log stream stopped without ending within {LOGS_READ_LIMIT}s, as it can on long "
-            "histories (moby/moby#38640): ask for less with --tail, --since or --task"
-            if result.exit_code == TIMED_OUT
-            else ""
-        )
-        output = redact(result.stdout + result.stderr, secrets)
-        raise CommandFailed(leader.name, command, result.exit_code, output, hint)
-    lines = [parse_log_line(text) for text in result.stdout.splitlines() if text.strip()]
-    # Docker prints task after task; one time line reads better. Unframed lines (errors) go last.
+    if not tasks:
+        return 0
+    command = task_logs_command([t.task_id for t in tasks], engine_tail(query), query.since_seconds)
+    output = runner.run(leader, command, timeout=TASK_READ_LIMIT * len(tasks) + 30, secrets=secrets).stdout
+    failed = parse_read_failures(output)
+    lines = [parse_log_line(text) for text in output.splitlines() if text.strip() and not text.startswith(READ_FAILED)]
+    # One time line across the tasks (Docker prints task after task); unframed lines (errors) go last.
     ordered = sorted(
         (line for line in lines if selected(line, query, secrets)), key=lambda x: (not x.framed, time_key(x.time))
     )
     for line in ordered[-query.tail :]:
         out(format_log_line(line, secrets, stack))
+    names = {t.task_id: f"{t.name.removeprefix(stack + '_')} on {t.node}" for t in tasks}
+    for task_id, status in failed.items():
+        why = f"not complete after {TASK_READ_LIMIT}s (moby/moby#38640)" if status == TIMED_OUT else f"exit {status}"
+        out(f"# {names.get(task_id, task_id)} ({task_id[:6]}): its log read failed, {why}; lines may be missing")
     return len(ordered[-query.tail :])

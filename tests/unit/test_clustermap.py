@@ -61,7 +61,11 @@ def test_the_map_starts_where_it_is_missing_stopped_or_old_and_waits_for_each() 
     [start, *waits] = plan.operations
     assert isinstance(start, Parallel) and [r.node for r in start.runs] == ["manager-2", "manager-3"]
     command = start.runs[0].command
-    assert "-p 10.20.0.12:9080:8080" in command and "docker.sock:/var/run/docker.sock:ro" in command
+    assert (
+        "--hostname manager-2 " in command
+        and "-p 10.20.0.12:9080:8080" in command
+        and "docker.sock:/var/run/docker.sock:ro" in command
+    )
     for hardening in ("--read-only", "--cap-drop ALL", "no-new-privileges", "--restart unless-stopped"):
         assert hardening in command
     assert all(isinstance(w, Wait) and "http://10.20.0." in w.command for w in waits) and len(waits) == 2

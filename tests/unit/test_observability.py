@@ -12,12 +12,16 @@ from cluster.config import parse_config
 from cluster.durations import parse_duration
 from cluster.errors import CommandFailed, OptionErrors, SwarmlabError
 from cluster.facts import (
+    TaskRef,
     events_command,
     parse_events,
     parse_log_line,
     parse_node_tasks,
+    parse_read_failures,
     parse_service_logs,
-    service_logs_command,
+    parse_service_tasks,
+    service_follow_command,
+    task_logs_command,
 )
 from cluster.lab.topology import lab_inventory
 from cluster.providers.static import StaticProvider
@@ -86,14 +90,21 @@ def test_a_log_line_prints_its_time_task_and_node_with_secrets_masked() -> None:
     assert short_time("2026-11-25T16:12:54Z") == "2026-11-25T16:12:54.000Z"
 
 
-def test_logs_command_is_bounded_and_follow_is_bounded_in_time() -> None:
-    assert service_logs_command("registration_api", 200, None, None) == (
-        "timeout 60 docker service logs --timestamps --no-trunc --tail 200 registration_api 2>&1"
-    )
-    assert "--since 600s" in service_logs_command("x", 5, 600, None)
-    follow = service_logs_command("x", 5, None, 60)
+def test_logs_are_read_task_by_task_each_bounded_and_follow_is_bounded_in_time() -> None:
+    command = task_logs_command(["t1", "t2"], 200, None)
+    assert command.startswith("for t in t1 t2; do timeout 20 docker service logs --timestamps --no-trunc --tail 200 $t")
+    assert 'echo "#swarmlab-logs-failed $t $status"' in command
+    assert "--tail all --since 600s" in task_logs_command(["t1"], None, 600)
+    assert task_logs_command(["x; rm -rf /"], 5, None).startswith("for t in 'x; rm -rf /'; do")
+    follow = service_follow_command("registration_api", 5, None, 60)
     assert follow.startswith("timeout 60 docker service logs --follow ") and "[ $status -eq 124 ] && exit 0" in follow
-    assert service_logs_command("x; rm -rf /", 5, None, None).endswith("'x; rm -rf /' 2>&1")
+    assert parse_read_failures("x\n#swarmlab-logs-failed abc 124\n") == {"abc": 124}
+
+
+def test_a_services_tasks_recorded_from_a_lab() -> None:
+    tasks = parse_service_tasks((FACTS / "service_tasks.txt").read_text())
+    assert len(tasks) == 10 and {t.slot for t in tasks} == {"1", "2", "3"}
+    assert tasks[0] == TaskRef("j7x06kgukd8lcbuhk98a9enxz", "registration_api.1", "worker-2")
 
 
 def test_bad_options_are_all_reported_before_anything_runs() -> None:
@@ -125,6 +136,13 @@ def lab_runner() -> FakeRunner:
     runner = FakeRunner(lab_inventory(parse_config({}), StatePaths(Path("/state"))))
     runner.answer(r"docker info", MANAGER, node="manager-1")
     runner.answer(r"docker service ls", SERVICES)
+    # The tasks of the recorded log lines: one otp task, three ui tasks.
+    runner.answer(r"docker service ps .* registration_otp", "6o2rr9iavjfqyn77tvq7khb8l|registration_otp.1|worker-2\n")
+    runner.answer(
+        r"docker service ps .* registration_ui",
+        "yarsltlt3oln8klynse4f00kc|registration_ui.2|worker-2\nizvdjbiwjpl5c67yis0dvsgoi|registration_ui.3|worker-3\n"
+        "slcxcjug6hdlwqixbs6uglvft|registration_ui.1|worker-1\n",
+    )
     return runner
 
 
@@ -136,12 +154,16 @@ def test_fab_logs_prints_every_task_in_time_order_masked_and_filtered(tmp_path: 
     printed: list[str] = []
     count = service_logs(session(runner, tmp_path), log_query("ui", grep="GET /healthz", task=2), printed.append)
     [command] = runner.commands("docker service logs")
-    assert "registration_ui" in command and "--tail 200" in command
+    # --task 2: only that slot's task is read; --grep: a wider window of it is searched.
+    assert command.startswith("for t in yarsltlt3oln8klynse4f00kc; do ") and "--tail 2000" in command
     assert count == 2 and all(" ui.2.yarslt@worker-2  " in line for line in printed)
     everything: list[str] = []
     service_logs(session(runner, tmp_path), log_query("otp"), everything.append)
+    assert "--tail 200 " in runner.commands("docker service logs")[-1]
     assert len(everything) == 8 and everything == sorted(everything)  # one time line across tasks
     assert not any(secret in line for line in everything) and any("otp@***" in line for line in everything)
+    with pytest.raises(SwarmlabError, match="registration_ui has no task in slot 7; its slots: 1, 2, 3"):
+        service_logs(session(runner, tmp_path), log_query("ui", task=7), print)
 
 
 def test_fab_logs_follow_streams_through_the_runner(tmp_path: Path) -> None:
@@ -159,20 +181,24 @@ def test_fab_logs_of_an_unknown_service_runs_no_logs_command(tmp_path: Path) -> 
     assert not runner.commands("docker service logs")
 
 
-def test_a_failed_logs_command_masks_secrets_in_its_error(tmp_path: Path) -> None:
+def test_a_failed_command_masks_secrets_in_its_error(tmp_path: Path) -> None:
     runner = lab_runner()
     write_private(tmp_path / "demo" / "credentials", json.dumps({"db_password": "hunter22"}).encode())
-    runner.answer(r"docker service logs", "boom hunter22", exit_code=1)
+    runner.answer(r"docker service ps", "boom hunter22", exit_code=1)
     with pytest.raises(CommandFailed) as caught:
         service_logs(session(runner, tmp_path), log_query("api"), print)
     assert "hunter22" not in str(caught.value) and "on manager-1" in str(caught.value)
 
 
-def test_a_log_read_that_never_ends_is_cut_and_explained(tmp_path: Path) -> None:
+def test_a_task_whose_read_never_ends_is_cut_and_named_and_the_others_print(tmp_path: Path) -> None:
     runner = lab_runner()
-    runner.answer(r"docker service logs", LOGS, exit_code=124)  # `timeout` ended it
-    with pytest.raises(CommandFailed, match=r"(?s)exit 124.*Hint: Docker's service log stream stopped"):
-        service_logs(session(runner, tmp_path), log_query("api"), print)
+    partial = [line for line in LOGS.splitlines() if "registration_ui." in line and "registration_ui.3" not in line]
+    runner.answer(r"docker service logs", "\n".join([*partial, "#swarmlab-logs-failed izvdjbiwjpl5c67yis0dvsgoi 124"]))
+    printed: list[str] = []
+    service_logs(session(runner, tmp_path), log_query("ui"), printed.append)
+    assert len(printed) == 5 and printed[-1].startswith(
+        "# ui.3 on worker-3 (izvdjb): its log read failed, not complete"
+    )
 
 
 # --- events --------------------------------------------------------------------------------------
