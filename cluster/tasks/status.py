@@ -1,4 +1,5 @@
-"""status: the cluster at a glance, nodes and services, read from a manager."""
+"""status: the cluster at a glance, read from a manager: nodes and services, each service's request and
+error rates from its stack's Prometheus, and (--map) the tasks running on each node."""
 
 from __future__ import annotations
 
