@@ -22,12 +22,15 @@ from cluster.lab import provider as lab
 from cluster.progress import TIMINGS, say
 from cluster.session import Session, open_session
 from cluster.tasks.bootstrap import bootstrap as bootstrap_cluster
+from cluster.tasks.clustermap import deploy_map, remove_map
 from cluster.tasks.deploy import deploy_workload
+from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
+from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, GREP_WINDOW, log_query, service_logs
 from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.registry import configure_registry
-from cluster.tasks.status import status_report, table
+from cluster.tasks.status import cluster_map, rates_report, status_report, table
 from cluster.tasks.swarm import drain_managers as drain
 from cluster.tasks.swarm import find_leader
 from cluster.tasks.swarm import swarm_init as init
@@ -203,17 +206,85 @@ def demo(c: Context, keep: bool = False) -> None:
     with open_session(config, "lab") as session:
         leader = bootstrap_cluster(session)
         mode = deploy_workload(session, chosen, leader)
+        deploy_map(session)
         say("\n" + status_report(session.runner))
         summary()
         notes(session, chosen, mode)
         stats = session.inventory.endpoints.stats or "-"
-    say(f"HAProxy stats: {stats}; cluster at a glance: `.venv/bin/fab status`")
+    say(f"HAProxy stats: {stats}; cluster at a glance: `.venv/bin/fab status` (--map: tasks per node)")
+    say(
+        f"Cluster map: {session.inventory.endpoints.http}/map/ (user admin, password admin_password in the credentials)"
+    )
     say("Tear it down with `make down` (or `.venv/bin/fab lab-down`).")
 
 
-@task(help=TARGET)
+@task(help={**TARGET, "map": "also the cluster map: every node and the tasks running on it"})
 @reported
-def status(c: Context, target: str = "lab") -> None:
-    """Nodes (role, status, availability, manager status) and services (replicas) at a glance."""
+def status(c: Context, target: str = "lab", map: bool = False) -> None:
+    """Nodes, services, their request and error rates (when Prometheus answers), and --map."""
     with open_session(load_config(), target) as session:
         say(status_report(session.runner))
+        leader = find_leader(session.runner)
+        rates = rates_report(session, leader)
+        if rates:
+            say("\n" + rates)
+        if map:
+            say("\n" + cluster_map(session.runner, leader))
+
+
+@task(
+    help={
+        **TARGET,
+        "service": "the service: its full name (registration_api) or its name in its stack (api)",
+        "tail": f"the newest lines of each task, then the newest of them all (default {DEFAULT_TAIL})",
+        "since": "only lines newer than this (90s, 10m, 1h30m, 2d)",
+        "follow": "keep printing new lines as they come, for --follow-for",
+        "follow_for": f"how long --follow lasts (default {DEFAULT_FOLLOW}, at most 1h)",
+        "grep": f"only lines matching this regular expression (Python syntax), among the newest {GREP_WINDOW} "
+        "of each task (with --since: all since then)",
+        "task": "only the task in this slot (1, 2, ...), and the earlier tasks of that slot",
+    }
+)
+@reported
+def logs(
+    c: Context,
+    service: str,
+    *,
+    target: str = "lab",
+    tail: int = DEFAULT_TAIL,
+    since: str = "",
+    follow: bool = False,
+    follow_for: str = DEFAULT_FOLLOW,
+    grep: str = "",
+    task: int = 0,
+) -> None:
+    """A service's logs from all its tasks, through a manager: time, task@node, line; secrets masked."""
+    query = log_query(
+        service, tail=tail, since=since, follow=follow, follow_for=follow_for, grep=grep, task=task
+    )  # checked before anything runs
+    with open_session(load_config(), target) as session:
+        if service_logs(session, query, say) == 0:
+            say(f"# no log lines from {service} (try --since, another --task or --grep)")
+
+
+@task(
+    help={
+        **TARGET,
+        "since": f"how far back (default {DEFAULT_SINCE}; 90s, 10m, 1h30m, 2d)",
+        "type": "only these event types: service|node|secret|config|network (comma-separated)",
+    }
+)
+@reported
+def events(c: Context, target: str = "lab", since: str = DEFAULT_SINCE, type: str = "") -> None:
+    """The swarm's events of the last --since, oldest first: time, type, action, name, what changed."""
+    query = event_query(since, type)  # checked before anything runs
+    with open_session(load_config(), target) as session:
+        if swarm_events(session, query, say) == 0:
+            say(f"# no swarm events in the last {since}")
+
+
+@task(name="cluster-map", help={**CHANGES, "remove": "remove the map's containers from the managers instead"})
+@reported
+def cluster_map_task(c: Context, target: str = "lab", dry_run: bool = False, remove: bool = False) -> None:
+    """The cluster map (nodes and their tasks, refreshed) on every manager, at /map/ for the admin credential."""
+    changing(target, dry_run, remove_map if remove else deploy_map)

@@ -86,6 +86,16 @@ class Runner(Protocol):
 
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None: ...
 
+    def stream(
+        self,
+        node: Node,
+        command: str,
+        on_line: Callable[[str], None],
+        *,
+        timeout: float | None = None,
+        secrets: Sequence[str] = (),
+    ) -> Result: ...
+
     def put(self, node: Node, local: Path, remote: str) -> None: ...
 
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]: ...
@@ -260,6 +270,38 @@ class Nodes:
             raise CommandFailed(node.name, command, result.exit_code, output, hint)
         return result
 
+    def stream(
+        self,
+        node: Node,
+        command: str,
+        on_line: Callable[[str], None],
+        *,
+        timeout: float | None = None,
+        secrets: Sequence[str] = (),
+    ) -> Result:
+        """Run a command and hand each line of its output to on_line as it arrives (`fab logs --follow`);
+        raise CommandFailed as run() does. The command merges its stderr itself (2>&1) if it wants it."""
+        lines = _Lines(on_line)
+        try:
+            raw = self.connection(node).run(
+                command, in_stream=False, timeout=timeout, hide=False, out_stream=lines, err_stream=lines
+            )
+        except (UnexpectedExit, CommandTimedOut) as error:
+            lines.flush_rest()
+            result = error.result
+            raise CommandFailed(
+                node.name, command, getattr(result, "exited", None), result.stdout + result.stderr
+            ) from None
+        except (OSError, paramiko.SSHException) as error:
+            raise CommandFailed(node.name, command, None, str(error), "check the node is up") from None
+        lines.flush_rest()
+        result = Result(node.name, command, raw.stdout, raw.stderr, raw.exited)
+        if not result.ok:
+            raise CommandFailed(
+                node.name, command, result.exit_code, redact(result.stdout + result.stderr, tuple(secrets))
+            )
+        return result
+
     def put(self, node: Node, local: Path, remote: str) -> None:
         """Copy a (possibly large, binary) file to a node over SFTP."""
         try:
@@ -311,3 +353,22 @@ class Nodes:
                 connection.close()
         self._connections.clear()
         self._gateway = None
+
+
+class _Lines(io.TextIOBase):
+    """A text stream that hands complete lines to a callback (Invoke writes output in chunks)."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        *complete, self._partial = (self._partial + text).split("\n")
+        for line in complete:
+            self._on_line(line)
+        return len(text)
+
+    def flush_rest(self) -> None:
+        if self._partial:
+            self._on_line(self._partial)
+            self._partial = ""

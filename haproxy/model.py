@@ -3,6 +3,8 @@ daemon spec out. A leaf model: it imports nothing of cluster/."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,15 +37,32 @@ DAEMON = DaemonSpec(
 )
 
 
+ADMIN_USER = "admin"
+ADMIN_REALM = "swarmlab admin"
+
+
 @dataclass(frozen=True)
 class Route:
-    """A path prefix served by one edge service, published on the same port on every worker."""
+    """A path prefix served by one edge service, published on the same port on every worker (or on the
+    nodes `servers` names, e.g. the managers)."""
 
     name: str
     path_prefix: str  # "/" for the default route
     port: int
     health_path: str = "/healthz"
     strip_prefix: bool = False  # the service knows nothing of the prefix (e.g. /mail/)
+    admin: bool = False  # only with the admin credential (HTTP basic auth)
+    servers: tuple[tuple[str, str], ...] | None = None  # (name, address); None: the workers
+
+
+def admin_digest(password: str, user: str = ADMIN_USER) -> str:
+    """What HAProxy compares an Authorization header with: the SHA-256 of `Basic base64(user:password)`.
+
+    The configuration holds this digest, never the password: the password is long and random, so the
+    digest gives nothing away, and a hash is cheap per request (crypt(3) hashes block HAProxy).
+    """
+    header = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return hashlib.sha256(header.encode()).hexdigest().upper()  # HAProxy's hex converter is upper case
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,7 @@ class Backend:
     health_path: str
     servers: tuple[Server, ...]
     strip_prefix: bool = False
+    admin: bool = False
 
     @property
     def is_default(self) -> bool:
@@ -86,6 +106,9 @@ class HAProxyConfig:
     backends: tuple[Backend, ...]
     tls: Tls
     https_port: int = topology.HTTPS_PORT
+    metrics_bind: str | None = None  # "ip:port" of the Prometheus exporter (the private address only)
+    admin_digest: str | None = None  # see admin_digest(); admin routes refuse everyone without it
+    admin_realm: str = ADMIN_REALM
 
     @property
     def default_backend(self) -> Backend | None:
@@ -105,19 +128,28 @@ def build(
     *,
     http_port: int = topology.HTTP_PORT,
     stats_port: int = topology.STATS_PORT,
+    private_address: str | None = None,
+    admin_password_digest: str | None = None,
 ) -> HAProxyConfig:
-    """One backend per route, one server per worker (name, address): edge services run a task per worker."""
+    """One backend per route, one server per worker (name, address): edge services run a task per worker.
+
+    With the lb node's `private_address`, HAProxy's own Prometheus exporter listens there (the cluster
+    network only, never the public address)."""
     backends = tuple(
         Backend(
             name=route.name,
             path_prefix=route.path_prefix,
             health_path=route.health_path,
-            servers=tuple(Server(name, address, route.port) for name, address in workers),
+            servers=tuple(Server(name, address, route.port) for name, address in (route.servers or workers)),
             strip_prefix=route.strip_prefix,
+            admin=route.admin,
         )
         for route in routes
     )
-    return HAProxyConfig(cluster, http_port, stats_port, backends, tls)
+    metrics = f"{private_address}:{topology.LB_METRICS_PORT}" if private_address else None
+    return HAProxyConfig(
+        cluster, http_port, stats_port, backends, tls, metrics_bind=metrics, admin_digest=admin_password_digest
+    )
 
 
 def render_config(config: HAProxyConfig) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from infra.config import InfraConfig
 from infra.topology import NodeSpec
-from rendering.provision import daemon_json, provision_script
+from rendering.provision import daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 
 DOCKER_ROLES = ("manager", "worker", "storage")
@@ -64,7 +64,7 @@ def user_data(config: InfraConfig, node: NodeSpec, host_key: HostKeyText, data_d
             cluster=config.cluster_name,
             hostname=node.name,
             role=node.role,
-            daemon_json=daemon_json() if node.role in DOCKER_ROLES else None,
+            daemon_json=daemon_json(engine_metrics_ip(node.role, node.ip)) if node.role in DOCKER_ROLES else None,
             provision_script=provision_script(node.role, config.debian_mirror, config.debian_suite),
             command=_command(data_device),
             host_key=host_key,

@@ -2,10 +2,13 @@
 the component turns each row into one SecGroupRule.
 
 Groups, and the roles whose ports carry them:
-  lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs
+  lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs, HAProxy's
+           Prometheus exporter from the cluster subnet
   private  every other node: SSH only from the lb group (the jump host)
-  swarm    managers and workers: Swarm control, gossip and VXLAN only from the cluster subnet
+  swarm    managers and workers: Swarm control, gossip and VXLAN only from the cluster subnet; engine
+           metrics (Prometheus on a worker scrapes them) only from the cluster subnet
   workers  workers: the edge services' host-mode ports only from the lb group (HAProxy)
+  managers managers: the cluster map (a container on each manager) only from the lb group (HAProxy)
   storage  storage node: NFS only from the workers group (the only NFS clients), the registry from the
            cluster subnet (every engine pulls; managers resolve image digests at deploy)
 Default rules are deleted, so nothing is open that is not in the table; egress stays open (apt, images).
@@ -19,18 +22,28 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra.config import InfraConfig
-from topology import HTTP_PORT, NFS_PORT, REGISTRY_PORT, SSH_PORT, STATS_PORT, SWARM_PORT
+from topology import (
+    ENGINE_METRICS_PORT,
+    HTTP_PORT,
+    LB_METRICS_PORT,
+    MAP_PORT,
+    NFS_PORT,
+    REGISTRY_PORT,
+    SSH_PORT,
+    STATS_PORT,
+    SWARM_PORT,
+)
 
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
 WORKERS_GROUP = "@workers"  # ports in the workers group
 ANYWHERE = "0.0.0.0/0"
 GROUPS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "lb": ("lb",),
-    "manager": ("private", "swarm"),
+    "manager": ("private", "swarm", "managers"),
     "worker": ("private", "swarm", "workers"),
     "storage": ("private", "storage"),
 }
-GROUPS = ("lb", "private", "swarm", "workers", "storage")
+GROUPS = ("lb", "private", "swarm", "workers", "managers", "storage")
 SERVICE_PORTS = (8000, 8099)
 
 
@@ -65,6 +78,7 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("lb", "tcp", HTTP_PORT, public, "HTTP"),
         *_port("lb", "tcp", 443, public, "HTTPS"),
         *_port("lb", "tcp", STATS_PORT, admin, "HAProxy stats"),
+        *_port("lb", "tcp", LB_METRICS_PORT, cluster, "HAProxy's Prometheus exporter, for Prometheus"),
         *_port("private", "tcp", SSH_PORT, [LB_GROUP], "SSH through the jump host only"),
         *_port("swarm", "tcp", SWARM_PORT, cluster, "Swarm cluster management"),
         *_port("swarm", "tcp", 7946, cluster, "Swarm node gossip"),
@@ -72,7 +86,9 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("swarm", "udp", 4789, cluster, "VXLAN overlay data"),
         # No ESP (IP protocol 50): no overlay is created with `encrypted` (docs/security.md: the lab's
         # kernels have no ESP, and Docker then drops the overlay's traffic), so nothing uses it.
+        *_port("swarm", "tcp", ENGINE_METRICS_PORT, cluster, "Docker engine metrics, for Prometheus"),
         Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
+        *_port("managers", "tcp", MAP_PORT, [LB_GROUP], "the cluster map on each manager, for HAProxy"),
         # The export admits the workers' addresses only (nfs-ganesha's client list); so does the group.
         *_port("storage", "tcp", NFS_PORT, [WORKERS_GROUP], "NFS v4, for the workers"),
         *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),

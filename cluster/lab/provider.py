@@ -56,7 +56,7 @@ from cluster.progress import PhaseResult, phase, say
 from cluster.runners import Nodes
 from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
-from rendering.provision import daemon_json
+from rendering.provision import daemon_json, engine_metrics_ip
 
 NODE_READY_TIMEOUT = 90
 CREATE_PARALLEL = 8
@@ -259,7 +259,7 @@ def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     }
     modes = {"/etc/ssh/ssh_host_ed25519_key": 0o600, "/root/.ssh/authorized_keys": 0o600}
     if role is not Role.LB:
-        files["/etc/docker/daemon.json"] = daemon_json().encode()
+        files["/etc/docker/daemon.json"] = daemon_json(engine_metrics_ip(node.role, node.ip)).encode()
     container.put_archive("/", tar_bytes(files, modes))
     container.start()
 

@@ -21,6 +21,8 @@ LB = "group:lb"
 WORKERS = "group:workers"
 # No ESP: no overlay is encrypted (docs/security.md says why), so protocol 50 stays closed.
 SWARM = {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789)}
+# Docker engine metrics (daemon.json's metrics-addr, the node's private address): the cluster only.
+ENGINE_METRICS = ("tcp", 9323, 9323)
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,13 @@ EXPECTED: dict[str, set[Allow]] = {
         _allow("tcp", 80, 80, WORLD),
         _allow("tcp", 443, 443, WORLD),
         _allow("tcp", 8404, 8404, ADMIN),
+        _allow("tcp", 8405, 8405, CLUSTER),  # HAProxy's Prometheus exporter, on its private address
     },
-    "manager": {_allow("tcp", 22, 22, LB)} | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in SWARM},
+    # 9080: the cluster map (a container on each manager), for HAProxy only.
+    "manager": {_allow("tcp", 22, 22, LB), _allow("tcp", 9080, 9080, LB)}
+    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "worker": {_allow("tcp", 22, 22, LB), _allow("tcp", 8000, 8099, LB)}
-    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in SWARM},
+    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "storage": {_allow("tcp", 22, 22, LB), _allow("tcp", 2049, 2049, WORKERS), _allow("tcp", 5000, 5000, CLUSTER)},
 }
 

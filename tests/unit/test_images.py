@@ -34,8 +34,8 @@ def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
     return {name for name in before if before[name] != after[name]}
 
 
-def test_the_registration_bundle_builds_five_images() -> None:
-    assert list(tags()) == ["runtime", "app", "redis", "rabbitmq", "postgres"]
+def test_the_registration_bundle_builds_six_images() -> None:
+    assert list(tags()) == ["runtime", "app", "redis", "rabbitmq", "postgres", "prometheus"]
 
 
 def test_tags_are_stable_for_the_same_inputs(tree: Path) -> None:
@@ -76,7 +76,13 @@ def test_missing_images_build_at_once_and_an_image_after_its_base() -> None:
     groups = [op for op in plan.operations if isinstance(op, Parallel | Run) and "docker build" in str(op)]
     first, second = groups
     assert isinstance(first, Parallel)
-    assert sorted(r.why.split()[3].split(":")[0] for r in first.runs) == ["postgres", "rabbitmq", "redis", "runtime"]
+    assert sorted(r.why.split()[3].split(":")[0] for r in first.runs) == [
+        "postgres",
+        "prometheus",
+        "rabbitmq",
+        "redis",
+        "runtime",
+    ]
     assert isinstance(second, Run) and "/swarmlab/app:" in second.command
     assert all(r.node == "storage-1" for r in plan.runs)
 

@@ -38,6 +38,7 @@ def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
         storage_mode=mode,
         nfs_options="addr=10.20.0.6,hard,nfsvers=4.1,timeo=600,retrans=2",
         nfs_pseudo="/data",
+        configs={c.name: f"registration_{c.name}_0123456789ab" for c in workload.configs},
     )
     text = render_stack(workload, data)
     return text, yaml.safe_load(text)
@@ -52,11 +53,19 @@ def test_segmentation_keeps_the_ui_away_from_the_database_and_the_broker() -> No
     _, stack = rendered("lab", "shared-dir")
     services = stack["services"]
     nets = {name: set(s["networks"]) for name, s in services.items()}
-    assert nets["ui"] == {"edge", "session"}
+    assert nets["ui"] == {"edge", "session", "metrics"}
     assert nets["postgres"] == {"db"} and nets["rabbitmq"] == {"rpc"}
     assert not nets["ui"] & (nets["postgres"] | nets["rabbitmq"] | nets["redis"])
-    assert nets["api"] == {"edge", "rpc"}
+    assert nets["api"] == {"edge", "rpc", "metrics"}
     assert not nets["api"] & nets["postgres"]
+
+
+def test_the_metrics_network_holds_the_python_services_and_prometheus_only() -> None:
+    _, stack = rendered("lab", "shared-dir")
+    on_metrics = {name for name, s in stack["services"].items() if "metrics" in s["networks"]}
+    python = {name for name, s in stack["services"].items() if "registration." in " ".join(s.get("command", []))}
+    assert on_metrics == python | {"prometheus"}
+    assert stack["services"]["prometheus"]["networks"] == ["metrics"]  # it reaches no data store
 
 
 def test_every_service_has_a_healthcheck_worker_placement_and_dnsrr() -> None:
@@ -139,8 +148,8 @@ def test_the_ui_waits_longer_than_the_api_retries() -> None:
 def test_mail_route_only_where_the_mailsink_runs() -> None:
     lab = load_workload("registration", "lab")
     prod = load_workload("registration", "prod")
-    assert [r.name for r in lab.routes] == ["ui", "api", "mail"]
-    assert [r.name for r in prod.routes] == ["ui", "api"]
+    assert [r.name for r in lab.routes] == ["ui", "api", "mail", "prometheus"]
+    assert [r.name for r in prod.routes] == ["ui", "api"], "no mail sink, and Prometheus off the public edge"
 
 
 def test_unknown_environment_names_the_choices_before_anything_runs() -> None:

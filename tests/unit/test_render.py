@@ -25,7 +25,7 @@ from cluster.tasks.haproxy import redirect_port, routes_of
 from cluster.tasks.nfs import configure_nfs
 from cluster.workload import load_workload
 from haproxy.model import CERT_PATH, Tls, build, render_config
-from rendering.provision import ROLES, ProvisionInput, daemon_json, provision_script
+from rendering.provision import ROLES, ProvisionInput, daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 from tests.unit.fake_runner import FakeRunner
 
@@ -144,6 +144,13 @@ def test_no_engine_trusts_an_insecure_registry() -> None:
     # The registry serves TLS from the cluster CA, trusted per registry in /etc/docker/certs.d.
     assert "insecure" not in daemon_json()
     assert json.loads(daemon_json())["log-driver"] == "json-file"
+
+
+def test_daemon_json_serves_engine_metrics_on_the_private_address_of_swarm_nodes_only() -> None:
+    worker = json.loads(daemon_json(engine_metrics_ip("worker", "10.20.0.21")))
+    assert worker["metrics-addr"] == "10.20.0.21:9323"  # never 0.0.0.0: the cluster network only
+    assert json.loads(daemon_json(engine_metrics_ip("manager", "10.20.0.11")))["metrics-addr"]
+    assert "metrics-addr" not in json.loads(daemon_json(engine_metrics_ip("storage", "10.20.0.6")))
 
 
 def test_missing_value_is_an_error_not_an_empty_string() -> None:

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from registration.common.deadline import Deadline
 from registration.common.emails import normalize_email
+from registration.common.metrics import REGISTRATIONS, InstrumentedRpc
 from registration.common.rpc import (
     RpcCaller,
     RpcClient,
@@ -184,7 +185,7 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
         connection = await connect(rabbit, "api")
         client = RpcClient(connection, default_timeout=settings.rpc_timeout)
         await client.start()
-        app.state.rpc = client
+        app.state.rpc = InstrumentedRpc(client)
         try:
             yield
         finally:
@@ -348,6 +349,7 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
         await call(
             rpc_, until, "email", "send", student_id=student_id, email=body.email, key=f"student-{student_id}", **names
         )
+        REGISTRATIONS.inc()
         return _results(200, {"student_id": student_id})
 
     health = APIRouter()

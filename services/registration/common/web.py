@@ -21,6 +21,7 @@ import uvicorn
 from pydantic import Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from registration.common.metrics import instrument_app
 from registration.common.settings import EnvSettings, Float, OptionalInt
 
 DEFAULT_MAX_BODY: Final = 64 * 1024
@@ -38,6 +39,7 @@ class ServeSettings(EnvSettings):
 
 def serve(app: Any, default_port: int = 8000) -> None:
     settings = ServeSettings.from_env()
+    instrument_app(app)  # Prometheus metrics on their own port
     uvicorn.run(
         app,
         host=settings.host,

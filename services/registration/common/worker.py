@@ -12,6 +12,7 @@ from pydantic import Field
 
 from registration.common.health import DEFAULT_HEARTBEAT_FILE, clear_heartbeat, touch_heartbeat
 from registration.common.logsetup import setup_logging
+from registration.common.metrics import instrument_handlers, start_metrics_server
 from registration.common.rpc import DEFAULT_TRANSIENT, Handler, RpcServer, connect
 from registration.common.settings import EnvSettings, Float, Int, RabbitSettings
 
@@ -58,7 +59,10 @@ async def serve_worker(
     if on_startup is not None:
         await on_startup()
     connection = await connect(rabbit, service)
-    server = RpcServer(connection, service, handlers, prefetch=settings.prefetch, transient=transient)
+    start_metrics_server()
+    server = RpcServer(
+        connection, service, instrument_handlers(handlers), prefetch=settings.prefetch, transient=transient
+    )
     await server.start()
     beat = asyncio.create_task(_heartbeat(server, heartbeat_file, settings.heartbeat_interval))
     log.info("%s worker ready", service)

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from registration.common.deadline import TransientError
 from registration.common.mail import send_message
+from registration.common.metrics import OTP_MAILS_SENT
 from registration.common.once import Once
 from registration.common.rpc import Handler
 from registration.common.settings import EnvSettings, Int, SmtpSettings
@@ -33,6 +34,7 @@ async def _factory() -> tuple[Mapping[str, Handler], Hook | None]:
     async def send(otp: str, email: str, key: str | None = None) -> str:
         async def deliver() -> str:
             await send_message(settings, otp_mail(settings, str(otp), email, ttl))
+            OTP_MAILS_SENT.inc()
             log.info("OTP mail sent to %s", email)  # never the code itself
             return "sent"
 
