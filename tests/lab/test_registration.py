@@ -16,7 +16,7 @@ import pytest
 
 from cluster.inventory import Node
 from cluster.workload import load_workload
-from tests.lab.conftest import LOG, Lab
+from tests.lab.conftest import LOG, Lab, wait_until_converged
 
 pytestmark = pytest.mark.lab
 STACK = "registration"
@@ -173,7 +173,9 @@ def test_data_survives_the_database_moving_to_another_worker(lab: Lab, api: http
         assert int(sql(lab, "SELECT count(*) FROM student")) >= 1
     finally:
         lab.nodes.run(manager(lab), f"docker node update --availability active {before.name}")
-    # Whatever else ran on the drained worker (the broker, perhaps) moved too: the system recovers.
+    # Whatever else ran on the drained worker (the broker, the session store...) moved too: the test
+    # ends when every service has all its replicas again, then the API answers through the broker.
+    wait_until_converged(lab)
     wait_until_the_api_answers(api)
     # The data lives on the storage node's export, which answers NFS v4 (checked with a userspace client).
     storage = lab.inventory.storage

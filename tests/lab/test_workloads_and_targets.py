@@ -16,6 +16,7 @@ import pytest
 
 from cluster.config import load_config
 from cluster.images import base_image
+from cluster.lab.topology import REGISTRY_DIR
 from tests.lab.conftest import ROOT, Lab, fab
 
 pytestmark = pytest.mark.lab
@@ -60,6 +61,14 @@ def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) 
     mirror = lab.config.debian_mirror.rstrip("/") + "/"
     env = {**NOWHERE, "SWARMLAB_DEBIAN_MIRROR": mirror}
     base = base_image(lab.config.debian_suite, mirror).tag
+    # The lab keeps its image cache across runs (the registry's data, the storage node's engine): make
+    # sure neither holds this hello nor this base yet, so the build, and the base it needs, happen here.
+    lab.nodes.run(storage, f"rm -rf {REGISTRY_DIR}/docker/registry/v2/repositories/swarmlab/hello")
+    lab.nodes.run(
+        storage,
+        f"if docker image inspect {base} >/dev/null 2>&1; then "
+        f"docker tag {base} swarmlab/debian:kept-by-test && docker rmi {base} >/dev/null; fi",
+    )
     boot = fab("bootstrap", "--target", str(inventory), env=env).stdout
     assert "result: no change" in boot
     status = fab("status", "--target", str(inventory), env=env).stdout
@@ -71,6 +80,7 @@ def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) 
     with httpx.Client(timeout=10, verify=lab.tls) as client:
         assert client.get(lab.url + "/hello/").status_code == 200
     shutil.rmtree(static_state.root)
+    lab.nodes.run(storage, "docker rmi swarmlab/debian:kept-by-test >/dev/null 2>&1; true")
 
 
 def test_dry_run_of_every_changing_task_changes_nothing(lab: Lab) -> None:

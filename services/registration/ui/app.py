@@ -31,7 +31,7 @@ from registration.common.emails import InvalidEmail, normalize_email
 from registration.common.settings import Bool, EnvSettings, Float, Int, Password, UserName
 from registration.common.text import clean_name
 from registration.common.web import Guard
-from registration.ui.sessions import SESSION_COOKIE, KeyValue, SessionStore, new_session_id
+from registration.ui.sessions import SESSION_COOKIE, KeyValue, SessionsAway, SessionStore, new_session_id
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,13 @@ def create_app(
         ctx = ApiContext(client=str(getattr(request.state, "client", "")), key=secrets.token_urlsafe(24))
         result: tuple[int, Any] = await request.app.state.api_post(path, payload, ctx)
         return result
+
+    @app.exception_handler(SessionsAway)
+    async def sessions_away(request: Request, exc: SessionsAway) -> Response:
+        # The session store stayed away past its outage budget: say so (503), never a 500.
+        response = error_page(request, "message.html", {}, 503, "backend_unavailable")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.get("/", response_class=HTMLResponse)
     async def otp_form(request: Request) -> Response:

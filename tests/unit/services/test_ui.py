@@ -250,3 +250,38 @@ def test_http_api_post_gives_up_with_503_at_its_budget() -> None:
             return await http_api_post(client, budget=0.3)("/getotp", {}, ApiContext(client="", key="k" * 20))
 
     assert asyncio.run(run()) == (503, "backend_unavailable")
+
+
+def test_a_session_store_moving_is_ridden_out_and_a_lasting_outage_is_503_not_500() -> None:
+    import asyncio
+
+    import pytest
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from registration.ui.sessions import SessionsAway, SessionStore
+
+    class Flaky:
+        def __init__(self, failures: int) -> None:
+            self.failures = failures
+            self.data: dict[str, str] = {}
+
+        async def get(self, name: str) -> str | None:
+            if self.failures > 0:
+                self.failures -= 1
+                raise RedisConnectionError("moving")
+            return self.data.get(name)
+
+        async def set(self, name: str, value: str, ex: int | None = None) -> None:
+            self.data[name] = value
+
+        async def delete(self, *names: str) -> None:
+            for name in names:
+                self.data.pop(name, None)
+
+    sid = "a" * 43
+    store = SessionStore(Flaky(failures=3), ttl=60, outage_budget=5)
+    asyncio.run(store.save(sid, {"csrf": "x"}))
+    assert asyncio.run(store.load(sid)) == {"csrf": "x"}  # three refusals, then the answer
+    away = SessionStore(Flaky(failures=1000), ttl=60, outage_budget=0.5)
+    with pytest.raises(SessionsAway):
+        asyncio.run(away.load(sid))
