@@ -35,7 +35,9 @@ def credentials(lab: Lab) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def admin(lab: Lab) -> Iterator[httpx.Client]:
     """HTTP through HAProxy with the cluster's admin credential."""
-    with httpx.Client(base_url=lab.url, auth=("admin", credentials(lab)["admin_password"]), timeout=30) as client:
+    with httpx.Client(
+        base_url=lab.url, auth=("admin", credentials(lab)["admin_password"]), timeout=30, verify=lab.tls
+    ) as client:
         yield client
 
 
@@ -136,7 +138,9 @@ def test_changing_a_config_rolls_exactly_the_services_that_mount_it(lab: Lab) ->
 
 
 def test_prometheus_scrapes_every_engine_service_and_haproxy(lab: Lab, admin: httpx.Client) -> None:
-    assert httpx.get(lab.url + "/prometheus/api/v1/targets", timeout=10).status_code == 401, "admin only"
+    assert httpx.get(lab.url + "/prometheus/api/v1/targets", timeout=10, verify=lab.tls).status_code == 401, (
+        "admin only"
+    )
     engines = {f"{n.private_ip}:9323" for n in (*lab.inventory.managers, *lab.inventory.workers)}
     replicas = {s: len(tasks) for s, tasks in running_tasks(lab).items() if s in PYTHON_SERVICES}
 
@@ -168,7 +172,9 @@ def test_a_registration_through_haproxy_raises_the_registrations_counter(lab: La
     wait_for("registrations_total is scraped", lambda: prometheus(admin, "sum(registrations_total)"))
     before = registrations()
     email = fresh_email()
-    with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials(lab)["api_password"]), timeout=30) as api:
+    with httpx.Client(
+        base_url=lab.url + "/api", auth=("api", credentials(lab)["api_password"]), timeout=30, verify=lab.tls
+    ) as api:
         eligible(api, email)
         assert api.post("/getotp", json={"email": email}).status_code == 200
         code = otp_from(mails(lab, email)[-1])
@@ -180,8 +186,14 @@ def test_a_registration_through_haproxy_raises_the_registrations_counter(lab: La
 
 
 def test_status_shows_rates_and_the_map(lab: Lab) -> None:
-    out = fab("status", "--map").stdout
-    rates = out.split("(Prometheus of registration):\n")[1].split("\n\n")[0]
+    # A rate needs two scrapes (15 s apart) inside its minute: on a lab just deployed, wait for them.
+    deadline = time.monotonic() + 120
+    while True:
+        out = fab("status", "--map").stdout
+        rates = out.split("(Prometheus of registration):\n")[1].split("\n\n")[0]
+        if rates.startswith("SERVICE  ") or time.monotonic() > deadline:
+            break
+        time.sleep(10)
     assert rates.startswith("SERVICE  ") and "api " in rates, out[-3000:]
     cluster_map = out.split("cluster map (running tasks per node):\n")[1]
     for worker in lab.inventory.workers:
@@ -194,8 +206,8 @@ def test_status_shows_rates_and_the_map(lab: Lab) -> None:
 def test_the_cluster_map_page_is_for_the_admin_and_shows_every_node(lab: Lab, admin: httpx.Client) -> None:
     fab("cluster-map")
     try:
-        assert httpx.get(lab.url + "/map/", timeout=10).status_code == 401
-        wrong = httpx.get(lab.url + "/map/", auth=("admin", "not-the-password"), timeout=10)
+        assert httpx.get(lab.url + "/map/", timeout=10, verify=lab.tls).status_code == 401
+        wrong = httpx.get(lab.url + "/map/", auth=("admin", "not-the-password"), timeout=10, verify=lab.tls)
         assert wrong.status_code == 401
         page = admin.get("/map/")
         assert page.status_code == 200 and '<meta http-equiv="refresh"' in page.text
