@@ -214,7 +214,12 @@ def test_the_cluster_map_page_is_for_the_admin_and_shows_every_node(lab: Lab, ad
         assert httpx.get(lab.url + "/map/", timeout=10, verify=lab.tls).status_code == 401
         wrong = httpx.get(lab.url + "/map/", auth=("admin", "not-the-password"), timeout=10, verify=lab.tls)
         assert wrong.status_code == 401
+        # HAProxy marks a map server up after two good health checks (rise 2, inter 1 s).
         page = admin.get("/map/")
+        deadline = time.monotonic() + 60
+        while page.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(2)
+            page = admin.get("/map/")
         assert page.status_code == 200 and '<meta http-equiv="refresh"' in page.text
         for node in (*lab.inventory.managers, *lab.inventory.workers):
             assert f">{node.name} <" in page.text

@@ -16,18 +16,14 @@ import pytest
 
 from cluster.inventory import Node
 from cluster.workload import load_workload
-from tests.lab.conftest import LOG, Lab, wait_until_converged
+from tests.lab.conftest import LOG, Lab, lab_config, wait_until_converged
 
 pytestmark = pytest.mark.lab
 STACK = "registration"
 
 
-ADMIN: list[tuple[str, str]] = []
-
-
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Iterator[httpx.Client]:
-    ADMIN[:] = [admin_auth(lab)]
     credentials = json.loads((lab.state.credentials).read_text())
     with httpx.Client(
         base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30, verify=lab.tls
@@ -39,14 +35,12 @@ def fresh_email() -> str:
     return f"student-{uuid.uuid4().hex[:10]}@example.org"
 
 
-def admin_auth(lab: Lab) -> tuple[str, str]:
-    """The eligible list is the admin's: its own generated credential, not the API's."""
-    credentials = json.loads(lab.state.credentials.read_text())
-    return ("admin", credentials["admin_password"])
-
-
 def eligible(api: httpx.Client, *emails: str) -> None:
-    response = api.post("/create_email_list", json={"email_list": list(emails)}, auth=ADMIN[0])
+    # The eligible list is the admin's own credential, read here (other test modules call this too).
+    credentials = json.loads(lab_config().state(provider="lab").credentials.read_text())
+    response = api.post(
+        "/create_email_list", json={"email_list": list(emails)}, auth=("admin", credentials["admin_password"])
+    )
     assert response.status_code == 200, response.text
 
 
