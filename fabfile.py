@@ -25,20 +25,24 @@ from cluster.tasks.backup import backup as take_backup
 from cluster.tasks.backup import restore as load_backup
 from cluster.tasks.backup import restore_swarm as load_swarm
 from cluster.tasks.bootstrap import bootstrap as bootstrap_cluster
+from cluster.tasks.clustermap import deploy_map, remove_map
 from cluster.tasks.deploy import deploy_workload
+from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.images import build_images
+from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, GREP_WINDOW, log_query, service_logs
 from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.nodes import activate_node as activate
 from cluster.tasks.nodes import drain_node as drain_one
 from cluster.tasks.recover import recover as recover_swarm
+from cluster.tasks.registry import configure_registry
 from cluster.tasks.security import rotate_ca as new_ca
 from cluster.tasks.security import rotate_join_tokens as new_tokens
 from cluster.tasks.services import rebalance as respread
 from cluster.tasks.services import rollback as roll_back
 from cluster.tasks.services import scale as set_replicas
 from cluster.tasks.services import update as roll_out
-from cluster.tasks.status import status_report, table
+from cluster.tasks.status import cluster_map, cluster_status, rates_report, status_report, table
 from cluster.tasks.swarm import drain_managers as drain
 from cluster.tasks.swarm import find_leader
 from cluster.tasks.swarm import swarm_init as init
@@ -96,10 +100,13 @@ def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
     endpoints = session.inventory.endpoints
     fill = {
         "http": endpoints.http,
-        "credentials": str(session.config.state(session.inventory.cluster).credentials),
+        "credentials": str(session.state.credentials),
         "storage_mode": storage_mode or "-",
     }
     say(f"\nThe {deployed.name} stack is up: open {endpoints.http}/")
+    if session.config.tls_cert is None:
+        ca = session.state.ca_cert
+        say(f"HTTPS with the cluster's own CA {ca}: `curl --cacert {ca} {endpoints.http}/` (or trust it in a browser)")
     for note in deployed.manifest.notes:
         if deployed.enabled(note.when):
             say(note.text.format(**fill))
@@ -113,11 +120,11 @@ def lab_up(c: Context, keep: bool = False) -> None:
     summary()
 
 
-@task
+@task(help={"purge": "also remove the lab's image cache (kept by default, so the next lab pulls instead of builds)"})
 @reported
-def lab_down(c: Context) -> None:
-    """Remove every container, network and volume of the lab."""
-    lab.lab_down(load_config())
+def lab_down(c: Context, purge: bool = False) -> None:
+    """Remove every container, network and volume of the lab (its image cache stays unless --purge)."""
+    lab.lab_down(load_config(), purge=purge)
 
 
 @task
@@ -127,10 +134,13 @@ def lab_status(c: Context) -> None:
     config = load_config()
     rows = lab.lab_status_rows(config)
     if not rows:
-        say(f"lab {config.cluster!r} is not up")
+        say(f"lab {config.cluster!r} is not up; image cache: {lab.image_cache(config) or 'none'}")
         return
     say(table(("NODE", "ROLE", "ADDRESS", "STATE"), rows))
-    say(f"\nstate directory: {config.state().root} (inventory.json, id_ed25519, known_hosts, credentials)")
+    say(
+        f"\nstate directory: {config.state(provider='lab').root} (inventory.json, id_ed25519, known_hosts, credentials, tls/)"
+    )
+    say(f"image cache: {lab.image_cache(config) or 'none yet'} (kept by lab-down; `fab lab-down --purge` removes it)")
 
 
 @task(help=CHANGES)
@@ -170,8 +180,15 @@ def nfs(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 
 @task(help=CHANGES)
 @reported
+def registry(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """The cluster registry serves TLS (a certificate of the cluster CA); every engine trusts that CA for it."""
+    changing(target, dry_run, configure_registry)
+
+
+@task(help=CHANGES)
+@reported
 def bootstrap(c: Context, target: str = "lab", dry_run: bool = False) -> None:
-    """swarm-init, swarm-join, drain-managers, haproxy and nfs, in order; idempotent."""
+    """swarm-init, swarm-join, drain-managers, haproxy, nfs and registry, in order; idempotent."""
     changing(target, dry_run, bootstrap_cluster)
 
 
@@ -206,20 +223,32 @@ def demo(c: Context, keep: bool = False) -> None:
     with open_session(config, "lab") as session:
         leader = bootstrap_cluster(session)
         mode = deploy_workload(session, chosen, leader)
+        deploy_map(session)
         say("\n" + status_report(session.runner))
         summary()
         notes(session, chosen, mode)
         stats = session.inventory.endpoints.stats or "-"
-    say(f"HAProxy stats: {stats}; cluster at a glance: `.venv/bin/fab status`")
+    say(f"HAProxy stats: {stats}; cluster at a glance: `.venv/bin/fab status` (--map: tasks per node)")
+    say(
+        f"Cluster map: {session.inventory.endpoints.http}/map/ (user admin, password admin_password in the credentials)"
+    )
     say("Tear it down with `make down` (or `.venv/bin/fab lab-down`).")
 
 
-@task(help=TARGET)
+@task(help={**TARGET, "map": "also the cluster map: every node and the tasks running on it"})
 @reported
-def status(c: Context, target: str = "lab") -> None:
-    """Nodes (role, status, availability, manager status) and services (replicas) at a glance."""
+def status(c: Context, target: str = "lab", map: bool = False) -> None:
+    """Nodes, services, their request and error rates (when Prometheus answers), and --map."""
     with open_session(load_config(), target) as session:
-        say(status_report(session.runner))
+        report, leader = cluster_status(session.runner)
+        say(report)
+        if leader is None:
+            return
+        rates = rates_report(session, leader)
+        if rates:
+            say("\n" + rates)
+        if map:
+            say("\n" + cluster_map(session.runner, leader))
 
 
 # --- day 2 --------------------------------------------------------------------------------------
@@ -310,3 +339,61 @@ def restore(c: Context, from_: str = "", swarm: bool = False, target: str = "lab
     """Verify a backup, then load its workload data into the running services (or, with --swarm, put its
     swarm state back and re-form the swarm from it) and wait until healthy."""
     changing(target, dry_run, lambda session: (load_swarm if swarm else load_backup)(session, from_))
+
+
+@task(
+    help={
+        **TARGET,
+        "service": "the service: its full name (registration_api) or its name in its stack (api)",
+        "tail": f"the newest lines of each task, then the newest of them all (default {DEFAULT_TAIL})",
+        "since": "only lines newer than this (90s, 10m, 1h30m, 2d)",
+        "follow": "keep printing new lines as they come, for --follow-for",
+        "follow_for": f"how long --follow lasts (default {DEFAULT_FOLLOW}, at most 1h)",
+        "grep": f"only lines matching this regular expression (Python syntax), among the newest {GREP_WINDOW} "
+        "of each task (with --since: all since then)",
+        "task": "only the task in this slot (1, 2, ...), and the earlier tasks of that slot",
+    }
+)
+@reported
+def logs(
+    c: Context,
+    service: str,
+    *,
+    target: str = "lab",
+    tail: int = DEFAULT_TAIL,
+    since: str = "",
+    follow: bool = False,
+    follow_for: str = DEFAULT_FOLLOW,
+    grep: str = "",
+    task: int = 0,
+) -> None:
+    """A service's logs from all its tasks, through a manager: time, task@node, line; secrets masked."""
+    query = log_query(
+        service, tail=tail, since=since, follow=follow, follow_for=follow_for, grep=grep, task=task
+    )  # checked before anything runs
+    with open_session(load_config(), target) as session:
+        if service_logs(session, query, say) == 0:
+            say(f"# no log lines from {service} (try --since, another --task or --grep)")
+
+
+@task(
+    help={
+        **TARGET,
+        "since": f"how far back (default {DEFAULT_SINCE}; 90s, 10m, 1h30m, 2d)",
+        "type": "only these event types: service|node|secret|config|network (comma-separated)",
+    }
+)
+@reported
+def events(c: Context, target: str = "lab", since: str = DEFAULT_SINCE, type: str = "") -> None:
+    """The swarm's events of the last --since, oldest first: time, type, action, name, what changed."""
+    query = event_query(since, type)  # checked before anything runs
+    with open_session(load_config(), target) as session:
+        if swarm_events(session, query, say) == 0:
+            say(f"# no swarm events in the last {since}")
+
+
+@task(name="cluster-map", help={**CHANGES, "remove": "remove the map's containers from the managers instead"})
+@reported
+def cluster_map_task(c: Context, target: str = "lab", dry_run: bool = False, remove: bool = False) -> None:
+    """The cluster map (nodes and their tasks, refreshed) on every manager, at /map/ for the admin credential."""
+    changing(target, dry_run, remove_map if remove else deploy_map)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -28,7 +29,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 import topology
 from cluster.errors import ConfigError, ConfigErrors, problem
-from cluster.state import StatePaths
+from cluster.state import CLUSTER_NAME, StatePaths, cluster_dir
 from cluster.workload import known_workloads, workload_environments
 from workloads import DEFAULT_WORKLOAD
 
@@ -36,6 +37,11 @@ DEFAULT_CONFIG_FILE = "swarmlab.yaml"
 ENV_PREFIX = "SWARMLAB_"
 # SWARMLAB_* variables that are not configuration keys: where the file is, and the test lab's switch.
 NOT_KEYS = frozenset({"SWARMLAB_CONFIG", "SWARMLAB_KEEP_LAB"})
+
+# A DNS name (RFC 1123 labels); a leading "*." for a wildcard.
+DNS_NAME = re.compile(
+    r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
 
 # Where this load reads from; set by load_config for the duration of one validation.
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("swarmlab_environ", default=None)
@@ -67,7 +73,8 @@ class Config(BaseSettings):
     bind_address: ipaddress.IPv4Address = Field(
         ipaddress.IPv4Address("127.0.0.1"), description="host address the lab's lb node is published on"
     )
-    http_port: int = Field(8080, description="host port of HAProxy's HTTP frontend (lab)")
+    http_port: int = Field(8080, description="host port of HAProxy's HTTP frontend (lab): it only redirects to HTTPS")
+    https_port: int = Field(8443, description="host port of HAProxy's HTTPS frontend (lab)")
     ssh_port: int = Field(2222, description="host port of the lb node's SSH, the jump host (lab)")
     stats_port: int = Field(8404, description="host port of HAProxy's stats page (lab)")
     debian_mirror: str = Field("http://deb.debian.org/debian", description="Debian mirror for images")
@@ -76,6 +83,13 @@ class Config(BaseSettings):
     environment: str = Field("lab", description="values file of the stack: workloads/<stack>/values/<environment>.yaml")
     state_dir: Path | None = Field(
         None, description="where keys, inventory and credentials live (default ~/.local/state/swarmlab)"
+    )
+    tls_cert: Path | None = Field(
+        None, description="your certificate chain for HAProxy (PEM); default: one from the cluster's own CA"
+    )
+    tls_key: Path | None = Field(None, description="the private key of tls_cert (PEM, mode 600)")
+    tls_names: tuple[str, ...] = Field(
+        (), description="DNS names the cluster CA puts on HAProxy's certificate besides the lb's address"
     )
 
     @classmethod
@@ -96,13 +110,23 @@ class Config(BaseSettings):
     @field_validator("cluster")
     @classmethod
     def _cluster_name(cls, value: str) -> str:
-        if not value or not value.replace("-", "").isalnum() or not value[0].isalpha() or len(value) > 30:
-            raise problem(
-                "must start with a letter and hold only letters, digits and '-', at most 30 characters",
-                "use a name such as 'demo' or 'course-2026'",
-            )
+        # What Docker accepts in container, network and volume names, less '_' and '.' (the name also
+        # names OpenStack servers and a state directory).
         if not value.isascii():
             raise problem("must be ASCII: Docker refuses other letters in names", "use a name such as 'demo'")
+        if not CLUSTER_NAME.fullmatch(value):
+            raise problem(
+                "must hold only ASCII letters, digits and '-', not start with '-', at most 30 characters",
+                "use a name such as 'demo' or 'course-2026'",
+            )
+        return value
+
+    @field_validator("tls_names")
+    @classmethod
+    def _dns_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not DNS_NAME.fullmatch(name):
+                raise problem(f"{name!r} is not a DNS name", "write names such as registration.example.org")
         return value
 
     @field_validator("managers")
@@ -130,7 +154,7 @@ class Config(BaseSettings):
             raise problem("must be a private (RFC 1918) range", "use e.g. 10.20.0.0/24")
         return value
 
-    @field_validator("http_port", "ssh_port", "stats_port")
+    @field_validator("http_port", "https_port", "ssh_port", "stats_port")
     @classmethod
     def _port(cls, value: int) -> int:
         if not 1024 <= value <= 65535:
@@ -154,13 +178,20 @@ class Config(BaseSettings):
                 key="overlay_pool",
                 value=str(self.overlay_pool),
             )
-        ports = [self.http_port, self.ssh_port, self.stats_port]
+        ports = [self.http_port, self.https_port, self.ssh_port, self.stats_port]
         if len(set(ports)) != len(ports):
             raise problem(
-                "http_port, ssh_port and stats_port must differ",
+                "http_port, https_port, ssh_port and stats_port must differ",
                 "give each its own port",
                 key="http_port",
                 value=str(ports),
+            )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise problem(
+                "tls_cert and tls_key go together",
+                "set both (your certificate chain and its key), or neither for one from the cluster CA",
+                key="tls_cert" if self.tls_cert is None else "tls_key",
+                value=None,
             )
         return self
 
@@ -191,9 +222,22 @@ class Config(BaseSettings):
             return self.state_dir.expanduser()
         return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "swarmlab"
 
-    def state(self, cluster: str | None = None) -> StatePaths:
-        """The state directory of a cluster (this config's own by default)."""
-        return StatePaths(self.state_root / (cluster or self.cluster))
+    def state(self, *, provider: str, cluster: str | None = None) -> StatePaths:
+        """The state directory of a provider's cluster (this config's cluster by default): one per provider,
+        so a lab never touches a Pulumi or static target's credentials of the same name. A directory of
+        the older layout (`<root>/<cluster>`) is moved here first when it is this provider's."""
+        return cluster_dir(self.state_root, provider, cluster or self.cluster)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What is allowed but worth saying before the lab is made."""
+        found = []
+        if not self.bind_address.is_loopback:
+            found.append(
+                f"bind_address={self.bind_address} is not a loopback address: the lab publishes HAProxy there, "
+                "and with it the lab's mail sink (/mail/), which shows every OTP to whoever reaches that address"
+            )
+        return tuple(found)
 
 
 _EXAMPLES = {

@@ -31,3 +31,9 @@ def read_secret_file(path: str, what: str) -> str:
     if not file.is_file():
         raise SwarmlabError(f"{what}: {file} does not exist; write the password there (mode 600)")
     return file.read_text().strip()
+
+
+def load_existing(path: Path) -> dict[str, str]:
+    """The values made so far, read only (a read-only task such as `fab logs` creates nothing)."""
+    found: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    return found

@@ -50,6 +50,16 @@ class ConfigErrors(SwarmlabError):
         super().__init__(f"invalid configuration ({len(errors)} problem(s)):\n{lines}")
 
 
+class OptionErrors(ConfigErrors):
+    """Command-line options that are wrong (a malformed duration, a bad pattern): all reported at once,
+    before anything runs."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__(errors)
+        lines = "\n".join(f"  - {e}" for e in errors)
+        self.args = (f"invalid option(s) ({len(errors)} problem(s)):\n{lines}",)
+
+
 def tail(text: str, lines: int = OUTPUT_TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 

@@ -6,14 +6,20 @@ the project's one wait helper, and in a dry run prints the plan instead of runni
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from cluster.errors import SwarmlabError
+from cluster.errors import HostsFailed, SwarmlabError
 from cluster.inventory import Node
 from cluster.operations import Fetch, Operation, Parallel, Plan, Run, Wait, Write, describe
 from cluster.progress import PhaseResult
 from cluster.runners import Runner
 from cluster.waiting import Verdict, wait_until
+
+# Runs at once: a big lab's joins go together; several runs on one node stay under sshd's
+# MaxSessions (10 sessions per connection).
+PARALLEL_LIMIT = 16
 
 
 class Executor:
@@ -50,7 +56,7 @@ class Executor:
     def _node(self, name: str) -> Node:
         return self.runner.inventory.node(name)
 
-    def _run(self, run: Run, progress: PhaseResult) -> None:
+    def _run(self, run: Run, progress: PhaseResult, started: float | None = None) -> None:
         if run.stdin is not None and run.stdin not in self.secrets:
             raise SwarmlabError(f"the plan feeds secret {run.stdin!r} to `{run.command}` but none was provided")
         self.runner.run(
@@ -62,21 +68,42 @@ class Executor:
             hint=run.hint,
         )
         if run.changes:
-            progress.changed(run.why)
+            # In a parallel step, say when each one finished: a long phase shows its progress.
+            elapsed = f" ({time.monotonic() - started:.0f}s)" if started is not None else ""
+            progress.changed(run.why + elapsed)
 
     def _wait(self, wait: Wait, progress: PhaseResult) -> None:
         node = self._node(wait.node)
 
+        started = time.monotonic()
+        seen = [""]
+
         def check() -> Verdict:
-            result = self.runner.run(node, wait.command, check=False)
-            return wait.verdict(result.stdout)
+            # One poll never outlasts the whole wait: a node that stops answering ends it, named.
+            result = self.runner.run(node, wait.command, check=False, timeout=wait.timeout)
+            verdict = wait.verdict(result.stdout)
+            # Progress as it goes: print what the wait sees whenever it changes, with the time so far.
+            summary = verdict.detail.splitlines()[0] if verdict.detail else ""
+            if wait.progress and not verdict.done and summary != seen[0]:
+                seen[0] = summary
+                progress.note(f"[{time.monotonic() - started:.0f}s] {summary}")
+            return verdict
 
         verdict = wait_until(check, what=f"on {wait.node}: {wait.what}", timeout=wait.timeout, interval=wait.interval)
         progress.note(f"{wait.what}{': ' + verdict.detail if verdict.detail else ''}")
 
     def _parallel(self, parallel: Parallel, progress: PhaseResult) -> None:
-        by_node = {run.node: run for run in parallel.runs}
-        if len(by_node) != len(parallel.runs):
-            raise SwarmlabError(f"{parallel.what}: a parallel step may run one command per node")
-        nodes = [self._node(name) for name in by_node]
-        self.runner.each(nodes, lambda node: self._run(by_node[node.name], progress), parallel.what)
+        """Every run at once (several may share a node: each gets its own SSH channel); every
+        failure is reported, named by node and what the run was for."""
+        started = time.monotonic()
+        failures: dict[str, Exception] = {}
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_LIMIT, len(parallel.runs))) as pool:
+            futures = {pool.submit(self._run, run, progress, started): run for run in parallel.runs}
+            for future in as_completed(futures):
+                run = futures[future]
+                try:
+                    future.result()
+                except Exception as error:  # collected, then reported together
+                    failures[f"{run.node} ({run.why})"] = error
+        if failures:
+            raise HostsFailed(parallel.what, failures)

@@ -6,7 +6,9 @@ Parsers are unit-tested with recorded outputs; the commands run over SSH in the 
 from __future__ import annotations
 
 import json
+import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 SWARM_INFO_COMMAND = "docker info --format '{{json .Swarm}}'"
@@ -113,6 +115,16 @@ def parse_daemon_facts(output: str) -> DaemonFacts:
     return DaemonFacts(values.get("config_sha", ""), values.get("systemd") == "yes", values.get("running") == "yes")
 
 
+def file_sha_command(path: str) -> str:
+    """The sha256 of a file on a node, or nothing when it does not exist."""
+    return f"sha256sum {path} 2>/dev/null | cut -d' ' -f1; true"
+
+
+def parse_file_sha(output: str) -> str:
+    word = output.strip().split()[0] if output.strip() else ""
+    return word if len(word) == 64 and all(c in "0123456789abcdef" for c in word) else ""
+
+
 # --- services of a stack -------------------------------------------------------------------------
 
 
@@ -189,6 +201,209 @@ def parse_owners(output: str) -> dict[str, int]:
         if path and uid.isdigit():
             found[path] = int(uid)
     return found
+
+
+# --- observability: service logs, swarm events, tasks per node -----------------------------------
+
+SERVICE_NAMES_COMMAND = "docker service ls --format '{{.Name}}'"
+# Every node's running tasks, one node at a time: `docker node ps A B C` repeats tasks across nodes.
+NODE_TASKS_COMMAND = (
+    "for n in $(docker node ls -q); do docker node ps $n --filter desired-state=running "
+    "--format '{{.Node}}|{{.Name}}|{{.CurrentState}}|{{.Image}}'; done"
+)
+# A plain read goes task by task, each bounded by `timeout`: a whole service's log stream can stop
+# without ending (moby/moby#38640, swarmkit#1956; seen here right after a rolling update), and then
+# only that task's lines are missing, said so by a marker line. `timeout` also ends a --follow (exit
+# status 124: "followed for the whole window"); a follow stays one service-wide stream so that it sees
+# the tasks a rolling update starts.
+TIMED_OUT = 124
+TASK_READ_LIMIT = 20
+READ_FAILED = "#swarmlab-logs-failed"
+
+
+def service_tasks_command(service: str) -> str:
+    """Every task Swarm keeps for the service (running ones and the recent history of each slot)."""
+    return f"docker service ps --no-trunc --format '{{{{.ID}}}}|{{{{.Name}}}}|{{{{.Node}}}}' {shlex.quote(service)}"
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    task_id: str
+    name: str  # "registration_api.2"; a global service's task: "registration_x.<node id>"
+    node: str
+
+    @property
+    def slot(self) -> str:
+        return self.name.rpartition(".")[2]
+
+
+def parse_service_tasks(output: str) -> tuple[TaskRef, ...]:
+    found = []
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[0]:
+            found.append(TaskRef(*parts))
+    return tuple(found)
+
+
+def task_logs_command(task_ids: Sequence[str], tail: int | None, since_seconds: int | None) -> str:
+    """Each task's logs in turn (`tail` None: all of them), a marker line for a task whose read failed."""
+    options = f"--timestamps --no-trunc --tail {'all' if tail is None else tail}"
+    if since_seconds is not None:
+        options += f" --since {since_seconds}s"
+    return (
+        f"for t in {' '.join(shlex.quote(t) for t in task_ids)}; do "
+        f"timeout {TASK_READ_LIMIT} docker service logs {options} $t 2>&1; "
+        f'status=$?; [ $status -eq 0 ] || echo "{READ_FAILED} $t $status"; done'
+    )
+
+
+def parse_read_failures(output: str) -> dict[str, int]:
+    """The tasks whose read failed, with the exit status (124: cut by `timeout`)."""
+    failed = {}
+    for line in output.splitlines():
+        if line.startswith(READ_FAILED + " "):
+            _, task, status = line.split()
+            failed[task] = int(status)
+    return failed
+
+
+def service_follow_command(service: str, tail: int, since_seconds: int | None, follow_seconds: int) -> str:
+    options = f"--timestamps --no-trunc --tail {tail}"
+    if since_seconds is not None:
+        options += f" --since {since_seconds}s"
+    return (
+        f"timeout {follow_seconds} docker service logs --follow {options} {shlex.quote(service)} 2>&1; "
+        f"status=$?; [ $status -eq {TIMED_OUT} ] && exit 0; exit $status"
+    )
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of `docker service logs --timestamps --no-trunc`; a line Docker did not frame (an error
+    of the log stream itself) keeps only its text."""
+
+    time: str  # RFC 3339 with nanoseconds, as Docker prints it; "" when unframed
+    service: str
+    slot: str  # the replica's slot, or the node id of a global service's task
+    task_id: str
+    node: str
+    message: str
+
+    @property
+    def framed(self) -> bool:
+        return bool(self.time)
+
+
+# "2026-11-25T16:12:53.340314088Z registration_api.1.ax6x...@worker-2    | message"
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\S+) ([^\s|]+@[^\s|]+)\s*\| ?(.*)$")
+
+
+def parse_log_line(line: str) -> LogLine:
+    found = _LOG_LINE.match(line.rstrip("\r\n"))
+    if not found:
+        return LogLine("", "", "", "", "", line.rstrip("\r\n"))
+    time, context, message = found.groups()
+    task, _, node = context.rpartition("@")
+    parts = task.rsplit(".", 2)  # service names may hold dots; slot and task id never do
+    service, slot, task_id = parts if len(parts) == 3 else (task, "", "")
+    return LogLine(time, service, slot, task_id, node, message)
+
+
+def parse_service_logs(output: str) -> tuple[LogLine, ...]:
+    return tuple(parse_log_line(line) for line in output.splitlines() if line.strip())
+
+
+def events_command(since_seconds: int, types: Sequence[str]) -> str:
+    """The swarm's events (only managers keep them) from `since` ago until now: a bounded read, never a stream."""
+    filters = "".join(f" --filter type={t}" for t in types)
+    return f"docker events --since {since_seconds}s --until 0s --filter scope=swarm{filters} --format '{{{{json .}}}}'"
+
+
+@dataclass(frozen=True)
+class SwarmEvent:
+    time_ns: int
+    type: str  # service | node | secret | config | network
+    action: str  # create | update | remove
+    name: str
+    attributes: tuple[tuple[str, str], ...]  # the others (state.old/new, availability.old/new...), sorted
+
+
+def parse_events(output: str) -> tuple[SwarmEvent, ...]:
+    events = []
+    for line in output.splitlines():
+        if not line.strip().startswith("{"):
+            continue
+        row = json.loads(line)
+        actor = row.get("Actor") or {}
+        attributes = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
+        name = attributes.pop("name", "") or str(actor.get("ID", ""))[:12]
+        time_ns = int(row.get("timeNano") or int(row.get("time", 0)) * 1_000_000_000)
+        events.append(
+            SwarmEvent(
+                time_ns, str(row.get("Type", "")), str(row.get("Action", "")), name, tuple(sorted(attributes.items()))
+            )
+        )
+    return tuple(events)
+
+
+@dataclass(frozen=True)
+class NodeTask:
+    node: str
+    name: str  # "registration_api.1"
+    state: str  # "Running 5 minutes ago"
+    image: str
+
+
+def parse_node_tasks(output: str) -> tuple[NodeTask, ...]:
+    seen: dict[tuple[str, str], NodeTask] = {}
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4 and parts[0]:
+            seen.setdefault((parts[0], parts[1]), NodeTask(*parts))
+    return tuple(seen.values())
+
+
+# --- a stack's Prometheus ------------------------------------------------------------------------
+
+
+def prometheus_query_command(addresses: Sequence[str], port: int, prefix: str, query: str) -> str:
+    """One instant query (`/api/v1/query`), asked of each worker in turn until one answers: Prometheus
+    publishes its port in host mode on the worker it runs on."""
+    url = f'"http://$ip:{port}{prefix}/api/v1/query"'
+    data = shlex.quote(f"query={query}")
+    return f"for ip in {' '.join(addresses)}; do curl -sf -m 3 -G {url} --data-urlencode {data} && exit 0; done; exit 1"
+
+
+def parse_prometheus_vector(output: str, *labels: str) -> dict[tuple[str, ...], float]:
+    """An instant vector's samples, keyed by the values of `labels` (absent labels are "")."""
+    data = json.loads(output)
+    if data.get("status") != "success":
+        raise ValueError(f"Prometheus answered {data.get('status')}: {data.get('error', '')}")
+    found: dict[tuple[str, ...], float] = {}
+    for sample in (data.get("data") or {}).get("result") or []:
+        metric = sample.get("metric") or {}
+        found[tuple(str(metric.get(label, "")) for label in labels)] = float(sample["value"][1])
+    return found
+
+
+# --- the cluster map's container on a manager ----------------------------------------------------
+
+MAP_CONTAINER = "swarmlab-map"
+MAP_FACTS_COMMAND = (
+    f"docker inspect --format '{{{{.Config.Image}}}}|{{{{.State.Running}}}}' {MAP_CONTAINER} 2>/dev/null; true"
+)
+
+
+@dataclass(frozen=True)
+class MapFacts:
+    image: str  # "" when there is no such container
+    running: bool
+
+
+def parse_map_facts(output: str) -> MapFacts:
+    image, _, running = output.strip().partition("|")
+    return MapFacts(image, running == "true")
 
 
 # --- day 2: the swarm's nodes, services and tasks, as structured records --------------------------

@@ -6,7 +6,7 @@ Tagging by input hash means an image is rebuilt only when something that goes in
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,19 +57,58 @@ def hash_strings(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:TAG_LENGTH]
 
 
-def recipe_context(spec: ImageSpec, build_args: Mapping[str, str], wheelhouse: Path | None = None) -> BuildContext:
+def recipe_context(
+    spec: ImageSpec, build_args: Mapping[str, str], wheelhouse: Path | None = None, root: Path = REPO_ROOT
+) -> BuildContext:
     """Exactly the files the recipe names (and the wheelhouse, for an image that installs one)."""
     files: dict[str, bytes] = {}
     for source, destination in spec.sources.items():
-        path = REPO_ROOT / source
+        path = root / source
         if path.is_dir():
             files.update(files_under(path, prefix=destination))
         else:
             files[destination] = path.read_bytes()
     if wheelhouse is not None:
         files.update(files_under(wheelhouse, prefix="wheelhouse/", exclude=(".complete",)))
-    files["Dockerfile"] = (REPO_ROOT / spec.dockerfile).read_bytes()
+    files["Dockerfile"] = (root / spec.dockerfile).read_bytes()
     return BuildContext(files, {**spec.build_args, **build_args})
+
+
+@dataclass(frozen=True)
+class Build:
+    """One image of a workload: its name, its context (hence its tag), where it is pushed, and the
+    image of the same workload it builds FROM (if any)."""
+
+    name: str
+    context: BuildContext
+    ref: str
+    base: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.context.tag}"
+
+
+def workload_builds(
+    specs: Sequence[ImageSpec],
+    base_tag: str,
+    registry: str,
+    wheelhouse: Callable[[str], Path | None],
+    root: Path = REPO_ROOT,
+) -> list[Build]:
+    """Every image of a workload with its tag: an image's tag hashes its own files and build args,
+    which include the reference (so the tag) of the image it builds FROM. A change to a file
+    therefore rebuilds the images that contain it, and what builds FROM them, and nothing else."""
+    builds: list[Build] = []
+    refs: dict[str, str] = {}
+    for spec in specs:
+        args = {"BASE_IMAGE": base_tag}
+        if spec.base:
+            args["RUNTIME_IMAGE"] = refs[spec.base]
+        context = recipe_context(spec, args, wheelhouse(spec.wheelhouse) if spec.wheelhouse else None, root)
+        refs[spec.name] = registry_ref(registry, spec.name, context.tag)
+        builds.append(Build(spec.name, context, refs[spec.name], spec.base))
+    return builds
 
 
 def registry_ref(registry: str, name: str, tag: str) -> str:

@@ -5,16 +5,19 @@ Written by the lab, by the Pulumi program (stack output `inventory`) or by hand 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import topology
 from cluster.errors import ConfigError, ConfigErrors, problem
+from cluster.state import CLUSTER_NAME
 
 SCHEMA_VERSION = 1
 
@@ -44,7 +47,25 @@ class SshSettings(BaseModel):
     port: int = 22
     # Where the jump host is reached from the operator's machine; the lab publishes it on loopback.
     jump_port: int | None = None
+    # Pinned host keys, one way or both: a known_hosts file on this machine, and/or each node's public
+    # host key ("ssh-ed25519 AAAA...") by node name, as a cloud's inventory carries them. Required:
+    # the runner trusts no key on first use.
     known_hosts: str | None = None
+    host_keys: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("host_keys")
+    @classmethod
+    def _public_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, key in value.items():
+            parts = key.split()
+            if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-")) or not _is_base64(parts[1]):
+                raise problem(
+                    f"the key of {name} is not an OpenSSH public key",
+                    "write it as in a .pub file: ssh-ed25519 AAAA...",
+                    key=f"ssh.host_keys.{name}",
+                    value=key[:40],
+                )
+        return value
 
 
 class Network(BaseModel):
@@ -89,7 +110,7 @@ class Inventory(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: Literal[1]
-    cluster: str
+    cluster: str = Field(pattern=f"^{CLUSTER_NAME.pattern}$")  # it names the state directory: no path may hide in it
     provider: Literal["lab", "openstack", "static"]
     ssh: SshSettings
     network: Network
@@ -124,6 +145,11 @@ class Inventory(BaseModel):
         if self.ssh.jump_host is not None and self.ssh.jump_host not in names:
             raise problem(
                 "is not a node name", "name the lb node, or null", key="ssh.jump_host", value=self.ssh.jump_host
+            )
+        strangers = sorted(set(self.ssh.host_keys) - set(names))
+        if strangers:
+            raise problem(
+                "names no node", "key host_keys by node name", key="ssh.host_keys", value=", ".join(strangers)
             )
         return self
 
@@ -171,6 +197,14 @@ class Inventory(BaseModel):
             host, _, path = self.endpoints.nfs.partition(":")
             return NfsExport(host=host, path=path)
         return NfsExport(host=str(self.storage.private_ip), path=topology.NFS_PSEUDO_PATH) if self.storage else None
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return False
+    return True
 
 
 def parse_inventory(text: str, source: str = "inventory") -> Inventory:

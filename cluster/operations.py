@@ -63,11 +63,12 @@ class Wait:
     timeout: float
     interval: float = 1.0
     changes: bool = False
+    progress: bool = False  # print what it sees whenever that changes (long waits)
 
 
 @dataclass(frozen=True)
 class Parallel:
-    """Commands on different nodes at once; every node's failure is reported, not just the first."""
+    """Commands at once (on one node or several); every failure is reported, not just the first."""
 
     runs: tuple[Run, ...]
     what: str

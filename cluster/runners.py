@@ -5,29 +5,55 @@ The same code path serves the lab and a cloud: only the inventory differs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
-from cluster.errors import CommandFailed, HostsFailed, redact
+from cluster.errors import CommandFailed, HostsFailed, SwarmlabError, redact
 from cluster.inventory import Inventory, Node
 
 T = TypeVar("T")
+# TCP connect, SSH banner, authentication and opening a channel (a session, or a hop through the jump
+# host): a node that accepts the connection but does not answer fails here instead of hanging.
 CONNECT_TIMEOUT = 15
 # paramiko logs a failed channel through the jump host ("Secsh channel 0 open FAILED") on its own;
 # the CommandFailed we raise reports it with the host, so its own line is only noise.
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+# A command that runs longer than this, unless its operation allows more (builds), is taken for a
+# node that stopped answering: the task stops with the host named instead of waiting for ever.
+COMMAND_TIMEOUT = 300
+# SSH keepalives on every connection: NAT and firewalls keep idle connections, and a peer that is
+# gone makes the socket fail instead of idling.
+KEEPALIVE_INTERVAL = 15
+# One SFTP read or write (of a chunk, not a whole file): a node that stops answering mid-upload fails.
+SFTP_TIMEOUT = 120
+NO_PINS = (
+    "pins no host key (neither ssh.known_hosts nor ssh.host_keys): no host key is ever trusted on first "
+    "use. For the lab, `fab lab-up` writes them; a Pulumi stack's inventory carries ssh.host_keys (run "
+    "`pulumi up` with this version); for machines of your own, read each node's key where you trust the "
+    "channel (its console: `cat /etc/ssh/ssh_host_ed25519_key.pub`) and list it in ssh.host_keys by node "
+    "name, or in a known_hosts file named by ssh.known_hosts"
+)
+KEY_CHANGED = (
+    "this node's SSH host key is not the pinned one: the machine was rebuilt, or someone is in the "
+    "middle. Check it on the node's console before you trust a new key, then update the inventory's pins"
+)
+KEY_UNKNOWN = "no pinned host key for this node's address: add it to ssh.host_keys or the known_hosts file"
+# Nodes worked on at once: each is its own SSH connection (tunnelled through the jump host).
+EACH_PARALLEL = 16
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,16 @@ class Runner(Protocol):
 
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None: ...
 
+    def stream(
+        self,
+        node: Node,
+        command: str,
+        on_line: Callable[[str], None],
+        *,
+        timeout: float | None = None,
+        secrets: Sequence[str] = (),
+    ) -> Result: ...
+
     def put(self, node: Node, local: Path, remote: str) -> None: ...
 
     def get(self, node: Node, remote: str, local: Path) -> None:
@@ -78,19 +114,63 @@ class Runner(Protocol):
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]: ...
 
 
+class _Connection(Connection):  # type: ignore[misc]  # Fabric ships no type hints
+    """Fabric's connection, bounded in time everywhere: keepalives and a channel timeout once open, a
+    timed hop through the jump host, and SFTP reads and writes that time out."""
+
+    def open(self) -> Any:
+        result = super().open()
+        self.transport.set_keepalive(KEEPALIVE_INTERVAL)
+        self.transport.channel_timeout = CONNECT_TIMEOUT  # paramiko waits an hour for a channel by default
+        return result
+
+    def open_gateway(self) -> Any:
+        # Fabric's own opens the hop with no timeout: a jump host that stops answering would hang here.
+        self.gateway.open()
+        return self.gateway.transport.open_channel(
+            kind="direct-tcpip", dest_addr=(self.host, int(self.port)), src_addr=("", 0), timeout=CONNECT_TIMEOUT
+        )
+
+    def sftp(self) -> paramiko.SFTPClient:
+        client: paramiko.SFTPClient = super().sftp()
+        channel = client.get_channel()
+        if channel is not None:
+            channel.settimeout(SFTP_TIMEOUT)
+        return client
+
+
+def _pkey(public_openssh: str) -> paramiko.PKey:
+    key_type, data = public_openssh.split()[:2]
+    return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
+
+
+def _ssh_hint(error: Exception, default: str) -> str:
+    if isinstance(error, paramiko.BadHostKeyException):
+        return KEY_CHANGED
+    if isinstance(error, paramiko.SSHException) and "known_hosts" in str(error):
+        return KEY_UNKNOWN
+    return default
+
+
 class Nodes:
-    """SSH connections to every node of an inventory, opened lazily and reused."""
+    """SSH connections to every node of an inventory, opened lazily and reused.
+
+    Host keys are always pinned (paramiko's RejectPolicy): an inventory that pins none is refused, an
+    unknown or changed key stops the task with the host named.
+    """
 
     def __init__(self, inventory: Inventory) -> None:
+        if not inventory.ssh.known_hosts and not inventory.ssh.host_keys:
+            raise SwarmlabError(f"the inventory of cluster {inventory.cluster} {NO_PINS}")
         self.inventory = inventory
         self._connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
         self._gateway: Connection | None = None
 
-    def _new_connection(self, host: str, port: int, gateway: Connection | None) -> Connection:
+    def _new_connection(self, node: Node, host: str, port: int, gateway: Connection | None) -> Connection:
         ssh = self.inventory.ssh
         config = Config(overrides={"load_ssh_configs": False, "run": {"warn": True, "hide": True}})
-        connection = Connection(
+        connection = _Connection(
             host,
             user=ssh.user,
             port=port,
@@ -101,13 +181,27 @@ class Nodes:
                 "key_filename": str(Path(ssh.private_key).expanduser()),
                 "look_for_keys": False,
                 "allow_agent": False,
+                "banner_timeout": CONNECT_TIMEOUT,
+                "auth_timeout": CONNECT_TIMEOUT,
             },
         )
-        # Fabric auto-accepts unknown host keys by default; pin them instead when we know them.
-        if ssh.known_hosts:
-            connection.client.load_host_keys(str(Path(ssh.known_hosts).expanduser()))
-            connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self._pin(connection.client, node, host, port)
         return connection
+
+    def _pin(self, client: paramiko.SSHClient, node: Node, host: str, port: int) -> None:
+        """The keys this node may present, and nothing trusted on first use (Fabric would auto-add)."""
+        ssh = self.inventory.ssh
+        if ssh.known_hosts:
+            path = Path(ssh.known_hosts).expanduser()
+            if not path.is_file():
+                raise SwarmlabError(f"ssh.known_hosts of cluster {self.inventory.cluster}: {path} does not exist")
+            client.load_host_keys(str(path))
+        if node.name in ssh.host_keys:
+            # Under the name paramiko looks the server up by: [host]:port off the default port.
+            entry = host if port == 22 else f"[{host}]:{port}"
+            key = _pkey(ssh.host_keys[node.name])
+            client.get_host_keys().add(entry, key.get_name(), key)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
     def _gateway_connection(self) -> Connection | None:
         ssh = self.inventory.ssh
@@ -116,7 +210,7 @@ class Nodes:
         if self._gateway is None:
             jump = self.inventory.node(ssh.jump_host)
             address = str(jump.public_ip or jump.private_ip)
-            gateway = self._new_connection(address, ssh.jump_port or ssh.port, None)
+            gateway = self._new_connection(jump, address, ssh.jump_port or ssh.port, None)
             # Open it once here, under the lock: Fabric would otherwise open the shared gateway from
             # several threads at once when connections to private nodes open in parallel.
             try:
@@ -127,11 +221,8 @@ class Nodes:
                     f"ssh -p {ssh.jump_port or ssh.port} {ssh.user}@{address}",
                     None,
                     str(error),
-                    "the jump host must answer SSH: is the lab or the lb node up?",
+                    _ssh_hint(error, "the jump host must answer SSH: is the lab or the lb node up?"),
                 ) from None
-            # Channels to private nodes open through it with paramiko's default timeout of an hour:
-            # to a node that just went down, the jump host's TCP connect retries for over a minute.
-            gateway.transport.channel_timeout = CONNECT_TIMEOUT
             self._gateway = gateway
         return self._gateway
 
@@ -146,7 +237,7 @@ class Nodes:
                 else:
                     gateway = self._gateway_connection()
                     address = str(node.private_ip if gateway else (node.public_ip or node.private_ip))
-                    self._connections[node.name] = self._new_connection(address, ssh.port, gateway)
+                    self._connections[node.name] = self._new_connection(node, address, ssh.port, gateway)
             connection = self._connections[node.name]
         return connection
 
@@ -167,28 +258,71 @@ class Nodes:
         so they are masked if they ever appear in an error message.
         """
         stream = io.StringIO(stdin) if isinstance(stdin, str) else stdin
+        limit = COMMAND_TIMEOUT if timeout is None else timeout
+        why = f"no answer within {limit:.0f}s: is {node.name} up and answering? (the command may still run there)"
+        started = time.monotonic()
         try:
-            raw = self.connection(node).run(command, in_stream=stream if stream is not None else False, timeout=timeout)
-        except (UnexpectedExit, CommandTimedOut) as error:
+            raw = self.connection(node).run(command, in_stream=stream if stream is not None else False, timeout=limit)
+        except CommandTimedOut as error:
+            output = redact(error.result.stdout + error.result.stderr, tuple(secrets))
+            raise CommandFailed(node.name, command, None, output, f"{hint} {why}".strip()) from None
+        except UnexpectedExit as error:
             result = error.result
             output = redact(result.stdout + result.stderr, tuple(secrets))
             raise CommandFailed(node.name, command, getattr(result, "exited", None), output, hint) from None
-        except (OSError, paramiko.SSHException) as error:
-            raise CommandFailed(
-                node.name, command, None, str(error), hint or "check the node is up and the inventory's ssh settings"
-            ) from None
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            default = hint or "check the node is up and the inventory's ssh settings"
+            raise CommandFailed(node.name, command, None, str(error), _ssh_hint(error, default)) from None
         result = Result(node.name, command, raw.stdout, raw.stderr, raw.exited)
+        if result.exit_code == -1 and time.monotonic() - started >= limit:
+            # Timed out, closed by invoke's timer, which can lose the race to flag it as a timeout.
+            output = redact(result.stdout + result.stderr, tuple(secrets))
+            raise CommandFailed(node.name, command, None, output, f"{hint} {why}".strip())
         if check and not result.ok:
             output = redact(result.stdout + result.stderr, tuple(secrets))
             raise CommandFailed(node.name, command, result.exit_code, output, hint)
+        return result
+
+    def stream(
+        self,
+        node: Node,
+        command: str,
+        on_line: Callable[[str], None],
+        *,
+        timeout: float | None = None,
+        secrets: Sequence[str] = (),
+    ) -> Result:
+        """Run a command and hand each line of its output to on_line as it arrives (`fab logs --follow`);
+        raise CommandFailed as run() does. The command merges its stderr itself (2>&1) if it wants it."""
+        lines = _Lines(on_line)
+        try:
+            raw = self.connection(node).run(
+                command, in_stream=False, timeout=timeout, hide=False, out_stream=lines, err_stream=lines
+            )
+        except (UnexpectedExit, CommandTimedOut) as error:
+            lines.flush_rest()
+            result = error.result
+            raise CommandFailed(
+                node.name, command, getattr(result, "exited", None), result.stdout + result.stderr
+            ) from None
+        except (OSError, paramiko.SSHException) as error:
+            raise CommandFailed(node.name, command, None, str(error), "check the node is up") from None
+        lines.flush_rest()
+        result = Result(node.name, command, raw.stdout, raw.stderr, raw.exited)
+        if not result.ok:
+            raise CommandFailed(
+                node.name, command, result.exit_code, redact(result.stdout + result.stderr, tuple(secrets))
+            )
         return result
 
     def put(self, node: Node, local: Path, remote: str) -> None:
         """Copy a (possibly large, binary) file to a node over SFTP."""
         try:
             self.connection(node).put(str(local), remote=remote)
-        except (OSError, paramiko.SSHException) as error:
-            raise CommandFailed(node.name, f"sftp put {local} {remote}", None, str(error)) from None
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise CommandFailed(
+                node.name, f"sftp put {local} {remote}", None, str(error), _ssh_hint(error, "")
+            ) from None
 
     def get(self, node: Node, remote: str, local: Path) -> None:
         """Fetch a (possibly large, binary) file over SFTP into a file created with mode 600: backups
@@ -197,7 +331,7 @@ class Nodes:
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 self.connection(node).get(remote, local=handle)
-        except (OSError, paramiko.SSHException) as error:
+        except (OSError, EOFError, paramiko.SSHException) as error:
             local.unlink(missing_ok=True)
             raise CommandFailed(node.name, f"sftp get {remote} {local}", None, str(error)) from None
 
@@ -212,10 +346,15 @@ class Nodes:
         """Write a file on a node over SFTP (Invoke feeds stdin a byte per 10 ms: too slow for files)."""
         data = content.encode() if isinstance(content, str) else content
         try:
-            self.connection(node).put(io.BytesIO(data), remote=remote)
-            self.connection(node).sftp().chmod(remote, mode)
-        except (OSError, paramiko.SSHException) as error:
-            raise CommandFailed(node.name, f"sftp write {remote}", None, str(error)) from None
+            sftp = self.connection(node).sftp()
+            # Created with its final mode before any byte is written: a key is never readable by others.
+            with sftp.open(remote, "wb") as handle:
+                handle.chmod(mode)
+                handle.set_pipelined(True)  # as Fabric's put does: large build contexts go at full speed
+                handle.write(data)
+            sftp.chmod(remote, mode)  # an existing file keeps its old mode through open(): force it
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            raise CommandFailed(node.name, f"sftp write {remote}", None, str(error), _ssh_hint(error, "")) from None
 
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]:
         """Run work(node) on every node in parallel; report every host that failed, not just the first."""
@@ -224,7 +363,7 @@ class Nodes:
             return {}
         results: dict[str, T] = {}
         failures: dict[str, Exception] = {}
-        with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
+        with ThreadPoolExecutor(max_workers=min(EACH_PARALLEL, len(nodes))) as pool:
             futures = {node.name: pool.submit(work, node) for node in nodes}
             for name, future in futures.items():
                 try:
@@ -245,3 +384,22 @@ class Nodes:
                 connection.close()
         self._connections.clear()
         self._gateway = None
+
+
+class _Lines(io.TextIOBase):
+    """A text stream that hands complete lines to a callback (Invoke writes output in chunks)."""
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self._on_line = on_line
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        *complete, self._partial = (self._partial + text).split("\n")
+        for line in complete:
+            self._on_line(line)
+        return len(text)
+
+    def flush_rest(self) -> None:
+        if self._partial:
+            self._on_line(self._partial)
+            self._partial = ""

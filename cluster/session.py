@@ -13,6 +13,7 @@ from cluster.inventory import Inventory
 from cluster.providers import resolve
 from cluster.providers.base import Provider
 from cluster.runners import Nodes, Runner
+from cluster.state import StatePaths
 
 
 @dataclass
@@ -25,6 +26,11 @@ class Session:
     @property
     def inventory(self) -> Inventory:
         return self.runner.inventory
+
+    @property
+    def state(self) -> StatePaths:
+        """This target's state directory: its provider's and its cluster's (credentials, CA)."""
+        return self.config.state(provider=self.provider.name, cluster=self.inventory.cluster)
 
     def executor(self, secrets: Mapping[str, str] | None = None) -> Executor:
         return Executor(self.runner, dry_run=self.dry_run, secrets=secrets)

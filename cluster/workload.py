@@ -23,7 +23,7 @@ from typing import Any
 
 import jsonschema
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cluster.errors import ConfigError, ConfigErrors
 from rendering.render import render_file
@@ -46,6 +46,7 @@ class RouteSpec(_Strict):
     health: str = "/healthz"
     strip_prefix: bool = False  # the service knows nothing of its prefix (e.g. /mail/)
     when: str | None = None  # a values key: the route exists only where that value is true
+    admin: bool = False  # HAProxy asks for the cluster's admin credential (e.g. a monitoring UI)
 
 
 class ImageSpec(_Strict):
@@ -76,6 +77,22 @@ class SecretsSpec(_Strict):
     from_files: tuple[FileSecret, ...] = ()
 
 
+class ConfigSpec(_Strict):
+    """A configuration file of the bundle (not a secret), given to the services that use it as a Docker
+    config mounted at `target`.
+
+    `file` is a path in the bundle directory; a `.j2` file is rendered first, with the values and the
+    cluster's addresses. The config's name hashes its content, so a change makes a new config and Swarm
+    rolls exactly the services that mount it; versions no service mounts any more are pruned.
+    """
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    file: str
+    target: str = Field(pattern=r"^/")
+    services: tuple[str, ...] = Field(min_length=1)  # the services of the stack that mount it
+    when: str | None = None  # a values key: the config exists only where that value is true
+
+
 class DataDir(_Strict):
     """A directory on the shared storage (the NFS export), owned by the uid the server runs as."""
 
@@ -102,6 +119,15 @@ class Note(_Strict):
     when: str | None = None
 
 
+class PrometheusSpec(_Strict):
+    """Where the stack's Prometheus answers and what `fab status` asks it: PromQL queries that give one
+    value per `service` label (requests and errors per second)."""
+
+    route: str  # the route whose port Prometheus publishes on the workers and whose path is its prefix
+    requests: str
+    errors: str
+
+
 class Manifest(_Strict):
     name: str
     description: str
@@ -109,11 +135,23 @@ class Manifest(_Strict):
     routes: tuple[RouteSpec, ...] = ()
     images: tuple[ImageSpec, ...] = ()
     secrets: SecretsSpec = SecretsSpec()
+    configs: tuple[ConfigSpec, ...] = ()
     data: tuple[DataDir, ...] = ()
     storage_value: str | None = None  # values key choosing the storage mode (auto | nfs | shared-dir)
     image_overrides: str | None = None  # values key mapping an image name to another reference
     backups: tuple[BackupSpec, ...] = ()
     notes: tuple[Note, ...] = ()
+    prometheus: PrometheusSpec | None = None
+
+    @model_validator(mode="after")
+    def _prometheus_route_exists(self) -> Manifest:
+        if self.prometheus and self.prometheus.route not in {r.name for r in self.routes}:
+            raise ValueError(f"prometheus.route {self.prometheus.route!r} is not one of the bundle's routes")
+        return self
+
+    @property
+    def prometheus_route(self) -> RouteSpec | None:
+        return next((r for r in self.routes if self.prometheus and r.name == self.prometheus.route), None)
 
 
 def known_workloads() -> tuple[str, ...]:
@@ -169,8 +207,18 @@ class Workload:
     def file_secrets(self) -> tuple[FileSecret, ...]:
         return tuple(s for s in self.manifest.secrets.from_files if self.enabled(s.when))
 
+    @property
+    def configs(self) -> tuple[ConfigSpec, ...]:
+        return tuple(c for c in self.manifest.configs if self.enabled(c.when))
+
     def render(self, data: object) -> str:
         return render_file(self.directory, self.manifest.template, data)
+
+    def config_content(self, config: ConfigSpec, data: object) -> str:
+        """A config file's content: a `.j2` file rendered with `data`, any other read as it is."""
+        if config.file.endswith(".j2"):
+            return render_file(self.directory, config.file, data)
+        return (self.directory / config.file).read_text()
 
 
 def _schema_errors(path: Path, values: Any, schema: Mapping[str, Any]) -> list[ConfigError]:
@@ -195,7 +243,7 @@ def _manifest(name: str) -> tuple[Manifest, Path]:
             [ConfigError("stack", name, "is not a known stack", f"use one of: {', '.join(known_workloads())}")]
         )
     try:
-        return Manifest.model_validate(yaml.safe_load(path.read_text()) or {}), directory
+        manifest = Manifest.model_validate(yaml.safe_load(path.read_text()) or {})
     except ValidationError as error:
         raise ConfigErrors(
             [
@@ -205,6 +253,15 @@ def _manifest(name: str) -> tuple[Manifest, Path]:
                 for e in error.errors()
             ]
         ) from None
+    missing = [c for c in manifest.configs if not (directory / c.file).is_file()]
+    if missing:
+        raise ConfigErrors(
+            [
+                ConfigError(f"{path}: configs.{c.name}.file", c.file, "is not a file of the bundle", "fix the path")
+                for c in missing
+            ]
+        )
+    return manifest, directory
 
 
 def load_workload(name: str, environment: str) -> Workload:

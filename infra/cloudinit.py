@@ -1,4 +1,4 @@
-"""cloud-init user data per node, pure: the role's provisioning script and, on Docker roles, daemon.json.
+"""cloud-init user data per node, pure: its pinned SSH host key, the role's provisioning script and, on Docker roles, daemon.json.
 
 The script is the one the lab's node image is built with (rendering.provision), so a VM and a lab
 node of the same role have the same software.
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import topology
 from infra.config import InfraConfig
 from infra.topology import NodeSpec
-from rendering.provision import daemon_json, provision_script
+from rendering.provision import daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 
 DOCKER_ROLES = ("manager", "worker", "storage")
@@ -19,6 +18,18 @@ PROVISION_PATH = "/usr/local/sbin/swarmlab-provision"
 # Nova attaches the volume after the server boots, so the script waits this long for the device, then
 # mounts it at topology.DATA_ROOT (the script's default mount point, rendered from topology).
 DATA_DEVICE_WAIT = 600
+
+
+# sshd offers this key only (cloud-init's ssh module writes it; no other host key is made).
+HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
+
+
+@dataclass(frozen=True)
+class HostKeyText:
+    """A node's SSH host key in OpenSSH form (the private half is secret: user data is a secret input)."""
+
+    private_openssh: str
+    public_openssh: str
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,8 @@ class UserDataInput:
     daemon_json: str | None
     provision_script: str
     command: tuple[str, ...]
+    host_key: HostKeyText
+    host_key_path: str = HOST_KEY_PATH
 
 
 def volume_device(volume_id: str) -> str:
@@ -42,17 +55,18 @@ def _command(data_device: str | None) -> tuple[str, ...]:
     return ("env", f"SWARMLAB_DATA_DEVICE={data_device}", f"SWARMLAB_DATA_WAIT={DATA_DEVICE_WAIT}", PROVISION_PATH)
 
 
-def user_data(config: InfraConfig, node: NodeSpec, data_device: str | None = None) -> str:
-    """The #cloud-config document of one node; data_device only on a storage node with a volume."""
-    registry = topology.registry_endpoint(config.private_cidr)
+def user_data(config: InfraConfig, node: NodeSpec, host_key: HostKeyText, data_device: str | None = None) -> str:
+    """The #cloud-config document of one node: its pinned host key, its role's provisioning; data_device
+    only on a storage node with a volume."""
     return render(
         "cloud-init/user-data.yaml.j2",
         UserDataInput(
             cluster=config.cluster_name,
             hostname=node.name,
             role=node.role,
-            daemon_json=daemon_json(registry) if node.role in DOCKER_ROLES else None,
+            daemon_json=daemon_json(engine_metrics_ip(node.role, node.ip)) if node.role in DOCKER_ROLES else None,
             provision_script=provision_script(node.role, config.debian_mirror, config.debian_suite),
             command=_command(data_device),
+            host_key=host_key,
         ),
     )

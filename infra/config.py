@@ -21,6 +21,9 @@ SERVER_GROUP_POLICIES = ("anti-affinity", "soft-anti-affinity")
 # addresses from POOL_OFFSET on to DHCP and router ports, so they never take a node's fixed IP.
 POOL_OFFSET = 200
 MAX_WORKERS = POOL_OFFSET - WORKER_OFFSET - 1
+# admin_cidrs covering more than this share of the IPv4 space (0.0.0.0/1 + 128.0.0.0/1, a few /2s...)
+# open SSH and the stats page to the world as surely as 0.0.0.0/0 does. A /8 is 0.4 %.
+MAX_ADMIN_SHARE = 1 / 16
 
 # Every key and its default (None: no default). Pulumi.example.yaml documents each of them.
 DEFAULTS: dict[str, str | None] = {
@@ -231,8 +234,19 @@ def _check_cidrs(
         read.fail("admin_cidrs", "must list at least one CIDR: nobody could reach SSH or the HAProxy stats")
     if admin and any(net.prefixlen == 0 for net in admin):
         read.fail("admin_cidrs", "must not contain 0.0.0.0/0: SSH and HAProxy stats stay closed to the world")
+    elif admin and _share_of_internet(admin) > MAX_ADMIN_SHARE:
+        read.fail(
+            "admin_cidrs",
+            f"together cover {_share_of_internet(admin):.0%} of all IPv4 addresses: that is the whole Internet "
+            "in all but name; list the networks you administer from",
+        )
     if public is not None and not public:
         read.fail("public_cidrs", "must list at least one CIDR (0.0.0.0/0 for everyone)")
+
+
+def _share_of_internet(networks: tuple[ipaddress.IPv4Network, ...]) -> float:
+    """The share of the IPv4 space the networks cover together (overlaps counted once)."""
+    return sum(n.num_addresses for n in ipaddress.collapse_addresses(networks)) / 2**32
 
 
 def _choice(read: _Reader, key: str, choices: tuple[str, ...]) -> str:

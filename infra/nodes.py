@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_openstack as openstack
 
-from infra.cloudinit import user_data
+from infra.cloudinit import HostKeyText, user_data
 from infra.config import InfraConfig
+from infra.hostkeys import HostKeys
 from infra.network import ClusterNetwork
 from infra.security import ClusterSecurity
 from infra.topology import NodeSpec, by_role
@@ -23,6 +24,7 @@ class NodeContext:
     network: ClusterNetwork
     security: ClusterSecurity
     key_pair: pulumi.Input[str]
+    host_keys: HostKeys
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,22 @@ class Server:
     instance: openstack.compute.Instance
 
 
+def node_user_data(ctx: NodeContext, spec: NodeSpec, data_device: pulumi.Output[str] | None) -> pulumi.Output[str]:
+    """The node's cloud-init document, a secret: it carries the node's private host key."""
+    key = ctx.host_keys.keys[spec.name]
+    device: pulumi.Output[str | None] = data_device if data_device is not None else pulumi.Output.from_input(None)
+    text = pulumi.Output.all(key.private_openssh, key.public_openssh, device).apply(
+        lambda values: user_data(ctx.config, spec, HostKeyText(values[0], values[1]), values[2])
+    )
+    return pulumi.Output.secret(text)
+
+
 def create_server(
     ctx: NodeContext,
     spec: NodeSpec,
     parent: pulumi.Resource,
-    user_data_text: pulumi.Input[str] | None = None,
     server_group: openstack.compute.ServerGroup | None = None,
+    data_device: pulumi.Output[str] | None = None,
 ) -> Server:
     """A port at the node's fixed address carrying its role's security groups, and the instance on it."""
     cluster = ctx.config.cluster_name
@@ -59,7 +71,7 @@ def create_server(
         key_pair=ctx.key_pair,
         availability_zone=spec.availability_zone,
         networks=[{"port": port.id}],
-        user_data=user_data_text if user_data_text is not None else user_data(ctx.config, spec),
+        user_data=node_user_data(ctx, spec, data_device),
         scheduler_hints=[{"group": server_group.id}] if server_group is not None else None,
         metadata={"swarmlab_cluster": cluster, "swarmlab_role": spec.role},
         # Provisioning installs packages at first boot: the router must route before the server starts.

@@ -17,5 +17,6 @@ def main() -> SwarmCluster:
     cluster = SwarmCluster(config.cluster_name, config)
     pulumi.export("inventory", cluster.inventory)
     pulumi.export("ssh_config", cluster.ssh_config)
+    pulumi.export("known_hosts", cluster.known_hosts)
     pulumi.export("lb_public_ip", cluster.lb_public_ip)
     return cluster

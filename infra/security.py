@@ -2,11 +2,15 @@
 the component turns each row into one SecGroupRule.
 
 Groups, and the roles whose ports carry them:
-  lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs
+  lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs, HAProxy's
+           Prometheus exporter from the cluster subnet
   private  every other node: SSH only from the lb group (the jump host)
-  swarm    managers and workers: Swarm control, gossip, VXLAN and ESP only from the cluster subnet
+  swarm    managers and workers: Swarm control, gossip and VXLAN only from the cluster subnet; engine
+           metrics (Prometheus on a worker scrapes them) only from the cluster subnet
   workers  workers: the edge services' host-mode ports only from the lb group (HAProxy)
-  storage  storage node: NFS and the registry only from the cluster subnet
+  managers managers: the cluster map (a container on each manager) only from the lb group (HAProxy)
+  storage  storage node: NFS only from the workers group (the only NFS clients), the registry from the
+           cluster subnet (every engine pulls; managers resolve image digests at deploy)
 Default rules are deleted, so nothing is open that is not in the table; egress stays open (apt, images).
 """
 
@@ -18,17 +22,28 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra.config import InfraConfig
-from topology import HTTP_PORT, NFS_PORT, REGISTRY_PORT, SSH_PORT, STATS_PORT, SWARM_PORT
+from topology import (
+    ENGINE_METRICS_PORT,
+    HTTP_PORT,
+    LB_METRICS_PORT,
+    MAP_PORT,
+    NFS_PORT,
+    REGISTRY_PORT,
+    SSH_PORT,
+    STATS_PORT,
+    SWARM_PORT,
+)
 
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
+WORKERS_GROUP = "@workers"  # ports in the workers group
 ANYWHERE = "0.0.0.0/0"
 GROUPS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "lb": ("lb",),
-    "manager": ("private", "swarm"),
+    "manager": ("private", "swarm", "managers"),
     "worker": ("private", "swarm", "workers"),
     "storage": ("private", "storage"),
 }
-GROUPS = ("lb", "private", "swarm", "workers", "storage")
+GROUPS = ("lb", "private", "swarm", "workers", "managers", "storage")
 SERVICE_PORTS = (8000, 8099)
 
 
@@ -37,7 +52,7 @@ class Rule:
     group: str
     protocol: str | None  # None: any protocol (egress only)
     ports: tuple[int, int] | None
-    source: str  # a CIDR, or LB_GROUP
+    source: str  # a CIDR, or a group ("@lb", "@workers")
     why: str
     direction: str = "ingress"
 
@@ -45,7 +60,7 @@ class Rule:
     def key(self) -> str:
         """A stable resource name: the same row keeps the same name across runs."""
         ports = f"{self.ports[0]}-{self.ports[1]}" if self.ports else "all"
-        source = "lb-group" if self.source == LB_GROUP else self.source.replace("/", "_")
+        source = f"{self.source[1:]}-group" if self.source.startswith("@") else self.source.replace("/", "_")
         return f"{self.group}-{self.direction}-{self.protocol or 'any'}-{ports}-{source}"
 
 
@@ -63,15 +78,19 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("lb", "tcp", HTTP_PORT, public, "HTTP"),
         *_port("lb", "tcp", 443, public, "HTTPS"),
         *_port("lb", "tcp", STATS_PORT, admin, "HAProxy stats"),
+        *_port("lb", "tcp", LB_METRICS_PORT, cluster, "HAProxy's Prometheus exporter, for Prometheus"),
         *_port("private", "tcp", SSH_PORT, [LB_GROUP], "SSH through the jump host only"),
         *_port("swarm", "tcp", SWARM_PORT, cluster, "Swarm cluster management"),
         *_port("swarm", "tcp", 7946, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", 7946, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", 4789, cluster, "VXLAN overlay data"),
-        # IP protocol 50: overlays created with --opt encrypted carry their VXLAN inside ESP.
-        Rule("swarm", "esp", None, cluster[0], "encrypted overlay (ESP)"),
+        # No ESP (IP protocol 50): no overlay is created with `encrypted` (docs/security.md: the lab's
+        # kernels have no ESP, and Docker then drops the overlay's traffic), so nothing uses it.
+        *_port("swarm", "tcp", ENGINE_METRICS_PORT, cluster, "Docker engine metrics, for Prometheus"),
         Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
-        *_port("storage", "tcp", NFS_PORT, cluster, "NFS v4"),
+        *_port("managers", "tcp", MAP_PORT, [LB_GROUP], "the cluster map on each manager, for HAProxy"),
+        # The export admits the workers' addresses only (nfs-ganesha's client list); so does the group.
+        *_port("storage", "tcp", NFS_PORT, [WORKERS_GROUP], "NFS v4, for the workers"),
         *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),
         Rule("lb", None, None, ANYWHERE, "outbound", direction="egress"),
         Rule("private", None, None, ANYWHERE, "outbound", direction="egress"),
@@ -100,7 +119,7 @@ class ClusterSecurity(pulumi.ComponentResource):
         self.register_outputs({f"{group}_group_id": sg.id for group, sg in groups.items()})
 
     def _rule(self, rule: Rule, groups: dict[str, openstack.networking.SecGroup], opts: pulumi.ResourceOptions) -> None:
-        from_lb = rule.source == LB_GROUP
+        from_group = rule.source.startswith("@")
         openstack.networking.SecGroupRule(
             f"rule-{rule.key}",
             security_group_id=groups[rule.group].id,
@@ -109,8 +128,8 @@ class ClusterSecurity(pulumi.ComponentResource):
             protocol=rule.protocol,
             port_range_min=rule.ports[0] if rule.ports else None,
             port_range_max=rule.ports[1] if rule.ports else None,
-            remote_group_id=groups["lb"].id if from_lb else None,
-            remote_ip_prefix=None if from_lb else rule.source,
+            remote_group_id=groups[rule.source[1:]].id if from_group else None,
+            remote_ip_prefix=None if from_group else rule.source,
             description=rule.why,
             opts=opts,
         )

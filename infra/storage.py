@@ -11,7 +11,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_openstack as openstack
 
-from infra.cloudinit import user_data, volume_device
+from infra.cloudinit import volume_device
 from infra.nodes import NodeContext, Server, create_server
 from infra.topology import NodeSpec
 
@@ -32,8 +32,7 @@ class StorageNode(pulumi.ComponentResource):
             # protect: `pulumi destroy` stops here instead of deleting the data (docs/cloud.md).
             opts=pulumi.ResourceOptions(parent=self, protect=config.storage_protect),
         )
-        text = self.volume.id.apply(lambda volume_id: user_data(config, spec, volume_device(volume_id)))
-        self.server = create_server(ctx, spec, self, user_data_text=text)
+        self.server = create_server(ctx, spec, self, data_device=self.volume.id.apply(volume_device))
         openstack.compute.VolumeAttach(
             f"{spec.name}-data-attach",
             instance_id=self.server.instance.id,

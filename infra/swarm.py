@@ -12,17 +12,19 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra.config import InfraConfig
+from infra.hostkeys import HostKeys
 from infra.lb import LoadBalancerNode
 from infra.network import ClusterNetwork
 from infra.nodes import NodeContext, SwarmNodes
 from infra.security import ClusterSecurity
 from infra.storage import StorageNode
-from infra.topology import by_role, inventory_document, plan_nodes, ssh_config_text
+from infra.topology import by_role, inventory_document, known_hosts_text, plan_nodes, ssh_config_text
 
 
 class SwarmCluster(pulumi.ComponentResource):
     inventory: pulumi.Output[dict[str, Any]]
     ssh_config: pulumi.Output[str]
+    known_hosts: pulumi.Output[str]
     lb_public_ip: pulumi.Output[str]
 
     def __init__(self, name: str, config: InfraConfig, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -31,15 +33,24 @@ class SwarmCluster(pulumi.ComponentResource):
         nodes = plan_nodes(config)
         network = ClusterNetwork("network", config, opts=child)
         security = ClusterSecurity("security", config, opts=child)
-        ctx = NodeContext(config, network, security, self._key_pair(config, child))
+        host_keys = HostKeys("host-keys", nodes, opts=child)
+        ctx = NodeContext(config, network, security, self._key_pair(config, child), host_keys)
         self.swarm_nodes = SwarmNodes("swarm-nodes", ctx, nodes, opts=child)
         self.lb = LoadBalancerNode("lb", ctx, by_role(nodes, "lb")[0], opts=child)
         self.storage = StorageNode("storage", ctx, by_role(nodes, "storage")[0], opts=child)
         self.lb_public_ip = self.lb.public_ip
-        self.inventory = self.lb.public_ip.apply(lambda ip: inventory_document(config, nodes, ip))
+        # Public halves only: these outputs stay plain (no secret goes into them).
+        pinned = pulumi.Output.all(self.lb.public_ip, host_keys.public_keys())
+        self.inventory = pinned.apply(lambda v: inventory_document(config, nodes, v[0], v[1]))
+        self.known_hosts = pinned.apply(lambda v: known_hosts_text(nodes, v[0], v[1]))
         self.ssh_config = self.lb.public_ip.apply(lambda ip: ssh_config_text(config, nodes, ip))
         self.register_outputs(
-            {"inventory": self.inventory, "ssh_config": self.ssh_config, "lb_public_ip": self.lb_public_ip}
+            {
+                "inventory": self.inventory,
+                "ssh_config": self.ssh_config,
+                "known_hosts": self.known_hosts,
+                "lb_public_ip": self.lb_public_ip,
+            }
         )
 
     @staticmethod

@@ -63,31 +63,57 @@ def by_role(nodes: tuple[NodeSpec, ...], role: str) -> tuple[NodeSpec, ...]:
     return tuple(n for n in nodes if n.role == role)
 
 
-def inventory_document(config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_ip: str) -> dict[str, Any]:
-    """Inventory schema v1, built by topology as the lab's is; the NFS endpoint is the storage node's export."""
+def inventory_document(
+    config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_ip: str, host_keys: dict[str, str]
+) -> dict[str, Any]:
+    """Inventory schema v1, built by topology as the lab's is; the NFS endpoint is the storage node's export.
+
+    host_keys (node name -> public host key) pin every node: the tasks trust no key on first use.
+    """
     return topology.inventory_document(
         cluster=config.cluster_name,
         provider="openstack",
         cidr=config.private_cidr,
         nodes=tuple(n.node for n in nodes),
-        ssh={"user": config.ssh_user, "private_key": config.ssh_private_key, "jump_port": None, "known_hosts": None},
+        ssh={
+            "user": config.ssh_user,
+            "private_key": config.ssh_private_key,
+            "jump_port": None,
+            "known_hosts": None,
+            "host_keys": host_keys,
+        },
         lb_public_ip=lb_public_ip,
-        http=f"http://{lb_public_ip}",
+        http=f"https://{lb_public_ip}",
         stats=f"http://{lb_public_ip}:{topology.STATS_PORT}/stats",
     )
+
+
+def ssh_address(node: NodeSpec, lb_public_ip: str) -> str:
+    """Where the operator's SSH reaches a node: the lb at its floating IP, the others through it."""
+    return lb_public_ip if node.role == "lb" else node.ip
+
+
+def known_hosts_text(nodes: tuple[NodeSpec, ...], lb_public_ip: str, host_keys: dict[str, str]) -> str:
+    """The pinned host keys as OpenSSH's known_hosts lines, for your own `ssh` (ssh_config output)."""
+    return "".join(f"{ssh_address(node, lb_public_ip)} {host_keys[node.name]}\n" for node in nodes)
 
 
 def ssh_config_text(config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_ip: str) -> str:
     """An ~/.ssh/config snippet: `ssh <cluster>-manager-1` goes through the lb node as ProxyJump."""
     cluster = config.cluster_name
-    lines = [f"# swarmlab cluster {cluster}: append to ~/.ssh/config, then `ssh {cluster}-manager-1`"]
+    lines = [
+        f"# swarmlab cluster {cluster}: append to ~/.ssh/config, add the known_hosts output to "
+        f"~/.ssh/known_hosts, then `ssh {cluster}-manager-1`"
+    ]
     for node in nodes:
         lines += [
             f"Host {cluster}-{node.name}",
-            f"  HostName {lb_public_ip if node.role == 'lb' else node.ip}",
+            f"  HostName {ssh_address(node, lb_public_ip)}",
             f"  User {config.ssh_user}",
             f"  IdentityFile {config.ssh_private_key}",
             "  IdentitiesOnly yes",
+            # The keys are pinned (`pulumi stack output known_hosts >> ~/.ssh/known_hosts`): never ask.
+            "  StrictHostKeyChecking yes",
         ]
         if node.role != "lb":
             lines.append(f"  ProxyJump {cluster}-{topology.LB_NAME}")

@@ -33,7 +33,9 @@ CLIENT_OPTIONS = "hard,nfsvers=4.1,timeo=600,retrans=2"
 class GaneshaConfig:
     export_dir: str  # a real filesystem: a bind mount or the Cinder volume, never overlayfs
     pseudo_path: str
-    clients: str  # the cluster subnet: nothing else may mount
+    # The only addresses that may mount: the workers (where the stack's volumes mount) and the storage
+    # node itself (its own protocol probe). Managers, the lb node and anything else on the subnet may not.
+    clients: tuple[str, ...]
 
     def probe_url(self, host: str) -> str:
         """What libnfs' nfs-ls reads to check the export answers (no kernel NFS client needed)."""
@@ -41,9 +43,15 @@ class GaneshaConfig:
 
 
 def build(
-    clients_cidr: str, export_dir: str = topology.EXPORT_DIR, pseudo_path: str = topology.NFS_PSEUDO_PATH
+    clients: tuple[str, ...], export_dir: str = topology.EXPORT_DIR, pseudo_path: str = topology.NFS_PSEUDO_PATH
 ) -> GaneshaConfig:
-    return GaneshaConfig(export_dir, pseudo_path, clients_cidr)
+    if not clients:
+        raise ValueError("an NFS export needs at least one client address")
+    return GaneshaConfig(export_dir, pseudo_path, tuple(sorted(set(clients), key=_address_order)))
+
+
+def _address_order(address: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in address.split("."))
 
 
 def render_config(config: GaneshaConfig) -> str:

@@ -20,6 +20,7 @@ class DaemonSpec:
     reload: str  # how to reload it without systemd; "{pid}" is the master's pid
     validate: str | None = None  # "{path}" is the file to check
     ready: str | None = None  # a command that succeeds once the daemon serves (checked after a change)
+    systemd_reload: str = "reload"  # "restart" for a daemon that reads some of its files only at start
 
     @property
     def new_path(self) -> str:

@@ -25,7 +25,7 @@ class ProvisionInput:
 
 @dataclass(frozen=True)
 class DaemonJsonInput:
-    registry: str
+    metrics_addr: str | None = None  # "ip:port" of the engine's Prometheus endpoint; None: no endpoint
 
 
 ROLES = topology.ROLES
@@ -40,6 +40,17 @@ def provision_script(
     return render(f"provision/{role}.sh.j2", ProvisionInput(role, debian_mirror, debian_suite))
 
 
-def daemon_json(registry: str) -> str:
-    """/etc/docker/daemon.json for a node that pulls from the cluster's registry."""
-    return render("docker/daemon.json.j2", DaemonJsonInput(registry))
+def daemon_json(metrics_ip: str | None = None) -> str:
+    """/etc/docker/daemon.json of a Docker node. No `insecure-registries`: the cluster registry serves
+    TLS, and each engine trusts the cluster CA for it alone (/etc/docker/certs.d, from `fab registry`).
+
+    With `metrics_ip` (a swarm node's private address) the engine serves its Prometheus metrics
+    there, on the cluster network only: never on 0.0.0.0, so no public interface exposes them.
+    """
+    metrics = f"{metrics_ip}:{topology.ENGINE_METRICS_PORT}" if metrics_ip else None
+    return render("docker/daemon.json.j2", DaemonJsonInput(metrics))
+
+
+def engine_metrics_ip(role: str, private_ip: str) -> str | None:
+    """Where a node's engine serves metrics: swarm nodes only (the lab and cloud-init agree through this)."""
+    return private_ip if role in topology.SWARM_ROLES else None

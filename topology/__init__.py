@@ -22,11 +22,20 @@ LB_NAME = "lb-1"
 STORAGE_NAME = "storage-1"
 
 SSH_PORT = 22
-HTTP_PORT = 80  # HAProxy's HTTP frontend on the lb node
+HTTP_PORT = 80  # HAProxy's HTTP frontend on the lb node: it only redirects to HTTPS
+HTTPS_PORT = 443  # HAProxy's HTTPS frontend on the lb node (TLS ends here)
 STATS_PORT = 8404  # HAProxy's stats page on the lb node (admin CIDRs only on a cloud)
 SWARM_PORT = 2377  # Swarm cluster management (Raft, joins)
 REGISTRY_PORT = 5000  # the cluster's image registry, on the storage node
 NFS_PORT = 2049
+# Docker engine metrics (Prometheus format) on a swarm node's private address: the cluster network only.
+ENGINE_METRICS_PORT = 9323
+# HAProxy's built-in Prometheus exporter, bound to the lb node's private address (the cluster network only).
+LB_METRICS_PORT = 8405
+# The cluster map, a plain container on each manager's private address (HAProxy routes /map/ to it).
+MAP_PORT = 9080
+# The roles that run a Docker engine in the swarm (the storage node's engine only builds images).
+SWARM_ROLES = ("manager", "worker")
 
 # The storage node keeps everything under DATA_ROOT (the Cinder volume on a cloud, a Docker volume in
 # the lab: a real filesystem, never overlayfs); the NFS export is its data/ directory.

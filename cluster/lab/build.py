@@ -18,6 +18,7 @@ from cluster.errors import SwarmlabError, tail
 from cluster.images import BaseImage, BuildContext, base_image
 from cluster.local import run_local
 from cluster.progress import PhaseResult
+from registry import model as registry
 from rendering.provision import ROLES, provision_script
 from rendering.render import render
 
@@ -54,7 +55,15 @@ def ensure_base_image(engine: docker.DockerClient, config: Config, progress: Pha
 def node_build_context(config: Config, base_tag: str) -> BuildContext:
     files: dict[str, bytes] = {
         "Dockerfile": render("lab/Dockerfile.j2", {"base_image": base_tag, "roles": ROLES}).encode(),
-        "node-init.sh": render("lab/node-init.sh.j2", {"export_root": topology.DATA_ROOT}).encode(),
+        "node-init.sh": render(
+            "lab/node-init.sh.j2",
+            {
+                "export_root": topology.DATA_ROOT,
+                "registry_cert": registry.CERT_PATH,
+                "registry_pid": registry.PID_FILE,
+                "registry_start": registry.START,
+            },
+        ).encode(),
     }
     for role in ROLES:
         files[f"provision/{role}.sh"] = provision_script(role, config.debian_mirror, config.debian_suite).encode()

@@ -7,10 +7,12 @@ provider with a local shortcut: it ships its locally built base image to the sto
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import docker
@@ -30,10 +32,12 @@ from cluster.lab import keys
 from cluster.lab.build import ensure_base_image, ensure_node_image
 from cluster.lab.engine import client, ensure_engine
 from cluster.lab.topology import (
+    LABEL_CACHE,
     LABEL_CLUSTER,
     LABEL_NODE,
     LABEL_ROLE,
     LABEL_SHAPE,
+    REGISTRY_DIR,
     container_name,
     data_volume,
     docker_volume,
@@ -42,6 +46,7 @@ from cluster.lab.topology import (
     labels,
     network_name,
     published_ports,
+    registry_cache,
     shape,
     ssh_endpoint,
 )
@@ -49,11 +54,12 @@ from cluster.operations import Plan, Run, Wait, Write
 from cluster.plans.images import REMOTE_DIR, base_present_command
 from cluster.progress import PhaseResult, phase, say
 from cluster.runners import Nodes
-from cluster.state import StatePaths, write_private
+from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
-from rendering.provision import daemon_json
+from rendering.provision import daemon_json, engine_metrics_ip
 
 NODE_READY_TIMEOUT = 90
+CREATE_PARALLEL = 8
 # What a nested Docker engine needs on a host where --privileged is refused (see ARCHITECTURE.md).
 NESTED_CAP_ADD = ["ALL"]
 NESTED_CAP_DROP = ["SYS_RESOURCE"]
@@ -66,7 +72,7 @@ class LabProvider:
     name = "lab"
 
     def inventory(self, config: Config, target: str) -> Inventory:
-        path = config.state().inventory
+        path = config.state(provider=self.name).inventory
         if not path.exists():
             raise SwarmlabError(f"lab {config.cluster!r} is not up (no {path}): run `fab lab-up` first")
         return load_inventory(path)
@@ -132,7 +138,7 @@ def _engine_answers(output: str) -> Verdict:
 
 def _recreate(config: Config, engine: docker.DockerClient, node: Node, progress: PhaseResult) -> None:
     """A lost node's container, made again as lab-up makes it (its Docker volume, if left, comes back too)."""
-    build = LabBuild(config, engine, config.state())
+    build = LabBuild(config, engine, config.state(provider=LabProvider.name))
     build_images(build, progress)
     build.authorized_key = keys.public_of(build.paths.private_key.read_bytes(), f"swarmlab-{config.cluster}")
     planned = next(n for n in lab_nodes(config) if n.name == node.name)
@@ -142,7 +148,7 @@ def _recreate(config: Config, engine: docker.DockerClient, node: Node, progress:
     prefix = f"{host} " if port == 22 else f"[{host}]:{port} "
     known = [k for k in build.paths.known_hosts.read_text().splitlines() if not k.startswith(prefix)]
     write_private(build.paths.known_hosts, ("\n".join([*known, line]) + "\n").encode())
-    _create_node(build, planned, build.inventory.registry or "")
+    _create_node(build, planned)
 
 
 def _saved(tag: str) -> bytes:
@@ -164,6 +170,7 @@ class LabBuild:
     image: str = ""
     authorized_key: str = ""
     host_keys: dict[str, keys.KeyPair] = field(default_factory=dict)
+    made_caches: list[str] = field(default_factory=list)  # cache volumes this run made: a failed lab-up removes them
 
     @property
     def inventory(self) -> Inventory:
@@ -179,6 +186,7 @@ def check_ports_free(build: LabBuild, progress: PhaseResult) -> None:
     problems = []
     for key, port in (
         ("http_port", config.http_port),
+        ("https_port", config.https_port),
         ("ssh_port", config.ssh_port),
         ("stats_port", config.stats_port),
     ):
@@ -195,7 +203,8 @@ def check_ports_free(build: LabBuild, progress: PhaseResult) -> None:
                 )
     if problems:
         raise ConfigErrors(problems)
-    progress.note(f"ports {config.http_port}, {config.ssh_port}, {config.stats_port} free on {config.bind_address}")
+    ports = (config.http_port, config.https_port, config.ssh_port, config.stats_port)
+    progress.note(f"ports {', '.join(map(str, ports))} free on {config.bind_address}")
 
 
 def check_network_free(build: LabBuild, progress: PhaseResult) -> None:
@@ -219,6 +228,8 @@ def check_network_free(build: LabBuild, progress: PhaseResult) -> None:
 
 
 def check_free(build: LabBuild, progress: PhaseResult) -> None:
+    for warning in build.config.warnings:
+        progress.note(f"warning: {warning}")
     check_ports_free(build, progress)
     check_network_free(build, progress)
 
@@ -253,17 +264,19 @@ def create_network(build: LabBuild, progress: PhaseResult) -> None:
     progress.changed(f"network {network_name(config)} ({config.cidr}) and the storage data volume")
 
 
-def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> None:
+def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     config, engine = build.config, build.engine
     role = Role(node.role)
     volumes: dict[str, Mapping[str, str]] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
     if role is not Role.LB:
-        volumes[docker_volume(config, node)] = {"bind": "/var/lib/docker", "mode": "rw"}
-        engine.volumes.create(docker_volume(config, node), labels=labels(config, node))
+        # Kept across lab-down (the node's images are the cache); node-init forgets the old swarm.
+        volumes[_cache_volume(build, docker_volume(config, node)).name] = {"bind": "/var/lib/docker", "mode": "rw"}
     if role in (Role.STORAGE, Role.WORKER):
         # The storage node exports this directory; workers see the same directory at the same path,
         # which stands in for an NFS mount where the kernel has no NFS client (ARCHITECTURE.md, Storage).
         volumes[data_volume(config)] = {"bind": topology.DATA_ROOT, "mode": "rw"}
+    if role is Role.STORAGE:
+        volumes[_cache_volume(build, registry_cache(config)).name] = {"bind": REGISTRY_DIR, "mode": "rw"}
     ports = published_ports(config) if role is Role.LB else {}
     host_config = engine.api.create_host_config(
         binds=volumes,
@@ -298,16 +311,32 @@ def _create_node(build: LabBuild, node: topology.PlannedNode, registry: str) -> 
     }
     modes = {"/etc/ssh/ssh_host_ed25519_key": 0o600, "/root/.ssh/authorized_keys": 0o600}
     if role is not Role.LB:
-        files["/etc/docker/daemon.json"] = daemon_json(registry).encode()
+        files["/etc/docker/daemon.json"] = daemon_json(engine_metrics_ip(node.role, node.ip)).encode()
     container.put_archive("/", tar_bytes(files, modes))
     container.start()
 
 
+def _cache_volume(build: LabBuild, name: str) -> Volume:
+    """A volume of the lab's image cache (the registry's data, a node's engine): reused when it
+    exists, since `lab-down` keeps it; labelled apart from the lab so that only --purge removes it."""
+    try:
+        return build.engine.volumes.get(name)
+    except NotFound:
+        build.made_caches.append(name)
+        return build.engine.volumes.create(name, labels={LABEL_CACHE: build.config.cluster})
+
+
 def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
-    registry = build.inventory.registry or ""
-    for node in lab_nodes(build.config):
-        _create_node(build, node, registry)
+    """All node containers at once: each is a few engine API calls, so a big lab is not created one
+    node after the other."""
+
+    def create(node: topology.PlannedNode) -> None:
+        _create_node(build, node)
         progress.changed(f"created {node.name} ({node.role}, {node.ip})")
+
+    with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
+        for future in [pool.submit(create, node) for node in lab_nodes(build.config)]:
+            future.result()  # the first failure stops lab-up; its cleanup removes what was made
 
 
 def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
@@ -382,7 +411,7 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
     with phase("engine", "find or start the local Docker engine") as p:
         ensure_engine(p)
         engine = client()
-    build = LabBuild(config, engine, config.state())
+    build = LabBuild(config, engine, config.state(provider=LabProvider.name))
     existing = _check_existing_shape(engine, config)
     if existing and len(existing) == len(lab_nodes(config)) and build.paths.inventory.exists():
         return _restart(build, existing)
@@ -404,6 +433,7 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
         else:
             say("lab-up failed; removing what it made (use --keep to keep it for debugging)")
             lab_down(config, quiet=True)
+            _remove_volumes(build.engine, build.made_caches)
         raise
     return build.inventory
 
@@ -426,8 +456,10 @@ def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: boo
     return count
 
 
-def lab_down(config: Config, quiet: bool = False) -> None:
-    """Remove every container, network and volume labelled with this lab's name."""
+def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
+    """Remove every container, network and volume labelled with this lab's name, and the lab's
+    inventory and credentials (its own state directory only); the image cache, keys and CA stay for
+    the next lab of this name unless `purge`."""
     try:
         engine = client()
     except SwarmlabError:
@@ -435,19 +467,46 @@ def lab_down(config: Config, quiet: bool = False) -> None:
             return
         raise
     selector = {"label": f"{LABEL_CLUSTER}={config.cluster}"}
-    with phase("lab-down", f"remove lab {config.cluster!r}") as p:
+    with phase("lab-down", f"remove lab {config.cluster!r}" + (" and its image cache" if purge else "")) as p:
         try:
             removed = _remove(lab_containers(engine, config.cluster), "container", quiet)
             removed += _remove(engine.networks.list(filters=selector), "network", quiet)
             removed += _remove(engine.volumes.list(filters=selector), "volume", quiet)
+            if purge:
+                cache = engine.volumes.list(filters={"label": f"{LABEL_CACHE}={config.cluster}"})
+                removed += _remove(cache, "image cache volume", quiet)
         except DockerException as error:
             raise SwarmlabError(f"the local Docker engine refused to remove lab {config.cluster!r}: {error}") from None
-        # The lab's data went with its volumes, so the passwords that guarded it go too.
-        paths = config.state()
+        # The lab's data went with its volumes, so the passwords that guarded it go too. Only the lab's
+        # own state directory: a Pulumi or static target of the same cluster name keeps its own.
+        paths = config.state(provider=LabProvider.name)
         for stale in (paths.inventory, paths.credentials):
             stale.unlink(missing_ok=True)
+        if purge:
+            # Its keys and CA too; without --purge the CA stays, so a rebuilt lab is trusted as before.
+            remove_dir(paths)
         if removed:
             p.changed(f"removed {removed} object(s)")
+        if not purge and not quiet:
+            p.note(
+                f"kept the image cache (volumes labelled {LABEL_CACHE}={config.cluster}; `fab lab-down --purge` removes it)"
+            )
+
+
+def _remove_volumes(engine: docker.DockerClient, names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(NotFound, APIError):
+            engine.volumes.get(name).remove(force=True)
+
+
+def image_cache(config: Config) -> str | None:
+    """The lab's image cache: how many volumes and how big, if there is one."""
+    engine = client()
+    names = {v.name for v in engine.volumes.list(filters={"label": f"{LABEL_CACHE}={config.cluster}"})}
+    if not names:
+        return None
+    sizes = [v.get("UsageData", {}).get("Size", 0) for v in engine.df().get("Volumes") or [] if v["Name"] in names]
+    return f"{len(names)} volume(s) labelled {LABEL_CACHE}={config.cluster}, {sum(sizes) / 2**20:.0f} MiB"
 
 
 def lab_status_rows(config: Config) -> list[tuple[str, str, str, str]]:

@@ -15,6 +15,9 @@ LABEL_CLUSTER = "swarmlab.cluster"
 LABEL_ROLE = "swarmlab.role"
 LABEL_NODE = "swarmlab.node"
 LABEL_SHAPE = "swarmlab.shape"
+# The image cache a lab keeps across lab-down: labelled apart from the lab (`lab-down --purge` removes it).
+LABEL_CACHE = "swarmlab.cache"
+REGISTRY_DIR = "/var/lib/docker-registry"
 
 
 def lab_nodes(config: Config) -> tuple[topology.PlannedNode, ...]:
@@ -45,6 +48,12 @@ def data_volume(config: Config) -> str:
     return f"swarmlab-{config.cluster}-storage-data"
 
 
+def registry_cache(config: Config) -> str:
+    """The storage node's registry data: a volume that outlives the lab, so the next lab of this name
+    pulls its images instead of building them again."""
+    return f"swarmlab-{config.cluster}-registry-cache"
+
+
 def labels(config: Config, node: topology.PlannedNode | None = None) -> dict[str, str]:
     found = {LABEL_CLUSTER: config.cluster, LABEL_SHAPE: shape(config)}
     if node is not None:
@@ -56,7 +65,8 @@ def published_ports(config: Config) -> dict[str, tuple[str, int]]:
     """The lb node's ports, published on the host's bind address only."""
     address = str(config.bind_address)
     return {
-        f"{topology.HTTP_PORT}/tcp": (address, config.http_port),
+        f"{topology.HTTP_PORT}/tcp": (address, config.http_port),  # redirects to HTTPS only
+        f"{topology.HTTPS_PORT}/tcp": (address, config.https_port),
         f"{topology.SSH_PORT}/tcp": (address, config.ssh_port),
         f"{topology.STATS_PORT}/tcp": (address, config.stats_port),
     }
@@ -83,7 +93,7 @@ def lab_inventory(config: Config, paths: StatePaths) -> Inventory:
             "known_hosts": str(paths.known_hosts),
         },
         lb_public_ip=bind,
-        http=f"http://{bind}:{config.http_port}",
+        http=f"https://{bind}:{config.https_port}",
         stats=f"http://{bind}:{config.stats_port}/stats",
     )
     return Inventory.model_validate(document)

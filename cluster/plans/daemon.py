@@ -25,6 +25,22 @@ def _answers(output: str) -> Verdict:
     return Verdict.ready() if output.strip() == "ready" else Verdict.waiting("it does not answer yet")
 
 
+def plan_file(
+    node: str, path: str, content: bytes, current_sha: str, why: str, *, mode: int = 0o600, dir_mode: int = 0o700
+) -> Plan:
+    """A file a daemon reads (a certificate, its key): written only when its digest differs, into a
+    directory of the given mode (root only for keys)."""
+    if current_sha == hashlib.sha256(content).hexdigest():
+        return Plan()
+    directory = path.rsplit("/", 1)[0]
+    return Plan(
+        (
+            Run(node, f"mkdir -p {directory} && chmod {dir_mode:o} {directory}", f"{directory} exists", changes=False),
+            Write(node, path, content, why, mode=mode, changes=True),
+        )
+    )
+
+
 def plan_push(node: str, daemon: DaemonSpec, facts: DaemonFacts, config_text: str) -> Plan:
     changed = facts.config_sha != sha256(config_text)
     operations: list[Operation] = []
@@ -42,7 +58,7 @@ def plan_push(node: str, daemon: DaemonSpec, facts: DaemonFacts, config_text: st
         operations.append(Run(node, f"mv {daemon.new_path} {daemon.config_path}", f"{daemon.config_path} replaced"))
     if facts.running and changed:
         reload = (
-            f"systemctl reload {daemon.unit}"
+            f"systemctl {daemon.systemd_reload} {daemon.unit}"
             if facts.systemd
             else daemon.reload.format(pid=f'"$(head -n1 {daemon.pid_file})"')
         )

@@ -5,36 +5,25 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from cluster.images import BaseImage, BuildContext
-from cluster.operations import Operation, Plan, Run, Write
-from topology import REGISTRY_PORT
+from cluster.images import BaseImage, Build
+from cluster.operations import Operation, Parallel, Plan, Run, Write
+from registry.model import trust_path
 
 REMOTE_DIR = "/var/tmp/swarmlab"
-# The registry runs on the storage node itself, so the presence check asks it locally.
-LOCAL_REGISTRY = f"127.0.0.1:{REGISTRY_PORT}"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 BUILD_TIMEOUT = 900
 
 
-@dataclass(frozen=True)
-class Build:
-    """One image of a workload: its name, its context (hence its tag) and where it is pushed."""
-
-    name: str
-    context: BuildContext
-    ref: str
-
-
-def registry_check_command(builds: Sequence[Build]) -> str:
-    """`name:tag yes|no` for each image, in one round trip to the storage node."""
+def registry_check_command(builds: Sequence[Build], registry: str) -> str:
+    """`name:tag yes|no` for each image, in one round trip to the storage node: over TLS, verified
+    with the CA the engines trust for this registry."""
     refs = " ".join(f"{b.name}:{b.context.tag}" for b in builds)
-    url = f"http://{LOCAL_REGISTRY}/v2/swarmlab/$name/manifests/$tag"
+    url = f"https://{registry}/v2/swarmlab/$name/manifests/$tag"
     return (
         f"for ref in {refs}; do name=${{ref%%:*}}; tag=${{ref#*:}}; "
-        f"if curl -sf -o /dev/null -H 'Accept: {MANIFEST_V2}' {url}; then echo \"$ref yes\"; "
-        'else echo "$ref no"; fi; done'
+        f"if curl -sf -o /dev/null --cacert {trust_path(registry)} -H 'Accept: {MANIFEST_V2}' {url}; "
+        'then echo "$ref yes"; else echo "$ref no"; fi; done'
     )
 
 
@@ -43,31 +32,46 @@ def parse_registry_check(output: str) -> set[str]:
     return {line.split()[0] for line in output.splitlines() if line.strip().endswith(" yes")}
 
 
+def _levels(missing: Sequence[Build]) -> list[list[Build]]:
+    """Builds grouped so that each group only needs images of earlier groups (or the registry)."""
+    names = {b.name for b in missing}
+    level: dict[str, int] = {}
+    for build in missing:  # recipes list a base before what builds FROM it
+        level[build.name] = level[build.base] + 1 if build.base in names and build.base else 0
+    return [[b for b in missing if level[b.name] == n] for n in range(max(level.values(), default=-1) + 1)]
+
+
 def plan_builds(storage: str, builds: Sequence[Build], present: set[str]) -> Plan:
-    """Build and push, in order (a base before what builds FROM it), every image the registry lacks."""
-    operations: list[Operation] = []
-    notes: list[str] = []
-    for build in builds:
-        key = f"{build.name}:{build.context.tag}"
-        if key in present:
-            notes.append(f"{key} already in the registry")
-            continue
-        remote = f"{REMOTE_DIR}/{build.name}-{build.context.tag}.tar"
-        args = " ".join(f"--build-arg {k}={shlex.quote(v)}" for k, v in sorted(build.context.build_args.items()))
-        operations += [
-            Write(storage, remote, build.context.tar(), f"build context of {key}"),
-            Run(
-                storage,
-                f"docker build -q -t {build.ref} {args} - < {remote} && docker push -q {build.ref}; "
-                f"status=$?; rm -f {remote}; exit $status",
-                f"built and pushed {key}",
-                timeout=BUILD_TIMEOUT,
-                hint="the build log tail is above",
-            ),
-        ]
-    if operations:
-        operations.insert(0, Run(storage, f"mkdir -p {REMOTE_DIR}", "a scratch directory", changes=False))
-    return Plan(tuple(operations), tuple(notes))
+    """Build and push every image the registry lacks: independent images at once, an image built
+    FROM another after it. An image already in the registry is neither built nor pushed."""
+    missing = [b for b in builds if b.key not in present]
+    notes = tuple(f"{b.key} already in the registry" for b in builds if b.key in present)
+    if not missing:
+        return Plan(notes=notes)
+    operations: list[Operation] = [Run(storage, f"mkdir -p {REMOTE_DIR}", "a scratch directory", changes=False)]
+    for build in missing:
+        operations.append(Write(storage, _remote(build), build.context.tar(), f"build context of {build.key}"))
+    for group in _levels(missing):
+        runs = tuple(_build_and_push(storage, b) for b in group)
+        operations.append(runs[0] if len(runs) == 1 else Parallel(runs, f"build {len(runs)} images at once"))
+    return Plan(tuple(operations), notes)
+
+
+def _remote(build: Build) -> str:
+    return f"{REMOTE_DIR}/{build.name}-{build.context.tag}.tar"
+
+
+def _build_and_push(storage: str, build: Build) -> Run:
+    args = " ".join(f"--build-arg {k}={shlex.quote(v)}" for k, v in sorted(build.context.build_args.items()))
+    remote = _remote(build)
+    return Run(
+        storage,
+        f"docker build -q -t {build.ref} {args} - < {remote} && docker push -q {build.ref}; "
+        f"status=$?; rm -f {remote}; exit $status",
+        f"built and pushed {build.key}",
+        timeout=BUILD_TIMEOUT,
+        hint="the build log tail is above",
+    )
 
 
 def base_present_command(base: BaseImage) -> str:

@@ -96,9 +96,13 @@ def converged_verdict(stack: str) -> Callable[[str], Verdict]:
             details = "\n".join(f"- {s.name} ({s.update}): {s.last_error or 'no failed task recorded'}" for s in failed)
             return Verdict.failure(f"the update of stack {stack} failed and Swarm rolled it back:\n{details}")
         lagging = [s for s in states if not s.converged]
-        if not states or lagging:
-            details = "\n".join(f"- {s.name} ({s.replicas}): {s.last_error or 'starting'}" for s in lagging)
-            return Verdict.waiting(details or f"stack {stack} has no services yet")
+        if not states:
+            return Verdict.waiting(f"stack {stack} has no services yet")
+        if lagging:
+            waiting = ", ".join(f"{s.name.removeprefix(stack + '_')} {s.replicas.split()[0]}" for s in lagging)
+            summary = f"{len(states) - len(lagging)}/{len(states)} services ready; waiting for {waiting}"
+            errors = "".join(f"\n- {s.name}: {s.last_error}" for s in lagging if s.last_error)
+            return Verdict.waiting(summary + errors)
         return Verdict.ready(f"{len(states)} services have their replicas, healthy")
 
     return verdict
@@ -113,7 +117,13 @@ def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: S
     then wait until every service has its replicas and its update completed."""
     remote = f"{REMOTE_STACKS}/{stack}.yml"
     wait = Wait(
-        leader, stack_services_command(stack), converged_verdict(stack), "every service converged", CONVERGE_TIMEOUT, 2
+        leader,
+        stack_services_command(stack),
+        converged_verdict(stack),
+        "every service converged",
+        CONVERGE_TIMEOUT,
+        2,
+        progress=True,
     )
     changed = rendered != deployed
     if not changed and states and all(s.converged for s in states):

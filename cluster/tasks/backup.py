@@ -69,7 +69,7 @@ def backup(session: Session) -> Path | None:
         systemd = runner.run(node, SYSTEMD_COMMAND).stdout.strip() == "yes"
         items = [locate(state, w, spec) for w in deployed_workloads(session, leader) for spec in w.manifest.backups]
         p.note(f"swarm state from {manager.hostname}; data: {', '.join(i.relative for i in items) or 'none declared'}")
-    paths = session.config.state(inventory.cluster)
+    paths = session.state
     stamp = backups.stamp()
     directory = paths.backups / stamp
     if not session.dry_run:
@@ -111,7 +111,7 @@ def backup(session: Session) -> Path | None:
 
 def restore(session: Session, from_dir: str = "") -> None:
     """Load a backup's workload data into the running services (the swarm state is for `--swarm`)."""
-    paths = session.config.state(session.inventory.cluster)
+    paths = session.state
     with phase("restore-check", "verify the whole backup and find where each item goes") as p:
         directory = Path(from_dir).expanduser() if from_dir else backups.latest(paths.backups)
         manifest = backups.verify(directory)
@@ -148,7 +148,7 @@ def restore_swarm(session: Session, from_dir: str = "") -> None:
     """Put a backup's swarm state back for a cluster whose managers all lost theirs, re-form the swarm
     from it, and bring every other node back (one at a time, stale ones leave and join again)."""
     inventory, runner = session.inventory, session.runner
-    paths = session.config.state(inventory.cluster)
+    paths = session.state
     with phase("restore-check", "verify the backup; make sure no manager still holds swarm state") as p:
         directory = Path(from_dir).expanduser() if from_dir else backups.latest(paths.backups)
         manifest = backups.verify(directory)

@@ -3,12 +3,14 @@ HAProxy routes, prune. Generic: everything about the workload comes from its bun
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 import nfs.model as nfs
+import topology
 from cluster.credentials import NAME_KEY, load_or_create, read_secret_file
 from cluster.errors import SwarmlabError
 from cluster.facts import (
@@ -20,7 +22,16 @@ from cluster.facts import (
     parse_services,
     stack_services_command,
 )
-from cluster.inventory import Node
+from cluster.inventory import Inventory, Node
+from cluster.plans.configs import (
+    CONFIG_LIST_COMMAND,
+    CONFIGS_IN_USE_COMMAND,
+    check_mounts,
+    config_mounts,
+    config_name,
+    plan_configs,
+    plan_prune_configs,
+)
 from cluster.plans.stack import (
     REMOTE_STACKS,
     SECRET_LIST_COMMAND,
@@ -53,6 +64,54 @@ class StackInput:
     storage_mode: str = ""
     nfs_options: str = ""
     nfs_pseudo: str = ""
+    configs: dict[str, str] = field(default_factory=dict)  # bundle config -> Docker config name
+    config_mounts: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # filled by render_stack
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    name: str
+    role: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class ConfigInput:
+    """What a bundle's `.j2` config file may use: the values, and where the cluster's nodes and their
+    metrics endpoints are (e.g. for a Prometheus configuration)."""
+
+    stack: str
+    values: Any
+    managers: tuple[NodeAddress, ...]
+    workers: tuple[NodeAddress, ...]
+    lb: NodeAddress
+    ports: dict[str, int]
+    engine_metrics_port: int = topology.ENGINE_METRICS_PORT
+    lb_metrics_port: int = topology.LB_METRICS_PORT
+
+
+def config_input(inventory: Inventory, workload: Workload) -> ConfigInput:
+    def address(node: Node) -> NodeAddress:
+        return NodeAddress(node.name, node.role.value, str(node.private_ip))
+
+    return ConfigInput(
+        stack=workload.name,
+        values=workload.values,
+        managers=tuple(address(n) for n in inventory.managers),
+        workers=tuple(address(n) for n in inventory.workers),
+        lb=address(inventory.lb),
+        ports={r.name: r.port for r in workload.manifest.routes},
+    )
+
+
+def config_contents(inventory: Inventory, workload: Workload) -> dict[str, tuple[str, str]]:
+    """Each enabled config of the bundle: its Docker name (a hash of the content) and its content."""
+    context = config_input(inventory, workload)
+    found = {}
+    for config in workload.configs:
+        content = workload.config_content(config, context)
+        found[config.name] = (config_name(workload.name, config.name, content), content)
+    return found
 
 
 @dataclass(frozen=True)
@@ -64,8 +123,10 @@ class Storage:
 
 
 def render_stack(workload: Workload, data: StackInput) -> str:
+    data = dataclasses.replace(data, config_mounts=config_mounts(workload.configs))
     text = workload.render(data)
-    yaml.safe_load(text)  # a template bug shows here, not as a confusing `docker stack deploy` error
+    stack = yaml.safe_load(text)  # a template bug shows here, not as a confusing `docker stack deploy` error
+    check_mounts(stack, workload.configs, data.configs, f"{workload.directory.name}/{workload.manifest.template}")
     return text
 
 
@@ -73,7 +134,7 @@ def secret_values(session: Session, workload: Workload) -> tuple[dict[str, str],
     """The workload's secret values (generated once, or read from the files its values name) and the
     cluster's key for secret names."""
     wanted = workload.manifest.secrets
-    credentials = load_or_create(session.config.state(session.inventory.cluster).credentials, wanted.generated)
+    credentials = load_or_create(session.state.credentials, wanted.generated)
     found = {name: credentials[name] for name in wanted.generated}
     for secret in workload.file_secrets:
         path = lookup(workload.values, secret.path_value)
@@ -115,12 +176,17 @@ def deploy_workload(session: Session, workload: Workload, leader: Node) -> str:
     """Deploy the workload and wait until it is healthy; returns the storage mode used ('' if none)."""
     images = build_images(session, workload)
     runner, name = session.runner, workload.name
-    with phase("stack-inputs", "storage mode, data directories and Docker secrets") as p:
+    with phase("stack-inputs", "storage mode, data directories, Docker secrets and configs") as p:
         storage = prepare_storage(session, workload, p)
         values, name_key = secret_values(session, workload)
         names = {key: secret_name(name, key, value, name_key) for key, value in values.items()}
         existing = set(parse_lines(runner.run(leader, SECRET_LIST_COMMAND).stdout))
         session.executor(secrets=values).execute(plan_secrets(leader.name, names, existing), p)
+        configs = config_contents(session.inventory, workload)
+        if configs:
+            listed_configs = set(parse_lines(runner.run(leader, CONFIG_LIST_COMMAND).stdout))
+            wanted = dict(configs.values())
+            session.executor().execute(plan_configs(leader.name, wanted, listed_configs), p)
     data = StackInput(
         images={**images, **workload.image_overrides},
         values=workload.values,
@@ -130,6 +196,7 @@ def deploy_workload(session: Session, workload: Workload, leader: Node) -> str:
         storage_mode=storage.mode,
         nfs_options=storage.nfs_options,
         nfs_pseudo=storage.nfs_pseudo,
+        configs={key: name for key, (name, _) in configs.items()},
     )
     rendered = render_stack(workload, data)
     with phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
@@ -144,4 +211,10 @@ def deploy_workload(session: Session, workload: Workload, leader: Node) -> str:
         listed = parse_lines(runner.run(leader, SECRET_LIST_COMMAND).stdout)
         in_use = set(parse_lines(runner.run(leader, SECRETS_IN_USE_COMMAND).stdout))
         session.executor().execute(plan_prune_secrets(leader.name, name, names, listed, in_use), p)
+    if workload.manifest.configs:
+        with phase("prune-configs", "remove config versions no service uses") as p:
+            listed = parse_lines(runner.run(leader, CONFIG_LIST_COMMAND).stdout)
+            in_use = set(parse_lines(runner.run(leader, CONFIGS_IN_USE_COMMAND).stdout))
+            keep = [config for config, _ in configs.values()]
+            session.executor().execute(plan_prune_configs(leader.name, name, keep, listed, in_use), p)
     return storage.mode

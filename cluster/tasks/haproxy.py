@@ -4,16 +4,24 @@ serves, validate it on the lb node, swap it in and reload without dropping conne
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import haproxy.model as haproxy
+import topology
+from cluster.credentials import load_or_create
 from cluster.errors import SwarmlabError
-from cluster.facts import daemon_facts_command, parse_daemon_facts, parse_lines
+from cluster.facts import daemon_facts_command, file_sha_command, parse_daemon_facts, parse_file_sha, parse_lines
 from cluster.inventory import Node
-from cluster.plans.daemon import plan_push
+from cluster.plans.clustermap import map_route
+from cluster.plans.daemon import plan_file, plan_push
 from cluster.plans.stack import STACK_LIST_COMMAND
-from cluster.progress import phase
+from cluster.progress import PhaseResult, phase
 from cluster.session import Session
+from cluster.tls import Certificate, ClusterTLS, certificate_names, cluster_scope, lb_names, user_certificate
 from cluster.workload import Workload, known_workloads, load_workload
+from topology import MAP_PORT
+
+ADMIN_PASSWORD = "admin_password"
 
 
 def served_workloads(session: Session, leader: Node | None, also: Workload | None = None) -> list[Workload]:
@@ -28,20 +36,54 @@ def served_workloads(session: Session, leader: Node | None, also: Workload | Non
     return [found[name] for name in sorted(found)]
 
 
-def routes_of(workloads: Sequence[Workload]) -> tuple[haproxy.Route, ...]:
-    """Every route of every workload; two workloads may not claim the same prefix, port or name."""
-    routes: list[haproxy.Route] = []
+def routes_of(workloads: Sequence[Workload], reserved: Sequence[haproxy.Route] = ()) -> tuple[haproxy.Route, ...]:
+    """Every route of every workload, after the cluster's own (`reserved`, e.g. the map); two may not
+    claim the same prefix or name, nor two workloads the same port."""
+    routes: list[haproxy.Route] = list(reserved)
     owners: dict[object, str] = {}
+    for own in reserved:
+        owners[("path", own.path_prefix)] = owners[("name", own.name)] = f"the cluster's {own.name}"
     for workload in workloads:
         for route in workload.routes:
             for claim in (("path", route.path), ("port", route.port), ("name", route.name)):
                 if owners.setdefault(claim, workload.name) != workload.name:
+                    both = (
+                        f"{owners[claim]} and stack {workload.name}"
+                        if owners[claim].startswith("the cluster's")
+                        else f"stacks {owners[claim]} and {workload.name}"
+                    )
                     raise SwarmlabError(
-                        f"stacks {owners[claim]} and {workload.name} both claim route {claim[0]} {claim[1]}: "
+                        f"{both} both claim route {claim[0]} {claim[1]}: "
                         "HAProxy can send it to one only. Fix: change the route in one bundle.yaml"
                     )
-            routes.append(haproxy.Route(route.name, route.path, route.port, route.health, route.strip_prefix))
+            routes.append(
+                haproxy.Route(route.name, route.path, route.port, route.health, route.strip_prefix, route.admin)
+            )
     return tuple(routes)
+
+
+def site_certificate(session: Session, progress: PhaseResult) -> Certificate:
+    """HAProxy's certificate: the user's own (tls_cert, tls_key), else one the cluster CA issues for
+    the lb node's addresses and tls_names (kept in the state directory, renewed only when needed)."""
+    config, inventory = session.config, session.inventory
+    if config.tls_cert is not None and config.tls_key is not None:
+        return user_certificate(config.tls_cert, config.tls_key)
+    tls = ClusterTLS(session.state.tls, inventory.cluster, write=not session.dry_run)
+    authority = tls.authority(cluster_scope(inventory, config.tls_names), progress)
+    addresses, names = lb_names(inventory, config.tls_names)
+    return tls.certificate("haproxy", authority, addresses, names)
+
+
+def redirect_port(endpoint: str) -> int | None:
+    """The public HTTPS port plain HTTP must redirect to, when it is not 443 (the lab's host port)."""
+    url = urlsplit(endpoint)
+    return url.port if url.scheme == "https" and url.port not in (None, topology.HTTPS_PORT) else None
+
+
+def admin_password(session: Session) -> str:
+    """The cluster's admin credential (user `admin`) for the admin routes: made once, kept in the state
+    directory with the other credentials, never written anywhere else."""
+    return load_or_create(session.state.credentials, [ADMIN_PASSWORD])[ADMIN_PASSWORD]
 
 
 def configure_haproxy(session: Session, leader: Node | None, also: Workload | None = None) -> None:
@@ -50,10 +92,26 @@ def configure_haproxy(session: Session, leader: Node | None, also: Workload | No
     with phase("haproxy", f"haproxy.cfg for {names}: render, validate on the lb node, swap in and reload") as p:
         inventory = session.inventory
         lb = inventory.lb
+        certificate = site_certificate(session, p)
+        tls = haproxy.Tls(certificate.sha256, redirect_port(inventory.endpoints.http))
         workers = [(w.name, str(w.private_ip)) for w in inventory.workers]
-        text = haproxy.render_config(haproxy.build(inventory.cluster, workers, routes_of(workloads)))
+        config = haproxy.build(
+            inventory.cluster,
+            workers,
+            routes_of(
+                workloads, reserved=(map_route([(m.name, str(m.private_ip)) for m in inventory.managers], MAP_PORT),)
+            ),
+            tls,
+            private_address=str(lb.private_ip),
+            admin_password_digest=haproxy.admin_digest(admin_password(session)),
+        )
+        text = haproxy.render_config(config)
         daemon = haproxy.DAEMON
         facts = parse_daemon_facts(
             session.runner.run(lb, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
         )
-        session.executor().execute(plan_push(lb.name, daemon, facts, text), p)
+        # The certificate goes first: `haproxy -c` loads it when it checks the new configuration.
+        current = parse_file_sha(session.runner.run(lb, file_sha_command(tls.certificate_path)).stdout)
+        why = f"TLS certificate for {', '.join(certificate_names(certificate))}"
+        plan = plan_file(lb.name, tls.certificate_path, certificate.bundle, current, why)
+        session.executor().execute(plan + plan_push(lb.name, daemon, facts, text), p)

@@ -8,10 +8,11 @@ else builds FROM it. Tags are input hashes, so an unchanged image is not rebuilt
 from __future__ import annotations
 
 from cluster.errors import SwarmlabError
-from cluster.images import base_image, recipe_context, registry_ref
-from cluster.plans.images import Build, parse_registry_check, plan_builds, registry_check_command
+from cluster.images import base_image, workload_builds
+from cluster.plans.images import parse_registry_check, plan_builds, registry_check_command
 from cluster.progress import phase
 from cluster.session import Session
+from cluster.tasks.registry import configure_registry
 from cluster.wheelhouse import ensure_wheelhouse
 from cluster.workload import REPO_ROOT, Workload
 
@@ -25,23 +26,23 @@ def build_images(session: Session, workload: Workload) -> dict[str, str]:
     if storage is None or registry is None:
         raise SwarmlabError("the inventory has no storage node: it builds the images and runs the registry")
     specs = workload.manifest.images
+    configure_registry(session)  # builds push over TLS: the registry and the engines' trust first
     with phase(
         "build-images", f"{len(specs)} image(s) of {workload.name} on {storage.name}, pushed to {registry}"
     ) as p:
         base = base_image(session.config.debian_suite, session.config.debian_mirror)
-        executor = session.executor()
-        session.provider.supply_base_image(executor, storage, base, p)
         arch = session.runner.run(storage, "uname -m").stdout.strip()
-        builds: list[Build] = []
-        refs: dict[str, str] = {}
-        for spec in specs:
-            args = {"BASE_IMAGE": base.tag}
-            if spec.base:
-                args["RUNTIME_IMAGE"] = refs[spec.base]
-            wheels = ensure_wheelhouse(REPO_ROOT / spec.wheelhouse, WHEEL_CACHE, arch, p) if spec.wheelhouse else None
-            context = recipe_context(spec, args, wheels)
-            refs[spec.name] = registry_ref(registry, spec.name, context.tag)
-            builds.append(Build(spec.name, context, refs[spec.name]))
-        present = parse_registry_check(session.runner.run(storage, registry_check_command(builds)).stdout)
-        executor.execute(plan_builds(storage.name, builds, present), p)
-    return refs
+        builds = workload_builds(
+            specs,
+            base.tag,
+            registry,
+            lambda requirements: ensure_wheelhouse(REPO_ROOT / requirements, WHEEL_CACHE, arch, p),
+        )
+        present = parse_registry_check(session.runner.run(storage, registry_check_command(builds, registry)).stdout)
+        plan = plan_builds(storage.name, builds, present)
+        executor = session.executor()
+        if plan.changes:
+            # Only a build needs the base image: a registry that has everything (a kept cache) does not.
+            session.provider.supply_base_image(executor, storage, base, p)
+        executor.execute(plan, p)
+    return {b.name: b.ref for b in builds}

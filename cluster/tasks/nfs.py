@@ -22,7 +22,8 @@ def configure_nfs(session: Session) -> None:
     storage = session.inventory.storage
     if storage is None:
         return
-    config = nfs.build(str(session.inventory.network.cidr))
+    clients = (*(str(w.private_ip) for w in session.inventory.workers), str(storage.private_ip))
+    config = nfs.build(clients)
     with phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
         daemon = nfs.DAEMON
         facts = parse_daemon_facts(

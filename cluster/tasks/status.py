@@ -1,16 +1,31 @@
 """status: the cluster at a glance. It asks every manager on its own, so it still answers when the swarm
 lost quorum: which managers answer, how many Raft needs, and what to run. With quorum it shows the
-nodes, the services and the tasks that should run but do not, with where and why."""
+nodes, the services and the tasks that should run but do not, with where and why, each service's
+request and error rates from its stack's Prometheus, and (--map) the tasks running on each node."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from cluster.errors import CommandFailed, SwarmlabError, tail
-from cluster.facts import MANAGER_PROBE_COMMAND, ManagerProbe, SwarmState, parse_manager_probe
+from cluster.facts import (
+    MANAGER_PROBE_COMMAND,
+    NODE_TASKS_COMMAND,
+    ManagerProbe,
+    NodeTask,
+    SwarmNode,
+    SwarmState,
+    parse_manager_probe,
+    parse_node_tasks,
+    parse_prometheus_vector,
+    prometheus_query_command,
+)
 from cluster.inventory import Node
 from cluster.plans.recover import Quorum, choose_survivor
 from cluster.runners import Runner
+from cluster.session import Session
+from cluster.tasks.haproxy import served_workloads
 from cluster.tasks.services import swarm_state
 from cluster.tasks.swarm import members
 
@@ -90,28 +105,32 @@ def not_running(state: SwarmState) -> list[tuple[str, str, str, str, str]]:
 
 
 def status_report(runner: Runner) -> str:
+    return cluster_status(runner)[0]
+
+
+def cluster_status(runner: Runner) -> tuple[str, Node | None]:
+    """The report, and the manager that answered it with a leader (None without quorum): the rates and
+    the map need a swarm that answers."""
     inventory = runner.inventory
     quorum = probe_managers(runner)
     lines = [f"cluster {inventory.cluster} ({inventory.provider})", "", managers_table(runner, quorum), ""]
     if not quorum.has_quorum:
         if quorum.probes and all(p.answers and not p.is_manager for p in quorum.probes):
             raise SwarmlabError("no manager is in a swarm (run `fab bootstrap` for a new cluster)")
-        return "\n".join([*lines, *quorum_lost(quorum)])
+        return "\n".join([*lines, *quorum_lost(quorum)]), None
     leader = inventory.node(quorum.leader_seen_by)
     try:
-        return "\n".join([*lines, *_with_quorum(runner, quorum, leader)])
+        return "\n".join([*lines, *_with_quorum(runner, quorum, leader)]), leader
     except CommandFailed as error:
         if NO_LEADER not in error.output:
             raise
         # Quorum was lost between the probe and these questions (a leader steps down ~10 s after it
         # stops hearing a majority): say so rather than fail.
-        return "\n".join(
-            [
-                *lines,
-                f"{leader.name} saw a leader a moment ago, but the swarm has none now: the quorum is changing.",
-                "Run `fab status` again in a few seconds: it says whether a new leader was elected or quorum is lost.",
-            ]
-        )
+        changing = [
+            f"{leader.name} saw a leader a moment ago, but the swarm has none now: the quorum is changing.",
+            "Run `fab status` again in a few seconds: it says whether a new leader was elected or quorum is lost.",
+        ]
+        return "\n".join([*lines, *changing]), None
 
 
 def _with_quorum(runner: Runner, quorum: Quorum, leader: Node) -> list[str]:
@@ -137,3 +156,63 @@ def _with_quorum(runner: Runner, quorum: Quorum, leader: Node) -> list[str]:
         "",
         f"endpoints: {endpoints}",
     ]
+
+
+def rates_query(requests: str, errors: str) -> str:
+    """Both of a bundle's queries in one round trip, told apart by a `kind` label."""
+    return (
+        f'label_replace(({requests}), "kind", "requests", "", "") '
+        f'or label_replace(({errors}), "kind", "errors", "", "")'
+    )
+
+
+def rates_table(samples: dict[tuple[str, ...], float]) -> str:
+    """SERVICE  REQ/S  ERR/S, one line per service that has a request rate (no errors there: 0)."""
+    services = sorted({service for service, kind in samples if kind == "requests" and service})
+    rows = [
+        (service, f"{samples[(service, 'requests')]:.2f}", f"{samples.get((service, 'errors'), 0.0):.2f}")
+        for service in services
+    ]
+    return table(("SERVICE", "REQ/S", "ERR/S"), rows) if rows else "no request rates yet"
+
+
+def rates_report(session: Session, leader: Node) -> str:
+    """Each served stack's request and error rates per service, from its Prometheus, asked from the lb
+    node (on a cloud the workers' service ports accept HAProxy's node only); a line saying why when
+    Prometheus does not answer."""
+    parts = []
+    for workload in served_workloads(session, leader):
+        spec, route = workload.manifest.prometheus, workload.manifest.prometheus_route
+        if spec is None or route is None:
+            continue
+        workers = [str(w.private_ip) for w in session.inventory.workers]
+        command = prometheus_query_command(
+            workers, route.port, route.path.rstrip("/"), rates_query(spec.requests, spec.errors)
+        )
+        title = f"requests and errors per second, last minute (Prometheus of {workload.name})"
+        result = session.runner.run(session.inventory.lb, command, check=False)
+        try:
+            if not result.ok:
+                raise SwarmlabError(f"no worker answered on port {route.port}")
+            parts.append(f"{title}:\n{rates_table(parse_prometheus_vector(result.stdout, 'service', 'kind'))}")
+        except (SwarmlabError, ValueError, KeyError, json.JSONDecodeError) as error:
+            parts.append(f"{title}: Prometheus did not answer ({error})")
+    return "\n\n".join(parts)
+
+
+def format_map(nodes: Sequence[SwarmNode], tasks: Sequence[NodeTask]) -> str:
+    """Each node (role, status, availability) and the tasks running on it, image by its short name."""
+    lines = []
+    for node in sorted(nodes, key=lambda n: (not n.is_manager, n.hostname)):
+        mine = sorted((t for t in tasks if t.node == node.hostname), key=lambda t: t.name)
+        role = f"manager, {node.manager_status.lower()}" if node.is_manager else "worker"
+        lines.append(
+            f"{node.hostname} ({role}; {node.status.lower()}, {node.availability.lower()}): {len(mine)} task(s)"
+        )
+        lines.extend(f"  {t.name:<32} {t.image.rsplit('/', 1)[-1]:<28} {t.state}" for t in mine)
+    return "\n".join(lines)
+
+
+def cluster_map(runner: Runner, leader: Node) -> str:
+    tasks = parse_node_tasks(runner.run(leader, NODE_TASKS_COMMAND).stdout)
+    return "cluster map (running tasks per node):\n" + format_map(members(runner, leader), tasks)

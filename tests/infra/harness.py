@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pulumi.runtime import config as runtime_config
 from pulumi.runtime.mocks import MockMonitor
 
@@ -39,6 +41,7 @@ class Declared:
     parent: str
     protect: bool
     secret_outputs: tuple[str, ...]
+    secret_inputs: frozenset[str] = frozenset()
 
     @property
     def kind(self) -> str:
@@ -46,18 +49,29 @@ class Declared:
         return self.type.rsplit(":", 1)[-1]
 
 
+# How a secret value travels (pulumi.runtime.rpc): a mapping with this signature and the value.
+SECRET_KEY, SECRET_SIG = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.inputs: dict[tuple[str, str], dict[str, Any]] = {}
         self.ids: dict[tuple[str, str], str] = {}
         self.port_ips: dict[str, str] = {}
+        self.secret_inputs: dict[tuple[str, str], frozenset[str]] = {}
+        # Every private key pulumi-tls "made" (real ones, so tests can check they match their halves).
+        self.private_keys: list[str] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         kind = args.typ.rsplit(":", 1)[-1]
         resource_id = f"{kind.lower()}-{args.name}"
-        self.inputs[(args.typ, args.name)] = dict(args.inputs)
+        # Secret inputs reach the mocks wrapped as on the wire: note which, and keep the plain value.
+        secret = {k for k, v in args.inputs.items() if isinstance(v, dict) and v.get(SECRET_KEY) == SECRET_SIG}
+        inputs = {k: args.inputs[k]["value"] if k in secret else v for k, v in args.inputs.items()}
+        self.inputs[(args.typ, args.name)] = inputs
+        self.secret_inputs[(args.typ, args.name)] = frozenset(secret)
         self.ids[(args.typ, args.name)] = resource_id
-        return resource_id, {**args.inputs, **self._outputs(kind, args.inputs, resource_id)}
+        return resource_id, {**inputs, **self._outputs(kind, inputs, resource_id)}
 
     def _outputs(self, kind: str, inputs: Mapping[str, Any], resource_id: str) -> dict[str, Any]:
         if kind == "Port":
@@ -69,12 +83,26 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"accessIpV4": self.port_ips.get(port, ""), "powerState": "active"}
         if kind == "FloatingIp":
             return {"address": FLOATING_IP}
+        if kind == "PrivateKey":
+            private, public = ed25519_pair()
+            self.private_keys.append(private)
+            return {"privateKeyOpenssh": private, "publicKeyOpenssh": public + "\n"}
         return {}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
         if args.token == "openstack:networking/getNetwork:getNetwork":
             return {"id": EXTERNAL_NETWORK_ID, "name": args.args.get("name"), "external": True}, []
         raise AssertionError(f"unexpected invoke {args.token}")
+
+
+def ed25519_pair() -> tuple[str, str]:
+    """A fresh key, as pulumi-tls's PrivateKey (ED25519) returns it: OpenSSH private and public text."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return private.decode(), public.decode()
 
 
 class RecordingMonitor(MockMonitor):
@@ -94,6 +122,7 @@ class RecordingMonitor(MockMonitor):
 class MockRun:
     resources: list[Declared]
     outputs: dict[str, Any] = field(default_factory=dict)
+    private_keys: list[str] = field(default_factory=list)  # every private key the mocked pulumi-tls made
 
     def of_kind(self, kind: str) -> list[Declared]:
         return [r for r in self.resources if r.kind == kind]
@@ -121,6 +150,7 @@ def _declared(mocks: RecordingMocks, monitor: RecordingMonitor) -> list[Declared
                 parent=parent,
                 protect=protect,
                 secret_outputs=secrets,
+                secret_inputs=mocks.secret_inputs.get((typ, name), frozenset()),
             )
         )
     return found
@@ -147,8 +177,8 @@ def _run_in_loop(raw_config: Mapping[str, str]) -> tuple[MockRun, Exception | No
 
     def program() -> pulumi.Output[None]:
         cluster: SwarmCluster = main()
-        return pulumi.Output.all(cluster.inventory, cluster.ssh_config).apply(
-            lambda values: run.outputs.update(inventory=values[0], ssh_config=values[1])
+        return pulumi.Output.all(cluster.inventory, cluster.ssh_config, cluster.known_hosts).apply(
+            lambda values: run.outputs.update(inventory=values[0], ssh_config=values[1], known_hosts=values[2])
         )
 
     error: Exception | None = None
@@ -159,6 +189,7 @@ def _run_in_loop(raw_config: Mapping[str, str]) -> tuple[MockRun, Exception | No
     finally:
         runtime_config.set_all_config({})
     run.resources = _declared(mocks, monitor)
+    run.private_keys = mocks.private_keys
     return run, error
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -80,12 +81,22 @@ def test_each_node_runs_its_role_script(any_run: MockRun) -> None:
 
 
 def test_daemon_json_on_docker_roles_only(run_3_3: MockRun) -> None:
+    # Each node's fixed address, from the port it boots on.
+    ports = {
+        str(p.inputs["name"]).removeprefix("demo-").removesuffix("-port"): p.inputs["fixedIps"][0]["ipAddress"]
+        for p in run_3_3.of_kind("Port")
+    }
     for name, (role, text) in documents(run_3_3).items():
         written = files(yaml.safe_load(text))
         if role == "lb":
             assert "/etc/docker/daemon.json" not in written
         else:
-            assert written["/etc/docker/daemon.json"] == daemon_json("10.20.0.6:5000"), name
+            assert "insecure-registries" not in written["/etc/docker/daemon.json"], name
+            # Swarm nodes serve engine metrics on their private address only; the storage node none.
+            ip = ports[name]
+            metrics = json.loads(written["/etc/docker/daemon.json"]).get("metrics-addr")
+            assert metrics == (None if role == "storage" else f"{ip}:9323"), name
+            assert written["/etc/docker/daemon.json"] == daemon_json(None if role == "storage" else ip), name
 
 
 def test_volume_device_is_the_virtio_serial() -> None:

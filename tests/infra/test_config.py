@@ -30,6 +30,10 @@ BAD = [
     ({"admin_cidrs": "[]"}, "admin_cidrs=[]: must list at least one CIDR"),
     ({"admin_cidrs": ""}, "admin_cidrs: is required"),
     ({"admin_cidrs": "0.0.0.0/0"}, "admin_cidrs=0.0.0.0/0: must not contain 0.0.0.0/0"),
+    ({"admin_cidrs": "203.0.113.7/32,0.0.0.0/0"}, "must not contain 0.0.0.0/0"),
+    ({"admin_cidrs": "0.0.0.0/1,128.0.0.0/1"}, "together cover 100% of all IPv4 addresses"),
+    ({"admin_cidrs": "0.0.0.0/2,64.0.0.0/2,128.0.0.0/2"}, "together cover 75% of all IPv4 addresses"),
+    ({"admin_cidrs": "32.0.0.0/3"}, "together cover 12% of all IPv4 addresses"),
     ({"admin_cidrs": "198.51.100.0/24,banana"}, "admin_cidrs=198.51.100.0/24,banana: is not an IPv4 CIDR"),
     ({"public_cidrs": "[]"}, "public_cidrs=[]: must list at least one CIDR"),
     ({"dns_servers": "1.1.1"}, "dns_servers=1.1.1: must be IPv4 addresses"),
@@ -98,6 +102,13 @@ def test_a_leftover_manila_key_is_reported_as_unknown(key: str) -> None:
     error, declared = run_failing({**BASE_CONFIG, key: "server" if key == "storage_kind" else "default"})
     assert isinstance(error, InfraConfigError) and declared == []
     assert [str(p) for p in error.problems] == [f"{key}: is not a known key (see Pulumi.example.yaml)"]
+
+
+@pytest.mark.parametrize(
+    "cidrs", ["203.0.113.7/32", "198.51.100.0/24,192.0.2.0/24", "10.0.0.0/8", "172.16.0.0/12,10.0.0.0/8"]
+)
+def test_admin_networks_of_a_real_size_are_accepted(cidrs: str) -> None:
+    assert parse({"admin_cidrs": cidrs}).admin_cidrs
 
 
 def test_defaults() -> None:

@@ -34,7 +34,7 @@ def test_inventory_parses_and_has_the_nodes_asked_for(
     assert [n.public_ip for n in inventory.nodes if n.role is not Role.LB] == [None] * (managers + workers + 1)
     assert inventory.ssh.jump_host == "lb-1" and inventory.ssh.user == "root" and inventory.ssh.port == 22
     assert inventory.ssh.private_key == "~/.ssh/id_ed25519"
-    assert inventory.endpoints.http == f"http://{FLOATING_IP}"
+    assert inventory.endpoints.http == f"https://{FLOATING_IP}"
     assert inventory.endpoints.registry == "10.20.0.6:5000"
     assert inventory.endpoints.nfs == "10.20.0.6:/data"
 

@@ -18,7 +18,11 @@ ADMIN = "198.51.100.0/24"  # tests/infra/harness.py BASE_CONFIG
 CLUSTER = "10.20.0.0/24"
 WORLD = "0.0.0.0/0"
 LB = "group:lb"
-SWARM = {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789), ("esp", None, None)}
+WORKERS = "group:workers"
+# No ESP: no overlay is encrypted (docs/security.md says why), so protocol 50 stays closed.
+SWARM = {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789)}
+# Docker engine metrics (daemon.json's metrics-addr, the node's private address): the cluster only.
+ENGINE_METRICS = ("tcp", 9323, 9323)
 
 
 @dataclass(frozen=True)
@@ -39,11 +43,14 @@ EXPECTED: dict[str, set[Allow]] = {
         _allow("tcp", 80, 80, WORLD),
         _allow("tcp", 443, 443, WORLD),
         _allow("tcp", 8404, 8404, ADMIN),
+        _allow("tcp", 8405, 8405, CLUSTER),  # HAProxy's Prometheus exporter, on its private address
     },
-    "manager": {_allow("tcp", 22, 22, LB)} | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in SWARM},
+    # 9080: the cluster map (a container on each manager), for HAProxy only.
+    "manager": {_allow("tcp", 22, 22, LB), _allow("tcp", 9080, 9080, LB)}
+    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "worker": {_allow("tcp", 22, 22, LB), _allow("tcp", 8000, 8099, LB)}
-    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in SWARM},
-    "storage": {_allow("tcp", 22, 22, LB), _allow("tcp", 2049, 2049, CLUSTER), _allow("tcp", 5000, 5000, CLUSTER)},
+    | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
+    "storage": {_allow("tcp", 22, 22, LB), _allow("tcp", 2049, 2049, WORKERS), _allow("tcp", 5000, 5000, CLUSTER)},
 }
 
 
@@ -139,7 +146,7 @@ def test_ssh_to_private_nodes_only_from_the_lb_group(policy: Policy) -> None:
     assert {a.source for a in policy.ingress["lb"] if opens(a, "tcp", 22)} == {ADMIN}
 
 
-def test_swarm_ports_and_esp_only_from_the_cluster_subnet(policy: Policy) -> None:
+def test_swarm_ports_only_from_the_cluster_subnet(policy: Policy) -> None:
     for role in ("manager", "worker"):
         swarm = {a for a in policy.ingress[role] if (a.protocol, a.low, a.high) in SWARM}
         assert {(a.protocol, a.low, a.high) for a in swarm} == SWARM, role
@@ -159,3 +166,8 @@ def test_admin_and_public_cidrs_follow_the_config() -> None:
     assert {a.source for a in lb if opens(a, "tcp", 8404)} == {"192.0.2.7/32", "198.51.100.0/24"}
     assert {a.source for a in lb if opens(a, "tcp", 443)} == {"192.0.2.0/24"}
     assert not any(from_everywhere(a) for a in lb)
+
+
+def test_no_esp_anywhere(run_3_3: MockRun) -> None:
+    # Overlays are not encrypted (docs/security.md): IP protocol 50 is open nowhere.
+    assert not [r.name for r in run_3_3.of_kind("SecGroupRule") if r.inputs.get("protocol") == "esp"]

@@ -134,4 +134,11 @@ def test_every_resource_is_a_child_of_the_cluster_component(any_run: MockRun) ->
         if resource is not cluster:
             assert "swarmlab:index:SwarmCluster" in resource.parent, f"{resource.kind} {resource.name} is not under it"
     components = {r.kind for r in any_run.resources if r.parent.endswith("SwarmCluster::demo")}
-    assert components == {"ClusterNetwork", "ClusterSecurity", "SwarmNodes", "LoadBalancerNode", "StorageNode"}
+    assert components == {
+        "ClusterNetwork",
+        "ClusterSecurity",
+        "HostKeys",
+        "SwarmNodes",
+        "LoadBalancerNode",
+        "StorageNode",
+    }

@@ -8,11 +8,14 @@ SWARMLAB_KEEP_LAB=1.
 from __future__ import annotations
 
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import docker
@@ -22,6 +25,7 @@ from cluster.config import Config, load_config
 from cluster.inventory import Inventory
 from cluster.lab.provider import LabProvider
 from cluster.runners import Nodes
+from cluster.state import StatePaths
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
@@ -30,6 +34,7 @@ CITEST_ENV = {
     "SWARMLAB_CIDR": "10.30.0.0/24",
     "SWARMLAB_OVERLAY_POOL": "10.131.0.0/16",
     "SWARMLAB_HTTP_PORT": "18080",
+    "SWARMLAB_HTTPS_PORT": "18443",
     "SWARMLAB_SSH_PORT": "12222",
     "SWARMLAB_STATS_PORT": "18404",
 }
@@ -50,6 +55,9 @@ class FabLog:
 
 
 LOG = FabLog()
+# State directories of other targets planted under the test lab's cluster name (tests/lab/test_hardening.py):
+# the finalizer's lab-down must leave each exactly as it was (path, {file: content}); then they go.
+PLANTED: list[tuple[Path, dict[str, bytes]]] = []
 
 
 def fab(
@@ -81,6 +89,31 @@ class Lab:
     def url(self) -> str:
         return self.inventory.endpoints.http
 
+    @property
+    def state(self) -> StatePaths:
+        return self.config.state(provider="lab")
+
+    @cached_property
+    def tls(self) -> ssl.SSLContext:
+        """Verifies HAProxy against the lab's own CA, and nothing else (httpx's verify=)."""
+        return ssl.create_default_context(cafile=str(self.state.ca_cert))
+
+
+def wait_until_converged(lab: Lab, stack: str = "registration", timeout: float = 300) -> None:
+    """Every service of the stack has all its replicas, healthy, and its last update completed, twice
+    in a row (a recovery is over when every replica is back, not when the first one answers)."""
+    from cluster.facts import parse_services, stack_services_command
+
+    deadline = time.monotonic() + timeout
+    streak = 0
+    states: tuple[object, ...] = ()
+    while streak < 2:
+        assert time.monotonic() < deadline, f"stack {stack} did not converge within {timeout:.0f}s: {states}"
+        time.sleep(2)
+        output = lab.nodes.run(lab.inventory.managers[0], stack_services_command(stack), check=False).stdout
+        states = parse_services(output)
+        streak = streak + 1 if states and all(s.converged for s in parse_services(output)) else 0
+
 
 def lab_config() -> Config:
     return load_config(ROOT / "swarmlab.yaml", {**os.environ, **LAB_ENV})
@@ -97,7 +130,11 @@ def lab_down_leaves_nothing(config: Config) -> None:
         *(v.name for v in engine.volumes.list(filters=selector)),
     ]
     assert left == [], f"lab-down left {left}"
-    assert not config.state().inventory.exists()
+    assert not config.state(provider="lab").inventory.exists()
+    for directory, contents in PLANTED:
+        found = {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+        shutil.rmtree(directory, ignore_errors=True)
+        assert found == contents, f"lab-down touched another target's state {directory}"
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,7 @@ def rpc_answers(lab: Lab, api: httpx.Client, times: int = 6, timeout: float = 18
 
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Iterator[httpx.Client]:
-    credentials = json.loads(lab.config.state().credentials.read_text())
+    credentials = json.loads(lab.state.credentials.read_text())
     with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30) as client:
         yield client
 
@@ -283,7 +283,7 @@ def test_backup_then_restore_brings_data_back_and_refuses_a_corrupt_backup(
     lab: Lab, api: httpx.Client, tmp_path: Path, as_found: None
 ) -> None:
     kept = register(lab, api)
-    backups = lab.config.state().backups
+    backups = lab.state.backups
     taken = fab("backup").stdout
     directory = Path(re.findall(r"backup complete: (\S+)", taken)[-1])
     try:

@@ -43,7 +43,7 @@ def test_every_manager_is_drained_and_runs_no_task(lab: Lab) -> None:
 
 def test_page_answers_through_haproxy_from_several_containers(lab: Lab) -> None:
     served_by = set()
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=5, verify=lab.tls) as client:
         for _ in range(12):
             response = client.get(lab.url + "/")
             assert response.status_code == 200
@@ -66,7 +66,7 @@ def test_only_the_lb_node_is_published_and_only_on_loopback(lab: Lab) -> None:
         bindings = {k: v for k, v in (container.attrs["HostConfig"]["PortBindings"] or {}).items() if v}
         if container.labels["swarmlab.role"] == "lb":
             assert {b["HostIp"] for v in bindings.values() for b in v} == {"127.0.0.1"}
-            assert len(bindings) == 3
+            assert len(bindings) == 4  # HTTP (redirect only), HTTPS, SSH, stats
         else:
             assert bindings == {}, f"{container.name} publishes {bindings}"
 
@@ -92,7 +92,7 @@ def test_join_tokens_are_never_printed_or_written(lab: Lab) -> None:
     for output in LOG.outputs:
         for token in tokens:
             assert token not in output
-    state = lab.config.state().root
+    state = lab.state.root
     for path in state.rglob("*"):
         if path.is_file():
             text = path.read_text(errors="replace")
@@ -110,7 +110,7 @@ def test_haproxy_reload_drops_no_request(lab: Lab) -> None:
         # A new connection per request: the property is that no connection is refused or dropped.
         # (An idle keep-alive connection that the old worker closes can race with a client's next
         # request on it; browsers retry those, and HTTP/1.1 allows no better.)
-        with httpx.Client(timeout=5, headers={"Connection": "close"}) as client:
+        with httpx.Client(timeout=5, headers={"Connection": "close"}, verify=lab.tls) as client:
             deadline = time.monotonic() + 30  # bounded, loopback only
             while not stop.is_set() and time.monotonic() < deadline:
                 try:
@@ -186,6 +186,7 @@ def test_failed_lab_up_removes_what_it_made(lab: Lab) -> None:
         "SWARMLAB_CLUSTER": "citfail",
         "SWARMLAB_CIDR": "10.31.0.0/24",
         "SWARMLAB_HTTP_PORT": "28080",
+        "SWARMLAB_HTTPS_PORT": "28443",
         "SWARMLAB_SSH_PORT": "22222",
         "SWARMLAB_STATS_PORT": "28404",
         "SWARMLAB_WORKERS": "1",

@@ -5,13 +5,19 @@ usable local Docker engine (the storage node then makes the Debian base image it
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import ssl
 from pathlib import Path
 
+import docker
 import httpx
 import pytest
 
+from cluster.config import load_config
 from cluster.images import base_image
-from tests.lab.conftest import Lab, fab
+from cluster.lab.topology import REGISTRY_DIR
+from tests.lab.conftest import ROOT, Lab, fab
 
 pytestmark = pytest.mark.lab
 NOWHERE = {"DOCKER_HOST": "tcp://127.0.0.1:9"}  # the discard port: no Docker engine answers there
@@ -21,7 +27,7 @@ def test_a_second_bundle_answers_next_to_the_registration_stack(lab: Lab) -> Non
     out = fab("deploy-stack", "--stack", "hello").stdout
     assert "stack hello deployed" in out or "the deployed stack equals the rendered one" in out
     served_by = set()
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=10, verify=lab.tls) as client:
         # Every hello replica (one per worker), not just the first answer.
         for _ in range(30):
             response = client.get(lab.url + "/hello/")
@@ -38,30 +44,89 @@ def test_a_second_bundle_answers_next_to_the_registration_stack(lab: Lab) -> Non
 
 
 def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) -> None:
-    """bootstrap, status and deploy-stack through a static inventory file, DOCKER_HOST pointing nowhere."""
+    """bootstrap, status and deploy-stack through a static inventory file, DOCKER_HOST pointing nowhere.
+
+    The mirror is spelled differently (same server), so the base image's recipe, hence its tag, is
+    new: the storage node must make it itself with debootstrap, and hello is rebuilt FROM it.
+    """
     document = json.loads(lab.inventory.model_dump_json()) | {"provider": "static"}
     inventory = tmp_path / "static-inventory.json"
     inventory.write_text(json.dumps(document))
+    # A static target keeps its own state directory: the operator brings the cluster's CA along, or
+    # the static target would make a CA of its own and re-key HAProxy and the registry.
+    static_state = lab.config.state(provider="static")
+    shutil.copytree(lab.state.tls, static_state.tls, dirs_exist_ok=True)
+    # ...and its credentials (the admin credential is in HAProxy's configuration, as a digest).
+    shutil.copy2(lab.state.credentials, static_state.credentials)
     storage = lab.inventory.storage
     assert storage is not None
-    base = base_image(lab.config.debian_suite, lab.config.debian_mirror).tag
-    # Keep the image under another name (images built FROM it depend on it), so that the base tag is
-    # gone and the static path must make it on the storage node itself.
-    lab.nodes.run(storage, f"docker tag {base} swarmlab/debian:kept-by-test && docker rmi {base} >/dev/null")
-    try:
-        boot = fab("bootstrap", "--target", str(inventory), env=NOWHERE).stdout
-        assert "result: no change" in boot
-        status = fab("status", "--target", str(inventory), env=NOWHERE).stdout
-        assert "cluster citest (static)" in status and "registration_api" in status
-        deploy = fab("deploy-stack", "--target", str(inventory), env=NOWHERE, timeout=900).stdout
-        assert f"built {base} with debootstrap on {storage.name}" in deploy
-        assert "built and pushed" not in deploy, "the app images depend on the base's recipe, not its bytes"
-        assert lab.nodes.run(storage, f"docker image inspect {base} >/dev/null", check=False).ok
-    finally:
-        lab.nodes.run(storage, "docker rmi swarmlab/debian:kept-by-test >/dev/null", check=False)
+    mirror = lab.config.debian_mirror.rstrip("/") + "/"
+    env = {**NOWHERE, "SWARMLAB_DEBIAN_MIRROR": mirror}
+    base = base_image(lab.config.debian_suite, mirror).tag
+    # The lab keeps its image cache across runs (the registry's data, the storage node's engine): make
+    # sure neither holds this hello nor this base yet, so the build, and the base it needs, happen here.
+    lab.nodes.run(storage, f"rm -rf {REGISTRY_DIR}/docker/registry/v2/repositories/swarmlab/hello")
+    lab.nodes.run(
+        storage,
+        f"if docker image inspect {base} >/dev/null 2>&1; then "
+        f"docker tag {base} swarmlab/debian:kept-by-test && docker rmi {base} >/dev/null; fi",
+    )
+    boot = fab("bootstrap", "--target", str(inventory), env=env).stdout
+    assert "result: no change" in boot
+    status = fab("status", "--target", str(inventory), env=env).stdout
+    assert "cluster citest (static)" in status and "registration_api" in status
+    deploy = fab("deploy-stack", "--stack", "hello", "--target", str(inventory), env=env, timeout=900).stdout
+    assert f"built {base} with debootstrap on {storage.name}" in deploy
+    assert "built and pushed hello:" in deploy
+    assert lab.nodes.run(storage, f"docker image inspect {base} >/dev/null", check=False).ok
+    with httpx.Client(timeout=10, verify=lab.tls) as client:
+        assert client.get(lab.url + "/hello/").status_code == 200
+    shutil.rmtree(static_state.root)
+    lab.nodes.run(storage, "docker rmi swarmlab/debian:kept-by-test >/dev/null 2>&1; true")
 
 
 def test_dry_run_of_every_changing_task_changes_nothing(lab: Lab) -> None:
     for task in ("bootstrap", "haproxy", "nfs", "build-images"):
         out = fab(task, "--dry-run").stdout
         assert "result: no change" in out, f"{task} --dry-run on a current cluster"
+
+
+CACHE_LAB = {
+    "SWARMLAB_CLUSTER": "citcache",
+    "SWARMLAB_CIDR": "10.35.0.0/24",
+    "SWARMLAB_OVERLAY_POOL": "10.135.0.0/16",
+    "SWARMLAB_HTTP_PORT": "19080",
+    "SWARMLAB_HTTPS_PORT": "19443",
+    "SWARMLAB_SSH_PORT": "19222",
+    "SWARMLAB_STATS_PORT": "19404",
+    "SWARMLAB_MANAGERS": "1",
+    "SWARMLAB_WORKERS": "1",
+}
+
+
+def test_a_new_lab_of_the_same_name_deploys_from_the_kept_image_cache(lab: Lab) -> None:
+    """lab-down keeps the image cache (the registry's data, the nodes' engines); the next lab of that
+    name builds nothing and its workers already hold the images. --purge removes it all."""
+    engine = docker.from_env()
+    cache = {"label": "swarmlab.cache=citcache"}
+    try:
+        fab("lab-up", env=CACHE_LAB)
+        fab("bootstrap", env=CACHE_LAB)
+        fab("deploy-stack", "--stack", "hello", env=CACHE_LAB)
+        fab("lab-down", env=CACHE_LAB)
+        assert engine.volumes.list(filters=cache), "lab-down kept the image cache"
+        assert "image cache: 4 volume(s)" in fab("lab-status", env=CACHE_LAB).stdout
+        fab("lab-up", env=CACHE_LAB)
+        fab("bootstrap", env=CACHE_LAB)
+        again = fab("deploy-stack", "--stack", "hello", env=CACHE_LAB).stdout
+        assert "already in the registry" in again and "built and pushed" not in again
+        assert "with debootstrap" not in again and "copied swarmlab/debian" not in again
+        worker = "swarmlab-citcache-worker-1"
+        images = engine.containers.get(worker).exec_run(["docker", "images", "--format", "{{.Repository}}"]).output
+        assert b"/swarmlab/hello" in images
+        ca = load_config(ROOT / "swarmlab.yaml", {**os.environ, **CACHE_LAB}).state(provider="lab").ca_cert
+        with httpx.Client(timeout=10, verify=ssl.create_default_context(cafile=str(ca))) as client:
+            assert client.get("https://127.0.0.1:19443/hello/").status_code == 200
+    finally:
+        fab("lab-down", "--purge", env=CACHE_LAB, check=False)
+    assert engine.volumes.list(filters=cache) == []

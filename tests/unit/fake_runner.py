@@ -60,6 +60,20 @@ class FakeRunner:
             raise CommandFailed(node.name, command, code, redact(stdout, tuple(secrets)), hint)
         return result
 
+    def stream(
+        self,
+        node: Node,
+        command: str,
+        on_line: Callable[[str], None],
+        *,
+        timeout: float | None = None,
+        secrets: Sequence[str] = (),
+    ) -> Result:
+        result = self.run(node, command, timeout=timeout, secrets=secrets)
+        for line in result.stdout.splitlines():
+            on_line(line)
+        return result
+
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
         self.files[(node.name, remote)] = content.encode() if isinstance(content, str) else content
 

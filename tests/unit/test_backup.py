@@ -213,7 +213,7 @@ def test_backup_stops_a_non_leader_dumps_each_item_and_writes_a_verified_manifes
 ) -> None:
     runner, session = swarm(tmp_path)
     directory = backup(session)
-    assert directory == tmp_path / "demo" / "backups" / STAMP
+    assert directory == tmp_path / "static" / "demo" / "backups" / STAMP
     [stopped] = [c for c in runner.calls if "tar -C /var/lib/docker" in c.command]
     assert stopped.node == "manager-2"
     manifest = backups.verify(directory)
@@ -232,18 +232,18 @@ def test_a_backup_that_fails_part_way_leaves_no_directory(tmp_path: Path, fixed_
     runner.answer(r"redis-cli --rdb", "Error: Connection refused", exit_code=1, node="worker-2")
     with pytest.raises(CommandFailed, match=r"on worker-2: (.|\n)*Connection refused"):
         backup(session)
-    assert not (tmp_path / "demo" / "backups" / STAMP).exists()
+    assert not (tmp_path / "static" / "demo" / "backups" / STAMP).exists()
 
 
 def test_a_dry_run_backup_makes_no_directory_and_stops_no_engine(tmp_path: Path, fixed_stamp: None) -> None:
     runner, session = swarm(tmp_path, dry_run=True)
     assert backup(session) is None
-    assert not (tmp_path / "demo" / "backups").exists()
+    assert not (tmp_path / "static" / "demo" / "backups").exists()
     assert not runner.commands(r"tar |pg_dump|redis-cli")
 
 
 def test_restore_loads_each_item_into_its_service(tmp_path: Path) -> None:
-    make_backup(tmp_path / "demo" / "backups")
+    make_backup(tmp_path / "static" / "demo" / "backups")
     runner, session = swarm(tmp_path)
     restore(session)
     [(node, path)] = [key for key in runner.files]

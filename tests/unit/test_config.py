@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from cluster.config import load_config, parse_config
 from cluster.errors import ConfigError, ConfigErrors
+from cluster.lab.provider import LabBuild, check_free
+from cluster.progress import PhaseResult
 
 
 def errors_of(data: dict[str, object]) -> list[tuple[str, str]]:
@@ -124,3 +128,50 @@ def test_the_test_labs_keep_switch_is_not_mistaken_for_a_key(tmp_path: Path) -> 
 def test_an_environment_without_values_for_the_stack_is_refused_before_anything_runs() -> None:
     [error] = _one({"stack": "registration", "environment": "staging"})
     assert error.key == "environment" and "lab, prod" in error.fix
+
+
+@pytest.mark.parametrize("name", ["demo", "course-2026", "9lives", "a", "A-b-9", "x" * 30])
+def test_cluster_names_docker_accepts_are_accepted(name: str) -> None:
+    assert parse_config({"cluster": name}).cluster == name
+
+
+@pytest.mark.parametrize("name", ["-demo", "demo_1", "demo.1", "de mo", "../x", "", "x" * 31])
+def test_cluster_names_docker_refuses_are_refused(name: str) -> None:
+    [error] = _one({"cluster": name})
+    assert error.key == "cluster" and "letters, digits and '-'" in error.problem
+
+
+def test_https_port_is_checked_like_the_others() -> None:
+    assert parse_config({}).https_port == 8443
+    assert {key for key, _ in errors_of({"https_port": 443})} == {"https_port"}
+    [error] = _one({"https_port": 8080})
+    assert "must differ" in error.problem
+
+
+def test_a_certificate_needs_its_key() -> None:
+    [error] = _one({"tls_cert": "/etc/ssl/chain.pem"})
+    assert error.key == "tls_key" and "go together" in error.problem
+    config = parse_config({"tls_cert": "/c.pem", "tls_key": "/k.pem", "tls_names": ["reg.example.org"]})
+    assert config.tls_names == ("reg.example.org",)
+    [bad] = _one({"tls_names": ["not a name"]})
+    assert bad.key == "tls_names"
+
+
+def test_a_lab_published_beyond_loopback_is_warned_about_not_refused() -> None:
+    assert parse_config({}).warnings == ()
+    [warning] = parse_config({"bind_address": "192.168.1.10"}).warnings
+    assert "bind_address=192.168.1.10" in warning and "OTP" in warning
+
+
+def test_lab_up_prints_the_warning_before_anything_is_made(capsys: pytest.CaptureFixture[str]) -> None:
+    ports = []
+    for _ in range(4):
+        with socket.socket() as probe:
+            probe.bind(("0.0.0.0", 0))
+            ports.append(probe.getsockname()[1])
+    keys = ("http_port", "https_port", "ssh_port", "stats_port")
+    config = parse_config({"bind_address": "0.0.0.0", **dict(zip(keys, ports, strict=True))})
+    engine = SimpleNamespace(networks=SimpleNamespace(list=list))
+    check_free(LabBuild(config, engine, config.state(provider="lab")), PhaseResult("lab-checks"))  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert "warning: bind_address=0.0.0.0 is not a loopback address" in out and "OTP" in out

@@ -47,6 +47,8 @@ def mutate(change: dict[str, object]) -> str:
         ({"provider": "aws"}, "provider"),
         ({"nodes": []}, "managers"),
         ({"network": {"cidr": "10.99.0.0/24"}}, "outside"),
+        # The cluster names a state directory on this machine: no path may hide in it.
+        ({"cluster": "../../.ssh"}, "cluster"),
     ],
 )
 def test_invalid_inventories_are_refused_with_the_key(change: dict[str, object], expected: str) -> None:
@@ -66,3 +68,17 @@ def test_even_manager_count_in_a_static_inventory_is_refused() -> None:
 def test_not_json_is_refused() -> None:
     with pytest.raises(ConfigErrors, match="not JSON"):
         parse_inventory("{", "static.json")
+
+
+def test_host_keys_are_public_keys_of_known_nodes() -> None:
+    data = json.loads(lab())
+    data["ssh"]["host_keys"] = {
+        "lb-1": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEbHm3kqWmBP5lbhdpiOkDLYqvl1yPhJpuNhO0t1j4j8"
+    }
+    assert parse_inventory(json.dumps(data)).ssh.host_keys["lb-1"].startswith("ssh-ed25519 ")
+    data["ssh"]["host_keys"] = {"lb-1": "-----BEGIN OPENSSH PRIVATE KEY-----"}
+    with pytest.raises(ConfigErrors, match=r"ssh.host_keys.lb-1"):
+        parse_inventory(json.dumps(data))
+    data["ssh"]["host_keys"] = {"lb-9": "ssh-ed25519 AAAA"}
+    with pytest.raises(ConfigErrors, match="lb-9"):
+        parse_inventory(json.dumps(data))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cluster.config import parse_config
-from cluster.errors import CommandFailed, SwarmlabError
+from cluster.errors import CommandFailed, HostsFailed, SwarmlabError
 from cluster.executor import Executor
 from cluster.lab.topology import lab_inventory
 from cluster.operations import Fetch, Parallel, Plan, Run, Wait, Write
@@ -95,10 +95,16 @@ def test_a_wait_that_fails_for_good_stops_at_once() -> None:
     assert len(fake.calls) == 1
 
 
-def test_parallel_steps_run_one_command_per_node() -> None:
-    plan = Plan((Parallel((Run("worker-1", "a", "one"), Run("worker-1", "b", "two")), "twice"),))
-    with pytest.raises(SwarmlabError, match="one command per node"):
-        Executor(runner()).execute(plan, PhaseResult("t"))
+def test_parallel_steps_report_every_failure_by_node_and_purpose() -> None:
+    fake = runner()
+    fake.answer("^build", "no space left", exit_code=1)
+    runs = (Run("storage-1", "build a", "image a"), Run("storage-1", "build b", "image b"), Run("storage-1", "ok", "c"))
+    progress = PhaseResult("t")
+    with pytest.raises(HostsFailed) as caught:
+        Executor(fake).execute(Plan((Parallel(runs, "builds"),)), progress)
+    assert set(caught.value.failures) == {"storage-1 (image a)", "storage-1 (image b)"}
+    assert sorted(fake.commands()) == ["build a", "build b", "ok"], "every run was tried"
+    assert [c.split(" (")[0] for c in progress.changes] == ["c"]
 
 
 def test_static_and_pulumi_targets_never_load_the_lab_or_the_docker_sdk(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from tests.unit.test_render import check_golden
 
 SECRETS = {"api_password": "registration_api_password_0123456789", "db_password": "registration_db_password_0123456789"}
 SECRETS |= {"rabbitmq_password": "registration_rabbitmq_password_0123456789"}
+SECRETS |= {"admin_password": "registration_admin_password_0123456789"}
 
 
 def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
@@ -37,6 +38,7 @@ def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
         storage_mode=mode,
         nfs_options="addr=10.20.0.6,hard,nfsvers=4.1,timeo=600,retrans=2",
         nfs_pseudo="/data",
+        configs={c.name: f"registration_{c.name}_0123456789ab" for c in workload.configs},
     )
     text = render_stack(workload, data)
     return text, yaml.safe_load(text)
@@ -51,11 +53,19 @@ def test_segmentation_keeps_the_ui_away_from_the_database_and_the_broker() -> No
     _, stack = rendered("lab", "shared-dir")
     services = stack["services"]
     nets = {name: set(s["networks"]) for name, s in services.items()}
-    assert nets["ui"] == {"edge", "session"}
+    assert nets["ui"] == {"edge", "session", "metrics"}
     assert nets["postgres"] == {"db"} and nets["rabbitmq"] == {"rpc"}
     assert not nets["ui"] & (nets["postgres"] | nets["rabbitmq"] | nets["redis"])
-    assert nets["api"] == {"edge", "rpc"}
+    assert nets["api"] == {"edge", "rpc", "metrics"}
     assert not nets["api"] & nets["postgres"]
+
+
+def test_the_metrics_network_holds_the_python_services_and_prometheus_only() -> None:
+    _, stack = rendered("lab", "shared-dir")
+    on_metrics = {name for name, s in stack["services"].items() if "metrics" in s["networks"]}
+    python = {name for name, s in stack["services"].items() if "registration." in " ".join(s.get("command", []))}
+    assert on_metrics == python | {"prometheus"}
+    assert stack["services"]["prometheus"]["networks"] == ["metrics"]  # it reaches no data store
 
 
 def test_every_service_has_a_healthcheck_worker_placement_and_dnsrr() -> None:
@@ -105,11 +115,41 @@ def test_no_password_reaches_the_environment_only_secret_files() -> None:
     assert all(s["external"] for s in stack["secrets"].values())
 
 
+def test_only_the_api_holds_the_admin_credential() -> None:
+    assert "admin_password" in load_workload("registration", "lab").manifest.secrets.generated
+    for environment, mode in (("lab", "shared-dir"), ("prod", "nfs")):
+        _, stack = rendered(environment, mode)
+        services = stack["services"]
+        api = services["api"]
+        assert "admin_password" in api["secrets"]
+        assert api["environment"]["ADMIN_PASSWORD_FILE"] == "/run/secrets/admin_password"
+        assert api["environment"]["ADMIN_USER"] == "admin"
+        holders = {name for name, service in services.items() if "admin_password" in service.get("secrets", [])}
+        assert holders == {"api"}, "the UI (or anything else) must not hold the admin credential"
+
+
+def test_the_ui_waits_longer_than_the_api_retries() -> None:
+    _, stack = rendered("lab", "shared-dir")
+    services = stack["services"]
+    deadline = float(services["api"]["environment"]["REQUEST_DEADLINE"])
+    assert float(services["ui"]["environment"]["API_TIMEOUT"]) > deadline >= 20
+    otp = services["otp"]["environment"]
+    assert int(otp["OTP_RATE_PER_EMAIL"]) > 0 and int(otp["OTP_RATE_PER_CLIENT"]) > 0
+    # a task being stopped (its worker drained) lets the requests it holds finish their retries
+    for name in ("api", "ui"):
+        assert float(services[name]["environment"]["SHUTDOWN_GRACE"]) > deadline
+        assert int(services[name]["stop_grace_period"].rstrip("s")) > float(
+            services[name]["environment"]["SHUTDOWN_GRACE"]
+        )
+    for name in ("otp", "student", "enroll", "email", "email_otp"):
+        assert int(services[name]["stop_grace_period"].rstrip("s")) > 10  # RpcServer.stop's grace
+
+
 def test_mail_route_only_where_the_mailsink_runs() -> None:
     lab = load_workload("registration", "lab")
     prod = load_workload("registration", "prod")
-    assert [r.name for r in lab.routes] == ["ui", "api", "mail"]
-    assert [r.name for r in prod.routes] == ["ui", "api"]
+    assert [r.name for r in lab.routes] == ["ui", "api", "mail", "prometheus"]
+    assert [r.name for r in prod.routes] == ["ui", "api"], "no mail sink, and Prometheus off the public edge"
 
 
 def test_unknown_environment_names_the_choices_before_anything_runs() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,17 +11,23 @@ import jinja2
 import pytest
 import yaml
 
+import nfs.model as nfs
+import registry.model as registry
 import topology
 from cluster.config import parse_config
 from cluster.lab.build import node_build_context
 from cluster.lab.topology import lab_inventory
+from cluster.providers.static import StaticProvider
+from cluster.session import Session
 from cluster.state import StatePaths
 from cluster.tasks.deploy import StackInput, render_stack
-from cluster.tasks.haproxy import routes_of
+from cluster.tasks.haproxy import redirect_port, routes_of
+from cluster.tasks.nfs import configure_nfs
 from cluster.workload import load_workload
-from haproxy.model import build, render_config
-from rendering.provision import ROLES, ProvisionInput, daemon_json, provision_script
+from haproxy.model import CERT_PATH, Tls, build, render_config
+from rendering.provision import ROLES, ProvisionInput, daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
+from tests.unit.fake_runner import FakeRunner
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -36,10 +43,13 @@ def check_golden(name: str, text: str) -> None:
 HELLO = load_workload("hello", "lab")
 
 
-def haproxy_cfg(workers: int = 3) -> str:
+CERT_SHA = "c0ffee" * 10 + "c0de"
+
+
+def haproxy_cfg(workers: int = 3, redirect_port: int | None = 8443) -> str:
     inventory = lab_inventory(parse_config({"workers": workers}), StatePaths(Path("/state")))
     servers = [(w.name, str(w.private_ip)) for w in inventory.workers]
-    return render_config(build(inventory.cluster, servers, routes_of([HELLO])))
+    return render_config(build(inventory.cluster, servers, routes_of([HELLO]), Tls(CERT_SHA, redirect_port)))
 
 
 def test_haproxy_cfg_for_the_hello_stack() -> None:
@@ -49,6 +59,44 @@ def test_haproxy_cfg_for_the_hello_stack() -> None:
         assert f" {worker} check" in text
     assert "retry-on conn-failure" in text and "option redispatch" in text and "master-worker" in text
     assert "use_backend hello if { path_beg /hello/ }" in text and "default_backend" not in text
+
+
+def frontend(text: str, name: str) -> str:
+    return text.split(f"\nfrontend {name}\n", 1)[1].split("\n\n", 1)[0]
+
+
+def test_haproxy_terminates_tls_and_plain_http_only_redirects() -> None:
+    text = haproxy_cfg()
+    https = frontend(text, "https")
+    assert f"bind :443 ssl crt {CERT_PATH} alpn h2,http/1.1" in https
+    assert f"certificate sha256 {CERT_SHA}" in https, "a new certificate must change the file, hence reload"
+    assert 'http-after-response set-header Strict-Transport-Security "max-age=31536000"' in https
+    assert "http-request set-header X-Forwarded-Proto https" in https and "use_backend hello" in https
+    http = frontend(text, "http")
+    # Nothing is served without TLS: the plain frontend has no backend, only the redirect.
+    assert "use_backend" not in http and "default_backend" not in http
+    assert "http-request redirect location https://%[req.hdr(host),field(1,:)]:8443%[pathq] code 301" in http
+    assert "http-request redirect scheme https code 301" in frontend(haproxy_cfg(redirect_port=None), "http")
+    assert "ssl-min-ver TLSv1.2" in text and "no-tls-tickets" in text
+
+
+def test_haproxy_workers_run_unprivileged() -> None:
+    globals_ = haproxy_cfg().split("\ndefaults\n", 1)[0]
+    assert "    user haproxy\n" in globals_ and "    group haproxy\n" in globals_
+    assert "    chroot /var/lib/haproxy\n" in globals_
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "port"),
+    [
+        ("https://127.0.0.1:8443", 8443),
+        ("https://203.0.113.10", None),
+        ("https://x.example:443", None),
+        ("http://h", None),
+    ],
+)
+def test_the_redirect_port_comes_from_the_inventory_endpoint(endpoint: str, port: int | None) -> None:
+    assert redirect_port(endpoint) == port
 
 
 def test_haproxy_cfg_grows_with_the_workers() -> None:
@@ -77,25 +125,37 @@ def test_provision_scripts(role: str) -> None:
 def test_storage_script_takes_its_paths_and_registry_port_from_topology() -> None:
     text = provision_script("storage")
     assert f"mkdir -p /var/run/ganesha {topology.EXPORT_DIR} " in text
-    assert f"  addr: :{topology.REGISTRY_PORT}\n" in text
+    assert f"(port {topology.REGISTRY_PORT})" in text
     assert f'target="${{SWARMLAB_DATA_MOUNTPOINT:-{topology.DATA_ROOT}}}"' in text
     # Other values show through everywhere: no literal copy of the facts is left in the template.
     moved = render(
         "provision/storage.sh.j2",
         ProvisionInput("storage", data_root="/var/lab", export_dir="/var/lab/export", registry_port=5999),
     )
-    assert "/srv/swarmlab" not in moved and ":5000" not in moved
-    assert "mkdir -p /var/run/ganesha /var/lab/export " in moved and "addr: :5999" in moved
+    assert "/srv/swarmlab" not in moved and "5000" not in moved
+    assert "mkdir -p /var/run/ganesha /var/lab/export " in moved and "(port 5999)" in moved
     assert 'SWARMLAB_DATA_MOUNTPOINT:-/var/lab}"' in moved
+    # The registry's configuration is the registry task's, with the port from topology.
+    config = registry.render_config(registry.build("ab" * 32))
+    assert f"  addr: :{topology.REGISTRY_PORT}\n" in config and "  tls:\n" in config
 
 
-def test_daemon_json_points_at_the_cluster_registry() -> None:
-    assert '"insecure-registries": ["10.20.0.6:5000"]' in daemon_json("10.20.0.6:5000")
+def test_no_engine_trusts_an_insecure_registry() -> None:
+    # The registry serves TLS from the cluster CA, trusted per registry in /etc/docker/certs.d.
+    assert "insecure" not in daemon_json()
+    assert json.loads(daemon_json())["log-driver"] == "json-file"
+
+
+def test_daemon_json_serves_engine_metrics_on_the_private_address_of_swarm_nodes_only() -> None:
+    worker = json.loads(daemon_json(engine_metrics_ip("worker", "10.20.0.21")))
+    assert worker["metrics-addr"] == "10.20.0.21:9323"  # never 0.0.0.0: the cluster network only
+    assert json.loads(daemon_json(engine_metrics_ip("manager", "10.20.0.11")))["metrics-addr"]
+    assert "metrics-addr" not in json.loads(daemon_json(engine_metrics_ip("storage", "10.20.0.6")))
 
 
 def test_missing_value_is_an_error_not_an_empty_string() -> None:
     with pytest.raises(jinja2.UndefinedError):
-        render("docker/daemon.json.j2", {})
+        render("registry/config.yml.j2", {})
 
 
 def test_node_image_tag_changes_with_the_provisioning_scripts() -> None:
@@ -103,3 +163,24 @@ def test_node_image_tag_changes_with_the_provisioning_scripts() -> None:
     assert one.tag == node_build_context(parse_config({}), "base:1").tag
     assert one.tag != node_build_context(parse_config({}), "base:2").tag
     assert one.tag != node_build_context(parse_config({"debian_suite": "trixie"}), "base:1").tag
+
+
+def test_nfs_export_is_root_squashed_and_limited_to_the_workers() -> None:
+    text = nfs.render_config(nfs.build(("10.20.0.22", "10.20.0.21", "10.20.0.6", "10.20.0.21")))
+    check_golden("ganesha.conf", text)
+    assert "Squash = Root_Squash;" in text and "No_Root_Squash" not in text
+    # Nobody by default, the listed addresses read-write: no subnet, no wildcard.
+    assert "    Access_Type = None;\n" in text
+    assert "        Clients = 10.20.0.6, 10.20.0.21, 10.20.0.22;\n" in text
+    assert "/" not in text.split("Clients = ", 1)[1].split(";", 1)[0] and "*" not in text
+    with pytest.raises(ValueError, match="at least one client"):
+        nfs.build(())
+
+
+def test_the_nfs_task_exports_to_the_workers_and_the_storage_node_only(tmp_path: Path) -> None:
+    config = parse_config({"state_dir": str(tmp_path), "workers": 2})
+    runner = FakeRunner(lab_inventory(config, StatePaths(tmp_path)))
+    runner.answer("nfs-ls", "ready")
+    configure_nfs(Session(config, StaticProvider(), runner))
+    text = runner.files[("storage-1", "/etc/ganesha/ganesha.conf.new")].decode()
+    assert "Clients = 10.20.0.6, 10.20.0.21, 10.20.0.22;" in text

@@ -4,37 +4,74 @@ Routes (all POST, JSON in, ``{"results": ...}`` out, HTTP basic auth), each serv
 ``/x`` and at ``/api/x`` (HAProxy forwards ``/api/...`` unchanged):
 
 * ``/create_email_list``  ``{"email_list": [...]}``  -> ``{"results": {"added", "total", "rejected"}}``
+  (the admin credential only)
 * ``/getotp``  ``{"email"}``  -> ``{"results": "sent"}``; the OTP itself goes only by mail
 * ``/authen``  ``{"email", "otp"}``  -> ``{"results": "ok"}``
 * ``/register``  ``{"firstname", "lastname", "email"}``  -> ``{"results": {"student_id": N}}``
 
 Refusals carry a status code and a short machine-readable reason in ``results``: see
 services/README.md. OpenAPI: ``/api/docs`` and ``/api/openapi.json``. ``/healthz`` has no auth.
+
+Every request has one deadline (``REQUEST_DEADLINE``); its RPC calls are repeated within it (see
+``registration.common.rpc.call_with_retry``). Every call is safe to repeat: it carries the
+request's idempotency key (the ``Idempotency-Key`` header, or one made up per request).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
+import re
 import secrets
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from fastapi.security import HTTPBasic
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registration.common.rpc import RpcCaller, RpcClient, RpcError, RpcTimeout, connect
-from registration.common.settings import EnvSettings, Password, RabbitSettings, UserName
+from registration.common.deadline import Deadline
+from registration.common.emails import normalize_email
+from registration.common.metrics import REGISTRATIONS, InstrumentedRpc
+from registration.common.rpc import (
+    RpcCaller,
+    RpcClient,
+    RpcError,
+    RpcRemoteError,
+    RpcTimeout,
+    RpcUnavailable,
+    call_with_retry,
+    connect,
+)
+from registration.common.settings import (
+    EnvSettings,
+    Float,
+    Int,
+    OptionalPassword,
+    Password,
+    RabbitSettings,
+    UserName,
+)
+from registration.common.text import clean_name
+from registration.common.web import Denial, Guard
 
 log = logging.getLogger(__name__)
 
-EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
-Email = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, max_length=254, pattern=EMAIL_PATTERN)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+def _email(value: str) -> str:
+    # email-validator's message never repeats the input; pydantic reports it as a value_error
+    return normalize_email(value)
+
+
+Email = Annotated[str, StringConstraints(max_length=320), AfterValidator(_email)]
+Name = Annotated[str, StringConstraints(max_length=400), AfterValidator(clean_name)]
 Otp = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9]{6}$")]
 
 
@@ -68,11 +105,28 @@ class Results(BaseModel):
 class ApiSettings(EnvSettings):
     api_user: UserName = Field("api", validation_alias="API_USER")
     api_password: Password = Field(validation_alias="API_PASSWORD")
+    # The eligible list is the admin's: a credential of its own, which the UI never holds.
+    # Without ADMIN_PASSWORD_FILE the admin routes refuse every caller.
+    admin_user: UserName = Field("admin", validation_alias="ADMIN_USER")
+    admin_password: OptionalPassword = Field(None, validation_alias="ADMIN_PASSWORD")
+    request_deadline: Float = Field(40.0, validation_alias="REQUEST_DEADLINE")
+    rpc_timeout: Float = Field(10.0, validation_alias="RPC_TIMEOUT")
+    max_body_bytes: Int = Field(64 * 1024, validation_alias="MAX_BODY_BYTES")
+    max_admin_body_bytes: Int = Field(4 * 1024 * 1024, validation_alias="MAX_ADMIN_BODY_BYTES")
+    forwarded_allow_ips: str = Field("*", validation_alias="FORWARDED_ALLOW_IPS")
 
 
 # Module level on purpose: with postponed annotations FastAPI resolves Annotated[...] strings
-# against the module's globals, not a closure's locals.
-basic = HTTPBasic(realm="registration")
+# against the module's globals, not a closure's locals. Documents the scheme in OpenAPI; the
+# credentials themselves are checked by the guard before the body is read.
+basic = HTTPBasic(realm="registration", auto_error=False)
+
+PUBLIC_PATHS: Final = frozenset(
+    {"/healthz", "/api/healthz", "/api/docs", "/api/openapi.json", "/api/docs/oauth2-redirect"}
+)
+ADMIN_PATHS: Final = frozenset({"/create_email_list", "/api/create_email_list"})
+_KEY_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{16,128}$")
+_CHALLENGE: Final = {"WWW-Authenticate": 'Basic realm="registration"'}
 
 
 def get_rpc(request: Request) -> RpcCaller:
@@ -83,8 +137,8 @@ def get_rpc(request: Request) -> RpcCaller:
 Rpc = Annotated[RpcCaller, Depends(get_rpc)]
 
 
-def _results(status_code: int, results: Any) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content={"results": results})
+def _results(status_code: int, results: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content={"results": results}, headers=dict(headers or {}))
 
 
 # Business refusals -> HTTP status (body: {"results": "<reason>"}).
@@ -92,11 +146,30 @@ REFUSAL_STATUS: dict[str, int] = {
     "invalid_email": status.HTTP_422_UNPROCESSABLE_CONTENT,
     "unknown_email": status.HTTP_403_FORBIDDEN,
     "locked": status.HTTP_429_TOO_MANY_REQUESTS,
+    "rate_limited": status.HTTP_429_TOO_MANY_REQUESTS,
     "invalid_otp": status.HTTP_401_UNAUTHORIZED,
     "expired": status.HTTP_401_UNAUTHORIZED,
     "not_authenticated": status.HTTP_403_FORBIDDEN,
     "already_registered": status.HTTP_409_CONFLICT,
 }
+
+# Starlette's and FastAPI's own HTTP errors -> a code like every other refusal (400: a body that
+# is not even text, or JSON nested beyond the parser's recursion limit).
+_HTTP_CODES: Final = {400: "invalid_request", 401: "invalid_credentials", 404: "not_found", 405: "method_not_allowed"}
+
+
+def _decode_basic(header: str | None) -> tuple[bytes, bytes] | None:
+    if header is None:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip().encode("latin-1"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    return (user, password) if sep else None
 
 
 def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
@@ -110,9 +183,9 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
             return
         rabbit = RabbitSettings.from_env()
         connection = await connect(rabbit, "api")
-        client = RpcClient(connection, default_timeout=rabbit.rpc_timeout)
+        client = RpcClient(connection, default_timeout=settings.rpc_timeout)
         await client.start()
-        app.state.rpc = client
+        app.state.rpc = InstrumentedRpc(client)
         try:
             yield
         finally:
@@ -121,86 +194,162 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
 
     app = FastAPI(
         title="Student registration API",
-        version="1.0.0",
+        version="1.1.0",
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
         redoc_url=None,
         lifespan=lifespan,
     )
-    expected_user = settings.api_user.encode()
 
-    def require_auth(creds: Annotated[HTTPBasicCredentials, Depends(basic)]) -> None:
-        # Both comparisons always run, in constant time, whatever matches.
-        user_ok = secrets.compare_digest(creds.username.encode(), expected_user)
-        pass_ok = secrets.compare_digest(creds.password.encode(), settings.api_password.get_secret_value().encode())
-        if not (user_ok and pass_ok):
-            raise HTTPException(
-                status_code=status.HTTP_401_UNAUTHORIZED,
-                detail="invalid credentials",
-                headers={"WWW-Authenticate": 'Basic realm="registration"'},
-            )
+    roles: list[tuple[str, bytes, bytes]] = [
+        ("api", settings.api_user.encode(), settings.api_password.get_secret_value().encode())
+    ]
+    if settings.admin_password is not None:
+        roles.append(("admin", settings.admin_user.encode(), settings.admin_password.get_secret_value().encode()))
 
-    async def call(rpc_: RpcCaller, service: str, method: str, **kwargs: Any) -> Any:
+    def role_of(header: str | None) -> str | None:
+        creds = _decode_basic(header)
+        if creds is None:
+            return None
+        found = None
+        for role, user, password in roles:
+            # Every comparison runs, in constant time, whatever matches.
+            user_ok = secrets.compare_digest(creds[0], user)
+            pass_ok = secrets.compare_digest(creds[1], password)
+            if user_ok and pass_ok:
+                found = role
+        return found
+
+    def authorize(path: str, headers: Mapping[str, str]) -> Denial | None:
+        if path in PUBLIC_PATHS:
+            return None
+        role = role_of(headers.get("authorization"))
+        if role is None:
+            return 401, "invalid_credentials", _CHALLENGE
+        needed = "admin" if path in ADMIN_PATHS else "api"
+        if role != needed:
+            return 403, "forbidden", {}
+        return None
+
+    def limit_for(path: str) -> int:
+        # Only an authenticated admin gets here with a large body (the guard checked first).
+        return settings.max_admin_body_bytes if path in ADMIN_PATHS else settings.max_body_bytes
+
+    def require(role: str) -> Any:
+        def check(request: Request, _: Annotated[Any, Depends(basic)]) -> None:
+            # Defence in depth: the guard has already refused anyone else.
+            if role_of(request.headers.get("authorization")) != role:
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid_credentials", headers=_CHALLENGE)
+
+        return Depends(check)
+
+    def deadline() -> Deadline:
+        return Deadline(settings.request_deadline)
+
+    def idempotency_key(request: Request) -> str:
+        given = request.headers.get("idempotency-key")
+        if given is None:
+            return uuid.uuid4().hex  # a key of our own: retries of this request only
+        if not _KEY_RE.fullmatch(given):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_idempotency_key")
+        return given
+
+    async def call(rpc_: RpcCaller, until: Deadline, service: str, method: str, **kwargs: Any) -> Any:
         try:
-            return await rpc_.call(service, method, **kwargs)
+            return await call_with_retry(
+                rpc_, service, method, deadline=until, attempt_timeout=settings.rpc_timeout, safe=True, **kwargs
+            )
         except RpcTimeout:
             log.warning("%s.%s timed out", service, method)
-            raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, detail="backend_timeout") from None
+            raise HTTPException(status.HTTP_504_GATEWAY_TIMEOUT, "backend_timeout") from None
+        except RpcUnavailable:
+            log.warning("%s.%s: backend unavailable until the deadline", service, method)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, "backend_unavailable", {"Retry-After": "5"}
+            ) from None
+        except RpcRemoteError as exc:
+            if exc.transient:
+                log.warning("%s.%s: a dependency stayed unavailable until the deadline", service, method)
+                raise HTTPException(
+                    status.HTTP_503_SERVICE_UNAVAILABLE, "backend_unavailable", {"Retry-After": "5"}
+                ) from None
+            log.warning("%s.%s failed: %s", service, method, exc)
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, "backend_error") from None
         except RpcError as exc:
             log.warning("%s.%s failed: %s", service, method, exc)
-            raise HTTPException(status.HTTP_502_BAD_GATEWAY, detail="backend_error") from None
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, "backend_error") from None
 
-    router = APIRouter(dependencies=[Depends(require_auth)])
+    def state_of(reply: Any) -> str:
+        return str(reply.get("status")) if isinstance(reply, dict) else "backend_error"
 
-    @router.post("/create_email_list", response_model=Results)
+    def refusal(state: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        return _results(REFUSAL_STATUS.get(state, status.HTTP_502_BAD_GATEWAY), state, headers)
+
+    admin = APIRouter(dependencies=[require("admin")])
+    router = APIRouter(dependencies=[require("api")])
+
+    @admin.post("/create_email_list", response_model=Results)
     async def create_email_list(body: EmailListIn, rpc_: Rpc) -> JSONResponse:
-        out = await call(rpc_, "otp", "create_email_list", email_list=list(body.email_list))
+        out = await call(rpc_, deadline(), "otp", "create_email_list", email_list=list(body.email_list))
         return _results(200, out)
 
     @router.post("/getotp", response_model=Results)
-    async def getotp(body: EmailIn, rpc_: Rpc) -> JSONResponse:
-        created = await call(rpc_, "otp", "create", email=body.email)
-        state = str(created.get("status")) if isinstance(created, dict) else "backend_error"
+    async def getotp(body: EmailIn, request: Request, rpc_: Rpc) -> JSONResponse:
+        until, key = deadline(), idempotency_key(request)
+        client = str(getattr(request.state, "client", ""))
+        created = await call(rpc_, until, "otp", "create", email=body.email, client=client, key=key)
+        state = state_of(created)
+        if state == "already_sent":  # repeated within the resend window: no second mail
+            return _results(200, "sent")
+        if state == "rate_limited":
+            retry_after = int(created.get("retry_after") or 60)
+            return refusal(state, {"Retry-After": str(max(1, retry_after))})
         if state != "created":
-            return _results(REFUSAL_STATUS.get(state, 502), state)
+            return refusal(state)
         otp = created.get("otp")
         if not isinstance(otp, str):
             return _results(502, "backend_error")
-        await call(rpc_, "email_otp", "send", otp=otp, email=body.email)
-        del otp, created  # the code never goes into a response
+        del created  # the code never goes into a response
+        try:
+            await call(rpc_, until, "email_otp", "send", otp=otp, email=body.email, key=key)
+        except HTTPException:
+            # No mail went out: let the next request issue a code at once (best effort).
+            with suppress(RpcError):
+                await rpc_.call("otp", "release_sent", timeout=1.0, email=body.email, key=key)
+            raise
         return _results(200, "sent")
 
     @router.post("/authen", response_model=Results)
-    async def authen(body: AuthenIn, rpc_: Rpc) -> JSONResponse:
-        out = await call(rpc_, "otp", "authen", email=body.email, otp=body.otp)
-        state = str(out.get("status")) if isinstance(out, dict) else "backend_error"
+    async def authen(body: AuthenIn, request: Request, rpc_: Rpc) -> JSONResponse:
+        until, key = deadline(), idempotency_key(request)
+        out = await call(rpc_, until, "otp", "authen", email=body.email, otp=body.otp, key=key)
+        state = state_of(out)
         if state == "ok":
             return _results(200, "ok")
-        return _results(REFUSAL_STATUS.get(state, 502), state)
+        return refusal(state)
 
     @router.post("/register", response_model=Results)
-    async def register(body: RegisterIn, rpc_: Rpc) -> JSONResponse:
-        if not await call(rpc_, "otp", "is_authenticated", email=body.email):
-            return _results(REFUSAL_STATUS["not_authenticated"], "not_authenticated")
-        student = await call(
-            rpc_, "student", "insert", firstname=body.firstname, lastname=body.lastname, email=body.email
-        )
-        state = str(student.get("status")) if isinstance(student, dict) else "backend_error"
+    async def register(body: RegisterIn, request: Request, rpc_: Rpc) -> JSONResponse:
+        until, key = deadline(), idempotency_key(request)
+        names = {"firstname": body.firstname, "lastname": body.lastname}
+        if await call(rpc_, until, "otp", "is_authenticated", email=body.email):
+            # One transaction for the student and the enrolment, keyed by e-mail and request key.
+            student = await call(rpc_, until, "student", "register", email=body.email, key=key, **names)
+        else:
+            # The marker is consumed by a successful register: the same request repeated (same
+            # key) finds its own row and gets the same answer; anyone else is refused.
+            student = await call(rpc_, until, "student", "find", email=body.email, key=key)
+            if state_of(student) != "created":
+                return refusal("not_authenticated")
+        state = state_of(student)
         if state != "created":
-            return _results(REFUSAL_STATUS.get(state, 502), state)
+            return refusal(state)
         student_id = int(student["student_id"])
-        # The marker is single-use: consumed once the student row exists.
-        await call(rpc_, "otp", "consume_authenticated", email=body.email)
-        await call(rpc_, "enroll", "insert", student_id=student_id, firstname=body.firstname, lastname=body.lastname)
+        await call(rpc_, until, "otp", "consume_authenticated", email=body.email)
         await call(
-            rpc_,
-            "email",
-            "send",
-            student_id=student_id,
-            firstname=body.firstname,
-            lastname=body.lastname,
-            email=body.email,
+            rpc_, until, "email", "send", student_id=student_id, email=body.email, key=f"student-{student_id}", **names
         )
+        REGISTRATIONS.inc()
         return _results(200, {"student_id": student_id})
 
     health = APIRouter()
@@ -209,8 +358,9 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "hostname": socket.gethostname()}
 
-    app.include_router(router, prefix="/api")
-    app.include_router(router, include_in_schema=False)
+    for group in (admin, router):
+        app.include_router(group, prefix="/api")
+        app.include_router(group, include_in_schema=False)
     app.include_router(health, prefix="/api", include_in_schema=False)
     app.include_router(health, include_in_schema=False)
 
@@ -226,12 +376,23 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
             content={"results": "invalid_request", "detail": errors},
         )
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = exc.detail if isinstance(exc, HTTPException) else _HTTP_CODES.get(exc.status_code, "error")
+        if not isinstance(code, str) or " " in code:
+            code = _HTTP_CODES.get(exc.status_code, "error")
         return JSONResponse(
             status_code=exc.status_code,
-            content={"results": exc.detail},
+            content={"results": code},
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    # Outermost: credentials and body size are settled before FastAPI reads a byte of the body.
+    app.add_middleware(
+        Guard,
+        max_body=settings.max_body_bytes,
+        limit_for=limit_for,
+        authorize=authorize,
+        trusted_proxies=settings.forwarded_allow_ips,
+    )
     return app

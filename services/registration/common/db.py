@@ -3,6 +3,11 @@
 The schema is created by idempotent, versioned migrations run at start inside one transaction
 that holds a transaction-scoped advisory lock, so running them twice, or from two replicas
 starting at the same time, is safe: the second waits, then finds every version applied.
+
+Work is done in transactions (:meth:`Database.run`) that reconnect and run again when the
+connection is lost, until the request's deadline. A connection can drop after PostgreSQL
+committed but before the client heard so; every transaction run this way must therefore be
+idempotent (the register transaction is keyed by the e-mail and the request's idempotency key).
 """
 
 from __future__ import annotations
@@ -10,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
 
+from registration.common.deadline import current_deadline, retry_until
 from registration.common.settings import PostgresSettings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,18 @@ MIGRATIONS: Final[Sequence[tuple[int, str]]] = (
             created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
         );
         CREATE INDEX IF NOT EXISTS enroll_student_id_idx ON enroll (student_id);
+        """,
+    ),
+    (
+        2,
+        # Idempotent registration: the request's key on the student row (NULL for rows written
+        # before), and one enrolment per student. Databases of the first version may hold
+        # duplicate enrolments (a retried enroll.insert); keep the oldest before the unique index.
+        """
+        ALTER TABLE student ADD COLUMN IF NOT EXISTS request_key TEXT;
+        DELETE FROM enroll e USING enroll d WHERE e.student_id = d.student_id AND e.id > d.id;
+        CREATE UNIQUE INDEX IF NOT EXISTS enroll_student_id_key ON enroll (student_id);
+        DROP INDEX IF EXISTS enroll_student_id_idx;
         """,
     ),
 )
@@ -105,12 +125,31 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> list[int]:
     return applied_now
 
 
-class Database:
-    """One autocommit connection, serialised, re-opened after a connection failure."""
+class Cursor(Protocol):
+    async def fetchone(self) -> tuple[Any, ...] | None: ...
 
-    def __init__(self, settings: PostgresSettings) -> None:
+
+class Executor(Protocol):
+    """What a transaction body may use: run one statement, then fetch its first row."""
+
+    async def execute(self, sql: str, params: Sequence[Any] | None = None) -> Any: ...
+
+
+Connect = Callable[[PostgresSettings], Awaitable[Any]]
+
+
+async def _connect_once(settings: PostgresSettings) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+    return await psycopg.AsyncConnection.connect(autocommit=True, row_factory=tuple_row, **conninfo_kwargs(settings))
+
+
+class Database:
+    """One autocommit connection, serialised; transactions re-run on a new connection after a
+    connection failure, with backoff, until the request's deadline."""
+
+    def __init__(self, settings: PostgresSettings, *, connect: Connect = _connect_once) -> None:
         self._settings = settings
-        self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._connect = connect
+        self._conn: Any = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -121,18 +160,41 @@ class Database:
         if self._conn is not None:
             await self._conn.close()
 
-    async def fetchone(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception as exc:  # it is broken already; we only drop it
+                log.debug("closing a broken connection: %s", type(exc).__name__)
+
+    async def run(self, body: Callable[[Executor], Awaitable[T]], *, what: str = "transaction") -> T:
+        """Run ``body`` in one transaction, reconnecting and running it again after a connection
+        failure until the current request's deadline. ``body`` must be idempotent."""
+        deadline = current_deadline()
+
+        async def attempt() -> T:
+            if self._conn is None or self._conn.closed:
+                self._conn = await asyncio.wait_for(self._connect(self._settings), max(0.1, deadline.remaining()))
+            conn = self._conn
+            try:
+                async with conn.transaction():
+                    return await body(conn)
+            except (psycopg.OperationalError, TimeoutError):
+                # Lost (server stopped or moving) or unusable: the next attempt reconnects. If the
+                # COMMIT was lost in flight, the idempotent body finds its own rows next time.
+                await self._drop()
+                raise
+
         async with self._lock:
-            for attempt in (1, 2):
-                if self._conn is None or self._conn.closed:
-                    self._conn = await connect_with_retry(self._settings, max_wait=30)
-                try:
-                    cur = await self._conn.execute(sql, params)
-                    return await cur.fetchone()
-                except psycopg.OperationalError:
-                    if attempt == 2:
-                        raise
-                    log.warning("database connection lost; reconnecting")
-                    await self._conn.close()
-                    self._conn = None
-        return None
+            return await retry_until(deadline, attempt, transient=(psycopg.OperationalError, TimeoutError), what=what)
+
+    async def fetchone(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """One statement in its own transaction (retried like :meth:`run`: it must be idempotent)."""
+
+        async def body(conn: Executor) -> tuple[Any, ...] | None:
+            cur = await conn.execute(sql, params)
+            row: tuple[Any, ...] | None = await cur.fetchone()
+            return row
+
+        return await self.run(body, what=sql.split(None, 1)[0].lower())

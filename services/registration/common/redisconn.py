@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from registration.common.settings import RedisSettings
 
@@ -14,7 +16,10 @@ def make_redis(settings: RedisSettings) -> aioredis.Redis:
         db=settings.db,
         password=settings.password.get_secret_value() if settings.password is not None else None,
         decode_responses=True,
-        socket_connect_timeout=5,
+        socket_connect_timeout=3,
         socket_timeout=5,
         health_check_interval=30,
+        # One immediate retry (a pooled connection that died with a restarted server); longer
+        # outages are retried by the callers within the request's deadline, with backoff.
+        retry=Retry(NoBackoff(), 1),
     )

@@ -5,12 +5,21 @@ Wire format (JSON, content type ``application/json``):
 * request, published to the durable queue ``rpc.<service>`` on the default exchange, with
   ``reply_to`` (the caller's exclusive reply queue), ``correlation_id`` (uuid4 hex) and
   ``expiration`` (the call's timeout, so that stale requests are dropped by the broker):
-  ``{"method": "create", "args": {"email": "a@b.c"}}``
+  ``{"method": "create", "args": {"email": "a@b.c"}, "timeout": 9.8}`` (``timeout``: seconds the
+  caller still waits; the worker bounds its own retries by it)
 * reply, published to ``reply_to`` with the same ``correlation_id``:
-  ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "ExceptionType: message"}``
+  ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "ExceptionType: message",
+  "transient": bool}`` (``transient``: a dependency was unavailable; the call may be repeated)
 
 Workers ack a request only after handling it (a worker that dies mid-call lets another take
-it); requests outlive worker restarts because the queues are durable.
+it); requests outlive worker restarts because the queues are durable. Both sides re-declare
+what they need (request queues, the reply queue, consumers) after every reconnect, since a
+broker that moved to another node comes back empty.
+
+:func:`call_with_retry` is what the API uses: it repeats a call within the request's deadline,
+with backoff, and repeats a call that may already have reached a worker only when the caller
+says the operation is safe to repeat (every operation the API uses carries an idempotency key
+or is naturally idempotent).
 """
 
 from __future__ import annotations
@@ -33,6 +42,13 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from registration.common.deadline import (
+    Deadline,
+    TransientError,
+    backoff_delays,
+    reset_current_deadline,
+    set_current_deadline,
+)
 from registration.common.settings import RabbitSettings
 
 log = logging.getLogger(__name__)
@@ -49,21 +65,38 @@ class RpcError(Exception):
 
 
 class RpcTimeout(RpcError):
-    """No reply within the call's timeout."""
+    """No reply within the call's timeout (the request may or may not have been handled)."""
 
 
 class RpcRemoteError(RpcError):
-    """The worker raised while handling the call."""
+    """The worker raised while handling the call; ``transient`` when a dependency was unavailable."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class RpcUnavailable(RpcError):
-    """The broker cannot be reached (restarting, or moving to another node)."""
+    """The broker cannot be reached (restarting, or moving to another node).
+
+    ``maybe_delivered`` is False when the request certainly never reached a worker (it could not
+    be published) and True when it was published but the connection went away before a reply.
+    """
+
+    def __init__(self, message: str, *, maybe_delivered: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered
 
 
 # What publishing raises while the broker is away: aio-pika's robust channel may stay closed after
 # the broker moved to another node; a closed channel (ChannelInvalidStateError) and a connection
 # not yet re-opened ("Connection was not opened") both raise RuntimeError subclasses.
 _BROKER_GONE = (RuntimeError, aio_pika.exceptions.AMQPError, ConnectionError)
+
+
+# What a worker's handler may raise when a dependency (database, Redis, SMTP) is unavailable:
+# reported to the caller as transient, so that a safe call is repeated instead of failing.
+DEFAULT_TRANSIENT: tuple[type[BaseException], ...] = (TransientError, OSError, TimeoutError)
 
 
 class RpcCaller(Protocol):
@@ -73,7 +106,7 @@ class RpcCaller(Protocol):
 
 
 async def connect(
-    settings: RabbitSettings, name: str, *, retry_delay: float = 2.0, max_delay: float = 15.0
+    settings: RabbitSettings, name: str, *, retry_delay: float = 1.0, max_delay: float = 3.0
 ) -> AbstractRobustConnection:
     """Connect robustly, retrying until RabbitMQ is up (or ``connect_timeout`` s, if > 0).
 
@@ -92,6 +125,8 @@ async def connect(
                 virtualhost=settings.vhost,
                 client_properties={"connection_name": f"{name}@{socket.gethostname()}"},
                 timeout=10,
+                # After a broker move, try again every second (aio-pika's default is 5 s).
+                reconnect_interval=1,
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             if deadline is not None and time.monotonic() + delay > deadline:
@@ -142,12 +177,15 @@ class RpcClient:
         await self._reply_queue.consume(self._on_reply, no_ack=True)
 
     async def close(self) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(RpcError("RPC client closed"))
-        self._pending.clear()
+        self._fail_pending(RpcError("RPC client closed"))
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
+
+    def _fail_pending(self, error: RpcError) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._pending.clear()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         cid = message.correlation_id
@@ -164,11 +202,13 @@ class RpcClient:
             fut.set_result(payload.get("result"))
         else:
             error = payload.get("error") if isinstance(payload, dict) else None
-            fut.set_exception(RpcRemoteError(str(error or "remote error")))
+            transient = isinstance(payload, dict) and payload.get("transient") is True
+            fut.set_exception(RpcRemoteError(str(error or "remote error"), transient=transient))
 
     async def _ensure_queue(self, service: str) -> None:
         # Declaring the durable request queue from the caller side too means a request made
-        # before the first worker ever started waits in the queue instead of being dropped.
+        # before the first worker ever started (or while the broker comes back empty after a
+        # move) waits in the queue instead of being dropped. Forgotten on every reconnect.
         if service in self._declared:
             return
         assert self._channel is not None
@@ -176,6 +216,10 @@ class RpcClient:
         self._declared.add(service)
 
     async def _on_reconnect(self, *_: Any) -> None:
+        # Replies to calls made before the connection dropped went to a reply queue the broker may
+        # have lost: fail them now so that call_with_retry repeats them at once instead of waiting
+        # for their timeout.
+        self._fail_pending(RpcUnavailable("connection to the broker was lost", maybe_delivered=True))
         try:
             await self._reopen()
         except _BROKER_GONE as exc:  # the next call reopens again
@@ -194,12 +238,17 @@ class RpcClient:
                 await self._channel.close()
         await self.start()
 
-    async def _publish(self, service: str, message: aio_pika.Message) -> None:
+    async def _publish(self, service: str, message: Callable[[str], aio_pika.Message]) -> None:
+        """Publish ``message(reply_to)``; built per try, since a reopened channel has a new reply queue."""
         for attempt in (1, 2):
             try:
+                if self._channel is None or self._reply_queue is None:
+                    await self._reopen()
                 await self._ensure_queue(service)
-                assert self._channel is not None
-                await self._channel.default_exchange.publish(message, routing_key=queue_name(service))
+                assert self._channel is not None and self._reply_queue is not None
+                await self._channel.default_exchange.publish(
+                    message(self._reply_queue.name), routing_key=queue_name(service)
+                )
                 return
             except _BROKER_GONE as exc:
                 if attempt == 2:
@@ -211,33 +260,88 @@ class RpcClient:
                     raise RpcUnavailable(f"broker unavailable: {type(reopen_error).__name__}") from None
 
     async def call(self, service: str, method: str, /, timeout: float | None = None, **kwargs: Any) -> Any:
-        if self._channel is None or self._reply_queue is None:
-            raise RpcError("RPC client not started")
+        """One attempt: publish the request and wait up to ``timeout`` seconds for the reply."""
         timeout = self._default_timeout if timeout is None else timeout
         cid = uuid.uuid4().hex
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[cid] = fut
+        started = time.monotonic()
+        body = _encode({"method": method, "args": kwargs, "timeout": round(timeout, 3)})
+
+        def message(reply_to: str) -> aio_pika.Message:
+            return aio_pika.Message(
+                body=body,
+                content_type="application/json",
+                correlation_id=cid,
+                reply_to=reply_to,
+                expiration=max(1, int(timeout + 0.999)),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+
         try:
             # The publish itself is bounded too: while the broker is away, a robust channel waits.
-            await asyncio.wait_for(
-                self._publish(
-                    service,
-                    aio_pika.Message(
-                        body=_encode({"method": method, "args": kwargs}),
-                        content_type="application/json",
-                        correlation_id=cid,
-                        reply_to=self._reply_queue.name,
-                        expiration=max(1, int(timeout + 0.999)),
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                ),
-                timeout,
-            )
-            return await asyncio.wait_for(fut, timeout)
+            try:
+                await asyncio.wait_for(self._publish(service, message), timeout)
+            except TimeoutError:
+                # Never published: certainly not handled, so any call may be repeated.
+                raise RpcUnavailable(f"could not publish to {service} within {timeout:.1f}s") from None
+            left = max(0.0, timeout - (time.monotonic() - started))
+            return await asyncio.wait_for(fut, left)
         except TimeoutError:
             raise RpcTimeout(f"{service}.{method} did not answer within {timeout:.1f}s") from None
         finally:
             self._pending.pop(cid, None)
+
+
+def _may_repeat(error: RpcError, safe: bool) -> bool:
+    """Whether a failed attempt may be repeated."""
+    if isinstance(error, RpcUnavailable):
+        return safe or not error.maybe_delivered
+    if isinstance(error, RpcTimeout):
+        return safe  # the worker may have handled it
+    if isinstance(error, RpcRemoteError):
+        return safe and error.transient
+    return False
+
+
+async def call_with_retry(
+    rpc: RpcCaller,
+    service: str,
+    method: str,
+    /,
+    *,
+    deadline: Deadline,
+    attempt_timeout: float,
+    safe: bool,
+    delay: Callable[[int], float] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Call ``service.method``, repeating failed attempts with backoff until ``deadline``.
+
+    A request that may have reached a worker (a timeout, a lost connection, a worker whose
+    database was away) is repeated only when ``safe``. When the budget is spent, or the error
+    is not one to repeat, the last :class:`RpcError` is raised.
+    """
+    next_delay = delay or backoff_delays()
+    attempt = 0
+    while True:
+        attempt += 1
+        budget = min(attempt_timeout, deadline.remaining())
+        if budget <= 0.0:
+            raise RpcTimeout(f"{service}.{method}: request deadline reached")
+        try:
+            return await rpc.call(service, method, timeout=budget, **kwargs)
+        except RpcError as exc:
+            if not _may_repeat(exc, safe):
+                raise
+            pause = min(next_delay(attempt), deadline.remaining())
+            if deadline.remaining() - pause < 0.05:
+                log.warning("%s.%s: giving up after %d attempts (%s)", service, method, attempt, type(exc).__name__)
+                raise
+            log.warning(
+                "%s.%s attempt %d failed (%s); retrying in %.2fs", service, method, attempt, type(exc).__name__, pause
+            )
+            await asyncio.sleep(pause)
 
 
 class RpcServer:
@@ -249,25 +353,81 @@ class RpcServer:
         service: str,
         handlers: Mapping[str, Handler],
         prefetch: int = 10,
+        transient: tuple[type[BaseException], ...] = DEFAULT_TRANSIENT,
     ) -> None:
         self._connection = connection
         self.service = service
         self._handlers = dict(handlers)
         self._prefetch = prefetch
+        self._transient = transient
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._watching = False
+        self._stopping = False
+        self._open_lock = asyncio.Lock()
+
+    @property
+    def consuming(self) -> bool:
+        """True while our channel is open and our consumer is registered (for the heartbeat)."""
+        return (
+            not self._stopping
+            and self._consumer_tag is not None
+            and self._channel is not None
+            and not self._channel.is_closed
+            and not self._connection.is_closed
+        )
 
     async def start(self) -> None:
-        self._channel = await self._connection.channel()
-        await self._channel.set_qos(prefetch_count=self._prefetch)
-        self._queue = await self._channel.declare_queue(queue_name(self.service), durable=True)
-        self._consumer_tag = await self._queue.consume(self._on_request)
+        if not self._watching:
+            # As for the client: after a reconnect, declare the queue and consume again on a fresh
+            # channel rather than trusting aio-pika's restore (the broker may have come back empty).
+            self._connection.reconnect_callbacks.add(self._on_reconnect)
+            self._watching = True
+        await self._open()
         log.info("serving RPC %s (%s)", queue_name(self.service), ", ".join(sorted(self._handlers)))
+
+    async def _open(self) -> None:
+        async with self._open_lock:
+            if self._stopping:
+                return
+            channel = await self._connection.channel()
+            await channel.set_qos(prefetch_count=self._prefetch)
+            queue = await channel.declare_queue(queue_name(self.service), durable=True)
+            tag = await queue.consume(self._on_request)
+            old = self._channel
+            self._channel, self._queue, self._consumer_tag = channel, queue, tag
+            if old is not None and old is not channel:
+                # In-flight requests of the old channel finish; their ack fails and the broker
+                # redelivers them, which the handlers' idempotency keys make harmless.
+                with contextlib.suppress(Exception):
+                    await old.close()
+
+    async def _on_reconnect(self, *_: Any) -> None:
+        try:
+            await self._open()
+        except _BROKER_GONE as exc:  # ensure_consuming (heartbeat loop) tries again
+            log.warning("could not re-declare %s after a reconnect: %s", queue_name(self.service), type(exc).__name__)
+        else:
+            log.info("re-declared %s and consuming again after a reconnect", queue_name(self.service))
+
+    async def ensure_consuming(self) -> bool:
+        """Re-open the channel if it was closed while the connection is up; True when consuming."""
+        if self._stopping or self._connection.is_closed:
+            return False
+        if self._channel is None or self._channel.is_closed:
+            try:
+                await self._open()
+            except _BROKER_GONE as exc:
+                log.warning("could not re-open %s: %s", queue_name(self.service), type(exc).__name__)
+        return self.consuming
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, let the in-flight ones finish, then close the channel."""
+        self._stopping = True
+        with contextlib.suppress(RuntimeError):  # a frozen collection: the connection is closing anyway
+            self._connection.reconnect_callbacks.discard(self._on_reconnect)
         if self._queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._consumer_tag)
@@ -307,17 +467,32 @@ class RpcServer:
                 args = {}
             if not isinstance(method, str) or not isinstance(args, dict):
                 raise TypeError("bad request shape")
+            timeout = request.get("timeout")
+            budget = float(timeout) if isinstance(timeout, int | float) and not isinstance(timeout, bool) else None
         except (ValueError, KeyError, TypeError):
             return {"ok": False, "error": "BadRequest: malformed RPC request"}
         handler = self._handlers.get(method)
         if handler is None:
             return {"ok": False, "error": f"UnknownMethod: {self.service}.{method}"}
+        # The handler's own retries (database, Redis) stop a little before the caller gives up,
+        # so that the reply still reaches it.
+        token = set_current_deadline(None if budget is None else Deadline(max(0.1, budget - 0.5)))
         try:
             result = await handler(**args)
         except TypeError as exc:
             log.warning("bad arguments for %s.%s: %s", self.service, method, exc)
             return {"ok": False, "error": f"BadArguments: {self.service}.{method}"}
         except Exception as exc:
-            log.exception("%s.%s failed", self.service, method)
-            return {"ok": False, "error": f"{type(exc).__name__}: {self.service}.{method} failed"}
+            transient = isinstance(exc, self._transient)
+            if transient:
+                log.warning("%s.%s: dependency unavailable (%s)", self.service, method, type(exc).__name__)
+            else:
+                log.exception("%s.%s failed", self.service, method)
+            return {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {self.service}.{method} failed",
+                "transient": transient,
+            }
+        finally:
+            reset_current_deadline(token)
         return {"ok": True, "result": result}

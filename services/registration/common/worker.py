@@ -12,7 +12,8 @@ from pydantic import Field
 
 from registration.common.health import DEFAULT_HEARTBEAT_FILE, clear_heartbeat, touch_heartbeat
 from registration.common.logsetup import setup_logging
-from registration.common.rpc import Handler, RpcServer, connect
+from registration.common.metrics import instrument_handlers, start_metrics_server
+from registration.common.rpc import DEFAULT_TRANSIENT, Handler, RpcServer, connect
 from registration.common.settings import EnvSettings, Float, Int, RabbitSettings
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,15 @@ class WorkerSettings(EnvSettings):
     prefetch: Int = Field(10, validation_alias="RPC_PREFETCH")
 
 
-async def _heartbeat(connection_ok: Callable[[], bool], path: str, interval: float) -> None:
+async def _heartbeat(server: RpcServer, path: str, interval: float) -> None:
+    # Healthy means "consuming our queue", not merely "connected": a channel that closed while the
+    # connection stayed up is re-opened here (and the file goes stale until it is).
     while True:
-        if connection_ok():
-            touch_heartbeat(path)
+        try:
+            if await server.ensure_consuming():
+                touch_heartbeat(path)
+        except Exception:  # never let the heartbeat die; a stale file makes Swarm restart us
+            log.exception("heartbeat check failed")
         await asyncio.sleep(interval)
 
 
@@ -40,6 +46,7 @@ async def serve_worker(
     rabbit: RabbitSettings,
     on_startup: Hook | None = None,
     on_shutdown: Hook | None = None,
+    transient: tuple[type[BaseException], ...] = DEFAULT_TRANSIENT,
 ) -> None:
     settings = WorkerSettings.from_env()
     heartbeat_file = settings.heartbeat_file
@@ -52,11 +59,12 @@ async def serve_worker(
     if on_startup is not None:
         await on_startup()
     connection = await connect(rabbit, service)
-    server = RpcServer(connection, service, handlers, prefetch=settings.prefetch)
-    await server.start()
-    beat = asyncio.create_task(
-        _heartbeat(lambda: not connection.is_closed, heartbeat_file, settings.heartbeat_interval)
+    start_metrics_server()
+    server = RpcServer(
+        connection, service, instrument_handlers(handlers), prefetch=settings.prefetch, transient=transient
     )
+    await server.start()
+    beat = asyncio.create_task(_heartbeat(server, heartbeat_file, settings.heartbeat_interval))
     log.info("%s worker ready", service)
     await stop.wait()
     log.info("%s worker stopping", service)
@@ -73,17 +81,20 @@ async def serve_worker(
 def run_worker(
     service: str,
     handlers_factory: Callable[[], Awaitable[tuple[Mapping[str, Handler], Hook | None]]],
+    *,
+    transient: tuple[type[BaseException], ...] = DEFAULT_TRANSIENT,
 ) -> None:
     """Entry point of ``python -m registration.<service>`` for RPC workers.
 
     ``handlers_factory`` runs inside the event loop (after logging is set up) and returns the
-    handler table plus an optional shutdown hook.
+    handler table plus an optional shutdown hook. ``transient``: the exceptions that mean "a
+    dependency is away for now"; the caller is told it may repeat the call.
     """
     setup_logging(service)
 
     async def main() -> None:
         rabbit = RabbitSettings.from_env()
         handlers, on_shutdown = await handlers_factory()
-        await serve_worker(service, handlers, rabbit=rabbit, on_shutdown=on_shutdown)
+        await serve_worker(service, handlers, rabbit=rabbit, on_shutdown=on_shutdown, transient=transient)
 
     asyncio.run(main())

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
+
 from registration.common.db import Database
+from registration.common.deadline import TransientError
 from registration.common.rpc import Handler
 from registration.common.settings import PostgresSettings
 from registration.common.worker import Hook, run_worker
@@ -23,7 +26,7 @@ async def _factory() -> tuple[Mapping[str, Handler], Hook | None]:
 
 
 def main() -> None:
-    run_worker("enroll", _factory)
+    run_worker("enroll", _factory, transient=(TransientError, psycopg.OperationalError, OSError, TimeoutError))
 
 
 if __name__ == "__main__":

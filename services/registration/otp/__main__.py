@@ -8,7 +8,7 @@ from registration.common.redisconn import make_redis
 from registration.common.rpc import Handler
 from registration.common.settings import RedisSettings
 from registration.common.worker import Hook, run_worker
-from registration.otp.service import OtpService, policy_from_env
+from registration.otp.service import TRANSIENT, OtpService, policy_from_env
 from registration.otp.store import RedisOtpStore
 
 
@@ -23,7 +23,7 @@ async def _factory() -> tuple[Mapping[str, Handler], Hook | None]:
 
 
 def main() -> None:
-    run_worker("otp", _factory)
+    run_worker("otp", _factory, transient=TRANSIENT)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,142 @@
-"""Redis implementation of :class:`registration.otp.rules.OtpStore`."""
+"""Redis implementation of :class:`registration.otp.rules.OtpStore`.
+
+``issue`` and ``check`` are Lua scripts: Redis runs a script as one atomic step, so no other
+command (another guess, another request) runs between its reads and writes. Times are passed
+in by the worker (``now``) and stored in the values, so the rules do not depend on when Redis
+expires a key; the keys' TTLs only clean up.
+
+Keys (``<e>`` is the normalised e-mail):
+
+* ``otp:eligible`` set of e-mails
+* ``otp:code:<e>`` ``<sha256 hex>:<expires_at>`` (TTL otp_ttl)
+* ``otp:fail:<e>`` wrong guesses since the last success or lock (TTL lock_seconds)
+* ``otp:lock:<e>`` ``<until>`` (TTL lock_seconds)
+* ``otp:auth:<e>`` ``<until>`` the "authenticated" marker (TTL auth_ttl)
+* ``otp:sent:<e>`` ``<key>|<until>`` the request that mailed the live OTP (TTL resend_window)
+* ``otp:authreq:<e>:<key>`` the answer to a check, for its repetitions (TTL otp_ttl)
+* ``otp:rate:email:<e>:<n>`` / ``otp:rate:client:<addr>:<n>`` request counters of window ``n``
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 
-ELIGIBLE_KEY = "otp:eligible"
+from registration.otp.rules import OtpPolicy
+
+ELIGIBLE_KEY: Final = "otp:eligible"
 
 
 def _k(kind: str, email: str) -> str:
     return f"otp:{kind}:{email}"
 
 
+# KEYS: eligible, lock, sent, code, rate_client, rate_email
+# ARGV: email, now, key, digest, otp_ttl, resend_window, rate_window, per_client, per_email
+_ISSUE: Final = """
+local now = tonumber(ARGV[2])
+local key = ARGV[3]
+local replay = false
+local other_claim = false
+local sent = redis.call('GET', KEYS[3])
+if sent then
+  local owner, till = string.match(sent, '^(.*)|([%d%.]+)$')
+  if owner and tonumber(till) > now then
+    if owner == key then replay = true else other_claim = true end
+  end
+end
+local function over(counter, limit)
+  if limit <= 0 or replay then return false end
+  local n = redis.call('INCR', counter)
+  if n == 1 then redis.call('EXPIRE', counter, ARGV[7]) end
+  return n > limit
+end
+-- per client first, before anything is revealed about the e-mail
+if over(KEYS[5], tonumber(ARGV[8])) then return {'rate_limited', 'client'} end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return {'unknown_email', ''} end
+local lock = redis.call('GET', KEYS[2])
+if lock and (lock == '1' or tonumber(lock) > now) then return {'locked', ''} end
+if over(KEYS[6], tonumber(ARGV[9])) then return {'rate_limited', 'email'} end
+if other_claim then return {'already_sent', ''} end
+local otp_ttl = tonumber(ARGV[5])
+redis.call('SET', KEYS[4], ARGV[4] .. ':' .. string.format('%.3f', now + otp_ttl), 'EX', otp_ttl)
+local window = tonumber(ARGV[6])
+if window > 0 then
+  redis.call('SET', KEYS[3], key .. '|' .. string.format('%.3f', now + window), 'EX', window)
+end
+return {'created', ''}
+"""
+
+# KEYS: eligible, lock, code, fail, auth, authreq, sent
+# ARGV: email, now, digest, max_attempts, lock_seconds, auth_ttl, otp_ttl
+_CHECK: Final = """
+local now = tonumber(ARGV[2])
+local earlier = redis.call('GET', KEYS[6])
+if earlier then return earlier end
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 'unknown_email' end
+local lock = redis.call('GET', KEYS[2])
+if lock and (lock == '1' or tonumber(lock) > now) then return 'locked' end
+local stored = redis.call('GET', KEYS[3])
+if not stored then return 'expired' end
+local digest, expires = string.match(stored, '^(%x+):([%d%.]+)$')
+if not digest or #digest ~= 64 or tonumber(expires) <= now then
+  redis.call('DEL', KEYS[3])
+  return 'expired'
+end
+local answer
+if digest == ARGV[3] then
+  local auth_ttl = tonumber(ARGV[6])
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[7])
+  redis.call('SET', KEYS[5], string.format('%.3f', now + auth_ttl), 'EX', auth_ttl)
+  answer = 'ok'
+else
+  local lock_seconds = tonumber(ARGV[5])
+  local failures = redis.call('INCR', KEYS[4])
+  if failures == 1 then redis.call('EXPIRE', KEYS[4], lock_seconds) end
+  if failures >= tonumber(ARGV[4]) then
+    redis.call('SET', KEYS[2], string.format('%.3f', now + lock_seconds), 'EX', lock_seconds)
+    redis.call('DEL', KEYS[3], KEYS[4])
+  end
+  answer = 'invalid_otp'
+end
+redis.call('SET', KEYS[6], answer, 'EX', tonumber(ARGV[7]))
+return answer
+"""
+
+# KEYS: sent; ARGV: key
+_RELEASE: Final = """
+local sent = redis.call('GET', KEYS[1])
+if sent and string.sub(sent, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _live(value: Any, now: float) -> bool:
+    """A marker holding its end time ("1": written by the previous version, bounded by its TTL)."""
+    if value is None:
+        return False
+    text = str(value)
+    if text == "1":
+        return True
+    try:
+        return float(text) > now
+    except ValueError:
+        return False
+
+
+def _bucket(now: float, window: int) -> int:
+    return math.floor(now / window)
+
+
 class RedisOtpStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._r = client
+        self._issue = client.register_script(_ISSUE)
+        self._check = client.register_script(_CHECK)
+        self._release = client.register_script(_RELEASE)
 
     async def add_eligible(self, emails: Iterable[str]) -> int:
         members = list(emails)
@@ -29,42 +150,66 @@ class RedisOtpStore:
     async def is_eligible(self, email: str) -> bool:
         return bool(await self._r.sismember(ELIGIBLE_KEY, email))
 
-    async def put_otp(self, email: str, value: str, ttl: int) -> None:
-        await self._r.set(_k("code", email), value, ex=ttl)
+    async def issue(
+        self, email: str, *, digest: str, key: str, client: str, now: float, policy: OtpPolicy
+    ) -> tuple[str, int]:
+        bucket = _bucket(now, policy.rate_window)
+        keys = [
+            ELIGIBLE_KEY,
+            _k("lock", email),
+            _k("sent", email),
+            _k("code", email),
+            f"otp:rate:client:{client or '-'}:{bucket}",
+            f"otp:rate:email:{email}:{bucket}",
+        ]
+        args: list[Any] = [
+            email,
+            f"{now:.3f}",
+            key,
+            digest,
+            policy.otp_ttl,
+            policy.resend_window,
+            policy.rate_window,
+            policy.rate_per_client if client else 0,
+            policy.rate_per_email,
+        ]
+        status, _ = await self._issue(keys=keys, args=args)
+        retry_after = 0
+        if str(status) == "rate_limited":
+            retry_after = max(1, math.ceil((bucket + 1) * policy.rate_window - now))
+        return str(status), retry_after
 
-    async def get_otp(self, email: str) -> str | None:
-        value = await self._r.get(_k("code", email))
-        return None if value is None else str(value)
+    async def check(self, email: str, *, digest: str, key: str, now: float, policy: OtpPolicy) -> str:
+        keys = [
+            ELIGIBLE_KEY,
+            _k("lock", email),
+            _k("code", email),
+            _k("fail", email),
+            _k("auth", email),
+            f"otp:authreq:{email}:{key}",
+            _k("sent", email),
+        ]
+        args: list[Any] = [
+            email,
+            f"{now:.3f}",
+            digest,
+            policy.max_attempts,
+            policy.lock_seconds,
+            policy.auth_ttl,
+            policy.otp_ttl,
+        ]
+        return str(await self._check(keys=keys, args=args))
 
-    async def delete_otp(self, email: str) -> bool:
-        return int(await self._r.delete(_k("code", email))) == 1
+    async def release_sent(self, email: str, key: str) -> None:
+        await self._release(keys=[_k("sent", email)], args=[key])
 
-    async def incr_failures(self, email: str, ttl: int) -> int:
-        key = _k("fail", email)
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, ttl, nx=True)
-            count, _ = await pipe.execute()
-        return int(count)
+    async def is_authenticated(self, email: str, now: float) -> bool:
+        return _live(await self._r.get(_k("auth", email)), now)
 
-    async def reset_failures(self, email: str) -> None:
-        await self._r.delete(_k("fail", email))
-
-    async def set_locked(self, email: str, ttl: int) -> None:
-        await self._r.set(_k("lock", email), "1", ex=ttl)
-
-    async def is_locked(self, email: str) -> bool:
-        return int(await self._r.exists(_k("lock", email))) == 1
-
-    async def set_authenticated(self, email: str, ttl: int) -> None:
-        await self._r.set(_k("auth", email), "1", ex=ttl)
-
-    async def is_authenticated(self, email: str) -> bool:
-        return int(await self._r.exists(_k("auth", email))) == 1
-
-    async def consume_authenticated(self, email: str) -> bool:
-        return int(await self._r.delete(_k("auth", email))) == 1
+    async def consume_authenticated(self, email: str, now: float) -> bool:
+        # GETDEL: of two concurrent calls only one gets the value.
+        return _live(await self._r.getdel(_k("auth", email)), now)
 
     async def forget(self, email: str) -> None:
         """otp.delete(email): drop every per-e-mail key (OTP, failures, marker; not the lock)."""
-        await self._r.delete(_k("code", email), _k("fail", email), _k("auth", email))
+        await self._r.delete(_k("code", email), _k("fail", email), _k("auth", email), _k("sent", email))

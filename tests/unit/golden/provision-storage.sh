@@ -36,27 +36,12 @@ SSHD
 apt_install docker.io
 apt_install nfs-ganesha nfs-ganesha-vfs rpcbind docker-registry libnfs-utils debootstrap
 mkdir -p /var/run/ganesha /srv/swarmlab/data /var/lib/docker-registry
-# The cluster registry: plain HTTP on the private network only (the security group and the lab's
-# bridge keep it there), no htpasswd: Debian's default config asks for credentials nothing has.
-cat > /etc/docker/registry/config.yml <<'REGISTRY'
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: /var/lib/docker-registry
-  delete:
-    enabled: true
-http:
-  addr: :5000
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-REGISTRY
+# The cluster registry (port 5000) serves TLS only: its configuration, certificate and key
+# come from the Fabric tasks (`fab registry`, run by bootstrap and build-images), issued by the
+# cluster's CA. Until then it stays off (Debian's own configuration asks for credentials nothing has).
+if [ -d /run/systemd/system ]; then
+  systemctl disable --now docker-registry || true
+fi
 echo "provisioned role storage"
 # --- storage volume: begin ---
 # On a cloud, cloud-init sets SWARMLAB_DATA_DEVICE to the node's Cinder volume (infra/cloudinit.py).

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -9,32 +11,51 @@ from httpx import Response
 from pydantic import SecretStr
 
 from registration.api.app import ApiSettings, create_app
+from registration.common.rpc import RpcRemoteError, RpcTimeout, RpcUnavailable
 from registration.otp.rules import OtpPolicy
 from tests.unit.services.fakes import FakeBackend
 
 AUTH = ("api", "s3cret-api-password")
+ADMIN = ("admin", "s3cret-admin-password")
 EMAIL = "bob@example.org"
+POLICY = OtpPolicy(otp_ttl=300, max_attempts=5, lock_seconds=900, auth_ttl=600, resend_window=60)
+
+
+def settings(**overrides: Any) -> ApiSettings:
+    values: dict[str, Any] = {
+        "API_USER": AUTH[0],
+        "API_PASSWORD": SecretStr(AUTH[1]),
+        "ADMIN_USER": ADMIN[0],
+        "ADMIN_PASSWORD": SecretStr(ADMIN[1]),
+        # Short budgets: a test that runs out of its deadline takes about this long.
+        "REQUEST_DEADLINE": 1.0,
+        "RPC_TIMEOUT": 0.5,
+    }
+    values.update(overrides)
+    return ApiSettings(**values)
 
 
 @pytest.fixture
 def backend() -> FakeBackend:
-    return FakeBackend(OtpPolicy(otp_ttl=300, max_attempts=5, lock_seconds=900, auth_ttl=600))
+    return FakeBackend(POLICY)
 
 
 @pytest.fixture
 def client(backend: FakeBackend) -> Iterator[TestClient]:
-    app = create_app(ApiSettings(API_USER=AUTH[0], API_PASSWORD=SecretStr(AUTH[1])), rpc=backend)
+    app = create_app(settings(), rpc=backend)
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
-def post(client: TestClient, path: str, payload: object, prefix: str = "/api") -> Response:
-    response: Response = client.post(f"{prefix}{path}", json=payload, auth=AUTH)
+def post(
+    client: TestClient, path: str, payload: object, prefix: str = "/api", auth: tuple[str, str] = AUTH, **kw: Any
+) -> Response:
+    response: Response = client.post(f"{prefix}{path}", json=payload, auth=auth, **kw)
     return response
 
 
 def eligible(client: TestClient, *emails: str) -> None:
-    r = post(client, "/create_email_list", {"email_list": list(emails)})
+    r = post(client, "/create_email_list", {"email_list": list(emails)}, auth=ADMIN)
     assert r.status_code == 200, r.text
 
 
@@ -47,7 +68,7 @@ def get_authenticated(client: TestClient, backend: FakeBackend, email: str = EMA
 # --- request validation: 422, never 500 -------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/create_email_list", "/getotp", "/authen", "/register"])
+@pytest.mark.parametrize("path", ["/getotp", "/authen", "/register"])
 @pytest.mark.parametrize("prefix", ["", "/api"])
 def test_malformed_json_is_422(client: TestClient, path: str, prefix: str) -> None:
     r = client.post(
@@ -81,7 +102,7 @@ def test_malformed_json_is_422(client: TestClient, path: str, prefix: str) -> No
     ],
 )
 def test_missing_or_bad_fields_are_422(client: TestClient, backend: FakeBackend, path: str, payload: object) -> None:
-    r = post(client, path, payload)
+    r = post(client, path, payload, auth=ADMIN if path == "/create_email_list" else AUTH)
     assert r.status_code == 422, r.text
     assert backend.calls == []  # nothing reached the workers
 
@@ -103,11 +124,33 @@ def test_422_does_not_echo_the_submitted_values(client: TestClient) -> None:
 
 
 def test_basic_auth_required(client: TestClient, backend: FakeBackend) -> None:
-    assert client.post("/api/getotp", json={"email": EMAIL}).status_code == 401
+    r = client.post("/api/getotp", json={"email": EMAIL})
+    assert r.status_code == 401 and r.json() == {"results": "invalid_credentials"}
     r = client.post("/api/getotp", json={"email": EMAIL}, auth=(AUTH[0], "wrong"))
     assert r.status_code == 401
     assert "basic" in r.headers["www-authenticate"].lower()
     assert client.post("/getotp", json={"email": EMAIL}, auth=("someone", AUTH[1])).status_code == 401
+    assert backend.calls == []
+
+
+def test_eligible_list_needs_the_admin_credential(client: TestClient, backend: FakeBackend) -> None:
+    for prefix in ("", "/api"):
+        r = post(client, "/create_email_list", {"email_list": [EMAIL]}, prefix=prefix, auth=AUTH)
+        assert r.status_code == 403 and r.json() == {"results": "forbidden"}
+    # and the admin credential is for the admin routes only
+    r = post(client, "/getotp", {"email": EMAIL}, auth=ADMIN)
+    assert r.status_code == 403 and r.json() == {"results": "forbidden"}
+    assert backend.calls == []
+    r = post(client, "/create_email_list", {"email_list": [EMAIL]}, auth=ADMIN)
+    assert r.status_code == 200 and r.json()["results"]["added"] == 1
+
+
+def test_without_an_admin_password_the_admin_routes_refuse_everyone(backend: FakeBackend) -> None:
+    app = create_app(settings(ADMIN_PASSWORD=None), rpc=backend)
+    with TestClient(app) as c:
+        for auth in (AUTH, ADMIN, ("admin", "")):
+            r = c.post("/api/create_email_list", json={"email_list": [EMAIL]}, auth=auth)
+            assert r.status_code in (401, 403), auth
     assert backend.calls == []
 
 
@@ -139,23 +182,23 @@ def test_routes_work_with_and_without_prefix(client: TestClient, backend: FakeBa
 
 
 def test_full_flow(client: TestClient, backend: FakeBackend) -> None:
-    r = post(client, "/create_email_list", {"email_list": [EMAIL, "carol@example.org"]})
+    r = post(client, "/create_email_list", {"email_list": [EMAIL, "carol@example.org"]}, auth=ADMIN)
     assert r.json() == {"results": {"added": 2, "total": 2, "rejected": []}}
     get_authenticated(client, backend)
     r = post(client, "/register", {"firstname": "Bob", "lastname": "Builder", "email": EMAIL})
     assert r.status_code == 200
     student_id = r.json()["results"]["student_id"]
-    assert backend.db.students[EMAIL] == (student_id, "Bob", "Builder")
+    assert backend.db.students[EMAIL][:3] == (student_id, "Bob", "Builder")
     assert backend.db.enrolls == [(1, student_id, "Bob", "Builder")]
     assert backend.confirmations == [
         {"student_id": student_id, "firstname": "Bob", "lastname": "Builder", "email": EMAIL}
     ]
-    # order of the RPC calls, as in the original system
+    # the student and the enrolment are one call (one transaction), then the marker, then the mail
     order = [(s, m) for s, m, _ in backend.calls]
     assert order[-4:] == [
-        ("student", "insert"),
+        ("otp", "is_authenticated"),
+        ("student", "register"),
         ("otp", "consume_authenticated"),
-        ("enroll", "insert"),
         ("email", "send"),
     ]
 
@@ -174,6 +217,7 @@ def test_api_never_returns_the_otp(client: TestClient, backend: FakeBackend) -> 
     for _ in range(3):
         r = post(client, "/getotp", {"email": EMAIL})
         texts.append(r.text + json.dumps(dict(r.headers)))
+        backend.clock.advance(POLICY.resend_window + 1)  # past the window: a new code each time
     codes = {m["otp"] for m in backend.otp_mails}
     assert len(backend.otp_mails) == 3
     code = backend.last_otp_for(EMAIL)
@@ -185,6 +229,19 @@ def test_api_never_returns_the_otp(client: TestClient, backend: FakeBackend) -> 
     for text in texts:
         for c in codes:
             assert c not in text
+
+
+def test_redis_never_holds_the_otp(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    post(client, "/getotp", {"email": EMAIL})
+    code = backend.last_otp_for(EMAIL)
+
+    async def dump() -> str:
+        keys = [str(k) for k in await backend.redis.keys("*")]
+        values = [str(await backend.redis.get(k)) for k in keys if await backend.redis.type(k) == "string"]
+        return " ".join(keys + values)
+
+    assert code not in asyncio.run(dump())
 
 
 def test_wrong_otp_then_lockout_refuses_right_otp(client: TestClient, backend: FakeBackend) -> None:
@@ -249,12 +306,172 @@ def test_register_twice_refused(client: TestClient, backend: FakeBackend) -> Non
     assert len(backend.confirmations) == 1
 
 
-def test_rpc_timeout_is_504_not_500(client: TestClient, backend: FakeBackend) -> None:
-    eligible(client, EMAIL)
-    backend.timeout_on.add(("email_otp", "send"))
+# --- deadlines and retries: 503/504 with a code, never 500 --------------------------------------
+
+
+def test_a_backend_that_never_answers_is_504_after_retries_not_500(backend: FakeBackend) -> None:
+    # Attempts of 0.3 s in a 2.5 s budget: room for a retry even on a loaded machine.
+    app = create_app(settings(REQUEST_DEADLINE=2.5, RPC_TIMEOUT=0.3), rpc=backend)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        eligible(client, EMAIL)
+        backend.timeout_on.add(("email_otp", "send"))
+        r = post(client, "/getotp", {"email": EMAIL})
+        assert r.status_code == 504
+        assert r.json() == {"results": "backend_timeout"}
+        assert backend.calls_to("email_otp", "send") >= 2  # repeated within the deadline
+        # no mail went out: the claim on the resend window is released, so a new request mails at once
+        assert backend.calls_to("otp", "release_sent") == 1
+        backend.timeout_on.clear()
+        assert post(client, "/getotp", {"email": EMAIL}).status_code == 200
+    assert len(backend.otp_mails) == 1
+
+
+def test_a_broker_that_stays_away_is_503(backend: FakeBackend) -> None:
+    backend.fail_before[("otp", "create")] = [RpcUnavailable("broker away") for _ in range(100)]
+    # A budget that leaves room for a retry even on a loaded machine (each failure is instant).
+    with TestClient(create_app(settings(REQUEST_DEADLINE=4.0), rpc=backend), raise_server_exceptions=False) as client:
+        r = post(client, "/getotp", {"email": EMAIL})
+    assert r.status_code == 503 and r.json() == {"results": "backend_unavailable"}
+    assert r.headers["retry-after"]
+    assert backend.calls_to("otp", "create") >= 2
+
+
+def test_a_worker_bug_is_502_at_once(client: TestClient, backend: FakeBackend) -> None:
+    backend.fail_before[("otp", "create")] = [RpcRemoteError("KeyError: otp.create failed", transient=False)]
     r = post(client, "/getotp", {"email": EMAIL})
-    assert r.status_code == 504
-    assert r.json() == {"results": "backend_timeout"}
-    assert backend.last_otp_for is not None
-    code = backend.store.peek_code(EMAIL)
-    assert code is not None and code not in r.text
+    assert r.status_code == 502 and r.json() == {"results": "backend_error"}
+    assert backend.calls_to("otp", "create") == 1  # not a reason to repeat
+
+
+def test_calls_ride_out_a_broker_move(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    backend.fail_before[("otp", "create")] = [RpcUnavailable("publish failed"), RpcUnavailable("publish failed")]
+    backend.fail_before[("email_otp", "send")] = [RpcUnavailable("lost", maybe_delivered=True)]
+    r = post(client, "/getotp", {"email": EMAIL})
+    assert r.status_code == 200 and r.json() == {"results": "sent"}
+    assert len(backend.otp_mails) == 1
+
+
+def test_a_lost_reply_to_otp_create_mails_one_valid_code(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    backend.fail_after[("otp", "create")] = [RpcTimeout("reply lost")]
+    assert post(client, "/getotp", {"email": EMAIL}).status_code == 200
+    assert len(backend.otp_mails) == 1  # the lost code was never mailed; the repeat's code is
+    r = post(client, "/authen", {"email": EMAIL, "otp": backend.last_otp_for(EMAIL)})
+    assert r.status_code == 200
+
+
+def test_a_lost_reply_to_a_mail_sends_no_second_mail(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    backend.fail_after[("email_otp", "send")] = [RpcTimeout("reply lost")]
+    assert post(client, "/getotp", {"email": EMAIL}).status_code == 200
+    assert backend.calls_to("email_otp", "send") == 2
+    assert len(backend.otp_mails) == 1
+
+
+def test_a_lost_reply_to_authen_still_authenticates(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    post(client, "/getotp", {"email": EMAIL})
+    backend.fail_after[("otp", "authen")] = [RpcTimeout("reply lost")]
+    # the first run used the OTP; the repeat (same key) gets the first answer, not "expired"
+    r = post(client, "/authen", {"email": EMAIL, "otp": backend.last_otp_for(EMAIL)})
+    assert r.status_code == 200 and r.json() == {"results": "ok"}
+
+
+def test_a_retried_register_creates_one_student_and_one_enrolment(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    get_authenticated(client, backend)
+    backend.fail_after[("student", "register")] = [RpcTimeout("reply lost"), RpcUnavailable("x", maybe_delivered=True)]
+    backend.fail_after[("email", "send")] = [RpcTimeout("reply lost")]
+    r = post(client, "/register", {"firstname": "Bob", "lastname": "B", "email": EMAIL})
+    assert r.status_code == 200, r.text
+    assert backend.calls_to("student", "register") == 3
+    assert len(backend.db.students) == 1 and len(backend.db.enrolls) == 1
+    assert len(backend.confirmations) == 1
+    assert r.json()["results"]["student_id"] == backend.db.students[EMAIL][0]
+
+
+def test_a_database_move_mid_register_neither_fails_nor_duplicates(backend: FakeBackend) -> None:
+    app = create_app(settings(REQUEST_DEADLINE=10.0, RPC_TIMEOUT=5.0), rpc=backend)
+    with TestClient(app) as client:
+        eligible(client, EMAIL)
+        get_authenticated(client, backend)
+        backend.db.drop_after_commit = 1  # COMMIT reached the server; its acknowledgement did not
+        backend.db.refuse_connects = 2  # and the server is away for two connection attempts
+        r = post(client, "/register", {"firstname": "Bob", "lastname": "B", "email": EMAIL})
+    assert r.status_code == 200, r.text
+    assert len(backend.db.students) == 1 and len(backend.db.enrolls) == 1
+    assert backend.db.commits == 2  # the first transaction, and its idempotent re-run
+
+
+def test_a_replayed_register_returns_the_same_success(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    get_authenticated(client, backend)
+    key = {"Idempotency-Key": "reg-0123456789abcdef"}
+    body = {"firstname": "Bob", "lastname": "B", "email": EMAIL}
+    first = post(client, "/register", body, headers=key)
+    again = post(client, "/register", body, headers=key)
+    assert first.status_code == again.status_code == 200
+    assert first.json() == again.json()
+    assert len(backend.db.students) == 1 and len(backend.db.enrolls) == 1
+    assert len(backend.confirmations) == 1
+    # another request (another key) is still refused
+    assert post(client, "/register", body).status_code == 403
+
+
+def test_a_bad_idempotency_key_is_422(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    for key in ("short", "x" * 129, "has space in it!!"):
+        r = post(client, "/getotp", {"email": EMAIL}, headers={"Idempotency-Key": key})
+        assert r.status_code == 422 and r.json() == {"results": "invalid_idempotency_key"}
+
+
+# --- idempotent getotp and rate limits -----------------------------------------------------------
+
+
+def test_getotp_repeated_within_the_window_sends_one_mail(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    for _ in range(3):
+        r = post(client, "/getotp", {"email": EMAIL})
+        assert r.status_code == 200 and r.json() == {"results": "sent"}
+    assert len(backend.otp_mails) == 1
+    code = backend.last_otp_for(EMAIL)
+    assert post(client, "/authen", {"email": EMAIL, "otp": code}).status_code == 200
+    # once that code is used, a new request mails a new code at once
+    assert post(client, "/getotp", {"email": EMAIL}).status_code == 200
+    assert len(backend.otp_mails) == 2
+
+
+def test_getotp_is_rate_limited_per_email(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    statuses = [post(client, "/getotp", {"email": EMAIL}).status_code for _ in range(POLICY.rate_per_email)]
+    assert statuses == [200] * POLICY.rate_per_email
+    r = post(client, "/getotp", {"email": EMAIL})
+    assert r.status_code == 429 and r.json() == {"results": "rate_limited"}
+    assert 1 <= int(r.headers["retry-after"]) <= POLICY.rate_window
+    backend.clock.advance(POLICY.rate_window)
+    assert post(client, "/getotp", {"email": EMAIL}).status_code == 200
+
+
+def test_getotp_is_rate_limited_per_client_address_from_haproxy(backend: FakeBackend) -> None:
+    backend.otp.policy = OtpPolicy(rate_per_client=3, rate_per_email=100, resend_window=0)
+    app = create_app(settings(), rpc=backend)
+    with TestClient(app, client=("10.20.0.2", 40000)) as haproxy:  # the lb node's address
+        eligible(haproxy, EMAIL)
+
+        def getotp(forwarded: str) -> int:
+            return post(haproxy, "/getotp", {"email": EMAIL}, headers={"X-Forwarded-For": forwarded}).status_code
+
+        # a client that writes its own X-Forwarded-For is still counted by the address HAProxy saw
+        assert [getotp(f"198.51.100.{i}, 203.0.113.7") for i in range(3)] == [200, 200, 200]
+        assert getotp("198.51.100.99, 203.0.113.7") == 429
+        assert getotp("203.0.113.8") == 200  # another client
+    clients = {kw["client"] for s, m, kw in backend.calls if (s, m) == ("otp", "create")}
+    assert clients == {"203.0.113.7", "203.0.113.8"}
+
+
+def test_forwarded_for_is_ignored_from_an_untrusted_peer(backend: FakeBackend) -> None:
+    app = create_app(settings(FORWARDED_ALLOW_IPS="10.20.0.2"), rpc=backend)
+    with TestClient(app, client=("192.0.2.50", 40000)) as direct:
+        post(direct, "/getotp", {"email": EMAIL}, headers={"X-Forwarded-For": "203.0.113.7"})
+    assert [kw["client"] for s, m, kw in backend.calls if (s, m) == ("otp", "create")] == ["192.0.2.50"]

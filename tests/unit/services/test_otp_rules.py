@@ -1,34 +1,56 @@
+"""The OTP rules on the real Redis store (its Lua scripts run on fakeredis)."""
+
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
 
 from registration.otp import rules
 from registration.otp.rules import AuthStatus, CreateStatus, OtpPolicy
-from tests.unit.services.fakes import FakeClock, MemoryOtpStore
+from registration.otp.store import RedisOtpStore
+from tests.unit.services.fakes import FakeClock, redis_store
 
+T = TypeVar("T")
 EMAIL = "alice@example.org"
-POLICY = OtpPolicy(otp_ttl=300, max_attempts=5, lock_seconds=900, auth_ttl=600)
+POLICY = OtpPolicy(otp_ttl=300, max_attempts=5, lock_seconds=900, auth_ttl=600, resend_window=0)
 
 
-def make_store() -> tuple[MemoryOtpStore, FakeClock]:
-    clock = FakeClock()
-    store = MemoryOtpStore(clock)
-    asyncio.run(rules.set_eligible(store, [EMAIL]))
-    return store, clock
+class World:
+    """One store and clock; every call runs on one event loop like the worker's."""
+
+    def __init__(self, policy: OtpPolicy = POLICY) -> None:
+        self.store, self.redis = redis_store()
+        self.clock = FakeClock()
+        self.policy = policy
+        self.loop = asyncio.new_event_loop()
+        self.run(rules.set_eligible(self.store, [EMAIL]))
+
+    def run(self, aw: Awaitable[T]) -> T:
+        async def wrap() -> T:
+            return await aw
+
+        return self.loop.run_until_complete(wrap())
+
+    def create(self, email: str = EMAIL, key: str | None = None, client: str = "") -> rules.CreateResult:
+        return self.run(rules.create_otp(self.store, email, self.policy, clock=self.clock, key=key, client=client))
+
+    def authen(self, otp: str, email: str = EMAIL, key: str | None = None) -> AuthStatus:
+        return self.run(rules.authenticate(self.store, email, otp, self.policy, clock=self.clock, key=key))
+
+    def code(self) -> str:
+        result = self.create()
+        assert result.status is CreateStatus.CREATED and result.otp is not None, result
+        return result.otp
 
 
-def create(store: MemoryOtpStore, clock: FakeClock, email: str = EMAIL) -> rules.CreateResult:
-    return asyncio.run(rules.create_otp(store, email, POLICY, clock=clock))
-
-
-def authen(store: MemoryOtpStore, clock: FakeClock, otp: str, email: str = EMAIL) -> AuthStatus:
-    return asyncio.run(rules.authenticate(store, email, otp, POLICY, clock=clock))
+@pytest.fixture
+def world() -> World:
+    return World()
 
 
 def wrong(code: str) -> str:
@@ -50,160 +72,151 @@ def test_generated_otps_are_six_digits_from_secrets(monkeypatch: pytest.MonkeyPa
     assert calls == [1_000_000]
 
 
-def test_unknown_email_gets_no_otp_and_cannot_authenticate() -> None:
-    store, clock = make_store()
-    result = create(store, clock, "mallory@example.org")
+def test_unknown_email_gets_no_otp_and_cannot_authenticate(world: World) -> None:
+    result = world.create("mallory@example.org")
     assert result.status is CreateStatus.UNKNOWN_EMAIL
     assert result.otp is None
-    assert store.peek_code("mallory@example.org") is None
-    assert authen(store, clock, "123456", "mallory@example.org") is AuthStatus.UNKNOWN_EMAIL
+    assert world.authen("123456", "mallory@example.org") is AuthStatus.UNKNOWN_EMAIL
 
 
-def test_invalid_email_refused() -> None:
-    store, clock = make_store()
-    assert create(store, clock, "not-an-email").status is CreateStatus.INVALID_EMAIL
+@pytest.mark.parametrize("email", ["not-an-email", "a\x00b@example.org", "x@localhost", "ü@example.org", ""])
+def test_invalid_email_refused(world: World, email: str) -> None:
+    assert world.create(email).status is CreateStatus.INVALID_EMAIL
+    assert world.authen("123456", email) is AuthStatus.INVALID_EMAIL
 
 
-def test_email_is_normalised() -> None:
-    store, clock = make_store()
-    result = create(store, clock, "  Alice@Example.ORG ")
-    assert result.status is CreateStatus.CREATED
-    assert result.otp is not None
-    assert authen(store, clock, result.otp, "ALICE@example.org") is AuthStatus.OK
+def test_email_is_normalised(world: World) -> None:
+    result = world.create("  Alice@Example.ORG ")
+    assert result.status is CreateStatus.CREATED and result.otp is not None
+    assert world.authen(result.otp, "ALICE@example.org") is AuthStatus.OK
 
 
-def test_right_otp_authenticates_once_and_sets_marker() -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None and re.fullmatch(r"[0-9]{6}", code)
-    assert authen(store, clock, code) is AuthStatus.OK
-    assert asyncio.run(store.is_authenticated(EMAIL))
-    # single use
-    assert authen(store, clock, code) is AuthStatus.EXPIRED
-    # the marker is consumed once
-    assert asyncio.run(rules.consume_authenticated(store, EMAIL)) is True
-    assert asyncio.run(rules.consume_authenticated(store, EMAIL)) is False
+def test_right_otp_authenticates_once_and_sets_marker(world: World) -> None:
+    code = world.code()
+    assert world.authen(code) is AuthStatus.OK
+    assert world.run(rules.is_authenticated(world.store, EMAIL, clock=world.clock))
+    assert world.authen(code) is AuthStatus.EXPIRED  # single use
+    consume = rules.consume_authenticated
+    assert world.run(consume(world.store, EMAIL, clock=world.clock)) is True
+    assert world.run(consume(world.store, EMAIL, clock=world.clock)) is False
 
 
-def test_marker_expires() -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None
-    assert authen(store, clock, code) is AuthStatus.OK
-    clock.advance(POLICY.auth_ttl + 1)
-    assert asyncio.run(rules.is_authenticated(store, EMAIL)) is False
+def test_marker_expires(world: World) -> None:
+    assert world.authen(world.code()) is AuthStatus.OK
+    world.clock.advance(POLICY.auth_ttl + 1)
+    assert world.run(rules.is_authenticated(world.store, EMAIL, clock=world.clock)) is False
 
 
-def test_otp_expires_after_ttl() -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None
-    clock.advance(POLICY.otp_ttl - 1)
-    assert asyncio.run(store.get_otp(EMAIL)) is not None
-    clock.advance(1)
-    assert authen(store, clock, code) is AuthStatus.EXPIRED
-    assert not asyncio.run(store.is_authenticated(EMAIL))
+def test_otp_expires_after_ttl(world: World) -> None:
+    code = world.code()
+    world.clock.advance(POLICY.otp_ttl)
+    assert world.authen(code) is AuthStatus.EXPIRED
+    assert not world.run(rules.is_authenticated(world.store, EMAIL, clock=world.clock))
 
 
-def test_expiry_is_checked_by_the_rules_even_if_the_store_keeps_the_key() -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None
-    # a store that ignores TTLs: the rules still refuse a stale code
-    raw = asyncio.run(store.get_otp(EMAIL))
-    assert raw is not None
-    asyncio.run(store.put_otp(EMAIL, raw, 10**9))
-    clock.advance(POLICY.otp_ttl + 5)
-    assert authen(store, clock, code) is AuthStatus.EXPIRED
-
-
-def test_lockout_after_five_wrong_attempts_refuses_the_right_otp() -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None
+def test_lockout_after_five_wrong_attempts_refuses_the_right_otp(world: World) -> None:
+    code = world.code()
     for _ in range(POLICY.max_attempts):
-        assert authen(store, clock, wrong(code)) is AuthStatus.INVALID
-    # 6th attempt, with the right code: refused
-    assert authen(store, clock, code) is AuthStatus.LOCKED
-    assert not asyncio.run(store.is_authenticated(EMAIL))
-    # no new OTP while locked
-    assert create(store, clock).status is CreateStatus.LOCKED
-    clock.advance(POLICY.lock_seconds - 1)
-    assert create(store, clock).status is CreateStatus.LOCKED
-    # after the lock period a new OTP works again
-    clock.advance(2)
-    fresh = create(store, clock)
-    assert fresh.status is CreateStatus.CREATED and fresh.otp is not None
-    assert authen(store, clock, fresh.otp) is AuthStatus.OK
+        assert world.authen(wrong(code)) is AuthStatus.INVALID
+    assert world.authen(code) is AuthStatus.LOCKED  # 6th attempt, with the right code: refused
+    assert not world.run(rules.is_authenticated(world.store, EMAIL, clock=world.clock))
+    assert world.create().status is CreateStatus.LOCKED  # no new OTP while locked
+    world.clock.advance(POLICY.lock_seconds - 1)
+    assert world.create().status is CreateStatus.LOCKED
+    world.clock.advance(2)  # after the lock period a new OTP works again
+    assert world.authen(world.code()) is AuthStatus.OK
 
 
-def test_four_wrong_attempts_do_not_lock() -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None
+def test_four_wrong_attempts_do_not_lock(world: World) -> None:
+    code = world.code()
     for _ in range(POLICY.max_attempts - 1):
-        assert authen(store, clock, wrong(code)) is AuthStatus.INVALID
-    assert authen(store, clock, code) is AuthStatus.OK
+        assert world.authen(wrong(code)) is AuthStatus.INVALID
+    assert world.authen(code) is AuthStatus.OK
 
 
-def test_requesting_a_new_otp_does_not_reset_the_failure_count() -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None
+def test_requesting_a_new_otp_does_not_reset_the_failure_count(world: World) -> None:
+    code = world.code()
     for _ in range(POLICY.max_attempts - 1):
-        assert authen(store, clock, wrong(code)) is AuthStatus.INVALID
-    code2 = create(store, clock).otp
-    assert code2 is not None
-    assert authen(store, clock, wrong(code2)) is AuthStatus.INVALID
-    assert authen(store, clock, code2) is AuthStatus.LOCKED
+        assert world.authen(wrong(code)) is AuthStatus.INVALID
+    code2 = world.code()
+    assert world.authen(wrong(code2)) is AuthStatus.INVALID
+    assert world.authen(code2) is AuthStatus.LOCKED
 
 
-def test_constant_time_compare_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None
-    seen: list[tuple[bytes, bytes]] = []
-    real: Callable[[bytes, bytes], bool] = hmac.compare_digest
-
-    def spy(a: bytes, b: bytes) -> bool:
-        seen.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", spy)
-    assert authen(store, clock, wrong(code)) is AuthStatus.INVALID
-    assert authen(store, clock, code) is AuthStatus.OK
-    assert len(seen) == 2
-    assert seen[1] == (code.encode(), code.encode())
-
-
-def test_concurrent_checks_of_one_otp_succeed_once() -> None:
-    store, clock = make_store()
-    code = create(store, clock).otp
-    assert code is not None
-
-    async def both() -> list[AuthStatus]:
+def _concurrently(world: World, guesses: list[str]) -> list[AuthStatus]:
+    async def all_at_once() -> list[AuthStatus]:
         return list(
             await asyncio.gather(
-                rules.authenticate(store, EMAIL, code, POLICY, clock=clock),
-                rules.authenticate(store, EMAIL, code, POLICY, clock=clock),
+                *(rules.authenticate(world.store, EMAIL, g, POLICY, clock=world.clock) for g in guesses)
             )
         )
 
-    results = asyncio.run(both())
-    assert sorted(results) == sorted([AuthStatus.OK, AuthStatus.EXPIRED])
+    return world.run(all_at_once())
 
 
-def test_no_otp_requested() -> None:
-    store, clock = make_store()
-    assert authen(store, clock, "123456") is AuthStatus.EXPIRED
+def test_fifty_concurrent_wrong_guesses_are_not_all_compared(world: World) -> None:
+    code = world.code()
+    results = _concurrently(world, [wrong(code)] * 50)
+    # the lockout is one atomic step: exactly max_attempts guesses were compared
+    assert results.count(AuthStatus.INVALID) == POLICY.max_attempts
+    assert results.count(AuthStatus.LOCKED) == 50 - POLICY.max_attempts
+    assert world.authen(code) is AuthStatus.LOCKED  # and after the lock the right code fails
+
+
+def test_the_right_code_among_concurrent_guesses_wins_only_before_the_lock(world: World) -> None:
+    code = world.code()
+    guesses = [*[f"{n:06d}" for n in range(100) if f"{n:06d}" != code][:49], code]
+    results = _concurrently(world, guesses)
+    compared = results.count(AuthStatus.INVALID) + results.count(AuthStatus.OK)
+    assert compared == POLICY.max_attempts  # the right code is last in line: never compared
+    assert AuthStatus.OK not in results
+
+
+def test_concurrent_checks_of_one_otp_succeed_once(world: World) -> None:
+    code = world.code()
+    assert sorted(_concurrently(world, [code, code])) == sorted([AuthStatus.OK, AuthStatus.EXPIRED])
+
+
+def test_a_repeated_check_gets_the_first_answer_and_counts_once(world: World) -> None:
+    code = world.code()
+    assert world.authen(wrong(code), key="k1") is AuthStatus.INVALID
+    for _ in range(10):  # repeats of one request are not new guesses
+        assert world.authen(wrong(code), key="k1") is AuthStatus.INVALID
+    assert world.authen(code, key="k2") is AuthStatus.OK
+    assert world.authen(code, key="k2") is AuthStatus.OK  # a lost reply, asked again
+
+
+def test_no_otp_requested(world: World) -> None:
+    assert world.authen("123456") is AuthStatus.EXPIRED
+
+
+def test_redis_keeps_a_digest_not_the_code(world: World) -> None:
+    code = world.code()
+    stored = str(world.run(world.redis.get(f"otp:code:{EMAIL}")))
+    assert code not in stored
+    assert stored.startswith(rules.code_digest(EMAIL, code) + ":")
+
+
+def test_a_code_written_by_the_previous_version_is_treated_as_expired(world: World) -> None:
+    world.run(world.redis.set(f"otp:code:{EMAIL}", f"123456:{world.clock() + 100:.3f}"))
+    assert world.authen("123456") is AuthStatus.EXPIRED
+
+
+def test_markers_of_the_previous_version_still_count(world: World) -> None:
+    world.run(world.redis.set(f"otp:auth:{EMAIL}", "1"))
+    assert world.run(rules.is_authenticated(world.store, EMAIL, clock=world.clock))
+    world.run(world.redis.set(f"otp:lock:{EMAIL}", "1"))
+    assert world.create().status is CreateStatus.LOCKED
 
 
 def test_set_eligible_rejects_invalid_entries() -> None:
-    store = MemoryOtpStore()
-    added, rejected = asyncio.run(rules.set_eligible(store, ["A@x.org", "bad", "b@y.org", "a@x.org"]))
+    world = World()
+    added, rejected = world.run(
+        rules.set_eligible(world.store, ["A@x.org", "bad", "b@y.org", "a@x.org", "c\x00@y.org"])
+    )
     assert added == 2
-    assert rejected == ["bad"]
-    assert store.eligible == {"a@x.org", "b@y.org"}
+    assert rejected == ["bad", "c\x00@y.org"]
+    assert world.run(world.store.count_eligible()) == 3  # with alice
 
 
 def test_create_result_repr_hides_the_code() -> None:
@@ -211,6 +224,76 @@ def test_create_result_repr_hides_the_code() -> None:
     assert "123456" not in repr(result)
 
 
-def test_policy_rejects_non_positive_values() -> None:
+def test_policy_rejects_bad_values() -> None:
     with pytest.raises(ValueError):
         OtpPolicy(max_attempts=0)
+    with pytest.raises(ValueError):
+        OtpPolicy(rate_per_email=-1)
+
+
+# --- idempotency window and rate limits -----------------------------------------------------------
+
+
+def test_a_second_request_within_the_window_is_already_sent() -> None:
+    world = World(OtpPolicy(resend_window=60))
+    first = world.create(key="a")
+    assert first.status is CreateStatus.CREATED
+    assert world.create(key="b").status is CreateStatus.ALREADY_SENT
+    world.clock.advance(61)
+    assert world.create(key="c").status is CreateStatus.CREATED
+
+
+def test_the_same_request_repeated_gets_a_fresh_code_that_works() -> None:
+    world = World(OtpPolicy(resend_window=60))
+    lost = world.create(key="a")
+    again = world.create(key="a")
+    assert again.status is CreateStatus.CREATED and again.otp is not None and lost.otp is not None
+    if lost.otp != again.otp:
+        assert world.authen(lost.otp) is AuthStatus.INVALID
+    assert world.authen(again.otp) is AuthStatus.OK
+
+
+def test_releasing_the_window_lets_the_next_request_mail_at_once() -> None:
+    world = World(OtpPolicy(resend_window=60))
+    assert world.create(key="a").status is CreateStatus.CREATED
+    world.run(rules.release_sent(world.store, EMAIL, "b"))  # another request's release: no effect
+    assert world.create(key="c").status is CreateStatus.ALREADY_SENT
+    world.run(rules.release_sent(world.store, EMAIL, "a"))
+    assert world.create(key="d").status is CreateStatus.CREATED
+
+
+def test_rate_limit_per_email_and_its_retry_after() -> None:
+    world = World(OtpPolicy(resend_window=0, rate_window=600, rate_per_email=3, rate_per_client=0))
+    assert [world.create().status for _ in range(3)] == [CreateStatus.CREATED] * 3
+    limited = world.create()
+    assert limited.status is CreateStatus.RATE_LIMITED and limited.otp is None
+    assert 1 <= limited.retry_after <= 600
+    world.clock.advance(limited.retry_after)
+    assert world.create().status is CreateStatus.CREATED
+
+
+def test_rate_limit_per_client_counts_unknown_emails_too() -> None:
+    world = World(OtpPolicy(resend_window=0, rate_per_email=100, rate_per_client=3))
+    for i in range(3):
+        assert world.create(f"who{i}@example.org", client="203.0.113.7").status is CreateStatus.UNKNOWN_EMAIL
+    assert world.create(EMAIL, client="203.0.113.7").status is CreateStatus.RATE_LIMITED
+    assert world.create(EMAIL, client="203.0.113.8").status is CreateStatus.CREATED
+
+
+def test_repeats_of_one_request_are_not_counted_twice() -> None:
+    world = World(OtpPolicy(resend_window=60, rate_per_email=2, rate_per_client=2))
+    for _ in range(5):
+        assert world.create(key="same", client="203.0.113.7").status is CreateStatus.CREATED
+
+
+def test_store_satisfies_the_protocol() -> None:
+    store: rules.OtpStore = redis_store()[0]
+    assert isinstance(store, RedisOtpStore)
+
+
+def test_clean_key() -> None:
+    assert len(rules.clean_key(None)) == 32
+    assert rules.clean_key("abc") == "abc"
+    for bad in ("x" * 129, "a\nb"):
+        with pytest.raises(ValueError):
+            rules.clean_key(bad)

@@ -8,7 +8,15 @@ from typing import Any, cast
 import aio_pika
 import pytest
 
-from registration.common.rpc import RpcClient, RpcRemoteError, RpcServer, RpcTimeout, RpcUnavailable
+from registration.common.deadline import Deadline, DeadlineExceeded, TransientError, current_deadline
+from registration.common.rpc import (
+    RpcClient,
+    RpcRemoteError,
+    RpcServer,
+    RpcTimeout,
+    RpcUnavailable,
+    call_with_retry,
+)
 
 
 async def add(a: int, b: int) -> int:
@@ -100,7 +108,7 @@ def test_client_matches_replies_by_correlation_id() -> None:
     assert routing_key == "rpc.calc"
     assert message.reply_to == "rpc.reply.test"
     assert message.correlation_id and message.expiration is not None
-    assert json.loads(message.body) == {"method": "add", "args": {"a": 2, "b": 5}}
+    assert json.loads(message.body) == {"method": "add", "args": {"a": 2, "b": 5}, "timeout": 0.2}
     assert channel.declared == [("rpc.calc", True)]  # durable request queue
     assert client._pending == {}
 
@@ -143,9 +151,14 @@ def test_client_reopens_a_dead_channel_once_and_then_succeeds() -> None:
         reopened.append(True)
         client._channel = cast(Any, FakeChannel(exchange))
 
+        client._reply_queue = cast(Any, SimpleNamespace(name="rpc.reply.new"))
+
     client._reopen = reopen  # type: ignore[method-assign]
     assert asyncio.run(client.call("calc", "add", a=1, b=2)) == 3
     assert reopened == [True]
+    # the message that went out names the new reply queue, not the dead channel's
+    message, _ = exchange.published[-1]
+    assert message.reply_to == "rpc.reply.new"
 
 
 def test_client_reports_an_unreachable_broker_as_an_rpc_error_not_a_crash() -> None:
@@ -196,5 +209,197 @@ def test_client_rebuilds_its_reply_queue_after_a_reconnect() -> None:
         assert len(connection.channels) == 2
         assert client._reply_queue is not first
         assert len(connection.reconnect_callbacks) == 1, "a rebuild must not register the callback again"
+
+    asyncio.run(run())
+
+
+# --- the worker side: deadlines and transient errors --------------------------------------------
+
+
+def test_dispatch_gives_the_handler_the_callers_deadline() -> None:
+    seen: list[float] = []
+
+    async def budget() -> float:
+        remaining = current_deadline(default=999).remaining()
+        seen.append(remaining)
+        return remaining
+
+    srv = RpcServer(cast(Any, None), "calc", {"budget": budget})
+    out = asyncio.run(srv.dispatch(b'{"method": "budget", "args": {}, "timeout": 3.0}'))
+    assert out["ok"] is True
+    assert 2.0 < seen[0] <= 2.5  # the caller's 3 s, less a margin for the reply
+    asyncio.run(srv.dispatch(b'{"method": "budget", "args": {}}'))
+    assert seen[1] > 900  # no deadline in the message: the default budget
+
+
+def test_dispatch_reports_an_unavailable_dependency_as_transient() -> None:
+    async def db_away() -> None:
+        raise DeadlineExceeded("database still away")
+
+    async def bug() -> None:
+        raise KeyError("x")
+
+    srv = RpcServer(cast(Any, None), "db", {"away": db_away, "bug": bug})
+    away = asyncio.run(srv.dispatch(b'{"method": "away"}'))
+    assert away["ok"] is False and away["transient"] is True
+    broken = asyncio.run(srv.dispatch(b'{"method": "bug"}'))
+    assert broken["ok"] is False and broken["transient"] is False
+
+
+def test_client_marks_transient_remote_errors() -> None:
+    client, _, _ = wired(reply=False)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(client.call("calc", "add", a=1, b=1))
+        await asyncio.sleep(0.01)
+        (cid,) = client._pending
+        body = json.dumps({"ok": False, "error": "DeadlineExceeded: x", "transient": True}).encode()
+        await client._on_reply(cast(Any, SimpleNamespace(correlation_id=cid, body=body)))
+        await task
+
+    with pytest.raises(RpcRemoteError) as caught:
+        asyncio.run(run())
+    assert caught.value.transient is True
+
+
+def test_a_reconnect_fails_pending_calls_at_once_as_maybe_delivered() -> None:
+    connection = FakeConnection()
+    client = RpcClient(cast(Any, connection), default_timeout=5.0)
+
+    async def run() -> None:
+        await client.start()
+        client._channel = cast(Any, FakeChannel(FakeExchange(client, reply=False)))
+        task = asyncio.ensure_future(client.call("calc", "add", a=1, b=1))
+        await asyncio.sleep(0.01)
+        for callback in list(connection.reconnect_callbacks):
+            await callback(connection)
+        await task
+
+    with pytest.raises(RpcUnavailable) as caught:
+        asyncio.run(asyncio.wait_for(run(), 2.0))
+    assert caught.value.maybe_delivered is True
+
+
+# --- call_with_retry: what is repeated, and for how long -----------------------------------------
+
+
+class ScriptedCaller:
+    def __init__(self, outcomes: list[Any]) -> None:
+        self.outcomes = outcomes
+        self.timeouts: list[float] = []
+
+    async def call(self, service: str, method: str, /, timeout: float | None = None, **kwargs: Any) -> Any:
+        assert timeout is not None
+        self.timeouts.append(timeout)
+        outcome = self.outcomes.pop(0) if self.outcomes else RpcUnavailable("still away")
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def retry(caller: ScriptedCaller, *, safe: bool, budget: float = 2.0) -> Any:
+    return asyncio.run(
+        call_with_retry(
+            caller, "svc", "op", deadline=Deadline(budget), attempt_timeout=0.5, safe=safe, delay=lambda _: 0.01
+        )
+    )
+
+
+def test_retry_repeats_what_never_reached_a_worker_even_when_not_safe() -> None:
+    caller = ScriptedCaller([RpcUnavailable("publish failed"), RpcUnavailable("publish failed"), 42])
+    assert retry(caller, safe=False) == 42
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RpcTimeout("no reply"), RpcUnavailable("lost", maybe_delivered=True), RpcRemoteError("db away", transient=True)],
+)
+def test_retry_repeats_what_may_have_reached_a_worker_only_when_safe(error: Exception) -> None:
+    assert retry(ScriptedCaller([error, 7]), safe=True) == 7
+    caller = ScriptedCaller([error, 7])
+    with pytest.raises(type(error)):
+        retry(caller, safe=False)
+    assert len(caller.timeouts) == 1
+
+
+def test_retry_never_repeats_a_worker_bug() -> None:
+    caller = ScriptedCaller([RpcRemoteError("KeyError: svc.op failed"), 7])
+    with pytest.raises(RpcRemoteError):
+        retry(caller, safe=True)
+    assert len(caller.timeouts) == 1
+
+
+def test_retry_stops_at_the_deadline_with_the_last_error() -> None:
+    caller = ScriptedCaller([])
+    with pytest.raises(RpcUnavailable):
+        retry(caller, safe=True, budget=0.3)
+    assert len(caller.timeouts) >= 2
+    assert all(t <= 0.5 for t in caller.timeouts)  # each attempt within the per-call timeout
+    assert caller.timeouts[-1] <= 0.3  # and within what is left of the request's budget
+
+
+def test_transient_error_is_the_base_of_deadline_exceeded() -> None:
+    assert issubclass(DeadlineExceeded, TransientError)
+
+
+# --- the server re-declares its queue and consumer after a reconnect ------------------------------
+
+
+class ServerConnection:
+    def __init__(self) -> None:
+        self.reconnect_callbacks: set[Any] = set()
+        self.channels: list[Any] = []
+        self.is_closed = False
+
+    async def channel(self) -> Any:
+        conn = self
+        channel: Any = SimpleNamespace(is_closed=False, declared=[], consumers=[], qos=None)
+
+        async def set_qos(prefetch_count: int) -> None:
+            channel.qos = prefetch_count
+
+        async def declare_queue(name: str, durable: bool = False) -> Any:
+            channel.declared.append((name, durable))
+
+            async def consume(callback: Any) -> str:
+                channel.consumers.append(callback)
+                return f"tag-{len(conn.channels)}"
+
+            async def cancel(tag: str) -> None:
+                channel.consumers.clear()
+
+            return SimpleNamespace(name=name, consume=consume, cancel=cancel)
+
+        async def close() -> None:
+            channel.is_closed = True
+
+        channel.set_qos, channel.declare_queue, channel.close = set_qos, declare_queue, close
+        self.channels.append(channel)
+        return channel
+
+
+def test_server_declares_and_consumes_again_after_a_reconnect() -> None:
+    connection = ServerConnection()
+    srv = RpcServer(cast(Any, connection), "calc", {"add": add}, prefetch=3)
+
+    async def run() -> None:
+        await srv.start()
+        assert srv.consuming
+        first = connection.channels[0]
+        assert first.declared == [("rpc.calc", True)] and first.qos == 3 and len(first.consumers) == 1
+        for callback in list(connection.reconnect_callbacks):
+            await callback(connection)
+        second = connection.channels[1]
+        assert second.declared == [("rpc.calc", True)] and second.qos == 3 and len(second.consumers) == 1
+        assert first.is_closed and srv.consuming
+        assert len(connection.reconnect_callbacks) == 1
+        # a channel closed under us while the connection stays up is re-opened by the heartbeat
+        second.is_closed = True
+        assert not srv.consuming
+        assert await srv.ensure_consuming()
+        assert len(connection.channels) == 3
+        await srv.stop(grace=0.1)
+        assert not srv.consuming
+        assert connection.reconnect_callbacks == set()
 
     asyncio.run(run())

@@ -81,24 +81,46 @@ def test_defaults(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (smtp.host, smtp.port, smtp.starttls, smtp.user, smtp.password) == ("smtp", 25, False, None, None)
     assert (smtp.mail_from, smtp.timeout) == ("registration@example.org", 10.0)
     api = ApiSettings.from_env()
-    assert api.api_user == "api"
+    assert (api.api_user, api.admin_user, api.admin_password) == ("api", "admin", None)
+    assert (api.request_deadline, api.rpc_timeout, api.max_body_bytes, api.max_admin_body_bytes) == (
+        40.0,
+        10.0,
+        65536,
+        4 * 1024 * 1024,
+    )
+    assert api.forwarded_allow_ips == "*"
     ui = UiSettings.from_env()
-    assert (ui.api_url, ui.api_user, ui.session_ttl, ui.cookie_secure, ui.api_timeout) == (
+    assert (ui.api_url, ui.api_user, ui.session_ttl, ui.cookie_secure, ui.api_timeout, ui.max_body_bytes) == (
         "http://api:8000",
         "api",
         1800,
         False,
-        20.0,
+        45.0,
+        65536,
     )
     worker = WorkerSettings.from_env()
     assert (worker.heartbeat_file, worker.heartbeat_interval, worker.prefetch) == ("/tmp/healthy", 5.0, 10)
     serve = ServeSettings.from_env()
-    assert (serve.host, serve.port, serve.forwarded_allow_ips) == ("0.0.0.0", None, "*")
+    assert (serve.host, serve.port, serve.forwarded_allow_ips, serve.shutdown_grace) == ("0.0.0.0", None, "*", 10.0)
     sink = MailsinkSettings.from_env()
     assert (sink.max_messages, sink.smtp_host, sink.smtp_port, sink.max_bytes) == (1000, "0.0.0.0", 2525, 1_048_576)
     assert OtpMailSettings.from_env().otp_ttl == 300
     policy = policy_from_env()
     assert (policy.otp_ttl, policy.max_attempts, policy.lock_seconds, policy.auth_ttl) == (300, 5, 900, 900)
+    assert (policy.resend_window, policy.rate_window, policy.rate_per_email, policy.rate_per_client) == (60, 600, 5, 50)
+
+
+def test_admin_password_from_its_secret_file(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("API_PASSWORD_FILE", secret_file(tmp_path, "api", PASSWORD))
+    env.setenv("ADMIN_PASSWORD_FILE", secret_file(tmp_path, "admin", "admin-" + PASSWORD))
+    env.setenv("ADMIN_USER", "registrar")
+    api = ApiSettings.from_env()
+    assert api.admin_user == "registrar"
+    assert api.admin_password is not None and api.admin_password.get_secret_value() == "admin-" + PASSWORD
+    env.setenv("ADMIN_PASSWORD", "plain")
+    env.delenv("ADMIN_PASSWORD_FILE")
+    with pytest.raises((ConfigError, SecretError)):
+        ApiSettings.from_env()
 
 
 def test_environment_overrides(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -125,6 +147,12 @@ def test_environment_overrides(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "OTP_MAX_ATTEMPTS": "3",
         "OTP_LOCK_SECONDS": "60",
         "AUTH_TTL": "30",
+        "OTP_RESEND_WINDOW": "0",
+        "OTP_RATE_WINDOW": "60",
+        "OTP_RATE_PER_EMAIL": "2",
+        "OTP_RATE_PER_CLIENT": "0",
+        "REQUEST_DEADLINE": "25",
+        "MAX_BODY_BYTES": "1024",
     }.items():
         env.setenv(name, value)
     env.setenv("RABBITMQ_PASSWORD_FILE", secret_file(tmp_path, "rmq", PASSWORD))
@@ -149,6 +177,9 @@ def test_environment_overrides(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert OtpMailSettings.from_env().otp_ttl == 120
     policy = policy_from_env()
     assert (policy.otp_ttl, policy.max_attempts, policy.lock_seconds, policy.auth_ttl) == (120, 3, 60, 30)
+    assert (policy.resend_window, policy.rate_window, policy.rate_per_email, policy.rate_per_client) == (0, 60, 2, 0)
+    api = ApiSettings.from_env()
+    assert (api.request_deadline, api.rpc_timeout, api.max_body_bytes) == (25.0, 2.5, 1024)
 
 
 def test_names_are_case_sensitive(env: pytest.MonkeyPatch) -> None:

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from registration.ui.app import UiSettings, create_app
+from registration.ui.app import ApiContext, UiSettings, create_app, http_api_post
 from registration.ui.sessions import SESSION_COOKIE
 
 SETTINGS = UiSettings(
@@ -42,14 +44,16 @@ class FakeKv:
 class FakeApi:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.contexts: list[ApiContext] = []
         self.replies: dict[str, tuple[int, Any]] = {
             "/getotp": (200, "sent"),
             "/authen": (200, "ok"),
             "/register": (200, {"student_id": 7}),
         }
 
-    async def __call__(self, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+    async def __call__(self, path: str, payload: dict[str, Any], ctx: ApiContext) -> tuple[int, Any]:
         self.calls.append((path, payload))
+        self.contexts.append(ctx)
         return self.replies[path]
 
 
@@ -59,8 +63,8 @@ def csrf_of(html: str) -> str:
     return m.group(1)
 
 
-def make(kv: FakeKv, api: FakeApi) -> TestClient:
-    return TestClient(create_app(SETTINGS, lambda: kv, api), follow_redirects=False)
+def make(kv: FakeKv, api: FakeApi, peer: str = "testclient") -> TestClient:
+    return TestClient(create_app(SETTINGS, lambda: kv, api), follow_redirects=False, client=(peer, 40000))
 
 
 def test_pages_show_hostname_and_set_httponly_cookie() -> None:
@@ -126,3 +130,158 @@ def test_refusals_are_shown() -> None:
         r = client.post("/", data={"email": "x@example.org", "csrf": token})
         assert r.status_code == 400
         assert "not on the list" in r.text
+
+
+# --- session fixation: a new id at every step up in privilege --------------------------------------
+
+
+def test_the_session_id_changes_at_otp_request_and_at_authentication() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        token = csrf_of(client.get("/").text)
+        planted = client.cookies[SESSION_COOKIE]  # e.g. an id an attacker got into the browser
+        r = client.post("/", data={"email": "dan@example.org", "csrf": token})
+        assert r.status_code == 303
+        after_otp = client.cookies[SESSION_COOKIE]
+        assert after_otp != planted
+        assert f"session:{planted}" not in kv.data  # the old id is dead
+        # the planted id no longer reaches the session
+        with make(kv, api) as attacker:
+            attacker.cookies.set(SESSION_COOKIE, planted)
+            assert attacker.get("/authen").status_code == 303  # back to the start: no e-mail in it
+        page = client.get("/authen")
+        assert page.status_code == 200
+        r = client.post("/authen", data={"otp": "123456", "csrf": csrf_of(page.text)})
+        assert r.status_code == 303
+        after_authen = client.cookies[SESSION_COOKIE]
+        assert after_authen not in (planted, after_otp)
+        assert f"session:{after_otp}" not in kv.data
+        with make(kv, api) as attacker:
+            attacker.cookies.set(SESSION_COOKIE, after_otp)
+            assert attacker.get("/reg").status_code == 403
+        assert client.get("/reg").status_code == 200
+
+
+def test_the_csrf_token_changes_with_the_session_id() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        token = csrf_of(client.get("/").text)
+        client.post("/", data={"email": "dan@example.org", "csrf": token})
+        page = client.get("/authen")
+        assert csrf_of(page.text) != token
+        # the old token is refused
+        r = client.post("/authen", data={"otp": "123456", "csrf": token})
+        assert r.status_code == 400
+    assert [p for p, _ in api.calls] == ["/getotp"]
+
+
+def test_a_made_up_session_id_is_never_adopted() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        client.cookies.set(SESSION_COOKIE, "A" * 43)
+        r = client.get("/")
+        assert f"{SESSION_COOKIE}=" in r.headers["set-cookie"]
+        assert f"{SESSION_COOKIE}={'A' * 43}" not in r.headers["set-cookie"]
+        assert f"session:{'A' * 43}" not in kv.data
+
+
+# --- what the UI sends to the API -------------------------------------------------------------------
+
+
+def test_the_ui_validates_the_email_before_calling_the_api() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        token = csrf_of(client.get("/").text)
+        for bad in ("nobody", "a\x00b@example.org", "x@localhost", "a" * 300 + "@example.org"):
+            r = client.post("/", data={"email": bad, "csrf": token})
+            assert r.status_code == 400 and "valid e-mail" in r.text
+    assert api.calls == []
+
+
+def test_the_ui_passes_the_client_address_and_a_key_per_submission() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api, peer="10.20.0.2") as client:  # HAProxy on the lb node
+        token = csrf_of(client.get("/").text)
+        client.post(
+            "/", data={"email": "dan@example.org", "csrf": token}, headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.5"}
+        )
+        page = client.get("/authen")
+        client.post("/authen", data={"otp": "123456", "csrf": csrf_of(page.text)})
+    assert [c.client for c in api.contexts] == ["203.0.113.5", "10.20.0.2"]
+    assert len({c.key for c in api.contexts}) == 2
+
+
+def test_rate_limits_and_outages_keep_their_status() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        token = csrf_of(client.get("/").text)
+        api.replies["/getotp"] = (429, "rate_limited")
+        r = client.post("/", data={"email": "dan@example.org", "csrf": token})
+        assert r.status_code == 429 and "Too many requests" in r.text
+        api.replies["/getotp"] = (503, "backend_unavailable")
+        r = client.post("/", data={"email": "dan@example.org", "csrf": token})
+        assert r.status_code == 503 and "unavailable" in r.text
+
+
+def test_http_api_post_repeats_transport_failures_with_the_same_key() -> None:
+    seen: list[tuple[str | None, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.headers.get("idempotency-key"), request.headers.get("x-forwarded-for")))
+        if len(seen) < 3:
+            raise httpx.ConnectError("the api task is being replaced")
+        return httpx.Response(200, json={"results": "sent"})
+
+    async def run() -> tuple[int, Any]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://api") as client:
+            post = http_api_post(client, budget=5.0)
+            return await post("/getotp", {"email": "a@example.org"}, ApiContext(client="203.0.113.5", key="k" * 20))
+
+    assert asyncio.run(run()) == (200, "sent")
+    assert seen == [("k" * 20, "203.0.113.5")] * 3
+
+
+def test_http_api_post_gives_up_with_503_at_its_budget() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("down")
+
+    async def run() -> tuple[int, Any]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://api") as client:
+            return await http_api_post(client, budget=0.3)("/getotp", {}, ApiContext(client="", key="k" * 20))
+
+    assert asyncio.run(run()) == (503, "backend_unavailable")
+
+
+def test_a_session_store_moving_is_ridden_out_and_a_lasting_outage_is_503_not_500() -> None:
+    import asyncio
+
+    import pytest
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from registration.ui.sessions import SessionsAway, SessionStore
+
+    class Flaky:
+        def __init__(self, failures: int) -> None:
+            self.failures = failures
+            self.data: dict[str, str] = {}
+
+        async def get(self, name: str) -> str | None:
+            if self.failures > 0:
+                self.failures -= 1
+                raise RedisConnectionError("moving")
+            return self.data.get(name)
+
+        async def set(self, name: str, value: str, ex: int | None = None) -> None:
+            self.data[name] = value
+
+        async def delete(self, *names: str) -> None:
+            for name in names:
+                self.data.pop(name, None)
+
+    sid = "a" * 43
+    store = SessionStore(Flaky(failures=3), ttl=60, outage_budget=5)
+    asyncio.run(store.save(sid, {"csrf": "x"}))
+    assert asyncio.run(store.load(sid)) == {"csrf": "x"}  # three refusals, then the answer
+    away = SessionStore(Flaky(failures=1000), ttl=60, outage_budget=0.5)
+    with pytest.raises(SessionsAway):
+        asyncio.run(away.load(sid))

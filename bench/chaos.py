@@ -1,0 +1,449 @@
+"""`make chaos`: day-2 operations and failures under steady load, each scenario on a lab of its own.
+
+Load (bounded in count and time, aimed only at the lab's 127.0.0.1 ports):
+- plain `GET /` from Debian's `hey` (a fixed rate, one CSV row per request);
+- the full registration flow (eligible list, OTP request, the mail read from the lab's mail sink,
+  authentication, registration) from a small driver on httpx, each step recorded.
+Per scenario: requests sent, failed (by status or error), p50/p99 latency, and the time from the
+event until every service has its replicas again. Writes docs/bench/chaos.json, one plot per
+scenario (status classes per second, the event marked) and the README's chaos table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.common import FAB, OUT, ROOT, write_report
+from cluster.config import load_config
+from cluster.facts import parse_services, stack_services_command
+from cluster.inventory import load_inventory
+from cluster.runners import Nodes
+from cluster.tasks.swarm import find_leader
+
+ENV = {
+    "SWARMLAB_CLUSTER": "chaos",
+    "SWARMLAB_CIDR": "10.38.0.0/24",
+    "SWARMLAB_OVERLAY_POOL": "10.138.0.0/16",
+    "SWARMLAB_HTTP_PORT": "39080",
+    "SWARMLAB_SSH_PORT": "39222",
+    "SWARMLAB_STATS_PORT": "39404",
+    "SWARMLAB_HTTPS_PORT": "39443",
+}
+URL = f"https://127.0.0.1:{ENV['SWARMLAB_HTTPS_PORT']}"
+STACK = "registration"
+GET_RATE = 20  # requests per second per hey connection
+GET_CONNECTIONS = 4
+FLOW_THREADS = 3
+WARMUP = 8.0
+MAX_EVENT_SECONDS = 240.0
+AFTER_RECOVERY = 10.0
+
+
+def fab(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [FAB, *args], cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(
+            f"fab {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-1000:]}"
+        )
+    return done
+
+
+@dataclass
+class Record:
+    t: float  # seconds since the load started
+    kind: str  # "get" or a flow step
+    status: int  # 0: no HTTP answer (connection error, timeout)
+    ms: float
+    error: str = ""
+
+
+@dataclass
+class Lab:
+    """The chaos lab: its nodes over SSH (for facts) and its containers (for failures)."""
+
+    nodes: Nodes
+    credentials: dict[str, str]
+    ca: Path  # the lab's CA: the driver verifies HAProxy's certificate against it
+    engine: docker.DockerClient = field(default_factory=docker.from_env)
+
+    def container(self, node: str) -> Any:
+        return self.engine.containers.get(f"swarmlab-{ENV['SWARMLAB_CLUSTER']}-{node}")
+
+    def node_running(self, service: str) -> str:
+        leader = find_leader(self.nodes)
+        out = self.nodes.run(
+            leader, f"docker service ps {STACK}_{service} --filter desired-state=running --format '{{{{.Node}}}}'"
+        ).stdout.split()
+        return out[0]
+
+    def converged(self) -> bool:
+        try:
+            leader = find_leader(self.nodes)
+        except Exception:  # no manager answers (quorum lost): not converged
+            return False
+        states = parse_services(self.nodes.run(leader, stack_services_command(STACK), check=False).stdout)
+        return bool(states) and all(s.converged for s in states)
+
+
+class FlowDriver:
+    """Full registration flows, one after the other on each thread, every step recorded."""
+
+    def __init__(self, started: float, credentials: dict[str, str], ca: Path, stop: threading.Event) -> None:
+        self.started = started
+        self.tls = ssl.create_default_context(cafile=str(ca))
+        self.stop = stop
+        self.api = ("api", credentials["api_password"])
+        self.admin = ("admin", credentials["admin_password"]) if "admin_password" in credentials else self.api
+        self.records: list[Record] = []
+        self.flows_done = 0
+        self.lock = threading.Lock()
+
+    def _call(self, client: httpx.Client, kind: str, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
+        began = time.monotonic()
+        try:
+            response = client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            self._record(kind, 0, began, type(error).__name__)
+            return None
+        self._record(kind, response.status_code, began)
+        return response
+
+    def _record(self, kind: str, status: int, began: float, error: str = "") -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.records.append(Record(began - self.started, kind, status, (now - began) * 1000, error))
+
+    def flow(self, client: httpx.Client) -> None:
+        email = f"chaos-{uuid.uuid4().hex[:12]}@example.org"
+        steps: list[tuple[str, str, dict[str, Any]]] = [
+            ("eligible", "/api/create_email_list", {"json": {"email_list": [email]}, "auth": self.admin}),
+            ("getotp", "/api/getotp", {"json": {"email": email}, "auth": self.api}),
+        ]
+        for kind, path, kwargs in steps:
+            response = self._call(client, kind, "POST", path, **kwargs)
+            if response is None or response.status_code != 200:
+                return
+        code = ""
+        deadline = time.monotonic() + 30
+        while not code and time.monotonic() < deadline and not self.stop.is_set():
+            try:
+                found = client.get("/mail/messages", params={"to": email}).json()
+            except (httpx.HTTPError, ValueError):
+                found = []
+            match = re.search(r"\b(\d{6})\b", found[-1]["body"]) if found else None
+            code = match.group(1) if match else ""
+            if not code:
+                time.sleep(0.3)
+        if not code:
+            self._record("mail", 0, time.monotonic(), "no OTP mail within 30 s")
+            return
+        if (
+            r := self._call(client, "authen", "POST", "/api/authen", json={"email": email, "otp": code}, auth=self.api)
+        ) is None or r.status_code != 200:
+            return
+        body = {"firstname": "Chaos", "lastname": "Monkey", "email": email}
+        if (
+            r := self._call(client, "register", "POST", "/api/register", json=body, auth=self.api)
+        ) is not None and r.status_code == 200:
+            with self.lock:
+                self.flows_done += 1
+
+    def run(self, max_flows: int) -> None:
+        with httpx.Client(base_url=URL, timeout=60, verify=self.tls) as client:
+            for _ in range(max_flows):
+                if self.stop.is_set():
+                    return
+                self.flow(client)
+
+
+def hey_records(path: Path, offset: float) -> list[Record]:
+    """hey's CSV: response-time (s), ..., status-code (0 when no answer), offset (s since hey started)."""
+    records = []
+    for row in csv.DictReader(io.StringIO(path.read_text())):
+        try:
+            records.append(
+                Record(
+                    float(row["offset"]) + offset, "get", int(row["status-code"]), float(row["response-time"]) * 1000
+                )
+            )
+        except (KeyError, ValueError):
+            continue
+    return records
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    event: Callable[[Lab], None]  # what happens (returns when the operation returns)
+    recover: Callable[[Lab], None] | None = None  # what an operator does afterwards, still under load
+
+
+def _kill(lab: Lab, node: str) -> None:
+    lab.container(node).kill()
+
+
+def _stop(lab: Lab, *names: str) -> None:
+    for name in names:
+        lab.container(name).stop(timeout=0)
+
+
+def _fab(*steps: tuple[str, ...]) -> Callable[[Lab], None]:
+    """An event that runs fab tasks one after the other."""
+
+    def event(lab: Lab) -> None:
+        for step in steps:
+            fab(*step)
+
+    return event
+
+
+def _drain_stateful(lab: Lab) -> None:
+    node = lab.node_running("postgres")
+    fab("drain-node", node)
+    fab("activate-node", node)
+    fab("rebalance")
+
+
+SCENARIOS = (
+    Scenario("update-ui", "rolling update of ui (fab update ui --force)", _fab(("update", "ui", "--force"))),
+    Scenario("update-api", "rolling update of api (fab update api --force)", _fab(("update", "api", "--force"))),
+    Scenario(
+        "rollback-api", "update api, then fab rollback api", _fab(("update", "api", "--force"), ("rollback", "api"))
+    ),
+    Scenario("scale-api", "scale api 3 -> 1 -> 3", _fab(("scale", "api=1"), ("scale", "api=3"))),
+    Scenario(
+        "drain-stateful-worker",
+        "drain the worker running PostgreSQL (and what shares it), activate it, rebalance",
+        _drain_stateful,
+    ),
+    Scenario(
+        "kill-worker",
+        "hard kill of a worker running api (docker kill)",
+        lambda lab: _kill(lab, lab.node_running("api")),
+    ),
+    Scenario(
+        "lose-one-manager", "the leader's container stopped (1 of 3 managers)", lambda lab: _stop(lab, "manager-1")
+    ),
+    Scenario(
+        "lose-two-managers",
+        "2 of 3 managers stopped (quorum lost), then fab recover",
+        lambda lab: _stop(lab, "manager-2", "manager-3"),
+        recover=_fab(("recover",)),
+    ),
+    Scenario(
+        "restart-storage",
+        "restart of the storage node (NFS server, registry)",
+        lambda lab: lab.container("storage-1").restart(timeout=5),
+    ),
+)
+
+
+def _summary(records: list[Record], kinds: Callable[[str], bool]) -> dict[str, Any]:
+    chosen = [r for r in records if kinds(r.kind)]
+    failed = [r for r in chosen if r.status == 0 or r.status >= 500 or r.status == 429]
+    latencies = sorted(r.ms for r in chosen if r.status)
+    q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
+    return {
+        "requests": len(chosen),
+        "failed": len(failed),
+        "failed_by": _count(f"{r.status or r.error}" for r in failed),
+        "p50_ms": round(q[49], 1),
+        "p99_ms": round(q[98], 1),
+    }
+
+
+def _count(items: Any) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for item in items:
+        found[item] = found.get(item, 0) + 1
+    return found
+
+
+def _plot(name: str, records: list[Record], event: float, recovered: float | None) -> None:
+    figure, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    panels: tuple[tuple[str, Callable[[str], bool]], ...] = (
+        ("GET /", lambda k: k == "get"),
+        ("registration flow", lambda k: k != "get"),
+    )
+    for axis, (label, pick) in zip(axes, panels, strict=True):
+        chosen = [r for r in records if pick(r.kind)]
+        end = int(max((r.t for r in chosen), default=0)) + 1
+        classes: dict[str, Callable[[int], bool]] = {
+            "2xx/3xx/4xx": lambda s: 0 < s < 500 and s != 429,
+            "5xx/429": lambda s: s >= 500 or s == 429,
+            "no answer": lambda s: s == 0,
+        }
+        for cls, test in classes.items():
+            per_second = [0] * end
+            for r in chosen:
+                if test(r.status):
+                    per_second[int(r.t)] += 1
+            axis.plot(range(end), per_second, label=cls)
+        axis.axvline(event, color="red", linestyle="--", label="event")
+        if recovered is not None:
+            axis.axvline(recovered, color="green", linestyle=":", label="recovered")
+        axis.set_ylabel(f"{label}\nrequests/s")
+        axis.legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("seconds since the load started")
+    axes[0].set_title(f"chaos: {name}")
+    figure.tight_layout()
+    figure.savefig(OUT / f"chaos-{name}.png", dpi=100)
+    plt.close(figure)
+
+
+def fresh_lab() -> Lab:
+    fab("lab-down")  # the image cache stays: each scenario's lab deploys from it
+    fab("lab-up")
+    fab("bootstrap")
+    fab("deploy-stack")
+    config = load_config(environ={**os.environ, **ENV})
+    state = config.state(provider="lab")
+    return Lab(Nodes(load_inventory(state.inventory)), json.loads(state.credentials.read_text()), state.ca_cert)
+
+
+def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
+    lab = fresh_lab()
+    duration = WARMUP + MAX_EVENT_SECONDS + AFTER_RECOVERY
+    csv_path = scratch / f"hey-{scenario.name}.csv"
+    started = time.monotonic()
+    with csv_path.open("w") as out:
+        hey = subprocess.Popen(
+            [
+                "hey",
+                "-z",
+                f"{int(duration)}s",
+                "-c",
+                str(GET_CONNECTIONS),
+                "-q",
+                str(GET_RATE),
+                "-t",
+                "10",
+                "-o",
+                "csv",
+                URL + "/",
+            ],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+        )
+        stop = threading.Event()
+        driver = FlowDriver(started, lab.credentials, lab.ca, stop)
+        threads = [threading.Thread(target=driver.run, args=(500,), daemon=True) for _ in range(FLOW_THREADS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(WARMUP)
+        event = time.monotonic() - started
+        error = ""
+        try:
+            scenario.event(lab)
+            if scenario.recover is not None:
+                time.sleep(5)  # the data plane runs on without a control plane meanwhile
+                scenario.recover(lab)
+        except Exception as failure:  # recorded: a scenario whose operation fails is a finding
+            error = str(failure)[-1500:]
+        recovered = None
+        deadline = time.monotonic() + MAX_EVENT_SECONDS
+        while time.monotonic() < deadline:
+            if lab.converged():
+                recovered = time.monotonic() - started
+                break
+            time.sleep(1)
+        time.sleep(AFTER_RECOVERY)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=90)
+        hey.terminate()
+        hey.wait(timeout=30)
+    lab.nodes.close()
+    records = hey_records(csv_path, 0.0) + driver.records
+    _plot(scenario.name, records, event, recovered)
+    result: dict[str, Any] = {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "get": _summary(records, lambda k: k == "get"),
+        "flow": _summary(records, lambda k: k != "get") | {"flows_completed": driver.flows_done},
+        "event_at_s": round(event, 1),
+        "recovered_after_s": round(recovered - event, 1) if recovered is not None else None,
+        "operation_error": error,
+    }
+    print(
+        f"{scenario.name:<24} GET {result['get']['failed']}/{result['get']['requests']} failed, "
+        f"flow {result['flow']['failed']}/{result['flow']['requests']} failed, "
+        f"p99 {result['flow']['p99_ms']} ms, recovered after {result['recovered_after_s']} s"
+        + (f"; operation failed: {error[:200]}" if error else "")
+    )
+    return result
+
+
+def readme_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| scenario | GET / requests | failed | flow requests | failed | flow p50 / p99 | recovered after |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        recovered = f"{r['recovered_after_s']} s" if r["recovered_after_s"] is not None else "not within the bound"
+        lines.append(
+            f"| {r['description']} | {r['get']['requests']} | {r['get']['failed']} | {r['flow']['requests']} | "
+            f"{r['flow']['failed']} | {r['flow']['p50_ms']} / {r['flow']['p99_ms']} ms | {recovered} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(results: list[dict[str, Any]]) -> None:
+    start, end = "<!-- chaos:start -->", "<!-- chaos:end -->"
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if start in text and end in text:
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        readme.write_text(f"{head}{start}\n{readme_table(results)}\n{end}{tail}")
+
+
+def main(names: list[str]) -> None:
+    chosen = [s for s in SCENARIOS if not names or s.name in names]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="swarmlab-chaos-") as scratch:
+        try:
+            for scenario in chosen:
+                results.append(run_scenario(scenario, Path(scratch)))
+        finally:
+            fab("lab-down", check=False)
+    write_report(
+        "chaos",
+        {
+            "mode": "lab, storage mode shared-dir; load from 127.0.0.1: hey GET / "
+            f"({GET_CONNECTIONS} connections x {GET_RATE} req/s) and {FLOW_THREADS} full registration flows at a time",
+            "scenarios": results,
+        },
+    )
+    if not names:
+        update_readme(results)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,77 @@
+"""The README's numbers section, regenerated from docs/bench/*.json (between two markers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import OUT, ROOT
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = OUT / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def section() -> str:
+    lines: list[str] = []
+    timings, scale, throughput = _load("lab-timings"), _load("scale"), _load("throughput")
+    if timings:
+        m = timings["machine"]
+        lines += [
+            f"Measured by `make bench` on {timings['measured_at'][:10]}: {m['cpus']} cores, {m['memory_mib']} MiB, "
+            f"{timings['mode']}.",
+            "",
+            "| step | wall time |",
+            "| --- | --- |",
+            *(f"| {s['step']} | {s['seconds']} s |" for s in timings["steps"]),
+            f"| **lab-up + bootstrap** | **{timings['lab_up_plus_bootstrap_seconds']} s** |",
+            "",
+            "![lab phases](docs/bench/lab-timings.png)",
+            "",
+        ]
+    if scale:
+        lines += [
+            "| lab | lab-up | bootstrap | total | idle worker | idle manager | whole lab |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *(
+                f"| {r['managers']} managers, {r['workers']} workers | {r['lab_up_seconds']} s | {r['bootstrap_seconds']} s | "
+                f"{r['total_seconds']} s | {r['idle_worker_mib']} MiB | {r['idle_manager_mib']} MiB | {r['lab_mib']} MiB |"
+                for r in scale["shapes"]
+            ),
+            "",
+            f"20 workers take {scale['twenty_over_three']}x the time of 3 (goal: at most 2x). By memory, this machine "
+            f"holds a lab of about {scale['largest_lab_estimate_nodes']} idle nodes ({scale['estimate_basis']}); "
+            "that counts memory only, not the CPU a deployed stack needs on 2 cores.",
+            "",
+            "![bootstrap time against workers](docs/bench/scale.png)",
+            "",
+        ]
+    if throughput:
+        lines += [
+            f"Throughput ({throughput['mode']}):",
+            "",
+            "| path | through HAProxy | p50 / p99 | direct to the workers | p50 / p99 | HAProxy / direct |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, r in throughput["results"].items():
+            h, d = r["haproxy"], r["direct_all_workers"]
+            lines.append(
+                f"| {name} | {h['rps']} req/s | {h['p50_ms']} / {h['p99_ms']} ms | {d['rps']} req/s | "
+                f"{d['p50_ms']} / {d['p99_ms']} ms | {r['haproxy_over_direct']} |"
+            )
+        lines += ["", "![throughput](docs/bench/throughput.png)", ""]
+    return "\n".join(lines)
+
+
+def update(readme: Path = ROOT / "README.md") -> None:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} ... {END} section to regenerate")
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    readme.write_text(f"{head}{START}\n{section()}\n{END}{tail}")
+    print("README.md numbers section regenerated from docs/bench/*.json")

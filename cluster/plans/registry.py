@@ -1,0 +1,43 @@
+"""The cluster registry's TLS, pure: which engines must be told to trust the cluster CA for it, and
+whether the storage node needs the registry's certificate; the configuration itself is pushed like
+any daemon's (plans.daemon.plan_push)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+from cluster.operations import Plan, Run
+from cluster.plans.daemon import plan_file
+from registry.model import CERT_PATH, KEY_PATH, SERVICE_USER, trust_path
+
+
+def plan_trust(registry: str, ca_pem: bytes, trusted_shas: Mapping[str, str]) -> Plan:
+    """The CA in /etc/docker/certs.d/<registry>/ca.crt on each engine that lacks it (Docker reads it
+    at each pull and push: no engine restart)."""
+    plan = Plan()
+    for node, sha in sorted(trusted_shas.items()):
+        why = f"{node} trusts the cluster CA for {registry}"
+        plan += plan_file(node, trust_path(registry), ca_pem, sha, why, mode=0o644, dir_mode=0o755)
+    return plan
+
+
+def plan_certificate(storage: str, chain_pem: bytes, key_pem: bytes, current_sha: str, names: str) -> Plan:
+    """The registry's certificate and key on the storage node, when its certificate is not this one."""
+    if current_sha == hashlib.sha256(chain_pem).hexdigest():
+        return Plan()
+    return (
+        plan_file(storage, KEY_PATH, key_pem, "", "the registry's TLS key")
+        + plan_file(storage, CERT_PATH, chain_pem, "", f"the registry's TLS certificate for {names}", mode=0o644)
+        + Plan(
+            (
+                Run(
+                    storage,
+                    # Debian's unit runs it as this user (the lab runs it as root): it must read its key.
+                    f"if id -u {SERVICE_USER} >/dev/null 2>&1; then chown {SERVICE_USER} {KEY_PATH} {CERT_PATH}; fi",
+                    "the registry's user owns them",
+                    changes=False,
+                ),
+            )
+        )
+    )

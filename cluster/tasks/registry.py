@@ -1,0 +1,55 @@
+"""The registry task: the cluster registry serves TLS with a certificate of the cluster CA, and every
+engine trusts that CA for it (no insecure registry anywhere). Run by bootstrap and before builds."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import registry.model as registry
+from cluster.facts import daemon_facts_command, file_sha_command, parse_daemon_facts, parse_file_sha
+from cluster.inventory import Role
+from cluster.plans.daemon import plan_push
+from cluster.plans.registry import plan_certificate, plan_trust
+from cluster.progress import phase
+from cluster.session import Session
+from cluster.tls import ClusterTLS, IPAddress, certificate_names, cluster_scope
+
+
+def registry_names(host: str) -> tuple[list[IPAddress], list[str]]:
+    """What the registry's certificate names: its address, or its DNS name."""
+    try:
+        return [ipaddress.ip_address(host)], []
+    except ValueError:
+        return [], [host]
+
+
+def configure_registry(session: Session) -> None:
+    inventory, runner = session.inventory, session.runner
+    storage, endpoint = inventory.storage, inventory.registry
+    if storage is None or endpoint is None:
+        return
+    host, _, port = endpoint.rpartition(":")
+    with phase("registry", f"the cluster registry {endpoint}: TLS from the cluster CA, trusted by every engine") as p:
+        tls = ClusterTLS(session.state.tls, inventory.cluster, write=not session.dry_run)
+        authority = tls.authority(cluster_scope(inventory, session.config.tls_names), p)
+        certificate = tls.certificate("registry", authority, *registry_names(host))
+        trust = registry.trust_path(endpoint)
+        engines = [n for n in inventory.nodes if n.role is not Role.LB]
+        trusted = runner.each(
+            engines,
+            lambda n: parse_file_sha(runner.run(n, file_sha_command(trust)).stdout),
+            "reading the engines' trust",
+        )
+        current = parse_file_sha(runner.run(storage, file_sha_command(registry.CERT_PATH)).stdout)
+        daemon = registry.daemon(endpoint)
+        facts = parse_daemon_facts(
+            runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
+        )
+        text = registry.render_config(registry.build(certificate.sha256, int(port)))
+        names = ", ".join(certificate_names(certificate))
+        plan = (
+            plan_trust(endpoint, authority.cert_pem, trusted)
+            + plan_certificate(storage.name, certificate.chain_pem, certificate.key_pem, current, names)
+            + plan_push(storage.name, daemon, facts, text)
+        )
+        session.executor().execute(plan, p)

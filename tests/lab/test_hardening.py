@@ -1,0 +1,171 @@
+"""Hardening on a real lab: HTTPS at the edge verified against the lab's own CA (plain HTTP only
+redirects), the registry over TLS with no insecure registry on any engine, an NFS export that
+squashes root, pinned host keys and timeouts that name the host, and lab-down keeping away from the
+state of other targets of the same cluster name. Traffic goes to 127.0.0.1 and the lab's nodes only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from cluster.errors import CommandFailed
+from cluster.inventory import Role
+from cluster.lab.keys import new_key_pair
+from haproxy.model import CERT_PATH
+from registry.model import trust_path
+from tests.lab.conftest import LAB_ENV, PLANTED, Lab, fab
+
+pytestmark = pytest.mark.lab
+
+
+def test_https_answers_with_the_lab_ca_and_plain_http_only_redirects(lab: Lab) -> None:
+    assert lab.url.startswith("https://")
+    with httpx.Client(timeout=10, verify=lab.tls) as client:
+        page = client.get(lab.url + "/")
+        assert page.status_code == 200
+        assert page.headers["strict-transport-security"] == "max-age=31536000"
+        # The UI's session cookie travels over TLS only (the lab's values set it Secure, as prod's do).
+        assert "secure" in page.headers["set-cookie"].lower()
+    plain = f"http://{lab.config.bind_address}:{lab.config.http_port}"
+    with httpx.Client(timeout=10, follow_redirects=False) as client:
+        moved = client.get(plain + "/mail/messages?to=a@example.org")
+        assert moved.status_code == 301
+        assert moved.headers["location"] == lab.url + "/mail/messages?to=a@example.org"
+        assert "x-served-by" not in moved.headers, "plain HTTP must reach no service"
+    # Nobody else's trust vouches for the lab: verification against the system's CAs fails.
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(lab.url + "/", timeout=10)
+
+
+def test_haproxy_serves_as_an_unprivileged_user_and_keeps_its_key_private(lab: Lab) -> None:
+    lb = lab.inventory.lb
+    users = lab.nodes.run(lb, "ps -o user= -C haproxy").stdout.split()
+    assert users.count("root") == 1, f"only the master stays root: {users}"
+    assert "haproxy" in users
+    assert lab.nodes.run(lb, f"stat -c '%a %U' {CERT_PATH}").stdout.strip() == "600 root"
+
+
+def test_the_registry_answers_over_tls_and_no_engine_has_insecure_registries(lab: Lab) -> None:
+    registry = lab.inventory.registry
+    assert registry is not None
+    ca = lab.state.ca_cert.read_bytes()
+    engines = [n for n in lab.inventory.nodes if n.role is not Role.LB]
+    for node in engines:
+        assert lab.nodes.run(node, f"cat {trust_path(registry)}").stdout.encode() == ca, node.name
+        answer = lab.nodes.run(
+            node, f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {trust_path(registry)} https://{registry}/v2/"
+        )
+        assert answer.stdout == "200", f"{node.name}: {answer.stdout}"
+        config = json.loads(lab.nodes.run(node, "docker info --format '{{json .RegistryConfig}}'").stdout)
+        insecure = [name for name, index in (config.get("IndexConfigs") or {}).items() if not index.get("Secure")]
+        assert insecure == [], f"{node.name} treats {insecure} as insecure"
+        # Docker always lists 127.0.0.0/8; nothing else, and not the registry's network.
+        assert config.get("InsecureRegistryCIDRs") == ["127.0.0.0/8"], node.name
+        assert "insecure" not in lab.nodes.run(node, "cat /etc/docker/daemon.json").stdout, node.name
+    # Plain HTTP gets nothing but Go's refusal.
+    plain = lab.nodes.run(engines[0], f"curl -s -o /dev/null -w '%{{http_code}}' http://{registry}/v2/", check=False)
+    assert plain.stdout == "400", plain.stdout
+
+
+def test_the_nfs_export_squashes_root_and_lets_owners_write(lab: Lab) -> None:
+    storage = lab.inventory.storage
+    assert storage is not None
+    # A new name each run: nfs-ganesha caches the entries of a directory removed behind its back.
+    name = f"hardening-{uuid.uuid4().hex[:8]}"
+    probe, url = f"/srv/swarmlab/data/{name}", f"nfs://{storage.private_ip}/data/{name}"
+    lab.nodes.run(storage, f"mkdir -p {probe} && chown 4242:4242 {probe} && chmod 700 {probe} && echo x > /tmp/x")
+    try:
+        as_root = lab.nodes.run(storage, f"nfs-cp /tmp/x '{url}/root?version=4' 2>&1; ls {probe}", check=False)
+        assert "NFS4ERR_ACCESS" in as_root.stdout and "root" not in as_root.stdout.splitlines()[-1:]
+        owner = lab.nodes.run(
+            storage, f"nfs-cp /tmp/x '{url}/owner?version=4&uid=4242&gid=4242' && stat -c %u {probe}/owner"
+        )
+        assert owner.stdout.strip().endswith("4242")
+        config = lab.nodes.run(storage, "cat /etc/ganesha/ganesha.conf").stdout
+        clients = sorted([*(w.private_ip for w in lab.inventory.workers), storage.private_ip])
+        assert "Squash = Root_Squash;" in config and f"Clients = {', '.join(map(str, clients))};" in config
+    finally:
+        lab.nodes.run(storage, f"rm -rf {probe} /tmp/x", check=False)
+
+
+def test_a_changed_host_key_stops_the_task_with_the_host_named(lab: Lab, tmp_path: Path) -> None:
+    """The managers `fab status` asks present keys other than the pinned ones: refused, each named."""
+    manager = lab.inventory.managers[0]
+    impostor = new_key_pair("impostor").public_openssh.split()[1]
+    known = Path(lab.inventory.ssh.known_hosts or "").read_text().splitlines()
+    managers = tuple(f"{m.private_ip} " for m in lab.inventory.managers)
+    forged = [f"{line.rsplit(' ', 1)[0]} {impostor}" if line.startswith(managers) else line for line in known]
+    (tmp_path / "known_hosts").write_text("\n".join(forged) + "\n")
+    document = json.loads(lab.inventory.model_dump_json()) | {"provider": "static"}
+    document["ssh"]["known_hosts"] = str(tmp_path / "known_hosts")
+    (tmp_path / "inventory.json").write_text(json.dumps(document))
+    done = fab("status", "--target", str(tmp_path / "inventory.json"), check=False)
+    assert done.returncode != 0
+    assert f"on {manager.name}:" in done.stderr and "host key is not the pinned one" in done.stderr
+    # And an inventory that pins nothing is refused before any connection.
+    document["ssh"]["known_hosts"] = None
+    (tmp_path / "inventory.json").write_text(json.dumps(document))
+    unpinned = fab("status", "--target", str(tmp_path / "inventory.json"), check=False)
+    assert unpinned.returncode != 0 and "pins no host key" in unpinned.stderr
+
+
+def test_a_node_that_stops_answering_mid_command_fails_named_within_the_timeout(lab: Lab) -> None:
+    worker = lab.inventory.workers[-1]
+    container = docker.from_env().containers.get(f"swarmlab-{lab.config.cluster}-{worker.name}")
+    lab.nodes.run(worker, "true")  # the connection is open before the node freezes
+    pause = threading.Timer(1.0, container.pause)
+    pause.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(CommandFailed) as raised:
+            lab.nodes.run(worker, "sleep 20", timeout=5)
+        assert time.monotonic() - started < 15
+        assert raised.value.host == worker.name and "no answer within 5s" in str(raised.value)
+    finally:
+        pause.join()
+        container.unpause()
+    lab.nodes.run(worker, "true")  # and it answers again once it does
+
+
+def test_lab_down_keeps_away_from_other_targets_of_the_same_name(lab: Lab, tmp_path: Path) -> None:
+    """A static and a Pulumi target named like the lab keep their own state: planted now for the
+    session lab (the fixture's finalizer checks them after its lab-down), and checked at once on a
+    lab name that has no containers."""
+    # (Only a Pulumi one for the session lab: the static-target test uses static/<cluster> itself.)
+    PLANTED.append(plant(lab.config.state(provider="pulumi").root))
+    env = {"SWARMLAB_CLUSTER": "citsecdown"}
+    config = lab.config.model_copy(update={"cluster": "citsecdown"})
+    own = config.state(provider="lab")
+    own.inventory.parent.mkdir(parents=True, exist_ok=True)
+    own.inventory.write_text("{}")
+    own.credentials.write_text("{}")
+    others = [plant(config.state(provider=p).root) for p in ("static", "pulumi")]
+    try:
+        fab("lab-down", env=env)
+        assert not own.inventory.exists() and not own.credentials.exists()
+        for directory, contents in others:
+            assert snapshot(directory) == contents, f"lab-down touched {directory}"
+    finally:
+        for directory in (own.root, *(d for d, _ in others)):
+            shutil.rmtree(directory, ignore_errors=True)
+    assert LAB_ENV["SWARMLAB_CLUSTER"] == lab.config.cluster
+
+
+def plant(directory: Path) -> tuple[Path, dict[str, bytes]]:
+    """A fake target's state directory: credentials and a CA, as a Pulumi or static target keeps them."""
+    (directory / "tls").mkdir(parents=True, exist_ok=True)
+    (directory / "credentials").write_text('{"db_password": "not the lab\'s"}')
+    (directory / "tls" / "ca.crt").write_text("a CA of another target")
+    return directory, snapshot(directory)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}

@@ -1,0 +1,108 @@
+"""The registry task with a fake runner: TLS from the cluster CA on the storage node, the CA trusted
+for this registry by every engine (and no insecure registry), nothing redone when current."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+
+import registry.model as registry
+from cluster.config import parse_config
+from cluster.lab.topology import lab_inventory
+from cluster.operations import Write
+from cluster.plans.registry import plan_certificate, plan_trust
+from cluster.progress import TIMINGS
+from cluster.providers.static import StaticProvider
+from cluster.session import Session
+from cluster.state import StatePaths
+from cluster.tasks.registry import configure_registry
+from tests.unit.fake_runner import FakeRunner
+
+REGISTRY = "10.20.0.6:5000"
+TRUST = f"/etc/docker/certs.d/{REGISTRY}/ca.crt"
+
+
+@pytest.fixture(autouse=True)
+def fresh_timings() -> None:
+    TIMINGS.phases.clear()
+
+
+def session(tmp_path: Path, runner: FakeRunner | None = None, dry_run: bool = False) -> Session:
+    config = parse_config({"state_dir": str(tmp_path)})
+    runner = runner or FakeRunner(lab_inventory(config, StatePaths(tmp_path)))
+    runner.answer("echo ready", "ready")
+    return Session(config, StaticProvider(), runner, dry_run)
+
+
+def test_a_fresh_storage_node_gets_a_tls_registry_every_engine_trusts(tmp_path: Path) -> None:
+    first = session(tmp_path)
+    configure_registry(first)
+    runner = first.runner
+    assert isinstance(runner, FakeRunner)
+    trusted = sorted(node for node, path in runner.files if path == TRUST)
+    assert trusted == ["manager-1", "manager-2", "manager-3", "storage-1", "worker-1", "worker-2", "worker-3"]
+    ca = runner.files[("storage-1", TRUST)]
+    assert ca == first.state.ca_cert.read_bytes()
+    cert = x509.load_pem_x509_certificate(runner.files[("storage-1", registry.CERT_PATH)])
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["10.20.0.6"]
+    assert b"PRIVATE KEY" in runner.files[("storage-1", registry.KEY_PATH)]
+    config = yaml.safe_load(runner.files[("storage-1", registry.CONFIG_PATH + ".new")])
+    assert config["http"]["tls"] == {
+        "certificate": registry.CERT_PATH,
+        "key": registry.KEY_PATH,
+        "minimumtls": "tls1.2",
+    }
+    assert config["http"]["addr"] == ":5000"
+    [start] = runner.commands("setsid docker-registry serve")
+    assert start.endswith(f"echo $! > {registry.PID_FILE})")
+    [ready] = runner.commands("curl -sf")
+    assert f"--cacert {TRUST} https://{REGISTRY}/v2/" in ready
+    assert TIMINGS.changed
+
+
+def test_a_current_registry_is_left_alone(tmp_path: Path) -> None:
+    first = session(tmp_path)
+    configure_registry(first)
+    assert isinstance(first.runner, FakeRunner)
+    runner = FakeRunner(first.runner.inventory)
+    for (node, path), content in first.runner.files.items():
+        sha = hashlib.sha256(content).hexdigest()
+        if path.endswith(".new"):
+            facts = f"config_sha={sha}\nsystemd=no\nrunning=yes\n"
+            runner.answer(rf"sha256sum {re.escape(path.removesuffix('.new'))} ", facts, node=node)
+        else:
+            runner.answer(rf"sha256sum {re.escape(path)} ", sha, node=node)
+    TIMINGS.phases.clear()
+    configure_registry(session(tmp_path, runner))
+    assert not runner.files and not TIMINGS.changed
+
+
+def test_a_dry_run_writes_nothing_anywhere(tmp_path: Path) -> None:
+    dry = session(tmp_path, dry_run=True)
+    configure_registry(dry)
+    assert isinstance(dry.runner, FakeRunner)
+    assert not dry.runner.files and not (tmp_path / "static").exists()
+    assert TIMINGS.would_change
+
+
+def test_plans_write_only_what_differs() -> None:
+    ca = b"-----BEGIN CERTIFICATE-----\n"
+    sha = hashlib.sha256(ca).hexdigest()
+    plan = plan_trust(REGISTRY, ca, {"worker-1": sha, "worker-2": ""})
+    writes = [op for op in plan.operations if isinstance(op, Write)]
+    assert [(w.node, w.path, w.mode) for w in writes] == [("worker-2", TRUST, 0o644)]
+    chain, key = b"chain", b"key"
+    assert plan_certificate("storage-1", chain, key, hashlib.sha256(chain).hexdigest(), "x").operations == ()
+    fresh = [op for op in plan_certificate("storage-1", chain, key, "", "x").operations if isinstance(op, Write)]
+    assert [(w.path, w.mode) for w in fresh] == [(registry.KEY_PATH, 0o600), (registry.CERT_PATH, 0o644)]
+
+
+def test_the_registry_restarts_under_systemd_for_a_new_certificate() -> None:
+    # Distribution reads its certificate at start only: a reload would keep serving the old one.
+    assert registry.daemon(REGISTRY).systemd_reload == "restart"

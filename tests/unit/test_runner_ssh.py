@@ -1,0 +1,191 @@
+"""The SSH runner against a small SSH server of our own on loopback (paramiko's server side): host keys
+are always pinned, a changed or unknown key stops with the host named, an inventory that pins nothing
+is refused, and a node that stops answering mid-command fails within the timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+import pytest
+from paramiko.common import AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED
+
+from cluster.errors import CommandFailed, SwarmlabError
+from cluster.inventory import Inventory
+from cluster.lab.keys import KeyPair, known_hosts_line, new_key_pair
+from cluster.runners import KEEPALIVE_INTERVAL, KEY_CHANGED, KEY_UNKNOWN, Nodes
+
+
+class _Handler(paramiko.ServerInterface):
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return AUTH_SUCCESSFUL
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return OPEN_SUCCEEDED if kind == "session" else OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        if command != b"hang":  # "hang": a node that took the command, then stopped answering
+            threading.Thread(target=_answer, args=(channel,), daemon=True).start()
+        return True
+
+
+def _answer(channel: paramiko.Channel) -> None:
+    time.sleep(0.05)  # after the exec request's reply
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # the client may be gone already
+        channel.sendall(b"ok\n")
+        channel.send_exit_status(0)
+        channel.close()
+
+
+@dataclass
+class Server:
+    port: int
+    host_key: KeyPair
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    host_key = new_key_pair("test-host")
+    listener = socket.create_server(("127.0.0.1", 0))
+    transports: list[paramiko.Transport] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(client)
+            transport.add_server_key(
+                paramiko.Ed25519Key.from_private_key(io.StringIO(host_key.private_openssh.decode()))
+            )
+            transports.append(transport)
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # a client that refused our key
+                transport.start_server(server=_Handler())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield Server(listener.getsockname()[1], host_key)
+    finally:
+        listener.close()
+        for transport in transports:
+            transport.close()
+
+
+def inventory(server: Server, tmp_path: Path, known_hosts: str | None, host_keys: dict[str, str]) -> Inventory:
+    client_key = tmp_path / "id_ed25519"
+    client_key.write_bytes(new_key_pair("client").private_openssh)
+    client_key.chmod(0o600)
+    return Inventory.model_validate(
+        {
+            "version": 1,
+            "cluster": "unit",
+            "provider": "static",
+            # No jump host: every node is this one server, reached directly.
+            "ssh": {
+                "private_key": str(client_key),
+                "port": server.port,
+                "known_hosts": known_hosts,
+                "host_keys": host_keys,
+            },
+            "network": {"cidr": "127.0.0.0/24"},
+            "nodes": [
+                {"name": "lb-1", "role": "lb", "private_ip": "127.0.0.1"},
+                {"name": "manager-1", "role": "manager", "private_ip": "127.0.0.1"},
+                {"name": "worker-1", "role": "worker", "private_ip": "127.0.0.1"},
+            ],
+            "endpoints": {"http": "https://127.0.0.1"},
+        }
+    )
+
+
+def pinned(server: Server, tmp_path: Path, public_key: str) -> Nodes:
+    known = tmp_path / "known_hosts"
+    known.write_text(known_hosts_line("127.0.0.1", server.port, public_key) + "\n")
+    return Nodes(inventory(server, tmp_path, str(known), {}))
+
+
+def test_the_pinned_key_is_accepted_with_keepalives_on(server: Server, tmp_path: Path) -> None:
+    nodes = pinned(server, tmp_path, server.host_key.public_openssh)
+    try:
+        node = nodes.inventory.node("manager-1")
+        assert nodes.run(node, "echo").stdout == "ok\n"
+        transport = nodes.connection(node).transport
+        assert transport.packetizer._Packetizer__keepalive_interval == KEEPALIVE_INTERVAL
+    finally:
+        nodes.close()
+
+
+def test_a_changed_host_key_stops_with_the_host_named(server: Server, tmp_path: Path) -> None:
+    nodes = pinned(server, tmp_path, new_key_pair("impostor").public_openssh)
+    try:
+        with pytest.raises(CommandFailed) as raised:
+            nodes.run(nodes.inventory.node("worker-1"), "echo")
+        assert raised.value.host == "worker-1"
+        assert KEY_CHANGED in str(raised.value)
+    finally:
+        nodes.close()
+
+
+def test_an_unknown_host_is_refused_not_trusted_on_first_use(server: Server, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(known_hosts_line("127.0.0.1", 22, server.host_key.public_openssh) + "\n")  # another port
+    nodes = Nodes(inventory(server, tmp_path, str(known), {}))
+    try:
+        with pytest.raises(CommandFailed) as raised:
+            nodes.run(nodes.inventory.node("manager-1"), "echo")
+        assert raised.value.host == "manager-1" and KEY_UNKNOWN in str(raised.value)
+        assert known.read_text().count("\n") == 1, "nothing was added to known_hosts"
+    finally:
+        nodes.close()
+
+
+def test_host_keys_in_the_inventory_pin_without_a_file(server: Server, tmp_path: Path) -> None:
+    keys = {name: server.host_key.public_openssh for name in ("lb-1", "manager-1", "worker-1")}
+    nodes = Nodes(inventory(server, tmp_path, None, keys))
+    try:
+        assert nodes.run(nodes.inventory.node("lb-1"), "echo").ok
+    finally:
+        nodes.close()
+    wrong = Nodes(inventory(server, tmp_path, None, {**keys, "worker-1": new_key_pair("x").public_openssh}))
+    try:
+        with pytest.raises(CommandFailed, match="on worker-1"):
+            wrong.run(wrong.inventory.node("worker-1"), "echo")
+    finally:
+        wrong.close()
+
+
+def test_an_inventory_that_pins_nothing_is_refused(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(SwarmlabError, match="pins no host key") as raised:
+        Nodes(inventory(server, tmp_path, None, {}))
+    assert "ssh.host_keys" in str(raised.value) and "pulumi up" in str(raised.value)
+
+
+def test_a_missing_known_hosts_file_is_named(server: Server, tmp_path: Path) -> None:
+    nodes = Nodes(inventory(server, tmp_path, str(tmp_path / "absent"), {}))
+    with pytest.raises(SwarmlabError, match="absent does not exist"):
+        nodes.run(nodes.inventory.node("lb-1"), "echo")
+
+
+def test_a_node_that_stops_answering_mid_command_fails_within_the_timeout(server: Server, tmp_path: Path) -> None:
+    nodes = pinned(server, tmp_path, server.host_key.public_openssh)
+    try:
+        started = time.monotonic()
+        with pytest.raises(CommandFailed) as raised:
+            nodes.run(nodes.inventory.node("worker-1"), "hang", timeout=1)
+        assert time.monotonic() - started < 10
+        assert raised.value.host == "worker-1" and raised.value.command == "hang"
+        assert "no answer within 1s" in str(raised.value)
+    finally:
+        nodes.close()
