@@ -34,6 +34,7 @@ from cluster.plans.swarm import TokenRole
 from cluster.progress import phase, say
 from cluster.session import Session
 from cluster.tasks.recover import bring_back, converge
+from cluster.tasks.registry import configure_registry
 from cluster.tasks.services import swarm_state
 from cluster.tasks.status import probe_manager, probe_managers
 from cluster.tasks.swarm import drain_managers, find_leader
@@ -184,7 +185,10 @@ def restore_swarm(session: Session, from_dir: str = "") -> None:
             for node, role in others:
                 p.planned(f"would bring back {node.name}: its machine if lost, leave stale state, join as {role}", True)
             return
-        problems = [bring_back(session, node, target, p, role) for node, role in others]
+        restored: list[str] = []
+        problems = [bring_back(session, node, target, p, role, restored=restored) for node, role in others]
+    if restored:  # a re-created node's engine is new: it must trust the cluster registry again
+        configure_registry(session)
     drain_managers(session, target)
     converge(session, target)
     failed = [problem for problem in problems if problem]

@@ -12,6 +12,7 @@ from cluster.plans.recover import RecoverRefused, choose_survivor, plan_reform, 
 from cluster.plans.swarm import TokenRole, token_secret, tokens_needed
 from cluster.progress import PhaseResult, phase
 from cluster.session import Session
+from cluster.tasks.registry import configure_registry
 from cluster.tasks.services import swarm_state
 from cluster.tasks.status import probe_manager, probe_managers
 from cluster.tasks.swarm import drain_managers
@@ -40,15 +41,24 @@ def _tokens(session: Session, leader: Node, roles: set[TokenRole]) -> dict[str, 
 
 
 def bring_back(
-    session: Session, node: Node, leader: Node, progress: PhaseResult, role: TokenRole = TokenRole.MANAGER
+    session: Session,
+    node: Node,
+    leader: Node,
+    progress: PhaseResult,
+    role: TokenRole = TokenRole.MANAGER,
+    *,
+    restored: list[str] | None = None,
 ) -> str:
-    """One node of the inventory back as a member with `role`; returns why not, or ''."""
+    """One node of the inventory back as a member with `role`; returns why not, or ''. A node whose
+    machine the provider had to bring back is added to `restored`."""
     runner = session.runner
     probe = probe_manager(runner, node)  # the same questions answer for a worker (it sees no leader)
     if not probe.answers:
         progress.note(f"{node.name} does not answer ({probe.problem})")
         if not session.provider.restore_node(session.config, node, session.executor(), progress):
             return "" if session.dry_run else f"{node.name}: {probe.problem}"
+        if restored is not None:
+            restored.append(node.name)
         probe = probe_manager(runner, node)
         if not probe.answers:
             return f"{node.name} still does not answer: {probe.problem}"
@@ -101,7 +111,12 @@ def recover(session: Session) -> None:
                 if manager.name != leader.name:
                     p.planned(f"would bring back {manager.name}: its machine if lost, leave, join as manager", True)
             return
-        problems = [bring_back(session, m, leader, p) for m in inventory.managers if m.name != leader.name]
+        restored: list[str] = []
+        problems = [
+            bring_back(session, m, leader, p, restored=restored) for m in inventory.managers if m.name != leader.name
+        ]
+    if restored:  # a re-created node's engine is new: it must trust the cluster registry again
+        configure_registry(session)
     drain_managers(session, leader)
     converge(session, leader)
     failed = [problem for problem in problems if problem]

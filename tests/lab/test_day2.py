@@ -26,6 +26,7 @@ from cluster.errors import CommandFailed
 from cluster.facts import NODES_COMMAND, parse_nodes
 from cluster.inventory import Node
 from tests.lab.conftest import LOG, Lab, fab
+from tests.lab.test_registration import eligible
 
 pytestmark = pytest.mark.lab
 STACK = "registration"
@@ -91,7 +92,7 @@ def every_replica(
     answer 200 and, together, come from `count` different containers."""
     deadline = time.monotonic() + timeout
     streak: list[str] = []
-    with httpx.Client(timeout=5, headers={"Connection": "close"}) as client:
+    with httpx.Client(timeout=5, headers={"Connection": "close"}, verify=lab.tls) as client:
         while True:
             try:
                 response = client.get(url)
@@ -131,16 +132,18 @@ def rpc_answers(lab: Lab, api: httpx.Client, times: int = 6, timeout: float = 18
 @pytest.fixture(scope="module")
 def api(lab: Lab) -> Iterator[httpx.Client]:
     credentials = json.loads(lab.state.credentials.read_text())
-    with httpx.Client(base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30) as client:
+    with httpx.Client(
+        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30, verify=lab.tls
+    ) as client:
         yield client
 
 
 def register(lab: Lab, api: httpx.Client) -> str:
     email = f"day2-{uuid.uuid4().hex[:10]}@example.org"
-    assert api.post("/create_email_list", json={"email_list": [email]}).status_code == 200
+    eligible(api, email)
     api.post("/getotp", json={"email": email}).raise_for_status()
     deadline = time.monotonic() + 30
-    while not (mails := httpx.get(lab.url + "/mail/messages", params={"to": email}, timeout=10).json()):
+    while not (mails := httpx.get(lab.url + "/mail/messages", params={"to": email}, timeout=10, verify=lab.tls).json()):
         assert time.monotonic() < deadline, f"no OTP mail to {email}"
         time.sleep(0.5)
     code = re.search(r"\b(\d{6})\b", mails[-1]["body"])
