@@ -47,7 +47,6 @@ bench: venv load-tool
 	$(BIN)/python -m bench
 
 ## chaos: day-2 operations and failures under load, each on a lab of its own (docs/bench/chaos*.json, README).
-## Not run yet: most scenarios call the day-2 tasks, which are in docs/wip/, not on main.
 chaos: venv load-tool
 	$(BIN)/python -m bench.chaos
 
