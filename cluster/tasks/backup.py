@@ -13,7 +13,6 @@ from pathlib import Path
 
 from cluster import backups
 from cluster.backups import BackupError, BackupManifest, DataPart, SwarmPart
-from cluster.errors import SwarmlabError
 from cluster.facts import SwarmState, parse_lines, swarm_state_command
 from cluster.inventory import Node
 from cluster.operations import Plan, Wait
@@ -33,11 +32,10 @@ from cluster.plans.stack import STACK_LIST_COMMAND
 from cluster.plans.swarm import TokenRole
 from cluster.progress import phase, say
 from cluster.session import Session
-from cluster.tasks.recover import bring_back, converge
-from cluster.tasks.registry import configure_registry
+from cluster.tasks.recover import bring_back_all, settle
 from cluster.tasks.services import swarm_state
 from cluster.tasks.status import probe_manager, probe_managers
-from cluster.tasks.swarm import drain_managers, find_leader
+from cluster.tasks.swarm import find_leader
 from cluster.workload import BackupSpec, Workload, known_workloads, load_workload
 
 
@@ -185,16 +183,5 @@ def restore_swarm(session: Session, from_dir: str = "") -> None:
             for node, role in others:
                 p.planned(f"would bring back {node.name}: its machine if lost, leave stale state, join as {role}", True)
             return
-        restored: list[str] = []
-        problems = [bring_back(session, node, target, p, role, restored=restored) for node, role in others]
-    if restored:  # a re-created node's engine is new: it must trust the cluster registry again
-        configure_registry(session)
-    drain_managers(session, target)
-    converge(session, target)
-    failed = [problem for problem in problems if problem]
-    if failed:
-        raise SwarmlabError(
-            "the swarm state is restored, but some nodes are not back:\n"
-            + "\n".join(f"- {problem}" for problem in failed)
-            + "\nFix: bring their machines back, then run `fab recover`"
-        )
+        problems, restored = bring_back_all(session, target, others, p)
+    settle(session, target, problems, restored, "the swarm state is restored, but some nodes are not back")

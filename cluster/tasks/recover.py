@@ -3,6 +3,8 @@ inventory's managers brought back one at a time (cluster/plans/recover.py says w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cluster.errors import SwarmlabError
 from cluster.facts import NODES_COMMAND, NodeFacts, parse_nodes, swarm_state_command
 from cluster.inventory import Node
@@ -70,6 +72,32 @@ def bring_back(
     return ""
 
 
+def bring_back_all(
+    session: Session, leader: Node, others: Sequence[tuple[Node, TokenRole]], progress: PhaseResult
+) -> tuple[list[str], list[str]]:
+    """Each node back with its role, one at a time: why each one is not (or ''), and which nodes'
+    machines the provider had to bring back."""
+    restored: list[str] = []
+    problems = [bring_back(session, node, leader, progress, role, restored=restored) for node, role in others]
+    return problems, restored
+
+
+def settle(session: Session, leader: Node, problems: list[str], restored: list[str], what: str) -> None:
+    """After nodes came back: registry trust for re-created engines, managers drained, every service
+    running; then the nodes that did not come back, as an error."""
+    if restored:  # a re-created node's engine is new: it must trust the cluster registry again
+        configure_registry(session)
+    drain_managers(session, leader)
+    converge(session, leader)
+    failed = [problem for problem in problems if problem]
+    if failed:
+        raise SwarmlabError(
+            f"{what}:\n"
+            + "\n".join(f"- {problem}" for problem in failed)
+            + "\nFix: bring their machines back, then run `fab recover`"
+        )
+
+
 def converge(session: Session, leader: Node) -> None:
     with phase("converge", "wait until every service runs its replicas, healthy") as p:
         state = swarm_state(session.runner, leader)
@@ -111,18 +139,6 @@ def recover(session: Session) -> None:
                 if manager.name != leader.name:
                     p.planned(f"would bring back {manager.name}: its machine if lost, leave, join as manager", True)
             return
-        restored: list[str] = []
-        problems = [
-            bring_back(session, m, leader, p, restored=restored) for m in inventory.managers if m.name != leader.name
-        ]
-    if restored:  # a re-created node's engine is new: it must trust the cluster registry again
-        configure_registry(session)
-    drain_managers(session, leader)
-    converge(session, leader)
-    failed = [problem for problem in problems if problem]
-    if failed:
-        raise SwarmlabError(
-            "the swarm is re-formed, but some managers are not back:\n"
-            + "\n".join(f"- {problem}" for problem in failed)
-            + "\nFix: bring their machines back, then run `fab recover` again"
-        )
+        others = [(m, TokenRole.MANAGER) for m in inventory.managers if m.name != leader.name]
+        problems, restored = bring_back_all(session, leader, others, p)
+    settle(session, leader, problems, restored, "the swarm is re-formed, but some managers are not back")

@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
+from cluster.config import parse_config
 from cluster.errors import CommandFailed, HostsFailed, redact
 from cluster.inventory import Inventory, Node
+from cluster.lab.topology import lab_inventory
+from cluster.providers.static import StaticProvider
 from cluster.runners import Result
+from cluster.session import Session
+from cluster.state import StatePaths
 
 T = TypeVar("T")
 
@@ -105,3 +110,13 @@ class FakeRunner:
 
     def commands(self, pattern: str = "") -> list[str]:
         return [c.command for c in self.calls if re.search(pattern, c.command)]
+
+
+def lab_shaped_inventory() -> Inventory:
+    """The default lab's inventory (3 managers, 3 workers, lb, storage), with no lab behind it."""
+    return lab_inventory(parse_config({}), StatePaths(Path("/state")))
+
+
+def fake_session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False) -> Session:
+    """A session on a static target whose state directory is tmp_path and whose SSH is `runner`."""
+    return Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)

@@ -43,11 +43,6 @@ SQL = b"-- a dump\nCREATE TABLE student (id int);\n"
 RDB = b"REDIS0010\xff\x00binary"
 
 
-@pytest.fixture(autouse=True)
-def fresh_timings() -> None:
-    TIMINGS.phases.clear()
-
-
 @pytest.fixture
 def fixed_stamp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backups, "stamp", lambda now=None: STAMP)

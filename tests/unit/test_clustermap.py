@@ -17,7 +17,9 @@ from cluster.tasks.clustermap import deploy_map
 from cluster.tasks.haproxy import configure_haproxy, routes_of
 from cluster.workload import load_workload
 from clustermap.mapserver import NodeView, TaskView, build_map, render_page, short_image
-from tests.unit.test_tasks import deployed_hello, inventory, session
+from tests.unit.fake_runner import fake_session as session
+from tests.unit.fake_runner import lab_shaped_inventory as inventory
+from tests.unit.test_tasks import deployed_hello
 
 FACTS = Path(__file__).parent / "facts"
 MANAGERS = [("manager-1", "10.20.0.11"), ("manager-2", "10.20.0.12"), ("manager-3", "10.20.0.13")]

@@ -20,7 +20,9 @@ from cluster.plans.configs import check_mounts, config_mounts, config_name, plan
 from cluster.state import StatePaths
 from cluster.tasks.deploy import config_contents, deploy_workload
 from cluster.workload import ConfigSpec, load_workload
-from tests.unit.test_tasks import deployed_hello, inventory, session
+from tests.unit.fake_runner import fake_session as session
+from tests.unit.fake_runner import lab_shaped_inventory as inventory
+from tests.unit.test_tasks import deployed_hello
 
 PROM = ConfigSpec(name="prom", file="p.yml", target="/etc/p.yml", services=("prometheus",))
 SHARED = ConfigSpec(name="shared", file="s.conf", target="/etc/s.conf", services=("api", "ui"))

@@ -8,24 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import parse_config
 from cluster.errors import SwarmlabError
-from cluster.inventory import Inventory
-from cluster.lab.topology import lab_inventory
 from cluster.plans import security, services
 from cluster.plans.nodes import NodeError
 from cluster.plans.recover import RecoverRefused
 from cluster.plans.services import ServiceError
 from cluster.progress import TIMINGS
-from cluster.providers.static import StaticProvider
-from cluster.session import Session
-from cluster.state import StatePaths
 from cluster.tasks.nodes import activate_node, drain_node
 from cluster.tasks.recover import recover
 from cluster.tasks.security import rotate_ca, rotate_join_tokens
 from cluster.tasks.services import rebalance, rollback, scale, update
 from cluster.tasks.status import status_report
 from tests.unit.fake_runner import FakeRunner
+from tests.unit.fake_runner import fake_session as session
+from tests.unit.fake_runner import lab_shaped_inventory as inventory
 
 FACTS = Path(__file__).parent / "facts"
 MANAGER = (FACTS / "swarm_manager.json").read_text()
@@ -35,19 +31,6 @@ NODE_LS = (FACTS / "node_ls.jsonl").read_text()
 SWARM_STATE = r"^ids=\$\(docker service ls -q\)"
 # Commands that change the swarm: none may run in a dry run or on bad input.
 CHANGING = r"service update|service rollback|node update|node rm|swarm init|swarm leave|swarm join|--rotate"
-
-
-@pytest.fixture(autouse=True)
-def fresh_timings() -> None:
-    TIMINGS.phases.clear()
-
-
-def inventory() -> Inventory:
-    return lab_inventory(parse_config({}), StatePaths(Path("/state")))
-
-
-def session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False) -> Session:
-    return Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)
 
 
 def probe_output(info: str, leader: bool) -> str:

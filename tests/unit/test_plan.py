@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import parse_config
 from cluster.facts import SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
 from cluster.inventory import Inventory, Node
-from cluster.lab.topology import lab_inventory
 from cluster.operations import Parallel, Wait
 from cluster.plans.swarm import PlanError, TokenRole, plan_drain, plan_init, plan_join, token_secret, tokens_needed
-from cluster.state import StatePaths
+from tests.unit.fake_runner import lab_shaped_inventory
 
 FACTS = Path(__file__).parent / "facts"
 POOL = "10.128.0.0/16"
@@ -21,7 +19,7 @@ POOL = "10.128.0.0/16"
 
 @pytest.fixture
 def inventory() -> Inventory:
-    return lab_inventory(parse_config({}), StatePaths(Path("/state")))
+    return lab_shaped_inventory()
 
 
 def recorded(name: str) -> SwarmInfo:

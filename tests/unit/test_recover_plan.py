@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import parse_config
 from cluster.facts import ManagerProbe, NodeFacts, RaftPosition, parse_manager_probe, parse_nodes, parse_swarm_info
 from cluster.inventory import Inventory
-from cluster.lab.topology import lab_inventory
 from cluster.operations import Run, Wait
 from cluster.plans.recover import (
     Quorum,
@@ -23,7 +21,7 @@ from cluster.plans.recover import (
     plan_rejoin,
 )
 from cluster.plans.swarm import JOIN_CONTINUES, TokenRole, token_secret
-from cluster.state import StatePaths
+from tests.unit.fake_runner import lab_shaped_inventory
 
 FACTS = Path(__file__).parent / "facts"
 MANAGER = (FACTS / "swarm_manager.json").read_text()
@@ -32,7 +30,7 @@ NODES = parse_nodes((FACTS / "nodes.jsonl").read_text())
 
 @pytest.fixture
 def inventory() -> Inventory:
-    return lab_inventory(parse_config({}), StatePaths(Path("/state")))
+    return lab_shaped_inventory()
 
 
 def probe(

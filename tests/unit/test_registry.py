@@ -7,7 +7,6 @@ import hashlib
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 from cryptography import x509
 
@@ -25,11 +24,6 @@ from tests.unit.fake_runner import FakeRunner
 
 REGISTRY = "10.20.0.6:5000"
 TRUST = f"/etc/docker/certs.d/{REGISTRY}/ca.crt"
-
-
-@pytest.fixture(autouse=True)
-def fresh_timings() -> None:
-    TIMINGS.phases.clear()
 
 
 def session(tmp_path: Path, runner: FakeRunner | None = None, dry_run: bool = False) -> Session:

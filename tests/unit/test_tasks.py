@@ -10,21 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from cluster.config import parse_config
 from cluster.errors import HostsFailed, SwarmlabError
-from cluster.inventory import Inventory
-from cluster.lab.topology import lab_inventory
 from cluster.plans.stack import choose_storage_mode
 from cluster.progress import TIMINGS
-from cluster.providers.static import StaticProvider
-from cluster.session import Session
-from cluster.state import StatePaths
 from cluster.tasks.bootstrap import bootstrap
 from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.swarm import swarm_join
 from cluster.workload import load_workload
 from tests.unit.fake_runner import FakeRunner
+from tests.unit.fake_runner import fake_session as session
+from tests.unit.fake_runner import lab_shaped_inventory as inventory
 
 FACTS = Path(__file__).parent / "facts"
 INACTIVE = (FACTS / "swarm_inactive.json").read_text()
@@ -32,19 +28,6 @@ MANAGER = (FACTS / "swarm_manager.json").read_text()
 NODE_LS = (FACTS / "node_ls.jsonl").read_text()
 WORKER_TOKEN = "SWMTKN-1-worker-token-never-to-be-seen"
 MANAGER_TOKEN = "SWMTKN-1-manager-token-never-to-be-seen"
-
-
-@pytest.fixture(autouse=True)
-def fresh_timings() -> None:
-    TIMINGS.phases.clear()
-
-
-def inventory() -> Inventory:
-    return lab_inventory(parse_config({}), StatePaths(Path("/state")))
-
-
-def session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False) -> Session:
-    return Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)
 
 
 def fresh_cluster() -> FakeRunner:
