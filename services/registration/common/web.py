@@ -1,6 +1,12 @@
 """Serving a FastAPI app the same way in every HTTP service (behind HAProxy, graceful on SIGTERM),
 and the request guard every app puts in front of its routes.
 
+Graceful on SIGTERM means drain first: for ``DRAIN_SECONDS`` the app keeps serving but its
+``/healthz`` answers 404, which HAProxy (``http-check disable-on-404``) takes as "send nothing new
+here" while what is in flight goes on; only then does uvicorn stop listening and finish the requests
+in flight. Without the drain, a request HAProxy sent on an idle connection that uvicorn was closing
+came back as a 502.
+
 The guard (:class:`Guard`, a plain ASGI middleware, so it runs before FastAPI reads anything):
 
 * decides who may call a path from the headers alone and refuses before the body is read (a
@@ -14,7 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
+import time
 from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import Any, Final
 
 import uvicorn
@@ -35,13 +44,70 @@ class ServeSettings(EnvSettings):
     # On SIGTERM, requests in flight may finish for this long: set it above REQUEST_DEADLINE so a
     # request riding out a database move is not cut when its API task is replaced too.
     shutdown_grace: Float = Field(10.0, validation_alias="SHUTDOWN_GRACE")
+    # Above two of HAProxy's health checks (inter 1s): it has seen the 404 before uvicorn stops.
+    drain_seconds: Float = Field(3.0, validation_alias="DRAIN_SECONDS")
+
+
+DRAINING = threading.Event()
+DRAINING_BODY: Final = b'{"status":"draining"}'
+
+
+class Draining:
+    """ASGI middleware: counts the requests in flight and, while the process drains, answers 404
+    on every ``.../healthz``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if DRAINING.is_set() and str(scope.get("path", "")).endswith("/healthz"):
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(DRAINING_BODY)).encode())]
+            await send({"type": "http.response.start", "status": 404, "headers": headers})
+            await send({"type": "http.response.body", "body": DRAINING_BODY})
+            return
+        self.in_flight += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+class DrainFirstServer(uvicorn.Server):
+    """uvicorn, with its first SIGTERM or SIGINT turned into a drain before the usual graceful
+    shutdown: `drain_seconds` of 404 health answers (HAProxy stops sending), then until no request
+    is in flight (at most `grace` more seconds). uvicorn closes its port only then: HAProxy marks a
+    closed port down and cuts the sessions still open to it (`on-marked-down shutdown-sessions`).
+    A second signal shuts down at once."""
+
+    def __init__(self, config: uvicorn.Config, app: Draining, drain_seconds: float, grace: float) -> None:
+        super().__init__(config)
+        self.drained_app, self.drain_seconds, self.grace = app, drain_seconds, grace
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if DRAINING.is_set() or self.drain_seconds <= 0:
+            super().handle_exit(sig, frame)
+            return
+        DRAINING.set()
+        threading.Thread(target=self._drain_then_exit, args=(sig, frame), daemon=True).start()
+
+    def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        time.sleep(self.drain_seconds)
+        deadline = time.monotonic() + self.grace
+        while self.drained_app.in_flight and time.monotonic() < deadline:
+            time.sleep(0.1)
+        super().handle_exit(sig, frame)
 
 
 def serve(app: Any, default_port: int = 8000) -> None:
     settings = ServeSettings.from_env()
     instrument_app(app)  # Prometheus metrics on their own port
-    uvicorn.run(
-        app,
+    draining = Draining(app)
+    config = uvicorn.Config(
+        draining,
         host=settings.host,
         port=default_port if settings.port is None else settings.port,
         log_config=None,
@@ -50,6 +116,7 @@ def serve(app: Any, default_port: int = 8000) -> None:
         proxy_headers=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
     )
+    DrainFirstServer(config, draining, settings.drain_seconds, settings.shutdown_grace).run()
 
 
 def _parse_ip(text: str) -> str | None:
