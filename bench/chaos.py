@@ -108,7 +108,7 @@ class Lab:
         except Exception:  # no manager answers (quorum lost): not converged
             return False
         states = parse_services(self.nodes.run(leader, stack_services_command(STACK), check=False).stdout)
-        return bool(states) and all(s.converged for s in states)
+        return bool(states) and all(s.settled for s in states)
 
 
 class FlowDriver:

@@ -141,11 +141,21 @@ class ServiceState:
         return self.update in ("paused", "rollback_started", "rollback_paused", "rollback_completed")
 
     @property
-    def converged(self) -> bool:
+    def all_running(self) -> bool:
         running, _, rest = self.replicas.partition("/")
         wanted = rest.split()[0] if rest else ""  # "1/1 (max 1 per node)" -> "1"
+        return wanted != "" and running == wanted
+
+    @property
+    def converged(self) -> bool:
         # Replicas alone are not enough: during a rolling update the old tasks still count.
-        return wanted != "" and running == wanted and self.update in ("", "completed")
+        return self.all_running and self.update in ("", "completed")
+
+    @property
+    def settled(self) -> bool:
+        """Every replica runs and no update or rollback is under way: one asked for that ended counts
+        (`fab rollback` ends in rollback_completed, which `converged` takes for a failed update)."""
+        return self.all_running and self.update in ("", "completed", "rollback_completed")
 
 
 def stack_services_command(stack: str) -> str:

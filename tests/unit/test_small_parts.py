@@ -46,6 +46,9 @@ def test_parse_services_joins_replicas_update_state_and_last_task_error() -> Non
 def test_a_rolling_update_is_not_converged_until_it_completes(update: str, converged: bool, failed: bool) -> None:
     state = ServiceState("s", "3/3", update)
     assert (state.converged, state.failed) == (converged, failed)
+    # A rollback that was asked for (`fab rollback`) and ended has settled; one under way has not.
+    assert state.settled is (update != "updating")
+    assert not ServiceState("s", "2/3", "rollback_completed").settled
 
 
 def test_command_failure_names_host_command_exit_and_tail() -> None:
