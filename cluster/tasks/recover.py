@@ -3,14 +3,15 @@ inventory's managers brought back one at a time (cluster/plans/recover.py says w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
-from cluster.errors import SwarmlabError
+from cluster.errors import CommandFailed, SwarmlabError
 from cluster.facts import NODES_COMMAND, NodeFacts, parse_nodes, swarm_state_command
 from cluster.inventory import Node
 from cluster.operations import Plan, Wait
 from cluster.plans.nodes import MOVE_TIMEOUT, expected_after, placed_verdict
-from cluster.plans.recover import RecoverRefused, choose_survivor, plan_reform, plan_rejoin
+from cluster.plans.recover import Quorum, RecoverRefused, choose_survivor, plan_reform, plan_rejoin
 from cluster.plans.swarm import TokenRole, token_secret, tokens_needed
 from cluster.progress import PhaseResult, phase
 from cluster.session import Session
@@ -112,14 +113,41 @@ def converge(session: Session, leader: Node) -> None:
         session.executor().execute(Plan((wait,)), p)
 
 
-def recover(session: Session) -> None:
-    inventory, runner = session.inventory, session.runner
-    with phase("recover-quorum", "re-form the swarm from the most up-to-date manager that answers") as p:
+# A leader that lost its majority steps down after Raft's election timeout (about 10 s), and a manager
+# asked meanwhile still "sees" it: a leader seen while fewer than a majority answer is asked again.
+QUORUM_SETTLE = 45.0
+QUORUM_RETRY = 3.0
+LEADERLESS = ("does not have a leader", "context deadline exceeded")
+
+
+def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tuple[NodeFacts, ...]]:
+    """The managers' answers once they agree with themselves: quorum lost, or quorum with the node
+    list a leader gives (a manager that cannot give it while it "sees" a leader is asked again)."""
+    runner, deadline = session.runner, time.monotonic() + QUORUM_SETTLE
+    while True:
         quorum = probe_managers(runner)
+        if not quorum.has_quorum:
+            return quorum, ()
+        leader = session.inventory.node(quorum.leader_seen_by)
+        late = time.monotonic() > deadline
+        if len(quorum.answering) >= quorum.needed or late:
+            # Past the deadline, a leader still seen is real: the silent managers are only out of our reach.
+            try:
+                return quorum, parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
+            except CommandFailed as error:
+                if late or not any(marker in error.output for marker in LEADERLESS):
+                    raise
+        progress.note(f"{leader.name} still sees a leader, but {quorum.summary()}: asking again while Raft settles")
+        time.sleep(QUORUM_RETRY)
+
+
+def recover(session: Session) -> None:
+    inventory = session.inventory
+    with phase("recover-quorum", "re-form the swarm from the most up-to-date manager that answers") as p:
+        quorum, listed = settled_quorum(session, p)
         reformed = not quorum.has_quorum
         if quorum.has_quorum:
             leader = inventory.node(quorum.leader_seen_by)
-            listed = parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
             missing = [m.name for m in inventory.managers if not _ready_manager(m.name, listed)]
             if not missing:
                 raise RecoverRefused(

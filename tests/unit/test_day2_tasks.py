@@ -4,6 +4,7 @@ runs and bad input change nothing; a swarm without quorum is reported, refused o
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ import pytest
 from cluster.errors import SwarmlabError
 from cluster.plans import security, services
 from cluster.plans.nodes import NodeError
-from cluster.plans.recover import RecoverRefused
+from cluster.plans.recover import Quorum, RecoverRefused
 from cluster.plans.services import ServiceError
 from cluster.progress import TIMINGS
+from cluster.tasks import recover as recover_task
 from cluster.tasks.nodes import activate_node, drain_node
 from cluster.tasks.recover import recover
 from cluster.tasks.security import rotate_ca, rotate_join_tokens
@@ -197,6 +199,45 @@ def test_recover_reforms_on_the_survivor_and_reports_managers_it_cannot_bring_ba
     removed = [c for c in changed if "node rm --force" in c]
     assert len(removed) == 2 and all("nh4ybhmyu5" not in c for c in removed)
     assert not runner.commands("swarm join --token"), "a static provider cannot bring machines back: nothing joins"
+
+
+def stale_leader_first(monkeypatch: pytest.MonkeyPatch, times: int) -> None:
+    """manager-3 still "sees" the leader it lost for the first `times` probes (Raft's election timeout)."""
+    real, seen = recover_task.probe_managers, {"probes": 0}
+
+    def probe(runner: FakeRunner) -> Quorum:
+        quorum = real(runner)
+        seen["probes"] += 1
+        if seen["probes"] > times:
+            # Raft settled: the manager's node list answers "no leader" no more (it is the survivor now).
+            runner.answers = [a for a in runner.answers if "deadline exceeded" not in a[2]]
+            return quorum
+        return Quorum(tuple(replace(p, sees_leader=p.name == "manager-3") for p in quorum.probes))
+
+    monkeypatch.setattr(recover_task, "probe_managers", probe)
+    monkeypatch.setattr(recover_task, "QUORUM_RETRY", 0.0)
+
+
+def test_recover_asks_again_while_a_minority_still_sees_the_leader_it_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = lost_quorum()
+    runner.answer(r"^ids=\$\(docker node ls -q\)", "rpc error: context deadline exceeded", exit_code=1)
+    stale_leader_first(monkeypatch, times=2)
+    with pytest.raises(SwarmlabError, match="some managers are not back"):
+        recover(session(runner, tmp_path))
+    assert "asking again while Raft settles" in capsys.readouterr().out
+    assert runner.commands(CHANGING)[0].startswith("docker swarm init --force-new-cluster --advertise-addr 10.20.0.13")
+
+
+def test_a_leader_seen_past_the_settling_time_is_real_quorum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = lost_quorum()
+    runner.answer(r"^ids=\$\(docker node ls -q\)", NODES)
+    stale_leader_first(monkeypatch, times=1000)
+    monkeypatch.setattr(recover_task, "QUORUM_SETTLE", 0.0)
+    with pytest.raises(RecoverRefused, match="has quorum"):
+        recover(session(runner, tmp_path))
+    assert not runner.commands("force-new-cluster"), "managers out of our reach but in the swarm: no new cluster"
 
 
 def test_recover_dry_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
