@@ -6,6 +6,7 @@ state of other targets of the same cluster name. Traffic goes to 127.0.0.1 and t
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import threading
 import time
@@ -22,6 +23,7 @@ from cluster.lab.keys import new_key_pair
 from haproxy.model import CERT_PATH
 from registry.model import trust_path
 from tests.lab.conftest import LAB_ENV, PLANTED, Lab, fab
+from tests.lab.test_registration import REDIS_SECRETS, in_service, redis_cli
 
 pytestmark = pytest.mark.lab
 
@@ -169,3 +171,26 @@ def plant(directory: Path) -> tuple[Path, dict[str, bytes]]:
 
 def snapshot(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+# --- each Redis's own password ----------------------------------------------------------------------
+
+
+def test_each_redis_answers_only_with_its_own_password(lab: Lab) -> None:
+    credentials = json.loads(lab.state.credentials.read_text())
+    for service, secret in REDIS_SECRETS.items():
+        anonymous = in_service(lab, service, "redis-cli -h 127.0.0.1 ping 2>&1; redis-cli -h 127.0.0.1 get x 2>&1")
+        assert anonymous.count("NOAUTH") == 2, f"{service} answers without a password: {anonymous}"
+        wrong = in_service(lab, service, "REDISCLI_AUTH=not-the-password redis-cli -h 127.0.0.1 ping 2>&1")
+        assert "WRONGPASS" in wrong, wrong
+        other = next(s for s in REDIS_SECRETS.values() if s != secret)
+        assert "WRONGPASS" in in_service(
+            lab, service, f"REDISCLI_AUTH={shlex.quote(credentials[other])} redis-cli -h 127.0.0.1 ping 2>&1"
+        ), "each Redis has a password of its own"
+        assert redis_cli(lab, service, "ping").strip() == "PONG"
+        # The image's healthcheck authenticates (Swarm's own verdict is the converged stack), and the
+        # password is in a private file only: not on the server's command line, not in its environment.
+        assert in_service(lab, service, "/usr/local/bin/healthcheck && echo healthy").strip() == "healthy"
+        seen = in_service(lab, service, "tr '\\0' ' ' < /proc/1/cmdline; echo; tr '\\0' ' ' < /proc/1/environ")
+        assert "redis-server" in seen and credentials[secret] not in seen
+        assert in_service(lab, service, "stat -c '%a %U' /run/redis-conf/redis.conf").strip() == "600 redis"
