@@ -280,7 +280,7 @@ def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
     credentials = json.loads((lab.state.credentials).read_text())
     generated = load_workload(STACK, lab.config.environment).manifest.secrets.generated
     values = [credentials[key] for key in generated]
-    assert len(values) == 6  # api, admin, db, rabbitmq, each Redis (2)
+    assert len(values) == 11  # api, admin, db, a broker user per RPC service (6), each Redis (2)
     leader = manager(lab)
     places = {"rendered stack": lab.nodes.run(leader, f"cat /root/.swarmlab/stacks/{STACK}.yml").stdout}
     services = lab.nodes.run(leader, f"docker stack services {STACK} --format '{{{{.Name}}}}'").stdout.split()
