@@ -6,6 +6,7 @@ state of other targets of the same cluster name. Traffic goes to 127.0.0.1 and t
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import threading
 import time
@@ -22,6 +23,7 @@ from cluster.lab.keys import new_key_pair
 from haproxy.model import CERT_PATH
 from registry.model import trust_path
 from tests.lab.conftest import LAB_ENV, PLANTED, Lab, fab
+from tests.lab.test_registration import REDIS_SECRETS, STACK, in_service, node_of, redis_cli
 
 pytestmark = pytest.mark.lab
 
@@ -169,3 +171,101 @@ def plant(directory: Path) -> tuple[Path, dict[str, bytes]]:
 
 def snapshot(directory: Path) -> dict[str, bytes]:
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+# --- the stores' own credentials: a password per Redis, a broker user per service -------------------
+
+
+def test_each_redis_answers_only_with_its_own_password(lab: Lab) -> None:
+    credentials = json.loads(lab.state.credentials.read_text())
+    for service, secret in REDIS_SECRETS.items():
+        anonymous = in_service(lab, service, "redis-cli -h 127.0.0.1 ping 2>&1; redis-cli -h 127.0.0.1 get x 2>&1")
+        assert anonymous.count("NOAUTH") == 2, f"{service} answers without a password: {anonymous}"
+        wrong = in_service(lab, service, "REDISCLI_AUTH=not-the-password redis-cli -h 127.0.0.1 ping 2>&1")
+        assert "WRONGPASS" in wrong, wrong
+        other = next(s for s in REDIS_SECRETS.values() if s != secret)
+        assert "WRONGPASS" in in_service(
+            lab, service, f"REDISCLI_AUTH={shlex.quote(credentials[other])} redis-cli -h 127.0.0.1 ping 2>&1"
+        ), "each Redis has a password of its own"
+        assert redis_cli(lab, service, "ping").strip() == "PONG"
+        # The image's healthcheck authenticates (Swarm's own verdict is the converged stack), and the
+        # password is in a private file only: not on the server's command line, not in its environment.
+        assert in_service(lab, service, "/usr/local/bin/healthcheck && echo healthy").strip() == "healthy"
+        seen = in_service(lab, service, "tr '\\0' ' ' < /proc/1/cmdline; echo; tr '\\0' ' ' < /proc/1/environ")
+        assert "redis-server" in seen and credentials[secret] not in seen
+        assert in_service(lab, service, "stat -c '%a %U' /run/redis-conf/redis.conf").strip() == "600 redis"
+
+
+WORKERS = ("otp", "student", "enroll", "email", "email_otp")
+
+
+def probe_broker(lab: Lab, service: str, *operations: str) -> dict[str, str]:
+    """tests/lab/broker_probe.py run in the service's container, as the service's own broker user."""
+    node = node_of(lab, service)
+    lab.nodes.put(node, Path(__file__).with_name("broker_probe.py"), "/tmp/broker_probe.py")
+    find = f"docker ps -q -f label=com.docker.swarm.service.name={STACK}_{service} | head -n1"
+    args = " ".join(shlex.quote(o) for o in operations)
+    out = lab.nodes.run(node, f"docker exec -i $({find}) python - {args} < /tmp/broker_probe.py", timeout=60).stdout
+    found: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+    return found
+
+
+def test_the_broker_has_one_user_per_service_and_no_guest(lab: Lab) -> None:
+    listed = in_service(lab, "rabbitmq", "rabbitmqctl -q list_users --no-table-headers").split("\n")
+    assert sorted(line.split("\t")[0] for line in listed if line.strip()) == sorted(["api", *WORKERS])
+    definitions = in_service(lab, "rabbitmq", "stat -c '%a %U' /etc/rabbitmq/private/definitions.json")
+    assert definitions.strip() == "600 rabbitmq"
+
+
+def test_a_worker_may_serve_only_its_own_queue(lab: Lab) -> None:
+    mine = f"probe-{uuid.uuid4().hex[:8]}"
+    found = probe_broker(
+        lab,
+        "otp",
+        "declare:rpc.otp",  # what it does: its own queue, replies through rpc.replies
+        "publish:rpc.replies:nobody",
+        "declare:rpc.student",  # another service's queue: neither declare, take nor put a request into it
+        "consume:rpc.student",
+        "get:rpc.email",
+        "publish::rpc.student",
+        f"declare:{mine}",  # nor any queue or exchange of its own making
+        "declare-exchange:rpc.replies",
+        f"reply-queue:rpc.reply.{mine}",
+    )
+    assert found == {
+        "declare:rpc.otp": "ok",
+        "publish:rpc.replies:nobody": "ok",
+        "declare:rpc.student": "refused",
+        "consume:rpc.student": "refused",
+        "get:rpc.email": "refused",
+        "publish::rpc.student": "refused",
+        f"declare:{mine}": "refused",
+        "declare-exchange:rpc.replies": "refused",
+        f"reply-queue:rpc.reply.{mine}": "refused",
+    }
+
+
+def test_the_api_may_call_workers_but_not_take_their_requests(lab: Lab) -> None:
+    mine = f"probe-{uuid.uuid4().hex[:8]}"
+    found = probe_broker(
+        lab,
+        "api",
+        f"reply-queue:rpc.reply.{mine}",  # what it does: a reply queue bound to rpc.replies, requests out
+        "declare:rpc.otp",
+        f"publish::{mine}",
+        "consume:rpc.otp",  # but it may not take a worker's requests, nor forge replies
+        "get:rpc.student",
+        "publish:rpc.replies:nobody",
+        "declare:rpc.enroll",  # a service it never calls
+        f"declare:{mine}",
+    )
+    assert found == {
+        f"reply-queue:rpc.reply.{mine}": "ok",
+        "declare:rpc.otp": "ok",
+        f"publish::{mine}": "ok",
+        "consume:rpc.otp": "refused",
+        "get:rpc.student": "refused",
+        "publish:rpc.replies:nobody": "refused",
+        "declare:rpc.enroll": "refused",
+        f"declare:{mine}": "refused",
+    }

@@ -79,6 +79,15 @@ def in_service(lab: Lab, service: str, command: str, check: bool = True) -> str:
     return lab.nodes.run(node, f"docker exec $({find}) sh -c {shlex.quote(command)}", check=check).stdout
 
 
+REDIS_SECRETS = {"redis": "redis_password", "redis-session": "redis_session_password"}
+
+
+def redis_cli(lab: Lab, service: str, command: str) -> str:
+    # As sql(): the password is read inside the container from its secret file, never on our command line.
+    secret = REDIS_SECRETS[service]
+    return in_service(lab, service, f'REDISCLI_AUTH="$(cat /run/secrets/{secret})" redis-cli -h 127.0.0.1 {command}')
+
+
 def sql(lab: Lab, query: str) -> str:
     # The password is read inside the container from its secret file: never on our command line.
     command = f"PGPASSWORD=$(cat /run/secrets/db_password) psql -h 127.0.0.1 -U registration -d registration -tAc {shlex.quote(query)}"
@@ -222,7 +231,7 @@ def test_reused_and_expired_otps_are_refused(lab: Lab, api: httpx.Client) -> Non
     # Expiry is Redis's own TTL: shorten the live OTP's TTL to one second and let it lapse.
     api.post("/getotp", json={"email": email}).raise_for_status()
     code = otp_from(mails(lab, email, count=2)[-1])
-    assert in_service(lab, "redis", f"redis-cli EXPIRE otp:code:{email} 1").strip() == "1"
+    assert redis_cli(lab, "redis", f"EXPIRE otp:code:{email} 1").strip() == "1"
     time.sleep(2)
     expired = api.post("/authen", json={"email": email, "otp": code})
     assert expired.status_code == 401 and expired.json()["results"] == "expired"
@@ -271,7 +280,7 @@ def test_no_secret_value_appears_anywhere(lab: Lab) -> None:
     credentials = json.loads((lab.state.credentials).read_text())
     generated = load_workload(STACK, lab.config.environment).manifest.secrets.generated
     values = [credentials[key] for key in generated]
-    assert len(values) == 4
+    assert len(values) == 11  # api, admin, db, a broker user per RPC service (6), each Redis (2)
     leader = manager(lab)
     places = {"rendered stack": lab.nodes.run(leader, f"cat /root/.swarmlab/stacks/{STACK}.yml").stdout}
     services = lab.nodes.run(leader, f"docker stack services {STACK} --format '{{{{.Name}}}}'").stdout.split()

@@ -13,9 +13,8 @@ from cluster.tasks.deploy import StackInput, render_stack
 from cluster.workload import load_workload
 from tests.unit.test_render import check_golden
 
-SECRETS = {"api_password": "registration_api_password_0123456789", "db_password": "registration_db_password_0123456789"}
-SECRETS |= {"rabbitmq_password": "registration_rabbitmq_password_0123456789"}
-SECRETS |= {"admin_password": "registration_admin_password_0123456789"}
+GENERATED = load_workload("registration", "lab").manifest.secrets.generated
+SECRETS = {name: f"registration_{name}_0123456789" for name in GENERATED}
 
 
 def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
@@ -162,3 +161,26 @@ def test_unknown_stack_names_the_bundles() -> None:
     with pytest.raises(ConfigErrors, match="hello, registration") as caught:
         parse_config({"stack": "wordpress"})
     assert caught.value.errors[0].key == "stack"
+
+
+def test_every_redis_requires_a_password_its_clients_hold() -> None:
+    """Each Redis server reads requirepass from its own secret file; each client holds that same file."""
+    for environment, mode in (("lab", "shared-dir"), ("prod", "nfs")):
+        _, stack = rendered(environment, mode)
+        services = stack["services"]
+        servers = {"redis": "redis_password", "redis-session": "redis_session_password"}
+        for server, secret in servers.items():
+            assert services[server]["environment"]["REDIS_PASSWORD_FILE"] == f"/run/secrets/{secret}"
+            assert services[server]["secrets"] == [secret]
+        clients = {
+            name: service["environment"]
+            for name, service in services.items()
+            if "REDIS_HOST" in service.get("environment", {})
+        }
+        assert set(clients) == {"ui", "otp"}
+        for name, env in clients.items():
+            secret = servers[env["REDIS_HOST"]]
+            assert env["REDIS_PASSWORD_FILE"] == f"/run/secrets/{secret}", name
+            assert secret in services[name]["secrets"], name
+        holders = {s: {n for n, svc in services.items() if s in svc.get("secrets", [])} for s in servers.values()}
+        assert holders == {"redis_password": {"redis", "otp"}, "redis_session_password": {"redis-session", "ui"}}

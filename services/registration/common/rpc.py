@@ -3,11 +3,14 @@
 Wire format (JSON, content type ``application/json``):
 
 * request, published to the durable queue ``rpc.<service>`` on the default exchange, with
-  ``reply_to`` (the caller's exclusive reply queue), ``correlation_id`` (uuid4 hex) and
+  ``reply_to`` (the caller's exclusive reply queue ``rpc.reply.<host>.<random>``, bound to the
+  direct exchange ``rpc.replies`` under its own name), ``correlation_id`` (uuid4 hex) and
   ``expiration`` (the call's timeout, so that stale requests are dropped by the broker):
   ``{"method": "create", "args": {"email": "a@b.c"}, "timeout": 9.8}`` (``timeout``: seconds the
   caller still waits; the worker bounds its own retries by it)
-* reply, published to ``reply_to`` with the same ``correlation_id``:
+* reply, published to the exchange ``rpc.replies`` with ``reply_to`` as routing key and the same
+  ``correlation_id`` (not through the default exchange, which reaches every queue: a worker's broker
+  user may write to ``rpc.replies`` only, so it cannot put requests into another service's queue):
   ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "ExceptionType: message",
   "transient": bool}`` (``transient``: a dependency was unavailable; the call may be repeated)
 
@@ -37,6 +40,7 @@ from typing import Any, Protocol
 import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
@@ -56,8 +60,22 @@ log = logging.getLogger(__name__)
 Handler = Callable[..., Awaitable[Any]]
 
 
+# The broker's names, shared with the broker users' permissions (workloads/registration/config/
+# rabbitmq-definitions.json.j2, checked against these by tests/unit/test_broker_permissions.py).
+QUEUE_PREFIX = "rpc."
+REPLY_QUEUE_PREFIX = "rpc.reply."
+# Durable, direct; made by the broker's definitions at boot: no RPC user may configure (declare or
+# delete) it, workers may only write to it, callers may only bind their reply queue to it.
+REPLY_EXCHANGE = "rpc.replies"
+
+
 def queue_name(service: str) -> str:
-    return f"rpc.{service}"
+    return f"{QUEUE_PREFIX}{service}"
+
+
+def reply_queue_name() -> str:
+    """A new name for a caller's exclusive reply queue (one per channel)."""
+    return f"{REPLY_QUEUE_PREFIX}{socket.gethostname()}.{uuid.uuid4().hex[:12]}"
 
 
 class RpcError(Exception):
@@ -171,9 +189,11 @@ class RpcClient:
             self._watching = True
         self._channel = await self._connection.channel()
         # A named, exclusive, auto-delete reply queue: the robust channel re-declares it under the
-        # same name after a reconnect, so replies keep finding us.
-        name = f"rpc.reply.{socket.gethostname()}.{uuid.uuid4().hex[:12]}"
+        # same name after a reconnect, so replies keep finding us. Workers reply through the
+        # rpc.replies exchange, so the queue is bound there under its own name.
+        name = reply_queue_name()
         self._reply_queue = await self._channel.declare_queue(name, exclusive=True, auto_delete=True)
+        await self._reply_queue.bind(REPLY_EXCHANGE, routing_key=name)
         await self._reply_queue.consume(self._on_reply, no_ack=True)
 
     async def close(self) -> None:
@@ -361,6 +381,7 @@ class RpcServer:
         self._prefetch = prefetch
         self._transient = transient
         self._channel: AbstractChannel | None = None
+        self._replies: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -395,9 +416,11 @@ class RpcServer:
             channel = await self._connection.channel()
             await channel.set_qos(prefetch_count=self._prefetch)
             queue = await channel.declare_queue(queue_name(self.service), durable=True)
+            # Not declared (a worker may not configure it): the broker's definitions make it at boot.
+            replies = await channel.get_exchange(REPLY_EXCHANGE, ensure=False)
             tag = await queue.consume(self._on_request)
             old = self._channel
-            self._channel, self._queue, self._consumer_tag = channel, queue, tag
+            self._channel, self._replies, self._queue, self._consumer_tag = channel, replies, queue, tag
             if old is not None and old is not channel:
                 # In-flight requests of the old channel finish; their ack fails and the broker
                 # redelivers them, which the handlers' idempotency keys make harmless.
@@ -444,8 +467,8 @@ class RpcServer:
         try:
             async with message.process(requeue=False):
                 reply = await self.dispatch(message.body)
-                if message.reply_to and self._channel is not None:
-                    await self._channel.default_exchange.publish(
+                if message.reply_to and self._replies is not None:
+                    await self._replies.publish(
                         aio_pika.Message(
                             body=_encode(reply),
                             content_type="application/json",

@@ -10,6 +10,7 @@ import pytest
 
 from registration.common.deadline import Deadline, DeadlineExceeded, TransientError, current_deadline
 from registration.common.rpc import (
+    REPLY_EXCHANGE,
     RpcClient,
     RpcRemoteError,
     RpcServer,
@@ -180,13 +181,19 @@ class FakeConnection:
     def __init__(self) -> None:
         self.reconnect_callbacks: set[Any] = set()
         self.channels: list[Any] = []
+        self.bindings: list[tuple[str, str, str]] = []  # (queue, exchange, routing key)
 
     async def channel(self) -> Any:
+        connection = self
+
         async def declare_queue(name: str, **_: Any) -> Any:
             async def consume(callback: Any, no_ack: bool = False) -> str:
                 return "tag"
 
-            return SimpleNamespace(name=name, consume=consume)
+            async def bind(exchange: str, routing_key: str) -> None:
+                connection.bindings.append((name, exchange, routing_key))
+
+            return SimpleNamespace(name=name, consume=consume, bind=bind)
 
         async def close() -> None:
             pass
@@ -209,6 +216,10 @@ def test_client_rebuilds_its_reply_queue_after_a_reconnect() -> None:
         assert len(connection.channels) == 2
         assert client._reply_queue is not first
         assert len(connection.reconnect_callbacks) == 1, "a rebuild must not register the callback again"
+        # each reply queue is bound to the replies exchange under its own name (workers reply there)
+        assert client._reply_queue is not None
+        assert connection.bindings[-1] == (client._reply_queue.name, REPLY_EXCHANGE, client._reply_queue.name)
+        assert [b[0] for b in connection.bindings] == [first.name, client._reply_queue.name]  # type: ignore[union-attr]
 
     asyncio.run(run())
 
@@ -353,7 +364,18 @@ class ServerConnection:
 
     async def channel(self) -> Any:
         conn = self
-        channel: Any = SimpleNamespace(is_closed=False, declared=[], consumers=[], qos=None)
+        channel: Any = SimpleNamespace(is_closed=False, declared=[], consumers=[], qos=None, exchanges={})
+
+        async def get_exchange(name: str, *, ensure: bool = True) -> Any:
+            # a worker's broker user may not declare the replies exchange, not even passively
+            assert ensure is False
+            exchange = channel.exchanges.setdefault(name, SimpleNamespace(name=name, published=[]))
+
+            async def publish(message: Any, routing_key: str) -> None:
+                exchange.published.append((message, routing_key))
+
+            exchange.publish = publish
+            return exchange
 
         async def set_qos(prefetch_count: int) -> None:
             channel.qos = prefetch_count
@@ -374,6 +396,7 @@ class ServerConnection:
             channel.is_closed = True
 
         channel.set_qos, channel.declare_queue, channel.close = set_qos, declare_queue, close
+        channel.get_exchange = get_exchange
         self.channels.append(channel)
         return channel
 
@@ -401,5 +424,45 @@ def test_server_declares_and_consumes_again_after_a_reconnect() -> None:
         await srv.stop(grace=0.1)
         assert not srv.consuming
         assert connection.reconnect_callbacks == set()
+
+    asyncio.run(run())
+
+
+class FakeRequest:
+    """An incoming request as aio-pika hands it to the consumer callback."""
+
+    def __init__(self, body: bytes, reply_to: str, correlation_id: str) -> None:
+        self.body, self.reply_to, self.correlation_id = body, reply_to, correlation_id
+        self.acked = False
+
+    def process(self, requeue: bool = False) -> Any:
+        request = self
+
+        class Processing:
+            async def __aenter__(self) -> None:
+                return None
+
+            async def __aexit__(self, *exc: object) -> None:
+                request.acked = exc[0] is None
+
+        return Processing()
+
+
+def test_server_replies_through_the_replies_exchange_not_the_default_one() -> None:
+    """A worker's broker user may write to rpc.replies only: the default exchange reaches every queue."""
+    connection = ServerConnection()
+    srv = RpcServer(cast(Any, connection), "calc", {"add": add})
+
+    async def run() -> None:
+        await srv.start()
+        channel = connection.channels[0]
+        assert not hasattr(channel, "default_exchange")
+        request = FakeRequest(b'{"method": "add", "args": {"a": 1, "b": 2}}', "rpc.reply.host.abc", "cid-1")
+        await srv._on_request(cast(Any, request))
+        (message, routing_key), *_ = channel.exchanges[REPLY_EXCHANGE].published
+        assert routing_key == "rpc.reply.host.abc" and message.correlation_id == "cid-1"
+        assert json.loads(message.body) == {"ok": True, "result": 3}
+        assert request.acked
+        await srv.stop(grace=0.1)
 
     asyncio.run(run())
