@@ -20,7 +20,7 @@ from cluster.tasks.nodes import activate_node, drain_node
 from cluster.tasks.recover import recover
 from cluster.tasks.security import rotate_ca, rotate_join_tokens
 from cluster.tasks.services import rebalance, rollback, scale, update
-from cluster.tasks.status import status_report
+from cluster.tasks.status import probe_managers, status_report
 from tests.unit.fake_runner import FakeRunner
 from tests.unit.fake_runner import fake_session as session
 from tests.unit.fake_runner import lab_shaped_inventory as inventory
@@ -203,10 +203,10 @@ def test_recover_reforms_on_the_survivor_and_reports_managers_it_cannot_bring_ba
 
 def stale_leader_first(monkeypatch: pytest.MonkeyPatch, times: int) -> None:
     """manager-3 still "sees" the leader it lost for the first `times` probes (Raft's election timeout)."""
-    real, seen = recover_task.probe_managers, {"probes": 0}
+    seen = {"probes": 0}
 
     def probe(runner: FakeRunner) -> Quorum:
-        quorum = real(runner)
+        quorum = probe_managers(runner)
         seen["probes"] += 1
         if seen["probes"] > times:
             # Raft settled: the manager's node list answers "no leader" no more (it is the survivor now).
