@@ -346,9 +346,10 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
             return refusal(state)
         student_id = int(student["student_id"])
         await call(rpc_, until, "otp", "consume_authenticated", email=body.email)
-        await call(
-            rpc_, until, "email", "send", student_id=student_id, email=body.email, key=f"student-{student_id}", **names
-        )
+        # Keyed by id and e-mail: ids can repeat after a database restore, and a new student with an
+        # old id must still get a mail.
+        mail_key = f"student-{student_id}-{body.email}"
+        await call(rpc_, until, "email", "send", student_id=student_id, email=body.email, key=mail_key, **names)
         REGISTRATIONS.inc()
         return _results(200, {"student_id": student_id})
 

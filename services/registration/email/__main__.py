@@ -27,8 +27,8 @@ async def _factory() -> tuple[Mapping[str, Handler], Hook | None]:
             log.info("confirmation for student %s sent to %s", student_id, email)
             return "sent"
 
-        # One confirmation per student (or per key) however often the request is repeated.
-        return await once.run(key or f"student-{int(student_id)}", deliver)
+        # One confirmation per student and address (or per key) however often the request is repeated.
+        return await once.run(key or f"student-{int(student_id)}-{email}", deliver)
 
     return {"send": send}, None
 

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from registration.api.app import ApiSettings, create_app
 from registration.common.rpc import RpcRemoteError, RpcTimeout, RpcUnavailable
 from registration.otp.rules import OtpPolicy
-from tests.unit.services.fakes import FakeBackend
+from tests.unit.services.fakes import FakeBackend, FakeDb, fake_database
 
 AUTH = ("api", "s3cret-api-password")
 ADMIN = ("admin", "s3cret-admin-password")
@@ -389,6 +389,20 @@ def test_a_retried_register_creates_one_student_and_one_enrolment(client: TestCl
     assert len(backend.db.students) == 1 and len(backend.db.enrolls) == 1
     assert len(backend.confirmations) == 1
     assert r.json()["results"]["student_id"] == backend.db.students[EMAIL][0]
+
+
+def test_a_student_id_reused_after_a_database_restore_still_gets_its_confirmation(
+    client: TestClient, backend: FakeBackend
+) -> None:
+    eligible(client, EMAIL, "carol@example.org")
+    get_authenticated(client, backend)
+    first = post(client, "/register", {"firstname": "Bob", "lastname": "B", "email": EMAIL}).json()["results"]
+    backend.db = FakeDb()  # `fab restore` of a backup taken before: ids count from there again
+    backend.database = fake_database(backend.db)
+    get_authenticated(client, backend, "carol@example.org")
+    r = post(client, "/register", {"firstname": "Carol", "lastname": "C", "email": "carol@example.org"})
+    assert r.json()["results"]["student_id"] == first["student_id"]
+    assert [m["email"] for m in backend.confirmations] == [EMAIL, "carol@example.org"]
 
 
 def test_a_database_move_mid_register_neither_fails_nor_duplicates(backend: FakeBackend) -> None:
