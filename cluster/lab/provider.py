@@ -334,8 +334,15 @@ def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
         _create_node(build, node)
         progress.changed(f"created {node.name} ({node.role}, {node.ip})")
 
+    nodes = lab_nodes(build.config)
+    # The storage node first, alone: Docker fills a new named volume from the image on its first
+    # mount, and two containers mounting the empty data volume at once raced ("mkdir .../data: file
+    # exists", seen once in make chaos). Once it is filled, the workers mount it together.
+    first = [n for n in nodes if Role(n.role) is Role.STORAGE]
+    for node in first:
+        create(node)
     with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
-        for future in [pool.submit(create, node) for node in lab_nodes(build.config)]:
+        for future in [pool.submit(create, node) for node in nodes if node not in first]:
             future.result()  # the first failure stops lab-up; its cleanup removes what was made
 
 

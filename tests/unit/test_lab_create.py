@@ -1,0 +1,39 @@
+"""lab-up's node creation: the storage node's container is made before any other mounts the data volume."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.config import parse_config
+from cluster.lab import provider
+from cluster.lab.topology import lab_nodes
+from cluster.progress import PhaseResult
+from cluster.state import StatePaths
+
+
+def test_the_storage_node_is_created_alone_before_the_nodes_that_share_its_volume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def create(build: Any, node: Any) -> None:
+        with lock:
+            events.append(("start", node.name))
+        time.sleep(0.02)  # long enough for parallel creations to overlap
+        with lock:
+            events.append(("end", node.name))
+
+    monkeypatch.setattr(provider, "_create_node", create)
+    build = provider.LabBuild(parse_config({}), engine=None, paths=StatePaths(Path("/state")))  # type: ignore[arg-type]
+    provider.create_nodes(build, PhaseResult("lab-nodes"))
+    assert events[:2] == [("start", "storage-1"), ("end", "storage-1")]
+    starts = [name for kind, name in events if kind == "start"]
+    assert sorted(starts) == sorted(n.name for n in lab_nodes(build.config))
+    # the others are still made at once, not one after the other
+    assert events[2][0] == "start" and events[3][0] == "start"
