@@ -80,6 +80,7 @@ class CommandFailed(SwarmlabError):
         self.command = command
         self.exit_code = exit_code
         self.output = output
+        self.hint = hint
         code = "no exit code (connection failed)" if exit_code is None else f"exit {exit_code}"
         message = f"on {host}: `{command}` failed ({code})"
         if output.strip():

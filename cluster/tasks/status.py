@@ -23,7 +23,7 @@ from cluster.facts import (
 )
 from cluster.inventory import Node
 from cluster.plans.recover import Quorum, choose_survivor
-from cluster.runners import Runner
+from cluster.runners import KEY_CHANGED, KEY_UNKNOWN, Runner
 from cluster.session import Session
 from cluster.tasks.haproxy import served_workloads
 from cluster.tasks.services import swarm_state
@@ -54,6 +54,8 @@ def probe_manager(runner: Runner, node: Node) -> ManagerProbe:
     try:
         output = runner.run(node, MANAGER_PROBE_COMMAND, timeout=PROBE_TIMEOUT).stdout
     except SwarmlabError as error:
+        if isinstance(error, CommandFailed) and error.hint in (KEY_CHANGED, KEY_UNKNOWN):
+            raise  # not a silent manager but maybe an impostor: stop, never plan around it
         return ManagerProbe(node.name, False, problem=_why(error))
     return parse_manager_probe(node.name, output)
 

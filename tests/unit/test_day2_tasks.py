@@ -6,15 +6,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cluster.errors import SwarmlabError
+from cluster.errors import CommandFailed, SwarmlabError
+from cluster.inventory import Node
 from cluster.plans import security, services
 from cluster.plans.nodes import NodeError
 from cluster.plans.recover import Quorum, RecoverRefused
 from cluster.plans.services import ServiceError
 from cluster.progress import TIMINGS
+from cluster.runners import KEY_CHANGED, Result
 from cluster.tasks import recover as recover_task
 from cluster.tasks.nodes import activate_node, drain_node
 from cluster.tasks.recover import recover
@@ -163,6 +166,23 @@ def test_status_without_quorum_names_who_answers_and_the_fix(tmp_path: Path) -> 
     assert "QUORUM LOST: 1 of 3 managers answer; Raft needs 2." in report
     assert "manager-1  10.20.0.11  no       exit 255" in report
     assert "`fab recover` re-forms the swarm from manager-3" in report
+
+
+def test_a_manager_whose_host_key_changed_stops_status_and_recover(tmp_path: Path) -> None:
+    runner = lost_quorum()
+    original = runner.run
+
+    def run(node: Node, command: str, **kwargs: Any) -> Result:
+        if node.name == "manager-1":
+            raise CommandFailed(node.name, command, None, "Host key for server does not match", KEY_CHANGED)
+        return original(node, command, **kwargs)
+
+    runner.run = run  # type: ignore[method-assign]
+    with pytest.raises(SwarmlabError, match="host key is not the pinned one"):
+        status_report(runner)
+    with pytest.raises(SwarmlabError, match="host key is not the pinned one"):
+        recover(session(runner, tmp_path))
+    assert not runner.commands(CHANGING), "never re-form a swarm around a node that may be an impostor"
 
 
 def test_status_with_quorum_lists_tasks_that_do_not_run(tmp_path: Path) -> None:
