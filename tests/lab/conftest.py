@@ -7,6 +7,7 @@ SWARMLAB_KEEP_LAB=1.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import ssl
@@ -19,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 import docker
+import httpx
 import pytest
 
 from cluster.config import Config, load_config
@@ -154,3 +156,13 @@ def lab() -> Iterator[Lab]:
     finally:
         if os.environ.get("SWARMLAB_KEEP_LAB") != "1":
             lab_down_leaves_nothing(config)
+
+
+@pytest.fixture(scope="module")
+def api(lab: Lab) -> Iterator[httpx.Client]:
+    """The API with its own credential, over HTTPS verified against the lab CA."""
+    credentials = json.loads(lab.state.credentials.read_text())
+    with httpx.Client(
+        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30, verify=lab.tls
+    ) as client:
+        yield client

@@ -11,7 +11,6 @@ test run leaves the working tree as it was.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -38,15 +37,6 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 CERTUTIL = "/usr/bin/certutil"
 WAIT = 45  # seconds for a page to show what a step expects (above the UI's own API budget)
 SCREENSHOTS = ("ui-1-request-otp.png", "ui-2-verify-otp.png", "ui-3-register.png")
-
-
-@pytest.fixture(scope="module")
-def api(lab: Lab) -> Iterator[httpx.Client]:
-    credentials = json.loads(lab.state.credentials.read_text())
-    with httpx.Client(
-        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30, verify=lab.tls
-    ) as client:
-        yield client
 
 
 def browser_home(base: Path, ca: Path | None) -> Path:

@@ -9,7 +9,6 @@ the lab's 127.0.0.1 ports only. Every loop is bounded.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import shutil
@@ -127,15 +126,6 @@ def rpc_answers(lab: Lab, api: httpx.Client, times: int = 6, timeout: float = 18
         streak = streak + 1 if status == 403 else 0
         assert time.monotonic() < deadline, f"the API's RPC path did not answer {times} times in a row"
         time.sleep(0.3 if streak else 2)
-
-
-@pytest.fixture(scope="module")
-def api(lab: Lab) -> Iterator[httpx.Client]:
-    credentials = json.loads(lab.state.credentials.read_text())
-    with httpx.Client(
-        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30, verify=lab.tls
-    ) as client:
-        yield client
 
 
 def register(lab: Lab, api: httpx.Client) -> str:

@@ -165,40 +165,37 @@ def test_prometheus_scrapes_every_engine_service_and_haproxy(lab: Lab, admin: ht
     assert set(replicas) == PYTHON_SERVICES
 
 
-def test_a_registration_through_haproxy_raises_the_registrations_counter(lab: Lab, admin: httpx.Client) -> None:
+def test_a_registration_through_haproxy_raises_the_registrations_counter(
+    lab: Lab, admin: httpx.Client, api: httpx.Client
+) -> None:
     def registrations() -> float:
         return sum(float(r["value"][1]) for r in prometheus(admin, "sum(registrations_total)"))
 
     wait_for("registrations_total is scraped", lambda: prometheus(admin, "sum(registrations_total)"))
     before = registrations()
     email = fresh_email()
-    with httpx.Client(
-        base_url=lab.url + "/api", auth=("api", credentials(lab)["api_password"]), timeout=30, verify=lab.tls
-    ) as api:
-        eligible(api, email)
-        assert api.post("/getotp", json={"email": email}).status_code == 200
-        code = otp_from(mails(lab, email)[-1])
-        assert api.post("/authen", json={"email": email, "otp": code}).status_code == 200
-        registered = api.post("/register", json={"firstname": "Grace", "lastname": "Hopper", "email": email})
-        assert registered.status_code == 200, registered.text
+    eligible(api, email)
+    assert api.post("/getotp", json={"email": email}).status_code == 200
+    code = otp_from(mails(lab, email)[-1])
+    assert api.post("/authen", json={"email": email, "otp": code}).status_code == 200
+    registered = api.post("/register", json={"firstname": "Grace", "lastname": "Hopper", "email": email})
+    assert registered.status_code == 200, registered.text
     wait_for("the registration counted", lambda: registrations() >= before + 1)
     wait_for("the OTP mail counted", lambda: prometheus(admin, "sum(otp_mails_sent_total) > 0"))
 
 
-def test_status_shows_rates_and_the_map(lab: Lab) -> None:
+def test_status_shows_rates_and_the_map(lab: Lab, api: httpx.Client) -> None:
     # A rate needs two scrapes (15 s apart) of a counter that moved inside its minute: keep a little
     # API traffic going (an address that is not eligible: 403, no mail) until the API's rate shows.
     deadline = time.monotonic() + 150
-    auth = ("api", credentials(lab)["api_password"])
-    with httpx.Client(base_url=lab.url + "/api", auth=auth, timeout=30, verify=lab.tls) as api:
-        while True:
-            for _ in range(3):
-                api.post("/getotp", json={"email": "not-eligible@example.org"})
-            out = fab("status", "--map").stdout
-            rates = out.split("(Prometheus of registration):\n")[1].split("\n\n")[0]
-            if "\napi " in rates or time.monotonic() > deadline:
-                break
-            time.sleep(10)
+    while True:
+        for _ in range(3):
+            api.post("/getotp", json={"email": "not-eligible@example.org"})
+        out = fab("status", "--map").stdout
+        rates = out.split("(Prometheus of registration):\n")[1].split("\n\n")[0]
+        if "\napi " in rates or time.monotonic() > deadline:
+            break
+        time.sleep(10)
     assert rates.startswith("SERVICE  ") and "api " in rates, out[-3000:]
     cluster_map = out.split("cluster map (running tasks per node):\n")[1]
     for worker in lab.inventory.workers:

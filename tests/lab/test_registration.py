@@ -9,7 +9,6 @@ import re
 import shlex
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -20,15 +19,6 @@ from tests.lab.conftest import LOG, Lab, lab_config, wait_until_converged
 
 pytestmark = pytest.mark.lab
 STACK = "registration"
-
-
-@pytest.fixture(scope="module")
-def api(lab: Lab) -> Iterator[httpx.Client]:
-    credentials = json.loads((lab.state.credentials).read_text())
-    with httpx.Client(
-        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=30, verify=lab.tls
-    ) as client:
-        yield client
 
 
 def fresh_email() -> str:

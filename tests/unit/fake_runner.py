@@ -3,6 +3,7 @@ records every command and file, so tasks can be tested end to end without SSH.""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -120,3 +121,15 @@ def lab_shaped_inventory() -> Inventory:
 def fake_session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False) -> Session:
     """A session on a static target whose state directory is tmp_path and whose SSH is `runner`."""
     return Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)
+
+
+def answer_as_written(runner: FakeRunner, files: dict[tuple[str, str], bytes]) -> None:
+    """Make `runner` answer the file and daemon facts as if `files` (another run's writes) were on
+    their nodes: each file's sha256, and a `.new` config swapped in with its daemon running."""
+    for (node, path), content in files.items():
+        sha = hashlib.sha256(content).hexdigest()
+        if path.endswith(".new"):
+            facts = f"config_sha={sha}\nsystemd=no\nrunning=yes\n"
+            runner.answer(rf"sha256sum {re.escape(path.removesuffix('.new'))} ", facts, node=node)
+        else:
+            runner.answer(rf"sha256sum {re.escape(path)} ", sha, node=node)

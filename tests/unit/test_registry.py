@@ -4,7 +4,6 @@ for this registry by every engine (and no insecure registry), nothing redone whe
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 import yaml
@@ -20,7 +19,7 @@ from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths
 from cluster.tasks.registry import configure_registry
-from tests.unit.fake_runner import FakeRunner
+from tests.unit.fake_runner import FakeRunner, answer_as_written
 
 REGISTRY = "10.20.0.6:5000"
 TRUST = f"/etc/docker/certs.d/{REGISTRY}/ca.crt"
@@ -65,13 +64,7 @@ def test_a_current_registry_is_left_alone(tmp_path: Path) -> None:
     configure_registry(first)
     assert isinstance(first.runner, FakeRunner)
     runner = FakeRunner(first.runner.inventory)
-    for (node, path), content in first.runner.files.items():
-        sha = hashlib.sha256(content).hexdigest()
-        if path.endswith(".new"):
-            facts = f"config_sha={sha}\nsystemd=no\nrunning=yes\n"
-            runner.answer(rf"sha256sum {re.escape(path.removesuffix('.new'))} ", facts, node=node)
-        else:
-            runner.answer(rf"sha256sum {re.escape(path)} ", sha, node=node)
+    answer_as_written(runner, first.runner.files)
     TIMINGS.phases.clear()
     configure_registry(session(tmp_path, runner))
     assert not runner.files and not TIMINGS.changed

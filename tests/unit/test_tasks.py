@@ -3,9 +3,7 @@ that change nothing, and the same reporting for every task."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.swarm import swarm_join
 from cluster.workload import load_workload
-from tests.unit.fake_runner import FakeRunner
+from tests.unit.fake_runner import FakeRunner, answer_as_written
 from tests.unit.fake_runner import fake_session as session
 from tests.unit.fake_runner import lab_shaped_inventory as inventory
 
@@ -147,13 +145,7 @@ def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> 
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|completed\n---\n")
     # Every file the first deploy wrote is on its node now, daemons running on their configurations:
     # haproxy.cfg, the registry's, the certificates (kept in the state directory, not issued again).
-    for (node, path), content in first.files.items():
-        sha = hashlib.sha256(content).hexdigest()
-        if path.endswith(".new"):
-            facts = f"config_sha={sha}\nsystemd=no\nrunning=yes\n"
-            runner.answer(rf"sha256sum {re.escape(path.removesuffix('.new'))} ", facts, node=node)
-        else:
-            runner.answer(rf"sha256sum {re.escape(path)} ", sha, node=node)
+    answer_as_written(runner, first.files)
     deploy_workload(session(runner, tmp_path), hello, inventory().node("manager-1"))
     assert not runner.commands(r"docker build|stack deploy|secret (create|rm)")
     assert not runner.files and not TIMINGS.changed
