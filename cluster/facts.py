@@ -159,25 +159,29 @@ class ServiceState:
 
 
 def stack_services_command(stack: str) -> str:
-    """Replicas, then update states, then each service's tasks that are not running, in one round trip."""
+    """Replicas, then update states, then every task that is not running, in one round trip.
+
+    Three CLI calls whatever the stack's size (a `docker service ps` per service took 1.1 s for 13
+    services, and the deploy's wait asks this every 2 s)."""
     return (
         f"docker stack services {stack} --format '{{{{.Name}}}}|{{{{.Replicas}}}}' 2>/dev/null && echo --- && "
         f'ids=$(docker stack services -q {stack}) && [ -n "$ids" ] && '
         "docker service inspect --format '{{.Spec.Name}}|{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' $ids "
-        "&& echo --- && for id in $ids; do docker service ps $id --no-trunc "
-        "--format \"$(docker service inspect --format '{{.Spec.Name}}' $id)|{{.Node}}|{{.CurrentState}}|{{.Error}}\"; "
-        "done"
+        "&& echo --- && docker service ps --no-trunc --format '{{.Name}}|{{.Node}}|{{.CurrentState}}|{{.Error}}' $ids"
     )
 
 
 def parse_services(output: str) -> tuple[ServiceState, ...]:
-    """Parse `name|replicas` lines, `---`, `name|update state` lines, `---`, `name|node|state|error` lines."""
+    """Parse `name|replicas` lines, `---`, `name|update state` lines, `---`, `task|node|state|error` lines.
+
+    A task is named `<service>.<slot>` (`<service>.<node id>` in global mode), newest first per slot."""
     replicas_part, _, rest = output.partition("---")
     updates_part, _, tasks_part = rest.partition("---")
     updates = dict(line.strip().split("|", 1) for line in updates_part.splitlines() if "|" in line)
     errors: dict[str, str] = {}
     for line in tasks_part.splitlines():
-        name, node, state, error = [*line.strip().split("|", 3), "", "", ""][:4]
+        task, node, state, error = [*line.strip().split("|", 3), "", "", ""][:4]
+        name = task.rpartition(".")[0] or task
         if name and name not in errors and (error or not state.startswith("Running")):
             errors[name] = f"node {node or '?'}: {state}{': ' + error if error else ''}"
     states = []

@@ -8,7 +8,6 @@ provider with a local shortcut: it ships its locally built base image to the sto
 from __future__ import annotations
 
 import contextlib
-import gzip
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
@@ -50,8 +49,8 @@ from cluster.lab.topology import (
     shape,
     ssh_endpoint,
 )
-from cluster.operations import Plan, Run, Wait, Write
-from cluster.plans.images import REMOTE_DIR, base_present_command
+from cluster.operations import Plan, Run, Wait
+from cluster.plans.images import base_present_command
 from cluster.progress import PhaseResult, phase, say
 from cluster.runners import Nodes
 from cluster.state import StatePaths, remove_dir, write_private
@@ -78,25 +77,24 @@ class LabProvider:
         return load_inventory(path)
 
     def supply_base_image(self, executor: Executor, storage: Node, base: BaseImage, progress: PhaseResult) -> None:
-        """The lab built the base image locally for its node image: send it over SSH instead of
-        debootstrapping it again on the storage node."""
+        """The lab built the base image locally for its node image: hand it to the storage node's
+        engine through the local Docker API (`docker save` into the container, no compression, no SSH)
+        instead of debootstrapping it again there. Over SFTP with gzip it took about 9 s."""
         if executor.runner.run(storage, base_present_command(base)).stdout.strip() == "yes":
             progress.note(f"{base.tag} present on {storage.name}")
             return
-        archive = f"{REMOTE_DIR}/base.tar.gz"
-        content = b"" if executor.dry_run else _saved(base.tag)
-        plan = Plan(
-            (
-                Run(storage.name, f"mkdir -p {REMOTE_DIR}", "a scratch directory", changes=False),
-                Write(storage.name, archive, content, f"{base.tag} from the local engine"),
-                Run(
-                    storage.name,
-                    f"docker load -q -i {archive} && rm -f {archive}",
-                    f"copied {base.tag} to {storage.name}",
-                ),
-            )
+        archive = "/tmp/swarmlab-base.tar"
+        if executor.dry_run:
+            progress.planned(f"would copy {base.tag} from the local engine to {storage.name}", True)
+            return
+        engine = client()
+        cluster = executor.runner.inventory.cluster
+        node = next(c for c in lab_containers(engine, cluster) if c.labels.get(LABEL_NODE) == storage.name)
+        node.put_archive(
+            "/tmp", tar_bytes({archive.removeprefix("/tmp/"): b"".join(engine.images.get(base.tag).save(named=True))})
         )
-        executor.execute(plan, progress)
+        load = f"docker load -q -i {archive}; status=$?; rm -f {archive}; exit $status"
+        executor.execute(Plan((Run(storage.name, load, f"copied {base.tag} to {storage.name}"),)), progress)
 
     def restore_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
         """Start the node's container again, or re-create it (empty engine, new host key) if it is gone;
@@ -149,12 +147,6 @@ def _recreate(config: Config, engine: docker.DockerClient, node: Node, progress:
     known = [k for k in build.paths.known_hosts.read_text().splitlines() if not k.startswith(prefix)]
     write_private(build.paths.known_hosts, ("\n".join([*known, line]) + "\n").encode())
     _create_node(build, planned)
-
-
-def _saved(tag: str) -> bytes:
-    """`docker save | gzip` of a local image (level 1: the network is local, speed matters more)."""
-    chunks = b"".join(client().images.get(tag).save(named=True))
-    return gzip.compress(chunks, compresslevel=1)
 
 
 # --- lab-up as an ordered list of actions ---------------------------------------------------------

@@ -34,9 +34,20 @@ class _Handler(paramiko.ServerInterface):
         return OPEN_SUCCEEDED if kind == "session" else OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        if command != b"hang":  # "hang": a node that took the command, then stopped answering
+        if command == b"chunks":  # reads stdin to its end; answers how many reads it took, and what
+            threading.Thread(target=_count_chunks, args=(channel,), daemon=True).start()
+        elif command != b"hang":  # "hang": a node that took the command, then stopped answering
             threading.Thread(target=_answer, args=(channel,), daemon=True).start()
         return True
+
+
+def _count_chunks(channel: paramiko.Channel) -> None:
+    chunks: list[bytes] = []
+    while data := channel.recv(1024):
+        chunks.append(data)
+    channel.sendall(f"{len(chunks)} {b''.join(chunks).decode()}".encode())
+    channel.send_exit_status(0)
+    channel.close()
 
 
 def _answer(channel: paramiko.Channel) -> None:
@@ -189,3 +200,14 @@ def test_a_node_that_stops_answering_mid_command_fails_within_the_timeout(server
         assert "no answer within 1s" in str(raised.value)
     finally:
         nodes.close()
+
+
+def test_stdin_reaches_the_command_in_one_piece(server: Server, tmp_path: Path) -> None:
+    # Invoke reads a plain stream a byte at a time, 10 ms apart: a secret would arrive in 40 pieces.
+    nodes = pinned(server, tmp_path, server.host_key.public_openssh)
+    secret = "s3cret-value-of-forty-four-characters-long!"
+    try:
+        answer = nodes.run(nodes.inventory.node("manager-1"), "chunks", stdin=secret, secrets=[secret]).stdout
+    finally:
+        nodes.close()
+    assert answer == f"1 {secret}"

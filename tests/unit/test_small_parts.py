@@ -30,8 +30,8 @@ def test_service_convergence(replicas: str, converged: bool) -> None:
 def test_parse_services_joins_replicas_update_state_and_last_task_error() -> None:
     output = (
         "hello_web|3/3\nx_y|1/2\n---\nhello_web|updating\nx_y|\n---\n"
-        "hello_web|worker-1|Running 2 minutes ago|\n"
-        "x_y|worker-2|Failed 5 seconds ago|task: non-zero exit (1)\nx_y|worker-3|Running 1 minute ago|\n"
+        "hello_web.1|worker-1|Running 2 minutes ago|\n"
+        "x_y.1|worker-2|Failed 5 seconds ago|task: non-zero exit (1)\nx_y.2|worker-3|Running 1 minute ago|\n"
     )
     assert parse_services(output) == (
         ServiceState("hello_web", "3/3", "updating"),
