@@ -11,6 +11,20 @@ from bench.common import OUT, ROOT
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
+def _stalls(steps: list[dict[str, Any]]) -> list[str]:
+    """The 30 s networkdb stalls (moby/moby#47396) a deploy's time includes, counted from the logs."""
+    counts = {s["step"]: s.get("bulk_sync_stalls_so_far") for s in steps}
+    deploy, demo = counts.get("deploy-stack from an empty registry"), counts.get("make demo after make down")
+    if deploy is None or demo is None:
+        return []
+    return [
+        "Workers logged Docker's `Bulk sync to node ... timed out` (a 30 s stall before a worker starts its "
+        f"tasks, [moby/moby#47396](https://github.com/moby/moby/issues/47396)) {deploy} time(s) up to the deploy "
+        f"from an empty registry and {demo} time(s) in the demo after `make down`.",
+        "",
+    ]
+
+
 def _load(name: str) -> dict[str, Any] | None:
     path = OUT / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -30,6 +44,7 @@ def section() -> str:
             *(f"| {s['step']} | {s['seconds']} s |" for s in timings["steps"]),
             f"| **lab-up + bootstrap** | **{timings['lab_up_plus_bootstrap_seconds']} s** |",
             "",
+            *_stalls(timings["steps"]),
             "![lab phases](docs/bench/lab-timings.png)",
             "",
         ]

@@ -62,4 +62,5 @@ else
     # postmaster.pid is left alone: PostgreSQL itself recognises a stale one, and it is the
     # last guard against two servers on one (shared) data directory.
 fi
-exec postgres -D "$PGDATA"
+# jit=off: the image has no LLVM (slim.dpkg.cfg); say so rather than rely on the missing library.
+exec postgres -D "$PGDATA" -c jit=off

@@ -81,7 +81,7 @@ def conninfo_kwargs(settings: PostgresSettings) -> dict[str, Any]:
 
 
 async def connect_with_retry(
-    settings: PostgresSettings, *, retry_delay: float = 2.0, max_wait: float = 0.0
+    settings: PostgresSettings, *, retry_delay: float = 1.0, max_wait: float = 0.0
 ) -> psycopg.AsyncConnection[tuple[Any, ...]]:
     """Connect (autocommit), retrying until PostgreSQL is up (forever when ``max_wait`` <= 0)."""
     deadline = time.monotonic() + max_wait if max_wait > 0 else None
