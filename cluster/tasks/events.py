@@ -1,18 +1,17 @@
 """events: what happened to the swarm (services, nodes, secrets, configs, networks) over a past window,
-read from a manager (`docker events --since ... --until 0s`: a bounded read, not a stream), so a rolling
+read from every manager (`docker events --since ... --until 0s`: a bounded read, not a stream), so a rolling
 update or the loss of a node can be followed after the fact. Read-only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cluster.durations import parse_duration
-from cluster.errors import ConfigError, OptionErrors
+from cluster.errors import CommandFailed, ConfigError, OptionErrors
 from cluster.facts import SwarmEvent, events_command, parse_events
 from cluster.session import Session
-from cluster.tasks.swarm import find_leader
 
 EVENT_TYPES = ("service", "node", "secret", "config", "network")
 DEFAULT_SINCE = "1h"
@@ -54,10 +53,40 @@ def format_event(event: SwarmEvent) -> str:
     return f"{when}  {event.type:<7}  {event.action:<6}  {event.name}{'  ' + details if details else ''}"
 
 
+# One change reaches every manager's event stream a few milliseconds apart: the same event.
+SAME_EVENT_WINDOW_NS = 2_000_000_000
+
+
+def merged(streams: Iterable[Iterable[SwarmEvent]]) -> list[SwarmEvent]:
+    """Every manager's events as one list, oldest first, each change once."""
+    kept: list[SwarmEvent] = []
+    last_seen: dict[tuple[object, ...], int] = {}
+    for event in sorted((e for stream in streams for e in stream), key=lambda e: e.time_ns):
+        key = (event.type, event.action, event.name, event.attributes)
+        if key in last_seen and event.time_ns - last_seen[key] <= SAME_EVENT_WINDOW_NS:
+            continue
+        last_seen[key] = event.time_ns
+        kept.append(event)
+    return kept
+
+
 def swarm_events(session: Session, query: EventQuery, out: Callable[[str], None]) -> int:
-    """Print the swarm's events of the window, oldest first; returns how many."""
-    leader = find_leader(session.runner)
-    events = parse_events(session.runner.run(leader, events_command(query.since_seconds, query.types)).stdout)
-    for event in sorted(events, key=lambda e: e.time_ns):
+    """Print the swarm's events of the window, oldest first; returns how many.
+
+    Every manager is asked, not only the leader: a manager's daemon stops emitting swarm events when
+    its watch on the store breaks, which we saw after the leader changed (a `make test` run where
+    the leader reported no event at all right after a service update). A manager that does not
+    answer is skipped; none answering is an error."""
+    command = events_command(query.since_seconds, query.types)
+    streams, failures = [], []
+    for manager in session.inventory.managers:
+        try:
+            streams.append(parse_events(session.runner.run(manager, command).stdout))
+        except CommandFailed as error:
+            failures.append(error)
+    if not streams:
+        raise failures[0]
+    events = merged(streams)
+    for event in events:
         out(format_event(event))
     return len(events)

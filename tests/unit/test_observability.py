@@ -234,6 +234,16 @@ def test_event_options_are_checked(tmp_path: Path) -> None:
     assert "--filter type=node" in runner.commands("docker events")[0]
 
 
+def test_events_come_from_every_manager_each_once(tmp_path: Path) -> None:
+    # A manager whose store watch broke (after a leader change) reports nothing: the others count.
+    runner = lab_runner()
+    runner.answer(r"docker events", EVENTS)
+    runner.answer(r"docker events", "", node="manager-1")  # the leader here, and the last answer wins
+    printed: list[str] = []
+    assert swarm_events(session(runner, tmp_path), event_query("1h"), printed.append) == 12
+    assert len(runner.commands("docker events")) == 3
+
+
 # --- tasks per node ------------------------------------------------------------------------------
 
 
