@@ -124,12 +124,13 @@ class RpcCaller(Protocol):
 
 
 async def connect(
-    settings: RabbitSettings, name: str, *, retry_delay: float = 1.0, max_delay: float = 3.0
+    settings: RabbitSettings, name: str, *, retry_delay: float = 1.0, max_delay: float = 1.0
 ) -> AbstractRobustConnection:
     """Connect robustly, retrying until RabbitMQ is up (or ``connect_timeout`` s, if > 0).
 
     Once connected, aio-pika's robust connection re-establishes itself, its channels, queues
-    and consumers after a broker restart.
+    and consumers after a broker restart. Every second while it is away: a deploy waits on the
+    workers connecting as soon as the broker answers, and a refused connection costs next to nothing.
     """
     deadline = time.monotonic() + settings.connect_timeout if settings.connect_timeout > 0 else None
     delay = retry_delay
