@@ -83,16 +83,16 @@ class LabProvider:
         if executor.runner.run(storage, base_present_command(base)).stdout.strip() == "yes":
             progress.note(f"{base.tag} present on {storage.name}")
             return
-        archive = "/tmp/swarmlab-base.tar"
         if executor.dry_run:
             progress.planned(f"would copy {base.tag} from the local engine to {storage.name}", True)
             return
         engine = client()
-        cluster = executor.runner.inventory.cluster
-        node = next(c for c in lab_containers(engine, cluster) if c.labels.get(LABEL_NODE) == storage.name)
-        node.put_archive(
-            "/tmp", tar_bytes({archive.removeprefix("/tmp/"): b"".join(engine.images.get(base.tag).save(named=True))})
-        )
+        container = node_container(engine, executor.runner.inventory.cluster, storage.name)
+        if container is None:
+            raise SwarmlabError(f"no lab container for {storage.name}: run `fab lab-up`")
+        saved = b"".join(engine.images.get(base.tag).save(named=True))
+        container.put_archive("/tmp", tar_bytes({"swarmlab-base.tar": saved}))
+        archive = "/tmp/swarmlab-base.tar"
         load = f"docker load -q -i {archive}; status=$?; rm -f {archive}; exit $status"
         executor.execute(Plan((Run(storage.name, load, f"copied {base.tag} to {storage.name}"),)), progress)
 
@@ -100,19 +100,21 @@ class LabProvider:
         """Start the node's container again, or re-create it (empty engine, new host key) if it is gone;
         then wait until it answers over SSH. A dry run says which it would do."""
         engine = client()
-        found = [c for c in lab_containers(engine, config.cluster) if c.labels.get(LABEL_NODE) == node.name]
-        if found and found[0].status == "running":
+        found = node_container(engine, config.cluster, node.name)
+        if found is not None and found.status == "running":
             progress.note(f"the container of {node.name} runs")
             return True
         verb, done, what = (
-            ("start", "started", "the stopped container") if found else ("re-create", "re-created", "the container")
+            ("start", "started", "the stopped container")
+            if found is not None
+            else ("re-create", "re-created", "the container")
         )
         if executor.dry_run:
             progress.planned(f"would {verb} {what} of {node.name}", True)
             return False
         try:
-            if found:
-                found[0].start()
+            if found is not None:
+                found.start()
             else:
                 _recreate(config, engine, node, progress)
                 executor.runner.forget(node)  # its host key is new
@@ -171,6 +173,11 @@ class LabBuild:
 
 def lab_containers(engine: docker.DockerClient, cluster: str) -> list[Container]:
     return list(engine.containers.list(all=True, filters={"label": f"{LABEL_CLUSTER}={cluster}"}))
+
+
+def node_container(engine: docker.DockerClient, cluster: str, node: str) -> Container | None:
+    """The container of one node of the lab, running or not; None if it is gone."""
+    return next((c for c in lab_containers(engine, cluster) if c.labels.get(LABEL_NODE) == node), None)
 
 
 def check_ports_free(build: LabBuild, progress: PhaseResult) -> None:
