@@ -59,7 +59,7 @@ load-tool:
 down: venv
 	$(BIN)/fab lab-down
 
-## clean: the lab and its image cache, then the virtualenv and tool caches
+## clean: the lab, its image cache and the machine's, then the virtualenv and tool caches
 clean:
-	if [ -x $(BIN)/fab ]; then $(BIN)/fab lab-down --purge; fi
+	if [ -x $(BIN)/fab ]; then $(BIN)/fab lab-down --purge --machine-cache; fi
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -120,11 +120,16 @@ def lab_up(c: Context, keep: bool = False) -> None:
     summary()
 
 
-@task(help={"purge": "also remove the lab's image cache (kept by default, so the next lab pulls instead of builds)"})
+@task(
+    help={
+        "purge": "also remove the lab's image cache (kept by default, so the next lab pulls instead of builds)",
+        "machine-cache": "also remove the machine's image cache, shared by every lab (refused while a lab uses it)",
+    }
+)
 @reported
-def lab_down(c: Context, purge: bool = False) -> None:
+def lab_down(c: Context, purge: bool = False, machine_cache: bool = False) -> None:
     """Remove every container, network and volume of the lab (its image cache stays unless --purge)."""
-    lab.lab_down(load_config(), purge=purge)
+    lab.lab_down(load_config(), purge=purge, machine_cache=machine_cache)
 
 
 @task
@@ -135,12 +140,17 @@ def lab_status(c: Context) -> None:
     rows = lab.lab_status_rows(config)
     if not rows:
         say(f"lab {config.cluster!r} is not up; image cache: {lab.image_cache(config) or 'none'}")
+        say(f"machine image cache: {lab.machine_image_cache() or 'none yet'}")
         return
     say(table(("NODE", "ROLE", "ADDRESS", "STATE"), rows))
     say(
         f"\nstate directory: {config.state(provider='lab').root} (inventory.json, id_ed25519, known_hosts, credentials, tls/)"
     )
     say(f"image cache: {lab.image_cache(config) or 'none yet'} (kept by lab-down; `fab lab-down --purge` removes it)")
+    say(
+        f"machine image cache: {lab.machine_image_cache() or 'none yet'} (shared by every lab, fills an empty "
+        "registry without building; `fab lab-down --purge --machine-cache` removes it)"
+    )
 
 
 @task(help=CHANGES)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster.archive import tar_bytes
@@ -27,6 +27,10 @@ class BuildContext:
 
     files: Mapping[str, bytes]
     build_args: Mapping[str, str]
+    # Where an input is fetched from (the cluster registry's address), not what it is: passed to the
+    # build but left out of the tag, so an image has one tag in every cluster and the machine's image
+    # cache serves every lab.
+    location_args: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -36,6 +40,11 @@ class BuildContext:
         for key in sorted(self.build_args):
             digest.update(f"arg:{key}={self.build_args[key]}".encode())
         return digest.hexdigest()[:TAG_LENGTH]
+
+    @property
+    def all_args(self) -> dict[str, str]:
+        """What `docker build --build-arg` gets."""
+        return {**self.build_args, **self.location_args}
 
     def tar(self) -> bytes:
         """A reproducible tar of the context (fixed mtimes and owners); scripts stay executable."""
@@ -97,22 +106,31 @@ def workload_builds(
     root: Path = REPO_ROOT,
 ) -> list[Build]:
     """Every image of a workload with its tag: an image's tag hashes its own files and build args,
-    which include the reference (so the tag) of the image it builds FROM. A change to a file
-    therefore rebuilds the images that contain it, and what builds FROM them, and nothing else."""
+    which include the name and tag of the image it builds FROM (its registry's address is passed
+    apart, unhashed). A change to a file therefore rebuilds the images that contain it, and what
+    builds FROM them, and nothing else; the same sources have the same tags in every cluster."""
     builds: list[Build] = []
-    refs: dict[str, str] = {}
+    names: dict[str, str] = {}
     for spec in specs:
         args = {"BASE_IMAGE": base_tag}
+        location: dict[str, str] = {}
         if spec.base:
-            args["RUNTIME_IMAGE"] = refs[spec.base]
-        context = recipe_context(spec, args, wheelhouse(spec.wheelhouse) if spec.wheelhouse else None, root)
-        refs[spec.name] = registry_ref(registry, spec.name, context.tag)
-        builds.append(Build(spec.name, context, refs[spec.name], spec.base))
+            args["RUNTIME_IMAGE"] = names[spec.base]
+            location["REGISTRY"] = registry
+        files = recipe_context(spec, args, wheelhouse(spec.wheelhouse) if spec.wheelhouse else None, root)
+        context = BuildContext(files.files, files.build_args, location)
+        names[spec.name] = image_name(spec.name, context.tag)
+        builds.append(Build(spec.name, context, f"{registry}/{names[spec.name]}", spec.base))
     return builds
 
 
+def image_name(name: str, tag: str) -> str:
+    """An image's name and tag in any registry: `swarmlab/NAME:TAG`."""
+    return f"{IMAGE_NAMESPACE}/{name}:{tag}"
+
+
 def registry_ref(registry: str, name: str, tag: str) -> str:
-    return f"{registry}/{IMAGE_NAMESPACE}/{name}:{tag}"
+    return f"{registry}/{image_name(name, tag)}"
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,11 @@ from cluster.lab import keys
 from cluster.lab.build import ensure_base_image, ensure_node_image
 from cluster.lab.engine import client, ensure_engine
 from cluster.lab.topology import (
+    IMAGE_CACHE_DIR,
+    IMAGE_CACHE_VOLUME,
     LABEL_CACHE,
     LABEL_CLUSTER,
+    LABEL_IMAGE_CACHE,
     LABEL_NODE,
     LABEL_ROLE,
     LABEL_SHAPE,
@@ -66,9 +69,11 @@ NESTED_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 
 
 class LabProvider:
-    """`--target lab`: the inventory lab-up wrote; the base image comes from the local engine."""
+    """`--target lab`: the inventory lab-up wrote; the base image comes from the local engine; the
+    machine's image cache is mounted on every lab's storage node."""
 
     name = "lab"
+    image_cache = IMAGE_CACHE_DIR
 
     def inventory(self, config: Config, target: str) -> Inventory:
         path = config.state(provider=self.name).inventory
@@ -276,6 +281,7 @@ def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
         volumes[data_volume(config)] = {"bind": topology.DATA_ROOT, "mode": "rw"}
     if role is Role.STORAGE:
         volumes[_cache_volume(build, registry_cache(config)).name] = {"bind": REGISTRY_DIR, "mode": "rw"}
+        volumes[_machine_image_cache(engine).name] = {"bind": IMAGE_CACHE_DIR, "mode": "rw"}
     ports = published_ports(config) if role is Role.LB else {}
     host_config = engine.api.create_host_config(
         binds=volumes,
@@ -323,6 +329,15 @@ def _cache_volume(build: LabBuild, name: str) -> Volume:
     except NotFound:
         build.made_caches.append(name)
         return build.engine.volumes.create(name, labels={LABEL_CACHE: build.config.cluster})
+
+
+def _machine_image_cache(engine: docker.DockerClient) -> Volume:
+    """The machine's image cache, shared by every lab: made by the first lab that needs it, never by
+    a failed lab-up's cleanup removed (another lab may have filled it meanwhile)."""
+    try:
+        return engine.volumes.get(IMAGE_CACHE_VOLUME)
+    except NotFound:
+        return engine.volumes.create(IMAGE_CACHE_VOLUME, labels={LABEL_IMAGE_CACHE: "machine"})
 
 
 def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
@@ -462,10 +477,11 @@ def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: boo
     return count
 
 
-def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
+def lab_down(config: Config, quiet: bool = False, purge: bool = False, machine_cache: bool = False) -> None:
     """Remove every container, network and volume labelled with this lab's name, and the lab's
-    inventory and credentials (its own state directory only); the image cache, keys and CA stay for
-    the next lab of this name unless `purge`."""
+    inventory and credentials (its own state directory only); the lab's image cache, keys and CA stay
+    for the next lab of this name unless `purge`; the machine's image cache, shared by every lab,
+    stays unless `machine_cache` (and no other lab uses it)."""
     try:
         engine = client()
     except SwarmlabError:
@@ -473,7 +489,8 @@ def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
             return
         raise
     selector = {"label": f"{LABEL_CLUSTER}={config.cluster}"}
-    with phase("lab-down", f"remove lab {config.cluster!r}" + (" and its image cache" if purge else "")) as p:
+    what = f"remove lab {config.cluster!r}" + (" and its image cache" if purge else "")
+    with phase("lab-down", what + (" and the machine's image cache" if machine_cache else "")) as p:
         try:
             removed = _remove(lab_containers(engine, config.cluster), "container", quiet)
             removed += _remove(engine.networks.list(filters=selector), "network", quiet)
@@ -481,6 +498,8 @@ def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
             if purge:
                 cache = engine.volumes.list(filters={"label": f"{LABEL_CACHE}={config.cluster}"})
                 removed += _remove(cache, "image cache volume", quiet)
+            if machine_cache:
+                removed += _remove_machine_image_cache(engine, p)
         except DockerException as error:
             raise SwarmlabError(f"the local Docker engine refused to remove lab {config.cluster!r}: {error}") from None
         # The lab's data went with its volumes, so the passwords that guarded it go too. Only the lab's
@@ -497,6 +516,24 @@ def lab_down(config: Config, quiet: bool = False, purge: bool = False) -> None:
             p.note(
                 f"kept the image cache (volumes labelled {LABEL_CACHE}={config.cluster}; `fab lab-down --purge` removes it)"
             )
+        if not machine_cache and not quiet:
+            p.note(
+                f"kept the machine's image cache (volume {IMAGE_CACHE_VOLUME}, shared by every lab; "
+                "`fab lab-down --purge --machine-cache` removes it)"
+            )
+
+
+def _remove_machine_image_cache(engine: docker.DockerClient, progress: PhaseResult) -> int:
+    """The machine's image cache, unless another lab's storage node still mounts it (that lab would
+    lose its cache under it): then it stays, and the note says which lab."""
+    users = [
+        c.labels.get(LABEL_CLUSTER, "?")
+        for c in engine.containers.list(all=True, filters={"volume": IMAGE_CACHE_VOLUME})
+    ]
+    if users:
+        progress.note(f"kept the machine's image cache: lab(s) {', '.join(sorted(set(users)))} still use it")
+        return 0
+    return _remove(engine.volumes.list(filters={"label": LABEL_IMAGE_CACHE}), "machine image cache volume", True)
 
 
 def _remove_volumes(engine: docker.DockerClient, names: list[str]) -> None:
@@ -513,6 +550,17 @@ def image_cache(config: Config) -> str | None:
         return None
     sizes = [v.get("UsageData", {}).get("Size", 0) for v in engine.df().get("Volumes") or [] if v["Name"] in names]
     return f"{len(names)} volume(s) labelled {LABEL_CACHE}={config.cluster}, {sum(sizes) / 2**20:.0f} MiB"
+
+
+def machine_image_cache() -> str | None:
+    """The machine's image cache: its volume and how big, if there is one."""
+    engine = client()
+    found = engine.df().get("Volumes") or []
+    volume = next((v for v in found if v["Name"] == IMAGE_CACHE_VOLUME), None)
+    if volume is None:
+        return None
+    size = volume.get("UsageData", {}).get("Size", 0)
+    return f"volume {IMAGE_CACHE_VOLUME} (label {LABEL_IMAGE_CACHE}), {size / 2**20:.0f} MiB"
 
 
 def lab_status_rows(config: Config) -> list[tuple[str, str, str, str]]:

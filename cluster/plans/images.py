@@ -1,10 +1,12 @@
-"""Images, pure: which of a workload's images the cluster registry lacks, and how to build them on
-the storage node; and how the storage node makes the Debian base image itself (clouds, static)."""
+"""Images, pure: which of a workload's images the cluster registry lacks, where each comes from (the
+machine's image cache, else a build on the storage node), and how the storage node makes the Debian
+base image itself (clouds, static)."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cluster.images import BaseImage, Build
 from cluster.operations import Operation, Parallel, Plan, Run, Write
@@ -13,23 +15,50 @@ from registry.model import trust_path
 REMOTE_DIR = "/var/tmp/swarmlab"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 BUILD_TIMEOUT = 900
+COPY_TIMEOUT = 300
 
 
-def registry_check_command(builds: Sequence[Build], registry: str) -> str:
-    """`name:tag yes|no` for each image, in one round trip to the storage node: over TLS, verified
-    with the CA the engines trust for this registry."""
+@dataclass(frozen=True)
+class ImageCache:
+    """A directory on the storage node that outlives the cluster registry (the lab mounts one volume of
+    the machine's into every lab): one skopeo `dir:` copy per image, named by its name and input tag,
+    so any cluster's registry can be filled from it without building. Copies keep the compressed
+    layers and the manifest as they are (same digests), and nothing is recompressed."""
+
+    path: str
+
+    def entry(self, build: Build) -> str:
+        return f"{self.path}/{build.name}-{build.context.tag}"
+
+
+@dataclass(frozen=True)
+class RegistryCheck:
+    """What the storage node answered: images the registry has, and images only the cache has."""
+
+    present: frozenset[str]
+    cached: frozenset[str]
+
+
+def registry_check_command(builds: Sequence[Build], registry: str, cache: ImageCache | None = None) -> str:
+    """`name:tag yes|no|cached` for each image, in one round trip to the storage node: the registry
+    asked over TLS, verified with the CA the engines trust for it; `cached` when only the image cache
+    has the image (a finished copy has its manifest: copies are renamed into place when complete)."""
     refs = " ".join(f"{b.name}:{b.context.tag}" for b in builds)
     url = f"https://{registry}/v2/swarmlab/$name/manifests/$tag"
+    in_cache = f'elif [ -f "{cache.path}/$name-$tag/manifest.json" ]; then echo "$ref cached"; ' if cache else ""
     return (
         f"for ref in {refs}; do name=${{ref%%:*}}; tag=${{ref#*:}}; "
         f"if curl -sf -o /dev/null --cacert {trust_path(registry)} -H 'Accept: {MANIFEST_V2}' {url}; "
-        'then echo "$ref yes"; else echo "$ref no"; fi; done'
+        f'then echo "$ref yes"; {in_cache}else echo "$ref no"; fi; done'
     )
 
 
-def parse_registry_check(output: str) -> set[str]:
-    """The `name:tag` references the registry has."""
-    return {line.split()[0] for line in output.splitlines() if line.strip().endswith(" yes")}
+def parse_registry_check(output: str) -> RegistryCheck:
+    answers = [line.split() for line in output.splitlines() if len(line.split()) == 2]
+    return RegistryCheck(
+        frozenset(ref for ref, answer in answers if answer == "yes"),
+        frozenset(ref for ref, answer in answers if answer == "cached"),
+    )
 
 
 def _levels(missing: Sequence[Build]) -> list[list[Build]]:
@@ -41,18 +70,32 @@ def _levels(missing: Sequence[Build]) -> list[list[Build]]:
     return [[b for b in missing if level[b.name] == n] for n in range(max(level.values(), default=-1) + 1)]
 
 
-def plan_builds(storage: str, builds: Sequence[Build], present: set[str]) -> Plan:
-    """Build and push every image the registry lacks: independent images at once, an image built
-    FROM another after it. An image already in the registry is neither built nor pushed."""
-    missing = [b for b in builds if b.key not in present]
-    notes = tuple(f"{b.key} already in the registry" for b in builds if b.key in present)
+def to_build(builds: Sequence[Build], check: RegistryCheck) -> list[Build]:
+    """The images neither the registry nor the image cache has: only these need a build."""
+    return [b for b in builds if b.key not in check.present and b.key not in check.cached]
+
+
+def plan_builds(storage: str, builds: Sequence[Build], check: RegistryCheck, cache: ImageCache | None = None) -> Plan:
+    """Fill the registry with every image it lacks: from the image cache when it has the image (a
+    copy, seconds), else built and pushed (independent images at once, an image built FROM another
+    after it) and then kept in the cache for the next cluster. An image already in the registry is
+    neither built nor copied."""
+    missing = [b for b in builds if b.key not in check.present]
+    notes = tuple(f"{b.key} already in the registry" for b in builds if b.key in check.present)
     if not missing:
         return Plan(notes=notes)
-    operations: list[Operation] = [Run(storage, f"mkdir -p {REMOTE_DIR}", "a scratch directory", changes=False)]
-    for build in missing:
+    built = to_build(builds, check) if cache else missing
+    copied = [b for b in missing if b not in built]
+    operations: list[Operation] = []
+    if cache and copied:
+        runs = tuple(_from_cache(storage, b, cache) for b in copied)
+        operations.append(runs[0] if len(runs) == 1 else Parallel(runs, f"copy {len(runs)} images from the cache"))
+    if built:
+        operations.append(Run(storage, f"mkdir -p {REMOTE_DIR}", "a scratch directory", changes=False))
+    for build in built:
         operations.append(Write(storage, _remote(build), build.context.tar(), f"build context of {build.key}"))
-    for group in _levels(missing):
-        runs = tuple(_build_and_push(storage, b) for b in group)
+    for group in _levels(built):
+        runs = tuple(_build_and_push(storage, b, cache) for b in group)
         operations.append(runs[0] if len(runs) == 1 else Parallel(runs, f"build {len(runs)} images at once"))
     return Plan(tuple(operations), notes)
 
@@ -61,14 +104,41 @@ def _remote(build: Build) -> str:
     return f"{REMOTE_DIR}/{build.name}-{build.context.tag}.tar"
 
 
-def _build_and_push(storage: str, build: Build) -> Run:
-    args = " ".join(f"--build-arg {k}={shlex.quote(v)}" for k, v in sorted(build.context.build_args.items()))
-    remote = _remote(build)
+def _registry_of(build: Build) -> str:
+    return build.ref.split("/", 1)[0]
+
+
+def _from_cache(storage: str, build: Build, cache: ImageCache) -> Run:
+    registry = _registry_of(build)
     return Run(
         storage,
-        f"docker build -q -t {build.ref} {args} - < {remote} && docker push -q {build.ref}; "
+        f"skopeo copy -q --dest-cert-dir /etc/docker/certs.d/{registry} dir:{cache.entry(build)} docker://{build.ref}",
+        f"copied {build.key} from the image cache to the registry (not built)",
+        timeout=COPY_TIMEOUT,
+    )
+
+
+def _keep_in_cache(build: Build, cache: ImageCache) -> str:
+    """Copy a pushed image into the cache: into a scratch name first, renamed when complete, so a
+    cluster reading the cache at the same time never sees half a copy."""
+    registry, entry = _registry_of(build), cache.entry(build)
+    scratch = f"{entry}.partial-$$"
+    return (
+        f"mkdir -p {cache.path} && rm -rf {scratch} && "
+        f"skopeo copy -q --src-cert-dir /etc/docker/certs.d/{registry} docker://{build.ref} dir:{scratch} && "
+        f"{{ mv -T {scratch} {entry} 2>/dev/null || rm -rf {scratch}; }}"
+    )
+
+
+def _build_and_push(storage: str, build: Build, cache: ImageCache | None) -> Run:
+    args = " ".join(f"--build-arg {k}={shlex.quote(v)}" for k, v in sorted(build.context.all_args.items()))
+    remote = _remote(build)
+    keep = f" && {_keep_in_cache(build, cache)}" if cache else ""
+    return Run(
+        storage,
+        f"docker build -q -t {build.ref} {args} - < {remote} && docker push -q {build.ref}{keep}; "
         f"status=$?; rm -f {remote}; exit $status",
-        f"built and pushed {build.key}",
+        f"built and pushed {build.key}" + (" (and kept in the image cache)" if cache else ""),
         timeout=BUILD_TIMEOUT,
         hint="the build log tail is above",
     )

@@ -16,6 +16,9 @@ from cluster.progress import PhaseResult
 
 class Provider(Protocol):
     name: str
+    # A directory on the storage node that outlives the cluster registry, from which builds fill an
+    # empty registry (plans.images.ImageCache); None where the registry itself is what persists.
+    image_cache: str | None
 
     def inventory(self, config: Config, target: str) -> Inventory:
         """The machines of `target`, validated (schema v1)."""
@@ -32,7 +35,10 @@ class Provider(Protocol):
 
 
 class BaseImageOnStorage:
-    """The default: the storage node debootstraps the base image itself (Debian's mirror, nothing local)."""
+    """The default: the storage node debootstraps the base image itself (Debian's mirror, nothing local);
+    its registry lives on its own disk, with no image cache beside it."""
+
+    image_cache: str | None = None
 
     def supply_base_image(self, executor: Executor, storage: Node, base: BaseImage, progress: PhaseResult) -> None:
         present = executor.runner.run(storage, base_present_command(base)).stdout.strip() == "yes"

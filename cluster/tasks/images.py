@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cluster.errors import SwarmlabError
 from cluster.images import base_image, workload_builds
-from cluster.plans.images import parse_registry_check, plan_builds, registry_check_command
+from cluster.plans.images import ImageCache, parse_registry_check, plan_builds, registry_check_command, to_build
 from cluster.progress import phase
 from cluster.session import Session
 from cluster.tasks.registry import configure_registry
@@ -38,11 +38,14 @@ def build_images(session: Session, workload: Workload) -> dict[str, str]:
             registry,
             lambda requirements: ensure_wheelhouse(REPO_ROOT / requirements, WHEEL_CACHE, arch, p),
         )
-        present = parse_registry_check(session.runner.run(storage, registry_check_command(builds, registry)).stdout)
-        plan = plan_builds(storage.name, builds, present)
+        cache = ImageCache(session.provider.image_cache) if session.provider.image_cache else None
+        check = parse_registry_check(
+            session.runner.run(storage, registry_check_command(builds, registry, cache)).stdout
+        )
+        plan = plan_builds(storage.name, builds, check, cache)
         executor = session.executor()
-        if plan.changes:
-            # Only a build needs the base image: a registry that has everything (a kept cache) does not.
+        if to_build(builds, check):
+            # Only a build needs the base image: images in the registry or in the image cache do not.
             session.provider.supply_base_image(executor, storage, base, p)
         executor.execute(plan, p)
     return {b.name: b.ref for b in builds}

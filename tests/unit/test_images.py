@@ -1,6 +1,6 @@
 """Image recipes and cache keys: a change to one file rebuilds the images that hold it (and what builds
-FROM them) and nothing else; independent images build at once; a registry that has everything
-builds nothing."""
+FROM them) and nothing else; tags do not depend on the cluster; independent images build at once; a
+registry that has everything builds nothing; an image the machine's cache has is copied, not built."""
 
 from __future__ import annotations
 
@@ -11,15 +11,22 @@ import pytest
 
 from cluster.images import Build, workload_builds
 from cluster.operations import Parallel, Run
-from cluster.plans.images import parse_registry_check, plan_builds, registry_check_command
+from cluster.plans.images import (
+    ImageCache,
+    RegistryCheck,
+    parse_registry_check,
+    plan_builds,
+    registry_check_command,
+    to_build,
+)
 from cluster.workload import REPO_ROOT, load_workload
 
 REGISTRY = "10.20.0.6:5000"
 SPECS = load_workload("registration", "lab").manifest.images
 
 
-def tags(root: Path = REPO_ROOT, base: str = "swarmlab/debian:bookworm-1") -> dict[str, str]:
-    builds = workload_builds(SPECS, base, REGISTRY, lambda requirements: None, root)
+def tags(root: Path = REPO_ROOT, base: str = "swarmlab/debian:bookworm-1", registry: str = REGISTRY) -> dict[str, str]:
+    builds = workload_builds(SPECS, base, registry, lambda requirements: None, root)
     return {b.name: b.context.tag for b in builds}
 
 
@@ -67,12 +74,25 @@ def test_another_base_image_rebuilds_everything() -> None:
     assert changed(tags(), tags(base="swarmlab/debian:bookworm-2")) == set(tags())
 
 
-def builds() -> list[Build]:
-    return workload_builds(SPECS, "swarmlab/debian:bookworm-1", REGISTRY, lambda requirements: None)
+def test_tags_are_the_same_in_every_cluster_and_the_registry_is_passed_apart() -> None:
+    """The machine's image cache serves every lab only if a cluster's registry address is not an input."""
+    assert tags(registry="10.30.0.6:5000") == tags()
+    app = next(b for b in builds("10.30.0.6:5000") if b.name == "app")
+    assert app.ref.startswith("10.30.0.6:5000/swarmlab/app:")
+    assert app.context.all_args["REGISTRY"] == "10.30.0.6:5000"
+    assert app.context.build_args["RUNTIME_IMAGE"] == f"swarmlab/runtime:{tags()['runtime']}"
+
+
+def builds(registry: str = REGISTRY) -> list[Build]:
+    return workload_builds(SPECS, "swarmlab/debian:bookworm-1", registry, lambda requirements: None)
+
+
+NOTHING = RegistryCheck(frozenset(), frozenset())
+CACHE = ImageCache("/var/cache/swarmlab/images")
 
 
 def test_missing_images_build_at_once_and_an_image_after_its_base() -> None:
-    plan = plan_builds("storage-1", builds(), present=set())
+    plan = plan_builds("storage-1", builds(), NOTHING)
     groups = [op for op in plan.operations if isinstance(op, Parallel | Run) and "docker build" in str(op)]
     first, second = groups
     assert isinstance(first, Parallel)
@@ -90,8 +110,8 @@ def test_missing_images_build_at_once_and_an_image_after_its_base() -> None:
 def test_a_registry_that_has_everything_builds_nothing() -> None:
     everything = builds()
     answer = "\n".join(f"{b.key} yes" for b in everything)
-    assert parse_registry_check(answer) == {b.key for b in everything}
-    plan = plan_builds("storage-1", everything, parse_registry_check(answer))
+    assert parse_registry_check(answer) == RegistryCheck(frozenset(b.key for b in everything), frozenset())
+    plan = plan_builds("storage-1", everything, parse_registry_check(answer), CACHE)
     assert plan.operations == () and not plan.changes and len(plan.notes) == len(everything)
     command = registry_check_command(everything, "10.20.0.6:5000")
     assert all(b.key in command for b in everything)
@@ -102,7 +122,40 @@ def test_a_registry_that_has_everything_builds_nothing() -> None:
 
 def test_only_the_changed_image_is_rebuilt_when_the_rest_is_in_the_registry() -> None:
     everything = builds()
-    present = {b.key for b in everything if b.name != "app"}
-    plan = plan_builds("storage-1", everything, present)
+    present = frozenset(b.key for b in everything if b.name != "app")
+    plan = plan_builds("storage-1", everything, RegistryCheck(present, frozenset()))
     built = [r for r in plan.runs if "docker build" in r.command]
     assert len(built) == 1 and "/swarmlab/app:" in built[0].command
+    assert "skopeo" not in built[0].command, "no cache, nothing kept"
+
+
+def test_an_empty_registry_is_filled_from_the_image_cache_and_only_what_it_lacks_is_built() -> None:
+    everything = builds()
+    app = next(b for b in everything if b.name == "app")
+    command = registry_check_command(everything, REGISTRY, CACHE)
+    assert '[ -f "/var/cache/swarmlab/images/$name-$tag/manifest.json" ]' in command
+    answer = "\n".join(f"{b.key} {'no' if b is app else 'cached'}" for b in everything)
+    check = parse_registry_check(answer)
+    assert check.cached == frozenset(b.key for b in everything if b is not app) and not check.present
+    assert to_build(everything, check) == [app]
+    plan = plan_builds("storage-1", everything, check, CACHE)
+    copies = [r for r in plan.runs if r.command.startswith("skopeo copy")]
+    assert len(copies) == 5 and all(r.why.startswith("copied ") for r in copies)
+    runtime = next(b for b in everything if b.name == "runtime")
+    assert f"dir:/var/cache/swarmlab/images/runtime-{runtime.context.tag} docker://{runtime.ref}" in next(
+        r.command for r in copies if "/runtime-" in r.command
+    )
+    (build,) = [r for r in plan.runs if "docker build" in r.command]
+    assert "/swarmlab/app:" in build.command and f"--build-arg REGISTRY={REGISTRY}" in build.command
+    # The app builds FROM the runtime: the runtime reaches the registry (from the cache) first.
+    order = list(plan.runs)
+    assert order.index(next(r for r in copies if "/runtime-" in r.command)) < order.index(build)
+    # What it builds, it keeps in the cache, under a scratch name renamed into place when complete.
+    entry = f"/var/cache/swarmlab/images/app-{app.context.tag}"
+    assert f"docker://{app.ref} dir:{entry}.partial-$$" in build.command
+    assert f"mv -T {entry}.partial-$$ {entry}" in build.command
+
+
+def test_without_a_cache_the_check_never_says_cached() -> None:
+    command = registry_check_command(builds(), REGISTRY)
+    assert "cached" not in command and "manifest.json" not in command

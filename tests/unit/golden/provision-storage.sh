@@ -34,7 +34,7 @@ SSHD
 # --- Docker engine from Debian's packages (no vendor repository, no registry needed) ---
 # /etc/docker/daemon.json is written per cluster (templates/docker/daemon.json.j2), not here.
 apt_install docker.io
-apt_install nfs-ganesha nfs-ganesha-vfs rpcbind docker-registry libnfs-utils debootstrap
+apt_install nfs-ganesha nfs-ganesha-vfs rpcbind docker-registry libnfs-utils debootstrap skopeo
 mkdir -p /var/run/ganesha /srv/swarmlab/data /var/lib/docker-registry
 # The cluster registry (port 5000) serves TLS only: its configuration, certificate and key
 # come from the Fabric tasks (`fab registry`, run by bootstrap and build-images), issued by the
