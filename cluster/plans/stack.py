@@ -7,6 +7,8 @@ import difflib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
 
+import yaml
+
 from cluster.errors import SwarmlabError
 from cluster.facts import ServiceState, parse_services, stack_services_command
 from cluster.operations import Plan, Run, Wait, Write
@@ -113,8 +115,9 @@ def stack_diff(deployed: str, rendered: str) -> str:
 
 
 def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: Sequence[ServiceState]) -> Plan:
-    """Deploy when the rendered stack differs from the deployed one (or an update was rolled back),
-    then wait until every service has its replicas and its update completed."""
+    """Deploy when the rendered stack differs from the deployed one, an update was rolled back, or a
+    service of the stack is gone (`docker stack rm` or `docker service rm` by hand leaves the stored
+    file as it was); then wait until every service has its replicas and its update completed."""
     remote = f"{REMOTE_STACKS}/{stack}.yml"
     wait = Wait(
         leader,
@@ -125,7 +128,8 @@ def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: S
         1,  # the command costs about 0.15 s on the lab's manager
         progress=True,
     )
-    changed = rendered != deployed
+    wanted = {f"{stack}_{name}" for name in (yaml.safe_load(rendered) or {}).get("services") or {}}
+    changed = rendered != deployed or not wanted <= {s.name for s in states}
     if not changed and states and all(s.converged for s in states):
         return Plan(notes=("the deployed stack equals the rendered one and every service is converged",))
     if not changed and not any(s.failed for s in states):

@@ -4,19 +4,23 @@ that change nothing, and the same reporting for every task."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cluster.errors import HostsFailed, SwarmlabError
+from cluster.inventory import Node
 from cluster.plans.stack import choose_storage_mode
 from cluster.progress import TIMINGS
+from cluster.runners import Result
 from cluster.tasks.bootstrap import bootstrap
 from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.swarm import swarm_join
 from cluster.workload import load_workload
-from tests.unit.fake_runner import FakeRunner, answer_as_written
+from tests.unit.fake_runner import Call, FakeRunner, answer_as_written
 from tests.unit.fake_runner import fake_session as session
 from tests.unit.fake_runner import lab_shaped_inventory as inventory
 
@@ -149,6 +153,40 @@ def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> 
     deploy_workload(session(runner, tmp_path), hello, inventory().node("manager-1"))
     assert not runner.commands(r"docker build|stack deploy|secret (create|rm)")
     assert not runner.files and not TIMINGS.changed
+
+
+def test_a_stack_removed_by_hand_is_deployed_again_not_waited_for(tmp_path: Path) -> None:
+    """`docker stack rm` leaves the stored stack file as it was: equal to the rendered one, the stack
+    still has to be deployed (waiting would time out on services that do not exist)."""
+    runner = deployed_hello()
+    hello = load_workload("hello", "lab")
+    first = FakeRunner(runner.inventory, list(runner.answers))
+    first.answer(r"for ref in", "")
+    first.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
+    deploy_workload(session(first, tmp_path), hello, inventory().node("manager-1"))
+    stack = first.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
+    runner.answer(r"for ref in", "\n".join(f"{name} yes" for name in _refs(first)))
+    runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
+    runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
+    answer_as_written(runner, first.files)
+    # Removed by hand: no service until the deploy runs again.
+    before_deploy = _AnswersEmptyUntil(runner, r"docker stack services hello", r"docker stack deploy")
+    deploy_workload(session(before_deploy, tmp_path), hello, inventory().node("manager-1"))
+    assert before_deploy.commands(r"docker stack deploy --prune -c /root/.swarmlab/stacks/hello.yml hello")
+
+
+class _AnswersEmptyUntil(FakeRunner):
+    """A runner answering `pattern` with nothing until a command matching `until` has run."""
+
+    def __init__(self, runner: FakeRunner, pattern: str, until: str) -> None:
+        super().__init__(runner.inventory, list(runner.answers))
+        self.pattern, self.until = pattern, until
+
+    def run(self, node: Node, command: str, **kwargs: Any) -> Result:
+        if re.search(self.pattern, command) and not self.commands(self.until):
+            self.calls.append(Call(node.name, command, None))
+            return Result(node.name, command, "", "", 0)
+        return super().run(node, command, **kwargs)
 
 
 def _refs(runner: FakeRunner) -> list[str]:
