@@ -11,7 +11,8 @@ import yaml
 
 from cluster.errors import SwarmlabError
 from cluster.facts import ServiceState, parse_services, stack_services_command
-from cluster.operations import Plan, Run, Wait, Write
+from cluster.operations import Operation, Plan, Run, Wait, Write
+from cluster.plans.netjoin import ANCHOR_SERVICE, ANCHOR_TIMEOUT, anchor_command, anchor_stack, anchor_verdict
 from cluster.waiting import Verdict
 from cluster.workload import DataDir
 
@@ -117,8 +118,15 @@ def stack_diff(deployed: str, rendered: str) -> str:
 def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: Sequence[ServiceState]) -> Plan:
     """Deploy when the rendered stack differs from the deployed one, an update was rolled back, or a
     service of the stack is gone (`docker stack rm` or `docker service rm` by hand leaves the stored
-    file as it was); then wait until every service has its replicas and its update completed."""
+    file as it was); then wait until every service has its replicas and its update completed.
+
+    The stack's networks are joined first, by its network anchor (plans.netjoin), deployed and waited
+    for before the services, and deployed again with them so that `--prune` keeps it."""
     remote = f"{REMOTE_STACKS}/{stack}.yml"
+    anchor = anchor_stack(rendered)
+    wanted = {f"{stack}_{name}" for name in (yaml.safe_load(rendered) or {}).get("services") or {}}
+    if anchor:
+        wanted.add(f"{stack}_{ANCHOR_SERVICE}")
     wait = Wait(
         leader,
         stack_services_command(stack),
@@ -128,17 +136,31 @@ def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: S
         1,  # the command costs about 0.15 s on the lab's manager
         progress=True,
     )
-    wanted = {f"{stack}_{name}" for name in (yaml.safe_load(rendered) or {}).get("services") or {}}
     changed = rendered != deployed or not wanted <= {s.name for s in states}
     if not changed and states and all(s.converged for s in states):
         return Plan(notes=("the deployed stack equals the rendered one and every service is converged",))
     if not changed and not any(s.failed for s in states):
         return Plan((wait,), ("the stack is deployed; waiting for its services",))
-    return Plan(
-        (
-            Run(leader, f"mkdir -p {REMOTE_STACKS}", "a directory for stack files", changes=False),
-            Write(leader, remote, rendered.encode(), f"the rendered stack {stack}", mode=0o600),
-            Run(leader, f"docker stack deploy --prune -c {remote} {stack}", f"stack {stack} deployed"),
-            wait,
-        )
-    )
+    files = f"-c {remote}"
+    operations: list[Operation] = [
+        Run(leader, f"mkdir -p {REMOTE_STACKS}", "a directory for stack files", changes=False),
+        Write(leader, remote, rendered.encode(), f"the rendered stack {stack}", mode=0o600),
+    ]
+    if anchor:
+        anchor_remote = f"{REMOTE_STACKS}/{stack}.{ANCHOR_SERVICE}.yml"
+        files += f" -c {anchor_remote}"
+        operations += [
+            Write(leader, anchor_remote, anchor.encode(), f"the network anchor of {stack}", mode=0o600),
+            # No --prune: the services already deployed stay as they are until the full deploy.
+            Run(leader, f"docker stack deploy -c {anchor_remote} {stack}", f"the networks of {stack} and its anchor"),
+            Wait(
+                leader,
+                anchor_command(stack),
+                anchor_verdict(stack),
+                "every worker joined the stack's networks, one at a time",
+                ANCHOR_TIMEOUT,
+                0.5,
+            ),
+        ]
+    operations += [Run(leader, f"docker stack deploy --prune {files} {stack}", f"stack {stack} deployed"), wait]
+    return Plan(tuple(operations))

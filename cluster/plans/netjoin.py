@@ -1,0 +1,77 @@
+"""A stack's overlay networks, joined by every worker one network at a time before its services start.
+
+Why: a worker that starts several tasks at once joins their overlay networks at once, and Docker's
+networkdb then loses all but one of its concurrent bulk syncs to the same peer; each one lost stalls
+that worker's tasks for 30 s ("Bulk sync to node ... timed out", moby/moby#47396; fixed upstream by
+moby/moby#52862, which the Docker 20.10 of Debian 12 does not have). In the lab it struck 2 to 4 times
+in every deploy of the registration stack from nothing. One idle task per worker attached to every
+network of the stack (a global service, deployed and waited for first) joins them one after the
+other, as a container attaches its networks in turn; the services find them joined. The task stays,
+so tasks started later on a worker (a scale, a drain elsewhere, a recovery) find them joined too.
+
+Pure: the rendered stack in, the anchor's stack file and how to wait for it out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from cluster.facts import ServiceState
+from cluster.waiting import Verdict
+
+ANCHOR_SERVICE = "network-anchor"
+ANCHOR_TIMEOUT = 180  # includes the first pull of its image on every worker (the stack needs it anyway)
+
+
+def anchor_stack(rendered: str) -> str | None:
+    """The anchor's stack file, to deploy under the stack's name: the stack's networks as rendered,
+    and a global service on the workers attached to all of them, running `sleep` in the image most of
+    the stack's services run (so its pull is one the services need anyway). None for a stack with
+    fewer than two networks of its own: one network is never joined twice at once."""
+    document: dict[str, Any] = yaml.safe_load(rendered) or {}
+    networks: dict[str, Any] = document.get("networks") or {}
+    services: dict[str, dict[str, Any]] = document.get("services") or {}
+    images = Counter(str(s["image"]) for s in services.values() if s.get("image"))
+    if len(networks) < 2 or not images:
+        return None
+    anchor = {
+        "image": images.most_common(1)[0][0],
+        "command": ["sleep", "infinity"],
+        "networks": sorted(networks),
+        "user": "65534:65534",
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "healthcheck": {"disable": True},
+        "stop_signal": "SIGKILL",  # sleep ignores SIGTERM as PID 1, and has nothing to finish
+        "deploy": {
+            "mode": "global",
+            "endpoint_mode": "dnsrr",  # nothing connects to it: no virtual IP, no load-balancer sandbox
+            "placement": {"constraints": ["node.role == worker"]},
+            "resources": {"limits": {"cpus": "0.05", "memory": "16M"}},
+        },
+    }
+    body = {"version": document.get("version", "3.8"), "services": {ANCHOR_SERVICE: anchor}, "networks": networks}
+    return yaml.safe_dump(body, sort_keys=False)
+
+
+def anchor_command(stack: str) -> str:
+    return (
+        f"docker service ls --filter label=com.docker.stack.namespace={stack} "
+        "--format '{{.Name}}|{{.Replicas}}'"
+    )
+
+
+def anchor_verdict(stack: str) -> Callable[[str], Verdict]:
+    name = f"{stack}_{ANCHOR_SERVICE}"
+
+    def verdict(output: str) -> Verdict:
+        replicas = next((line.split("|", 1)[1] for line in output.splitlines() if line.startswith(name + "|")), "")
+        if ServiceState(name, replicas.strip()).all_running:
+            return Verdict.ready(f"{name} runs on every worker ({replicas.strip()})")
+        return Verdict.waiting(f"{name} {replicas.strip() or 'not created yet'}")
+
+    return verdict
