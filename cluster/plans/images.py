@@ -33,32 +33,38 @@ class ImageCache:
 
 @dataclass(frozen=True)
 class RegistryCheck:
-    """What the storage node answered: images the registry has, and images only the cache has."""
+    """What the storage node answered: the images the registry has, and those the image cache has."""
 
     present: frozenset[str]
     cached: frozenset[str]
 
 
 def registry_check_command(builds: Sequence[Build], registry: str, cache: ImageCache | None = None) -> str:
-    """`name:tag yes|no|cached` for each image, in one round trip to the storage node: the registry
-    asked over TLS, verified with the CA the engines trust for it; `cached` when only the image cache
-    has the image (a finished copy has its manifest: copies are renamed into place when complete)."""
+    """`name:tag yes|no yes|no` for each image (in the registry? in the image cache?), in one round
+    trip to the storage node: the registry asked over TLS, verified with the CA the engines trust for
+    it; a finished cache entry has its manifest (entries are renamed into place when complete)."""
     refs = " ".join(f"{b.name}:{b.context.tag}" for b in builds)
     url = f"https://{registry}/v2/swarmlab/$name/manifests/$tag"
-    in_cache = f'elif [ -f "{cache.path}/$name-$tag/manifest.json" ]; then echo "$ref cached"; ' if cache else ""
+    in_cache = f'[ -f "{cache.path}/$name-$tag/manifest.json" ]' if cache else "false"
     return (
         f"for ref in {refs}; do name=${{ref%%:*}}; tag=${{ref#*:}}; "
         f"if curl -sf -o /dev/null --cacert {trust_path(registry)} -H 'Accept: {MANIFEST_V2}' {url}; "
-        f'then echo "$ref yes"; {in_cache}else echo "$ref no"; fi; done'
+        f"then r=yes; else r=no; fi; if {in_cache}; then c=yes; else c=no; fi; "
+        'echo "$ref $r $c"; done'
     )
 
 
 def parse_registry_check(output: str) -> RegistryCheck:
-    answers = [line.split() for line in output.splitlines() if len(line.split()) == 2]
+    answers = [line.split() for line in output.splitlines() if len(line.split()) == 3]
     return RegistryCheck(
-        frozenset(ref for ref, answer in answers if answer == "yes"),
-        frozenset(ref for ref, answer in answers if answer == "cached"),
+        frozenset(ref for ref, registry, _ in answers if registry == "yes"),
+        frozenset(ref for ref, _, cached in answers if cached == "yes"),
     )
+
+
+def to_build(builds: Sequence[Build], check: RegistryCheck) -> list[Build]:
+    """The images neither the registry nor the image cache has: only these need a build."""
+    return [b for b in builds if b.key not in check.present and b.key not in check.cached]
 
 
 def _levels(missing: Sequence[Build]) -> list[list[Build]]:
@@ -70,26 +76,23 @@ def _levels(missing: Sequence[Build]) -> list[list[Build]]:
     return [[b for b in missing if level[b.name] == n] for n in range(max(level.values(), default=-1) + 1)]
 
 
-def to_build(builds: Sequence[Build], check: RegistryCheck) -> list[Build]:
-    """The images neither the registry nor the image cache has: only these need a build."""
-    return [b for b in builds if b.key not in check.present and b.key not in check.cached]
-
-
 def plan_builds(storage: str, builds: Sequence[Build], check: RegistryCheck, cache: ImageCache | None = None) -> Plan:
     """Fill the registry with every image it lacks: from the image cache when it has the image (a
     copy, seconds), else built and pushed (independent images at once, an image built FROM another
-    after it) and then kept in the cache for the next cluster. An image already in the registry is
-    neither built nor copied."""
-    missing = [b for b in builds if b.key not in check.present]
+    after it). What the registry has and the cache lacks (built before the cache, or a cleared cache)
+    is kept in the cache for the next cluster, as what is built here is."""
     notes = tuple(f"{b.key} already in the registry" for b in builds if b.key in check.present)
-    if not missing:
-        return Plan(notes=notes)
-    built = to_build(builds, check) if cache else missing
-    copied = [b for b in missing if b not in built]
+    built = to_build(builds, check)
+    copied = [b for b in builds if b.key not in check.present and b not in built]
+    kept = [b for b in builds if b.key in check.present and b.key not in check.cached] if cache else []
     operations: list[Operation] = []
-    if cache and copied:
-        runs = tuple(_from_cache(storage, b, cache) for b in copied)
-        operations.append(runs[0] if len(runs) == 1 else Parallel(runs, f"copy {len(runs)} images from the cache"))
+    if cache:
+        runs = tuple(_from_cache(storage, b, cache) for b in copied) + tuple(
+            Run(storage, _keep_in_cache(b, cache), f"kept {b.key} in the image cache", timeout=COPY_TIMEOUT)
+            for b in kept
+        )
+        if runs:
+            operations.append(runs[0] if len(runs) == 1 else Parallel(runs, "copy between registry and cache"))
     if built:
         operations.append(Run(storage, f"mkdir -p {REMOTE_DIR}", "a scratch directory", changes=False))
     for build in built:

@@ -160,6 +160,7 @@ def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: S
                 "every worker joined the stack's networks, one at a time",
                 ANCHOR_TIMEOUT,
                 0.5,
+                progress=True,  # its first start pulls an image on every worker: say so as it goes
             ),
         ]
     operations += [Run(leader, f"docker stack deploy --prune {files} {stack}", f"stack {stack} deployed"), wait]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import ssl
 from pathlib import Path
@@ -41,6 +42,25 @@ def test_a_second_bundle_answers_next_to_the_registration_stack(lab: Lab) -> Non
         assert client.get(lab.url + "/api/docs").status_code in (200, 401)
     again = fab("deploy-stack", "--stack", "hello").stdout
     assert "result: no change" in again
+
+
+def test_an_image_missing_from_the_registry_is_copied_from_the_machine_image_cache(lab: Lab) -> None:
+    """The machine's image cache (one volume every lab's storage node mounts) fills an empty registry:
+    hello, removed from the cluster registry, comes back as a copy from the cache, not a build."""
+    storage = lab.inventory.storage
+    assert storage is not None
+    fab("build-images", "--stack", "hello")  # in the registry and in the cache now (built, copied or kept)
+    assert "machine image cache: volume swarmlab-image-cache" in fab("lab-status").stdout
+    lab.nodes.run(storage, f"rm -rf {REGISTRY_DIR}/docker/registry/v2/repositories/swarmlab/hello")
+    out = fab("build-images", "--stack", "hello").stdout
+    copied = re.search(r"copied hello:(\w+) from the image cache to the registry", out)
+    assert copied, out
+    assert "built and pushed" not in out and "copied swarmlab/debian" not in out, "nothing built"
+    assert "result: no change" in fab("build-images", "--stack", "hello").stdout
+    # The copy is a whole image: a worker pulls it from the registry (its manifest, each layer checked).
+    worker = lab.inventory.workers[0]
+    ref = f"{lab.inventory.registry}/swarmlab/hello:{copied[1]}"
+    lab.nodes.run(worker, f"docker rmi -f {ref} >/dev/null 2>&1; docker pull -q {ref}")
 
 
 def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) -> None:

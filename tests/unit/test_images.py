@@ -109,8 +109,9 @@ def test_missing_images_build_at_once_and_an_image_after_its_base() -> None:
 
 def test_a_registry_that_has_everything_builds_nothing() -> None:
     everything = builds()
-    answer = "\n".join(f"{b.key} yes" for b in everything)
-    assert parse_registry_check(answer) == RegistryCheck(frozenset(b.key for b in everything), frozenset())
+    answer = "\n".join(f"{b.key} yes yes" for b in everything)
+    keys = frozenset(b.key for b in everything)
+    assert parse_registry_check(answer) == RegistryCheck(keys, keys)
     plan = plan_builds("storage-1", everything, parse_registry_check(answer), CACHE)
     assert plan.operations == () and not plan.changes and len(plan.notes) == len(everything)
     command = registry_check_command(everything, "10.20.0.6:5000")
@@ -134,7 +135,7 @@ def test_an_empty_registry_is_filled_from_the_image_cache_and_only_what_it_lacks
     app = next(b for b in everything if b.name == "app")
     command = registry_check_command(everything, REGISTRY, CACHE)
     assert '[ -f "/var/cache/swarmlab/images/$name-$tag/manifest.json" ]' in command
-    answer = "\n".join(f"{b.key} {'no' if b is app else 'cached'}" for b in everything)
+    answer = "\n".join(f"{b.key} no {'no' if b is app else 'yes'}" for b in everything)
     check = parse_registry_check(answer)
     assert check.cached == frozenset(b.key for b in everything if b is not app) and not check.present
     assert to_build(everything, check) == [app]
@@ -156,6 +157,19 @@ def test_an_empty_registry_is_filled_from_the_image_cache_and_only_what_it_lacks
     assert f"mv -T {entry}.partial-$$ {entry}" in build.command
 
 
-def test_without_a_cache_the_check_never_says_cached() -> None:
+def test_an_image_the_registry_has_and_the_cache_lacks_is_kept_in_the_cache_not_built() -> None:
+    everything = builds()
+    keys = frozenset(b.key for b in everything)
+    redis = next(b for b in everything if b.name == "redis")
+    plan = plan_builds("storage-1", everything, RegistryCheck(keys, keys - {redis.key}), CACHE)
+    (keep,) = plan.runs
+    assert keep.why == f"kept {redis.key} in the image cache" and "docker build" not in keep.command
+    assert f"docker://{redis.ref} dir:/var/cache/swarmlab/images/redis-{redis.context.tag}.partial-$$" in keep.command
+
+
+def test_without_a_cache_nothing_is_cached_or_kept() -> None:
     command = registry_check_command(builds(), REGISTRY)
-    assert "cached" not in command and "manifest.json" not in command
+    assert "manifest.json" not in command and "then c=yes" in command and "if false;" in command
+    everything = builds()
+    plan = plan_builds("storage-1", everything, RegistryCheck(frozenset(), frozenset()))
+    assert not any("skopeo" in r.command for r in plan.runs)

@@ -144,7 +144,7 @@ def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> 
     deploy_workload(session(first, tmp_path), hello, inventory().node("manager-1"))
     stack = first.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
     TIMINGS.phases.clear()
-    runner.answer(r"for ref in", "\n".join(f"{name} yes" for name in _refs(first)))
+    runner.answer(r"for ref in", "\n".join(f"{name} yes no" for name in _refs(first)))
     runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|completed\n---\n")
     # Every file the first deploy wrote is on its node now, daemons running on their configurations:
@@ -165,7 +165,7 @@ def test_a_stack_removed_by_hand_is_deployed_again_not_waited_for(tmp_path: Path
     first.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
     deploy_workload(session(first, tmp_path), hello, inventory().node("manager-1"))
     stack = first.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
-    runner.answer(r"for ref in", "\n".join(f"{name} yes" for name in _refs(first)))
+    runner.answer(r"for ref in", "\n".join(f"{name} yes no" for name in _refs(first)))
     runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
     answer_as_written(runner, first.files)
