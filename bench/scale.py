@@ -1,8 +1,11 @@
 """Big labs: lab-up + bootstrap for 3, 10 and 20 workers (and 20 workers with 5 managers), and the
-memory an idle node takes, read from the local engine. Each lab is removed after its measure."""
+memory an idle node takes, read from the local engine. Each lab is removed after its measure. Each
+shape is measured in ROUNDS rounds, the shapes in turn in each round, and each figure is the median
+of its rounds (one run of a 3-worker lab varied from 11 to 14 s on the same machine)."""
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 import docker
@@ -14,6 +17,7 @@ import matplotlib.pyplot as plt
 from bench.common import ENV, OUT, fab, machine, write_report
 
 SHAPES = ((3, 3), (3, 10), (3, 20), (5, 20))  # (managers, workers)
+ROUNDS = 3
 MIB = 2**20
 
 
@@ -28,32 +32,45 @@ def memory_of_nodes(cluster: str) -> dict[str, float]:
     return found
 
 
+def measure(managers: int, workers: int) -> dict[str, Any]:
+    shape = {"SWARMLAB_MANAGERS": str(managers), "SWARMLAB_WORKERS": str(workers)}
+    try:
+        up, _ = fab("lab-up", env=shape)
+        boot, _ = fab("bootstrap", env=shape)
+        memory = memory_of_nodes(ENV["SWARMLAB_CLUSTER"])
+    finally:
+        fab("lab-down", env=shape)
+    print(f"{managers} managers, {workers:>2} workers: lab-up {up:5.1f} s + bootstrap {boot:5.1f} s")
+    return {"up": up, "boot": boot, "memory": memory}
+
+
 def run() -> dict[str, Any]:
-    results: list[dict[str, Any]] = []
     fab("lab-down")
-    for managers, workers in SHAPES:
-        shape = {"SWARMLAB_MANAGERS": str(managers), "SWARMLAB_WORKERS": str(workers)}
-        try:
-            up, _ = fab("lab-up", env=shape)
-            boot, _ = fab("bootstrap", env=shape)
-            memory = memory_of_nodes(ENV["SWARMLAB_CLUSTER"])
-        finally:
-            fab("lab-down", env=shape)
-        idle_worker = memory.get("worker-1", 0.0)
+    runs: dict[tuple[int, int], list[dict[str, Any]]] = {shape: [] for shape in SHAPES}
+    for _ in range(ROUNDS):
+        for managers, workers in SHAPES:
+            runs[(managers, workers)].append(measure(managers, workers))
+    results: list[dict[str, Any]] = []
+    for (managers, workers), measured in runs.items():
+        up = round(statistics.median(m["up"] for m in measured), 1)
+        boot = round(statistics.median(m["boot"] for m in measured), 1)
+        total = round(statistics.median(m["up"] + m["boot"] for m in measured), 1)
+        memory = {
+            node: round(statistics.median(m["memory"].get(node, 0.0) for m in measured), 1)
+            for node in measured[0]["memory"]
+        }
         results.append(
             {
                 "managers": managers,
                 "workers": workers,
                 "lab_up_seconds": up,
                 "bootstrap_seconds": boot,
-                "total_seconds": round(up + boot, 1),
-                "idle_worker_mib": idle_worker,
+                "total_seconds": total,
+                "total_seconds_each_round": [round(m["up"] + m["boot"], 1) for m in measured],
+                "idle_worker_mib": memory.get("worker-1", 0.0),
                 "idle_manager_mib": memory.get("manager-1", 0.0),
                 "lab_mib": round(sum(memory.values()), 1),
             }
-        )
-        print(
-            f"{managers} managers, {workers:>2} workers: lab-up {up:5.1f} s + bootstrap {boot:5.1f} s; idle worker {idle_worker} MiB"
         )
     three = next(r for r in results if (r["managers"], r["workers"]) == (3, 3))
     twenty = next(r for r in results if (r["managers"], r["workers"]) == (3, 20))
@@ -61,6 +78,7 @@ def run() -> dict[str, Any]:
     available = machine()["memory_mib"] * 0.8  # leave a fifth for the host and the stack's services
     body = {
         "mode": "lab: node containers with sshd and a Docker engine each, no services deployed",
+        "rounds": ROUNDS,
         "shapes": results,
         "twenty_over_three": round(twenty["total_seconds"] / three["total_seconds"], 2),
         "largest_lab_estimate_nodes": int(available // per_node) if per_node else None,

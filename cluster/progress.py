@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,8 +64,15 @@ class Timings:
 TIMINGS = Timings()
 
 
+_SAYING = threading.Lock()
+
+
 def say(message: str) -> None:
-    print(message, file=sys.stdout, flush=True)
+    """One whole line at a time: print() writes the text and its newline apart, so lines said from
+    parallel work (joins, builds) ran into each other."""
+    with _SAYING:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
 
 
 @contextmanager
