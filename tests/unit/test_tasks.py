@@ -134,23 +134,27 @@ def test_deploying_a_second_bundle_builds_deploys_and_routes_it_next_to_the_firs
     assert "no secret" not in stack and not runner.commands("docker secret create")
 
 
-def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> None:
+def hello_as_deployed(tmp_path: Path, update_state: str) -> FakeRunner:
+    """A cluster as a first deploy of hello left it: the registry has its image, the manager its stack
+    file, every other file the deploy wrote is in place (haproxy.cfg, the registry's, the
+    certificates), and `docker stack services` answers hello_web with this update state."""
     runner = deployed_hello()
-    hello = load_workload("hello", "lab")
-    # A first deploy records what a current cluster would answer: the stack file and haproxy.cfg.
     first = FakeRunner(runner.inventory, list(runner.answers))
     first.answer(r"for ref in", "")
     first.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
-    deploy_workload(session(first, tmp_path), hello, inventory().node("manager-1"))
+    deploy_workload(session(first, tmp_path), load_workload("hello", "lab"), inventory().node("manager-1"))
     stack = first.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
     TIMINGS.phases.clear()
     runner.answer(r"for ref in", "\n".join(f"{name} yes no" for name in _refs(first)))
     runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
-    runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|completed\n---\n")
-    # Every file the first deploy wrote is on its node now, daemons running on their configurations:
-    # haproxy.cfg, the registry's, the certificates (kept in the state directory, not issued again).
+    runner.answer(r"docker stack services hello", f"hello_web|3/3\n---\nhello_web|{update_state}\n---\n")
     answer_as_written(runner, first.files)
-    deploy_workload(session(runner, tmp_path), hello, inventory().node("manager-1"))
+    return runner
+
+
+def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> None:
+    runner = hello_as_deployed(tmp_path, "completed")
+    deploy_workload(session(runner, tmp_path), load_workload("hello", "lab"), inventory().node("manager-1"))
     assert not runner.commands(r"docker build|stack deploy|secret (create|rm)")
     assert not runner.files and not TIMINGS.changed
 
@@ -158,21 +162,10 @@ def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> 
 def test_a_stack_removed_by_hand_is_deployed_again_not_waited_for(tmp_path: Path) -> None:
     """`docker stack rm` leaves the stored stack file as it was: equal to the rendered one, the stack
     still has to be deployed (waiting would time out on services that do not exist)."""
-    runner = deployed_hello()
-    hello = load_workload("hello", "lab")
-    first = FakeRunner(runner.inventory, list(runner.answers))
-    first.answer(r"for ref in", "")
-    first.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
-    deploy_workload(session(first, tmp_path), hello, inventory().node("manager-1"))
-    stack = first.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
-    runner.answer(r"for ref in", "\n".join(f"{name} yes no" for name in _refs(first)))
-    runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
-    runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
-    answer_as_written(runner, first.files)
     # Removed by hand: no service until the deploy runs again.
-    before_deploy = _AnswersEmptyUntil(runner, r"docker stack services hello", r"docker stack deploy")
-    deploy_workload(session(before_deploy, tmp_path), hello, inventory().node("manager-1"))
-    assert before_deploy.commands(r"docker stack deploy --prune -c /root/.swarmlab/stacks/hello.yml hello")
+    runner = _AnswersEmptyUntil(hello_as_deployed(tmp_path, ""), r"docker stack services hello", r"stack deploy")
+    deploy_workload(session(runner, tmp_path), load_workload("hello", "lab"), inventory().node("manager-1"))
+    assert runner.commands(r"docker stack deploy --prune -c /root/.swarmlab/stacks/hello.yml hello")
 
 
 class _AnswersEmptyUntil(FakeRunner):
