@@ -49,9 +49,11 @@ def test_parsers_read_recorded_docker_output() -> None:
 def test_init_on_a_fresh_cluster_runs_on_the_first_manager_with_its_private_address(inventory: Inventory) -> None:
     leader, plan = plan_init(fresh(inventory), inventory.managers, POOL)
     assert leader == "manager-1"
-    [step] = plan.runs
+    step, ingress = plan.runs
     assert step.node == "manager-1"
     assert "--advertise-addr 10.20.0.11" in step.command and f"--default-addr-pool {POOL}" in step.command
+    # Host-mode ports only: the routing mesh's network goes before any node joins.
+    assert ingress.node == "manager-1" and ingress.command == "echo y | docker network rm ingress >/dev/null"
 
 
 def test_init_is_empty_when_a_manager_already_runs_the_swarm(inventory: Inventory) -> None:
