@@ -63,6 +63,26 @@ def test_an_image_missing_from_the_registry_is_copied_from_the_machine_image_cac
     lab.nodes.run(worker, f"docker rmi -f {ref} >/dev/null 2>&1; docker pull -q {ref}")
 
 
+def test_every_worker_runs_the_network_anchor_on_every_network_of_the_stack(lab: Lab) -> None:
+    """The deploy's network anchor (plans.netjoin): one running task per worker, attached to each
+    overlay network of the registration stack, so a worker joins them one at a time."""
+    manager = lab.inventory.managers[0]
+    anchor = "registration_network-anchor"
+    spec = json.loads(lab.nodes.run(manager, f"docker service inspect --format '{{{{json .Spec}}}}' {anchor}").stdout)
+    targets = " ".join(n["Target"] for n in spec["TaskTemplate"]["Networks"])
+    attached = set(lab.nodes.run(manager, f"docker network inspect --format '{{{{.Name}}}}' {targets}").stdout.split())
+    stack_networks = lab.nodes.run(
+        manager, "docker network ls --filter label=com.docker.stack.namespace=registration --format '{{.Name}}'"
+    ).stdout.split()
+    assert len(stack_networks) >= 2 and attached == set(stack_networks)
+    running = lab.nodes.run(
+        manager,
+        f"docker service ps --filter desired-state=running --format '{{{{.Node}}}} {{{{.CurrentState}}}}' {anchor}",
+    ).stdout.splitlines()
+    assert sorted(line.split()[0] for line in running) == sorted(w.name for w in lab.inventory.workers)
+    assert all(line.split()[1] == "Running" for line in running), running
+
+
 def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) -> None:
     """bootstrap, status and deploy-stack through a static inventory file, DOCKER_HOST pointing nowhere.
 
