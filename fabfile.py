@@ -138,17 +138,18 @@ def lab_status(c: Context) -> None:
     """Show the lab's node containers, and where its keys, inventory and credentials are."""
     config = load_config()
     rows = lab.lab_status_rows(config)
+    own_cache, machine_cache = lab.image_caches(config)
     if not rows:
-        say(f"lab {config.cluster!r} is not up; image cache: {lab.image_cache(config) or 'none'}")
-        say(f"machine image cache: {lab.machine_image_cache() or 'none yet'}")
+        say(f"lab {config.cluster!r} is not up; image cache: {own_cache or 'none'}")
+        say(f"machine image cache: {machine_cache or 'none yet'}")
         return
     say(table(("NODE", "ROLE", "ADDRESS", "STATE"), rows))
     say(
         f"\nstate directory: {config.state(provider='lab').root} (inventory.json, id_ed25519, known_hosts, credentials, tls/)"
     )
-    say(f"image cache: {lab.image_cache(config) or 'none yet'} (kept by lab-down; `fab lab-down --purge` removes it)")
+    say(f"image cache: {own_cache or 'none yet'} (kept by lab-down; `fab lab-down --purge` removes it)")
     say(
-        f"machine image cache: {lab.machine_image_cache() or 'none yet'} (shared by every lab, fills an empty "
+        f"machine image cache: {machine_cache or 'none yet'} (shared by every lab, fills an empty "
         "registry without building; `fab lab-down --purge --machine-cache` removes it)"
     )
 

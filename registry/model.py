@@ -25,9 +25,14 @@ LOG = "/var/log/docker-registry.log"
 SERVICE_USER = "docker-registry"
 
 
+def trust_dir(registry: str) -> str:
+    """The directory of the CAs an engine (and skopeo's --cert-dir) trusts for one registry (host:port)."""
+    return f"/etc/docker/certs.d/{registry}"
+
+
 def trust_path(registry: str) -> str:
     """Where an engine looks for the CA of one registry (host:port): Docker reads it at each pull and push."""
-    return f"/etc/docker/certs.d/{registry}/ca.crt"
+    return f"{trust_dir(registry)}/ca.crt"
 
 
 @dataclass(frozen=True)

@@ -542,25 +542,20 @@ def _remove_volumes(engine: docker.DockerClient, names: list[str]) -> None:
             engine.volumes.get(name).remove(force=True)
 
 
-def image_cache(config: Config) -> str | None:
-    """The lab's image cache: how many volumes and how big, if there is one."""
+def image_caches(config: Config) -> tuple[str | None, str | None]:
+    """The lab's image cache (how many volumes, how big) and the machine's (its volume, how big), each
+    None if there is none: one `docker system df`, which sizes every volume of the engine."""
     engine = client()
+    sizes = {v["Name"]: v.get("UsageData", {}).get("Size", 0) for v in engine.df().get("Volumes") or []}
     names = {v.name for v in engine.volumes.list(filters={"label": f"{LABEL_CACHE}={config.cluster}"})}
-    if not names:
-        return None
-    sizes = [v.get("UsageData", {}).get("Size", 0) for v in engine.df().get("Volumes") or [] if v["Name"] in names]
-    return f"{len(names)} volume(s) labelled {LABEL_CACHE}={config.cluster}, {sum(sizes) / 2**20:.0f} MiB"
-
-
-def machine_image_cache() -> str | None:
-    """The machine's image cache: its volume and how big, if there is one."""
-    engine = client()
-    found = engine.df().get("Volumes") or []
-    volume = next((v for v in found if v["Name"] == IMAGE_CACHE_VOLUME), None)
-    if volume is None:
-        return None
-    size = volume.get("UsageData", {}).get("Size", 0)
-    return f"volume {IMAGE_CACHE_VOLUME} (label {LABEL_IMAGE_CACHE}), {size / 2**20:.0f} MiB"
+    mine = sum(sizes.get(name, 0) for name in names)
+    lab = f"{len(names)} volume(s) labelled {LABEL_CACHE}={config.cluster}, {mine / 2**20:.0f} MiB" if names else None
+    machine = (
+        f"volume {IMAGE_CACHE_VOLUME} (label {LABEL_IMAGE_CACHE}), {sizes[IMAGE_CACHE_VOLUME] / 2**20:.0f} MiB"
+        if IMAGE_CACHE_VOLUME in sizes
+        else None
+    )
+    return lab, machine
 
 
 def lab_status_rows(config: Config) -> list[tuple[str, str, str, str]]:

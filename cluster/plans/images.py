@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from cluster.images import BaseImage, Build
 from cluster.operations import Operation, Parallel, Plan, Run, Write
-from registry.model import trust_path
+from registry.model import trust_dir, trust_path
 
 REMOTE_DIR = "/var/tmp/swarmlab"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -115,7 +115,7 @@ def _from_cache(storage: str, build: Build, cache: ImageCache) -> Run:
     registry = _registry_of(build)
     return Run(
         storage,
-        f"skopeo copy -q --dest-cert-dir /etc/docker/certs.d/{registry} dir:{cache.entry(build)} docker://{build.ref}",
+        f"skopeo copy -q --dest-cert-dir {trust_dir(registry)} dir:{cache.entry(build)} docker://{build.ref}",
         f"copied {build.key} from the image cache to the registry (not built)",
         timeout=COPY_TIMEOUT,
     )
@@ -128,7 +128,7 @@ def _keep_in_cache(build: Build, cache: ImageCache) -> str:
     scratch = f"{entry}.partial-$$"
     return (
         f"mkdir -p {cache.path} && rm -rf {scratch} && "
-        f"skopeo copy -q --src-cert-dir /etc/docker/certs.d/{registry} docker://{build.ref} dir:{scratch} && "
+        f"skopeo copy -q --src-cert-dir {trust_dir(registry)} docker://{build.ref} dir:{scratch} && "
         f"{{ mv -T {scratch} {entry} 2>/dev/null || rm -rf {scratch}; }}"
     )
 

@@ -3,19 +3,19 @@
 Why: a worker that starts several tasks at once joins their overlay networks at once, and Docker's
 networkdb then loses all but one of its concurrent bulk syncs to the same peer; each one lost stalls
 that worker's tasks for 30 s ("Bulk sync to node ... timed out", moby/moby#47396; fixed upstream by
-moby/moby#52862, which the Docker 20.10 of Debian 12 does not have). In the lab it struck 2 to 4 times
-in every deploy of the registration stack from nothing. One idle task per worker attached to every
+moby/moby#52862, which the Docker 20.10 of Debian 12 does not have). In the lab it struck 1 to 4 times
+in every deploy of the registration stack onto workers that had not joined its networks that we timed. One idle task per worker attached to every
 network of the stack (a global service, deployed and waited for first) joins them one after the
 other, as a container attaches its networks in turn; the services find them joined. The task stays,
 so tasks started later on a worker (a scale, a drain elsewhere, a recovery) find them joined too.
 
-Pure: the rendered stack in, the anchor's stack file and how to wait for it out.
+Pure: the parsed stack in, the anchor's stack file and how to wait for it out.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
@@ -27,12 +27,11 @@ ANCHOR_SERVICE = "network-anchor"
 ANCHOR_TIMEOUT = 180  # includes the first pull of its image on every worker (the stack needs it anyway)
 
 
-def anchor_stack(rendered: str) -> str | None:
+def anchor_stack(document: Mapping[str, Any]) -> str | None:
     """The anchor's stack file, to deploy under the stack's name: the stack's networks as rendered,
     and a global service on the workers attached to all of them, running `sleep` in the image most of
     the stack's services run (so its pull is one the services need anyway). None for a stack with
     fewer than two networks of its own: one network is never joined twice at once."""
-    document: dict[str, Any] = yaml.safe_load(rendered) or {}
     networks: dict[str, Any] = document.get("networks") or {}
     services: dict[str, dict[str, Any]] = document.get("services") or {}
     images = Counter(str(s["image"]) for s in services.values() if s.get("image"))

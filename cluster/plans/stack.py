@@ -123,8 +123,9 @@ def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: S
     The stack's networks are joined first, by its network anchor (plans.netjoin), deployed and waited
     for before the services, and deployed again with them so that `--prune` keeps it."""
     remote = f"{REMOTE_STACKS}/{stack}.yml"
-    anchor = anchor_stack(rendered)
-    wanted = {f"{stack}_{name}" for name in (yaml.safe_load(rendered) or {}).get("services") or {}}
+    document = yaml.safe_load(rendered) or {}
+    anchor = anchor_stack(document)
+    wanted = {f"{stack}_{name}" for name in document.get("services") or {}}
     if anchor:
         wanted.add(f"{stack}_{ANCHOR_SERVICE}")
     wait = Wait(

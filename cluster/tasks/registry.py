@@ -48,8 +48,8 @@ def configure_registry(session: Session) -> None:
         text = registry.render_config(registry.build(certificate.sha256, int(port)))
         names = ", ".join(certificate_names(certificate))
         executor = session.executor()
-        # Each engine's trust is its own small plan: all at once (one after the other, 24 engines
-        # took 2 s of a 20-worker lab's bootstrap).
+        # Each engine's trust is its own small plan: all at once (with the engines one after the
+        # other, this phase took 2.1 s in a 20-worker lab's bootstrap, at once 0.9 s; one run each).
         trust_by_node = {n.name: plan_trust(endpoint, authority.cert_pem, {n.name: trusted[n.name]}) for n in engines}
         runner.each(
             [n for n in engines if trust_by_node[n.name].operations],

@@ -14,11 +14,11 @@ from cluster.plans.stack import plan_deploy
 
 GOLDEN = Path(__file__).parent / "golden"
 REGISTRATION = (GOLDEN / "stack-registration-lab.yaml").read_text()
-HELLO = (GOLDEN / "stack-hello.yaml").read_text()
+HELLO = yaml.safe_load((GOLDEN / "stack-hello.yaml").read_text())
 
 
 def test_the_anchor_joins_every_network_of_the_stack_on_every_worker_and_can_do_nothing_else() -> None:
-    anchor_file = anchor_stack(REGISTRATION)
+    anchor_file = anchor_stack(yaml.safe_load(REGISTRATION))
     assert anchor_file is not None
     stack, anchor = yaml.safe_load(REGISTRATION), yaml.safe_load(anchor_file)
     assert anchor["networks"] == stack["networks"], "the same networks, declared as the stack declares them"
