@@ -1,5 +1,7 @@
-"""deploy-stack: any workload bundle from end to end: images, storage, secrets, render, deploy, wait,
-HAProxy routes, prune. Generic: everything about the workload comes from its bundle."""
+"""deploy-stack's own phases for any workload bundle: storage, secrets, render, deploy, wait; then,
+once HAProxy routes it, prune. Generic: everything about the workload comes from its bundle. The
+images before, the routes and the prune after are other tasks' steps (cluster/flows.py puts them in
+order)."""
 
 from __future__ import annotations
 
@@ -25,29 +27,23 @@ from cluster.facts import (
 from cluster.inventory import Inventory, Node
 from cluster.plans.configs import (
     CONFIG_LIST_COMMAND,
-    CONFIGS_IN_USE_COMMAND,
     check_mounts,
     config_mounts,
     config_name,
     plan_configs,
-    plan_prune_configs,
 )
 from cluster.plans.stack import (
     REMOTE_STACKS,
     SECRET_LIST_COMMAND,
-    SECRETS_IN_USE_COMMAND,
     choose_storage_mode,
     plan_data_dirs,
     plan_deploy,
-    plan_prune_secrets,
     plan_secrets,
     secret_name,
     stack_diff,
 )
-from cluster.progress import PhaseResult, phase, say
+from cluster.progress import PhaseResult, say
 from cluster.session import Session
-from cluster.tasks.haproxy import configure_haproxy
-from cluster.tasks.images import build_images
 from cluster.workload import Workload, lookup
 from topology import EXPORT_DIR
 
@@ -172,11 +168,20 @@ def prepare_storage(session: Session, workload: Workload, progress: PhaseResult)
     return Storage(mode, volumes, nfs.volume_options(export.host), export.path)
 
 
-def deploy_workload(session: Session, workload: Workload, leader: Node) -> str:
-    """Deploy the workload and wait until it is healthy; returns the storage mode used ('' if none)."""
-    images = build_images(session, workload)
+@dataclass(frozen=True)
+class DeployedStack:
+    """What a deploy used, for the notes and the prune after it: the storage mode ('' if none), and
+    the Docker secret and config names the stack now refers to."""
+
+    storage_mode: str
+    secrets: dict[str, str]
+    configs: list[str]
+
+
+def deploy_workload(session: Session, workload: Workload, leader: Node, images: dict[str, str]) -> DeployedStack:
+    """Deploy the workload with its built `images` and wait until it is healthy."""
     runner, name = session.runner, workload.name
-    with phase("stack-inputs", "storage mode, data directories, Docker secrets and configs") as p:
+    with session.phase("stack-inputs", "storage mode, data directories, Docker secrets and configs") as p:
         storage = prepare_storage(session, workload, p)
         values, name_key = secret_values(session, workload)
         names = {key: secret_name(name, key, value, name_key) for key, value in values.items()}
@@ -199,22 +204,11 @@ def deploy_workload(session: Session, workload: Workload, leader: Node) -> str:
         configs={key: name for key, (name, _) in configs.items()},
     )
     rendered = render_stack(workload, data)
-    with phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
+    with session.phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
         deployed = runner.run(leader, f"cat {REMOTE_STACKS}/{name}.yml", check=False).stdout
         if session.dry_run:
             say(rendered)
             say(stack_diff(deployed, rendered) or "# no difference from what is deployed")
         states = parse_services(runner.run(leader, stack_services_command(name), check=False).stdout)
         session.executor().execute(plan_deploy(leader.name, name, rendered, deployed, states), p)
-    configure_haproxy(session, leader, also=workload)
-    with phase("prune-secrets", "remove secret versions no service uses") as p:
-        listed = parse_lines(runner.run(leader, SECRET_LIST_COMMAND).stdout)
-        in_use = set(parse_lines(runner.run(leader, SECRETS_IN_USE_COMMAND).stdout))
-        session.executor().execute(plan_prune_secrets(leader.name, name, names, listed, in_use), p)
-    if workload.manifest.configs:
-        with phase("prune-configs", "remove config versions no service uses") as p:
-            listed = parse_lines(runner.run(leader, CONFIG_LIST_COMMAND).stdout)
-            in_use = set(parse_lines(runner.run(leader, CONFIGS_IN_USE_COMMAND).stdout))
-            keep = [config for config, _ in configs.values()]
-            session.executor().execute(plan_prune_configs(leader.name, name, keep, listed, in_use), p)
-    return storage.mode
+    return DeployedStack(storage.mode, names, [config for config, _ in configs.values()])

@@ -7,7 +7,6 @@ import nfs.model as nfs
 from cluster.facts import EXPORT_ID_FILE, daemon_facts_command, export_id_command, parse_daemon_facts
 from cluster.operations import Plan, Run, Wait
 from cluster.plans.daemon import plan_push
-from cluster.progress import phase
 from cluster.session import Session
 from cluster.waiting import Verdict
 
@@ -24,7 +23,7 @@ def configure_nfs(session: Session) -> None:
         return
     clients = (*(str(w.private_ip) for w in session.inventory.workers), str(storage.private_ip))
     config = nfs.build(clients)
-    with phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
+    with session.phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
         daemon = nfs.DAEMON
         facts = parse_daemon_facts(
             session.runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout

@@ -7,7 +7,6 @@ from cluster.errors import SwarmlabError
 from cluster.facts import NODE_LIST_COMMAND, SWARM_INFO_COMMAND, SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
 from cluster.inventory import Node
 from cluster.plans.swarm import TokenRole, plan_drain, plan_init, plan_join, token_secret, tokens_needed
-from cluster.progress import phase
 from cluster.runners import Runner
 from cluster.session import Session
 
@@ -45,7 +44,9 @@ def find_leader(runner: Runner) -> Node:
 
 
 def swarm_init(session: Session) -> Node:
-    with phase("swarm-init", "initialise the swarm on the first manager (advertising its private address)") as p:
+    with session.phase(
+        "swarm-init", "initialise the swarm on the first manager (advertising its private address)"
+    ) as p:
         managers = list(session.inventory.managers)
         leader, plan = plan_init(swarm_infos(session.runner, managers), managers, str(session.config.overlay_pool))
         session.executor().execute(plan, p)
@@ -61,7 +62,7 @@ def _join_tokens(runner: Runner, leader: Node, needed: set[TokenRole]) -> dict[s
 
 
 def swarm_join(session: Session, leader: Node | None = None) -> None:
-    with phase("swarm-join", "join managers (one at a time: Raft membership) and workers (in parallel)") as p:
+    with session.phase("swarm-join", "join managers (one at a time: Raft membership) and workers (in parallel)") as p:
         runner = session.runner
         leader = leader or find_leader(runner)
         targets = list(session.inventory.swarm_nodes)
@@ -72,7 +73,7 @@ def swarm_join(session: Session, leader: Node | None = None) -> None:
 
 
 def drain_managers(session: Session, leader: Node | None = None) -> None:
-    with phase("drain-managers", "set every manager to Drain and wait until no task runs on one") as p:
+    with session.phase("drain-managers", "set every manager to Drain and wait until no task runs on one") as p:
         leader = leader or find_leader(session.runner)
         listed = members(session.runner, leader, missing_ok=session.dry_run)
         session.executor().execute(plan_drain(listed, session.inventory.managers, leader), p)

@@ -1,0 +1,31 @@
+"""prune: after a deploy, and once HAProxy routes the new versions, remove the stack's Docker secret and
+config versions that no service uses any more (each name is a hash of its content, so every change
+leaves the old version behind)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from cluster.facts import parse_lines
+from cluster.inventory import Node
+from cluster.plans.configs import CONFIG_LIST_COMMAND, CONFIGS_IN_USE_COMMAND, plan_prune_configs
+from cluster.plans.stack import SECRET_LIST_COMMAND, SECRETS_IN_USE_COMMAND, plan_prune_secrets
+from cluster.session import Session
+from cluster.workload import Workload
+
+
+def prune_unused(
+    session: Session, workload: Workload, leader: Node, secrets: Mapping[str, str], configs: Sequence[str]
+) -> None:
+    """Remove the versions of `workload`'s secrets and configs other than `secrets` and `configs` (the
+    names its stack now refers to) that no service uses."""
+    runner, name = session.runner, workload.name
+    with session.phase("prune-secrets", "remove secret versions no service uses") as p:
+        listed = parse_lines(runner.run(leader, SECRET_LIST_COMMAND).stdout)
+        in_use = set(parse_lines(runner.run(leader, SECRETS_IN_USE_COMMAND).stdout))
+        session.executor().execute(plan_prune_secrets(leader.name, name, secrets, listed, in_use), p)
+    if workload.manifest.configs:
+        with session.phase("prune-configs", "remove config versions no service uses") as p:
+            listed = parse_lines(runner.run(leader, CONFIG_LIST_COMMAND).stdout)
+            in_use = set(parse_lines(runner.run(leader, CONFIGS_IN_USE_COMMAND).stdout))
+            session.executor().execute(plan_prune_configs(leader.name, name, configs, listed, in_use), p)
