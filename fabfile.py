@@ -1,5 +1,6 @@
 """Fabric tasks: `fab --list` shows them, `fab --help TASK` explains one. Each is a thin wrapper over
 cluster/ (see README.md). `--target` is `lab` (default), `pulumi`, or the path of an inventory file.
+The lab (and the Docker SDK) loads only for a lab target or a lab task, through the provider registry.
 
 Every task that changes something takes `--dry-run` (print the plan, change nothing), prints each
 phase with its timing, and ends with a timing table and `result: changed` or `result: no change`.
@@ -21,6 +22,7 @@ from cluster import flows
 from cluster.config import Config, load_config
 from cluster.errors import SwarmlabError
 from cluster.progress import Timings, say
+from cluster.providers import lab_provider
 from cluster.session import Session, open_session
 from cluster.tasks import backup, nodes, security, services, swarm
 from cluster.tasks.clustermap import remove_map
@@ -107,11 +109,9 @@ def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
 @reported
 def lab_up(c: Context, keep: bool = False) -> None:
     """Create the lab: lb, storage, managers and workers as containers with sshd and a Docker engine."""
-    from cluster.lab import provider  # the lab tasks only: other targets never load the lab nor the Docker SDK
-
     timings = Timings()
     with reporting(timings):
-        provider.lab_up(load_config(), timings, keep=keep)
+        lab_provider().up(load_config(), timings, keep=keep)
     summary(timings)
 
 
@@ -124,22 +124,19 @@ def lab_up(c: Context, keep: bool = False) -> None:
 @reported
 def lab_down(c: Context, purge: bool = False, machine_cache: bool = False) -> None:
     """Remove every container, network and volume of the lab (its image cache stays unless --purge)."""
-    from cluster.lab import provider
-
     timings = Timings()
     with reporting(timings):
-        provider.lab_down(load_config(), timings, purge=purge, machine_cache=machine_cache)
+        lab_provider().down(load_config(), timings, purge=purge, machine_cache=machine_cache)
 
 
 @task
 @reported
 def lab_status(c: Context) -> None:
     """Show the lab's node containers, and where its keys, inventory and credentials are."""
-    from cluster.lab import provider
-
     config = load_config()
-    rows = provider.lab_status_rows(config)
-    own_cache, machine_cache = provider.image_caches(config)
+    lab = lab_provider()
+    rows = lab.status_rows(config)
+    own_cache, machine_cache = lab.image_caches(config)
     if not rows:
         say(f"lab {config.cluster!r} is not up; image cache: {own_cache or 'none'}")
         say(f"machine image cache: {machine_cache or 'none yet'}")
@@ -230,13 +227,11 @@ def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False, stack: 
 @reported
 def demo(c: Context, keep: bool = False) -> None:
     """The whole path on the lab: lab-up, bootstrap, deploy-stack; ends with the URL and timings."""
-    from cluster.lab import provider
-
     config = load_config()
     chosen = workload(config, "")
     timings = Timings()
     with reporting(timings):
-        provider.lab_up(config, timings, keep=keep)
+        lab_provider().up(config, timings, keep=keep)
         with open_session(config, "lab", timings=timings) as session:
             done = flows.run(flows.DEMO, session, chosen)
             say("\n" + status_report(session.runner))

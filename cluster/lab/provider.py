@@ -101,6 +101,19 @@ class LabProvider:
         load = f"docker load -q -i {archive}; status=$?; rm -f {archive}; exit $status"
         executor.execute(Plan((Run(storage.name, load, f"copied {base.tag} to {storage.name}"),)), progress)
 
+    # The lab's own tasks (lab-up, lab-down, lab-status), for the fabfile through the provider registry.
+    def up(self, config: Config, timings: Timings, keep: bool = False) -> Inventory:
+        return lab_up(config, timings, keep=keep)
+
+    def down(self, config: Config, timings: Timings, purge: bool = False, machine_cache: bool = False) -> None:
+        lab_down(config, timings, purge=purge, machine_cache=machine_cache)
+
+    def status_rows(self, config: Config) -> list[tuple[str, str, str, str]]:
+        return lab_status_rows(config)
+
+    def image_caches(self, config: Config) -> tuple[str | None, str | None]:
+        return image_caches(config)
+
     def restore_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
         """Start the node's container again, or re-create it (empty engine, new host key) if it is gone;
         then wait until it answers over SSH. A dry run says which it would do."""

@@ -3,16 +3,21 @@
 The registry maps a target name to the module and class that serve it; a module is imported only
 when its target is used, so the cloud and static paths never load the lab (nor need a local
 Docker engine). A new provider is one new module and one line here. Any other target is the path of
-an inventory file (the static provider).
+an inventory file (the static provider). The lab's own tasks (lab-up, lab-down, lab-status) reach the
+lab here too (lab_provider): nothing else imports cluster.lab (a contract in pyproject.toml).
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, cast
 
 from cluster.config import Config
 from cluster.inventory import Inventory
 from cluster.providers.base import Provider
+
+if TYPE_CHECKING:  # for the type only: importing this module loads no lab code
+    from cluster.lab.provider import LabProvider
 
 PROVIDERS: dict[str, str] = {
     "lab": "cluster.lab.provider:LabProvider",
@@ -26,6 +31,11 @@ def provider_named(name: str) -> Provider:
     module_name, _, class_name = PROVIDERS[name].partition(":")
     provider: Provider = getattr(importlib.import_module(module_name), class_name)()
     return provider
+
+
+def lab_provider() -> LabProvider:
+    """The lab's provider, with its own tasks (up, down, status_rows, image_caches)."""
+    return cast("LabProvider", provider_named("lab"))
 
 
 def resolve(target: str, config: Config) -> tuple[Provider, Inventory]:
