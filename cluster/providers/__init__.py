@@ -10,14 +10,11 @@ lab here too (lab_provider): nothing else imports cluster.lab (a contract in pyp
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, cast
 
 from cluster.config import Config
+from cluster.errors import SwarmlabError
 from cluster.inventory import Inventory
-from cluster.providers.base import Provider
-
-if TYPE_CHECKING:  # for the type only: importing this module loads no lab code
-    from cluster.lab.provider import LabProvider
+from cluster.providers.base import LabTasks, Provider
 
 PROVIDERS: dict[str, str] = {
     "lab": "cluster.lab.provider:LabProvider",
@@ -33,9 +30,12 @@ def provider_named(name: str) -> Provider:
     return provider
 
 
-def lab_provider() -> LabProvider:
+def lab_provider() -> LabTasks:
     """The lab's provider, with its own tasks (up, down, status_rows, image_caches)."""
-    return cast("LabProvider", provider_named("lab"))
+    provider = provider_named("lab")
+    if not isinstance(provider, LabTasks):
+        raise SwarmlabError(f"{PROVIDERS['lab']} has no lab tasks (up, down, status_rows, image_caches)")
+    return provider
 
 
 def resolve(target: str, config: Config) -> tuple[Provider, Inventory]:

@@ -13,6 +13,8 @@ from cluster.config import parse_config
 from cluster.lab import provider
 from cluster.lab.topology import lab_nodes
 from cluster.progress import PhaseResult
+from cluster.providers import lab_provider
+from cluster.providers.base import LabTasks
 from cluster.state import StatePaths
 
 
@@ -37,3 +39,8 @@ def test_the_storage_node_is_created_alone_before_the_nodes_that_share_its_volum
     assert sorted(starts) == sorted(n.name for n in lab_nodes(build.config))
     # the others are still made at once, not one after the other
     assert events[2][0] == "start" and events[3][0] == "start"
+
+
+def test_the_lab_tasks_are_reached_through_the_provider_registry() -> None:
+    tasks: LabTasks = provider.LabProvider()  # mypy checks the lab provider's signatures against LabTasks
+    assert isinstance(lab_provider(), provider.LabProvider) and isinstance(tasks, LabTasks)
