@@ -220,7 +220,7 @@ def parse_inventory(text: str, source: str = "inventory") -> Inventory:
         for item in error.errors():
             context = dict(item.get("ctx") or {})
             key = str(context.get("key") or ".".join(str(p) for p in item["loc"]))
-            fix = str(context.get("fix") or "see the schema in README.md")
+            fix = str(context.get("fix") or "see the schema in docs/lab.md")
             message = str(item["msg"]).removeprefix("Value error, ")
             problems.append(ConfigError(f"{source}: {key}", context.get("value", item.get("input", "")), message, fix))
         raise ConfigErrors(problems) from None
