@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -22,8 +21,9 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
-from cluster.errors import CommandFailed, HostsFailed, SwarmlabError, redact
+from cluster.errors import CommandFailed, SwarmlabError, redact
 from cluster.inventory import Inventory, Node
+from cluster.parallel import at_once
 
 T = TypeVar("T")
 
@@ -62,8 +62,6 @@ KEY_CHANGED = (
     "middle. Check it on the node's console before you trust a new key, then update the inventory's pins"
 )
 KEY_UNKNOWN = "no pinned host key for this node's address: add it to ssh.host_keys or the known_hosts file"
-# Nodes worked on at once: each is its own SSH connection (tunnelled through the jump host).
-EACH_PARALLEL = 16
 
 
 @dataclass(frozen=True)
@@ -368,21 +366,9 @@ class Nodes:
 
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]:
         """Run work(node) on every node in parallel; report every host that failed, not just the first."""
-        nodes = list(nodes)
-        if not nodes:
-            return {}
-        results: dict[str, T] = {}
-        failures: dict[str, Exception] = {}
-        with ThreadPoolExecutor(max_workers=min(EACH_PARALLEL, len(nodes))) as pool:
-            futures = {node.name: pool.submit(work, node) for node in nodes}
-            for name, future in futures.items():
-                try:
-                    results[name] = future.result()
-                except Exception as error:  # collected and re-raised together below
-                    failures[name] = error
-        if failures:
-            raise HostsFailed(step, failures)
-        return results
+        outcomes = at_once(nodes, work)
+        outcomes.raise_failures(step, lambda node: node.name)
+        return {node.name: result for node, result in outcomes.results}
 
     def close(self) -> None:
         # Private nodes first: their channels run through the gateway's transport.
