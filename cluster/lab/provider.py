@@ -11,7 +11,6 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import docker
@@ -53,6 +52,7 @@ from cluster.lab.topology import (
     ssh_endpoint,
 )
 from cluster.operations import Plan, Run, Wait
+from cluster.parallel import at_once
 from cluster.plans.images import base_present_command
 from cluster.progress import PhaseResult, phase, say
 from cluster.runners import Nodes
@@ -61,6 +61,8 @@ from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json, engine_metrics_ip
 
 NODE_READY_TIMEOUT = 90
+# Node containers created at once: calls to the machine's own Docker engine, not SSH sessions (which
+# cluster.parallel.PARALLEL_LIMIT bounds); 8 since creation went parallel, no reason recorded for less.
 CREATE_PARALLEL = 8
 # What a nested Docker engine needs on a host where --privileged is refused (see ARCHITECTURE.md).
 NESTED_CAP_ADD = ["ALL"]
@@ -355,9 +357,9 @@ def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
     first = [n for n in nodes if Role(n.role) is Role.STORAGE]
     for node in first:
         create(node)
-    with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
-        for future in [pool.submit(create, node) for node in nodes if node not in first]:
-            future.result()  # the first failure stops lab-up; its cleanup removes what was made
+    created = at_once([node for node in nodes if node not in first], create, limit=CREATE_PARALLEL)
+    if created.failures:
+        raise created.failures[0][1]  # the first failure stops lab-up; its cleanup removes what was made
 
 
 def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
