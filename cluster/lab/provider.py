@@ -39,7 +39,6 @@ from cluster.lab.topology import (
     LABEL_NODE,
     LABEL_ROLE,
     LABEL_SHAPE,
-    REGISTRY_DIR,
     container_name,
     data_volume,
     docker_volume,
@@ -274,13 +273,13 @@ def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     volumes: dict[str, Mapping[str, str]] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
     if role is not Role.LB:
         # Kept across lab-down (the node's images are the cache); node-init forgets the old swarm.
-        volumes[_cache_volume(build, docker_volume(config, node)).name] = {"bind": "/var/lib/docker", "mode": "rw"}
+        volumes[_cache_volume(build, docker_volume(config, node)).name] = {"bind": topology.DOCKER_DIR, "mode": "rw"}
     if role in (Role.STORAGE, Role.WORKER):
         # The storage node exports this directory; workers see the same directory at the same path,
         # which stands in for an NFS mount where the kernel has no NFS client (ARCHITECTURE.md, Storage).
         volumes[data_volume(config)] = {"bind": topology.DATA_ROOT, "mode": "rw"}
     if role is Role.STORAGE:
-        volumes[_cache_volume(build, registry_cache(config)).name] = {"bind": REGISTRY_DIR, "mode": "rw"}
+        volumes[_cache_volume(build, registry_cache(config)).name] = {"bind": topology.REGISTRY_DATA_DIR, "mode": "rw"}
         volumes[_machine_image_cache(engine).name] = {"bind": IMAGE_CACHE_DIR, "mode": "rw"}
     ports = published_ports(config) if role is Role.LB else {}
     host_config = engine.api.create_host_config(
