@@ -14,12 +14,8 @@ from cluster.errors import HostsFailed, SwarmlabError
 from cluster.inventory import Node
 from cluster.operations import Fetch, Operation, Parallel, Plan, Run, Wait, Write, describe
 from cluster.progress import PhaseResult
-from cluster.runners import Runner
+from cluster.runners import PARALLEL_LIMIT, Runner
 from cluster.waiting import Verdict, wait_until
-
-# Runs at once: a big lab's joins go together; several runs on one node stay under sshd's
-# MaxSessions (10 sessions per connection).
-PARALLEL_LIMIT = 16
 
 
 class Executor:

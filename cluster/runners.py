@@ -62,8 +62,10 @@ KEY_CHANGED = (
     "middle. Check it on the node's console before you trust a new key, then update the inventory's pins"
 )
 KEY_UNKNOWN = "no pinned host key for this node's address: add it to ssh.host_keys or the known_hosts file"
-# Nodes worked on at once: each is its own SSH connection (tunnelled through the jump host).
-EACH_PARALLEL = 16
+# SSH commands run at once, by Nodes.each and by the executor's Parallel steps: each node is its own SSH
+# connection (tunnelled through the jump host); a big lab's joins go together; several runs on one node
+# stay under sshd's MaxSessions (10 sessions per connection).
+PARALLEL_LIMIT = 16
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,7 @@ class Nodes:
             return {}
         results: dict[str, T] = {}
         failures: dict[str, Exception] = {}
-        with ThreadPoolExecutor(max_workers=min(EACH_PARALLEL, len(nodes))) as pool:
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_LIMIT, len(nodes))) as pool:
             futures = {node.name: pool.submit(work, node) for node in nodes}
             for name, future in futures.items():
                 try:
