@@ -59,7 +59,7 @@ from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json, engine_metrics_ip
 
-NODE_READY_TIMEOUT = 90
+NODE_ANSWER_TIMEOUT = 90  # a new or restored node container answers: its sshd, or its engine
 CREATE_PARALLEL = 8
 # What a nested Docker engine needs on a host where --privileged is refused (see ARCHITECTURE.md).
 NESTED_CAP_ADD = ["ALL"]
@@ -130,7 +130,7 @@ class LabProvider:
             "docker info --format '{{.ServerVersion}}'",
             _engine_answers,
             f"{node.name} answers",
-            NODE_READY_TIMEOUT,
+            NODE_ANSWER_TIMEOUT,
         )
         executor.execute(Plan((answers,)), progress)
         return True
@@ -372,7 +372,7 @@ def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
                 nodes.run(node, command)
                 return Verdict.ready()
 
-            wait_until(answers, what=f"{node.name} answers over SSH", timeout=NODE_READY_TIMEOUT)
+            wait_until(answers, what=f"{node.name} answers over SSH", timeout=NODE_ANSWER_TIMEOUT)
 
         ready(inventory.lb)  # the jump host first: everything else goes through it
         nodes.each([n for n in inventory.nodes if n.role is not Role.LB], ready, "waiting for nodes")
