@@ -133,7 +133,7 @@ class Inventory(BaseModel):
         managers = len(self.by_role(Role.MANAGER))
         if managers not in topology.MANAGER_COUNTS:
             raise problem(
-                f"{managers} managers: need 1, 3, 5 or 7 for a Raft majority",
+                f"{managers} managers: need {topology.MANAGER_COUNTS_TEXT} for a Raft majority",
                 "list an odd number of manager nodes",
                 key="nodes",
                 value=managers,

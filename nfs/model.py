@@ -11,9 +11,9 @@ from rendering.daemon import DaemonSpec, restart_by_pid
 from rendering.render import render
 
 CONFIG_PATH = "/etc/ganesha/ganesha.conf"
-PID_FILE = "/var/run/ganesha/ganesha.pid"
+PID_FILE = f"{topology.GANESHA_RUN_DIR}/ganesha.pid"
 _START = (
-    "mkdir -p /var/run/ganesha /var/log/ganesha && (pgrep -x rpcbind >/dev/null || rpcbind) && "
+    f"mkdir -p {topology.GANESHA_RUN_DIR} /var/log/ganesha && (pgrep -x rpcbind >/dev/null || rpcbind) && "
     f"ganesha.nfsd -f {CONFIG_PATH} -L /var/log/ganesha/ganesha.log -p {PID_FILE} </dev/null >/dev/null 2>&1"
 )
 DAEMON = DaemonSpec(

@@ -16,7 +16,7 @@ from rendering.render import render
 
 CONFIG_PATH = "/etc/docker/registry/config.yml"
 PID_FILE = "/run/docker-registry.pid"
-DATA_DIR = "/var/lib/docker-registry"
+DATA_DIR = topology.REGISTRY_DATA_DIR
 TLS_DIR = "/etc/docker/registry/tls"
 CERT_PATH = f"{TLS_DIR}/registry.crt"
 KEY_PATH = f"{TLS_DIR}/registry.key"

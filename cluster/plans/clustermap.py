@@ -23,7 +23,7 @@ from cluster.waiting import Verdict
 MAP_PATH = "/map/"
 MAP_NAME = "clustermap"
 CONTAINER_PORT = 8080
-READY_TIMEOUT = 90
+MAP_ANSWER_TIMEOUT = 90  # the cluster map container answers on a manager
 
 
 def run_command(image: str, node: str, address: str, port: int) -> str:
@@ -50,7 +50,7 @@ def plan_map(managers: Sequence[tuple[str, str]], facts: Mapping[str, MapFacts],
     operations: list[Operation] = [runs[0] if len(runs) == 1 else Parallel(runs, "start the map on the managers")]
     probe = "curl -sf -o /dev/null http://{ip}:{port}/healthz && echo ready || echo no"
     operations += [
-        Wait(name, probe.format(ip=ip, port=port), _answers, f"the map answers on {name}", READY_TIMEOUT)
+        Wait(name, probe.format(ip=ip, port=port), _answers, f"the map answers on {name}", MAP_ANSWER_TIMEOUT)
         for name, ip in stale
     ]
     return Plan(tuple(operations))
