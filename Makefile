@@ -44,11 +44,11 @@ test: check lab-test
 lab-test: venv
 	$(BIN)/pytest -m lab tests/lab -v
 
-## bench: timings, big labs and throughput on a lab of its own, to docs/bench/ (JSON and plots) and README
+## bench: timings, big labs and throughput on a lab of its own, to docs/bench/ (JSON and plots) and docs/numbers.md
 bench: venv load-tool
 	$(BIN)/python -m bench
 
-## chaos: day-2 operations and failures under load, each on a lab of its own (docs/bench/chaos*.json, README).
+## chaos: day-2 operations and failures under load, each on a lab of its own (docs/bench/chaos*.json, docs/numbers.md).
 chaos: venv load-tool
 	$(BIN)/python -m bench.chaos
 

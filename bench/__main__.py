@@ -1,4 +1,4 @@
-"""`make bench`: figures to docs/bench/*.json and plots, then the README's numbers section.
+"""`make bench`: figures to docs/bench/*.json and plots, then the benchmark block of docs/numbers.md.
 
 `python -m bench [timings|throughput|scale|readme]...` runs some; no argument runs them all, in an
 order that reuses the lab: the phase timings end with the stack deployed, throughput measures it,

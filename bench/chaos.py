@@ -6,7 +6,7 @@ Load (bounded in count and time, aimed only at the lab's 127.0.0.1 ports):
   authentication, registration) from a small driver on httpx, each step recorded.
 Per scenario: requests sent, failed (by status or error), p50/p99 latency, and the time from the
 event until every service has its replicas again. Writes docs/bench/chaos.json, one plot per
-scenario (status classes per second, the event marked) and the README's chaos table.
+scenario (status classes per second, the event marked) and the chaos table of docs/numbers.md.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from bench.common import FAB, OUT, ROOT, write_report
+from bench.common import FAB, NUMBERS_PAGE, OUT, ROOT, replace_block, write_report
 from cluster.config import load_config
 from cluster.facts import parse_services, stack_services_command
 from cluster.inventory import load_inventory
@@ -425,7 +425,7 @@ def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
     return result
 
 
-def readme_table(results: list[dict[str, Any]]) -> str:
+def chaos_table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| scenario | GET / requests | failed | flow requests | failed | flow p50 / p99 | recovered after the event |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -443,19 +443,13 @@ def readme_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(results: list[dict[str, Any]]) -> None:
-    start, end = "<!-- chaos:start -->", "<!-- chaos:end -->"
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if start in text and end in text:
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        readme.write_text(f"{head}{start}\n{readme_table(results)}\n{end}{tail}")
+def update_numbers_page(results: list[dict[str, Any]]) -> None:
+    replace_block(NUMBERS_PAGE, "<!-- chaos:start -->", "<!-- chaos:end -->", chaos_table(results))
 
 
 def main(names: list[str]) -> None:
     """Every scenario, or the ones named: those replace their earlier results in chaos.json (each
-    result keeps its own time), and the README table is made from the whole file."""
+    result keeps its own time), and the table of docs/numbers.md is made from the whole file."""
     chosen = [s for s in SCENARIOS if not names or s.name in names]
     unknown = sorted(set(names) - {s.name for s in SCENARIOS})
     if unknown:
@@ -485,7 +479,7 @@ def main(names: list[str]) -> None:
             "scenarios": merged,
         },
     )
-    update_readme(merged)
+    update_numbers_page(merged)
 
 
 def _now() -> str:

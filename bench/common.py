@@ -17,6 +17,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "bench"
+# The page the figures are published on: make bench and make chaos rewrite their blocks of it.
+NUMBERS_PAGE = ROOT / "docs" / "numbers.md"
 FAB = str(Path(sys.executable).parent / "fab")
 # A lab of the benchmarks' own, so they never touch the demo lab or the test lab.
 ENV = {
@@ -85,3 +87,16 @@ def write_report(name: str, body: dict[str, Any]) -> Path:
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def replace_block(page: Path, start: str, end: str, body: str) -> bool:
+    """Put `body` between the `start` and `end` markers of `page`, leaving the rest as written.
+
+    False, and the page untouched, when the page lacks either marker."""
+    text = page.read_text()
+    if start not in text or end not in text:
+        return False
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    page.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+    return True

@@ -1,12 +1,13 @@
-"""The README's numbers section, regenerated from docs/bench/*.json (between two markers)."""
+"""The benchmark block of docs/numbers.md, regenerated from docs/bench/*.json (between two markers)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, ROOT
+from bench.common import NUMBERS_PAGE, OUT, replace_block
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -28,7 +29,8 @@ def _load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def section() -> str:
+def section(plots: str = "bench") -> str:
+    """The block's Markdown; `plots` is docs/bench/ as a link from the page (docs/numbers.md: `bench`)."""
     lines: list[str] = []
     timings, scale, throughput = _load("lab-timings"), _load("scale"), _load("throughput")
     if timings:
@@ -43,7 +45,7 @@ def section() -> str:
             f"| **lab-up + bootstrap** | **{timings['lab_up_plus_bootstrap_seconds']} s** |",
             "",
             *_stalls(timings["steps"]),
-            "![lab phases](docs/bench/lab-timings.png)",
+            f"![lab phases]({plots}/lab-timings.png)",
             "",
         ]
     if scale:
@@ -61,7 +63,7 @@ def section() -> str:
             f"holds a lab of about {scale['largest_lab_estimate_nodes']} idle nodes ({scale['estimate_basis']}); "
             "that counts memory only, not the CPU a deployed stack needs on 2 cores.",
             "",
-            "![bootstrap time against workers](docs/bench/scale.png)",
+            f"![bootstrap time against workers]({plots}/scale.png)",
             "",
         ]
     if throughput:
@@ -77,15 +79,12 @@ def section() -> str:
                 f"| {name} | {h['rps']} req/s | {h['p50_ms']} / {h['p99_ms']} ms | {d['rps']} req/s | "
                 f"{d['p50_ms']} / {d['p99_ms']} ms | {r['haproxy_over_direct']} |"
             )
-        lines += ["", "![throughput](docs/bench/throughput.png)", ""]
+        lines += ["", f"![throughput]({plots}/throughput.png)", ""]
     return "\n".join(lines)
 
 
-def update(readme: Path = ROOT / "README.md") -> None:
-    text = readme.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md has no {START} ... {END} section to regenerate")
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    readme.write_text(f"{head}{START}\n{section()}\n{END}{tail}")
-    print("README.md numbers section regenerated from docs/bench/*.json")
+def update(page: Path = NUMBERS_PAGE) -> None:
+    plots = Path(os.path.relpath(OUT, page.parent)).as_posix()
+    if not replace_block(page, START, END, section(plots)):
+        raise SystemExit(f"{page} has no {START} ... {END} section to regenerate")
+    print(f"{page}: benchmark block regenerated from docs/bench/*.json")

@@ -61,7 +61,7 @@ class Config(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     cluster: str = Field("demo", description="cluster name; labels, network and state dir derive from it")
-    managers: int = Field(3, description="manager count: 1, 3, 5 or 7 (an odd Raft majority)")
+    managers: int = Field(3, description=f"manager count: {topology.MANAGER_COUNTS_TEXT} (an odd Raft majority)")
     workers: int = Field(3, description="worker count, at least 1")
     cidr: ipaddress.IPv4Network = Field(
         ipaddress.IPv4Network("10.20.0.0/24"), description="private network of the nodes"
@@ -135,7 +135,7 @@ class Config(BaseSettings):
         if value not in topology.MANAGER_COUNTS:
             nearest = max(c for c in topology.MANAGER_COUNTS if c <= max(value, 1))
             raise problem(
-                "must be 1, 3, 5 or 7: Raft needs an odd number of managers to keep a majority",
+                f"must be {topology.MANAGER_COUNTS_TEXT}: Raft needs an odd number of managers to keep a majority",
                 f"set managers to {nearest}",
             )
         return value
@@ -244,7 +244,7 @@ _EXAMPLES = {
     "cidr": "write an IPv4 network with its prefix, such as 10.20.0.0/24",
     "overlay_pool": "write an IPv4 network with its prefix, such as 10.128.0.0/16",
     "bind_address": "write an IPv4 address such as 127.0.0.1",
-    "managers": "write a whole number: 1, 3, 5 or 7",
+    "managers": f"write a whole number: {topology.MANAGER_COUNTS_TEXT}",
     "workers": "write a whole number such as 3",
 }
 

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from cluster.errors import HostsFailed, SwarmlabError
+from cluster.errors import SwarmlabError
 from cluster.inventory import Node
 from cluster.operations import Fetch, Operation, Parallel, Plan, Run, Wait, Write, describe
+from cluster.parallel import at_once
 from cluster.progress import PhaseResult
 from cluster.runners import Runner
 from cluster.waiting import Verdict, wait_until
-
-# Runs at once: a big lab's joins go together; several runs on one node stay under sshd's
-# MaxSessions (10 sessions per connection).
-PARALLEL_LIMIT = 16
 
 
 class Executor:
@@ -96,14 +92,5 @@ class Executor:
         """Every run at once (several may share a node: each gets its own SSH channel); every
         failure is reported, named by node and what the run was for."""
         started = time.monotonic()
-        failures: dict[str, Exception] = {}
-        with ThreadPoolExecutor(max_workers=min(PARALLEL_LIMIT, len(parallel.runs))) as pool:
-            futures = {pool.submit(self._run, run, progress, started): run for run in parallel.runs}
-            for future in as_completed(futures):
-                run = futures[future]
-                try:
-                    future.result()
-                except Exception as error:  # collected, then reported together
-                    failures[f"{run.node} ({run.why})"] = error
-        if failures:
-            raise HostsFailed(parallel.what, failures)
+        outcomes = at_once(parallel.runs, lambda run: self._run(run, progress, started))
+        outcomes.raise_failures(parallel.what, lambda run: f"{run.node} ({run.why})")

@@ -669,7 +669,8 @@ def parse_ca(output: str) -> CaFacts:
 
 # --- managers and quorum ---------------------------------------------------------------------------
 
-RAFT_DIR = "/var/lib/docker/swarm/raft"
+from topology import RAFT_DIR  # noqa: E402 (the one line changed here while facts.py is split)
+
 # One round trip per manager: its swarm state, whether it sees a leader (`node ls` needs one), and
 # where its Raft log stands. The log is encrypted, so its position is read from file names (snapshot
 # term-index, WAL seq-index, in hex) and the newest WAL's last write time.

@@ -133,7 +133,7 @@ class Inventory(BaseModel):
         managers = len(self.by_role(Role.MANAGER))
         if managers not in topology.MANAGER_COUNTS:
             raise problem(
-                f"{managers} managers: need 1, 3, 5 or 7 for a Raft majority",
+                f"{managers} managers: need {topology.MANAGER_COUNTS_TEXT} for a Raft majority",
                 "list an odd number of manager nodes",
                 key="nodes",
                 value=managers,
@@ -220,7 +220,7 @@ def parse_inventory(text: str, source: str = "inventory") -> Inventory:
         for item in error.errors():
             context = dict(item.get("ctx") or {})
             key = str(context.get("key") or ".".join(str(p) for p in item["loc"]))
-            fix = str(context.get("fix") or "see the schema in README.md")
+            fix = str(context.get("fix") or "see the schema in docs/lab.md")
             message = str(item["msg"]).removeprefix("Value error, ")
             problems.append(ConfigError(f"{source}: {key}", context.get("value", item.get("input", "")), message, fix))
         raise ConfigErrors(problems) from None

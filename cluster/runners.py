@@ -13,7 +13,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -22,8 +21,9 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
-from cluster.errors import CommandFailed, HostsFailed, SwarmlabError, redact
+from cluster.errors import CommandFailed, SwarmlabError, redact
 from cluster.inventory import Inventory, Node
+from cluster.parallel import at_once
 
 T = TypeVar("T")
 
@@ -62,8 +62,10 @@ KEY_CHANGED = (
     "middle. Check it on the node's console before you trust a new key, then update the inventory's pins"
 )
 KEY_UNKNOWN = "no pinned host key for this node's address: add it to ssh.host_keys or the known_hosts file"
-# Nodes worked on at once: each is its own SSH connection (tunnelled through the jump host).
-EACH_PARALLEL = 16
+# What a failed connection raises (not a command that exits non-zero): a refused or
+# reset socket, a peer that closes mid-read, paramiko's own (authentication, host keys, channels).
+SSH_ERRORS = (OSError, EOFError, paramiko.SSHException)
+UNREACHABLE = "check the node is up and the inventory's ssh settings"
 
 
 @dataclass(frozen=True)
@@ -154,12 +156,14 @@ def _pkey(public_openssh: str) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
 
 
-def _ssh_hint(error: Exception, default: str) -> str:
+def ssh_failed(host: str, command: str, error: Exception, hint: str) -> CommandFailed:
+    """The one error for a node SSH could not reach or stopped talking to (one of SSH_ERRORS): no exit
+    code, the error's own words, and `hint`, unless the host key is unknown or not the pinned one."""
     if isinstance(error, paramiko.BadHostKeyException):
-        return KEY_CHANGED
-    if isinstance(error, paramiko.SSHException) and "known_hosts" in str(error):
-        return KEY_UNKNOWN
-    return default
+        hint = KEY_CHANGED
+    elif isinstance(error, paramiko.SSHException) and "known_hosts" in str(error):
+        hint = KEY_UNKNOWN
+    return CommandFailed(host, command, None, str(error), hint)
 
 
 class Nodes:
@@ -225,13 +229,12 @@ class Nodes:
             # several threads at once when connections to private nodes open in parallel.
             try:
                 gateway.open()
-            except (OSError, paramiko.SSHException) as error:
-                raise CommandFailed(
+            except SSH_ERRORS as error:
+                raise ssh_failed(
                     ssh.jump_host,
                     f"ssh -p {ssh.jump_port or ssh.port} {ssh.user}@{address}",
-                    None,
-                    str(error),
-                    _ssh_hint(error, "the jump host must answer SSH: is the lab or the lb node up?"),
+                    error,
+                    "the jump host must answer SSH: is the lab or the lb node up?",
                 ) from None
             self._gateway = gateway
         return self._gateway
@@ -280,9 +283,8 @@ class Nodes:
             result = error.result
             output = redact(result.stdout + result.stderr, tuple(secrets))
             raise CommandFailed(node.name, command, getattr(result, "exited", None), output, hint) from None
-        except (OSError, EOFError, paramiko.SSHException) as error:
-            default = hint or "check the node is up and the inventory's ssh settings"
-            raise CommandFailed(node.name, command, None, str(error), _ssh_hint(error, default)) from None
+        except SSH_ERRORS as error:
+            raise ssh_failed(node.name, command, error, hint or UNREACHABLE) from None
         result = Result(node.name, command, raw.stdout, raw.stderr, raw.exited)
         if result.exit_code == -1 and time.monotonic() - started >= limit:
             # Timed out, closed by invoke's timer, which can lose the race to flag it as a timeout.
@@ -315,8 +317,8 @@ class Nodes:
             raise CommandFailed(
                 node.name, command, getattr(result, "exited", None), result.stdout + result.stderr
             ) from None
-        except (OSError, paramiko.SSHException) as error:
-            raise CommandFailed(node.name, command, None, str(error), "check the node is up") from None
+        except SSH_ERRORS as error:
+            raise ssh_failed(node.name, command, error, UNREACHABLE) from None
         lines.flush_rest()
         result = Result(node.name, command, raw.stdout, raw.stderr, raw.exited)
         if not result.ok:
@@ -329,10 +331,8 @@ class Nodes:
         """Copy a (possibly large, binary) file to a node over SFTP."""
         try:
             self.connection(node).put(str(local), remote=remote)
-        except (OSError, EOFError, paramiko.SSHException) as error:
-            raise CommandFailed(
-                node.name, f"sftp put {local} {remote}", None, str(error), _ssh_hint(error, "")
-            ) from None
+        except SSH_ERRORS as error:
+            raise ssh_failed(node.name, f"sftp put {local} {remote}", error, "") from None
 
     def get(self, node: Node, remote: str, local: Path) -> None:
         """Fetch a (possibly large, binary) file over SFTP into a file created with mode 600: backups
@@ -341,15 +341,15 @@ class Nodes:
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 self.connection(node).get(remote, local=handle)
-        except (OSError, EOFError, paramiko.SSHException) as error:
+        except SSH_ERRORS as error:
             local.unlink(missing_ok=True)
-            raise CommandFailed(node.name, f"sftp get {remote} {local}", None, str(error)) from None
+            raise ssh_failed(node.name, f"sftp get {remote} {local}", error, "") from None
 
     def forget(self, node: Node) -> None:
         with self._lock:
             connection = self._connections.pop(node.name, None)
         if connection is not None and connection is not self._gateway:
-            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):
+            with contextlib.suppress(*SSH_ERRORS):
                 connection.close()
 
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
@@ -363,26 +363,14 @@ class Nodes:
                 handle.set_pipelined(True)  # as Fabric's put does: large build contexts go at full speed
                 handle.write(data)
             sftp.chmod(remote, mode)  # an existing file keeps its old mode through open(): force it
-        except (OSError, EOFError, paramiko.SSHException) as error:
-            raise CommandFailed(node.name, f"sftp write {remote}", None, str(error), _ssh_hint(error, "")) from None
+        except SSH_ERRORS as error:
+            raise ssh_failed(node.name, f"sftp write {remote}", error, "") from None
 
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]:
         """Run work(node) on every node in parallel; report every host that failed, not just the first."""
-        nodes = list(nodes)
-        if not nodes:
-            return {}
-        results: dict[str, T] = {}
-        failures: dict[str, Exception] = {}
-        with ThreadPoolExecutor(max_workers=min(EACH_PARALLEL, len(nodes))) as pool:
-            futures = {node.name: pool.submit(work, node) for node in nodes}
-            for name, future in futures.items():
-                try:
-                    results[name] = future.result()
-                except Exception as error:  # collected and re-raised together below
-                    failures[name] = error
-        if failures:
-            raise HostsFailed(step, failures)
-        return results
+        outcomes = at_once(nodes, work)
+        outcomes.raise_failures(step, lambda node: node.name)
+        return {node.name: result for node, result in outcomes.results}
 
     def close(self) -> None:
         # Private nodes first: their channels run through the gateway's transport.
@@ -390,7 +378,7 @@ class Nodes:
         if self._gateway is not None:
             ordered.append(self._gateway)
         for connection in ordered:
-            with contextlib.suppress(EOFError, OSError, paramiko.SSHException):  # already gone
+            with contextlib.suppress(*SSH_ERRORS):  # already gone
                 connection.close()
         self._connections.clear()
         self._gateway = None

@@ -24,8 +24,10 @@ from typing import Any
 import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
-from cluster.errors import ConfigError, ConfigErrors
+import topology
+from cluster.errors import ConfigError, ConfigErrors, problem
 from rendering.render import render_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +44,25 @@ class RouteSpec(_Strict):
 
     name: str
     path: str = Field(pattern=r"^/([A-Za-z0-9._-]+/)*$")  # "/" for the default route, else "/prefix/"
-    port: int = Field(ge=1024, le=65535)
+    port: int  # published on every worker: within topology.ROUTE_PORTS, the ports a cloud opens to HAProxy
     health: str = "/healthz"
     strip_prefix: bool = False  # the service knows nothing of its prefix (e.g. /mail/)
     when: str | None = None  # a values key: the route exists only where that value is true
     admin: bool = False  # HAProxy asks for the cluster's admin credential (e.g. a monitoring UI)
+
+    @model_validator(mode="after")
+    def _port_in_range(self) -> RouteSpec:
+        # Checked here, not found out on OpenStack, where a port outside is simply never reached.
+        first, last = topology.ROUTE_PORTS
+        if not first <= self.port <= last:
+            raise problem(
+                f"route {self.name!r} publishes port {self.port}, outside {first}-{last}: the cloud's security "
+                "groups open only that range to HAProxy, so the route would get no traffic",
+                f"give route {self.name!r} a free port in {first}-{last}",
+                key="port",
+                value=self.port,
+            )
+        return self
 
 
 class ImageSpec(_Strict):
@@ -234,6 +250,16 @@ def _schema_errors(path: Path, values: Any, schema: Mapping[str, Any]) -> list[C
     ]
 
 
+def _manifest_error(path: Path, error: ErrorDetails) -> ConfigError:
+    """A bundle problem naming the file and the key; a check's own key, value and fix when it gives them."""
+    context: dict[str, Any] = dict(error.get("ctx") or {})
+    loc = [str(part) for part in error["loc"]]
+    if "key" in context:
+        loc.append(str(context["key"]))
+    value = context.get("value", error.get("input", ""))
+    return ConfigError(f"{path}: {'.'.join(loc)}", value, error["msg"], str(context.get("fix", "fix the bundle")))
+
+
 @cache
 def _manifest(name: str) -> tuple[Manifest, Path]:
     directory = WORKLOADS_DIR / name
@@ -245,14 +271,7 @@ def _manifest(name: str) -> tuple[Manifest, Path]:
     try:
         manifest = Manifest.model_validate(yaml.safe_load(path.read_text()) or {})
     except ValidationError as error:
-        raise ConfigErrors(
-            [
-                ConfigError(
-                    f"{path}: {'.'.join(str(p) for p in e['loc'])}", e.get("input", ""), e["msg"], "fix the bundle"
-                )
-                for e in error.errors()
-            ]
-        ) from None
+        raise ConfigErrors([_manifest_error(path, e) for e in error.errors()]) from None
     missing = [c for c in manifest.configs if not (directory / c.file).is_file()]
     if missing:
         raise ConfigErrors(

@@ -1,22 +1,33 @@
-"""The stack's configuration: read once, validated, typed. Every error names the key it is about.
+"""The stack's configuration: one pydantic model, read once, validated before any resource is declared.
+Every problem names the key, its value and what to write instead; all of them are reported at once.
 
 Values arrive as Pulumi hands them to a program: strings (lists as JSON text when the stack file holds a
-YAML list, or comma-separated when set on the command line). Parsing is pure so that tests can feed
-it a dict; `from_pulumi` is the only place that touches the Pulumi runtime.
+YAML list, or comma-separated when set on the command line). So each field is parsed from that text,
+and its default is written as the stack file writes it (Pulumi.example.yaml documents every key).
+Parsing is pure so that tests can feed it a dict; `from_pulumi` is the only place that touches the
+Pulumi runtime. No key is a secret: the secrets of a stack (host keys, user data) are Outputs made by
+the program, never configuration.
+
+infra/ imports nothing of cluster/, so this mirrors cluster/config.py's way (pydantic, cross-key
+checks carrying their key and value in the error's context) with its own small error types.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeVar, cast
+from typing import Any, Literal
 
-from topology import MANAGER_COUNTS, WORKER_OFFSET
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from topology import MANAGER_COUNTS, MANAGER_COUNTS_TEXT, WORKER_OFFSET
 
 PROJECT = "swarmlab"
 SERVER_GROUP_POLICIES = ("anti-affinity", "soft-anti-affinity")
+GroupPolicy = Literal["anti-affinity", "soft-anti-affinity"]
 # The nodes' fixed addresses (offsets, the same as the lab's) come from topology. Neutron hands
 # addresses from POOL_OFFSET on to DHCP and router ports, so they never take a node's fixed IP.
 POOL_OFFSET = 200
@@ -24,34 +35,7 @@ MAX_WORKERS = POOL_OFFSET - WORKER_OFFSET - 1
 # admin_cidrs covering more than this share of the IPv4 space (0.0.0.0/1 + 128.0.0.0/1, a few /2s...)
 # open SSH and the stats page to the world as surely as 0.0.0.0/0 does. A /8 is 0.4 %.
 MAX_ADMIN_SHARE = 1 / 16
-
-# Every key and its default (None: no default). Pulumi.example.yaml documents each of them.
-DEFAULTS: dict[str, str | None] = {
-    "cluster_name": None,  # the stack name
-    "external_network": "public",
-    "image": "debian-12",
-    "flavor_manager": "m1.small",
-    "flavor_worker": "m1.medium",
-    "flavor_lb": "m1.small",
-    "flavor_storage": "m1.small",
-    "key_pair": None,
-    "public_key": None,
-    "ssh_user": "root",
-    "ssh_private_key": "~/.ssh/id_ed25519",
-    "manager_count": "3",
-    "worker_count": "3",
-    "private_cidr": "10.20.0.0/24",
-    "dns_servers": "1.1.1.1,9.9.9.9",
-    "availability_zones": "",
-    "server_group_policy": "anti-affinity",
-    "admin_cidrs": None,
-    "public_cidrs": "0.0.0.0/0",
-    "storage_size": "50",
-    "storage_protect": "true",
-    "storage_volume_type": None,
-    "debian_mirror": "http://deb.debian.org/debian",
-    "debian_suite": "bookworm",
-}
+FLAVOR = "a flavor name"
 
 
 @dataclass(frozen=True)
@@ -84,74 +68,9 @@ class Flavors:
         return {"manager": self.manager, "worker": self.worker, "lb": self.lb, "storage": self.storage}[role]
 
 
-@dataclass(frozen=True)
-class InfraConfig:
-    cluster_name: str
-    external_network: str
-    image: str
-    flavors: Flavors
-    key_pair: str | None
-    public_key: str | None
-    ssh_user: str
-    ssh_private_key: str
-    manager_count: int
-    worker_count: int
-    private_cidr: ipaddress.IPv4Network
-    dns_servers: tuple[ipaddress.IPv4Address, ...]
-    availability_zones: tuple[str, ...]
-    server_group_policy: Literal["anti-affinity", "soft-anti-affinity"]
-    admin_cidrs: tuple[ipaddress.IPv4Network, ...]
-    public_cidrs: tuple[ipaddress.IPv4Network, ...]
-    storage_size: int
-    storage_protect: bool
-    storage_volume_type: str | None
-    debian_mirror: str
-    debian_suite: str
-
-    def address(self, offset: int) -> ipaddress.IPv4Address:
-        return self.private_cidr.network_address + offset
-
-    @property
-    def allocation_pool(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
-        return self.address(POOL_OFFSET), self.private_cidr.broadcast_address - 1
-
-
-T = TypeVar("T")
-GroupPolicy = Literal["anti-affinity", "soft-anti-affinity"]
-
-
-class _Reader:
-    """Reads keys from the raw mapping, collecting problems instead of stopping at the first."""
-
-    def __init__(self, raw: Mapping[str, str | None]) -> None:
-        self.raw = raw
-        self.problems: list[Problem] = []
-
-    def text(self, key: str) -> str | None:
-        value = self.raw.get(key)
-        if value is None or value.strip() == "":
-            return DEFAULTS[key]
-        return value.strip()
-
-    def fail(self, key: str, message: str) -> None:
-        self.problems.append(Problem(key, self.text(key), message))
-
-    def parse(self, key: str, convert: Callable[[str], T], fallback: T) -> T:
-        value = self.text(key)
-        if value is None:
-            return fallback
-        try:
-            return convert(value)
-        except ValueError as error:
-            self.fail(key, str(error))
-            return fallback
-
-    def required(self, key: str, hint: str) -> str:
-        value = self.text(key)
-        if value is None:
-            self.problems.append(Problem(key, None, f"is required: {hint}"))
-            return ""
-        return value
+def _about(key: str, value: str | None, message: str) -> PydanticCustomError:
+    """A problem found while checking another key: it carries the key and value it is about."""
+    return PydanticCustomError("swarmlab_infra", message, {"key": key, "value": value})
 
 
 def _items(value: str) -> list[str]:
@@ -206,123 +125,225 @@ def _addresses(value: str) -> tuple[ipaddress.IPv4Address, ...]:
         raise ValueError("must be IPv4 addresses such as 1.1.1.1") from None
 
 
-def _one_of(values: tuple[int, ...]) -> str:
-    """(1, 3, 5, 7) -> '1, 3, 5 or 7'."""
-    *first, last = (str(v) for v in values)
-    return f"{', '.join(first)} or {last}" if first else last
-
-
-def _check_counts(read: _Reader, managers: int, workers: int) -> None:
-    if managers not in MANAGER_COUNTS:
-        read.fail("manager_count", f"must be odd ({_one_of(MANAGER_COUNTS)}) to keep a Raft majority")
-    if workers < 1:
-        read.fail("worker_count", "must be at least 1: managers are drained, the services run on workers")
-    elif workers > MAX_WORKERS:
-        read.fail("worker_count", f"must be at most {MAX_WORKERS}: worker addresses stop below the DHCP pool")
-
-
-def _check_cidrs(
-    read: _Reader,
-    cidr: ipaddress.IPv4Network,
-    admin: tuple[ipaddress.IPv4Network, ...] | None,
-    public: tuple[ipaddress.IPv4Network, ...] | None,
-) -> None:
-    """admin or public is None when it is unset or did not parse: that problem is reported already."""
-    if cidr.prefixlen > 24:
-        read.fail("private_cidr", "must be a /24 or larger: nodes sit at fixed offsets up to .254")
-    if admin is not None and not admin:
-        read.fail("admin_cidrs", "must list at least one CIDR: nobody could reach SSH or the HAProxy stats")
-    if admin and any(net.prefixlen == 0 for net in admin):
-        read.fail("admin_cidrs", "must not contain 0.0.0.0/0: SSH and HAProxy stats stay closed to the world")
-    elif admin and _share_of_internet(admin) > MAX_ADMIN_SHARE:
-        read.fail(
-            "admin_cidrs",
-            f"together cover {_share_of_internet(admin):.0%} of all IPv4 addresses: that is the whole Internet "
-            "in all but name; list the networks you administer from",
-        )
-    if public is not None and not public:
-        read.fail("public_cidrs", "must list at least one CIDR (0.0.0.0/0 for everyone)")
-
-
 def _share_of_internet(networks: tuple[ipaddress.IPv4Network, ...]) -> float:
     """The share of the IPv4 space the networks cover together (overlaps counted once)."""
     return sum(n.num_addresses for n in ipaddress.collapse_addresses(networks)) / 2**32
 
 
-def _choice(read: _Reader, key: str, choices: tuple[str, ...]) -> str:
-    value = read.text(key) or choices[0]
-    if value not in choices:
-        read.fail(key, f"must be one of {', '.join(choices)}")
-        return choices[0]
-    return value
+# Every key and its default, as the stack file writes it: parsed as a value set by hand is (None: no
+# default). Pulumi.example.yaml documents each of them.
+DEFAULTS: dict[str, str | None] = {
+    "manager_count": "3",
+    "worker_count": "3",
+    "private_cidr": "10.20.0.0/24",
+    "admin_cidrs": None,
+    "public_cidrs": "0.0.0.0/0",
+    "storage_size": "50",
+    "key_pair": None,
+    "public_key": None,
+    "cluster_name": None,  # the stack name
+    "external_network": "public",
+    "image": "debian-12",
+    "flavor_manager": "m1.small",
+    "flavor_worker": "m1.medium",
+    "flavor_lb": "m1.small",
+    "flavor_storage": "m1.small",
+    "ssh_user": "root",
+    "ssh_private_key": "~/.ssh/id_ed25519",
+    "dns_servers": "1.1.1.1,9.9.9.9",
+    "availability_zones": "",
+    "server_group_policy": "anti-affinity",
+    "storage_protect": "true",
+    "storage_volume_type": None,
+    "debian_mirror": "http://deb.debian.org/debian",
+    "debian_suite": "bookworm",
+}
 
 
-def _cluster_name(read: _Reader, stack: str) -> str:
-    name = read.text("cluster_name") or stack
-    if not name or not name[0].isalpha() or not name.replace("-", "").isalnum() or len(name) > 30:
-        read.problems.append(
-            Problem("cluster_name", name, "must start with a letter and hold only letters, digits and '-' (max 30)")
-        )
-    return name
+class InfraConfig(BaseModel):
+    """Every key of the stack, typed. Fields are checked in this order, and their problems listed in it.
 
+    parse_config gives every key a value: what the stack sets, else its text in DEFAULTS, else the stack's
+    name for cluster_name. Only the keys that may stay unset have a default here (None); a key with
+    neither is required, and its description says what to set.
+    """
 
-def _key(read: _Reader) -> tuple[str | None, str | None]:
-    key_pair, public_key = read.text("key_pair"), read.text("public_key")
-    if (key_pair is None) == (public_key is None):
-        read.problems.append(
-            Problem(
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    manager_count: int = Field(description="the number of managers")
+    worker_count: int = Field(description="the number of workers")
+    private_cidr: ipaddress.IPv4Network = Field(description="the private network of the nodes")
+    admin_cidrs: tuple[ipaddress.IPv4Network, ...] = Field(
+        description="the CIDRs allowed to SSH to the lb node and see HAProxy stats, e.g. 203.0.113.7/32"
+    )
+    public_cidrs: tuple[ipaddress.IPv4Network, ...] = Field(description="who may reach HTTP(S)")
+    storage_size: int = Field(description="the storage volume's size, GiB")
+    key_pair: str | None = Field(None, description="an existing key pair's name")
+    public_key: str | None = Field(None, description="a public key to upload as a new key pair")
+    cluster_name: str = Field(description="the cluster's name (default: the stack's)")
+    external_network: str = Field(description="the name of the cloud's external network")
+    image: str = Field(description="a Debian 12 image name")
+    flavor_manager: str = Field(description=FLAVOR)
+    flavor_worker: str = Field(description=FLAVOR)
+    flavor_lb: str = Field(description=FLAVOR)
+    flavor_storage: str = Field(description=FLAVOR)
+    ssh_user: str = Field(description="the user Fabric logs in as")
+    ssh_private_key: str = Field(description="the path of the private key on your machine")
+    dns_servers: tuple[ipaddress.IPv4Address, ...] = Field(description="the nodes' DNS servers")
+    availability_zones: tuple[str, ...] = Field(description="zones to spread the servers over")
+    server_group_policy: GroupPolicy = Field(description="how servers of a role spread")
+    storage_protect: bool = Field(description="whether `pulumi destroy` must keep the volume")
+    storage_volume_type: str | None = Field(None, description="the Cinder volume type (unset: the cloud's)")
+    debian_mirror: str = Field(description="a Debian mirror URL")
+    debian_suite: str = Field(description="a Debian suite such as bookworm")
+
+    # --- parsing Pulumi's text (a ValueError's message is the problem) ---
+
+    @field_validator("manager_count", "worker_count", "storage_size", mode="before")
+    @classmethod
+    def _whole_number(cls, value: str) -> int:
+        return _integer(value)
+
+    @field_validator("private_cidr", mode="before")
+    @classmethod
+    def _cidr(cls, value: str) -> ipaddress.IPv4Network:
+        network = _network(value)
+        if network.prefixlen > 24:
+            raise ValueError("must be a /24 or larger: nodes sit at fixed offsets up to .254")
+        return network
+
+    @field_validator("admin_cidrs", "public_cidrs", mode="before")
+    @classmethod
+    def _cidrs(cls, value: str) -> tuple[ipaddress.IPv4Network, ...]:
+        return _networks(value)
+
+    @field_validator("dns_servers", mode="before")
+    @classmethod
+    def _dns(cls, value: str) -> tuple[ipaddress.IPv4Address, ...]:
+        return _addresses(value)
+
+    @field_validator("availability_zones", mode="before")
+    @classmethod
+    def _zones(cls, value: str) -> tuple[str, ...]:
+        return tuple(_items(value))
+
+    @field_validator("storage_protect", mode="before")
+    @classmethod
+    def _flag(cls, value: str) -> bool:
+        return _boolean(value)
+
+    @field_validator("server_group_policy", mode="before")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if value not in SERVER_GROUP_POLICIES:
+            raise ValueError(f"must be one of {', '.join(SERVER_GROUP_POLICIES)}")
+        return value
+
+    # --- rules ---
+
+    @field_validator("manager_count")
+    @classmethod
+    def _odd_managers(cls, value: int) -> int:
+        if value not in MANAGER_COUNTS:
+            raise ValueError(f"must be odd ({MANAGER_COUNTS_TEXT}) to keep a Raft majority")
+        return value
+
+    @field_validator("worker_count")
+    @classmethod
+    def _workers_fit(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1: managers are drained, the services run on workers")
+        if value > MAX_WORKERS:
+            raise ValueError(f"must be at most {MAX_WORKERS}: worker addresses stop below the DHCP pool")
+        return value
+
+    @field_validator("admin_cidrs")
+    @classmethod
+    def _admin_networks(cls, value: tuple[ipaddress.IPv4Network, ...]) -> tuple[ipaddress.IPv4Network, ...]:
+        if not value:
+            raise ValueError("must list at least one CIDR: nobody could reach SSH or the HAProxy stats")
+        if any(net.prefixlen == 0 for net in value):
+            raise ValueError("must not contain 0.0.0.0/0: SSH and HAProxy stats stay closed to the world")
+        share = _share_of_internet(value)
+        if share > MAX_ADMIN_SHARE:
+            raise ValueError(
+                f"together cover {share:.0%} of all IPv4 addresses: that is the whole Internet in all but name; "
+                "list the networks you administer from"
+            )
+        return value
+
+    @field_validator("public_cidrs")
+    @classmethod
+    def _public_networks(cls, value: tuple[ipaddress.IPv4Network, ...]) -> tuple[ipaddress.IPv4Network, ...]:
+        if not value:
+            raise ValueError("must list at least one CIDR (0.0.0.0/0 for everyone)")
+        return value
+
+    @field_validator("storage_size")
+    @classmethod
+    def _some_storage(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1 (GiB)")
+        return value
+
+    @field_validator("public_key")
+    @classmethod
+    def _one_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Checked with the later of the two keys, so that it runs whatever else is wrong.
+        key_pair = info.data.get("key_pair")
+        if (key_pair is None) == (value is None):
+            raise _about(
                 "key_pair", key_pair, "set exactly one of key_pair (an existing key pair) or public_key (to upload)"
             )
-        )
-    return key_pair, public_key
+        return value
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or not value[0].isalpha() or not value.replace("-", "").isalnum() or len(value) > 30:
+            raise ValueError("must start with a letter and hold only letters, digits and '-' (max 30)")
+        return value
+
+    # --- derived values ---
+
+    @property
+    def flavors(self) -> Flavors:
+        return Flavors(self.flavor_manager, self.flavor_worker, self.flavor_lb, self.flavor_storage)
+
+    def address(self, offset: int) -> ipaddress.IPv4Address:
+        return self.private_cidr.network_address + offset
+
+    @property
+    def allocation_pool(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+        return self.address(POOL_OFFSET), self.private_cidr.broadcast_address - 1
+
+
+def _problem(error: ErrorDetails) -> Problem:
+    context: dict[str, Any] = dict(error.get("ctx") or {})
+    key = str(context.get("key") or ".".join(str(part) for part in error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return Problem(key, None, "is not a known key (see Pulumi.example.yaml)")
+    if error["type"] == "missing":
+        return Problem(key, None, f"is required: {InfraConfig.model_fields[key].description}")
+    value = context["value"] if "key" in context else error.get("input")
+    return Problem(key, None if value is None else str(value), error["msg"].removeprefix("Value error, "))
 
 
 def parse_config(raw: Mapping[str, str | None], stack: str, unknown: Iterable[str] = ()) -> InfraConfig:
-    """Validate every key; raise InfraConfigError listing every problem, before any resource exists."""
-    read = _Reader(raw)
-    read.problems.extend(Problem(key, None, "is not a known key (see Pulumi.example.yaml)") for key in unknown)
-    managers = read.parse("manager_count", _integer, 3)
-    workers = read.parse("worker_count", _integer, 3)
-    _check_counts(read, managers, workers)
-    cidr = read.parse("private_cidr", _network, ipaddress.IPv4Network("10.20.0.0/24"))
-    admin = read.parse("admin_cidrs", _networks, None)
-    read.required("admin_cidrs", "the CIDRs allowed to SSH to the lb node and see HAProxy stats, e.g. 203.0.113.7/32")
-    public = read.parse("public_cidrs", _networks, None)
-    _check_cidrs(read, cidr, admin, public)
-    size = read.parse("storage_size", _integer, 50)
-    if size < 1:
-        read.fail("storage_size", "must be at least 1 (GiB)")
-    key_pair, public_key = _key(read)
-    config = InfraConfig(
-        cluster_name=_cluster_name(read, stack),
-        external_network=read.required("external_network", "the name of the cloud's external network"),
-        image=read.required("image", "a Debian 12 image name"),
-        flavors=Flavors(
-            manager=read.required("flavor_manager", "a flavor name"),
-            worker=read.required("flavor_worker", "a flavor name"),
-            lb=read.required("flavor_lb", "a flavor name"),
-            storage=read.required("flavor_storage", "a flavor name"),
-        ),
-        key_pair=key_pair,
-        public_key=public_key,
-        ssh_user=read.required("ssh_user", "the user Fabric logs in as"),
-        ssh_private_key=read.required("ssh_private_key", "the path of the private key on your machine"),
-        manager_count=managers,
-        worker_count=workers,
-        private_cidr=cidr,
-        dns_servers=read.parse("dns_servers", _addresses, ()),
-        availability_zones=tuple(read.parse("availability_zones", _items, [])),
-        server_group_policy=cast(GroupPolicy, _choice(read, "server_group_policy", SERVER_GROUP_POLICIES)),
-        admin_cidrs=admin or (),
-        public_cidrs=public or (),
-        storage_size=size,
-        storage_protect=read.parse("storage_protect", _boolean, True),
-        storage_volume_type=read.text("storage_volume_type"),
-        debian_mirror=read.required("debian_mirror", "a Debian mirror URL"),
-        debian_suite=read.required("debian_suite", "a Debian suite such as bookworm"),
-    )
-    if read.problems:
-        raise InfraConfigError(read.problems)
+    """Validate every key; raise InfraConfigError listing every problem, before any resource exists.
+
+    A key that is unset or blank takes its default."""
+    problems = [Problem(key, None, "is not a known key (see Pulumi.example.yaml)") for key in unknown]
+    given = {key: default for key, default in DEFAULTS.items() if default is not None}
+    given |= {key: value.strip() for key, value in raw.items() if value is not None and value.strip()}
+    given.setdefault("cluster_name", stack)
+    try:
+        config = InfraConfig.model_validate(given)
+    except ValidationError as error:
+        problems += [_problem(item) for item in error.errors()]
+        raise InfraConfigError(problems) from None
+    if problems:
+        raise InfraConfigError(problems)
     return config
 
 

@@ -25,13 +25,17 @@ from infra.config import InfraConfig
 from topology import (
     ENGINE_METRICS_PORT,
     HTTP_PORT,
+    HTTPS_PORT,
     LB_METRICS_PORT,
     MAP_PORT,
     NFS_PORT,
     REGISTRY_PORT,
+    ROUTE_PORTS,
     SSH_PORT,
     STATS_PORT,
+    SWARM_GOSSIP_PORT,
     SWARM_PORT,
+    VXLAN_PORT,
 )
 
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
@@ -44,7 +48,6 @@ GROUPS_BY_ROLE: dict[str, tuple[str, ...]] = {
     "storage": ("private", "storage"),
 }
 GROUPS = ("lb", "private", "swarm", "workers", "managers", "storage")
-SERVICE_PORTS = (8000, 8099)
 
 
 @dataclass(frozen=True)
@@ -76,18 +79,18 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
     return (
         *_port("lb", "tcp", SSH_PORT, admin, "SSH to the jump host"),
         *_port("lb", "tcp", HTTP_PORT, public, "HTTP"),
-        *_port("lb", "tcp", 443, public, "HTTPS"),
+        *_port("lb", "tcp", HTTPS_PORT, public, "HTTPS"),
         *_port("lb", "tcp", STATS_PORT, admin, "HAProxy stats"),
         *_port("lb", "tcp", LB_METRICS_PORT, cluster, "HAProxy's Prometheus exporter, for Prometheus"),
         *_port("private", "tcp", SSH_PORT, [LB_GROUP], "SSH through the jump host only"),
         *_port("swarm", "tcp", SWARM_PORT, cluster, "Swarm cluster management"),
-        *_port("swarm", "tcp", 7946, cluster, "Swarm node gossip"),
-        *_port("swarm", "udp", 7946, cluster, "Swarm node gossip"),
-        *_port("swarm", "udp", 4789, cluster, "VXLAN overlay data"),
+        *_port("swarm", "tcp", SWARM_GOSSIP_PORT, cluster, "Swarm node gossip"),
+        *_port("swarm", "udp", SWARM_GOSSIP_PORT, cluster, "Swarm node gossip"),
+        *_port("swarm", "udp", VXLAN_PORT, cluster, "VXLAN overlay data"),
         # No ESP (IP protocol 50): no overlay is created with `encrypted` (docs/security.md: the lab's
         # kernels have no ESP, and Docker then drops the overlay's traffic), so nothing uses it.
         *_port("swarm", "tcp", ENGINE_METRICS_PORT, cluster, "Docker engine metrics, for Prometheus"),
-        Rule("workers", "tcp", SERVICE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
+        Rule("workers", "tcp", ROUTE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
         *_port("managers", "tcp", MAP_PORT, [LB_GROUP], "the cluster map on each manager, for HAProxy"),
         # The export admits the workers' addresses only (nfs-ganesha's client list); so does the group.
         *_port("storage", "tcp", NFS_PORT, [WORKERS_GROUP], "NFS v4, for the workers"),

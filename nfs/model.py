@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import topology
-from rendering.daemon import DaemonSpec
+from rendering.daemon import DaemonSpec, restart_by_pid
 from rendering.render import render
 
 CONFIG_PATH = "/etc/ganesha/ganesha.conf"
-PID_FILE = "/var/run/ganesha/ganesha.pid"
+PID_FILE = f"{topology.GANESHA_RUN_DIR}/ganesha.pid"
 _START = (
-    "mkdir -p /var/run/ganesha /var/log/ganesha && (pgrep -x rpcbind >/dev/null || rpcbind) && "
+    f"mkdir -p {topology.GANESHA_RUN_DIR} /var/log/ganesha && (pgrep -x rpcbind >/dev/null || rpcbind) && "
     f"ganesha.nfsd -f {CONFIG_PATH} -L /var/log/ganesha/ganesha.log -p {PID_FILE} </dev/null >/dev/null 2>&1"
 )
 DAEMON = DaemonSpec(
@@ -23,7 +23,7 @@ DAEMON = DaemonSpec(
     unit="nfs-ganesha",
     start=_START,
     # Ganesha's SIGHUP does not re-read every export option: restart it (Graceless keeps that quick).
-    reload=f"pid=$(head -n1 {PID_FILE}); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; {_START}",
+    reload=restart_by_pid(PID_FILE, _START),
 )
 # PostgreSQL's guidance for NFS: hard mounts only (a soft mount can lose writes), NFS v4.1.
 CLIENT_OPTIONS = "hard,nfsvers=4.1,timeo=600,retrans=2"

@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import topology
-from rendering.daemon import DaemonSpec
+from rendering.daemon import DaemonSpec, restart_by_pid
 from rendering.render import render
 
 CONFIG_PATH = "/etc/docker/registry/config.yml"
 PID_FILE = "/run/docker-registry.pid"
-DATA_DIR = "/var/lib/docker-registry"
+DATA_DIR = topology.REGISTRY_DATA_DIR
 TLS_DIR = "/etc/docker/registry/tls"
 CERT_PATH = f"{TLS_DIR}/registry.crt"
 KEY_PATH = f"{TLS_DIR}/registry.key"
@@ -68,7 +68,7 @@ def daemon(registry: str) -> DaemonSpec:
         unit="docker-registry",
         start=START,
         # It reads its certificate once, at start: a new one needs a restart, not a signal.
-        reload=f"pid=$(head -n1 {PID_FILE}); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; {START}",
+        reload=restart_by_pid(PID_FILE, START),
         systemd_reload="restart",
         ready=f"curl -sf -o /dev/null --cacert {trust_path(registry)} https://{registry}/v2/",
     )

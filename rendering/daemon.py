@@ -25,3 +25,9 @@ class DaemonSpec:
     @property
     def new_path(self) -> str:
         return self.config_path + ".new"
+
+
+def restart_by_pid(pid_file: str, start: str) -> str:
+    """A reload that is a restart, without systemd: stop the daemon named by its pid file, wait until
+    that process is gone (the new one would find its port or pid file taken), then `start` it again."""
+    return f"pid=$(head -n1 {pid_file}); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; {start}"

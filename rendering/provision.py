@@ -17,10 +17,13 @@ class ProvisionInput:
     role: str
     debian_mirror: str = "http://deb.debian.org/debian"
     debian_suite: str = "bookworm"
-    # The storage node's layout, from topology: where its data lives, the NFS export, the registry's port.
+    # The storage node's layout, from topology: where its data lives, the NFS export, the registry's port
+    # and data, nfs-ganesha's run directory.
     data_root: str = topology.DATA_ROOT
     export_dir: str = topology.EXPORT_DIR
     registry_port: int = topology.REGISTRY_PORT
+    registry_data_dir: str = topology.REGISTRY_DATA_DIR
+    ganesha_run_dir: str = topology.GANESHA_RUN_DIR
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 # Raft keeps a majority only with an odd number of managers; more than 7 slows every write.
 MANAGER_COUNTS = (1, 3, 5, 7)
+MANAGER_COUNTS_TEXT = ", ".join(str(n) for n in MANAGER_COUNTS[:-1]) + f" or {MANAGER_COUNTS[-1]}"  # "1, 3, 5 or 7"
 ROLES = ("manager", "worker", "lb", "storage")
 
 # Host offsets inside the node network (.1 is the gateway or router). Fixed offsets make the
@@ -26,6 +27,8 @@ HTTP_PORT = 80  # HAProxy's HTTP frontend on the lb node: it only redirects to H
 HTTPS_PORT = 443  # HAProxy's HTTPS frontend on the lb node (TLS ends here)
 STATS_PORT = 8404  # HAProxy's stats page on the lb node (admin CIDRs only on a cloud)
 SWARM_PORT = 2377  # Swarm cluster management (Raft, joins)
+SWARM_GOSSIP_PORT = 7946  # Swarm node gossip (tcp and udp)
+VXLAN_PORT = 4789  # Swarm overlay networks' data (udp)
 REGISTRY_PORT = 5000  # the cluster's image registry, on the storage node
 NFS_PORT = 2049
 # Docker engine metrics (Prometheus format) on a swarm node's private address: the cluster network only.
@@ -34,6 +37,9 @@ ENGINE_METRICS_PORT = 9323
 LB_METRICS_PORT = 8405
 # The cluster map, a plain container on each manager's private address (HAProxy routes /map/ to it).
 MAP_PORT = 9080
+# The ports an edge service (a workload route) publishes in host mode on the workers, first to last. A
+# cloud's security groups open exactly these to HAProxy: a route outside them would get no traffic there.
+ROUTE_PORTS = (8000, 8099)
 # The roles that run a Docker engine in the swarm (the storage node's engine only builds images).
 SWARM_ROLES = ("manager", "worker")
 
@@ -42,6 +48,14 @@ SWARM_ROLES = ("manager", "worker")
 DATA_ROOT = "/srv/swarmlab"
 EXPORT_DIR = f"{DATA_ROOT}/data"
 NFS_PSEUDO_PATH = "/data"  # the export's NFS v4 pseudo path
+
+# Paths on the nodes.
+DOCKER_DIR = "/var/lib/docker"  # an engine's data root (the lab keeps it in a volume: the image cache)
+SWARM_DIR = f"{DOCKER_DIR}/swarm"  # an engine's swarm state: Raft log, keys, certificates
+RAFT_DIR = f"{SWARM_DIR}/raft"
+REGISTRY_DATA_DIR = "/var/lib/docker-registry"  # the image registry's blobs, on the storage node's own disk
+GANESHA_RUN_DIR = "/var/run/ganesha"  # where nfs-ganesha keeps its pid file
+NODE_WORK_DIR = "/root/.swarmlab"  # what the tasks write on a node: rendered stacks, configs, backups
 
 
 def node_name(role: str, number: int) -> str:

@@ -18,6 +18,7 @@ from cluster.errors import SwarmlabError, tail
 from cluster.images import BaseImage, BuildContext, base_image
 from cluster.local import run_local
 from cluster.progress import PhaseResult
+from nfs import model as nfs
 from registry import model as registry
 from rendering.provision import ROLES, provision_script
 from rendering.render import render
@@ -59,6 +60,10 @@ def node_build_context(config: Config, base_tag: str) -> BuildContext:
             "lab/node-init.sh.j2",
             {
                 "export_root": topology.DATA_ROOT,
+                "swarm_dir": topology.SWARM_DIR,
+                "ganesha_run_dir": topology.GANESHA_RUN_DIR,
+                "ganesha_pid": nfs.PID_FILE,
+                "registry_data_dir": registry.DATA_DIR,
                 "registry_cert": registry.CERT_PATH,
                 "registry_pid": registry.PID_FILE,
                 "registry_start": registry.START,

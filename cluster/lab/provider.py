@@ -11,7 +11,6 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import docker
@@ -39,7 +38,6 @@ from cluster.lab.topology import (
     LABEL_NODE,
     LABEL_ROLE,
     LABEL_SHAPE,
-    REGISTRY_DIR,
     container_name,
     data_volume,
     docker_volume,
@@ -53,6 +51,7 @@ from cluster.lab.topology import (
     ssh_endpoint,
 )
 from cluster.operations import Plan, Run, Wait
+from cluster.parallel import at_once
 from cluster.plans.images import base_present_command
 from cluster.progress import PhaseResult, Timings, say
 from cluster.runners import Nodes
@@ -60,7 +59,9 @@ from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json, engine_metrics_ip
 
-NODE_READY_TIMEOUT = 90
+NODE_ANSWER_TIMEOUT = 90  # a new or restored node container answers: its sshd, or its engine
+# Node containers created at once: calls to the machine's own Docker engine, not SSH sessions (which
+# cluster.parallel.PARALLEL_LIMIT bounds); 8 since creation went parallel, no reason recorded for less.
 CREATE_PARALLEL = 8
 # What a nested Docker engine needs on a host where --privileged is refused (see ARCHITECTURE.md).
 NESTED_CAP_ADD = ["ALL"]
@@ -144,7 +145,7 @@ class LabProvider:
             "docker info --format '{{.ServerVersion}}'",
             _engine_answers,
             f"{node.name} answers",
-            NODE_READY_TIMEOUT,
+            NODE_ANSWER_TIMEOUT,
         )
         executor.execute(Plan((answers,)), progress)
         return True
@@ -287,13 +288,13 @@ def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     volumes: dict[str, Mapping[str, str]] = {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}}
     if role is not Role.LB:
         # Kept across lab-down (the node's images are the cache); node-init forgets the old swarm.
-        volumes[_cache_volume(build, docker_volume(config, node)).name] = {"bind": "/var/lib/docker", "mode": "rw"}
+        volumes[_cache_volume(build, docker_volume(config, node)).name] = {"bind": topology.DOCKER_DIR, "mode": "rw"}
     if role in (Role.STORAGE, Role.WORKER):
         # The storage node exports this directory; workers see the same directory at the same path,
         # which stands in for an NFS mount where the kernel has no NFS client (ARCHITECTURE.md, Storage).
         volumes[data_volume(config)] = {"bind": topology.DATA_ROOT, "mode": "rw"}
     if role is Role.STORAGE:
-        volumes[_cache_volume(build, registry_cache(config)).name] = {"bind": REGISTRY_DIR, "mode": "rw"}
+        volumes[_cache_volume(build, registry_cache(config)).name] = {"bind": topology.REGISTRY_DATA_DIR, "mode": "rw"}
         volumes[_machine_image_cache(engine).name] = {"bind": IMAGE_CACHE_DIR, "mode": "rw"}
     ports = published_ports(config) if role is Role.LB else {}
     host_config = engine.api.create_host_config(
@@ -368,9 +369,9 @@ def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
     first = [n for n in nodes if Role(n.role) is Role.STORAGE]
     for node in first:
         create(node)
-    with ThreadPoolExecutor(max_workers=CREATE_PARALLEL) as pool:
-        for future in [pool.submit(create, node) for node in nodes if node not in first]:
-            future.result()  # the first failure stops lab-up; its cleanup removes what was made
+    created = at_once([node for node in nodes if node not in first], create, limit=CREATE_PARALLEL)
+    if created.failures:
+        raise created.failures[0][1]  # the first failure stops lab-up; its cleanup removes what was made
 
 
 def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
@@ -386,7 +387,7 @@ def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
                 nodes.run(node, command)
                 return Verdict.ready()
 
-            wait_until(answers, what=f"{node.name} answers over SSH", timeout=NODE_READY_TIMEOUT)
+            wait_until(answers, what=f"{node.name} answers over SSH", timeout=NODE_ANSWER_TIMEOUT)
 
         ready(inventory.lb)  # the jump host first: everything else goes through it
         nodes.each([n for n in inventory.nodes if n.role is not Role.LB], ready, "waiting for nodes")

@@ -17,7 +17,6 @@ LABEL_NODE = "swarmlab.node"
 LABEL_SHAPE = "swarmlab.shape"
 # The image cache a lab keeps across lab-down: labelled apart from the lab (`lab-down --purge` removes it).
 LABEL_CACHE = "swarmlab.cache"
-REGISTRY_DIR = "/var/lib/docker-registry"
 # The machine's image cache: one volume shared by every lab here, mounted on each storage node, from
 # which an empty cluster registry is filled without building (plans.images.ImageCache). Neither
 # lab-down nor --purge of one lab removes it (other labs use it); `lab-down --purge --machine-cache`

@@ -10,6 +10,7 @@ one manager and re-forms the swarm from it.
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,10 +24,11 @@ from cluster.plans.recover import leader_verdict, manager_ready_verdict
 from cluster.plans.swarm import TokenRole
 from cluster.waiting import Verdict
 from cluster.workload import BackupSpec
-from topology import SWARM_PORT
+from topology import NODE_WORK_DIR, SWARM_DIR, SWARM_PORT
 
-REMOTE_DIR = "/root/.swarmlab/backup"
-SWARM_PARENT = "/var/lib/docker"
+REMOTE_DIR = f"{NODE_WORK_DIR}/backup"
+# tar runs in the swarm directory's parent, so the archive holds one top directory: swarm/.
+SWARM_PARENT, SWARM_BASENAME = posixpath.split(SWARM_DIR)
 ENGINE_STOP_TIMEOUT = 60
 RETURN_TIMEOUT = 180
 SYSTEMD_COMMAND = "test -d /run/systemd/system && echo yes || echo no"
@@ -69,7 +71,7 @@ def plan_swarm_backup(manager: str, leader: str, systemd: bool, local: Path, sta
     stop, start = engine_commands(systemd)
     archive = (
         f"mkdir -p -m 700 {REMOTE_DIR} && {stop} && "
-        f"{{ tar -C {SWARM_PARENT} -czf {remote} swarm; rc=$?; {start} || rc=$?; exit $rc; }}"
+        f"{{ tar -C {SWARM_PARENT} -czf {remote} {SWARM_BASENAME}; rc=$?; {start} || rc=$?; exit $rc; }}"
     )
     return Plan(
         (
@@ -161,7 +163,7 @@ def plan_swarm_restore(target: Node, archive: bytes, systemd: bool, stamp: str) 
     node's own directory is kept beside it as swarm.before-restore."""
     remote = f"{REMOTE_DIR}/{stamp}-swarm.tar.gz"
     stop, start = engine_commands(systemd)
-    swarm, kept = f"{SWARM_PARENT}/swarm", f"{SWARM_PARENT}/swarm.before-restore"
+    swarm, kept = SWARM_DIR, f"{SWARM_DIR}.before-restore"
     swap = (
         f"{stop} && {{ {{ [ ! -e {swarm} ] || {{ rm -rf {kept} && mv {swarm} {kept}; }}; }} && "
         f"tar -C {SWARM_PARENT} -xzf {remote}; rc=$?; {start} || rc=$?; rm -f {remote}; exit $rc; }}"

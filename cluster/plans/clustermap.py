@@ -24,7 +24,7 @@ from cluster.workload import REPO_ROOT, ImageSpec, Manifest, Workload
 MAP_PATH = "/map/"
 MAP_NAME = "clustermap"
 CONTAINER_PORT = 8080
-READY_TIMEOUT = 90
+MAP_ANSWER_TIMEOUT = 90  # the cluster map container answers on a manager
 
 
 # The engine's own image, built like a bundle's (input-hash tag, the cluster registry, the base image).
@@ -70,7 +70,7 @@ def plan_map(managers: Sequence[tuple[str, str]], facts: Mapping[str, MapFacts],
     operations: list[Operation] = [runs[0] if len(runs) == 1 else Parallel(runs, "start the map on the managers")]
     probe = "curl -sf -o /dev/null http://{ip}:{port}/healthz && echo ready || echo no"
     operations += [
-        Wait(name, probe.format(ip=ip, port=port), _answers, f"the map answers on {name}", READY_TIMEOUT)
+        Wait(name, probe.format(ip=ip, port=port), _answers, f"the map answers on {name}", MAP_ANSWER_TIMEOUT)
         for name, ip in stale
     ]
     return Plan(tuple(operations))

@@ -12,11 +12,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import topology
 from cluster.errors import SwarmlabError
 from cluster.operations import Plan, Run, Write
 from cluster.workload import ConfigSpec
 
-REMOTE_CONFIGS = "/root/.swarmlab/configs"
+REMOTE_CONFIGS = f"{topology.NODE_WORK_DIR}/configs"
 CONFIG_LIST_COMMAND = "docker config ls --format '{{.Name}}'"
 # The configs some service still mounts (Docker refuses to remove those).
 CONFIGS_IN_USE_COMMAND = (

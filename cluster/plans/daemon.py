@@ -14,7 +14,7 @@ from cluster.operations import Operation, Plan, Run, Wait, Write
 from cluster.waiting import Verdict
 from rendering.daemon import DaemonSpec
 
-READY_TIMEOUT = 20
+DAEMON_ANSWER_TIMEOUT = 20  # a (re)started daemon answers its probe
 
 
 def sha256(text: str) -> str:
@@ -68,7 +68,7 @@ def plan_push(node: str, daemon: DaemonSpec, facts: DaemonFacts, config_text: st
         operations.append(Run(node, start, f"{daemon.name} started"))
     if operations and daemon.ready:
         probe = f"({daemon.ready}) >/dev/null 2>&1 && echo ready || echo no"
-        operations.append(Wait(node, probe, _answers, f"{daemon.name} answers", READY_TIMEOUT, 0.5))
+        operations.append(Wait(node, probe, _answers, f"{daemon.name} answers", DAEMON_ANSWER_TIMEOUT, 0.5))
     if not operations:
         return Plan(notes=(f"{daemon.config_path} is current and {daemon.name} runs",))
     return Plan(tuple(operations))

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import yaml
 
+import topology
 from cluster.errors import SwarmlabError
 from cluster.facts import ServiceState, parse_services, stack_services_command
 from cluster.operations import Operation, Plan, Run, Wait, Write
@@ -16,7 +17,7 @@ from cluster.plans.netjoin import ANCHOR_SERVICE, ANCHOR_TIMEOUT, anchor_command
 from cluster.waiting import Verdict
 from cluster.workload import DataDir
 
-REMOTE_STACKS = "/root/.swarmlab/stacks"
+REMOTE_STACKS = f"{topology.NODE_WORK_DIR}/stacks"
 CONVERGE_TIMEOUT = 300
 SECRET_LIST_COMMAND = "docker secret ls --format '{{.Name}}'"
 # The secrets some service still mounts (Docker refuses to remove those).

@@ -23,7 +23,7 @@ from cluster.operations import Parallel, Plan, Run, Wait
 from cluster.waiting import Verdict
 from topology import SWARM_PORT
 
-READY_TIMEOUT = 120
+NODES_READY_TIMEOUT = 120  # every node the swarm lists is Ready after the joins
 DRAIN_TIMEOUT = 180
 
 
@@ -158,7 +158,7 @@ def plan_join(
         operations.append(Parallel(tuple(workers), "workers join"))
     wanted = {n.name for n in nodes}
     operations.append(
-        Wait(leader.name, NODE_LIST_COMMAND, ready_verdict(wanted), "every swarm node Ready", READY_TIMEOUT)
+        Wait(leader.name, NODE_LIST_COMMAND, ready_verdict(wanted), "every swarm node Ready", NODES_READY_TIMEOUT)
     )
     notes = () if managers or workers else ("every node is already a member with the right role",)
     return Plan(tuple(operations), notes)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from cluster.errors import CommandFailed, SwarmlabError
 from cluster.facts import NODES_COMMAND, NodeFacts, parse_nodes, swarm_state_command
 from cluster.inventory import Node
+from cluster.jointokens import read_join_tokens
 from cluster.operations import Plan, Wait
 from cluster.plans.nodes import MOVE_TIMEOUT, expected_after, placed_verdict
 from cluster.plans.recover import Quorum, RecoverRefused, choose_survivor, plan_reform, plan_rejoin
@@ -30,18 +31,7 @@ def _ready_manager(name: str, listed: tuple[NodeFacts, ...]) -> bool:
 
 
 def _tokens(session: Session, leader: Node, roles: set[TokenRole]) -> dict[str, str]:
-    # Held in memory only, fed on stdin; never printed or written.
-    found = {}
-    for role in roles:
-        token = session.runner.run(leader, f"docker swarm join-token -q {role.value}").stdout.strip()
-        if not token:
-            raise SwarmlabError(
-                f"{leader.name} gives an empty {role.value} join token after re-forming the swarm "
-                "(moby/swarmkit#2651). Fix: check `docker info` there shows it as a manager; restart its engine "
-                "and run the task again"
-            )
-        found[token_secret(role)] = token
-    return found
+    return {token_secret(role): token for role, token in read_join_tokens(session.runner, leader, roles).items()}
 
 
 def bring_back(

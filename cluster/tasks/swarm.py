@@ -6,6 +6,7 @@ from __future__ import annotations
 from cluster.errors import SwarmlabError
 from cluster.facts import NODE_LIST_COMMAND, SWARM_INFO_COMMAND, SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
 from cluster.inventory import Node
+from cluster.jointokens import read_join_tokens
 from cluster.plans.swarm import TokenRole, plan_drain, plan_init, plan_join, token_secret, tokens_needed
 from cluster.runners import Runner
 from cluster.session import Session
@@ -54,11 +55,7 @@ def swarm_init(session: Session) -> Node:
 
 
 def _join_tokens(runner: Runner, leader: Node, needed: set[TokenRole]) -> dict[str, str]:
-    # Held in memory only: never written to disk, printed, or put on a command line we log.
-    return {
-        token_secret(role): runner.run(leader, f"docker swarm join-token -q {role.value}").stdout.strip()
-        for role in needed
-    }
+    return {token_secret(role): token for role, token in read_join_tokens(runner, leader, needed).items()}
 
 
 def swarm_join(session: Session, leader: Node | None = None) -> None:

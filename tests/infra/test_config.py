@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.config import DEFAULTS, PROJECT, InfraConfigError, parse_config, unknown_keys
+from infra.config import DEFAULTS, PROJECT, InfraConfig, InfraConfigError, parse_config, unknown_keys
 from tests.infra.harness import BASE_CONFIG, run_failing
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "Pulumi.example.yaml"
@@ -152,3 +152,10 @@ def test_example_stack_file_documents_every_key_and_is_valid() -> None:
     for key in values:
         if DEFAULTS[key] is not None:
             assert parse_config({**values, key: DEFAULTS[key] or ""}, "example") == config, key
+
+
+def test_every_key_has_a_typed_field_and_a_documented_default() -> None:
+    assert list(DEFAULTS) == list(InfraConfig.model_fields)
+    # A key without a default text is either required or may stay unset (None in the model).
+    unset = {key for key, field in InfraConfig.model_fields.items() if not field.is_required()}
+    assert unset == {"key_pair", "public_key", "storage_volume_type"}

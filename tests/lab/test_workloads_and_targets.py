@@ -17,8 +17,8 @@ import pytest
 
 from cluster.config import load_config
 from cluster.images import base_image
-from cluster.lab.topology import REGISTRY_DIR
 from tests.lab.conftest import ROOT, Lab, fab
+from topology import REGISTRY_DATA_DIR
 
 pytestmark = pytest.mark.lab
 NOWHERE = {"DOCKER_HOST": "tcp://127.0.0.1:9"}  # the discard port: no Docker engine answers there
@@ -51,7 +51,7 @@ def test_an_image_missing_from_the_registry_is_copied_from_the_machine_image_cac
     assert storage is not None
     fab("build-images", "--stack", "hello")  # in the registry and in the cache now (built, copied or kept)
     assert "machine image cache: volume swarmlab-image-cache" in fab("lab-status").stdout
-    lab.nodes.run(storage, f"rm -rf {REGISTRY_DIR}/docker/registry/v2/repositories/swarmlab/hello")
+    lab.nodes.run(storage, f"rm -rf {REGISTRY_DATA_DIR}/docker/registry/v2/repositories/swarmlab/hello")
     out = fab("build-images", "--stack", "hello").stdout
     copied = re.search(r"copied hello:(\w+) from the image cache to the registry", out)
     assert copied, out
@@ -105,7 +105,7 @@ def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) 
     base = base_image(lab.config.debian_suite, mirror).tag
     # The lab keeps its image cache across runs (the registry's data, the storage node's engine): make
     # sure neither holds this hello nor this base yet, so the build, and the base it needs, happen here.
-    lab.nodes.run(storage, f"rm -rf {REGISTRY_DIR}/docker/registry/v2/repositories/swarmlab/hello")
+    lab.nodes.run(storage, f"rm -rf {REGISTRY_DATA_DIR}/docker/registry/v2/repositories/swarmlab/hello")
     lab.nodes.run(
         storage,
         f"if docker image inspect {base} >/dev/null 2>&1; then "

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import threading
+from pathlib import Path
+
 from cluster.facts import DaemonFacts, parse_daemon_facts
 from cluster.operations import Parallel, Run, Wait, Write
 from cluster.plans.daemon import plan_push, sha256
 from haproxy.model import DAEMON as HAPROXY
 from nfs.model import DAEMON as GANESHA
+from nfs.model import PID_FILE as GANESHA_PID
+from registry import model as registry
+from rendering.daemon import restart_by_pid
 
 CONFIG = "global\n    master-worker\n"
 
@@ -48,3 +55,27 @@ def test_ganesha_has_no_validator_and_restarts_to_reload() -> None:
     plan = plan_push("storage-1", GANESHA, DaemonFacts("old", systemd=False, running=True), "EXPORT {}\n")
     assert [type(op).__name__ for op in plan.operations] == ["Write", "Run", "Run"]
     assert "ganesha.nfsd" in plan.runs[-1].command
+
+
+def test_a_restart_by_pid_starts_the_daemon_again_only_once_the_old_one_is_gone(tmp_path: Path) -> None:
+    # A daemon that takes half a second to stop: started at once, the new one would find it still there.
+    old = subprocess.Popen(["sh", "-c", "trap 'sleep 0.5; exit 0' TERM; while :; do sleep 0.1; done"])
+    threading.Thread(target=old.wait, daemon=True).start()  # reaped once it exits, as init would
+    pid_file = tmp_path / "daemon.pid"
+    pid_file.write_text(f"{old.pid}\n")
+    marker = tmp_path / "started"
+    start = f"(kill -0 {old.pid} 2>/dev/null && echo too-early || echo after-the-old-one) > {marker}"
+    try:
+        subprocess.run(["sh", "-c", restart_by_pid(str(pid_file), start)], check=True, timeout=10)
+    finally:
+        old.kill()
+    assert marker.read_text() == "after-the-old-one\n"
+
+
+def test_ganesha_and_the_registry_restart_through_the_one_helper() -> None:
+    assert restart_by_pid("/run/d.pid", "d --start") == (
+        "pid=$(head -n1 /run/d.pid); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; d --start"
+    )
+    assert GANESHA.reload == restart_by_pid(GANESHA_PID, GANESHA.start)
+    spec = registry.daemon("10.20.0.6:5000")
+    assert spec.reload == restart_by_pid(registry.PID_FILE, registry.START)

@@ -9,7 +9,7 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from paramiko.common import AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRATIVELY_PROHIB
 from cluster.errors import CommandFailed, SwarmlabError
 from cluster.inventory import Inventory
 from cluster.lab.keys import KeyPair, known_hosts_line, new_key_pair
-from cluster.runners import KEEPALIVE_INTERVAL, KEY_CHANGED, KEY_UNKNOWN, Nodes
+from cluster.runners import KEEPALIVE_INTERVAL, KEY_CHANGED, KEY_UNKNOWN, UNREACHABLE, Nodes, ssh_failed
 
 
 class _Handler(paramiko.ServerInterface):
@@ -147,6 +147,42 @@ def test_a_changed_host_key_stops_with_the_host_named(server: Server, tmp_path: 
         assert KEY_CHANGED in str(raised.value)
     finally:
         nodes.close()
+
+
+def test_every_way_to_a_node_maps_a_failed_connection_the_same_way(server: Server, tmp_path: Path) -> None:
+    nodes = pinned(server, tmp_path, new_key_pair("impostor").public_openssh)
+    node = nodes.inventory.node("worker-1")
+    local = tmp_path / "file"
+    local.write_text("x")
+    ways: dict[str, Callable[[], object]] = {
+        "run": lambda: nodes.run(node, "echo"),
+        "stream": lambda: nodes.stream(node, "echo", lambda line: None),
+        "write": lambda: nodes.write(node, "/tmp/f", "x"),
+        "put": lambda: nodes.put(node, local, "/tmp/f"),
+        "get": lambda: nodes.get(node, "/tmp/f", tmp_path / "fetched"),
+    }
+    try:
+        for way, call in ways.items():
+            with pytest.raises(CommandFailed) as raised:
+                call()
+            failed = (raised.value.host, raised.value.exit_code, raised.value.hint)
+            assert failed == ("worker-1", None, KEY_CHANGED), way
+    finally:
+        nodes.close()
+    assert not (tmp_path / "fetched").exists(), "a failed get leaves no file behind"
+
+
+def test_a_failed_connection_names_the_host_and_the_fix() -> None:
+    refused = ssh_failed("worker-1", "echo", ConnectionRefusedError(111, "Connection refused"), UNREACHABLE)
+    assert str(refused) == (
+        "on worker-1: `echo` failed (no exit code (connection failed)); last output:\n"
+        "[Errno 111] Connection refused\nHint: " + UNREACHABLE
+    )
+    unknown = paramiko.SSHException("Server '[127.0.0.1]:2222' not found in known_hosts")
+    assert ssh_failed("lb-1", "echo", unknown, UNREACHABLE).hint == KEY_UNKNOWN
+    key = paramiko.Ed25519Key.from_private_key(io.StringIO(new_key_pair("k").private_openssh.decode()))
+    changed = paramiko.BadHostKeyException("lb-1", key, key)
+    assert ssh_failed("lb-1", "echo", changed, "").hint == KEY_CHANGED
 
 
 def test_an_unknown_host_is_refused_not_trusted_on_first_use(server: Server, tmp_path: Path) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.errors import CommandFailed, redact
+from cluster.errors import CommandFailed, SwarmlabError, redact
 from cluster.facts import ServiceState, parse_services
 from cluster.images import BuildContext
+from cluster.jointokens import read_join_tokens
 from cluster.lab.keys import known_hosts_line, new_key_pair
 from cluster.progress import PhaseResult, Timings
+from tests.unit.fake_runner import FakeRunner, lab_shaped_inventory
 
 
 def test_image_tag_is_a_hash_of_files_and_build_args() -> None:
@@ -75,3 +77,17 @@ def test_timing_table_reports_each_phase_and_the_total() -> None:
     table = timings.table()
     assert "swarm-init" in table and "changed" in table and "no change" in table and "2.0" in table
     assert timings.changed
+
+
+def test_join_tokens_are_read_once_per_role_and_an_empty_one_is_an_error() -> None:
+    inventory = lab_shaped_inventory()
+    runner, leader = FakeRunner(inventory), inventory.node("manager-1")
+    runner.answer(r"^docker swarm join-token -q worker$", "SWMTKN-worker\n")
+    runner.answer(r"^docker swarm join-token -q manager$", "SWMTKN-manager\n")
+    assert read_join_tokens(runner, leader, ["worker", "manager"]) == {
+        "worker": "SWMTKN-worker",
+        "manager": "SWMTKN-manager",
+    }
+    runner.answer(r"^docker swarm join-token -q manager$", "")
+    with pytest.raises(SwarmlabError, match=r"manager-1 gives an empty manager join token"):
+        read_join_tokens(runner, leader, ["manager"])

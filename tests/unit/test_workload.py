@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+import topology
 from cluster import workload as bundles
 from cluster.errors import ConfigErrors
-from cluster.workload import known_workloads, load_workload, lookup
+from cluster.workload import RouteSpec, known_workloads, load_workload, lookup
 
 
 def test_the_bundles_in_the_tree() -> None:
@@ -66,6 +67,31 @@ def test_a_malformed_bundle_names_the_manifest_and_the_key(copied: Path) -> None
     with pytest.raises(ConfigErrors) as caught:
         load_workload("hello", "lab")
     assert "bundle.yaml: routes.0.path" in str(caught.value)
+
+
+def test_every_shipped_route_publishes_a_port_the_cloud_opens() -> None:
+    first, last = topology.ROUTE_PORTS
+    for name in known_workloads():
+        manifest, _ = bundles._manifest(name)
+        assert manifest.routes, name
+        assert all(first <= route.port <= last for route in manifest.routes), name  # `when` routes too
+
+
+@pytest.mark.parametrize("port", [8000, 8099])
+def test_a_route_port_at_either_end_of_the_range_is_accepted(port: int) -> None:
+    assert RouteSpec(name="x", path="/x/", port=port).port == port
+
+
+@pytest.mark.parametrize("port", [80, 7999, 8100, 9080])
+def test_a_route_port_outside_the_cloud_opening_names_bundle_route_port_and_range(copied: Path, port: int) -> None:
+    path = copied / "hello" / "bundle.yaml"
+    path.write_text(path.read_text().replace("port: 8090", f"port: {port}"))
+    with pytest.raises(ConfigErrors) as caught:
+        load_workload("hello", "lab")
+    [error] = caught.value.errors
+    assert error.key == f"{path}: routes.0.port" and error.value == port
+    assert error.problem.startswith(f"route 'hello' publishes port {port}, outside 8000-8099: the cloud's security")
+    assert error.fix == "give route 'hello' a free port in 8000-8099"
 
 
 def test_a_new_stack_is_a_new_directory(copied: Path) -> None:
