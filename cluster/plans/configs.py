@@ -17,12 +17,6 @@ from cluster.operations import Plan, Run, Write
 from cluster.workload import ConfigSpec
 
 REMOTE_CONFIGS = "/root/.swarmlab/configs"
-CONFIG_LIST_COMMAND = "docker config ls --format '{{.Name}}'"
-# The configs some service still mounts (Docker refuses to remove those).
-CONFIGS_IN_USE_COMMAND = (
-    'ids=$(docker service ls -q); [ -z "$ids" ] || docker service inspect --format '
-    "'{{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{println .ConfigName}}{{end}}' $ids"
-)
 DIGEST_LENGTH = 12
 
 

@@ -15,7 +15,7 @@ from cluster import backups
 from cluster.backups import BackupError
 from cluster.config import parse_config
 from cluster.errors import CommandFailed
-from cluster.facts import parse_nodes
+from cluster.facts.swarm import parse_nodes
 from cluster.lab.topology import lab_inventory
 from cluster.operations import Fetch, Run, Wait, Write
 from cluster.plans.backup import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cluster.errors import SwarmlabError
-from cluster.facts import MapFacts, parse_map_facts
+from cluster.facts.daemons import MapFacts, parse_map_facts
 from cluster.operations import Parallel, Wait
 from cluster.plans.clustermap import map_route, plan_map, plan_remove
 from cluster.progress import TIMINGS

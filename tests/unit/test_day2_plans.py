@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.facts import (
-    NodeFacts,
-    ServiceFacts,
-    SwarmState,
-    TaskFacts,
-    parse_ca,
-    parse_nodes,
-    parse_services_and_tasks,
-)
+from cluster.facts.services import Service, SwarmState, Task, parse_services_and_tasks
+from cluster.facts.swarm import SwarmNode, parse_ca, parse_nodes
 from cluster.operations import Run, Wait
 from cluster.plans.nodes import NodeError, placed_verdict, plan_activate_node, plan_drain_node
 from cluster.plans.security import ca_verdict, plan_rotate_ca, plan_rotate_tokens
@@ -46,7 +39,7 @@ def recorded() -> SwarmState:
     return replace(state, nodes=parse_nodes((FACTS / "nodes.jsonl").read_text()))
 
 
-def service(state: SwarmState, short: str) -> ServiceFacts:
+def service(state: SwarmState, short: str) -> Service:
     return resolve_service(state.services, short, "registration")
 
 
@@ -54,19 +47,19 @@ def node_id(state: SwarmState, hostname: str) -> str:
     return next(n.node_id for n in state.nodes if n.hostname == hostname)
 
 
-def with_tasks(state: SwarmState, svc: ServiceFacts, hosts: list[str], image: str = "") -> SwarmState:
+def with_tasks(state: SwarmState, svc: Service, hosts: list[str], image: str = "") -> SwarmState:
     """The state with `svc` running one task on each of `hosts` (repeats allowed)."""
     others = tuple(t for t in state.tasks if t.service_id != svc.service_id)
     tasks = tuple(
-        TaskFacts(f"t{i}", svc.service_id, node_id(state, host), i + 1, "running", "running", image=image or svc.image)
+        Task(f"t{i}", svc.service_id, node_id(state, host), i + 1, "running", "running", image=image or svc.image)
         for i, host in enumerate(hosts)
     )
     services = tuple(replace(s, replicas=len(hosts)) if s.service_id == svc.service_id else s for s in state.services)
     return replace(state, services=services, tasks=others + tasks)
 
 
-def status_output(svc: ServiceFacts, tasks: list[dict[str, object]], nodes: tuple[NodeFacts, ...] = ()) -> str:
-    """What `service_status_command` prints: the service, ---, its tasks, ---, the nodes."""
+def status_output(svc: Service, tasks: list[dict[str, object]], nodes: tuple[SwarmNode, ...] = ()) -> str:
+    """What `service_status` prints: the service, ---, its tasks, ---, the nodes."""
     row = {
         "id": svc.service_id,
         "name": svc.name,
@@ -89,9 +82,7 @@ def status_output(svc: ServiceFacts, tasks: list[dict[str, object]], nodes: tupl
     )
 
 
-def task_row(
-    svc: ServiceFacts, node: str, state: str = "running", error: str = "", image: str = ""
-) -> dict[str, object]:
+def task_row(svc: Service, node: str, state: str = "running", error: str = "", image: str = "") -> dict[str, object]:
     return {
         "id": f"task-{node}-{state}",
         "service": svc.service_id,

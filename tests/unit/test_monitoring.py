@@ -16,7 +16,9 @@ import yaml
 from cluster import workload as bundles
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors
-from cluster.facts import parse_node_list, parse_node_tasks, parse_prometheus_vector, prometheus_query_command
+from cluster.facts.prometheus import parse_prometheus_vector, prometheus_vector
+from cluster.facts.swarm import parse_node_list
+from cluster.facts.tasks import parse_node_tasks
 from cluster.lab.topology import lab_inventory
 from cluster.state import StatePaths
 from cluster.tasks.deploy import config_contents
@@ -134,7 +136,7 @@ def test_rates_from_one_query_of_both_kinds() -> None:
 
 
 def test_the_query_goes_to_each_worker_in_turn_and_is_quoted() -> None:
-    command = prometheus_query_command(["10.20.0.21", "10.20.0.22"], 8095, "/prometheus", 'up{job="x"}')
+    command = prometheus_vector(["10.20.0.21", "10.20.0.22"], 8095, "/prometheus", 'up{job="x"}', ()).command
     assert command.startswith("for ip in 10.20.0.21 10.20.0.22; do curl -sf -m 3 -G ")
     assert '"http://$ip:8095/prometheus/api/v1/query"' in command
     assert "--data-urlencode 'query=up{job=\"x\"}'" in command

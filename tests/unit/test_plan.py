@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.facts import SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
+from cluster.facts.swarm import SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
 from cluster.inventory import Inventory, Node
 from cluster.operations import Parallel, Wait
 from cluster.plans.swarm import PlanError, TokenRole, plan_drain, plan_init, plan_join, token_secret, tokens_needed
@@ -42,7 +42,7 @@ def test_parsers_read_recorded_docker_output() -> None:
     assert worker.in_swarm and not worker.is_manager and worker.cluster_id == ""
     assert not inactive.in_swarm
     listed = members()
-    assert [m.hostname for m in listed if m.manager_status == "Leader"] == ["manager-1"]
+    assert [m.hostname for m in listed if m.leader] == ["manager-1"]
     assert sum(m.is_manager for m in listed) == 3
 
 
@@ -116,7 +116,7 @@ def test_fully_joined_cluster_needs_nothing(inventory: Inventory) -> None:
 
 
 def test_member_with_the_wrong_role_is_promoted_on_the_leader(inventory: Inventory) -> None:
-    listed = tuple(replace(m, manager_status="") if m.hostname == "manager-3" else m for m in members())
+    listed = tuple(replace(m, role="worker", reachability="") if m.hostname == "manager-3" else m for m in members())
     infos = {n.name: member_info(n, listed) for n in inventory.swarm_nodes}
     [step] = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1")).runs
     assert step.node == "manager-1" and step.command.startswith("docker node promote ")

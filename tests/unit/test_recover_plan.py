@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cluster.facts import ManagerProbe, NodeFacts, RaftPosition, parse_manager_probe, parse_nodes, parse_swarm_info
+from cluster.facts.managers import ManagerProbe, Quorum, RaftPosition, parse_manager_probe
+from cluster.facts.swarm import SwarmNode, parse_nodes, parse_swarm_info
 from cluster.inventory import Inventory
 from cluster.operations import Run, Wait
 from cluster.plans.recover import (
-    Quorum,
     RecoverRefused,
     choose_survivor,
     manager_ready_verdict,
@@ -102,7 +102,7 @@ def node_id_of(hostname: str) -> str:
     return next(n.node_id for n in NODES if n.hostname == hostname)
 
 
-def members_without(*names: str) -> tuple[NodeFacts, ...]:
+def members_without(*names: str) -> tuple[SwarmNode, ...]:
     return tuple(
         replace(n, reachability="reachable" if n.role == "manager" else "") for n in NODES if n.hostname not in names
     )
