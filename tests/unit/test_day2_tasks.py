@@ -29,12 +29,12 @@ from cluster.tasks.status import status_report
 from tests.unit.fake_runner import FakeRunner
 from tests.unit.fake_runner import fake_session as session
 from tests.unit.fake_runner import lab_shaped_inventory as inventory
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
-MANAGER = (FACTS / "swarm_manager.json").read_text()
-SERVICES = (FACTS / "services.txt").read_text()
-NODES = (FACTS / "nodes.jsonl").read_text()
-NODE_LS = (FACTS / "node_ls.jsonl").read_text()
+MANAGER = recorded("swarm_manager")
+SERVICES = recorded("services")
+NODES = recorded("nodes")
+NODE_LS = recorded("node_ls")
 SWARM_STATE = r"^ids=\$\(docker service ls -q\)"
 # Commands that change the swarm: none may run in a dry run or on bad input.
 CHANGING = r"service update|service rollback|node update|node rm|swarm init|swarm leave|swarm join|--rotate"

@@ -27,9 +27,9 @@ from cluster.tasks.status import format_map, rates_query, rates_report, rates_ta
 from cluster.workload import load_workload
 from haproxy.model import Route, Tls, admin_digest, build, render_config
 from tests.unit.fake_runner import FakeRunner
+from tests.unit.recorded import recorded
 from tests.unit.test_observability import MANAGER, session
 
-FACTS = Path(__file__).parent / "facts"
 WORKERS = [("worker-1", "10.20.0.21"), ("worker-2", "10.20.0.22")]
 TLS = Tls("0" * 64, None)  # a certificate digest; HTTPS on 443, no redirect port
 
@@ -166,8 +166,8 @@ def test_status_says_when_prometheus_does_not_answer(tmp_path: Path) -> None:
 
 
 def test_the_map_lists_every_node_and_its_tasks() -> None:
-    nodes = parse_node_list((FACTS / "node_ls.jsonl").read_text())
-    tasks = parse_node_tasks((FACTS / "node_tasks.txt").read_text())
+    nodes = parse_node_list(recorded("node_ls"))
+    tasks = parse_node_tasks(recorded("node_tasks"))
     text = format_map(nodes, [t for t in tasks if t.node != "worker-3"])
     lines = text.splitlines()
     assert lines[0].startswith("manager-1 (manager, leader; ready, drain): 0 task(s)")

@@ -29,12 +29,12 @@ from cluster.state import StatePaths, write_private
 from cluster.tasks.events import event_query, format_event, swarm_events
 from cluster.tasks.logs import format_log_line, log_query, resolve_service, service_logs, short_time
 from tests.unit.fake_runner import FakeRunner
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
-LOGS = (FACTS / "service_logs.txt").read_text()
-EVENTS = (FACTS / "events.jsonl").read_text()
-NODE_TASKS = (FACTS / "node_tasks.txt").read_text()
-MANAGER = (FACTS / "swarm_manager.json").read_text()
+LOGS = recorded("service_logs")
+EVENTS = recorded("events")
+NODE_TASKS = recorded("node_tasks")
+MANAGER = recorded("swarm_manager")
 SERVICES = "registration_api\nregistration_otp\nregistration_ui\nhello_web\n"
 
 
@@ -101,7 +101,7 @@ def test_logs_are_read_task_by_task_each_bounded_and_follow_is_bounded_in_time()
 
 
 def test_a_services_tasks_recorded_from_a_lab() -> None:
-    tasks = parse_service_tasks((FACTS / "service_tasks.txt").read_text())
+    tasks = parse_service_tasks(recorded("service_tasks"))
     assert len(tasks) == 10 and {t.slot_name for t in tasks} == {"1", "2", "3"}
     assert tasks[0] == Task(task_id="j7x06kgukd8lcbuhk98a9enxz", slot=1, name="registration_api.1", node="worker-2")
 

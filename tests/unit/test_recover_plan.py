@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -22,10 +21,10 @@ from cluster.plans.recover import (
 )
 from cluster.plans.swarm import JOIN_CONTINUES, TokenRole, token_secret
 from tests.unit.fake_runner import lab_shaped_inventory
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
-MANAGER = (FACTS / "swarm_manager.json").read_text()
-NODES = parse_nodes((FACTS / "nodes.jsonl").read_text())
+MANAGER = recorded("swarm_manager")
+NODES = parse_nodes(recorded("nodes"))
 
 
 @pytest.fixture
