@@ -20,6 +20,7 @@ from cluster.config import Config, load_config
 from cluster.errors import SwarmlabError
 from cluster.lab import provider as lab
 from cluster.progress import TIMINGS, say
+from cluster.reads import find_leader
 from cluster.session import Session, open_session
 from cluster.tasks.backup import backup as take_backup
 from cluster.tasks.backup import restore as load_backup
@@ -44,7 +45,6 @@ from cluster.tasks.services import scale as set_replicas
 from cluster.tasks.services import update as roll_out
 from cluster.tasks.status import cluster_map, cluster_status, rates_report, status_report, table
 from cluster.tasks.swarm import drain_managers as drain
-from cluster.tasks.swarm import find_leader
 from cluster.tasks.swarm import swarm_init as init
 from cluster.tasks.swarm import swarm_join as join
 from cluster.workload import Workload, load_workload

@@ -7,22 +7,24 @@ import time
 from collections.abc import Sequence
 
 from cluster.errors import CommandFailed, SwarmlabError
-from cluster.facts import NODES_COMMAND, NodeFacts, parse_nodes, swarm_state_command
+from cluster.facts import read
+from cluster.facts.managers import Quorum
+from cluster.facts.services import SWARM_STATE
+from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.jointokens import read_join_tokens
 from cluster.operations import Plan, Wait
 from cluster.plans.nodes import MOVE_TIMEOUT, expected_after, placed_verdict
-from cluster.plans.recover import Quorum, RecoverRefused, choose_survivor, plan_reform, plan_rejoin
+from cluster.plans.recover import RecoverRefused, choose_survivor, plan_reform, plan_rejoin
 from cluster.plans.swarm import TokenRole, token_secret, tokens_needed
 from cluster.progress import PhaseResult, phase
+from cluster.reads import probe_manager, probe_managers, swarm_state
 from cluster.session import Session
 from cluster.tasks.registry import configure_registry
-from cluster.tasks.services import swarm_state
-from cluster.tasks.status import probe_manager, probe_managers
 from cluster.tasks.swarm import drain_managers
 
 
-def _ready_manager(name: str, listed: tuple[NodeFacts, ...]) -> bool:
+def _ready_manager(name: str, listed: tuple[SwarmNode, ...]) -> bool:
     return any(
         n.hostname == name and n.role == "manager" and n.state == "ready" and n.reachability == "reachable"
         for n in listed
@@ -55,7 +57,7 @@ def bring_back(
         probe = probe_manager(runner, node)
         if not probe.answers:
             return f"{node.name} still does not answer: {probe.problem}"
-    listed = parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
+    listed = read(runner, leader, NODES)
     plan = plan_rejoin(node, probe, listed, leader, role)
     needed = tokens_needed(plan)
     tokens = _tokens(session, leader, needed) if needed and not session.dry_run else {}
@@ -94,7 +96,7 @@ def converge(session: Session, leader: Node) -> None:
         state = swarm_state(session.runner, leader)
         wait = Wait(
             leader.name,
-            swarm_state_command(),
+            SWARM_STATE.command,
             placed_verdict(expected_after(state, state.nodes)),
             "every service runs its replicas, healthy",
             MOVE_TIMEOUT,
@@ -110,7 +112,7 @@ QUORUM_RETRY = 3.0
 LEADERLESS = ("does not have a leader", "context deadline exceeded")
 
 
-def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tuple[NodeFacts, ...]]:
+def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tuple[SwarmNode, ...]]:
     """The managers' answers once they agree with themselves: quorum lost, or quorum with the node
     list a leader gives (a manager that cannot give it while it "sees" a leader is asked again)."""
     runner, deadline = session.runner, time.monotonic() + QUORUM_SETTLE
@@ -123,7 +125,7 @@ def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tup
         if len(quorum.answering) >= quorum.needed or late:
             # Past the deadline, a leader still seen is real: the silent managers are only out of our reach.
             try:
-                return quorum, parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
+                return quorum, read(runner, leader, NODES)
             except CommandFailed as error:
                 if late or not any(marker in error.output for marker in LEADERLESS):
                     raise
