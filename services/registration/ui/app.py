@@ -10,7 +10,6 @@ call whose answer was lost (an API task replaced mid-request) without a double e
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import socket
@@ -26,7 +25,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import AfterValidator, Field
 
-from registration.common.deadline import Deadline, backoff_delays
+from registration.common.deadline import Deadline, backoff_delays, retry_until
 from registration.common.emails import InvalidEmail, normalize_email
 from registration.common.settings import Bool, EnvSettings, Float, Int, Password, UserName
 from registration.common.text import clean_name
@@ -97,23 +96,30 @@ def http_api_post(client: httpx.AsyncClient, budget: float) -> ApiPost:
 
     async def post(path: str, payload: dict[str, Any], ctx: ApiContext) -> tuple[int, Any]:
         deadline = Deadline(budget)
-        delay = backoff_delays()
         headers = {"Idempotency-Key": ctx.key}
         if ctx.client:
             headers["X-Forwarded-For"] = ctx.client
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                resp = await client.post(path, json=payload, headers=headers, timeout=max(0.1, deadline.remaining()))
-                break
-            except httpx.HTTPError as exc:
-                pause = min(delay(attempt), deadline.remaining())
-                if deadline.remaining() - pause <= 0.1:
-                    log.warning("API call %s failed: %s", path, type(exc).__name__)
-                    return 503, "backend_unavailable"
-                log.info("API call %s failed (%s); retrying", path, type(exc).__name__)
-                await asyncio.sleep(pause)
+
+        async def send() -> httpx.Response:
+            return await client.post(path, json=payload, headers=headers, timeout=max(0.1, deadline.remaining()))
+
+        def retrying(error: BaseException, attempt: int, pause: float) -> None:
+            log.info("API call %s failed (%s); retrying", path, type(error).__name__)
+
+        try:
+            resp = await retry_until(
+                deadline,
+                send,
+                transient=(httpx.HTTPError,),
+                what=f"API call {path}",
+                delay=backoff_delays(),  # full jitter, 0.25 s doubling to 4 s
+                reserve=0.1,
+                on_retry=retrying,
+                reraise=True,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("API call %s failed: %s", path, type(exc).__name__)
+            return 503, "backend_unavailable"
         try:
             return resp.status_code, resp.json().get("results")
         except (ValueError, AttributeError):
