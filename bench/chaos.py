@@ -40,10 +40,11 @@ import matplotlib.pyplot as plt
 
 from bench.common import FAB, NUMBERS_PAGE, OUT, ROOT, replace_block, write_report
 from cluster.config import load_config
-from cluster.facts import parse_services, stack_services_command
+from cluster.facts import read
+from cluster.facts.services import stack_services
 from cluster.inventory import load_inventory
+from cluster.reads import find_leader
 from cluster.runners import Nodes
-from cluster.tasks.swarm import find_leader
 
 ENV = {
     "SWARMLAB_CLUSTER": "chaos",
@@ -120,7 +121,7 @@ class Lab:
             leader = find_leader(self.nodes)
         except Exception:  # no manager answers (quorum lost): not converged
             return False
-        states = parse_services(self.nodes.run(leader, stack_services_command(STACK), check=False).stdout)
+        states = read(self.nodes, leader, stack_services(STACK), check=False)
         return bool(states) and all(s.settled for s in states)
 
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from cluster.errors import SwarmlabError
 from cluster.inventory import Node
 from cluster.plans.clustermap import map_images
+from cluster.plans.recover import Rejoined
 from cluster.progress import Timings
+from cluster.reads import find_leader
 from cluster.session import Session
-from cluster.tasks import backup, clustermap, deploy, haproxy, images, nfs, prune, recover, registry, swarm
-from cluster.tasks.swarm import find_leader
+from cluster.tasks import backup, clustermap, converge, deploy, haproxy, images, nfs, prune, recover, registry, swarm
 from cluster.workload import Workload
 
 
@@ -34,7 +35,7 @@ class FlowState:
     images: dict[str, str] = field(default_factory=dict)
     map_image: str = ""
     deployed: deploy.DeployedStack | None = None
-    rejoined: recover.Rejoined | None = None
+    rejoined: Rejoined | None = None
 
     @property
     def timings(self) -> Timings:
@@ -156,7 +157,7 @@ def _bring_back_members(state: FlowState) -> None:
 
 
 def _converge(state: FlowState) -> None:
-    recover.converge(state.session, state.the_leader())
+    converge.converge(state.session, state.the_leader())
 
 
 def _missing_nodes(state: FlowState) -> None:

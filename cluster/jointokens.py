@@ -10,21 +10,19 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from cluster.errors import SwarmlabError
+from cluster.facts import read
+from cluster.facts.swarm import join_token
 from cluster.inventory import Node
 from cluster.runners import Runner
 
 Role = TypeVar("Role", bound=str)
 
 
-def join_token_command(role: str) -> str:
-    return f"docker swarm join-token -q {role}"
-
-
 def read_join_tokens(runner: Runner, leader: Node, roles: Iterable[Role]) -> dict[Role, str]:
     """Each role's join token (role: "manager" or "worker"), as the leader gives it now."""
     found = {}
     for role in roles:
-        token = runner.run(leader, join_token_command(role)).stdout.strip()
+        token = read(runner, leader, join_token(role))
         if not token:
             raise SwarmlabError(
                 f"{leader.name} gives an empty {role} join token (seen after re-forming a swarm: moby/swarmkit#2651). "

@@ -24,6 +24,8 @@ from cluster.archive import tar_bytes
 from cluster.config import Config
 from cluster.errors import ConfigError, ConfigErrors, SwarmlabError
 from cluster.executor import Executor
+from cluster.facts import read
+from cluster.facts.daemons import image_present
 from cluster.images import BaseImage
 from cluster.inventory import Inventory, Node, Role, dump_inventory, load_inventory
 from cluster.lab import keys
@@ -52,7 +54,6 @@ from cluster.lab.topology import (
 )
 from cluster.operations import Plan, Run, Wait
 from cluster.parallel import at_once
-from cluster.plans.images import base_present_command
 from cluster.progress import PhaseResult, Timings, say
 from cluster.runners import Nodes
 from cluster.state import StatePaths, remove_dir, write_private
@@ -86,7 +87,7 @@ class LabProvider:
         """The lab built the base image locally for its node image: hand it to the storage node's
         engine through the local Docker API (`docker save` into the container, no compression, no SSH)
         instead of debootstrapping it again there. Over SFTP with gzip it took about 9 s."""
-        if executor.runner.run(storage, base_present_command(base)).stdout.strip() == "yes":
+        if read(executor.runner, storage, image_present(base.tag)):
             progress.note(f"{base.tag} present on {storage.name}")
             return
         if executor.dry_run:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.errors import SwarmlabError
-from cluster.facts import NODES_COMMAND, NodeFacts
+from cluster.facts.swarm import LOCAL_NODE_STATE, NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.operations import Fetch, Plan, Run, Wait, Write
 from cluster.plans.recover import leader_verdict, manager_ready_verdict
@@ -31,7 +31,6 @@ REMOTE_DIR = f"{NODE_WORK_DIR}/backup"
 SWARM_PARENT, SWARM_BASENAME = posixpath.split(SWARM_DIR)
 ENGINE_STOP_TIMEOUT = 60
 RETURN_TIMEOUT = 180
-SYSTEMD_COMMAND = "test -d /run/systemd/system && echo yes || echo no"
 
 
 class BackupRefused(SwarmlabError):
@@ -49,7 +48,7 @@ def engine_commands(systemd: bool) -> tuple[str, str]:
     return stop, "setsid -f dockerd >>/var/log/dockerd.log 2>&1 </dev/null"
 
 
-def choose_manager(nodes: Sequence[NodeFacts]) -> NodeFacts:
+def choose_manager(nodes: Sequence[SwarmNode]) -> SwarmNode:
     """A reachable manager that is not the leader, whose engine may stop while the others keep quorum."""
     managers = [n for n in nodes if n.role == "manager"]
     up = [n for n in managers if n.state == "ready" and n.reachability == "reachable"]
@@ -78,7 +77,7 @@ def plan_swarm_backup(manager: str, leader: str, systemd: bool, local: Path, sta
             Run(manager, archive, f"swarm state archived on {manager} (engine stopped meanwhile)", changes=False),
             Wait(
                 leader,
-                NODES_COMMAND,
+                NODES.command,
                 manager_ready_verdict(manager),
                 f"{manager} back as a reachable manager",
                 RETURN_TIMEOUT,
@@ -147,11 +146,8 @@ def plan_data_restore(item: Located, content: bytes, stamp: str) -> Plan:
     )
 
 
-SWARM_STATE_COMMAND = "docker info --format '{{.Swarm.LocalNodeState}}'"
-
-
 def _engine_back(output: str) -> Verdict:
-    state = output.strip()
+    state = LOCAL_NODE_STATE.parse(output)
     if state == "locked":
         return Verdict.failure("the restored swarm is locked (autolock): run `docker swarm unlock` there with its key")
     return Verdict.ready(f"engine up, swarm {state}") if state else Verdict.waiting("the engine does not answer yet")
@@ -174,13 +170,13 @@ def plan_swarm_restore(target: Node, archive: bytes, systemd: bool, stamp: str) 
             Run(name, f"mkdir -p -m 700 {REMOTE_DIR}", "a private scratch directory", changes=False),
             Write(name, remote, archive, f"the swarm state of {stamp} uploaded", mode=0o600),
             Run(name, swap, f"swarm state of {stamp} in place on {name} (its own kept in {kept})"),
-            Wait(name, SWARM_STATE_COMMAND, _engine_back, f"{name}'s engine back", RETURN_TIMEOUT, 2),
+            Wait(name, LOCAL_NODE_STATE.command, _engine_back, f"{name}'s engine back", RETURN_TIMEOUT, 2),
             Run(
                 name,
                 f"docker swarm init --force-new-cluster --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT}",
                 f"swarm re-formed on {name} from the backup",
             ),
-            Wait(name, NODES_COMMAND, leader_verdict, f"{name} leads", RETURN_TIMEOUT, 2),
+            Wait(name, NODES.command, leader_verdict, f"{name} leads", RETURN_TIMEOUT, 2),
             *(
                 Run(
                     name,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import haproxy.model as haproxy
-from cluster.facts import MAP_CONTAINER, MapFacts
+from cluster.facts.daemons import MAP_CONTAINER, MapFacts
 from cluster.operations import Operation, Parallel, Plan, Run, Wait
 from cluster.waiting import Verdict
 from cluster.workload import REPO_ROOT, ImageSpec, Manifest, Workload

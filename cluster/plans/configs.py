@@ -18,12 +18,6 @@ from cluster.operations import Plan, Run, Write
 from cluster.workload import ConfigSpec
 
 REMOTE_CONFIGS = f"{topology.NODE_WORK_DIR}/configs"
-CONFIG_LIST_COMMAND = "docker config ls --format '{{.Name}}'"
-# The configs some service still mounts (Docker refuses to remove those).
-CONFIGS_IN_USE_COMMAND = (
-    'ids=$(docker service ls -q); [ -z "$ids" ] || docker service inspect --format '
-    "'{{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{println .ConfigName}}{{end}}' $ids"
-)
 DIGEST_LENGTH = 12
 
 

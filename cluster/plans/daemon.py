@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from cluster.facts import DaemonFacts
+from cluster.facts.daemons import DaemonFacts
 from cluster.operations import Operation, Plan, Run, Wait, Write
 from cluster.waiting import Verdict
 from rendering.daemon import DaemonSpec

@@ -8,12 +8,12 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cluster.facts.storage import RegistryCheck
 from cluster.images import BaseImage, Build
 from cluster.operations import Operation, Parallel, Plan, Run, Write
-from registry.model import trust_dir, trust_path
+from registry.model import trust_dir
 
 REMOTE_DIR = "/var/tmp/swarmlab"
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 BUILD_TIMEOUT = 900
 COPY_TIMEOUT = 300
 
@@ -29,37 +29,6 @@ class ImageCache:
 
     def entry(self, build: Build) -> str:
         return f"{self.path}/{build.name}-{build.context.tag}"
-
-
-@dataclass(frozen=True)
-class RegistryCheck:
-    """What the storage node answered: the images the registry has, and those the image cache has."""
-
-    present: frozenset[str]
-    cached: frozenset[str]
-
-
-def registry_check_command(builds: Sequence[Build], registry: str, cache: ImageCache | None = None) -> str:
-    """`name:tag yes|no yes|no` for each image (in the registry? in the image cache?), in one round
-    trip to the storage node: the registry asked over TLS, verified with the CA the engines trust for
-    it; a finished cache entry has its manifest (entries are renamed into place when complete)."""
-    refs = " ".join(f"{b.name}:{b.context.tag}" for b in builds)
-    url = f"https://{registry}/v2/swarmlab/$name/manifests/$tag"
-    in_cache = f'[ -f "{cache.path}/$name-$tag/manifest.json" ]' if cache else "false"
-    return (
-        f"for ref in {refs}; do name=${{ref%%:*}}; tag=${{ref#*:}}; "
-        f"if curl -sf -o /dev/null --cacert {trust_path(registry)} -H 'Accept: {MANIFEST_V2}' {url}; "
-        f"then r=yes; else r=no; fi; if {in_cache}; then c=yes; else c=no; fi; "
-        'echo "$ref $r $c"; done'
-    )
-
-
-def parse_registry_check(output: str) -> RegistryCheck:
-    answers = [line.split() for line in output.splitlines() if len(line.split()) == 3]
-    return RegistryCheck(
-        frozenset(ref for ref, registry, _ in answers if registry == "yes"),
-        frozenset(ref for ref, _, cached in answers if cached == "yes"),
-    )
 
 
 def to_build(builds: Sequence[Build], check: RegistryCheck) -> list[Build]:
@@ -145,10 +114,6 @@ def _build_and_push(storage: str, build: Build, cache: ImageCache | None) -> Run
         timeout=BUILD_TIMEOUT,
         hint="the build log tail is above",
     )
-
-
-def base_present_command(base: BaseImage) -> str:
-    return f"docker image inspect {base.tag} >/dev/null 2>&1 && echo yes || echo no"
 
 
 def plan_base_on_node(node: str, base: BaseImage, present: bool) -> Plan:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from cluster.facts import ServiceState
+from cluster.facts.services import Service, stack_replicas
 from cluster.waiting import Verdict
 
 ANCHOR_SERVICE = "network-anchor"
@@ -57,20 +57,13 @@ def anchor_stack(document: Mapping[str, Any]) -> str | None:
     return yaml.safe_dump(body, sort_keys=False)
 
 
-def anchor_command(stack: str) -> str:
-    return (
-        f"docker service ls --filter label=com.docker.stack.namespace={stack} "
-        "--format '{{.Name}}|{{.Replicas}}'"
-    )
-
-
 def anchor_verdict(stack: str) -> Callable[[str], Verdict]:
     name = f"{stack}_{ANCHOR_SERVICE}"
 
     def verdict(output: str) -> Verdict:
-        replicas = next((line.split("|", 1)[1] for line in output.splitlines() if line.startswith(name + "|")), "")
-        if ServiceState(name, replicas.strip()).all_running:
-            return Verdict.ready(f"{name} runs on every worker ({replicas.strip()})")
-        return Verdict.waiting(f"{name} {replicas.strip() or 'not created yet'}")
+        anchor = next((s for s in stack_replicas(stack).parse(output) if s.name == name), Service(name))
+        if anchor.all_running:
+            return Verdict.ready(f"{name} runs on every worker ({anchor.replica_status})")
+        return Verdict.waiting(f"{name} {anchor.replica_status or 'not created yet'}")
 
     return verdict

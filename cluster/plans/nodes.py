@@ -10,14 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from cluster.errors import SwarmlabError
-from cluster.facts import (
-    NodeFacts,
-    SwarmState,
-    parse_running_tasks,
-    parse_services_and_tasks,
-    running_tasks_command,
-    swarm_state_command,
-)
+from cluster.facts.services import SWARM_STATE, SwarmState
+from cluster.facts.swarm import SwarmNode, running_on
+from cluster.facts.text import parse_lines
 from cluster.operations import Plan, Run, Wait
 from cluster.plans.services import capacity, last_error, running_tasks, wanted_count
 from cluster.waiting import Verdict
@@ -29,7 +24,7 @@ class NodeError(SwarmlabError):
     """A node request that cannot be met: unknown node, or one that would leave a service nowhere to run."""
 
 
-def find_node(nodes: Sequence[NodeFacts], name: str) -> NodeFacts:
+def find_node(nodes: Sequence[SwarmNode], name: str) -> SwarmNode:
     found = [n for n in nodes if n.hostname == name]
     if not found:
         raise NodeError(f"{name} is not a member of the swarm (members: {', '.join(n.hostname for n in nodes)})")
@@ -39,7 +34,7 @@ def find_node(nodes: Sequence[NodeFacts], name: str) -> NodeFacts:
 
 def empty_verdict(name: str) -> Callable[[str], Verdict]:
     def verdict(output: str) -> Verdict:
-        running = parse_running_tasks(output)
+        running = parse_lines(output)
         return Verdict.waiting(f"still on {name}: {', '.join(running)}") if running else Verdict.ready("none left")
 
     return verdict
@@ -49,7 +44,7 @@ def placed_verdict(expected: Mapping[str, int]) -> Callable[[str], Verdict]:
     """Every service runs at least the replicas expected of it (healthy)."""
 
     def verdict(output: str) -> Verdict:
-        state = parse_services_and_tasks(output)
+        state = SWARM_STATE.parse(output)
         lagging = []
         for service in state.services:
             want = expected.get(service.name, 0)
@@ -64,15 +59,15 @@ def placed_verdict(expected: Mapping[str, int]) -> Callable[[str], Verdict]:
     return verdict
 
 
-def expected_after(state: SwarmState, nodes: Sequence[NodeFacts]) -> dict[str, int]:
+def expected_after(state: SwarmState, nodes: Sequence[SwarmNode]) -> dict[str, int]:
     return {s.name: wanted_count(s, nodes) for s in state.services}
 
 
 def _placed_wait(leader: str, expected: Mapping[str, int], what: str) -> Wait:
-    return Wait(leader, swarm_state_command(), placed_verdict(expected), what, MOVE_TIMEOUT, 3)
+    return Wait(leader, SWARM_STATE.command, placed_verdict(expected), what, MOVE_TIMEOUT, 3)
 
 
-def _with(nodes: Sequence[NodeFacts], node: NodeFacts, availability: str) -> tuple[NodeFacts, ...]:
+def _with(nodes: Sequence[SwarmNode], node: SwarmNode, availability: str) -> tuple[SwarmNode, ...]:
     return tuple(replace(n, availability=availability) if n.node_id == node.node_id else n for n in nodes)
 
 
@@ -101,7 +96,7 @@ def plan_drain_node(leader: str, name: str, state: SwarmState) -> Plan:
             Run(leader, f"docker node update --availability drain {node.node_id}", f"{name} drained"),
             Wait(
                 leader,
-                running_tasks_command([node.node_id]),
+                running_on([node.node_id]).command,
                 empty_verdict(name),
                 f"no task runs on {name}",
                 MOVE_TIMEOUT,

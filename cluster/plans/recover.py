@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cluster.errors import SwarmlabError
-from cluster.facts import NODES_COMMAND, ManagerProbe, NodeFacts, parse_nodes
+from cluster.facts.managers import ManagerProbe, Quorum
+from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.operations import Plan, Run, Wait
 from cluster.plans.swarm import TokenRole, join_command, token_secret
@@ -27,39 +28,6 @@ JOIN_TIMEOUT = 120
 
 class RecoverRefused(SwarmlabError):
     """Recovery would be wrong or impossible now; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Quorum:
-    """What the managers of the inventory say about the swarm's Raft majority."""
-
-    probes: tuple[ManagerProbe, ...]
-
-    @property
-    def answering(self) -> tuple[ManagerProbe, ...]:
-        """Managers whose engine answers and still holds swarm manager state."""
-        return tuple(p for p in self.probes if p.answers and p.is_manager)
-
-    @property
-    def has_quorum(self) -> bool:
-        return any(p.sees_leader for p in self.probes)
-
-    @property
-    def leader_seen_by(self) -> str:
-        return next((p.name for p in self.probes if p.sees_leader), "")
-
-    @property
-    def members(self) -> int:
-        """The Raft membership as the answering managers know it (the inventory's count otherwise)."""
-        known = [len(p.info.managers) for p in self.answering if p.info is not None and p.info.managers]
-        return max(known) if known else len(self.probes)
-
-    @property
-    def needed(self) -> int:
-        return self.members // 2 + 1
-
-    def summary(self) -> str:
-        return f"{len(self.answering)} of {self.members} managers answer; Raft needs {self.needed}"
 
 
 def choose_survivor(quorum: Quorum) -> ManagerProbe:
@@ -89,7 +57,7 @@ def remove_command(node_id: str, role: str) -> str:
 
 
 def leader_verdict(output: str) -> Verdict:
-    leaders = [n.hostname for n in parse_nodes(output) if n.leader]
+    leaders = [n.hostname for n in NODES.parse(output) if n.leader]
     return Verdict.ready(f"{leaders[0]} leads") if leaders else Verdict.waiting("no leader yet")
 
 
@@ -105,7 +73,7 @@ def plan_reform(survivor: Node, probe: ManagerProbe, managers: Sequence[Node]) -
             f"docker swarm init --force-new-cluster --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT}",
             f"swarm re-formed on {survivor.name}, the most up-to-date manager that answers",
         ),
-        Wait(survivor.name, NODES_COMMAND, leader_verdict, f"{survivor.name} leads", LEADER_TIMEOUT, 2),
+        Wait(survivor.name, NODES.command, leader_verdict, f"{survivor.name} leads", LEADER_TIMEOUT, 2),
         *(
             Run(
                 survivor.name,
@@ -129,7 +97,7 @@ def member_ready_verdict(name: str, role: TokenRole, node_id: str = "") -> Calla
     `node_id`, when given."""
 
     def verdict(output: str) -> Verdict:
-        for node in parse_nodes(output):
+        for node in NODES.parse(output):
             if node.hostname == name and (not node_id or node.node_id == node_id):
                 reachable = role is TokenRole.WORKER or node.reachability == "reachable"
                 if node.role == role.value and node.state == "ready" and reachable:
@@ -147,7 +115,7 @@ def manager_ready_verdict(name: str, node_id: str = "") -> Callable[[str], Verdi
 
 
 def plan_rejoin(
-    node: Node, probe: ManagerProbe, members: Sequence[NodeFacts], leader: Node, role: TokenRole = TokenRole.MANAGER
+    node: Node, probe: ManagerProbe, members: Sequence[SwarmNode], leader: Node, role: TokenRole = TokenRole.MANAGER
 ) -> Plan:
     """Bring one node of the inventory back as a member with `role`: nothing if it is one, a wait if it
     is one that is returning, else remove its old entries, leave its stale state and join again."""
@@ -159,7 +127,7 @@ def plan_rejoin(
         if ready:
             return Plan(notes=(f"{name} is a Ready {role.value}",))
         verdict = member_ready_verdict(name, role, live)
-        return Plan((Wait(leader.name, NODES_COMMAND, verdict, f"{name} back", JOIN_TIMEOUT, 2),))
+        return Plan((Wait(leader.name, NODES.command, verdict, f"{name} back", JOIN_TIMEOUT, 2),))
     operations: list[Run | Wait] = []
     for old in (m for m in members if m.hostname == name):
         operations.append(
@@ -169,6 +137,26 @@ def plan_rejoin(
         operations.append(Run(name, "docker swarm leave --force", f"{name} left its stale swarm state"))
     operations += [
         Run(name, join_command(node, leader, slow_ok=True), f"{name} joined as {role.value}", stdin=token_secret(role)),
-        Wait(leader.name, NODES_COMMAND, member_ready_verdict(name, role), f"{name} Ready", JOIN_TIMEOUT, 2),
+        Wait(leader.name, NODES.command, member_ready_verdict(name, role), f"{name} Ready", JOIN_TIMEOUT, 2),
     ]
     return Plan(tuple(operations))
+
+
+@dataclass(frozen=True)
+class Rejoined:
+    """Nodes brought back: why each one is not (or ''), which nodes' machines the provider had to
+    bring back (their engines are new), and what to say if some are not back."""
+
+    problems: list[str]
+    restored: list[str]
+    unfinished: str
+
+    def raise_if_missing(self) -> None:
+        """The nodes that did not come back, as an error (after the steps that settle the others)."""
+        failed = [problem for problem in self.problems if problem]
+        if failed:
+            raise SwarmlabError(
+                f"{self.unfinished}:\n"
+                + "\n".join(f"- {problem}" for problem in failed)
+                + "\nFix: bring their machines back, then run `fab recover`"
+            )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cluster.facts import CA_COMMAND, CaFacts, parse_ca
+from cluster.facts.swarm import CA, CaFacts
 from cluster.operations import Plan, Run, Wait
 from cluster.plans.swarm import TokenRole
 from cluster.waiting import Verdict
@@ -35,7 +35,7 @@ def ca_verdict(before: str) -> Callable[[str], Verdict]:
     """The root CA changed, the rotation is over, and every node that is up holds a certificate of it."""
 
     def verdict(output: str) -> Verdict:
-        facts = parse_ca(output)
+        facts = CA.parse(output)
         pending = [f"{host} ({tls})" for host, status, tls in facts.nodes if status == "Ready" and tls != "Ready"]
         if facts.issuer_key == before or facts.rotating or pending:
             return Verdict.waiting("nodes still renewing: " + (", ".join(pending) or "the new root is not in use yet"))
@@ -46,7 +46,7 @@ def ca_verdict(before: str) -> Callable[[str], Verdict]:
 
 def plan_rotate_ca(leader: str, facts: CaFacts) -> Plan:
     """A new root CA: Swarm cross-signs it, every node renews its certificate, then the old root goes."""
-    wait = Wait(leader, CA_COMMAND, ca_verdict(facts.issuer_key), "every node renewed its certificate", CA_TIMEOUT, 3)
+    wait = Wait(leader, CA.command, ca_verdict(facts.issuer_key), "every node renewed its certificate", CA_TIMEOUT, 3)
     if facts.rotating:
         return Plan((wait,), ("a root CA rotation is already in progress: waiting for it to finish",))
     down = [host for host, status, _ in facts.nodes if status != "Ready"]

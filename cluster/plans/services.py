@@ -13,14 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 from cluster.errors import SwarmlabError
-from cluster.facts import (
-    NodeFacts,
-    ServiceFacts,
-    SwarmState,
-    TaskFacts,
-    parse_services_and_tasks,
-    service_status_command,
-)
+from cluster.facts.services import Service, SwarmState, Task, service_status
+from cluster.facts.swarm import SwarmNode
 from cluster.operations import Plan, Run, Wait
 from cluster.waiting import Verdict
 
@@ -36,7 +30,7 @@ class ServiceError(SwarmlabError):
 # --- which service, which nodes -------------------------------------------------------------------
 
 
-def resolve_service(services: Sequence[ServiceFacts], name: str, stack: str) -> ServiceFacts:
+def resolve_service(services: Sequence[Service], name: str, stack: str) -> Service:
     """A service by its full name (`stack_service`) or by its short name within `stack`."""
     by_name = {s.name: s for s in services}
     for candidate in (name, f"{stack}_{name}"):
@@ -48,7 +42,7 @@ def resolve_service(services: Sequence[ServiceFacts], name: str, stack: str) -> 
     raise ServiceError(f"no service {name!r} in stack {stack!r} nor by that full name. Services: {known}")
 
 
-def short_name(service: ServiceFacts) -> str:
+def short_name(service: Service) -> str:
     return service.name.removeprefix(f"{service.stack}_") if service.stack else service.name
 
 
@@ -60,7 +54,7 @@ def _constraint(expression: str) -> tuple[str, str, str] | None:
     return None
 
 
-def matches(constraint: str, node: NodeFacts) -> bool | None:
+def matches(constraint: str, node: SwarmNode) -> bool | None:
     """Whether a node meets a placement constraint; None when it is not one this reads (engine labels...)."""
     parsed = _constraint(constraint)
     if parsed is None:
@@ -81,12 +75,12 @@ def matches(constraint: str, node: NodeFacts) -> bool | None:
     return (actual == value) if operator == "==" else (actual != value)
 
 
-def eligible_nodes(service: ServiceFacts, nodes: Sequence[NodeFacts]) -> tuple[NodeFacts, ...]:
+def eligible_nodes(service: Service, nodes: Sequence[SwarmNode]) -> tuple[SwarmNode, ...]:
     """Nodes that may run the service's tasks: Ready, Active, and meeting every constraint this reads."""
     return tuple(n for n in nodes if n.schedulable and all(matches(c, n) is not False for c in service.constraints))
 
 
-def capacity(service: ServiceFacts, nodes: Sequence[NodeFacts]) -> int | None:
+def capacity(service: Service, nodes: Sequence[SwarmNode]) -> int | None:
     """How many tasks the service can run at most on these nodes; None: no limit."""
     eligible = eligible_nodes(service, nodes)
     if service.mode.startswith("global"):
@@ -96,11 +90,11 @@ def capacity(service: ServiceFacts, nodes: Sequence[NodeFacts]) -> int | None:
     return len(eligible) * service.max_per_node if service.max_per_node else None
 
 
-def running_tasks(state: SwarmState, service: ServiceFacts) -> tuple[TaskFacts, ...]:
+def running_tasks(state: SwarmState, service: Service) -> tuple[Task, ...]:
     return tuple(t for t in state.tasks_of(service) if t.running)
 
 
-def wanted_count(service: ServiceFacts, nodes: Sequence[NodeFacts]) -> int:
+def wanted_count(service: Service, nodes: Sequence[SwarmNode]) -> int:
     """The replicas the swarm can actually run: its replica count, or one per eligible node (global)."""
     limit = capacity(service, nodes)
     if service.mode.startswith("global"):
@@ -108,7 +102,7 @@ def wanted_count(service: ServiceFacts, nodes: Sequence[NodeFacts]) -> int:
     return service.replicas if limit is None else min(service.replicas, limit)
 
 
-def last_error(state: SwarmState, service: ServiceFacts, image: str = "") -> str:
+def last_error(state: SwarmState, service: Service, image: str = "") -> str:
     """The newest task error of the service (of `image` first, when given), with its node."""
     failed = sorted((t for t in state.tasks_of(service) if t.error), key=lambda t: t.timestamp)
     preferred = [t for t in failed if image and same_image(t.image, image)] or failed
@@ -128,8 +122,8 @@ def same_image(reference: str, wanted: str) -> bool:
 # --- waits ------------------------------------------------------------------------------------------
 
 
-def _status(output: str, name: str) -> tuple[SwarmState, ServiceFacts | None]:
-    state = parse_services_and_tasks(output)
+def _status(output: str, name: str) -> tuple[SwarmState, Service | None]:
+    state = service_status(name).parse(output)
     return state, next((s for s in state.services if s.name == name), None)
 
 
@@ -191,10 +185,10 @@ def update_verdict(name: str, before: str, image: str = "", rollback: bool = Fal
     return verdict
 
 
-def _wait_update(leader: str, service: ServiceFacts, what: str, image: str = "", rollback: bool = False) -> Wait:
+def _wait_update(leader: str, service: Service, what: str, image: str = "", rollback: bool = False) -> Wait:
     return Wait(
         leader,
-        service_status_command(service.name),
+        service_status(service.name).command,
         update_verdict(service.name, service.update_started, image, rollback),
         what,
         UPDATE_TIMEOUT,
@@ -205,7 +199,7 @@ def _wait_update(leader: str, service: ServiceFacts, what: str, image: str = "",
 # --- planners -----------------------------------------------------------------------------------------
 
 
-def plan_scale(leader: str, service: ServiceFacts, replicas: int, nodes: Sequence[NodeFacts], running: int) -> Plan:
+def plan_scale(leader: str, service: Service, replicas: int, nodes: Sequence[SwarmNode], running: int) -> Plan:
     """Set the replica count, then wait until exactly that many tasks run, healthy.
 
     Refused, changing nothing, when placement makes the count impossible.
@@ -228,7 +222,7 @@ def plan_scale(leader: str, service: ServiceFacts, replicas: int, nodes: Sequenc
         )
     wait = Wait(
         leader,
-        service_status_command(name),
+        service_status(name).command,
         replicas_verdict(name, replicas),
         f"{name}: {replicas} replicas running",
         SCALE_TIMEOUT,
@@ -242,7 +236,7 @@ def plan_scale(leader: str, service: ServiceFacts, replicas: int, nodes: Sequenc
     return Plan((Run(leader, command, f"{name} scaled from {service.replicas} to {replicas}"), wait))
 
 
-def plan_update(leader: str, service: ServiceFacts, image: str, force: bool) -> Plan:
+def plan_update(leader: str, service: Service, image: str, force: bool) -> Plan:
     """A rolling update to `image` (or of the same spec, with force), waited for to completion."""
     name = service.name
     if not image and not force:
@@ -259,7 +253,7 @@ def plan_update(leader: str, service: ServiceFacts, image: str, force: bool) -> 
     )
 
 
-def plan_rollback(leader: str, service: ServiceFacts) -> Plan:
+def plan_rollback(leader: str, service: Service) -> Plan:
     """Back to the previous spec, unless the service was already rolled back: a second rollback would
     roll forward again, onto the spec that failed."""
     name = service.name
@@ -280,7 +274,7 @@ def plan_rollback(leader: str, service: ServiceFacts) -> Plan:
     )
 
 
-def spread(state: SwarmState, service: ServiceFacts) -> dict[str, int]:
+def spread(state: SwarmState, service: Service) -> dict[str, int]:
     """Running tasks per eligible node (hostname), zeros included."""
     eligible = {n.hostname for n in eligible_nodes(service, state.nodes)}
     counts = Counter(state.hostname(t.node_id) for t in running_tasks(state, service))
@@ -314,7 +308,7 @@ def even_verdict(name: str, replicas: int) -> Callable[[str], Verdict]:
     return verdict
 
 
-def _respread(leader: str, service: ServiceFacts, extra: int) -> tuple[Run | Wait, ...]:
+def _respread(leader: str, service: Service, extra: int) -> tuple[Run | Wait, ...]:
     """Scale by `extra` tasks and back, in the order the service's own updates use.
 
     Swarm places new tasks on the nodes with the fewest tasks of the service, and scaling down removes
@@ -325,7 +319,7 @@ def _respread(leader: str, service: ServiceFacts, extra: int) -> tuple[Run | Wai
     """
     name, replicas = service.name, service.replicas
     middle = replicas + extra if service.update_order == "start-first" else replicas - extra
-    status = service_status_command(name)
+    status = service_status(name).command
 
     def scale_to(count: int, why: str) -> Run:
         return Run(leader, f"docker service update --detach --replicas {count} {shlex.quote(name)}", why)

@@ -11,21 +11,14 @@ import yaml
 
 import topology
 from cluster.errors import SwarmlabError
-from cluster.facts import ServiceState, parse_services, stack_services_command
+from cluster.facts.services import Service, stack_replicas, stack_services
 from cluster.operations import Operation, Plan, Run, Wait, Write
-from cluster.plans.netjoin import ANCHOR_SERVICE, ANCHOR_TIMEOUT, anchor_command, anchor_stack, anchor_verdict
+from cluster.plans.netjoin import ANCHOR_SERVICE, ANCHOR_TIMEOUT, anchor_stack, anchor_verdict
 from cluster.waiting import Verdict
 from cluster.workload import DataDir
 
 REMOTE_STACKS = f"{topology.NODE_WORK_DIR}/stacks"
 CONVERGE_TIMEOUT = 300
-SECRET_LIST_COMMAND = "docker secret ls --format '{{.Name}}'"
-# The secrets some service still mounts (Docker refuses to remove those).
-SECRETS_IN_USE_COMMAND = (
-    'ids=$(docker service ls -q); [ -z "$ids" ] || docker service inspect --format '
-    "'{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{println .SecretName}}{{end}}' $ids"
-)
-STACK_LIST_COMMAND = "docker stack ls --format '{{.Name}}'"
 
 
 def choose_storage_mode(wanted: str, nfs_clients: Mapping[str, bool], shared: Mapping[str, bool]) -> str:
@@ -94,16 +87,18 @@ def plan_prune_secrets(
 
 def converged_verdict(stack: str) -> Callable[[str], Verdict]:
     def verdict(output: str) -> Verdict:
-        states = parse_services(output)
+        states = stack_services(stack).parse(output)
         failed = [s for s in states if s.failed]
         if failed:
-            details = "\n".join(f"- {s.name} ({s.update}): {s.last_error or 'no failed task recorded'}" for s in failed)
+            details = "\n".join(
+                f"- {s.name} ({s.update_state}): {s.last_error or 'no failed task recorded'}" for s in failed
+            )
             return Verdict.failure(f"the update of stack {stack} failed and Swarm rolled it back:\n{details}")
         lagging = [s for s in states if not s.converged]
         if not states:
             return Verdict.waiting(f"stack {stack} has no services yet")
         if lagging:
-            waiting = ", ".join(f"{s.name.removeprefix(stack + '_')} {s.replicas.split()[0]}" for s in lagging)
+            waiting = ", ".join(f"{s.name.removeprefix(stack + '_')} {s.replica_status.split()[0]}" for s in lagging)
             summary = f"{len(states) - len(lagging)}/{len(states)} services ready; waiting for {waiting}"
             errors = "".join(f"\n- {s.name}: {s.last_error}" for s in lagging if s.last_error)
             return Verdict.waiting(summary + errors)
@@ -116,7 +111,7 @@ def stack_diff(deployed: str, rendered: str) -> str:
     return "".join(difflib.unified_diff(deployed.splitlines(True), rendered.splitlines(True), "deployed", "rendered"))
 
 
-def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: Sequence[ServiceState]) -> Plan:
+def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: Sequence[Service]) -> Plan:
     """Deploy when the rendered stack differs from the deployed one, an update was rolled back, or a
     service of the stack is gone (`docker stack rm` or `docker service rm` by hand leaves the stored
     file as it was); then wait until every service has its replicas and its update completed.
@@ -131,7 +126,7 @@ def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: S
         wanted.add(f"{stack}_{ANCHOR_SERVICE}")
     wait = Wait(
         leader,
-        stack_services_command(stack),
+        stack_services(stack).command,
         converged_verdict(stack),
         "every service converged",
         CONVERGE_TIMEOUT,
@@ -157,7 +152,7 @@ def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: S
             Run(leader, f"docker stack deploy -c {anchor_remote} {stack}", f"the networks of {stack} and its anchor"),
             Wait(
                 leader,
-                anchor_command(stack),
+                stack_replicas(stack).command,
                 anchor_verdict(stack),
                 "every worker joined the stack's networks, one at a time",
                 ANCHOR_TIMEOUT,

@@ -10,14 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 
 from cluster.errors import SwarmlabError
-from cluster.facts import (
-    NODE_LIST_COMMAND,
-    SwarmInfo,
-    SwarmNode,
-    parse_node_list,
-    parse_running_tasks,
-    running_tasks_command,
-)
+from cluster.facts.swarm import NODE_LIST, SwarmInfo, SwarmNode, running_on
+from cluster.facts.text import parse_lines
 from cluster.inventory import Node, Role
 from cluster.operations import Parallel, Plan, Run, Wait
 from cluster.waiting import Verdict
@@ -104,7 +98,7 @@ def join_command(node: Node, leader: Node, slow_ok: bool = False) -> str:
 
 def ready_verdict(wanted: set[str]) -> Callable[[str], Verdict]:
     def verdict(output: str) -> Verdict:
-        ready = {m.hostname for m in parse_node_list(output) if m.status == "Ready"}
+        ready = {m.hostname for m in NODE_LIST.parse(output) if m.state == "ready"}
         missing = sorted(wanted - ready)
         if missing:
             return Verdict.waiting(f"not Ready yet: {', '.join(missing)}")
@@ -158,7 +152,7 @@ def plan_join(
         operations.append(Parallel(tuple(workers), "workers join"))
     wanted = {n.name for n in nodes}
     operations.append(
-        Wait(leader.name, NODE_LIST_COMMAND, ready_verdict(wanted), "every swarm node Ready", NODES_READY_TIMEOUT)
+        Wait(leader.name, NODE_LIST.command, ready_verdict(wanted), "every swarm node Ready", NODES_READY_TIMEOUT)
     )
     notes = () if managers or workers else ("every node is already a member with the right role",)
     return Plan(tuple(operations), notes)
@@ -170,7 +164,7 @@ def tokens_needed(plan: Plan) -> set[TokenRole]:
 
 
 def no_tasks_verdict(output: str) -> Verdict:
-    running = parse_running_tasks(output)
+    running = parse_lines(output)
     if running:
         return Verdict.waiting(f"still running on managers: {', '.join(running)}")
     return Verdict.ready("no task runs on a manager")
@@ -183,16 +177,16 @@ def plan_drain(members: Sequence[SwarmNode], managers: Sequence[Node], leader: N
         Run(
             leader.name,
             f"docker node update --availability drain {m.node_id}",
-            f"{m.hostname} drained (was {m.availability})",
+            f"{m.hostname} drained (was {m.availability.capitalize()})",
         )
         for m in members
-        if m.hostname in names and m.status == "Ready" and m.availability != "Drain"
+        if m.hostname in names and m.state == "ready" and m.availability != "drain"
     )
     manager_ids = [m.node_id for m in members if m.hostname in names]
     if not manager_ids:
         return Plan(notes=("no manager is a member yet: nothing to drain",))
     wait = Wait(
-        leader.name, running_tasks_command(manager_ids), no_tasks_verdict, "no task on a manager", DRAIN_TIMEOUT, 2
+        leader.name, running_on(manager_ids).command, no_tasks_verdict, "no task on a manager", DRAIN_TIMEOUT, 2
     )
     notes = () if drains else ("every manager is already drained",)
     return Plan((*drains, wait), notes)

@@ -8,9 +8,11 @@ from typing import Protocol, runtime_checkable
 
 from cluster.config import Config
 from cluster.executor import Executor
+from cluster.facts import read
+from cluster.facts.daemons import image_present
 from cluster.images import BaseImage
 from cluster.inventory import Inventory, Node
-from cluster.plans.images import base_present_command, plan_base_on_node
+from cluster.plans.images import plan_base_on_node
 from cluster.progress import PhaseResult, Timings
 
 
@@ -55,7 +57,7 @@ class BaseImageOnStorage:
     image_cache: str | None = None
 
     def supply_base_image(self, executor: Executor, storage: Node, base: BaseImage, progress: PhaseResult) -> None:
-        present = executor.runner.run(storage, base_present_command(base)).stdout.strip() == "yes"
+        present = read(executor.runner, storage, image_present(base.tag))
         executor.execute(plan_base_on_node(storage.name, base, present), progress)
 
 

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from cluster import backups
 from cluster.backups import BackupError, BackupManifest, DataPart, SwarmPart
-from cluster.facts import SwarmState, parse_lines, swarm_state_command
+from cluster.facts import read
+from cluster.facts.daemons import SYSTEMD
+from cluster.facts.listings import STACK_NAMES
+from cluster.facts.services import SWARM_STATE, SwarmState
 from cluster.inventory import Node
 from cluster.operations import Plan, Wait
 from cluster.plans.backup import (
-    SYSTEMD_COMMAND,
     BackupRefused,
     Located,
     choose_manager,
@@ -28,17 +30,14 @@ from cluster.plans.backup import (
 )
 from cluster.plans.nodes import MOVE_TIMEOUT, placed_verdict
 from cluster.plans.services import running_tasks, wanted_count
-from cluster.plans.stack import STACK_LIST_COMMAND
 from cluster.progress import say
+from cluster.reads import find_leader, probe_manager, probe_managers, swarm_state
 from cluster.session import Session
-from cluster.tasks.services import swarm_state
-from cluster.tasks.status import probe_manager, probe_managers
-from cluster.tasks.swarm import find_leader
 from cluster.workload import BackupSpec, Workload, known_workloads, load_workload
 
 
 def deployed_workloads(session: Session, leader: Node) -> list[Workload]:
-    listed = set(parse_lines(session.runner.run(leader, STACK_LIST_COMMAND).stdout))
+    listed = set(read(session.runner, leader, STACK_NAMES))
     return [load_workload(name, session.config.environment) for name in sorted(listed & set(known_workloads()))]
 
 
@@ -63,7 +62,7 @@ def backup(session: Session) -> Path | None:
         state = swarm_state(runner, leader)
         manager = choose_manager(state.nodes)
         node = inventory.node(manager.hostname)
-        systemd = runner.run(node, SYSTEMD_COMMAND).stdout.strip() == "yes"
+        systemd = read(runner, node, SYSTEMD)
         items = [locate(state, w, spec) for w in deployed_workloads(session, leader) for spec in w.manifest.backups]
         p.note(f"swarm state from {manager.hostname}; data: {', '.join(i.relative for i in items) or 'none declared'}")
     paths = session.state
@@ -129,7 +128,7 @@ def restore(session: Session, from_dir: str = "") -> None:
         # Replicas, not update states: a restore changes no spec, and an old rolled-back update is not its failure.
         stacks = {item.stack for _, item in targets}
         expected = {s.name: wanted_count(s, state.nodes) for s in state.services if s.stack in stacks}
-        wait = Wait(leader.name, swarm_state_command(), placed_verdict(expected), "every service runs", MOVE_TIMEOUT, 2)
+        wait = Wait(leader.name, SWARM_STATE.command, placed_verdict(expected), "every service runs", MOVE_TIMEOUT, 2)
         session.executor().execute(Plan((wait,)), p)
 
 
@@ -172,7 +171,7 @@ def restore_swarm(session: Session, from_dir: str = "") -> Node:
             session.config, target, session.executor(), p
         ):
             raise BackupError(f"{target.name} does not answer: bring its machine back, then restore again")
-        systemd = runner.run(target, SYSTEMD_COMMAND).stdout.strip() == "yes"
+        systemd = read(runner, target, SYSTEMD)
         p.note(f"{directory}: taken {manifest.created} on {manifest.swarm.taken_on}; restoring on {target.name}")
     with session.phase("restore-swarm", f"the swarm state back on {target.name}, re-formed from it") as p:
         archive = (directory / manifest.swarm.file.path).read_bytes()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cluster.facts import MAP_FACTS_COMMAND, MapFacts, parse_map_facts
+from cluster.facts import read
+from cluster.facts.daemons import MAP, MapFacts
 from cluster.inventory import Node
 from cluster.plans.clustermap import plan_map, plan_remove
 from cluster.session import Session
@@ -16,7 +17,7 @@ from topology import MAP_PORT
 
 def _facts(session: Session, managers: Sequence[Node]) -> dict[str, MapFacts]:
     runner = session.runner
-    return runner.each(managers, lambda n: parse_map_facts(runner.run(n, MAP_FACTS_COMMAND).stdout), "map facts")
+    return runner.each(managers, lambda n: read(runner, n, MAP), "map facts")
 
 
 def deploy_map(session: Session, image: str) -> None:

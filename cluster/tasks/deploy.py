@@ -15,18 +15,13 @@ import nfs.model as nfs
 import topology
 from cluster.credentials import NAME_KEY, load_or_create, read_secret_file
 from cluster.errors import SwarmlabError
-from cluster.facts import (
-    NFS_CLIENT_COMMAND,
-    export_id_command,
-    owners_command,
-    parse_lines,
-    parse_owners,
-    parse_services,
-    stack_services_command,
-)
+from cluster.facts import read
+from cluster.facts.daemons import file_content
+from cluster.facts.listings import CONFIG_NAMES, SECRET_NAMES
+from cluster.facts.services import stack_services
+from cluster.facts.storage import NFS_CLIENT_COMMAND, export_id, owners
 from cluster.inventory import Inventory, Node
 from cluster.plans.configs import (
-    CONFIG_LIST_COMMAND,
     check_mounts,
     config_mounts,
     config_name,
@@ -34,7 +29,6 @@ from cluster.plans.configs import (
 )
 from cluster.plans.stack import (
     REMOTE_STACKS,
-    SECRET_LIST_COMMAND,
     choose_storage_mode,
     plan_data_dirs,
     plan_deploy,
@@ -150,17 +144,17 @@ def prepare_storage(session: Session, workload: Workload, progress: PhaseResult)
     clients = runner.each(
         inventory.workers, lambda n: runner.run(n, NFS_CLIENT_COMMAND, check=False).ok, "probing NFS clients"
     )
-    export_id = runner.run(storage, export_id_command(EXPORT_DIR)).stdout.strip()
+    shared_id = read(runner, storage, export_id(EXPORT_DIR))
     shared = runner.each(
         inventory.workers,
-        lambda n: bool(export_id) and runner.run(n, export_id_command(EXPORT_DIR)).stdout.strip() == export_id,
+        lambda n: bool(shared_id) and read(runner, n, export_id(EXPORT_DIR)) == shared_id,
         "probing the shared export directory",
     )
     mode = choose_storage_mode(workload.storage_mode, clients, shared)
     progress.note(f"storage mode: {mode}")
     paths = [f"{EXPORT_DIR}/{d.name}" for d in data]
-    owners = parse_owners(runner.run(storage, owners_command(paths)).stdout)
-    session.executor().execute(plan_data_dirs(storage.name, EXPORT_DIR, data, owners), progress)
+    owners_now = read(runner, storage, owners(paths))
+    session.executor().execute(plan_data_dirs(storage.name, EXPORT_DIR, data, owners_now), progress)
     if mode == "nfs":
         volumes = {d.name: f"{d.name}-data" for d in data}
     else:
@@ -185,11 +179,11 @@ def deploy_workload(session: Session, workload: Workload, leader: Node, images: 
         storage = prepare_storage(session, workload, p)
         values, name_key = secret_values(session, workload)
         names = {key: secret_name(name, key, value, name_key) for key, value in values.items()}
-        existing = set(parse_lines(runner.run(leader, SECRET_LIST_COMMAND).stdout))
+        existing = set(read(runner, leader, SECRET_NAMES))
         session.executor(secrets=values).execute(plan_secrets(leader.name, names, existing), p)
         configs = config_contents(session.inventory, workload)
         if configs:
-            listed_configs = set(parse_lines(runner.run(leader, CONFIG_LIST_COMMAND).stdout))
+            listed_configs = set(read(runner, leader, CONFIG_NAMES))
             wanted = dict(configs.values())
             session.executor().execute(plan_configs(leader.name, wanted, listed_configs), p)
     data = StackInput(
@@ -205,10 +199,10 @@ def deploy_workload(session: Session, workload: Workload, leader: Node, images: 
     )
     rendered = render_stack(workload, data)
     with session.phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
-        deployed = runner.run(leader, f"cat {REMOTE_STACKS}/{name}.yml", check=False).stdout
+        deployed = read(runner, leader, file_content(f"{REMOTE_STACKS}/{name}.yml"), check=False)
         if session.dry_run:
             say(rendered)
             say(stack_diff(deployed, rendered) or "# no difference from what is deployed")
-        states = parse_services(runner.run(leader, stack_services_command(name), check=False).stdout)
+        states = read(runner, leader, stack_services(name), check=False)
         session.executor().execute(plan_deploy(leader.name, name, rendered, deployed, states), p)
     return DeployedStack(storage.mode, names, [config for config, _ in configs.values()])

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 from cluster.durations import parse_duration
 from cluster.errors import CommandFailed, ConfigError, OptionErrors
-from cluster.facts import SwarmEvent, events_command, parse_events
+from cluster.facts import read
+from cluster.facts.logs import SwarmEvent, events_since
 from cluster.inventory import Node
 from cluster.session import Session
 
@@ -78,15 +79,15 @@ def swarm_events(session: Session, query: EventQuery, out: Callable[[str], None]
     changed leaders, the leader reported no event at all right after a service update (our reading,
     not proven: its daemon's watch on the store broke with the leader change). The managers are asked at
     once; one that does not answer is skipped, none answering is an error."""
-    command = events_command(query.since_seconds, query.types)
+    fact = events_since(query.since_seconds, query.types)
 
-    def read(manager: Node) -> tuple[SwarmEvent, ...] | CommandFailed:
+    def ask(manager: Node) -> tuple[SwarmEvent, ...] | CommandFailed:
         try:
-            return parse_events(session.runner.run(manager, command).stdout)
+            return read(session.runner, manager, fact)
         except CommandFailed as error:
             return error
 
-    answers = list(session.runner.each(session.inventory.managers, read, "read the swarm's events").values())
+    answers = list(session.runner.each(session.inventory.managers, ask, "read the swarm's events").values())
     streams = [a for a in answers if not isinstance(a, CommandFailed)]
     if not streams:
         raise next(a for a in answers if isinstance(a, CommandFailed))

@@ -10,30 +10,19 @@ import haproxy.model as haproxy
 import topology
 from cluster.credentials import load_or_create
 from cluster.errors import SwarmlabError
-from cluster.facts import daemon_facts_command, file_sha_command, parse_daemon_facts, parse_file_sha, parse_lines
+from cluster.facts import read
+from cluster.facts.daemons import daemon_facts, file_sha
 from cluster.inventory import Node
 from cluster.plans.clustermap import map_route
 from cluster.plans.daemon import plan_file, plan_push
-from cluster.plans.stack import STACK_LIST_COMMAND
 from cluster.progress import PhaseResult
+from cluster.reads import served_workloads
 from cluster.session import Session
 from cluster.tls import Certificate, ClusterTLS, certificate_names, cluster_scope, lb_names, user_certificate
-from cluster.workload import Workload, known_workloads, load_workload
+from cluster.workload import Workload
 from topology import MAP_PORT
 
 ADMIN_PASSWORD = "admin_password"
-
-
-def served_workloads(session: Session, leader: Node | None, also: Workload | None = None) -> list[Workload]:
-    """The configured stack, every known stack deployed on the swarm, and `also` (about to be deployed)."""
-    names = {session.config.stack}
-    if leader is not None:
-        listed = session.runner.run(leader, STACK_LIST_COMMAND, check=False)
-        names |= set(parse_lines(listed.stdout)) & set(known_workloads())
-    found = {name: load_workload(name, session.config.environment) for name in sorted(names)}
-    if also is not None:
-        found[also.name] = also
-    return [found[name] for name in sorted(found)]
 
 
 def routes_of(workloads: Sequence[Workload], reserved: Sequence[haproxy.Route] = ()) -> tuple[haproxy.Route, ...]:
@@ -107,11 +96,9 @@ def configure_haproxy(session: Session, leader: Node | None, also: Workload | No
         )
         text = haproxy.render_config(config)
         daemon = haproxy.DAEMON
-        facts = parse_daemon_facts(
-            session.runner.run(lb, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
-        )
+        facts = read(session.runner, lb, daemon_facts(daemon.config_path, daemon.pid_file))
         # The certificate goes first: `haproxy -c` loads it when it checks the new configuration.
-        current = parse_file_sha(session.runner.run(lb, file_sha_command(tls.certificate_path)).stdout)
+        current = read(session.runner, lb, file_sha(tls.certificate_path))
         why = f"TLS certificate for {', '.join(certificate_names(certificate))}"
         plan = plan_file(lb.name, tls.certificate_path, certificate.bundle, current, why)
         session.executor().execute(plan + plan_push(lb.name, daemon, facts, text), p)

@@ -8,8 +8,11 @@ else builds FROM it. Tags are input hashes, so an unchanged image is not rebuilt
 from __future__ import annotations
 
 from cluster.errors import SwarmlabError
+from cluster.facts import read
+from cluster.facts.daemons import MACHINE
+from cluster.facts.storage import registry_check
 from cluster.images import base_image, workload_builds
-from cluster.plans.images import ImageCache, parse_registry_check, plan_builds, registry_check_command, to_build
+from cluster.plans.images import ImageCache, plan_builds, to_build
 from cluster.session import Session
 from cluster.wheelhouse import ensure_wheelhouse
 from cluster.workload import REPO_ROOT, Workload
@@ -36,7 +39,7 @@ def build_images(session: Session, *workloads: Workload) -> dict[str, str]:
     of = " and ".join(w.name for w in workloads)
     with session.phase("build-images", f"{len(specs)} image(s) of {of} on {storage.name}, pushed to {registry}") as p:
         base = base_image(session.config.debian_suite, session.config.debian_mirror)
-        arch = session.runner.run(storage, "uname -m").stdout.strip()
+        arch = read(session.runner, storage, MACHINE)
         builds = workload_builds(
             specs,
             base.tag,
@@ -44,9 +47,7 @@ def build_images(session: Session, *workloads: Workload) -> dict[str, str]:
             lambda requirements: ensure_wheelhouse(REPO_ROOT / requirements, WHEEL_CACHE, arch, p),
         )
         cache = ImageCache(session.provider.image_cache) if session.provider.image_cache else None
-        check = parse_registry_check(
-            session.runner.run(storage, registry_check_command(builds, registry, cache)).stdout
-        )
+        check = read(session.runner, storage, registry_check(builds, registry, cache.path if cache else None))
         plan = plan_builds(storage.name, builds, check, cache)
         executor = session.executor()
         if to_build(builds, check):

@@ -15,23 +15,13 @@ from dataclasses import dataclass
 from cluster.credentials import load_existing
 from cluster.durations import parse_duration
 from cluster.errors import ConfigError, OptionErrors, SwarmlabError, redact
-from cluster.facts import (
-    READ_FAILED,
-    SERVICE_NAMES_COMMAND,
-    TASK_READ_LIMIT,
-    TIMED_OUT,
-    LogLine,
-    TaskRef,
-    parse_lines,
-    parse_log_line,
-    parse_read_failures,
-    parse_service_tasks,
-    service_follow_command,
-    service_tasks_command,
-    task_logs_command,
-)
+from cluster.facts import read
+from cluster.facts.listings import SERVICE_NAMES
+from cluster.facts.logs import TASK_READ_LIMIT, TIMED_OUT, LogLine, parse_log_line, service_follow_command, task_logs
+from cluster.facts.services import Task
+from cluster.facts.tasks import service_tasks
+from cluster.reads import find_leader
 from cluster.session import Session
-from cluster.tasks.swarm import find_leader
 
 DEFAULT_TAIL = 200
 MAX_TAIL = 10_000
@@ -151,12 +141,12 @@ def engine_tail(query: LogQuery) -> int | None:
     return None if query.since_seconds is not None else max(query.tail, GREP_WINDOW)
 
 
-def chosen_tasks(service: str, tasks: Sequence[TaskRef], slot: str | None) -> list[TaskRef]:
+def chosen_tasks(service: str, tasks: Sequence[Task], slot: str | None) -> list[Task]:
     if slot is None:
         return list(tasks)
-    found = [t for t in tasks if t.slot == slot]
+    found = [t for t in tasks if t.slot_name == slot]
     if not found:
-        slots = ", ".join(sorted({t.slot for t in tasks}, key=lambda x: (len(x), x))) or "none"
+        slots = ", ".join(sorted({t.slot_name for t in tasks}, key=lambda x: (len(x), x))) or "none"
         raise SwarmlabError(f"{service} has no task in slot {slot}; its slots: {slots}")
     return found
 
@@ -165,11 +155,10 @@ def service_logs(session: Session, query: LogQuery, out: Callable[[str], None]) 
     """Print the service's log lines through `out`; returns how many were printed."""
     runner = session.runner
     leader = find_leader(runner)
-    service = resolve_service(query.service, parse_lines(runner.run(leader, SERVICE_NAMES_COMMAND).stdout))
+    service = resolve_service(query.service, read(runner, leader, SERVICE_NAMES))
     stack = service.partition("_")[0] if "_" in service else ""
     secrets = cluster_secrets(session)
-    listed = runner.run(leader, service_tasks_command(service), secrets=secrets).stdout
-    tasks = chosen_tasks(service, parse_service_tasks(listed), query.slot)
+    tasks = chosen_tasks(service, read(runner, leader, service_tasks(service), secrets=secrets), query.slot)
     printed = 0
     if query.follow_seconds is not None:
 
@@ -185,18 +174,16 @@ def service_logs(session: Session, query: LogQuery, out: Callable[[str], None]) 
         return printed
     if not tasks:
         return 0
-    command = task_logs_command([t.task_id for t in tasks], engine_tail(query), query.since_seconds)
-    output = runner.run(leader, command, timeout=TASK_READ_LIMIT * len(tasks) + 30, secrets=secrets).stdout
-    failed = parse_read_failures(output)
-    lines = [parse_log_line(text) for text in output.splitlines() if text.strip() and not text.startswith(READ_FAILED)]
+    logs = task_logs([t.task_id for t in tasks], engine_tail(query), query.since_seconds)
+    found = read(runner, leader, logs, timeout=TASK_READ_LIMIT * len(tasks) + 30, secrets=secrets)
     # One time line across the tasks (Docker prints task after task); unframed lines (errors) go last.
     ordered = sorted(
-        (line for line in lines if selected(line, query, secrets)), key=lambda x: (not x.framed, time_key(x.time))
+        (line for line in found.lines if selected(line, query, secrets)), key=lambda x: (not x.framed, time_key(x.time))
     )
     for line in ordered[-query.tail :]:
         out(format_log_line(line, secrets, stack))
     names = {t.task_id: f"{t.name.removeprefix(stack + '_')} on {t.node}" for t in tasks}
-    for task_id, status in failed.items():
+    for task_id, status in found.failed.items():
         why = f"not complete after {TASK_READ_LIMIT}s (moby/moby#38640)" if status == TIMED_OUT else f"exit {status}"
         out(f"# {names.get(task_id, task_id)} ({task_id[:6]}): its log read failed, {why}; lines may be missing")
     return len(ordered[-query.tail :])

@@ -4,7 +4,9 @@ checked at the protocol level with libnfs (no kernel NFS client needed)."""
 from __future__ import annotations
 
 import nfs.model as nfs
-from cluster.facts import EXPORT_ID_FILE, daemon_facts_command, export_id_command, parse_daemon_facts
+from cluster.facts import read
+from cluster.facts.daemons import daemon_facts
+from cluster.facts.storage import EXPORT_ID_FILE, export_id
 from cluster.operations import Plan, Run, Wait
 from cluster.plans.daemon import plan_push
 from cluster.session import Session
@@ -25,12 +27,10 @@ def configure_nfs(session: Session) -> None:
     config = nfs.build(clients)
     with session.phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
         daemon = nfs.DAEMON
-        facts = parse_daemon_facts(
-            session.runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
-        )
+        facts = read(session.runner, storage, daemon_facts(daemon.config_path, daemon.pid_file))
         url = config.probe_url(str(storage.private_ip))
         plan = Plan((Run(storage.name, f"mkdir -p {config.export_dir}", "the export directory", changes=False),))
-        if not session.runner.run(storage, export_id_command(config.export_dir)).stdout.strip():
+        if not read(session.runner, storage, export_id(config.export_dir)):
             make_id = f"od -An -N16 -tx1 /dev/urandom | tr -d ' \\n' > {config.export_dir}/{EXPORT_ID_FILE}"
             plan += Plan((Run(storage.name, make_id, "the export got its id (workers that see it share the export)"),))
         plan += plan_push(storage.name, daemon, facts, nfs.render_config(config))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from cluster.plans.nodes import NodeError, plan_activate_node, plan_drain_node
+from cluster.reads import find_leader, swarm_state
 from cluster.session import Session
-from cluster.tasks.services import swarm_state
-from cluster.tasks.swarm import find_leader
 
 
 def _known(session: Session, name: str) -> None:

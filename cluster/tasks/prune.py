@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cluster.facts import parse_lines
+from cluster.facts import read
+from cluster.facts.listings import CONFIG_NAMES, CONFIGS_IN_USE, SECRET_NAMES, SECRETS_IN_USE
 from cluster.inventory import Node
-from cluster.plans.configs import CONFIG_LIST_COMMAND, CONFIGS_IN_USE_COMMAND, plan_prune_configs
-from cluster.plans.stack import SECRET_LIST_COMMAND, SECRETS_IN_USE_COMMAND, plan_prune_secrets
+from cluster.plans.configs import plan_prune_configs
+from cluster.plans.stack import plan_prune_secrets
 from cluster.session import Session
 from cluster.workload import Workload
 
@@ -21,11 +22,11 @@ def prune_unused(
     names its stack now refers to) that no service uses."""
     runner, name = session.runner, workload.name
     with session.phase("prune-secrets", "remove secret versions no service uses") as p:
-        listed = parse_lines(runner.run(leader, SECRET_LIST_COMMAND).stdout)
-        in_use = set(parse_lines(runner.run(leader, SECRETS_IN_USE_COMMAND).stdout))
+        listed = read(runner, leader, SECRET_NAMES)
+        in_use = set(read(runner, leader, SECRETS_IN_USE))
         session.executor().execute(plan_prune_secrets(leader.name, name, secrets, listed, in_use), p)
     if workload.manifest.configs:
         with session.phase("prune-configs", "remove config versions no service uses") as p:
-            listed = parse_lines(runner.run(leader, CONFIG_LIST_COMMAND).stdout)
-            in_use = set(parse_lines(runner.run(leader, CONFIGS_IN_USE_COMMAND).stdout))
+            listed = read(runner, leader, CONFIG_NAMES)
+            in_use = set(read(runner, leader, CONFIGS_IN_USE))
             session.executor().execute(plan_prune_configs(leader.name, name, configs, listed, in_use), p)

@@ -1,29 +1,27 @@
 """recover: a swarm that lost quorum, re-formed from the most up-to-date manager that answers, and the
 inventory's managers brought back one at a time (cluster/plans/recover.py says why and how); also
-the bringing back of every node after `restore --swarm`, and the converge wait. What follows (the
-registry's trust for re-created engines, drain-managers) is other tasks' steps: cluster/flows.py."""
+the bringing back of every node after `restore --swarm`. What follows (the registry's trust for
+re-created engines, drain-managers, converge) is other tasks' steps: cluster/flows.py."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from cluster.errors import CommandFailed, SwarmlabError
-from cluster.facts import NODES_COMMAND, NodeFacts, parse_nodes, swarm_state_command
+from cluster.errors import CommandFailed
+from cluster.facts import read
+from cluster.facts.managers import Quorum
+from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.jointokens import read_join_tokens
-from cluster.operations import Plan, Wait
-from cluster.plans.nodes import MOVE_TIMEOUT, expected_after, placed_verdict
-from cluster.plans.recover import Quorum, RecoverRefused, choose_survivor, plan_reform, plan_rejoin
+from cluster.plans.recover import RecoverRefused, Rejoined, choose_survivor, plan_reform, plan_rejoin
 from cluster.plans.swarm import TokenRole, token_secret, tokens_needed
 from cluster.progress import PhaseResult
+from cluster.reads import probe_manager, probe_managers
 from cluster.session import Session
-from cluster.tasks.services import swarm_state
-from cluster.tasks.status import probe_manager, probe_managers
 
 
-def _ready_manager(name: str, listed: tuple[NodeFacts, ...]) -> bool:
+def _ready_manager(name: str, listed: tuple[SwarmNode, ...]) -> bool:
     return any(
         n.hostname == name and n.role == "manager" and n.state == "ready" and n.reachability == "reachable"
         for n in listed
@@ -56,32 +54,12 @@ def bring_back(
         probe = probe_manager(runner, node)
         if not probe.answers:
             return f"{node.name} still does not answer: {probe.problem}"
-    listed = parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
+    listed = read(runner, leader, NODES)
     plan = plan_rejoin(node, probe, listed, leader, role)
     needed = tokens_needed(plan)
     tokens = _tokens(session, leader, needed) if needed and not session.dry_run else {}
     session.executor(secrets=tokens).execute(plan, progress)
     return ""
-
-
-@dataclass(frozen=True)
-class Rejoined:
-    """Nodes brought back: why each one is not (or ''), which nodes' machines the provider had to
-    bring back (their engines are new), and what to say if some are not back."""
-
-    problems: list[str]
-    restored: list[str]
-    unfinished: str
-
-    def raise_if_missing(self) -> None:
-        """The nodes that did not come back, as an error (after the steps that settle the others)."""
-        failed = [problem for problem in self.problems if problem]
-        if failed:
-            raise SwarmlabError(
-                f"{self.unfinished}:\n"
-                + "\n".join(f"- {problem}" for problem in failed)
-                + "\nFix: bring their machines back, then run `fab recover`"
-            )
 
 
 def bring_back_all(
@@ -93,20 +71,6 @@ def bring_back_all(
     return Rejoined(problems, restored, unfinished)
 
 
-def converge(session: Session, leader: Node) -> None:
-    with session.phase("converge", "wait until every service runs its replicas, healthy") as p:
-        state = swarm_state(session.runner, leader)
-        wait = Wait(
-            leader.name,
-            swarm_state_command(),
-            placed_verdict(expected_after(state, state.nodes)),
-            "every service runs its replicas, healthy",
-            MOVE_TIMEOUT,
-            3,
-        )
-        session.executor().execute(Plan((wait,)), p)
-
-
 # A leader that lost its majority steps down after Raft's election timeout (about 10 s), and a manager
 # asked meanwhile still "sees" it: a leader seen while fewer than a majority answer is asked again.
 QUORUM_SETTLE = 45.0
@@ -114,7 +78,7 @@ QUORUM_RETRY = 3.0
 LEADERLESS = ("does not have a leader", "context deadline exceeded")
 
 
-def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tuple[NodeFacts, ...]]:
+def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tuple[SwarmNode, ...]]:
     """The managers' answers once they agree with themselves: quorum lost, or quorum with the node
     list a leader gives (a manager that cannot give it while it "sees" a leader is asked again)."""
     runner, deadline = session.runner, time.monotonic() + QUORUM_SETTLE
@@ -127,7 +91,7 @@ def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tup
         if len(quorum.answering) >= quorum.needed or late:
             # Past the deadline, a leader still seen is real: the silent managers are only out of our reach.
             try:
-                return quorum, parse_nodes(runner.run(leader, NODES_COMMAND).stdout)
+                return quorum, read(runner, leader, NODES)
             except CommandFailed as error:
                 if late or not any(marker in error.output for marker in LEADERLESS):
                     raise

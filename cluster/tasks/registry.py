@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 import registry.model as registry
-from cluster.facts import daemon_facts_command, file_sha_command, parse_daemon_facts, parse_file_sha
+from cluster.facts import read
+from cluster.facts.daemons import daemon_facts, file_sha
 from cluster.inventory import Role
 from cluster.plans.daemon import plan_push
 from cluster.plans.registry import plan_certificate, plan_trust
@@ -38,14 +39,12 @@ def configure_registry(session: Session) -> None:
         engines = [n for n in inventory.nodes if n.role is not Role.LB]
         trusted = runner.each(
             engines,
-            lambda n: parse_file_sha(runner.run(n, file_sha_command(trust)).stdout),
+            lambda n: read(runner, n, file_sha(trust)),
             "reading the engines' trust",
         )
-        current = parse_file_sha(runner.run(storage, file_sha_command(registry.CERT_PATH)).stdout)
+        current = read(runner, storage, file_sha(registry.CERT_PATH))
         daemon = registry.daemon(endpoint)
-        facts = parse_daemon_facts(
-            runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
-        )
+        facts = read(runner, storage, daemon_facts(daemon.config_path, daemon.pid_file))
         text = registry.render_config(registry.build(certificate.sha256, int(port)))
         names = ", ".join(certificate_names(certificate))
         executor = session.executor()

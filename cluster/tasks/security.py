@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from cluster.facts import CA_COMMAND, parse_ca
+from cluster.facts import read
+from cluster.facts.swarm import CA
 from cluster.plans.security import plan_rotate_ca, plan_rotate_tokens
+from cluster.reads import find_leader
 from cluster.session import Session
-from cluster.tasks.swarm import find_leader
 
 
 def rotate_join_tokens(session: Session) -> None:
@@ -17,5 +18,5 @@ def rotate_join_tokens(session: Session) -> None:
 def rotate_ca(session: Session) -> None:
     with session.phase("rotate-ca", "a new root CA; every node renews its certificate") as p:
         leader = find_leader(session.runner)
-        facts = parse_ca(session.runner.run(leader, CA_COMMAND).stdout)
+        facts = read(session.runner, leader, CA)
         session.executor().execute(plan_rotate_ca(leader.name, facts), p)

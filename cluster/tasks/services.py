@@ -3,8 +3,6 @@ nodes from a manager, plans (cluster/plans/services.py) and hands the plan to th
 
 from __future__ import annotations
 
-from cluster.facts import SwarmState, parse_services_and_tasks, swarm_state_command
-from cluster.inventory import Node
 from cluster.plans.services import (
     parse_scale,
     plan_rebalance,
@@ -14,15 +12,8 @@ from cluster.plans.services import (
     resolve_service,
     running_tasks,
 )
-from cluster.runners import Runner
+from cluster.reads import find_leader, swarm_state
 from cluster.session import Session
-from cluster.tasks.swarm import find_leader
-
-NO_QUORUM_HINT = "a manager that cannot list services may have lost quorum: `fab status` tells, `fab recover` mends"
-
-
-def swarm_state(runner: Runner, leader: Node) -> SwarmState:
-    return parse_services_and_tasks(runner.run(leader, swarm_state_command(), hint=NO_QUORUM_HINT).stdout)
 
 
 def scale(session: Session, spec: str) -> None:

@@ -8,28 +8,20 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from cluster.errors import CommandFailed, SwarmlabError, tail
-from cluster.facts import (
-    MANAGER_PROBE_COMMAND,
-    NODE_TASKS_COMMAND,
-    ManagerProbe,
-    NodeTask,
-    SwarmNode,
-    SwarmState,
-    parse_manager_probe,
-    parse_node_tasks,
-    parse_prometheus_vector,
-    prometheus_query_command,
-)
+from cluster.errors import CommandFailed, SwarmlabError
+from cluster.facts import read
+from cluster.facts.listings import SERVICE_TABLE
+from cluster.facts.managers import Quorum
+from cluster.facts.prometheus import prometheus_vector
+from cluster.facts.services import SwarmState, Task
+from cluster.facts.swarm import SwarmNode
+from cluster.facts.tasks import NODE_TASKS
 from cluster.inventory import Node
-from cluster.plans.recover import Quorum, choose_survivor
-from cluster.runners import KEY_CHANGED, KEY_UNKNOWN, Runner
+from cluster.plans.recover import choose_survivor
+from cluster.reads import members, probe_managers, served_workloads, swarm_state
+from cluster.runners import Runner
 from cluster.session import Session
-from cluster.tasks.haproxy import served_workloads
-from cluster.tasks.services import swarm_state
-from cluster.tasks.swarm import members
 
-PROBE_TIMEOUT = 60
 NO_LEADER = "does not have a leader"  # what a manager answers without quorum
 
 
@@ -40,31 +32,6 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
         for row in [header, *rows]
     ]
     return "\n".join(lines)
-
-
-def _why(error: SwarmlabError) -> str:
-    if isinstance(error, CommandFailed):
-        where = "unreachable over SSH" if error.exit_code is None else f"exit {error.exit_code}"
-        return f"{where}: {' '.join(tail(error.output, 1).split())[:100]}"
-    return " ".join(tail(str(error), 1).split())[:120]
-
-
-def probe_manager(runner: Runner, node: Node) -> ManagerProbe:
-    """One manager's swarm state, whether it sees a leader, and its Raft position; or why it is silent."""
-    try:
-        output = runner.run(node, MANAGER_PROBE_COMMAND, timeout=PROBE_TIMEOUT).stdout
-    except SwarmlabError as error:
-        if isinstance(error, CommandFailed) and error.hint in (KEY_CHANGED, KEY_UNKNOWN):
-            raise  # not a silent manager but maybe an impostor: stop, never plan around it
-        return ManagerProbe(node.name, False, problem=_why(error))
-    return parse_manager_probe(node.name, output)
-
-
-def probe_managers(runner: Runner) -> Quorum:
-    """Every manager of the inventory, asked on its own (one that does not answer is reported, not fatal)."""
-    managers = runner.inventory.managers
-    found = runner.each(managers, lambda node: probe_manager(runner, node), "asking the managers")
-    return Quorum(tuple(found[m.name] for m in managers))
 
 
 def managers_table(runner: Runner, quorum: Quorum) -> str:
@@ -141,10 +108,11 @@ def _with_quorum(runner: Runner, quorum: Quorum, leader: Node) -> list[str]:
     node_rows = []
     for node in inventory.swarm_nodes:
         m = listed.get(node.name)
-        state = ("not joined", "-", "-") if m is None else (m.status, m.availability, m.manager_status or "-")
+        shown = (m.state, m.availability, m.manager_status) if m is not None else ()
+        # As `docker node ls` writes them: Ready, Active, Leader.
+        state = ("not joined", "-", "-") if m is None else tuple(word.capitalize() or "-" for word in shown)
         node_rows.append((node.name, node.role.value, str(node.private_ip), *state))
-    services = runner.run(leader, "docker service ls --format '{{.Name}}|{{.Mode}}|{{.Replicas}}|{{.Image}}'").stdout
-    service_rows = [tuple(line.split("|")) for line in services.splitlines() if line.strip()]
+    service_rows = read(runner, leader, SERVICE_TABLE)
     stuck = not_running(swarm_state(runner, leader)) if service_rows else []
     endpoints = "  ".join(f"{k}={v}" for k, v in inventory.endpoints.model_dump(exclude_none=True).items())
     return [
@@ -188,33 +156,31 @@ def rates_report(session: Session, leader: Node) -> str:
         if spec is None or route is None:
             continue
         workers = [str(w.private_ip) for w in session.inventory.workers]
-        command = prometheus_query_command(
-            workers, route.port, route.path.rstrip("/"), rates_query(spec.requests, spec.errors)
+        rates = prometheus_vector(
+            workers, route.port, route.path.rstrip("/"), rates_query(spec.requests, spec.errors), ("service", "kind")
         )
         title = f"requests and errors per second, last minute (Prometheus of {workload.name})"
-        result = session.runner.run(session.inventory.lb, command, check=False)
+        result = session.runner.run(session.inventory.lb, rates.command, check=False)
         try:
             if not result.ok:
                 raise SwarmlabError(f"no worker answered on port {route.port}")
-            parts.append(f"{title}:\n{rates_table(parse_prometheus_vector(result.stdout, 'service', 'kind'))}")
+            parts.append(f"{title}:\n{rates_table(rates.parse(result.stdout))}")
         except (SwarmlabError, ValueError, KeyError, json.JSONDecodeError) as error:
             parts.append(f"{title}: Prometheus did not answer ({error})")
     return "\n\n".join(parts)
 
 
-def format_map(nodes: Sequence[SwarmNode], tasks: Sequence[NodeTask]) -> str:
+def format_map(nodes: Sequence[SwarmNode], tasks: Sequence[Task]) -> str:
     """Each node (role, status, availability) and the tasks running on it, image by its short name."""
     lines = []
     for node in sorted(nodes, key=lambda n: (not n.is_manager, n.hostname)):
         mine = sorted((t for t in tasks if t.node == node.hostname), key=lambda t: t.name)
-        role = f"manager, {node.manager_status.lower()}" if node.is_manager else "worker"
-        lines.append(
-            f"{node.hostname} ({role}; {node.status.lower()}, {node.availability.lower()}): {len(mine)} task(s)"
-        )
-        lines.extend(f"  {t.name:<32} {t.image.rsplit('/', 1)[-1]:<28} {t.state}" for t in mine)
+        role = f"manager, {node.manager_status}" if node.is_manager else "worker"
+        lines.append(f"{node.hostname} ({role}; {node.state}, {node.availability}): {len(mine)} task(s)")
+        lines.extend(f"  {t.name:<32} {t.image.rsplit('/', 1)[-1]:<28} {t.current_state}" for t in mine)
     return "\n".join(lines)
 
 
 def cluster_map(runner: Runner, leader: Node) -> str:
-    tasks = parse_node_tasks(runner.run(leader, NODE_TASKS_COMMAND).stdout)
+    tasks = read(runner, leader, NODE_TASKS)
     return "cluster map (running tasks per node):\n" + format_map(members(runner, leader), tasks)

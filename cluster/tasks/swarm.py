@@ -3,45 +3,18 @@ to the executor, so a second run changes nothing and says so, and `--dry-run` sh
 
 from __future__ import annotations
 
-from cluster.errors import SwarmlabError
-from cluster.facts import NODE_LIST_COMMAND, SWARM_INFO_COMMAND, SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
+from cluster.facts import read
+from cluster.facts.swarm import SWARM_INFO, SwarmInfo
 from cluster.inventory import Node
 from cluster.jointokens import read_join_tokens
 from cluster.plans.swarm import TokenRole, plan_drain, plan_init, plan_join, token_secret, tokens_needed
+from cluster.reads import find_leader, members
 from cluster.runners import Runner
 from cluster.session import Session
 
 
 def swarm_infos(runner: Runner, targets: list[Node]) -> dict[str, SwarmInfo]:
-    return runner.each(
-        targets, lambda n: parse_swarm_info(runner.run(n, SWARM_INFO_COMMAND).stdout), "reading swarm state"
-    )
-
-
-def members(runner: Runner, leader: Node, *, missing_ok: bool = False) -> tuple[SwarmNode, ...]:
-    """`docker node ls` on the leader; with missing_ok (a dry run before the swarm exists), none."""
-    result = runner.run(leader, NODE_LIST_COMMAND, check=not missing_ok)
-    return parse_node_list(result.stdout) if result.ok else ()
-
-
-def find_leader(runner: Runner) -> Node:
-    """A reachable manager with control available (manager commands run there).
-
-    Managers are asked one by one, so a cluster that lost some managers can still be inspected.
-    """
-    problems = []
-    for node in runner.inventory.managers:
-        try:
-            info = parse_swarm_info(runner.run(node, SWARM_INFO_COMMAND).stdout)
-        except SwarmlabError as error:
-            problems.append(f"{node.name}: {error}")
-            continue
-        if info.in_swarm and info.is_manager:
-            return node
-        problems.append(f"{node.name}: not a manager with control available (state {info.state})")
-    raise SwarmlabError(
-        "no reachable manager controls a swarm (run `fab bootstrap` for a new cluster):\n" + "\n".join(problems)
-    )
+    return runner.each(targets, lambda n: read(runner, n, SWARM_INFO), "reading swarm state")
 
 
 def swarm_init(session: Session) -> Node:

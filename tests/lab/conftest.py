@@ -104,7 +104,8 @@ class Lab:
 def wait_until_converged(lab: Lab, stack: str = "registration", timeout: float = 300) -> None:
     """Every service of the stack has all its replicas, healthy, and its last update completed, twice
     in a row (a recovery is over when every replica is back, not when the first one answers)."""
-    from cluster.facts import parse_services, stack_services_command
+    from cluster.facts import read
+    from cluster.facts.services import stack_services
 
     deadline = time.monotonic() + timeout
     streak = 0
@@ -112,9 +113,9 @@ def wait_until_converged(lab: Lab, stack: str = "registration", timeout: float =
     while streak < 2:
         assert time.monotonic() < deadline, f"stack {stack} did not converge within {timeout:.0f}s: {states}"
         time.sleep(2)
-        output = lab.nodes.run(lab.inventory.managers[0], stack_services_command(stack), check=False).stdout
-        states = parse_services(output)
-        streak = streak + 1 if states and all(s.converged for s in parse_services(output)) else 0
+        found = read(lab.nodes, lab.inventory.managers[0], stack_services(stack), check=False)
+        states = found
+        streak = streak + 1 if found and all(s.converged for s in found) else 0
 
 
 def lab_config() -> Config:

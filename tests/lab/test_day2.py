@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from cluster.errors import CommandFailed
-from cluster.facts import NODES_COMMAND, parse_nodes
+from cluster.facts.swarm import NODES
 from cluster.inventory import Node
 from tests.lab.conftest import LOG, Lab, fab
 from tests.lab.test_registration import eligible
@@ -68,7 +68,7 @@ def converged(lab: Lab, timeout: float = 240) -> None:
 
 def assert_as_found(lab: Lab) -> None:
     """3 Ready, reachable managers with one leader; 3 Ready workers; every service converged."""
-    nodes = parse_nodes(sh(lab, NODES_COMMAND))
+    nodes = NODES.parse(sh(lab, NODES.command))
     managers = [n for n in nodes if n.role == "manager"]
     assert sorted(n.hostname for n in managers) == ["manager-1", "manager-2", "manager-3"], nodes
     assert all(n.state == "ready" and n.reachability == "reachable" for n in managers), managers

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from cluster.errors import CommandFailed
-from cluster.facts import NODE_LIST_COMMAND, parse_node_list, parse_running_tasks, running_tasks_command
+from cluster.facts import read
+from cluster.facts.swarm import NODE_LIST, running_on
 from cluster.inventory import Role
 from cluster.lab.keys import new_key_pair
 from cluster.runners import Nodes
@@ -23,22 +24,22 @@ pytestmark = pytest.mark.lab
 
 
 def test_three_raft_managers_one_leader_two_reachable(lab: Lab) -> None:
-    listed = parse_node_list(lab.nodes.run(lab.inventory.managers[0], NODE_LIST_COMMAND).stdout)
+    listed = read(lab.nodes, lab.inventory.managers[0], NODE_LIST)
     managers = [m for m in listed if m.is_manager]
-    assert sorted(m.manager_status for m in managers) == ["Leader", "Reachable", "Reachable"]
+    assert sorted(m.manager_status for m in managers) == ["leader", "reachable", "reachable"]
     assert {m.hostname for m in managers} == {"manager-1", "manager-2", "manager-3"}
     workers = [m for m in listed if not m.is_manager]
-    assert {(m.hostname, m.availability, m.status) for m in workers} == {
-        (f"worker-{i}", "Active", "Ready") for i in (1, 2, 3)
+    assert {(m.hostname, m.availability, m.state) for m in workers} == {
+        (f"worker-{i}", "active", "ready") for i in (1, 2, 3)
     }
 
 
 def test_every_manager_is_drained_and_runs_no_task(lab: Lab) -> None:
     manager = lab.inventory.managers[0]
-    listed = parse_node_list(lab.nodes.run(manager, NODE_LIST_COMMAND).stdout)
-    assert {m.availability for m in listed if m.is_manager} == {"Drain"}
+    listed = read(lab.nodes, manager, NODE_LIST)
+    assert {m.availability for m in listed if m.is_manager} == {"drain"}
     ids = [m.node_id for m in listed if m.is_manager]
-    assert parse_running_tasks(lab.nodes.run(manager, running_tasks_command(ids)).stdout) == ()
+    assert read(lab.nodes, manager, running_on(ids)) == ()
 
 
 def test_page_answers_through_haproxy_from_several_containers(lab: Lab) -> None:
@@ -173,8 +174,8 @@ def test_unreachable_node_is_named_with_the_failed_command(lab: Lab) -> None:
         fab("lab-up")  # starts stopped nodes of an existing lab and waits for them
     out = fab("bootstrap").stdout
     assert "swarm-join" in out
-    listed = parse_node_list(lab.nodes.run(lab.inventory.managers[0], NODE_LIST_COMMAND).stdout)
-    assert {m.status for m in listed} == {"Ready"}
+    listed = read(lab.nodes, lab.inventory.managers[0], NODE_LIST)
+    assert {m.state for m in listed} == {"ready"}
 
 
 def test_failed_lab_up_removes_what_it_made(lab: Lab) -> None:

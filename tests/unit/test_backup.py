@@ -15,7 +15,7 @@ from cluster import backups, flows
 from cluster.backups import BackupError
 from cluster.config import parse_config
 from cluster.errors import CommandFailed
-from cluster.facts import parse_nodes
+from cluster.facts.swarm import parse_nodes
 from cluster.lab.topology import lab_inventory
 from cluster.operations import Fetch, Run, Wait, Write
 from cluster.plans.backup import (
@@ -34,9 +34,9 @@ from cluster.state import StatePaths
 from cluster.tasks.backup import backup, restore
 from cluster.workload import load_workload
 from tests.unit.fake_runner import FakeRunner
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
-NODES = parse_nodes((FACTS / "nodes.jsonl").read_text())
+NODES = parse_nodes(recorded("nodes"))
 STAMP = "20260101T000000Z"
 SQL = b"-- a dump\nCREATE TABLE student (id int);\n"
 RDB = b"REDIS0010\xff\x00binary"
@@ -189,9 +189,9 @@ def test_no_backup_at_all_says_how_to_take_one(tmp_path: Path) -> None:
 
 def swarm(tmp_path: Path, dry_run: bool = False) -> tuple[FakeRunner, Session]:
     runner = FakeRunner(lab_inventory(parse_config({}), StatePaths(Path("/state"))))
-    services = (FACTS / "services.txt").read_text()
-    nodes = (FACTS / "nodes.jsonl").read_text()
-    runner.answer(r"docker info --format '\{\{json .Swarm\}\}'", (FACTS / "swarm_manager.json").read_text())
+    services = recorded("services")
+    nodes = recorded("nodes")
+    runner.answer(r"docker info --format '\{\{json .Swarm\}\}'", recorded("swarm_manager"))
     runner.answer(r"^ids=\$\(docker node ls -q\)", nodes)
     runner.answer(r"^ids=\$\(docker service ls -q\)", f"{services}\n---\n{nodes}")
     runner.answer(r"docker stack ls", "registration\n")
@@ -285,7 +285,7 @@ def test_a_swarm_restore_swaps_the_directory_with_the_engine_stopped_then_reform
 
 
 def probe_answer(leader: bool, in_swarm: bool) -> str:
-    info = (FACTS / "swarm_manager.json").read_text() if in_swarm else (FACTS / "swarm_inactive.json").read_text()
+    info = recorded("swarm_manager") if in_swarm else recorded("swarm_inactive")
     return f"{info}\n---\nleader={'yes' if leader else 'no'}\n---\n"
 
 

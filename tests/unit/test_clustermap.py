@@ -10,7 +10,7 @@ import pytest
 
 from cluster import flows
 from cluster.errors import SwarmlabError
-from cluster.facts import MapFacts, parse_map_facts
+from cluster.facts.daemons import MapFacts, parse_map_facts
 from cluster.operations import Parallel, Wait
 from cluster.plans.clustermap import map_route, plan_map, plan_remove
 from cluster.tasks.haproxy import configure_haproxy, routes_of
@@ -20,13 +20,14 @@ from tests.unit.fake_runner import fake_session as session
 from tests.unit.fake_runner import lab_shaped_inventory as inventory
 from tests.unit.test_tasks import deployed_hello
 
-FACTS = Path(__file__).parent / "facts"
+# What the map reads from a manager's Docker API, recorded from a lab.
+DOCKER_API = Path(__file__).parent / "docker_api"
 MANAGERS = [("manager-1", "10.20.0.11"), ("manager-2", "10.20.0.12"), ("manager-3", "10.20.0.13")]
 IMAGE = "10.20.0.6:5000/swarmlab/clustermap:abc"
 
 
 def recorded(name: str) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = json.loads((FACTS / name).read_text())
+    found: list[dict[str, object]] = json.loads((DOCKER_API / name).read_text())
     return found
 
 

@@ -6,7 +6,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from cluster.facts import DaemonFacts, parse_daemon_facts
+from cluster.facts.daemons import DaemonFacts, parse_daemon_facts
 from cluster.operations import Parallel, Run, Wait, Write
 from cluster.plans.daemon import plan_push, sha256
 from haproxy.model import DAEMON as HAPROXY

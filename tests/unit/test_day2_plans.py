@@ -1,23 +1,15 @@
-"""Day-2 planners: facts recorded from a real lab (tests/unit/facts/services.txt, nodes.jsonl) in, the
+"""Day-2 planners: facts recorded from a real lab (tests/unit/facts/services.json, nodes.json) in, the
 operations out; the verdicts of their waits on outputs in the shape the swarm gives."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from cluster.facts import (
-    NodeFacts,
-    ServiceFacts,
-    SwarmState,
-    TaskFacts,
-    parse_ca,
-    parse_nodes,
-    parse_services_and_tasks,
-)
+from cluster.facts.services import Service, SwarmState, Task, parse_services_and_tasks
+from cluster.facts.swarm import SwarmNode, parse_ca, parse_nodes
 from cluster.operations import Run, Wait
 from cluster.plans.nodes import NodeError, placed_verdict, plan_activate_node, plan_drain_node
 from cluster.plans.security import ca_verdict, plan_rotate_ca, plan_rotate_tokens
@@ -36,17 +28,17 @@ from cluster.plans.services import (
     uneven,
     update_verdict,
 )
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
 LEADER = "manager-1"
 
 
-def recorded() -> SwarmState:
-    state = parse_services_and_tasks((FACTS / "services.txt").read_text())
-    return replace(state, nodes=parse_nodes((FACTS / "nodes.jsonl").read_text()))
+def recorded_state() -> SwarmState:
+    state = parse_services_and_tasks(recorded("services"))
+    return replace(state, nodes=parse_nodes(recorded("nodes")))
 
 
-def service(state: SwarmState, short: str) -> ServiceFacts:
+def service(state: SwarmState, short: str) -> Service:
     return resolve_service(state.services, short, "registration")
 
 
@@ -54,19 +46,19 @@ def node_id(state: SwarmState, hostname: str) -> str:
     return next(n.node_id for n in state.nodes if n.hostname == hostname)
 
 
-def with_tasks(state: SwarmState, svc: ServiceFacts, hosts: list[str], image: str = "") -> SwarmState:
+def with_tasks(state: SwarmState, svc: Service, hosts: list[str], image: str = "") -> SwarmState:
     """The state with `svc` running one task on each of `hosts` (repeats allowed)."""
     others = tuple(t for t in state.tasks if t.service_id != svc.service_id)
     tasks = tuple(
-        TaskFacts(f"t{i}", svc.service_id, node_id(state, host), i + 1, "running", "running", image=image or svc.image)
+        Task(f"t{i}", svc.service_id, node_id(state, host), i + 1, "running", "running", image=image or svc.image)
         for i, host in enumerate(hosts)
     )
     services = tuple(replace(s, replicas=len(hosts)) if s.service_id == svc.service_id else s for s in state.services)
     return replace(state, services=services, tasks=others + tasks)
 
 
-def status_output(svc: ServiceFacts, tasks: list[dict[str, object]], nodes: tuple[NodeFacts, ...] = ()) -> str:
-    """What `service_status_command` prints: the service, ---, its tasks, ---, the nodes."""
+def status_output(svc: Service, tasks: list[dict[str, object]], nodes: tuple[SwarmNode, ...] = ()) -> str:
+    """What `service_status` prints: the service, ---, its tasks, ---, the nodes."""
     row = {
         "id": svc.service_id,
         "name": svc.name,
@@ -89,9 +81,7 @@ def status_output(svc: ServiceFacts, tasks: list[dict[str, object]], nodes: tupl
     )
 
 
-def task_row(
-    svc: ServiceFacts, node: str, state: str = "running", error: str = "", image: str = ""
-) -> dict[str, object]:
+def task_row(svc: Service, node: str, state: str = "running", error: str = "", image: str = "") -> dict[str, object]:
     return {
         "id": f"task-{node}-{state}",
         "service": svc.service_id,
@@ -109,7 +99,7 @@ def task_row(
 
 
 def test_recorded_services_tasks_and_nodes_parse() -> None:
-    state = recorded()
+    state = recorded_state()
     assert len(state.services) == 12 and len(state.nodes) == 6
     ui = service(state, "ui")
     assert (ui.name, ui.replicas, ui.max_per_node, ui.constraints) == (
@@ -125,7 +115,7 @@ def test_recorded_services_tasks_and_nodes_parse() -> None:
 
 
 def test_service_by_short_or_full_name_and_unknown_lists_them() -> None:
-    state = recorded()
+    state = recorded_state()
     assert service(state, "ui") is resolve_service(state.services, "registration_ui", "other")
     with pytest.raises(ServiceError, match=r"no service 'uix'.*Services: api, email, .*, ui$"):
         service(state, "uix")
@@ -141,7 +131,7 @@ def test_images_compare_without_the_pinned_digest() -> None:
 
 
 def test_scale_sets_replicas_then_waits_for_them() -> None:
-    state = recorded()
+    state = recorded_state()
     otp = service(state, "otp")
     plan = plan_scale(LEADER, otp, 3, state.nodes, 1)
     run, wait = plan.operations
@@ -150,13 +140,13 @@ def test_scale_sets_replicas_then_waits_for_them() -> None:
 
 
 def test_scale_to_the_current_count_changes_nothing() -> None:
-    state = recorded()
+    state = recorded_state()
     plan = plan_scale(LEADER, service(state, "otp"), 1, state.nodes, 1)
     assert not plan.operations and plan.notes == ("registration_otp already runs 1 replicas",)
 
 
 def test_scale_beyond_one_per_node_is_refused_with_the_limit() -> None:
-    state = recorded()
+    state = recorded_state()
     assert capacity(service(state, "ui"), state.nodes) == 3
     with pytest.raises(ServiceError, match=r"cannot run 6 replicas: it allows 1 per node .* 3 nodes are eligible"):
         plan_scale(LEADER, service(state, "ui"), 6, state.nodes, 3)
@@ -166,7 +156,7 @@ def test_scale_beyond_one_per_node_is_refused_with_the_limit() -> None:
 
 
 def test_scale_of_a_global_service_or_below_zero_is_refused() -> None:
-    state = recorded()
+    state = recorded_state()
     with pytest.raises(ServiceError, match="global service"):
         plan_scale(LEADER, replace(service(state, "otp"), mode="global"), 2, state.nodes, 3)
     with pytest.raises(ServiceError, match="0 or more"):
@@ -187,7 +177,7 @@ def test_bad_scale_specs_are_refused(spec: str, problem: str) -> None:
 
 
 def test_update_runs_detached_then_waits_for_completion() -> None:
-    api = service(recorded(), "api")
+    api = service(recorded_state(), "api")
     plan = plan_update(LEADER, api, "r:5000/swarmlab/api:new", force=False)
     run, wait = plan.operations
     assert isinstance(run, Run) and run.command == (
@@ -199,14 +189,14 @@ def test_update_runs_detached_then_waits_for_completion() -> None:
 
 
 def test_update_to_the_running_image_changes_nothing_and_no_request_is_refused() -> None:
-    api = service(recorded(), "api")
+    api = service(recorded_state(), "api")
     assert not plan_update(LEADER, api, api.image.split("@")[0], force=False).operations
     with pytest.raises(ServiceError, match="give --image REF, or --force"):
         plan_update(LEADER, api, "", force=False)
 
 
 def test_update_verdict_waits_for_a_new_update_then_reports_a_rollback_with_task_and_node() -> None:
-    state = recorded()
+    state = recorded_state()
     api = replace(service(state, "api"), update_state="completed", update_started="T0")
     verdict = update_verdict(api.name, "T0", "r/api:new")
     nodes = state.nodes
@@ -223,7 +213,7 @@ def test_update_verdict_waits_for_a_new_update_then_reports_a_rollback_with_task
 
 
 def test_update_verdict_is_done_when_every_replica_runs_the_new_spec() -> None:
-    state = recorded()
+    state = recorded_state()
     api = replace(service(state, "api"), update_state="completed", update_started="T1", image="r/api:new@sha256:1")
     rows = [task_row(api, node_id(state, f"worker-{i}")) for i in (1, 2, 3)]
     assert update_verdict(api.name, "T0", "r/api:new")(status_output(api, rows, state.nodes)).done
@@ -232,7 +222,7 @@ def test_update_verdict_is_done_when_every_replica_runs_the_new_spec() -> None:
 
 
 def test_rollback_goes_to_the_previous_spec_once() -> None:
-    api = replace(service(recorded(), "api"), has_previous=True, update_state="completed")
+    api = replace(service(recorded_state(), "api"), has_previous=True, update_state="completed")
     run, wait = plan_rollback(LEADER, api).operations
     assert isinstance(run, Run) and run.command == "docker service rollback --detach registration_api"
     assert isinstance(wait, Wait)
@@ -247,13 +237,13 @@ def test_rollback_goes_to_the_previous_spec_once() -> None:
 
 
 def test_balanced_services_need_no_rebalance() -> None:
-    state = recorded()
+    state = recorded_state()
     plan = plan_rebalance(LEADER, state)
     assert not plan.operations and plan.notes == ("every service's tasks are evenly spread over their eligible nodes",)
 
 
 def test_an_uneven_start_first_service_goes_up_then_back_down() -> None:
-    state = recorded()
+    state = recorded_state()
     uneven_state = with_tasks(state, service(state, "student"), ["worker-1", "worker-1", "worker-2"])
     student = service(uneven_state, "student")
     counts = spread(uneven_state, student)
@@ -267,7 +257,7 @@ def test_an_uneven_start_first_service_goes_up_then_back_down() -> None:
 
 
 def test_an_uneven_stop_first_service_goes_down_then_back_up() -> None:
-    state = recorded()
+    state = recorded_state()
     single = replace(service(state, "student"), update_order="stop-first")
     state = replace(state, services=tuple(single if s.name == single.name else s for s in state.services))
     uneven_state = with_tasks(state, single, ["worker-1"] * 4)
@@ -278,7 +268,7 @@ def test_an_uneven_stop_first_service_goes_down_then_back_up() -> None:
 
 
 def test_drain_node_waits_for_its_tasks_to_move_and_says_what_runs_short() -> None:
-    state = recorded()
+    state = recorded_state()
     plan = plan_drain_node(LEADER, "worker-3", state)
     run, empty, placed = plan.operations
     assert (
@@ -289,7 +279,7 @@ def test_drain_node_waits_for_its_tasks_to_move_and_says_what_runs_short() -> No
 
 
 def test_drain_node_refuses_to_strand_a_service_and_is_idempotent() -> None:
-    state = recorded()
+    state = recorded_state()
     nodes = tuple(
         replace(n, availability="drain") if n.hostname in ("worker-1", "worker-2") else n for n in state.nodes
     )
@@ -301,7 +291,7 @@ def test_drain_node_refuses_to_strand_a_service_and_is_idempotent() -> None:
 
 
 def test_activate_node_refuses_managers_and_says_to_rebalance() -> None:
-    state = recorded()
+    state = recorded_state()
     with pytest.raises(NodeError, match="managers stay drained"):
         plan_activate_node(LEADER, "manager-2", state)
     assert not plan_activate_node(LEADER, "worker-1", state).operations
@@ -314,7 +304,7 @@ def test_activate_node_refuses_managers_and_says_to_rebalance() -> None:
 
 
 def test_placed_verdict_names_the_services_still_short() -> None:
-    state = recorded()
+    state = recorded_state()
     ui = service(state, "ui")
     output = status_output(
         ui, [task_row(ui, node_id(state, "worker-1")), task_row(ui, "x", "pending", "no suitable node")]

@@ -12,26 +12,28 @@ import pytest
 
 from cluster import flows
 from cluster.errors import CommandFailed, SwarmlabError
+from cluster.facts.managers import Quorum
 from cluster.inventory import Node
 from cluster.plans import security, services
 from cluster.plans.nodes import NodeError
-from cluster.plans.recover import Quorum, RecoverRefused
+from cluster.plans.recover import RecoverRefused
 from cluster.plans.services import ServiceError
+from cluster.reads import probe_managers
 from cluster.runners import KEY_CHANGED, Result
 from cluster.tasks import recover as recover_task
 from cluster.tasks.nodes import activate_node, drain_node
 from cluster.tasks.security import rotate_ca, rotate_join_tokens
 from cluster.tasks.services import rebalance, rollback, scale, update
-from cluster.tasks.status import probe_managers, status_report
+from cluster.tasks.status import status_report
 from tests.unit.fake_runner import FakeRunner
 from tests.unit.fake_runner import fake_session as session
 from tests.unit.fake_runner import lab_shaped_inventory as inventory
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
-MANAGER = (FACTS / "swarm_manager.json").read_text()
-SERVICES = (FACTS / "services.txt").read_text()
-NODES = (FACTS / "nodes.jsonl").read_text()
-NODE_LS = (FACTS / "node_ls.jsonl").read_text()
+MANAGER = recorded("swarm_manager")
+SERVICES = recorded("services")
+NODES = recorded("nodes")
+NODE_LS = recorded("node_ls")
 SWARM_STATE = r"^ids=\$\(docker service ls -q\)"
 # Commands that change the swarm: none may run in a dry run or on bad input.
 CHANGING = r"service update|service rollback|node update|node rm|swarm init|swarm leave|swarm join|--rotate"

@@ -9,16 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from cluster.facts.storage import RegistryCheck, parse_registry_check, registry_check
 from cluster.images import Build, workload_builds
 from cluster.operations import Parallel, Run
-from cluster.plans.images import (
-    ImageCache,
-    RegistryCheck,
-    parse_registry_check,
-    plan_builds,
-    registry_check_command,
-    to_build,
-)
+from cluster.plans.images import ImageCache, plan_builds, to_build
 from cluster.workload import REPO_ROOT, load_workload
 
 REGISTRY = "10.20.0.6:5000"
@@ -114,7 +108,7 @@ def test_a_registry_that_has_everything_builds_nothing() -> None:
     assert parse_registry_check(answer) == RegistryCheck(keys, keys)
     plan = plan_builds("storage-1", everything, parse_registry_check(answer), CACHE)
     assert plan.operations == () and not plan.changes and len(plan.notes) == len(everything)
-    command = registry_check_command(everything, "10.20.0.6:5000")
+    command = registry_check(everything, "10.20.0.6:5000").command
     assert all(b.key in command for b in everything)
     # Over TLS, verified with the CA the engines trust for this registry: no plain HTTP, no -k.
     assert "https://10.20.0.6:5000/v2/" in command and "--cacert /etc/docker/certs.d/10.20.0.6:5000/ca.crt" in command
@@ -133,7 +127,7 @@ def test_only_the_changed_image_is_rebuilt_when_the_rest_is_in_the_registry() ->
 def test_an_empty_registry_is_filled_from_the_image_cache_and_only_what_it_lacks_is_built() -> None:
     everything = builds()
     app = next(b for b in everything if b.name == "app")
-    command = registry_check_command(everything, REGISTRY, CACHE)
+    command = registry_check(everything, REGISTRY, CACHE.path).command
     assert '[ -f "/var/cache/swarmlab/images/$name-$tag/manifest.json" ]' in command
     answer = "\n".join(f"{b.key} no {'no' if b is app else 'yes'}" for b in everything)
     check = parse_registry_check(answer)
@@ -168,7 +162,7 @@ def test_an_image_the_registry_has_and_the_cache_lacks_is_kept_in_the_cache_not_
 
 
 def test_without_a_cache_nothing_is_cached_or_kept() -> None:
-    command = registry_check_command(builds(), REGISTRY)
+    command = registry_check(builds(), REGISTRY).command
     assert "manifest.json" not in command and "then c=yes" in command and "if false;" in command
     everything = builds()
     plan = plan_builds("storage-1", everything, RegistryCheck(frozenset(), frozenset()))

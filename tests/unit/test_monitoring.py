@@ -16,7 +16,9 @@ import yaml
 from cluster import workload as bundles
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors
-from cluster.facts import parse_node_list, parse_node_tasks, parse_prometheus_vector, prometheus_query_command
+from cluster.facts.prometheus import parse_prometheus_vector, prometheus_vector
+from cluster.facts.swarm import parse_node_list
+from cluster.facts.tasks import parse_node_tasks
 from cluster.lab.topology import lab_inventory
 from cluster.state import StatePaths
 from cluster.tasks.deploy import config_contents
@@ -25,9 +27,9 @@ from cluster.tasks.status import format_map, rates_query, rates_report, rates_ta
 from cluster.workload import load_workload
 from haproxy.model import Route, Tls, admin_digest, build, render_config
 from tests.unit.fake_runner import FakeRunner
+from tests.unit.recorded import recorded
 from tests.unit.test_observability import MANAGER, session
 
-FACTS = Path(__file__).parent / "facts"
 WORKERS = [("worker-1", "10.20.0.21"), ("worker-2", "10.20.0.22")]
 TLS = Tls("0" * 64, None)  # a certificate digest; HTTPS on 443, no redirect port
 
@@ -134,7 +136,7 @@ def test_rates_from_one_query_of_both_kinds() -> None:
 
 
 def test_the_query_goes_to_each_worker_in_turn_and_is_quoted() -> None:
-    command = prometheus_query_command(["10.20.0.21", "10.20.0.22"], 8095, "/prometheus", 'up{job="x"}')
+    command = prometheus_vector(["10.20.0.21", "10.20.0.22"], 8095, "/prometheus", 'up{job="x"}', ()).command
     assert command.startswith("for ip in 10.20.0.21 10.20.0.22; do curl -sf -m 3 -G ")
     assert '"http://$ip:8095/prometheus/api/v1/query"' in command
     assert "--data-urlencode 'query=up{job=\"x\"}'" in command
@@ -164,8 +166,8 @@ def test_status_says_when_prometheus_does_not_answer(tmp_path: Path) -> None:
 
 
 def test_the_map_lists_every_node_and_its_tasks() -> None:
-    nodes = parse_node_list((FACTS / "node_ls.jsonl").read_text())
-    tasks = parse_node_tasks((FACTS / "node_tasks.txt").read_text())
+    nodes = parse_node_list(recorded("node_ls"))
+    tasks = parse_node_tasks(recorded("node_tasks"))
     text = format_map(nodes, [t for t in tasks if t.node != "worker-3"])
     lines = text.splitlines()
     assert lines[0].startswith("manager-1 (manager, leader; ready, drain): 0 task(s)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from cluster.facts import ServiceState
+from cluster.facts.services import Service
 from cluster.operations import Run, Wait, Write
 from cluster.plans.netjoin import ANCHOR_SERVICE, anchor_stack, anchor_verdict
 from cluster.plans.stack import plan_deploy
@@ -57,9 +57,9 @@ def test_the_anchor_is_deployed_and_waited_for_before_the_services_and_kept_with
 
 def test_a_deployed_stack_without_its_anchor_is_deployed_again() -> None:
     names = yaml.safe_load(REGISTRATION)["services"]
-    states = [ServiceState(f"registration_{n}", "1/1") for n in names]
+    states = [Service(f"registration_{n}", replica_status="1/1") for n in names]
     assert plan_deploy("manager-1", "registration", REGISTRATION, REGISTRATION, states).changes
-    with_anchor = [*states, ServiceState(f"registration_{ANCHOR_SERVICE}", "3/3")]
+    with_anchor = [*states, Service(f"registration_{ANCHOR_SERVICE}", replica_status="3/3")]
     assert not plan_deploy("manager-1", "registration", REGISTRATION, REGISTRATION, with_anchor).operations
 
 

@@ -11,18 +11,17 @@ import pytest
 from cluster.config import parse_config
 from cluster.durations import parse_duration
 from cluster.errors import CommandFailed, OptionErrors, SwarmlabError
-from cluster.facts import (
-    TaskRef,
-    events_command,
+from cluster.facts.logs import (
+    events_since,
     parse_events,
     parse_log_line,
-    parse_node_tasks,
     parse_read_failures,
     parse_service_logs,
-    parse_service_tasks,
     service_follow_command,
-    task_logs_command,
+    task_logs,
 )
+from cluster.facts.services import Task
+from cluster.facts.tasks import parse_node_tasks, parse_service_tasks
 from cluster.lab.topology import lab_inventory
 from cluster.providers.static import StaticProvider
 from cluster.session import Session
@@ -30,12 +29,12 @@ from cluster.state import StatePaths, write_private
 from cluster.tasks.events import event_query, format_event, swarm_events
 from cluster.tasks.logs import format_log_line, log_query, resolve_service, service_logs, short_time
 from tests.unit.fake_runner import FakeRunner
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
-LOGS = (FACTS / "service_logs.txt").read_text()
-EVENTS = (FACTS / "events.jsonl").read_text()
-NODE_TASKS = (FACTS / "node_tasks.txt").read_text()
-MANAGER = (FACTS / "swarm_manager.json").read_text()
+LOGS = recorded("service_logs")
+EVENTS = recorded("events")
+NODE_TASKS = recorded("node_tasks")
+MANAGER = recorded("swarm_manager")
 SERVICES = "registration_api\nregistration_otp\nregistration_ui\nhello_web\n"
 
 
@@ -91,20 +90,20 @@ def test_a_log_line_prints_its_time_task_and_node_with_secrets_masked() -> None:
 
 
 def test_logs_are_read_task_by_task_each_bounded_and_follow_is_bounded_in_time() -> None:
-    command = task_logs_command(["t1", "t2"], 200, None)
+    command = task_logs(["t1", "t2"], 200, None).command
     assert command.startswith("for t in t1 t2; do timeout 20 docker service logs --timestamps --no-trunc --tail 200 $t")
     assert 'echo "#swarmlab-logs-failed $t $status"' in command
-    assert "--tail all --since 600s" in task_logs_command(["t1"], None, 600)
-    assert task_logs_command(["x; rm -rf /"], 5, None).startswith("for t in 'x; rm -rf /'; do")
+    assert "--tail all --since 600s" in task_logs(["t1"], None, 600).command
+    assert task_logs(["x; rm -rf /"], 5, None).command.startswith("for t in 'x; rm -rf /'; do")
     follow = service_follow_command("registration_api", 5, None, 60)
     assert follow.startswith("timeout 60 docker service logs --follow ") and "[ $status -eq 124 ] && exit 0" in follow
     assert parse_read_failures("x\n#swarmlab-logs-failed abc 124\n") == {"abc": 124}
 
 
 def test_a_services_tasks_recorded_from_a_lab() -> None:
-    tasks = parse_service_tasks((FACTS / "service_tasks.txt").read_text())
-    assert len(tasks) == 10 and {t.slot for t in tasks} == {"1", "2", "3"}
-    assert tasks[0] == TaskRef("j7x06kgukd8lcbuhk98a9enxz", "registration_api.1", "worker-2")
+    tasks = parse_service_tasks(recorded("service_tasks"))
+    assert len(tasks) == 10 and {t.slot_name for t in tasks} == {"1", "2", "3"}
+    assert tasks[0] == Task(task_id="j7x06kgukd8lcbuhk98a9enxz", slot=1, name="registration_api.1", node="worker-2")
 
 
 def test_bad_options_are_all_reported_before_anything_runs() -> None:
@@ -217,7 +216,7 @@ def test_events_recorded_from_a_lab_print_one_a_line() -> None:
 
 
 def test_events_command_is_bounded_and_filtered() -> None:
-    command = events_command(600, ("service", "node"))
+    command = events_since(600, ("service", "node")).command
     assert command.startswith("docker events --since 600s --until 0s --filter scope=swarm ")
     assert "--filter type=service --filter type=node" in command
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from cluster.facts import SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
+from cluster.facts.swarm import SwarmInfo, SwarmNode, parse_node_list, parse_swarm_info
 from cluster.inventory import Inventory, Node
 from cluster.operations import Parallel, Wait
 from cluster.plans.swarm import PlanError, TokenRole, plan_drain, plan_init, plan_join, token_secret, tokens_needed
 from tests.unit.fake_runner import lab_shaped_inventory
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
 POOL = "10.128.0.0/16"
 
 
@@ -22,27 +21,25 @@ def inventory() -> Inventory:
     return lab_shaped_inventory()
 
 
-def recorded(name: str) -> SwarmInfo:
-    return parse_swarm_info((FACTS / name).read_text())
+def swarm_info(name: str) -> SwarmInfo:
+    return parse_swarm_info(recorded(name))
 
 
 def fresh(inventory: Inventory) -> dict[str, SwarmInfo]:
-    return {n.name: recorded("swarm_inactive.json") for n in inventory.swarm_nodes}
+    return {n.name: swarm_info("swarm_inactive") for n in inventory.swarm_nodes}
 
 
 def members() -> tuple[SwarmNode, ...]:
-    return parse_node_list((FACTS / "node_ls.jsonl").read_text())
+    return parse_node_list(recorded("node_ls"))
 
 
 def test_parsers_read_recorded_docker_output() -> None:
-    manager, worker, inactive = (
-        recorded(f) for f in ("swarm_manager.json", "swarm_worker.json", "swarm_inactive.json")
-    )
+    manager, worker, inactive = (swarm_info(f) for f in ("swarm_manager", "swarm_worker", "swarm_inactive"))
     assert manager.is_manager and manager.in_swarm and manager.cluster_id
     assert worker.in_swarm and not worker.is_manager and worker.cluster_id == ""
     assert not inactive.in_swarm
     listed = members()
-    assert [m.hostname for m in listed if m.manager_status == "Leader"] == ["manager-1"]
+    assert [m.hostname for m in listed if m.leader] == ["manager-1"]
     assert sum(m.is_manager for m in listed) == 3
 
 
@@ -57,14 +54,14 @@ def test_init_on_a_fresh_cluster_runs_on_the_first_manager_with_its_private_addr
 
 
 def test_init_is_empty_when_a_manager_already_runs_the_swarm(inventory: Inventory) -> None:
-    infos = fresh(inventory) | {"manager-2": recorded("swarm_manager.json")}
+    infos = fresh(inventory) | {"manager-2": swarm_info("swarm_manager")}
     leader, plan = plan_init(infos, inventory.managers, POOL)
     assert plan.operations == () and leader == "manager-2" and not plan.changes
     assert plan.notes == ("already initialised; manager-2 is a manager of it",)
 
 
 def test_managers_in_two_different_swarms_are_refused(inventory: Inventory) -> None:
-    one = recorded("swarm_manager.json")
+    one = swarm_info("swarm_manager")
     infos = fresh(inventory) | {"manager-1": one, "manager-3": replace(one, cluster_id="other")}
     with pytest.raises(PlanError, match="different swarms"):
         plan_init(infos, inventory.managers, POOL)
@@ -116,7 +113,7 @@ def test_fully_joined_cluster_needs_nothing(inventory: Inventory) -> None:
 
 
 def test_member_with_the_wrong_role_is_promoted_on_the_leader(inventory: Inventory) -> None:
-    listed = tuple(replace(m, manager_status="") if m.hostname == "manager-3" else m for m in members())
+    listed = tuple(replace(m, role="worker", reachability="") if m.hostname == "manager-3" else m for m in members())
     infos = {n.name: member_info(n, listed) for n in inventory.swarm_nodes}
     [step] = plan_join(infos, inventory.swarm_nodes, listed, inventory.node("manager-1")).runs
     assert step.node == "manager-1" and step.command.startswith("docker node promote ")

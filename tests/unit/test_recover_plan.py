@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from cluster.facts import ManagerProbe, NodeFacts, RaftPosition, parse_manager_probe, parse_nodes, parse_swarm_info
+from cluster.facts.managers import ManagerProbe, Quorum, RaftPosition, parse_manager_probe
+from cluster.facts.swarm import SwarmNode, parse_nodes, parse_swarm_info
 from cluster.inventory import Inventory
 from cluster.operations import Run, Wait
 from cluster.plans.recover import (
-    Quorum,
     RecoverRefused,
     choose_survivor,
     manager_ready_verdict,
@@ -22,10 +21,10 @@ from cluster.plans.recover import (
 )
 from cluster.plans.swarm import JOIN_CONTINUES, TokenRole, token_secret
 from tests.unit.fake_runner import lab_shaped_inventory
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
-MANAGER = (FACTS / "swarm_manager.json").read_text()
-NODES = parse_nodes((FACTS / "nodes.jsonl").read_text())
+MANAGER = recorded("swarm_manager")
+NODES = parse_nodes(recorded("nodes"))
 
 
 @pytest.fixture
@@ -102,7 +101,7 @@ def node_id_of(hostname: str) -> str:
     return next(n.node_id for n in NODES if n.hostname == hostname)
 
 
-def members_without(*names: str) -> tuple[NodeFacts, ...]:
+def members_without(*names: str) -> tuple[SwarmNode, ...]:
     return tuple(
         replace(n, reachability="reachable" if n.role == "manager" else "") for n in NODES if n.hostname not in names
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.errors import CommandFailed, SwarmlabError, redact
-from cluster.facts import ServiceState, parse_services
+from cluster.facts.services import Service, parse_stack_services
 from cluster.images import BuildContext
 from cluster.jointokens import read_join_tokens
 from cluster.lab.keys import known_hosts_line, new_key_pair
@@ -26,7 +26,7 @@ def test_image_tag_is_a_hash_of_files_and_build_args() -> None:
     [("3/3", True), ("2/3", False), ("0/1", False), ("0/0", True), ("1/1 (max 1 per node)", True), ("", False)],
 )
 def test_service_convergence(replicas: str, converged: bool) -> None:
-    assert ServiceState("s", replicas).converged is converged
+    assert Service("s", replica_status=replicas).converged is converged
 
 
 def test_parse_services_joins_replicas_update_state_and_last_task_error() -> None:
@@ -35,9 +35,13 @@ def test_parse_services_joins_replicas_update_state_and_last_task_error() -> Non
         "hello_web.1|worker-1|Running 2 minutes ago|\n"
         "x_y.1|worker-2|Failed 5 seconds ago|task: non-zero exit (1)\nx_y.2|worker-3|Running 1 minute ago|\n"
     )
-    assert parse_services(output) == (
-        ServiceState("hello_web", "3/3", "updating"),
-        ServiceState("x_y", "1/2", "", "node worker-2: Failed 5 seconds ago: task: non-zero exit (1)"),
+    assert parse_stack_services(output) == (
+        Service("hello_web", replica_status="3/3", update_state="updating"),
+        Service(
+            "x_y",
+            replica_status="1/2",
+            last_error="node worker-2: Failed 5 seconds ago: task: non-zero exit (1)",
+        ),
     )
 
 
@@ -46,11 +50,11 @@ def test_parse_services_joins_replicas_update_state_and_last_task_error() -> Non
     [("", True, False), ("completed", True, False), ("updating", False, False), ("rollback_completed", False, True)],
 )
 def test_a_rolling_update_is_not_converged_until_it_completes(update: str, converged: bool, failed: bool) -> None:
-    state = ServiceState("s", "3/3", update)
+    state = Service("s", replica_status="3/3", update_state=update)
     assert (state.converged, state.failed) == (converged, failed)
     # A rollback that was asked for (`fab rollback`) and ended has settled; one under way has not.
     assert state.settled is (update != "updating")
-    assert not ServiceState("s", "2/3", "rollback_completed").settled
+    assert not Service("s", replica_status="2/3", update_state="rollback_completed").settled
 
 
 def test_command_failure_names_host_command_exit_and_tail() -> None:

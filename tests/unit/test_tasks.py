@@ -21,11 +21,11 @@ from cluster.workload import load_workload
 from tests.unit.fake_runner import Call, FakeRunner, answer_as_written
 from tests.unit.fake_runner import fake_session as session
 from tests.unit.fake_runner import lab_shaped_inventory as inventory
+from tests.unit.recorded import recorded
 
-FACTS = Path(__file__).parent / "facts"
-INACTIVE = (FACTS / "swarm_inactive.json").read_text()
-MANAGER = (FACTS / "swarm_manager.json").read_text()
-NODE_LS = (FACTS / "node_ls.jsonl").read_text()
+INACTIVE = recorded("swarm_inactive")
+MANAGER = recorded("swarm_manager")
+NODE_LS = recorded("node_ls")
 WORKER_TOKEN = "SWMTKN-1-worker-token-never-to-be-seen"
 MANAGER_TOKEN = "SWMTKN-1-manager-token-never-to-be-seen"
 

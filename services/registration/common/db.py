@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 import psycopg
 from psycopg.rows import tuple_row
 
-from registration.common.deadline import current_deadline, retry_until
+from registration.common.deadline import Deadline, current_deadline, growing_delays, retry_until
 from registration.common.settings import PostgresSettings
 
 T = TypeVar("T")
@@ -84,20 +84,23 @@ async def connect_with_retry(
     settings: PostgresSettings, *, retry_delay: float = 1.0, max_wait: float = 0.0
 ) -> psycopg.AsyncConnection[tuple[Any, ...]]:
     """Connect (autocommit), retrying until PostgreSQL is up (forever when ``max_wait`` <= 0)."""
-    deadline = time.monotonic() + max_wait if max_wait > 0 else None
-    while True:
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                autocommit=True, row_factory=tuple_row, **conninfo_kwargs(settings)
-            )
-        except psycopg.OperationalError as exc:
-            if deadline is not None and time.monotonic() > deadline:
-                raise
-            # psycopg's message names host/port/user, never the password
-            log.warning("PostgreSQL at %s:%s not ready (%s); retrying", settings.host, settings.port, exc)
-            await asyncio.sleep(retry_delay)
-            continue
-        return conn
+    # As before: a failure after ``max_wait`` gives up, one before it pauses and tries again (the
+    # deadline is one pause later).
+    deadline = Deadline(max_wait + retry_delay if max_wait > 0 else math.inf)
+
+    def retrying(error: BaseException, attempt: int, pause: float) -> None:
+        # psycopg's message names host/port/user, never the password
+        log.warning("PostgreSQL at %s:%s not ready (%s); retrying", settings.host, settings.port, error)
+
+    return await retry_until(
+        deadline,
+        lambda: _connect_once(settings),
+        transient=(psycopg.OperationalError,),
+        what="PostgreSQL connection",
+        delay=growing_delays(retry_delay, factor=1.0, cap=retry_delay),
+        on_retry=retrying,
+        reraise=True,
+    )
 
 
 async def migrate(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> list[int]:

@@ -81,6 +81,27 @@ def backoff_delays(base: float = 0.25, cap: float = 4.0) -> Callable[[int], floa
     return delay
 
 
+def growing_delays(first: float, *, factor: float, cap: float) -> Callable[[int], float]:
+    """Pauses without jitter: ``first`` after attempt 1, then times ``factor`` per attempt, at most ``cap``
+    (``first`` itself is not capped). ``factor`` 1 gives a steady pace."""
+
+    def delay(attempt: int) -> float:
+        if attempt <= 1:
+            return first
+        try:
+            return min(cap, first * factor ** (attempt - 1))
+        except OverflowError:  # a retry that goes on for ever reached the cap long ago
+            return cap
+
+    return delay
+
+
+# Called before each pause with (the error, the attempt that failed, the pause in seconds).
+OnRetry = Callable[[BaseException, int, float], None]
+# Called once when retrying stops for lack of time, with (the last error, the attempts made).
+OnGiveUp = Callable[[BaseException, int], None]
+
+
 async def retry_until(
     deadline: Deadline,
     operation: Callable[[], Awaitable[T]],
@@ -89,11 +110,19 @@ async def retry_until(
     what: str,
     delay: Callable[[int], float] | None = None,
     sleep: Sleep = asyncio.sleep,
+    repeatable: Callable[[BaseException], bool] | None = None,
+    reserve: float = 0.0,
+    on_retry: OnRetry | None = None,
+    on_give_up: OnGiveUp | None = None,
+    reraise: bool = False,
 ) -> T:
     """Run ``operation`` until it succeeds, retrying ``transient`` errors until ``deadline``.
 
-    Raises :class:`DeadlineExceeded` (chained to the last error) when the budget is spent.
-    Callers must only pass operations that are safe to repeat.
+    Raises :class:`DeadlineExceeded` (chained to the last error) when the budget is spent, or the
+    last error itself with ``reraise``. A transient error for which ``repeatable`` says False is
+    raised at once. Retrying stops when no more than ``reserve`` seconds would be left after the
+    next pause. ``on_retry`` replaces the default warning logged before each pause. A
+    ``Deadline(math.inf)`` retries for ever. Callers must only pass operations that are safe to repeat.
     """
     next_delay = delay or backoff_delays()
     attempt = 0
@@ -102,10 +131,19 @@ async def retry_until(
         try:
             return await operation()
         except transient as exc:
+            if repeatable is not None and not repeatable(exc):
+                raise
             pause = min(next_delay(attempt), deadline.remaining())
-            if deadline.remaining() - pause <= 0.0:
+            if deadline.remaining() - pause <= reserve:
+                if on_give_up is not None:
+                    on_give_up(exc, attempt)
+                if reraise:
+                    raise
                 raise DeadlineExceeded(
                     f"{what}: still failing after {attempt} attempts ({type(exc).__name__})"
                 ) from exc
-            log.warning("%s failed (%s); retry %d in %.2fs", what, type(exc).__name__, attempt, pause)
+            if on_retry is None:
+                log.warning("%s failed (%s); retry %d in %.2fs", what, type(exc).__name__, attempt, pause)
+            else:
+                on_retry(exc, attempt, pause)
             await sleep(pause)

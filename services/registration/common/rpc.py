@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import socket
 import time
 import uuid
@@ -50,7 +51,9 @@ from registration.common.deadline import (
     Deadline,
     TransientError,
     backoff_delays,
+    growing_delays,
     reset_current_deadline,
+    retry_until,
     set_current_deadline,
 )
 from registration.common.settings import RabbitSettings
@@ -132,37 +135,42 @@ async def connect(
     and consumers after a broker restart. Every second while it is away: a deploy waits on the
     workers connecting as soon as the broker answers, and a refused connection costs next to nothing.
     """
-    deadline = time.monotonic() + settings.connect_timeout if settings.connect_timeout > 0 else None
-    delay = retry_delay
-    while True:
-        try:
-            conn = await aio_pika.connect_robust(
-                host=settings.host,
-                port=settings.port,
-                login=settings.user,
-                password=settings.password.get_secret_value(),
-                virtualhost=settings.vhost,
-                client_properties={"connection_name": f"{name}@{socket.gethostname()}"},
-                timeout=10,
-                # After a broker move, try again every second (aio-pika's default is 5 s).
-                reconnect_interval=1,
-            )
-        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-            if deadline is not None and time.monotonic() + delay > deadline:
-                raise
-            # the exception text never contains the password (we pass it separately)
-            log.warning(
-                "RabbitMQ at %s:%s not reachable (%s); retrying in %.0fs",
-                settings.host,
-                settings.port,
-                type(exc).__name__,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, max_delay)
-            continue
-        log.info("connected to RabbitMQ at %s:%s", settings.host, settings.port)
-        return conn
+    deadline = Deadline(settings.connect_timeout if settings.connect_timeout > 0 else math.inf)
+
+    async def connect_once() -> AbstractRobustConnection:
+        return await aio_pika.connect_robust(
+            host=settings.host,
+            port=settings.port,
+            login=settings.user,
+            password=settings.password.get_secret_value(),
+            virtualhost=settings.vhost,
+            client_properties={"connection_name": f"{name}@{socket.gethostname()}"},
+            timeout=10,
+            # After a broker move, try again every second (aio-pika's default is 5 s).
+            reconnect_interval=1,
+        )
+
+    def retrying(error: BaseException, attempt: int, pause: float) -> None:
+        # the exception text never contains the password (we pass it separately)
+        log.warning(
+            "RabbitMQ at %s:%s not reachable (%s); retrying in %.0fs",
+            settings.host,
+            settings.port,
+            type(error).__name__,
+            pause,
+        )
+
+    conn = await retry_until(
+        deadline,
+        connect_once,
+        transient=(TimeoutError, OSError, aio_pika.exceptions.AMQPError),
+        what="RabbitMQ connection",
+        delay=growing_delays(retry_delay, factor=1.5, cap=max_delay),
+        on_retry=retrying,
+        reraise=True,
+    )
+    log.info("connected to RabbitMQ at %s:%s", settings.host, settings.port)
+    return conn
 
 
 def _encode(payload: Mapping[str, Any]) -> bytes:
@@ -343,26 +351,38 @@ async def call_with_retry(
     database was away) is repeated only when ``safe``. When the budget is spent, or the error
     is not one to repeat, the last :class:`RpcError` is raised.
     """
-    next_delay = delay or backoff_delays()
-    attempt = 0
-    while True:
-        attempt += 1
+    # Raised before a call when no time is left for it: not repeated, and no "giving up" logged.
+    out_of_time = RpcTimeout(f"{service}.{method}: request deadline reached")
+
+    async def call_once() -> Any:
         budget = min(attempt_timeout, deadline.remaining())
         if budget <= 0.0:
-            raise RpcTimeout(f"{service}.{method}: request deadline reached")
-        try:
-            return await rpc.call(service, method, timeout=budget, **kwargs)
-        except RpcError as exc:
-            if not _may_repeat(exc, safe):
-                raise
-            pause = min(next_delay(attempt), deadline.remaining())
-            if deadline.remaining() - pause < 0.05:
-                log.warning("%s.%s: giving up after %d attempts (%s)", service, method, attempt, type(exc).__name__)
-                raise
-            log.warning(
-                "%s.%s attempt %d failed (%s); retrying in %.2fs", service, method, attempt, type(exc).__name__, pause
-            )
-            await asyncio.sleep(pause)
+            raise out_of_time
+        return await rpc.call(service, method, timeout=budget, **kwargs)
+
+    def repeatable(error: BaseException) -> bool:
+        return error is not out_of_time and isinstance(error, RpcError) and _may_repeat(error, safe)
+
+    def retrying(error: BaseException, attempt: int, pause: float) -> None:
+        log.warning(
+            "%s.%s attempt %d failed (%s); retrying in %.2fs", service, method, attempt, type(error).__name__, pause
+        )
+
+    def giving_up(error: BaseException, attempts: int) -> None:
+        log.warning("%s.%s: giving up after %d attempts (%s)", service, method, attempts, type(error).__name__)
+
+    return await retry_until(
+        deadline,
+        call_once,
+        transient=(RpcError,),
+        what=f"{service}.{method}",
+        delay=delay or backoff_delays(),
+        repeatable=repeatable,
+        reserve=0.05,
+        on_retry=retrying,
+        on_give_up=giving_up,
+        reraise=True,
+    )
 
 
 class RpcServer:

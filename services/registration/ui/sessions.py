@@ -7,16 +7,16 @@ raises the session's privilege, against session fixation.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from registration.common.deadline import Deadline, growing_delays, retry_until
 
 T = TypeVar("T")
 SESSION_COOKIE = "regsid"
@@ -24,6 +24,11 @@ SESSION_COOKIE = "regsid"
 # for seconds. A page waits for it within this budget instead of failing (then: SessionsAway, a 503).
 OUTAGE_BUDGET = 20.0
 _AWAY = (RedisConnectionError, RedisTimeoutError, OSError)
+_PACE = growing_delays(0.2, factor=2.0, cap=2.0)  # 0.2, 0.4, 0.8, 1.6, then 2 s
+
+
+def _unlogged(error: BaseException, attempt: int, pause: float) -> None:
+    pass
 
 
 class SessionsAway(Exception):
@@ -55,16 +60,18 @@ class SessionStore:
 
     async def _ride_out(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Every session operation is safe to repeat (get, set of the whole value, delete)."""
-        deadline = time.monotonic() + self.outage_budget
-        delay = 0.2
-        while True:
-            try:
-                return await operation()
-            except _AWAY as error:
-                if time.monotonic() + delay > deadline:
-                    raise SessionsAway(type(error).__name__) from error
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        try:
+            return await retry_until(
+                Deadline(self.outage_budget),
+                operation,
+                transient=_AWAY,
+                what="session store",
+                delay=_PACE,
+                reraise=True,
+                on_retry=_unlogged,  # a page that waited says nothing; one that gave up is a 503
+            )
+        except _AWAY as error:
+            raise SessionsAway(type(error).__name__) from error
 
     @staticmethod
     def _key(sid: str) -> str:

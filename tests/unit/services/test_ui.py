@@ -9,7 +9,8 @@ import httpx
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from registration.ui.app import ApiContext, UiSettings, create_app, http_api_post
+from registration.ui.api_client import ApiContext, http_api_post
+from registration.ui.app import UiSettings, create_app
 from registration.ui.sessions import SESSION_COOKIE
 
 SETTINGS = UiSettings(
