@@ -23,12 +23,14 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/fab demo
 
-## check: lint, types, unit and Pulumi mock tests (under a minute)
+## check: lint (with the import contracts), types, unit and Pulumi mock tests (under a minute)
 check: lint types unit
 
+# lint-imports: the walls between the layers (the contracts in pyproject.toml).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=services $(BIN)/lint-imports
 
 types: venv
 	$(BIN)/mypy
@@ -62,4 +64,4 @@ down: venv
 ## clean: the lab, its image cache and the machine's, then the virtualenv and tool caches
 clean:
 	if [ -x $(BIN)/fab ]; then $(BIN)/fab lab-down --purge --machine-cache; fi
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .grimp_cache

@@ -1,5 +1,6 @@
 """Fabric tasks: `fab --list` shows them, `fab --help TASK` explains one. Each is a thin wrapper over
 cluster/ (see README.md). `--target` is `lab` (default), `pulumi`, or the path of an inventory file.
+The lab (and the Docker SDK) loads only for a lab target or a lab task, through the provider registry.
 
 Every task that changes something takes `--dry-run` (print the plan, change nothing), prints each
 phase with its timing, and ends with a timing table and `result: changed` or `result: no change`.
@@ -9,44 +10,27 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from fabric import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from cluster import flows
 from cluster.config import Config, load_config
 from cluster.errors import SwarmlabError
-from cluster.lab import provider as lab
-from cluster.progress import TIMINGS, say
-from cluster.reads import find_leader
+from cluster.progress import Timings, say
+from cluster.providers import lab_provider
 from cluster.session import Session, open_session
-from cluster.tasks.backup import backup as take_backup
-from cluster.tasks.backup import restore as load_backup
-from cluster.tasks.backup import restore_swarm as load_swarm
-from cluster.tasks.bootstrap import bootstrap as bootstrap_cluster
-from cluster.tasks.clustermap import deploy_map, remove_map
-from cluster.tasks.deploy import deploy_workload
+from cluster.tasks import backup, nodes, security, services, swarm
+from cluster.tasks.clustermap import remove_map
 from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
-from cluster.tasks.haproxy import configure_haproxy
-from cluster.tasks.images import build_images
 from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, GREP_WINDOW, log_query, service_logs
 from cluster.tasks.nfs import configure_nfs
-from cluster.tasks.nodes import activate_node as activate
-from cluster.tasks.nodes import drain_node as drain_one
-from cluster.tasks.recover import recover as recover_swarm
 from cluster.tasks.registry import configure_registry
-from cluster.tasks.security import rotate_ca as new_ca
-from cluster.tasks.security import rotate_join_tokens as new_tokens
-from cluster.tasks.services import rebalance as respread
-from cluster.tasks.services import rollback as roll_back
-from cluster.tasks.services import scale as set_replicas
-from cluster.tasks.services import update as roll_out
 from cluster.tasks.status import cluster_map, cluster_status, rates_report, status_report, table
-from cluster.tasks.swarm import drain_managers as drain
-from cluster.tasks.swarm import swarm_init as init
-from cluster.tasks.swarm import swarm_join as join
 from cluster.workload import Workload, load_workload
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,36 +44,45 @@ NODE = {**CHANGES, "node": "a swarm node of the inventory, e.g. worker-2"}
 STACK = {**CHANGES, "stack": "the workload to deploy (a directory of workloads/; default: stack in swarmlab.yaml)"}
 
 
+@contextmanager
+def reporting(timings: Timings | None = None) -> Iterator[None]:
+    """Our own errors as plain messages (no traceback), then the run's timings so far; exit non-zero."""
+    try:
+        yield
+    except SwarmlabError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        if timings is not None and timings.phases:
+            say("\n" + timings.table())
+        raise Exit(code=1) from None
+
+
 def reported(function: F) -> F:
-    """Print our own errors as plain messages (no traceback), show the timings so far, exit non-zero."""
+    """A task whose errors are reported (see reporting), also those raised before any phase."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with reporting():
             return function(*args, **kwargs)
-        except SwarmlabError as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            if TIMINGS.phases:
-                say("\n" + TIMINGS.table())
-            raise Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def summary(dry_run: bool = False) -> None:
-    say("\n" + TIMINGS.table())
+def summary(timings: Timings, dry_run: bool = False) -> None:
+    say("\n" + timings.table())
     if dry_run:
-        verdict = "would change (dry run: nothing was changed)" if TIMINGS.would_change else "no change"
+        verdict = "would change (dry run: nothing was changed)" if timings.would_change else "no change"
     else:
-        verdict = "changed" if TIMINGS.changed else "no change: the cluster was already as wanted"
+        verdict = "changed" if timings.changed else "no change: the cluster was already as wanted"
     say("\nresult: " + verdict)
 
 
 def changing(target: str, dry_run: bool, work: Callable[[Session], object]) -> None:
-    """Run a changing task's work on a target, then the timing table and the result line."""
-    with open_session(load_config(), target, dry_run) as session:
+    """Run a changing task's work (one task, or a flow) on a target, then the timing table and the
+    result line of the phases it went through."""
+    timings = Timings()
+    with reporting(timings), open_session(load_config(), target, dry_run, timings) as session:
         work(session)
-    summary(dry_run)
+    summary(timings, dry_run)
 
 
 def workload(config: Config, stack: str) -> Workload:
@@ -116,8 +109,10 @@ def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
 @reported
 def lab_up(c: Context, keep: bool = False) -> None:
     """Create the lab: lb, storage, managers and workers as containers with sshd and a Docker engine."""
-    lab.lab_up(load_config(), keep=keep)
-    summary()
+    timings = Timings()
+    with reporting(timings):
+        lab_provider().up(load_config(), timings, keep=keep)
+    summary(timings)
 
 
 @task(
@@ -129,7 +124,9 @@ def lab_up(c: Context, keep: bool = False) -> None:
 @reported
 def lab_down(c: Context, purge: bool = False, machine_cache: bool = False) -> None:
     """Remove every container, network and volume of the lab (its image cache stays unless --purge)."""
-    lab.lab_down(load_config(), purge=purge, machine_cache=machine_cache)
+    timings = Timings()
+    with reporting(timings):
+        lab_provider().down(load_config(), timings, purge=purge, machine_cache=machine_cache)
 
 
 @task
@@ -137,7 +134,8 @@ def lab_down(c: Context, purge: bool = False, machine_cache: bool = False) -> No
 def lab_status(c: Context) -> None:
     """Show the lab's node containers, and where its keys, inventory and credentials are."""
     config = load_config()
-    rows = lab.lab_status_rows(config)
+    lab = lab_provider()
+    rows = lab.status_rows(config)
     own_cache, machine_cache = lab.image_caches(config)
     if not rows:
         say(f"lab {config.cluster!r} is not up; image cache: {own_cache or 'none'}")
@@ -158,28 +156,28 @@ def lab_status(c: Context) -> None:
 @reported
 def swarm_init(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Initialise the swarm on the first manager (no change if a manager already runs one)."""
-    changing(target, dry_run, init)
+    changing(target, dry_run, swarm.swarm_init)
 
 
 @task(help=CHANGES)
 @reported
 def swarm_join(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Join every manager and worker that is not a member yet."""
-    changing(target, dry_run, join)
+    changing(target, dry_run, swarm.swarm_join)
 
 
 @task(help=CHANGES)
 @reported
 def drain_managers(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Set every manager to Drain and wait until no task runs on a manager."""
-    changing(target, dry_run, drain)
+    changing(target, dry_run, swarm.drain_managers)
 
 
 @task(help=CHANGES)
 @reported
 def haproxy(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Render haproxy.cfg for every deployed workload, validate it on the lb node, swap it in and reload."""
-    changing(target, dry_run, lambda session: configure_haproxy(session, find_leader(session.runner)))
+    changing(target, dry_run, lambda session: flows.run(flows.HAPROXY, session))
 
 
 @task(help=CHANGES)
@@ -200,7 +198,7 @@ def registry(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 @reported
 def bootstrap(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """swarm-init, swarm-join, drain-managers, haproxy, nfs and registry, in order; idempotent."""
-    changing(target, dry_run, bootstrap_cluster)
+    changing(target, dry_run, lambda session: flows.run(flows.BOOTSTRAP, session))
 
 
 @task(name="build-images", help=STACK)
@@ -208,7 +206,7 @@ def bootstrap(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 def build_images_task(c: Context, target: str = "lab", dry_run: bool = False, stack: str = "") -> None:
     """Build a workload's images on the storage node and push them to the cluster registry."""
     chosen = workload(load_config(), stack)
-    changing(target, dry_run, lambda session: build_images(session, chosen))
+    changing(target, dry_run, lambda session: flows.run(flows.BUILD_IMAGES, session, chosen))
 
 
 @task(help=STACK)
@@ -217,11 +215,12 @@ def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False, stack: 
     """Build the images, render the stack, deploy it and wait until every service is healthy."""
     config = load_config()
     chosen = workload(config, stack)
-    with open_session(config, target, dry_run) as session:
-        deploy_workload(session, chosen, find_leader(session.runner))
+    timings = Timings()
+    with reporting(timings), open_session(config, target, dry_run, timings) as session:
+        flows.run(flows.DEPLOY_STACK, session, chosen)
         if not dry_run:
             say(f"\nserving at {session.inventory.endpoints.http}/")
-    summary(dry_run)
+    summary(timings, dry_run)
 
 
 @task(help={"keep": "keep what was made if lab-up fails (for debugging)"})
@@ -230,14 +229,14 @@ def demo(c: Context, keep: bool = False) -> None:
     """The whole path on the lab: lab-up, bootstrap, deploy-stack; ends with the URL and timings."""
     config = load_config()
     chosen = workload(config, "")
-    lab.lab_up(config, keep=keep)
-    with open_session(config, "lab") as session:
-        leader = bootstrap_cluster(session)
-        mode = deploy_workload(session, chosen, leader)
-        deploy_map(session)
-        say("\n" + status_report(session.runner))
-        summary()
-        notes(session, chosen, mode)
+    timings = Timings()
+    with reporting(timings):
+        lab_provider().up(config, timings, keep=keep)
+        with open_session(config, "lab", timings=timings) as session:
+            done = flows.run(flows.DEMO, session, chosen)
+            say("\n" + status_report(session.runner))
+            summary(timings)
+            notes(session, chosen, done.the_deployed().storage_mode)
         stats = session.inventory.endpoints.stats or "-"
     say(f"HAProxy stats: {stats}; cluster at a glance: `.venv/bin/fab status` (--map: tasks per node)")
     say(
@@ -269,7 +268,7 @@ def status(c: Context, target: str = "lab", map: bool = False) -> None:
 @reported
 def scale(c: Context, spec: str, target: str = "lab", dry_run: bool = False) -> None:
     """Set a service's replica count and wait until that many run, healthy (refused where placement cannot)."""
-    changing(target, dry_run, lambda session: set_replicas(session, spec))
+    changing(target, dry_run, lambda session: services.scale(session, spec))
 
 
 @task(help={**SERVICE, "image": "the new image reference", "force": "replace the tasks even if nothing changed"})
@@ -278,64 +277,64 @@ def update(
     c: Context, service: str, *, image: str = "", force: bool = False, target: str = "lab", dry_run: bool = False
 ) -> None:
     """Rolling update of a service (its update_config), waited on; reports an automatic rollback and why."""
-    changing(target, dry_run, lambda session: roll_out(session, service, image, force))
+    changing(target, dry_run, lambda session: services.update(session, service, image, force))
 
 
 @task(help=SERVICE)
 @reported
 def rollback(c: Context, service: str, target: str = "lab", dry_run: bool = False) -> None:
     """Roll a service back to its previous spec and wait (no change if it was already rolled back)."""
-    changing(target, dry_run, lambda session: roll_back(session, service))
+    changing(target, dry_run, lambda session: services.rollback(session, service))
 
 
 @task(name="drain-node", help=NODE)
 @reported
 def drain_node(c: Context, node: str, target: str = "lab", dry_run: bool = False) -> None:
     """Drain a node: its tasks move elsewhere; waits until every service runs what it can, healthy."""
-    changing(target, dry_run, lambda session: drain_one(session, node))
+    changing(target, dry_run, lambda session: nodes.drain_node(session, node))
 
 
 @task(name="activate-node", help=NODE)
 @reported
 def activate_node(c: Context, node: str, target: str = "lab", dry_run: bool = False) -> None:
     """Make a drained worker schedulable again and wait until every service runs its replicas."""
-    changing(target, dry_run, lambda session: activate(session, node))
+    changing(target, dry_run, lambda session: nodes.activate_node(session, node))
 
 
 @task(help=CHANGES)
 @reported
 def rebalance(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Spread unevenly placed services again (`service update --force`, one service at a time)."""
-    changing(target, dry_run, respread)
+    changing(target, dry_run, services.rebalance)
 
 
 @task(name="rotate-join-tokens", help=CHANGES)
 @reported
 def rotate_join_tokens(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """New worker and manager join tokens (never shown); nodes already joined are not affected."""
-    changing(target, dry_run, new_tokens)
+    changing(target, dry_run, security.rotate_join_tokens)
 
 
 @task(name="rotate-ca", help=CHANGES)
 @reported
 def rotate_ca(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """A new swarm root CA; waits until every node that is up holds a certificate of it."""
-    changing(target, dry_run, new_ca)
+    changing(target, dry_run, security.rotate_ca)
 
 
 @task(help=CHANGES)
 @reported
 def recover(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Re-form a swarm that lost quorum from its most up-to-date manager, and bring the managers back."""
-    changing(target, dry_run, recover_swarm)
+    changing(target, dry_run, lambda session: flows.run(flows.RECOVER, session))
 
 
-@task(help=CHANGES)
+@task(name="backup", help=CHANGES)
 @reported
-def backup(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+def backup_task(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Swarm state (from a non-leader manager, engine stopped meanwhile) and each deployed bundle's declared
     data, into a timestamped directory of the cluster's state directory (mode 700, files 600)."""
-    changing(target, dry_run, take_backup)
+    changing(target, dry_run, backup.backup)
 
 
 @task(
@@ -349,7 +348,10 @@ def backup(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 def restore(c: Context, from_: str = "", swarm: bool = False, target: str = "lab", dry_run: bool = False) -> None:
     """Verify a backup, then load its workload data into the running services (or, with --swarm, put its
     swarm state back and re-form the swarm from it) and wait until healthy."""
-    changing(target, dry_run, lambda session: (load_swarm if swarm else load_backup)(session, from_))
+    if swarm:
+        changing(target, dry_run, lambda session: flows.run(flows.RESTORE_SWARM, session, backup_dir=from_))
+    else:
+        changing(target, dry_run, lambda session: backup.restore(session, from_))
 
 
 @task(
@@ -407,4 +409,4 @@ def events(c: Context, target: str = "lab", since: str = DEFAULT_SINCE, type: st
 @reported
 def cluster_map_task(c: Context, target: str = "lab", dry_run: bool = False, remove: bool = False) -> None:
     """The cluster map (nodes and their tasks, refreshed) on every manager, at /map/ for the admin credential."""
-    changing(target, dry_run, remove_map if remove else deploy_map)
+    changing(target, dry_run, remove_map if remove else lambda session: flows.run(flows.DEPLOY_MAP, session))

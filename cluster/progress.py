@@ -1,4 +1,8 @@
-"""Progress output: each phase says what it does, whether it changed anything, and how long it took."""
+"""Progress output: each phase says what it does, whether it changed anything, and how long it took.
+
+A run's phases are kept by the Timings object that run owns (its Session's, or the one the lab's
+creation is given), so the caller prints the table and the verdict from what it got back: no
+module-level state, nothing for a test to clear."""
 
 from __future__ import annotations
 
@@ -60,8 +64,21 @@ class Timings:
         lines.append(f"{'total':<{width}}  {total:>8.1f}")
         return "\n".join(lines)
 
-
-TIMINGS = Timings()
+    @contextmanager
+    def phase(self, name: str, description: str) -> Iterator[PhaseResult]:
+        """Time a phase and record it here (printed as a table at the end of a run)."""
+        result = PhaseResult(name)
+        say(f"==> {name}: {description}")
+        start = time.monotonic()
+        try:
+            yield result
+        except BaseException:
+            result.failed = True
+            raise
+        finally:
+            result.seconds = time.monotonic() - start
+            self.phases.append(result)
+            say(f"<== {name}: {result.outcome} in {result.seconds:.1f}s")
 
 
 _SAYING = threading.Lock()
@@ -73,20 +90,3 @@ def say(message: str) -> None:
     with _SAYING:
         sys.stdout.write(message + "\n")
         sys.stdout.flush()
-
-
-@contextmanager
-def phase(name: str, description: str) -> Iterator[PhaseResult]:
-    """Time a phase and record it in TIMINGS (printed as a table at the end of a run)."""
-    result = PhaseResult(name)
-    say(f"==> {name}: {description}")
-    start = time.monotonic()
-    try:
-        yield result
-    except BaseException:
-        result.failed = True
-        raise
-    finally:
-        result.seconds = time.monotonic() - start
-        TIMINGS.phases.append(result)
-        say(f"<== {name}: {result.outcome} in {result.seconds:.1f}s")

@@ -54,7 +54,7 @@ from cluster.lab.topology import (
 )
 from cluster.operations import Plan, Run, Wait
 from cluster.parallel import at_once
-from cluster.progress import PhaseResult, phase, say
+from cluster.progress import PhaseResult, Timings, say
 from cluster.runners import Nodes
 from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
@@ -102,6 +102,19 @@ class LabProvider:
         archive = "/tmp/swarmlab-base.tar"
         load = f"docker load -q -i {archive}; status=$?; rm -f {archive}; exit $status"
         executor.execute(Plan((Run(storage.name, load, f"copied {base.tag} to {storage.name}"),)), progress)
+
+    # The lab's own tasks (lab-up, lab-down, lab-status), for the fabfile through the provider registry.
+    def up(self, config: Config, timings: Timings, keep: bool = False) -> Inventory:
+        return lab_up(config, timings, keep=keep)
+
+    def down(self, config: Config, timings: Timings, purge: bool = False, machine_cache: bool = False) -> None:
+        lab_down(config, timings, purge=purge, machine_cache=machine_cache)
+
+    def status_rows(self, config: Config) -> list[tuple[str, str, str, str]]:
+        return lab_status_rows(config)
+
+    def image_caches(self, config: Config) -> tuple[str | None, str | None]:
+        return image_caches(config)
 
     def restore_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
         """Start the node's container again, or re-create it (empty engine, new host key) if it is gone;
@@ -419,8 +432,8 @@ def _check_existing_shape(engine: docker.DockerClient, config: Config) -> list[C
     return existing
 
 
-def _restart(build: LabBuild, existing: list[Container]) -> Inventory:
-    with phase("lab-nodes", f"lab {build.config.cluster!r} already exists") as p:
+def _restart(build: LabBuild, existing: list[Container], timings: Timings) -> Inventory:
+    with timings.phase("lab-nodes", f"lab {build.config.cluster!r} already exists") as p:
         for container in existing:
             if container.status != "running":
                 container.start()
@@ -429,15 +442,16 @@ def _restart(build: LabBuild, existing: list[Container]) -> Inventory:
     return build.inventory
 
 
-def lab_up(config: Config, keep: bool = False) -> Inventory:
-    """Create the lab (or find it already up with the same shape) and write its inventory."""
-    with phase("engine", "find or start the local Docker engine") as p:
+def lab_up(config: Config, timings: Timings, keep: bool = False) -> Inventory:
+    """Create the lab (or find it already up with the same shape) and write its inventory; its phases
+    go to `timings`."""
+    with timings.phase("engine", "find or start the local Docker engine") as p:
         ensure_engine(p)
         engine = client()
     build = LabBuild(config, engine, config.state(provider=LabProvider.name))
     existing = _check_existing_shape(engine, config)
     if existing and len(existing) == len(lab_nodes(config)) and build.paths.inventory.exists():
-        return _restart(build, existing)
+        return _restart(build, existing, timings)
     if existing:
         raise SwarmlabError(
             f"lab {config.cluster!r} is half there ({len(existing)} of {len(lab_nodes(config))} nodes): "
@@ -445,7 +459,7 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
         )
     try:
         for name, description, action in CREATE_ACTIONS:
-            with phase(name, description) as p:
+            with timings.phase(name, description) as p:
                 try:
                     action(build, p)
                 except DockerException as error:
@@ -455,7 +469,7 @@ def lab_up(config: Config, keep: bool = False) -> Inventory:
             say("lab-up failed; keeping what was made (--keep). Remove it with `fab lab-down`")
         else:
             say("lab-up failed; removing what it made (use --keep to keep it for debugging)")
-            lab_down(config, quiet=True)
+            lab_down(config, timings, quiet=True)
             _remove_volumes(build.engine, build.made_caches)
         raise
     return build.inventory
@@ -479,7 +493,9 @@ def _remove(items: Iterable[Container | Network | Volume], what: str, quiet: boo
     return count
 
 
-def lab_down(config: Config, quiet: bool = False, purge: bool = False, machine_cache: bool = False) -> None:
+def lab_down(
+    config: Config, timings: Timings, quiet: bool = False, purge: bool = False, machine_cache: bool = False
+) -> None:
     """Remove every container, network and volume labelled with this lab's name, and the lab's
     inventory and credentials (its own state directory only); the lab's image cache, keys and CA stay
     for the next lab of this name unless `purge`; the machine's image cache, shared by every lab,
@@ -492,7 +508,7 @@ def lab_down(config: Config, quiet: bool = False, purge: bool = False, machine_c
         raise
     selector = {"label": f"{LABEL_CLUSTER}={config.cluster}"}
     what = f"remove lab {config.cluster!r}" + (" and its image cache" if purge else "")
-    with phase("lab-down", what + (" and the machine's image cache" if machine_cache else "")) as p:
+    with timings.phase("lab-down", what + (" and the machine's image cache" if machine_cache else "")) as p:
         try:
             removed = _remove(lab_containers(engine, config.cluster), "container", quiet)
             removed += _remove(engine.networks.list(filters=selector), "network", quiet)

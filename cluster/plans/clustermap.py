@@ -19,11 +19,31 @@ import haproxy.model as haproxy
 from cluster.facts.daemons import MAP_CONTAINER, MapFacts
 from cluster.operations import Operation, Parallel, Plan, Run, Wait
 from cluster.waiting import Verdict
+from cluster.workload import REPO_ROOT, ImageSpec, Manifest, Workload
 
 MAP_PATH = "/map/"
 MAP_NAME = "clustermap"
 CONTAINER_PORT = 8080
 MAP_ANSWER_TIMEOUT = 90  # the cluster map container answers on a manager
+
+
+# The engine's own image, built like a bundle's (input-hash tag, the cluster registry, the base image).
+MAP_IMAGES = Manifest(
+    name="swarmlab",
+    description="the cluster's own images",
+    images=(
+        ImageSpec(
+            name="clustermap",
+            dockerfile="services/clustermap/Dockerfile",
+            sources={"services/clustermap/mapserver.py": "mapserver.py"},
+        ),
+    ),
+)
+
+
+def map_images(environment: str) -> Workload:
+    """The map's image as a workload of its own, for build-images."""
+    return Workload(MAP_IMAGES, REPO_ROOT, environment, None)
 
 
 def run_command(image: str, node: str, address: str, port: int) -> str:

@@ -11,6 +11,7 @@ Raft membership and elect a leader of their own.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from cluster.errors import SwarmlabError
 from cluster.facts.managers import ManagerProbe, Quorum
@@ -139,3 +140,23 @@ def plan_rejoin(
         Wait(leader.name, NODES.command, member_ready_verdict(name, role), f"{name} Ready", JOIN_TIMEOUT, 2),
     ]
     return Plan(tuple(operations))
+
+
+@dataclass(frozen=True)
+class Rejoined:
+    """Nodes brought back: why each one is not (or ''), which nodes' machines the provider had to
+    bring back (their engines are new), and what to say if some are not back."""
+
+    problems: list[str]
+    restored: list[str]
+    unfinished: str
+
+    def raise_if_missing(self) -> None:
+        """The nodes that did not come back, as an error (after the steps that settle the others)."""
+        failed = [problem for problem in self.problems if problem]
+        if failed:
+            raise SwarmlabError(
+                f"{self.unfinished}:\n"
+                + "\n".join(f"- {problem}" for problem in failed)
+                + "\nFix: bring their machines back, then run `fab recover`"
+            )

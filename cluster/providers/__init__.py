@@ -3,7 +3,8 @@
 The registry maps a target name to the module and class that serve it; a module is imported only
 when its target is used, so the cloud and static paths never load the lab (nor need a local
 Docker engine). A new provider is one new module and one line here. Any other target is the path of
-an inventory file (the static provider).
+an inventory file (the static provider). The lab's own tasks (lab-up, lab-down, lab-status) reach the
+lab here too (lab_provider): nothing else imports cluster.lab (a contract in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import importlib
 
 from cluster.config import Config
+from cluster.errors import SwarmlabError
 from cluster.inventory import Inventory
-from cluster.providers.base import Provider
+from cluster.providers.base import LabTasks, Provider
 
 PROVIDERS: dict[str, str] = {
     "lab": "cluster.lab.provider:LabProvider",
@@ -25,6 +27,14 @@ FILE_PROVIDER = "static"
 def provider_named(name: str) -> Provider:
     module_name, _, class_name = PROVIDERS[name].partition(":")
     provider: Provider = getattr(importlib.import_module(module_name), class_name)()
+    return provider
+
+
+def lab_provider() -> LabTasks:
+    """The lab's provider, with its own tasks (up, down, status_rows, image_caches)."""
+    provider = provider_named("lab")
+    if not isinstance(provider, LabTasks):
+        raise SwarmlabError(f"{PROVIDERS['lab']} has no lab tasks (up, down, status_rows, image_caches)")
     return provider
 
 

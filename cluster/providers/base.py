@@ -4,7 +4,7 @@ back a lost machine when it can (the lab restarts or re-creates its container; e
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cluster.config import Config
 from cluster.executor import Executor
@@ -13,7 +13,7 @@ from cluster.facts.daemons import image_present
 from cluster.images import BaseImage
 from cluster.inventory import Inventory, Node
 from cluster.plans.images import plan_base_on_node
-from cluster.progress import PhaseResult
+from cluster.progress import PhaseResult, Timings
 
 
 class Provider(Protocol):
@@ -34,6 +34,20 @@ class Provider(Protocol):
         """Bring back the machine of a node that does not answer (started again, or re-created empty),
         if this provider can; True when it should answer now. `fab recover` calls it."""
         ...
+
+
+@runtime_checkable
+class LabTasks(Protocol):
+    """The lab's own tasks (lab-up, lab-down, lab-status), which only the lab's provider has: the
+    fabfile reaches them through the registry (providers.lab_provider), never by importing the lab."""
+
+    def up(self, config: Config, timings: Timings, keep: bool = False) -> Inventory: ...
+
+    def down(self, config: Config, timings: Timings, purge: bool = False, machine_cache: bool = False) -> None: ...
+
+    def status_rows(self, config: Config) -> list[tuple[str, str, str, str]]: ...
+
+    def image_caches(self, config: Config) -> tuple[str | None, str | None]: ...
 
 
 class BaseImageOnStorage:

@@ -30,11 +30,9 @@ from cluster.plans.backup import (
 )
 from cluster.plans.nodes import MOVE_TIMEOUT, placed_verdict
 from cluster.plans.services import running_tasks, wanted_count
-from cluster.plans.swarm import TokenRole
-from cluster.progress import phase, say
+from cluster.progress import say
 from cluster.reads import find_leader, probe_manager, probe_managers, swarm_state
 from cluster.session import Session
-from cluster.tasks.recover import bring_back_all, settle
 from cluster.workload import BackupSpec, Workload, known_workloads, load_workload
 
 
@@ -59,7 +57,7 @@ def locate(state: SwarmState, workload: Workload, spec: BackupSpec) -> Located:
 def backup(session: Session) -> Path | None:
     """Take a backup; returns its directory (None in a dry run)."""
     runner, inventory = session.runner, session.inventory
-    with phase("backup-facts", "which manager may stop for the swarm state; where each data item lives") as p:
+    with session.phase("backup-facts", "which manager may stop for the swarm state; where each data item lives") as p:
         leader = find_leader(runner)
         state = swarm_state(runner, leader)
         manager = choose_manager(state.nodes)
@@ -73,10 +71,12 @@ def backup(session: Session) -> Path | None:
     if not session.dry_run:
         backups.create(directory)
     try:
-        with phase("backup-swarm", f"stop the engine on {manager.hostname}, copy the swarm state, start it") as p:
+        with session.phase(
+            "backup-swarm", f"stop the engine on {manager.hostname}, copy the swarm state, start it"
+        ) as p:
             local = directory / backups.SWARM_ARCHIVE
             session.executor().execute(plan_swarm_backup(manager.hostname, leader.name, systemd, local, stamp), p)
-        with phase("backup-data", "dump each bundle's declared data in its service's container, fetch it") as p:
+        with session.phase("backup-data", "dump each bundle's declared data in its service's container, fetch it") as p:
             for item in items:
                 if not session.dry_run:
                     (directory / item.stack).mkdir(mode=0o700, exist_ok=True)
@@ -110,7 +110,7 @@ def backup(session: Session) -> Path | None:
 def restore(session: Session, from_dir: str = "") -> None:
     """Load a backup's workload data into the running services (the swarm state is for `--swarm`)."""
     paths = session.state
-    with phase("restore-check", "verify the whole backup and find where each item goes") as p:
+    with session.phase("restore-check", "verify the whole backup and find where each item goes") as p:
         directory = Path(from_dir).expanduser() if from_dir else backups.latest(paths.backups)
         manifest = backups.verify(directory)
         p.note(f"{directory}: taken {manifest.created} on cluster {manifest.cluster}, every file whole")
@@ -120,11 +120,11 @@ def restore(session: Session, from_dir: str = "") -> None:
         state = swarm_state(session.runner, leader)
         deployed = {w.name: w for w in deployed_workloads(session, leader)}
         targets = [(part, _item(state, deployed, part)) for part in manifest.data]
-    with phase("restore-data", "load each item into its service's running container") as p:
+    with session.phase("restore-data", "load each item into its service's running container") as p:
         for part, item in targets:
             content = (directory / part.file.path).read_bytes()
             session.executor().execute(plan_data_restore(item, content, directory.name), p)
-    with phase("converge", "wait until the restored stacks' services run their replicas, healthy") as p:
+    with session.phase("converge", "wait until the restored stacks' services run their replicas, healthy") as p:
         # Replicas, not update states: a restore changes no spec, and an old rolled-back update is not its failure.
         stacks = {item.stack for _, item in targets}
         expected = {s.name: wanted_count(s, state.nodes) for s in state.services if s.stack in stacks}
@@ -142,12 +142,13 @@ def _item(state: SwarmState, deployed: dict[str, Workload], part: DataPart) -> L
     return locate(state, workload, spec)
 
 
-def restore_swarm(session: Session, from_dir: str = "") -> None:
-    """Put a backup's swarm state back for a cluster whose managers all lost theirs, re-form the swarm
-    from it, and bring every other node back (one at a time, stale ones leave and join again)."""
+def restore_swarm(session: Session, from_dir: str = "") -> Node:
+    """Put a backup's swarm state back for a cluster whose managers all lost theirs and re-form the
+    swarm from it; returns the manager it runs on. Bringing every other node back is the next step of
+    the flow (cluster/flows.py, recover's bring_back_members)."""
     inventory, runner = session.inventory, session.runner
     paths = session.state
-    with phase("restore-check", "verify the backup; make sure no manager still holds swarm state") as p:
+    with session.phase("restore-check", "verify the backup; make sure no manager still holds swarm state") as p:
         directory = Path(from_dir).expanduser() if from_dir else backups.latest(paths.backups)
         manifest = backups.verify(directory)
         if manifest.swarm is None:
@@ -172,15 +173,7 @@ def restore_swarm(session: Session, from_dir: str = "") -> None:
             raise BackupError(f"{target.name} does not answer: bring its machine back, then restore again")
         systemd = read(runner, target, SYSTEMD)
         p.note(f"{directory}: taken {manifest.created} on {manifest.swarm.taken_on}; restoring on {target.name}")
-    with phase("restore-swarm", f"the swarm state back on {target.name}, re-formed from it") as p:
+    with session.phase("restore-swarm", f"the swarm state back on {target.name}, re-formed from it") as p:
         archive = (directory / manifest.swarm.file.path).read_bytes()
         session.executor().execute(plan_swarm_restore(target, archive, systemd, directory.name), p)
-    with phase("restore-members", "bring every other node back, one at a time") as p:
-        others = [(m, TokenRole.MANAGER) for m in inventory.managers if m.name != target.name]
-        others += [(w, TokenRole.WORKER) for w in inventory.workers]
-        if session.dry_run:
-            for node, role in others:
-                p.planned(f"would bring back {node.name}: its machine if lost, leave stale state, join as {role}", True)
-            return
-        problems, restored = bring_back_all(session, target, others, p)
-    settle(session, target, problems, restored, "the swarm state is restored, but some nodes are not back")
+    return target

@@ -1,5 +1,7 @@
-"""cluster-map: build the map's image, run it on every manager, and say where it answers
-(see cluster/plans/clustermap.py for why a plain container on the managers)."""
+"""cluster-map: run the map's image (built by the flow's build-images step from
+plans.clustermap.MAP_IMAGES) on every
+manager, and say where it answers (see cluster/plans/clustermap.py for why a plain container on the
+managers)."""
 
 from __future__ import annotations
 
@@ -9,24 +11,8 @@ from cluster.facts import read
 from cluster.facts.daemons import MAP, MapFacts
 from cluster.inventory import Node
 from cluster.plans.clustermap import plan_map, plan_remove
-from cluster.progress import phase
 from cluster.session import Session
-from cluster.tasks.images import build_images
-from cluster.workload import REPO_ROOT, ImageSpec, Manifest, Workload
 from topology import MAP_PORT
-
-# The engine's own image, built like a bundle's (input-hash tag, the cluster registry, the base image).
-MAP_IMAGES = Manifest(
-    name="swarmlab",
-    description="the cluster's own images",
-    images=(
-        ImageSpec(
-            name="clustermap",
-            dockerfile="services/clustermap/Dockerfile",
-            sources={"services/clustermap/mapserver.py": "mapserver.py"},
-        ),
-    ),
-)
 
 
 def _facts(session: Session, managers: Sequence[Node]) -> dict[str, MapFacts]:
@@ -34,15 +20,15 @@ def _facts(session: Session, managers: Sequence[Node]) -> dict[str, MapFacts]:
     return runner.each(managers, lambda n: read(runner, n, MAP), "map facts")
 
 
-def deploy_map(session: Session) -> None:
-    image = build_images(session, Workload(MAP_IMAGES, REPO_ROOT, session.config.environment, None))["clustermap"]
+def deploy_map(session: Session, image: str) -> None:
+    """Run the map's `image` (a pullable reference) on every manager."""
     managers = session.inventory.managers
-    with phase("cluster-map", f"the cluster map on every manager, port {MAP_PORT} of its private address") as p:
+    with session.phase("cluster-map", f"the cluster map on every manager, port {MAP_PORT} of its private address") as p:
         addresses = [(m.name, str(m.private_ip)) for m in managers]
         session.executor().execute(plan_map(addresses, _facts(session, managers), image, MAP_PORT), p)
 
 
 def remove_map(session: Session) -> None:
     managers = session.inventory.managers
-    with phase("cluster-map", "remove the cluster map from the managers") as p:
+    with session.phase("cluster-map", "remove the cluster map from the managers") as p:
         session.executor().execute(plan_remove([m.name for m in managers], _facts(session, managers)), p)

@@ -1,5 +1,7 @@
-"""deploy-stack: any workload bundle from end to end: images, storage, secrets, render, deploy, wait,
-HAProxy routes, prune. Generic: everything about the workload comes from its bundle."""
+"""deploy-stack's own phases for any workload bundle: storage, secrets, render, deploy, wait; then,
+once HAProxy routes it, prune. Generic: everything about the workload comes from its bundle. The
+images before, the routes and the prune after are other tasks' steps (cluster/flows.py puts them in
+order)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from cluster.credentials import NAME_KEY, load_or_create, read_secret_file
 from cluster.errors import SwarmlabError
 from cluster.facts import read
 from cluster.facts.daemons import file_content
-from cluster.facts.listings import CONFIG_NAMES, CONFIGS_IN_USE, SECRET_NAMES, SECRETS_IN_USE
+from cluster.facts.listings import CONFIG_NAMES, SECRET_NAMES
 from cluster.facts.services import stack_services
 from cluster.facts.storage import NFS_CLIENT_COMMAND, export_id, owners
 from cluster.inventory import Inventory, Node
@@ -24,22 +26,18 @@ from cluster.plans.configs import (
     config_mounts,
     config_name,
     plan_configs,
-    plan_prune_configs,
 )
 from cluster.plans.stack import (
     REMOTE_STACKS,
     choose_storage_mode,
     plan_data_dirs,
     plan_deploy,
-    plan_prune_secrets,
     plan_secrets,
     secret_name,
     stack_diff,
 )
-from cluster.progress import PhaseResult, phase, say
+from cluster.progress import PhaseResult, say
 from cluster.session import Session
-from cluster.tasks.haproxy import configure_haproxy
-from cluster.tasks.images import build_images
 from cluster.workload import Workload, lookup
 from topology import EXPORT_DIR
 
@@ -164,11 +162,20 @@ def prepare_storage(session: Session, workload: Workload, progress: PhaseResult)
     return Storage(mode, volumes, nfs.volume_options(export.host), export.path)
 
 
-def deploy_workload(session: Session, workload: Workload, leader: Node) -> str:
-    """Deploy the workload and wait until it is healthy; returns the storage mode used ('' if none)."""
-    images = build_images(session, workload)
+@dataclass(frozen=True)
+class DeployedStack:
+    """What a deploy used, for the notes and the prune after it: the storage mode ('' if none), and
+    the Docker secret and config names the stack now refers to."""
+
+    storage_mode: str
+    secrets: dict[str, str]
+    configs: list[str]
+
+
+def deploy_workload(session: Session, workload: Workload, leader: Node, images: dict[str, str]) -> DeployedStack:
+    """Deploy the workload with its built `images` and wait until it is healthy."""
     runner, name = session.runner, workload.name
-    with phase("stack-inputs", "storage mode, data directories, Docker secrets and configs") as p:
+    with session.phase("stack-inputs", "storage mode, data directories, Docker secrets and configs") as p:
         storage = prepare_storage(session, workload, p)
         values, name_key = secret_values(session, workload)
         names = {key: secret_name(name, key, value, name_key) for key, value in values.items()}
@@ -191,22 +198,11 @@ def deploy_workload(session: Session, workload: Workload, leader: Node) -> str:
         configs={key: name for key, (name, _) in configs.items()},
     )
     rendered = render_stack(workload, data)
-    with phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
+    with session.phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
         deployed = read(runner, leader, file_content(f"{REMOTE_STACKS}/{name}.yml"), check=False)
         if session.dry_run:
             say(rendered)
             say(stack_diff(deployed, rendered) or "# no difference from what is deployed")
         states = read(runner, leader, stack_services(name), check=False)
         session.executor().execute(plan_deploy(leader.name, name, rendered, deployed, states), p)
-    configure_haproxy(session, leader, also=workload)
-    with phase("prune-secrets", "remove secret versions no service uses") as p:
-        listed = read(runner, leader, SECRET_NAMES)
-        in_use = set(read(runner, leader, SECRETS_IN_USE))
-        session.executor().execute(plan_prune_secrets(leader.name, name, names, listed, in_use), p)
-    if workload.manifest.configs:
-        with phase("prune-configs", "remove config versions no service uses") as p:
-            listed = read(runner, leader, CONFIG_NAMES)
-            in_use = set(read(runner, leader, CONFIGS_IN_USE))
-            keep = [config for config, _ in configs.values()]
-            session.executor().execute(plan_prune_configs(leader.name, name, keep, listed, in_use), p)
-    return storage.mode
+    return DeployedStack(storage.mode, names, [config for config, _ in configs.values()])

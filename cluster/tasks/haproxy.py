@@ -15,7 +15,7 @@ from cluster.facts.daemons import daemon_facts, file_sha
 from cluster.inventory import Node
 from cluster.plans.clustermap import map_route
 from cluster.plans.daemon import plan_file, plan_push
-from cluster.progress import PhaseResult, phase
+from cluster.progress import PhaseResult
 from cluster.reads import served_workloads
 from cluster.session import Session
 from cluster.tls import Certificate, ClusterTLS, certificate_names, cluster_scope, lb_names, user_certificate
@@ -78,7 +78,7 @@ def admin_password(session: Session) -> str:
 def configure_haproxy(session: Session, leader: Node | None, also: Workload | None = None) -> None:
     workloads = served_workloads(session, leader, also)
     names = ", ".join(w.name for w in workloads)
-    with phase("haproxy", f"haproxy.cfg for {names}: render, validate on the lb node, swap in and reload") as p:
+    with session.phase("haproxy", f"haproxy.cfg for {names}: render, validate on the lb node, swap in and reload") as p:
         inventory = session.inventory
         lb = inventory.lb
         certificate = site_certificate(session, p)

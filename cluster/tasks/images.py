@@ -13,26 +13,31 @@ from cluster.facts.daemons import MACHINE
 from cluster.facts.storage import registry_check
 from cluster.images import base_image, workload_builds
 from cluster.plans.images import ImageCache, plan_builds, to_build
-from cluster.progress import phase
 from cluster.session import Session
-from cluster.tasks.registry import configure_registry
 from cluster.wheelhouse import ensure_wheelhouse
 from cluster.workload import REPO_ROOT, Workload
 
 WHEEL_CACHE = REPO_ROOT / ".cache"
 
 
-def build_images(session: Session, workload: Workload) -> dict[str, str]:
-    """Build what is missing from the registry; return each image's pullable reference."""
+def build_images(session: Session, *workloads: Workload) -> dict[str, str]:
+    """Build what is missing from the registry of the workloads' images, in one phase; return each
+    image's pullable reference. Builds push over TLS: the registry step comes first in every flow
+    that builds."""
     inventory = session.inventory
     storage, registry = inventory.storage, inventory.registry
     if storage is None or registry is None:
         raise SwarmlabError("the inventory has no storage node: it builds the images and runs the registry")
-    specs = workload.manifest.images
-    configure_registry(session)  # builds push over TLS: the registry and the engines' trust first
-    with phase(
-        "build-images", f"{len(specs)} image(s) of {workload.name} on {storage.name}, pushed to {registry}"
-    ) as p:
+    specs = [spec for workload in workloads for spec in workload.manifest.images]
+    names = [spec.name for spec in specs]
+    if len(set(names)) < len(names):
+        clash = sorted({name for name in names if names.count(name) > 1})
+        raise SwarmlabError(
+            f"image name(s) {', '.join(clash)} appear in more than one of {', '.join(w.name for w in workloads)}: "
+            "each image is built once under its name. Fix: rename the image in one bundle.yaml"
+        )
+    of = " and ".join(w.name for w in workloads)
+    with session.phase("build-images", f"{len(specs)} image(s) of {of} on {storage.name}, pushed to {registry}") as p:
         base = base_image(session.config.debian_suite, session.config.debian_mirror)
         arch = read(session.runner, storage, MACHINE)
         builds = workload_builds(

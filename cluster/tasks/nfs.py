@@ -9,7 +9,6 @@ from cluster.facts.daemons import daemon_facts
 from cluster.facts.storage import EXPORT_ID_FILE, export_id
 from cluster.operations import Plan, Run, Wait
 from cluster.plans.daemon import plan_push
-from cluster.progress import phase
 from cluster.session import Session
 from cluster.waiting import Verdict
 
@@ -26,7 +25,7 @@ def configure_nfs(session: Session) -> None:
         return
     clients = (*(str(w.private_ip) for w in session.inventory.workers), str(storage.private_ip))
     config = nfs.build(clients)
-    with phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
+    with session.phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
         daemon = nfs.DAEMON
         facts = read(session.runner, storage, daemon_facts(daemon.config_path, daemon.pid_file))
         url = config.probe_url(str(storage.private_ip))

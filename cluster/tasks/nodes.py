@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from cluster.plans.nodes import NodeError, plan_activate_node, plan_drain_node
-from cluster.progress import phase
 from cluster.reads import find_leader, swarm_state
 from cluster.session import Session
 
@@ -16,13 +15,13 @@ def _known(session: Session, name: str) -> None:
 
 def drain_node(session: Session, name: str) -> None:
     _known(session, name)
-    with phase("drain-node", f"drain {name}: its tasks move to other nodes") as p:
+    with session.phase("drain-node", f"drain {name}: its tasks move to other nodes") as p:
         leader = find_leader(session.runner)
         session.executor().execute(plan_drain_node(leader.name, name, swarm_state(session.runner, leader)), p)
 
 
 def activate_node(session: Session, name: str) -> None:
     _known(session, name)
-    with phase("activate-node", f"make {name} schedulable again") as p:
+    with session.phase("activate-node", f"make {name} schedulable again") as p:
         leader = find_leader(session.runner)
         session.executor().execute(plan_activate_node(leader.name, name, swarm_state(session.runner, leader)), p)

@@ -1,27 +1,24 @@
 """recover: a swarm that lost quorum, re-formed from the most up-to-date manager that answers, and the
-inventory's managers brought back one at a time (cluster/plans/recover.py says why and how)."""
+inventory's managers brought back one at a time (cluster/plans/recover.py says why and how); also
+the bringing back of every node after `restore --swarm`. What follows (the registry's trust for
+re-created engines, drain-managers, converge) is other tasks' steps: cluster/flows.py."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
-from cluster.errors import CommandFailed, SwarmlabError
+from cluster.errors import CommandFailed
 from cluster.facts import read
 from cluster.facts.managers import Quorum
-from cluster.facts.services import SWARM_STATE
 from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.jointokens import read_join_tokens
-from cluster.operations import Plan, Wait
-from cluster.plans.nodes import MOVE_TIMEOUT, expected_after, placed_verdict
-from cluster.plans.recover import RecoverRefused, choose_survivor, plan_reform, plan_rejoin
+from cluster.plans.recover import RecoverRefused, Rejoined, choose_survivor, plan_reform, plan_rejoin
 from cluster.plans.swarm import TokenRole, token_secret, tokens_needed
-from cluster.progress import PhaseResult, phase
-from cluster.reads import probe_manager, probe_managers, swarm_state
+from cluster.progress import PhaseResult
+from cluster.reads import probe_manager, probe_managers
 from cluster.session import Session
-from cluster.tasks.registry import configure_registry
-from cluster.tasks.swarm import drain_managers
 
 
 def _ready_manager(name: str, listed: tuple[SwarmNode, ...]) -> bool:
@@ -66,43 +63,12 @@ def bring_back(
 
 
 def bring_back_all(
-    session: Session, leader: Node, others: Sequence[tuple[Node, TokenRole]], progress: PhaseResult
-) -> tuple[list[str], list[str]]:
-    """Each node back with its role, one at a time: why each one is not (or ''), and which nodes'
-    machines the provider had to bring back."""
+    session: Session, leader: Node, others: Sequence[tuple[Node, TokenRole]], progress: PhaseResult, unfinished: str
+) -> Rejoined:
+    """Each node back with its role, one at a time."""
     restored: list[str] = []
     problems = [bring_back(session, node, leader, progress, role, restored=restored) for node, role in others]
-    return problems, restored
-
-
-def settle(session: Session, leader: Node, problems: list[str], restored: list[str], what: str) -> None:
-    """After nodes came back: registry trust for re-created engines, managers drained, every service
-    running; then the nodes that did not come back, as an error."""
-    if restored:  # a re-created node's engine is new: it must trust the cluster registry again
-        configure_registry(session)
-    drain_managers(session, leader)
-    converge(session, leader)
-    failed = [problem for problem in problems if problem]
-    if failed:
-        raise SwarmlabError(
-            f"{what}:\n"
-            + "\n".join(f"- {problem}" for problem in failed)
-            + "\nFix: bring their machines back, then run `fab recover`"
-        )
-
-
-def converge(session: Session, leader: Node) -> None:
-    with phase("converge", "wait until every service runs its replicas, healthy") as p:
-        state = swarm_state(session.runner, leader)
-        wait = Wait(
-            leader.name,
-            SWARM_STATE.command,
-            placed_verdict(expected_after(state, state.nodes)),
-            "every service runs its replicas, healthy",
-            MOVE_TIMEOUT,
-            3,
-        )
-        session.executor().execute(Plan((wait,)), p)
+    return Rejoined(problems, restored, unfinished)
 
 
 # A leader that lost its majority steps down after Raft's election timeout (about 10 s), and a manager
@@ -133,11 +99,11 @@ def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tup
         time.sleep(QUORUM_RETRY)
 
 
-def recover(session: Session) -> None:
+def reform_quorum(session: Session) -> tuple[Node, bool]:
+    """The manager the swarm runs from after this phase, and whether it had to be re-formed."""
     inventory = session.inventory
-    with phase("recover-quorum", "re-form the swarm from the most up-to-date manager that answers") as p:
+    with session.phase("recover-quorum", "re-form the swarm from the most up-to-date manager that answers") as p:
         quorum, listed = settled_quorum(session, p)
-        reformed = not quorum.has_quorum
         if quorum.has_quorum:
             leader = inventory.node(quorum.leader_seen_by)
             missing = [m.name for m in inventory.managers if not _ready_manager(m.name, listed)]
@@ -148,17 +114,37 @@ def recover(session: Session) -> None:
                     "throw away the other managers' Raft membership. `fab status` shows the cluster"
                 )
             p.note(f"the swarm has quorum ({quorum.summary()}): not re-formed; to bring back: {', '.join(missing)}")
-        else:
-            survivor = choose_survivor(quorum)
-            leader = inventory.node(survivor.name)
-            p.note(f"quorum lost: {quorum.summary()}; {leader.name} has the most up-to-date Raft log of those")
-            session.executor().execute(plan_reform(leader, survivor, inventory.managers), p)
-    with phase("restore-managers", "bring each manager of the inventory back, one at a time") as p:
+            return leader, False
+        survivor = choose_survivor(quorum)
+        leader = inventory.node(survivor.name)
+        p.note(f"quorum lost: {quorum.summary()}; {leader.name} has the most up-to-date Raft log of those")
+        session.executor().execute(plan_reform(leader, survivor, inventory.managers), p)
+        return leader, True
+
+
+def bring_back_managers(session: Session, leader: Node, reformed: bool) -> Rejoined | None:
+    """Every other manager of the inventory back, one at a time; None in a dry run of a re-formed
+    swarm (nothing was re-formed, so there is nothing to bring back to, nor to settle after)."""
+    inventory = session.inventory
+    with session.phase("restore-managers", "bring each manager of the inventory back, one at a time") as p:
         if session.dry_run and reformed:
             for manager in inventory.managers:
                 if manager.name != leader.name:
                     p.planned(f"would bring back {manager.name}: its machine if lost, leave, join as manager", True)
-            return
+            return None
         others = [(m, TokenRole.MANAGER) for m in inventory.managers if m.name != leader.name]
-        problems, restored = bring_back_all(session, leader, others, p)
-    settle(session, leader, problems, restored, "the swarm is re-formed, but some managers are not back")
+        return bring_back_all(session, leader, others, p, "the swarm is re-formed, but some managers are not back")
+
+
+def bring_back_members(session: Session, leader: Node) -> Rejoined | None:
+    """After `restore --swarm` on `leader`: every other node back, one at a time (stale ones leave and
+    join again); None in a dry run (the swarm state was not restored)."""
+    inventory = session.inventory
+    with session.phase("restore-members", "bring every other node back, one at a time") as p:
+        others = [(m, TokenRole.MANAGER) for m in inventory.managers if m.name != leader.name]
+        others += [(w, TokenRole.WORKER) for w in inventory.workers]
+        if session.dry_run:
+            for node, role in others:
+                p.planned(f"would bring back {node.name}: its machine if lost, leave stale state, join as {role}", True)
+            return None
+        return bring_back_all(session, leader, others, p, "the swarm state is restored, but some nodes are not back")

@@ -11,7 +11,6 @@ from cluster.facts.daemons import daemon_facts, file_sha
 from cluster.inventory import Role
 from cluster.plans.daemon import plan_push
 from cluster.plans.registry import plan_certificate, plan_trust
-from cluster.progress import phase
 from cluster.session import Session
 from cluster.tls import ClusterTLS, IPAddress, certificate_names, cluster_scope
 
@@ -30,7 +29,9 @@ def configure_registry(session: Session) -> None:
     if storage is None or endpoint is None:
         return
     host, _, port = endpoint.rpartition(":")
-    with phase("registry", f"the cluster registry {endpoint}: TLS from the cluster CA, trusted by every engine") as p:
+    with session.phase(
+        "registry", f"the cluster registry {endpoint}: TLS from the cluster CA, trusted by every engine"
+    ) as p:
         tls = ClusterTLS(session.state.tls, inventory.cluster, write=not session.dry_run)
         authority = tls.authority(cluster_scope(inventory, session.config.tls_names), p)
         certificate = tls.certificate("registry", authority, *registry_names(host))

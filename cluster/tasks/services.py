@@ -12,14 +12,13 @@ from cluster.plans.services import (
     resolve_service,
     running_tasks,
 )
-from cluster.progress import phase
 from cluster.reads import find_leader, swarm_state
 from cluster.session import Session
 
 
 def scale(session: Session, spec: str) -> None:
     name, replicas = parse_scale(spec)  # bad input stops here, before any node is asked
-    with phase("scale", f"set {name} to {replicas} replicas and wait until they run, healthy") as p:
+    with session.phase("scale", f"set {name} to {replicas} replicas and wait until they run, healthy") as p:
         leader = find_leader(session.runner)
         state = swarm_state(session.runner, leader)
         service = resolve_service(state.services, name, session.config.stack)
@@ -28,7 +27,7 @@ def scale(session: Session, spec: str) -> None:
 
 
 def update(session: Session, name: str, image: str = "", force: bool = False) -> None:
-    with phase("update", f"rolling update of {name} and wait until it completes") as p:
+    with session.phase("update", f"rolling update of {name} and wait until it completes") as p:
         leader = find_leader(session.runner)
         state = swarm_state(session.runner, leader)
         service = resolve_service(state.services, name, session.config.stack)
@@ -36,7 +35,7 @@ def update(session: Session, name: str, image: str = "", force: bool = False) ->
 
 
 def rollback(session: Session, name: str) -> None:
-    with phase("rollback", f"roll {name} back to its previous spec and wait until it completes") as p:
+    with session.phase("rollback", f"roll {name} back to its previous spec and wait until it completes") as p:
         leader = find_leader(session.runner)
         state = swarm_state(session.runner, leader)
         service = resolve_service(state.services, name, session.config.stack)
@@ -44,6 +43,6 @@ def rollback(session: Session, name: str) -> None:
 
 
 def rebalance(session: Session) -> None:
-    with phase("rebalance", "spread unevenly placed services again, one service at a time") as p:
+    with session.phase("rebalance", "spread unevenly placed services again, one service at a time") as p:
         leader = find_leader(session.runner)
         session.executor().execute(plan_rebalance(leader.name, swarm_state(session.runner, leader)), p)

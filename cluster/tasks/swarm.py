@@ -8,7 +8,6 @@ from cluster.facts.swarm import SWARM_INFO, SwarmInfo
 from cluster.inventory import Node
 from cluster.jointokens import read_join_tokens
 from cluster.plans.swarm import TokenRole, plan_drain, plan_init, plan_join, token_secret, tokens_needed
-from cluster.progress import phase
 from cluster.reads import find_leader, members
 from cluster.runners import Runner
 from cluster.session import Session
@@ -19,7 +18,9 @@ def swarm_infos(runner: Runner, targets: list[Node]) -> dict[str, SwarmInfo]:
 
 
 def swarm_init(session: Session) -> Node:
-    with phase("swarm-init", "initialise the swarm on the first manager (advertising its private address)") as p:
+    with session.phase(
+        "swarm-init", "initialise the swarm on the first manager (advertising its private address)"
+    ) as p:
         managers = list(session.inventory.managers)
         leader, plan = plan_init(swarm_infos(session.runner, managers), managers, str(session.config.overlay_pool))
         session.executor().execute(plan, p)
@@ -31,7 +32,7 @@ def _join_tokens(runner: Runner, leader: Node, needed: set[TokenRole]) -> dict[s
 
 
 def swarm_join(session: Session, leader: Node | None = None) -> None:
-    with phase("swarm-join", "join managers (one at a time: Raft membership) and workers (in parallel)") as p:
+    with session.phase("swarm-join", "join managers (one at a time: Raft membership) and workers (in parallel)") as p:
         runner = session.runner
         leader = leader or find_leader(runner)
         targets = list(session.inventory.swarm_nodes)
@@ -42,7 +43,7 @@ def swarm_join(session: Session, leader: Node | None = None) -> None:
 
 
 def drain_managers(session: Session, leader: Node | None = None) -> None:
-    with phase("drain-managers", "set every manager to Drain and wait until no task runs on one") as p:
+    with session.phase("drain-managers", "set every manager to Drain and wait until no task runs on one") as p:
         leader = leader or find_leader(session.runner)
         listed = members(session.runner, leader, missing_ok=session.dry_run)
         session.executor().execute(plan_drain(listed, session.inventory.managers, leader), p)

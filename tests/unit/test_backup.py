@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import backups
+from cluster import backups, flows
 from cluster.backups import BackupError
 from cluster.config import parse_config
 from cluster.errors import CommandFailed
@@ -28,11 +28,10 @@ from cluster.plans.backup import (
     plan_swarm_backup,
     plan_swarm_restore,
 )
-from cluster.progress import TIMINGS
 from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths
-from cluster.tasks.backup import backup, restore, restore_swarm
+from cluster.tasks.backup import backup, restore
 from cluster.workload import load_workload
 from tests.unit.fake_runner import FakeRunner
 from tests.unit.recorded import recorded
@@ -219,7 +218,7 @@ def test_backup_stops_a_non_leader_dumps_each_item_and_writes_a_verified_manifes
     ]
     assert (directory / "registration" / "otp.rdb").read_bytes() == RDB
     assert {p.stat().st_mode & 0o777 for p in directory.rglob("*") if p.is_file()} == {0o600}
-    assert TIMINGS.changed
+    assert session.timings.changed
 
 
 def test_a_backup_that_fails_part_way_leaves_no_directory(tmp_path: Path, fixed_stamp: None) -> None:
@@ -244,7 +243,7 @@ def test_restore_loads_each_item_into_its_service(tmp_path: Path) -> None:
     [(node, path)] = [key for key in runner.files]
     assert node == "worker-1" and runner.files[(node, path)] == SQL
     [load] = runner.commands(r"psql")
-    assert f"< {path}" in load and "docker exec -i" in load and TIMINGS.changed
+    assert f"< {path}" in load and "docker exec -i" in load and session.timings.changed
 
 
 @pytest.mark.parametrize("corrupt", [True, False])
@@ -301,7 +300,7 @@ def test_a_swarm_restore_is_refused_while_a_manager_holds_swarm_state(
     runner, session = swarm(tmp_path)
     runner.answer(r"leader=yes", probe_answer(leader, in_swarm))
     with pytest.raises(BackupRefused, match=problem):
-        restore_swarm(session, str(directory))
+        flows.run(flows.RESTORE_SWARM, session, backup_dir=str(directory))
     assert not runner.commands(r"swarm init|swarm join|tar |docker node rm") and runner.files == {}
 
 
@@ -311,7 +310,7 @@ def test_a_swarm_restore_of_a_backup_without_swarm_state_is_refused(tmp_path: Pa
     (directory / "manifest.json").write_text(json.dumps(manifest))
     runner, session = swarm(tmp_path)
     with pytest.raises(BackupError, match="holds no swarm state"):
-        restore_swarm(session, str(directory))
+        flows.run(flows.RESTORE_SWARM, session, backup_dir=str(directory))
     assert runner.calls == []
 
 
@@ -319,7 +318,7 @@ def test_a_dry_run_swarm_restore_changes_nothing(tmp_path: Path, capsys: pytest.
     directory = make_backup(tmp_path / "backups")
     runner, session = swarm(tmp_path, dry_run=True)
     runner.answer(r"leader=yes", probe_answer(False, False))
-    restore_swarm(session, str(directory))
+    flows.run(flows.RESTORE_SWARM, session, backup_dir=str(directory))
     assert not runner.commands(r"swarm init|swarm join|tar |docker node rm|systemctl|kill") and runner.files == {}
     out = capsys.readouterr().out
     assert "would change on manager-2: swarm re-formed on manager-2 from the backup" in out

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from cluster import flows
 from cluster.errors import SwarmlabError
 from cluster.facts.daemons import MapFacts, parse_map_facts
 from cluster.operations import Parallel, Wait
 from cluster.plans.clustermap import map_route, plan_map, plan_remove
-from cluster.progress import TIMINGS
-from cluster.tasks.clustermap import deploy_map
 from cluster.tasks.haproxy import configure_haproxy, routes_of
 from cluster.workload import load_workload
 from clustermap.mapserver import NodeView, TaskView, build_map, render_page, short_image
@@ -96,8 +95,7 @@ def test_the_map_route_is_on_the_managers_for_the_admin_only_and_reserved() -> N
 def test_fab_cluster_map_runs_it_on_the_managers_and_haproxy_routes_it(tmp_path: Path) -> None:
     runner = deployed_hello()
     runner.answer(r"for ref in", "")
-    TIMINGS.phases.clear()
-    deploy_map(session(runner, tmp_path))
+    flows.run(flows.DEPLOY_MAP, session(runner, tmp_path))
     assert runner.commands(r"docker build .*/swarmlab/clustermap:")
     assert sorted(c.node for c in runner.calls if "docker run -d --name swarmlab-map" in c.command) == [
         "manager-1",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cluster import flows
 from cluster import workload as bundles
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors, SwarmlabError
@@ -18,10 +19,9 @@ from cluster.lab.topology import lab_inventory
 from cluster.operations import Run, Write
 from cluster.plans.configs import check_mounts, config_mounts, config_name, plan_configs, plan_prune_configs
 from cluster.state import StatePaths
-from cluster.tasks.deploy import config_contents, deploy_workload
+from cluster.tasks.deploy import config_contents
 from cluster.workload import ConfigSpec, load_workload
 from tests.unit.fake_runner import fake_session as session
-from tests.unit.fake_runner import lab_shaped_inventory as inventory
 from tests.unit.test_tasks import deployed_hello
 
 PROM = ConfigSpec(name="prom", file="p.yml", target="/etc/p.yml", services=("prometheus",))
@@ -158,7 +158,7 @@ def test_a_deploy_creates_mounts_and_prunes_configs(copied: Path, tmp_path: Path
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
     runner.answer(r"docker config ls", "hello_greeting_0123456789ab\nhello_greeting_aaaaaaaaaaaa\n")
     runner.answer(r"ContainerSpec.Configs", "hello_greeting_aaaaaaaaaaaa\n")  # still mounted: kept
-    deploy_workload(session(runner, tmp_path), load_workload("hello", "lab"), inventory().node("manager-1"))
+    flows.run(flows.DEPLOY_STACK, session(runner, tmp_path), load_workload("hello", "lab"))
     assert runner.files[("manager-1", f"/root/.swarmlab/configs/{current}")] == b"hello\n"
     assert runner.commands(f"docker config create {current} ")
     stack = yaml.safe_load(runner.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")])

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cluster import flows
 from cluster.errors import CommandFailed, SwarmlabError
 from cluster.facts.managers import Quorum
 from cluster.inventory import Node
@@ -17,12 +18,10 @@ from cluster.plans import security, services
 from cluster.plans.nodes import NodeError
 from cluster.plans.recover import RecoverRefused
 from cluster.plans.services import ServiceError
-from cluster.progress import TIMINGS
 from cluster.reads import probe_managers
 from cluster.runners import KEY_CHANGED, Result
 from cluster.tasks import recover as recover_task
 from cluster.tasks.nodes import activate_node, drain_node
-from cluster.tasks.recover import recover
 from cluster.tasks.security import rotate_ca, rotate_join_tokens
 from cluster.tasks.services import rebalance, rollback, scale, update
 from cluster.tasks.status import status_report
@@ -68,8 +67,9 @@ def test_scale_runs_the_update_on_a_manager_and_waits(tmp_path: Path, monkeypatc
 
 def test_scale_to_the_current_count_says_no_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runner = healthy_swarm()
-    scale(session(runner, tmp_path), "registration_otp=1")
-    assert not runner.commands(CHANGING) and not TIMINGS.changed
+    scaled = session(runner, tmp_path)
+    scale(scaled, "registration_otp=1")
+    assert not runner.commands(CHANGING) and not scaled.timings.changed
     assert "registration_otp already runs 1 replicas" in capsys.readouterr().out
 
 
@@ -98,7 +98,7 @@ def test_dry_runs_of_service_and_node_tasks_change_nothing(tmp_path: Path, capsy
     update(dry, "api", force=True)
     drain_node(dry, "worker-2")
     rotate_join_tokens(dry)
-    assert not runner.commands(CHANGING) and not TIMINGS.changed and TIMINGS.would_change
+    assert not runner.commands(CHANGING) and not dry.timings.changed and dry.timings.would_change
     out = capsys.readouterr().out
     assert "would change on manager-1: registration_otp scaled from 1 to 2" in out
     assert "would change on manager-1: worker-2 drained" in out
@@ -120,8 +120,9 @@ def test_rollback_without_a_previous_spec_is_refused(tmp_path: Path) -> None:
 
 def test_rebalance_of_a_balanced_swarm_changes_nothing(tmp_path: Path) -> None:
     runner = healthy_swarm()
-    rebalance(session(runner, tmp_path))
-    assert not runner.commands(CHANGING) and not TIMINGS.changed
+    rebalanced = session(runner, tmp_path)
+    rebalance(rebalanced)
+    assert not runner.commands(CHANGING) and not rebalanced.timings.changed
 
 
 def test_unknown_node_is_refused_with_the_inventory_names(tmp_path: Path) -> None:
@@ -136,8 +137,9 @@ def test_unknown_node_is_refused_with_the_inventory_names(tmp_path: Path) -> Non
 def test_token_rotation_never_shows_a_token(tmp_path: Path) -> None:
     runner = healthy_swarm()
     runner.answer(r"join-token --rotate", "SWMTKN-1-new-token-never-seen")
-    rotate_join_tokens(session(runner, tmp_path))
-    assert all(">/dev/null" in c for c in runner.commands("--rotate")) and TIMINGS.changed
+    rotated = session(runner, tmp_path)
+    rotate_join_tokens(rotated)
+    assert all(">/dev/null" in c for c in runner.commands("--rotate")) and rotated.timings.changed
 
 
 def test_ca_rotation_waits_until_the_nodes_renewed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,7 +185,7 @@ def test_a_manager_whose_host_key_changed_stops_status_and_recover(tmp_path: Pat
     with pytest.raises(SwarmlabError, match="host key is not the pinned one"):
         status_report(runner)
     with pytest.raises(SwarmlabError, match="host key is not the pinned one"):
-        recover(session(runner, tmp_path))
+        flows.run(flows.RECOVER, session(runner, tmp_path))
     assert not runner.commands(CHANGING), "never re-form a swarm around a node that may be an impostor"
 
 
@@ -206,14 +208,14 @@ def test_recover_refuses_while_the_swarm_has_quorum(tmp_path: Path) -> None:
     )
     runner.answer(r"^ids=\$\(docker node ls -q\)", nodes)
     with pytest.raises(RecoverRefused, match=r"the swarm has quorum \(3 of 3 managers answer"):
-        recover(session(runner, tmp_path))
+        flows.run(flows.RECOVER, session(runner, tmp_path))
     assert not runner.commands(CHANGING)
 
 
 def test_recover_reforms_on_the_survivor_and_reports_managers_it_cannot_bring_back(tmp_path: Path) -> None:
     runner = lost_quorum()
     with pytest.raises(SwarmlabError, match=r"manager-1: exit 255.*\n- manager-2: exit 255"):
-        recover(session(runner, tmp_path))
+        flows.run(flows.RECOVER, session(runner, tmp_path))
     changed = runner.commands(CHANGING)
     assert changed[0] == (
         "docker swarm init --force-new-cluster --advertise-addr 10.20.0.13 --listen-addr 10.20.0.13:2377"
@@ -247,7 +249,7 @@ def test_recover_asks_again_while_a_minority_still_sees_the_leader_it_lost(
     runner.answer(r"^ids=\$\(docker node ls -q\)", "rpc error: context deadline exceeded", exit_code=1)
     stale_leader_first(monkeypatch, times=2)
     with pytest.raises(SwarmlabError, match="some managers are not back"):
-        recover(session(runner, tmp_path))
+        flows.run(flows.RECOVER, session(runner, tmp_path))
     assert "asking again while Raft settles" in capsys.readouterr().out
     assert runner.commands(CHANGING)[0].startswith("docker swarm init --force-new-cluster --advertise-addr 10.20.0.13")
 
@@ -258,13 +260,13 @@ def test_a_leader_seen_past_the_settling_time_is_real_quorum(tmp_path: Path, mon
     stale_leader_first(monkeypatch, times=1000)
     monkeypatch.setattr(recover_task, "QUORUM_SETTLE", 0.0)
     with pytest.raises(RecoverRefused, match="has quorum"):
-        recover(session(runner, tmp_path))
+        flows.run(flows.RECOVER, session(runner, tmp_path))
     assert not runner.commands("force-new-cluster"), "managers out of our reach but in the swarm: no new cluster"
 
 
 def test_recover_dry_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runner = lost_quorum()
-    recover(session(runner, tmp_path, dry_run=True))
+    flows.run(flows.RECOVER, session(runner, tmp_path, dry_run=True))
     assert not runner.commands(CHANGING)
     out = capsys.readouterr().out
     assert "would change on manager-3: swarm re-formed on manager-3" in out

@@ -14,6 +14,8 @@ from cluster.config import parse_config
 from cluster.lab import provider
 from cluster.lab.topology import lab_nodes
 from cluster.progress import PhaseResult
+from cluster.providers import lab_provider
+from cluster.providers.base import LabTasks
 from cluster.state import StatePaths
 
 
@@ -61,3 +63,8 @@ def test_a_failed_creation_raises_its_own_error_once_every_other_node_was_tried(
         provider.create_nodes(build, PhaseResult("lab-nodes"))
     assert caught.value is errors["worker-1"]
     assert sorted(tried) == sorted(n.name for n in lab_nodes(build.config))
+
+
+def test_the_lab_tasks_are_reached_through_the_provider_registry() -> None:
+    tasks: LabTasks = provider.LabProvider()  # mypy checks the lab provider's signatures against LabTasks
+    assert isinstance(lab_provider(), provider.LabProvider) and isinstance(tasks, LabTasks)

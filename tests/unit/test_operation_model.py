@@ -107,19 +107,27 @@ def test_parallel_steps_report_every_failure_by_node_and_purpose() -> None:
     assert [c.split(" (")[0] for c in progress.changes] == ["c"]
 
 
-def test_static_and_pulumi_targets_never_load_the_lab_or_the_docker_sdk(tmp_path: Path) -> None:
-    """The cloud path needs no local Docker engine: resolving a static target imports no lab code."""
-    inventory = lab_inventory(parse_config({}), StatePaths(tmp_path)).model_copy(update={"provider": "static"})
-    path = tmp_path / "static.json"
+@pytest.mark.parametrize("target", ["static", "pulumi"])
+def test_static_and_pulumi_targets_never_load_the_lab_or_the_docker_sdk(tmp_path: Path, target: str) -> None:
+    """The cloud path needs no local Docker engine: importing the fabfile, every flow and task, and
+    opening a session on a static or Pulumi target imports no lab code and no Docker SDK (the Pulumi
+    CLI's answer is the inventory file's content, so no pulumi runs)."""
+    kind = "openstack" if target == "pulumi" else "static"
+    inventory = lab_inventory(parse_config({}), StatePaths(tmp_path)).model_copy(update={"provider": kind})
+    path = tmp_path / "inventory.json"
     path.write_text(inventory.model_dump_json())
     code = (
-        "import sys; from cluster.config import parse_config; from cluster.providers import resolve; "
-        f"provider, inv = resolve({str(path)!r}, parse_config({{}})); "
-        "import cluster.session, cluster.tasks.bootstrap, cluster.tasks.deploy, cluster.tasks.status; "
-        "print(provider.name, inv.provider, sorted(m for m in sys.modules if m.startswith(('cluster.lab', 'docker'))))"
+        "import sys, shutil; import fabfile, cluster.flows, cluster.tasks.deploy, cluster.tasks.status; "
+        "from cluster.config import parse_config; from cluster.session import open_session; "
+        "import cluster.providers.pulumi as pulumi; "
+        f"pulumi.run_local = lambda command: open({str(path)!r}).read(); shutil.which = lambda name: name; "
+        f"target = {str(path) if target == 'static' else 'pulumi'!r}; "
+        "session = open_session(parse_config({}), target).__enter__(); "
+        "print(session.provider.name, session.inventory.provider, "
+        "sorted(m for m in sys.modules if m.startswith(('cluster.lab', 'docker'))))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert done.stdout.split(" ", 2) == ["static", "static", "[]\n"]
+    assert done.stdout.split(" ", 2) == [target, kind, "[]\n"]
 
 
 def test_a_fetch_copies_a_node_file_to_a_private_local_file_and_a_dry_run_fetches_nothing(tmp_path: Path) -> None:

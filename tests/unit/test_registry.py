@@ -14,7 +14,6 @@ from cluster.config import parse_config
 from cluster.lab.topology import lab_inventory
 from cluster.operations import Write
 from cluster.plans.registry import plan_certificate, plan_trust
-from cluster.progress import TIMINGS
 from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths
@@ -56,7 +55,7 @@ def test_a_fresh_storage_node_gets_a_tls_registry_every_engine_trusts(tmp_path: 
     assert start.endswith(f"echo $! > {registry.PID_FILE})")
     [ready] = runner.commands("curl -sf")
     assert f"--cacert {TRUST} https://{REGISTRY}/v2/" in ready
-    assert TIMINGS.changed
+    assert first.timings.changed
 
 
 def test_a_current_registry_is_left_alone(tmp_path: Path) -> None:
@@ -65,9 +64,9 @@ def test_a_current_registry_is_left_alone(tmp_path: Path) -> None:
     assert isinstance(first.runner, FakeRunner)
     runner = FakeRunner(first.runner.inventory)
     answer_as_written(runner, first.runner.files)
-    TIMINGS.phases.clear()
-    configure_registry(session(tmp_path, runner))
-    assert not runner.files and not TIMINGS.changed
+    again = session(tmp_path, runner)
+    configure_registry(again)
+    assert not runner.files and not again.timings.changed
 
 
 def test_a_dry_run_writes_nothing_anywhere(tmp_path: Path) -> None:
@@ -75,7 +74,7 @@ def test_a_dry_run_writes_nothing_anywhere(tmp_path: Path) -> None:
     configure_registry(dry)
     assert isinstance(dry.runner, FakeRunner)
     assert not dry.runner.files and not (tmp_path / "static").exists()
-    assert TIMINGS.would_change
+    assert dry.timings.would_change
 
 
 def test_plans_write_only_what_differs() -> None:

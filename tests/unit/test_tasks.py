@@ -10,13 +10,11 @@ from typing import Any
 
 import pytest
 
+from cluster import flows
 from cluster.errors import HostsFailed, SwarmlabError
 from cluster.inventory import Node
 from cluster.plans.stack import choose_storage_mode
-from cluster.progress import TIMINGS
 from cluster.runners import Result
-from cluster.tasks.bootstrap import bootstrap
-from cluster.tasks.deploy import deploy_workload
 from cluster.tasks.haproxy import configure_haproxy
 from cluster.tasks.swarm import swarm_join
 from cluster.workload import load_workload
@@ -47,8 +45,8 @@ def fresh_cluster() -> FakeRunner:
 
 def test_bootstrap_of_a_fresh_cluster_runs_init_joins_drain_haproxy_and_nfs(tmp_path: Path) -> None:
     runner = fresh_cluster()
-    leader = bootstrap(session(runner, tmp_path))
-    assert leader.name == "manager-1"
+    booted = flows.run(flows.BOOTSTRAP, session(runner, tmp_path))
+    assert booted.the_leader().name == "manager-1"
     [init] = [c for c in runner.calls if "swarm init" in c.command]
     assert init.node == "manager-1" and "--advertise-addr 10.20.0.11" in init.command
     joins = [c for c in runner.calls if "swarm join --token" in c.command]
@@ -59,7 +57,7 @@ def test_bootstrap_of_a_fresh_cluster_runs_init_joins_drain_haproxy_and_nfs(tmp_
     assert not any(WORKER_TOKEN in c.command or MANAGER_TOKEN in c.command for c in runner.calls)
     assert ("lb-1", "/etc/haproxy/haproxy.cfg.new") in runner.files
     assert ("storage-1", "/etc/ganesha/ganesha.conf.new") in runner.files
-    assert [p.name for p in TIMINGS.phases] == [
+    assert [p.name for p in booted.timings.phases] == [
         "swarm-init",
         "swarm-join",
         "drain-managers",
@@ -67,21 +65,21 @@ def test_bootstrap_of_a_fresh_cluster_runs_init_joins_drain_haproxy_and_nfs(tmp_
         "nfs",
         "registry",
     ]
-    assert TIMINGS.changed
+    assert booted.timings.changed
 
 
 def test_dry_run_bootstrap_reads_facts_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runner = fresh_cluster()
     runner.answer(r"docker node ls", "", exit_code=1)  # no swarm exists yet to list
-    bootstrap(session(runner, tmp_path, dry_run=True))
+    dry = flows.run(flows.BOOTSTRAP, session(runner, tmp_path, dry_run=True)).timings
     changing = ("swarm init", "swarm join", "join-token", "node update", "mv ", "haproxy -W", "ganesha.nfsd")
     assert not [c for c in runner.calls if any(word in c.command for word in changing)]
     assert runner.files == {}
     out = capsys.readouterr().out
     assert "would change on manager-1: swarm initialised" in out
     assert "would write /etc/haproxy/haproxy.cfg.new on lb-1" in out
-    assert TIMINGS.would_change and not TIMINGS.changed
-    assert {p.outcome for p in TIMINGS.phases} <= {"would change", "no change"}
+    assert dry.would_change and not dry.changed
+    assert {p.outcome for p in dry.phases} <= {"would change", "no change"}
 
 
 def test_join_on_a_joined_cluster_changes_nothing_and_says_so(
@@ -92,10 +90,11 @@ def test_join_on_a_joined_cluster_changes_nothing_and_says_so(
     for row in listed:
         info = json.loads(MANAGER) | {"NodeID": row["ID"], "ControlAvailable": row.get("ManagerStatus", "") != ""}
         runner.answer(r"docker info", json.dumps(info), node=row["Hostname"])
-    swarm_join(session(runner, tmp_path), inventory().node("manager-1"))
+    joined = session(runner, tmp_path)
+    swarm_join(joined, inventory().node("manager-1"))
     assert not runner.commands("swarm join|join-token|promote|demote")
     assert "every node is already a member with the right role" in capsys.readouterr().out
-    assert not TIMINGS.changed
+    assert not joined.timings.changed
 
 
 def test_a_failure_on_several_workers_names_each_of_them(tmp_path: Path) -> None:
@@ -122,7 +121,7 @@ def test_deploying_a_second_bundle_builds_deploys_and_routes_it_next_to_the_firs
     runner.answer(r"for ref in", "")  # the registry has no image yet
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
     hello = load_workload("hello", "lab")
-    deploy_workload(session(runner, tmp_path), hello, inventory().node("manager-1"))
+    flows.run(flows.DEPLOY_STACK, session(runner, tmp_path), hello)
     [build] = runner.commands(r"docker build")
     assert "/swarmlab/hello:" in build and "docker push" in build
     assert runner.commands(r"docker stack deploy --prune -c /root/.swarmlab/stacks/hello.yml hello")
@@ -142,9 +141,8 @@ def hello_as_deployed(tmp_path: Path, update_state: str) -> FakeRunner:
     first = FakeRunner(runner.inventory, list(runner.answers))
     first.answer(r"for ref in", "")
     first.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
-    deploy_workload(session(first, tmp_path), load_workload("hello", "lab"), inventory().node("manager-1"))
+    flows.run(flows.DEPLOY_STACK, session(first, tmp_path), load_workload("hello", "lab"))
     stack = first.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
-    TIMINGS.phases.clear()
     runner.answer(r"for ref in", "\n".join(f"{name} yes no" for name in _refs(first)))
     runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
     runner.answer(r"docker stack services hello", f"hello_web|3/3\n---\nhello_web|{update_state}\n---\n")
@@ -154,9 +152,9 @@ def hello_as_deployed(tmp_path: Path, update_state: str) -> FakeRunner:
 
 def test_a_second_deploy_of_a_current_bundle_changes_nothing(tmp_path: Path) -> None:
     runner = hello_as_deployed(tmp_path, "completed")
-    deploy_workload(session(runner, tmp_path), load_workload("hello", "lab"), inventory().node("manager-1"))
+    again = flows.run(flows.DEPLOY_STACK, session(runner, tmp_path), load_workload("hello", "lab"))
     assert not runner.commands(r"docker build|stack deploy|secret (create|rm)")
-    assert not runner.files and not TIMINGS.changed
+    assert not runner.files and not again.timings.changed
 
 
 def test_a_stack_removed_by_hand_is_deployed_again_not_waited_for(tmp_path: Path) -> None:
@@ -164,7 +162,7 @@ def test_a_stack_removed_by_hand_is_deployed_again_not_waited_for(tmp_path: Path
     still has to be deployed (waiting would time out on services that do not exist)."""
     # Removed by hand: no service until the deploy runs again.
     runner = _AnswersEmptyUntil(hello_as_deployed(tmp_path, ""), r"docker stack services hello", r"stack deploy")
-    deploy_workload(session(runner, tmp_path), load_workload("hello", "lab"), inventory().node("manager-1"))
+    flows.run(flows.DEPLOY_STACK, session(runner, tmp_path), load_workload("hello", "lab"))
     assert runner.commands(r"docker stack deploy --prune -c /root/.swarmlab/stacks/hello.yml hello")
 
 
@@ -219,3 +217,34 @@ def test_storage_mode_follows_what_the_workers_have(
 def test_no_nfs_client_and_no_shared_export_names_the_workers() -> None:
     with pytest.raises(SwarmlabError, match="worker-2; install nfs-common"):
         choose_storage_mode("auto", {"worker-1": True, "worker-2": False}, {"worker-1": False, "worker-2": False})
+
+
+def test_the_demo_flow_runs_each_phase_once_and_builds_the_map_with_the_stack(tmp_path: Path) -> None:
+    runner = fresh_cluster()
+    runner.answer(r"uname -m", "x86_64")
+    runner.answer(r"docker image inspect", "yes")
+    runner.answer(r"for ref in", "")  # the registry has no image yet
+    runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
+    done = flows.run(flows.DEMO, session(runner, tmp_path), load_workload("hello", "lab"))
+    phases = [p.name for p in done.timings.phases]
+    assert phases == [
+        "swarm-init",
+        "swarm-join",
+        "drain-managers",
+        "haproxy",
+        "nfs",
+        "registry",
+        "build-images",
+        "stack-inputs",
+        "deploy-stack",
+        "prune-secrets",
+        "cluster-map",
+    ]
+    builds = runner.commands(r"docker build")
+    assert len(builds) == 2 and sum("/swarmlab/hello:" in b for b in builds) == 1
+    assert sum("/swarmlab/clustermap:" in b for b in builds) == 1, "the map's image in the same build-images phase"
+    assert runner.commands(r"docker stack deploy --prune -c /root/.swarmlab/stacks/hello.yml hello")
+    runs = [c for c in runner.calls if "docker run -d --name swarmlab-map" in c.command]
+    assert sorted(c.node for c in runs) == ["manager-1", "manager-2", "manager-3"]
+    assert all(done.map_image in c.command for c in runs)
+    assert done.the_deployed().storage_mode == ""

@@ -1,0 +1,211 @@
+"""Flows: the long sequences (bootstrap, deploy-stack, demo, recover, restore --swarm) as ordered tuples
+of named steps, each step one task, kept above the tasks so that no task calls another (as the lab's
+creation is CREATE_ACTIONS in cluster/lab/provider.py). A flow lists each phase once: reading one
+top to bottom is reading what the run does, in order.
+
+The steps share a FlowState: the session, the workload, and what earlier steps found (the leader, the
+images, the deployed stack, the nodes brought back). A step needed only sometimes says when.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cluster.errors import SwarmlabError
+from cluster.inventory import Node
+from cluster.plans.clustermap import map_images
+from cluster.plans.recover import Rejoined
+from cluster.progress import Timings
+from cluster.reads import find_leader
+from cluster.session import Session
+from cluster.tasks import backup, clustermap, converge, deploy, haproxy, images, nfs, prune, recover, registry, swarm
+from cluster.workload import Workload
+
+
+@dataclass
+class FlowState:
+    """One run of a flow: its session, its inputs, and what its steps found so far."""
+
+    session: Session
+    workload: Workload | None = None
+    backup_dir: str = ""  # restore --swarm: the backup to restore ('' for the newest)
+    leader: Node | None = None
+    reformed: bool = False
+    images: dict[str, str] = field(default_factory=dict)
+    map_image: str = ""
+    deployed: deploy.DeployedStack | None = None
+    rejoined: Rejoined | None = None
+
+    @property
+    def timings(self) -> Timings:
+        return self.session.timings
+
+    def the_leader(self) -> Node:
+        if self.leader is None:
+            raise SwarmlabError("this flow needs a step that finds the leader before this one (cluster/flows.py)")
+        return self.leader
+
+    def the_workload(self) -> Workload:
+        if self.workload is None:
+            raise SwarmlabError("this flow deploys a workload and was given none (cluster/flows.py)")
+        return self.workload
+
+    def the_deployed(self) -> deploy.DeployedStack:
+        if self.deployed is None:
+            raise SwarmlabError("prune runs after deploy-stack in a flow (cluster/flows.py)")
+        return self.deployed
+
+
+def _always(state: FlowState) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[FlowState], None]
+    when: Callable[[FlowState], bool] = _always
+
+
+Flow = tuple[Step, ...]
+
+
+def run(flow: Flow, session: Session, workload: Workload | None = None, backup_dir: str = "") -> FlowState:
+    """Each step of `flow` in order (those whose `when` holds); the state holds what they found, and
+    its timings the phases they went through."""
+    state = FlowState(session, workload, backup_dir)
+    for step in flow:
+        if step.when(state):
+            step.run(state)
+    return state
+
+
+# --- steps: each one task, its inputs from the state, its result into it ------------------------------
+
+
+def _find_leader(state: FlowState) -> None:
+    state.leader = find_leader(state.session.runner)
+
+
+def _swarm_init(state: FlowState) -> None:
+    state.leader = swarm.swarm_init(state.session)
+
+
+def _swarm_join(state: FlowState) -> None:
+    swarm.swarm_join(state.session, state.the_leader())
+
+
+def _drain_managers(state: FlowState) -> None:
+    swarm.drain_managers(state.session, state.the_leader())
+
+
+def _haproxy(state: FlowState) -> None:
+    haproxy.configure_haproxy(state.session, state.the_leader(), also=state.workload)
+
+
+def _nfs(state: FlowState) -> None:
+    nfs.configure_nfs(state.session)
+
+
+def _registry(state: FlowState) -> None:
+    registry.configure_registry(state.session)
+
+
+def _build_images(state: FlowState) -> None:
+    state.images = images.build_images(state.session, state.the_workload())
+
+
+def _deploy_stack(state: FlowState) -> None:
+    state.deployed = deploy.deploy_workload(state.session, state.the_workload(), state.the_leader(), state.images)
+
+
+def _prune(state: FlowState) -> None:
+    deployed = state.the_deployed()
+    prune.prune_unused(state.session, state.the_workload(), state.the_leader(), deployed.secrets, deployed.configs)
+
+
+def _map_image(state: FlowState) -> None:
+    state.map_image = images.build_images(state.session, map_images(state.session.config.environment))["clustermap"]
+
+
+def _stack_and_map_images(state: FlowState) -> None:
+    """The stack's images and the map's in one build-images phase (one registry check, one wait)."""
+    built = images.build_images(state.session, state.the_workload(), map_images(state.session.config.environment))
+    state.map_image = built.pop("clustermap")
+    state.images = built
+
+
+def _cluster_map(state: FlowState) -> None:
+    clustermap.deploy_map(state.session, state.map_image)
+
+
+def _reform_quorum(state: FlowState) -> None:
+    state.leader, state.reformed = recover.reform_quorum(state.session)
+
+
+def _bring_back_managers(state: FlowState) -> None:
+    state.rejoined = recover.bring_back_managers(state.session, state.the_leader(), state.reformed)
+
+
+def _restore_swarm(state: FlowState) -> None:
+    state.leader = backup.restore_swarm(state.session, state.backup_dir)
+
+
+def _bring_back_members(state: FlowState) -> None:
+    state.rejoined = recover.bring_back_members(state.session, state.the_leader())
+
+
+def _converge(state: FlowState) -> None:
+    converge.converge(state.session, state.the_leader())
+
+
+def _missing_nodes(state: FlowState) -> None:
+    if state.rejoined is not None:
+        state.rejoined.raise_if_missing()
+
+
+def _rejoined(state: FlowState) -> bool:
+    """Nodes were brought back (not a dry run that stopped before): the cluster settles after them."""
+    return state.rejoined is not None
+
+
+def _engines_recreated(state: FlowState) -> bool:
+    """A re-created node's engine is new: it must trust the cluster registry again."""
+    return state.rejoined is not None and bool(state.rejoined.restored)
+
+
+# --- the flows -------------------------------------------------------------------------------------------
+
+LEADER = Step("leader", _find_leader)
+SWARM_INIT = Step("swarm-init", _swarm_init)
+SWARM_JOIN = Step("swarm-join", _swarm_join)
+DRAIN_MANAGERS = Step("drain-managers", _drain_managers)
+HAPROXY_STEP = Step("haproxy", _haproxy)
+NFS = Step("nfs", _nfs)
+REGISTRY = Step("registry", _registry)  # before every build: builds push over TLS to it
+BUILD_IMAGES_STEP = Step("build-images", _build_images)
+DEPLOY = Step("deploy-stack", _deploy_stack)  # stack-inputs, deploy-stack
+PRUNE = Step("prune", _prune)  # prune-secrets, prune-configs: after HAProxy routes the new versions
+MAP_IMAGE = Step("build-images", _map_image)
+CLUSTER_MAP = Step("cluster-map", _cluster_map)
+# After nodes came back: registry trust for re-created engines, managers drained, every service
+# running; then the nodes that did not come back, as an error.
+SETTLE: Flow = (
+    Step("registry", _registry, when=_engines_recreated),
+    Step("drain-managers", _drain_managers, when=_rejoined),
+    Step("converge", _converge, when=_rejoined),
+    Step("missing-nodes", _missing_nodes, when=_rejoined),
+)
+
+BOOTSTRAP: Flow = (SWARM_INIT, SWARM_JOIN, DRAIN_MANAGERS, HAPROXY_STEP, NFS, REGISTRY)
+HAPROXY: Flow = (LEADER, HAPROXY_STEP)
+BUILD_IMAGES: Flow = (REGISTRY, BUILD_IMAGES_STEP)
+DEPLOY_STACK: Flow = (LEADER, REGISTRY, BUILD_IMAGES_STEP, DEPLOY, HAPROXY_STEP, PRUNE)
+DEPLOY_MAP: Flow = (REGISTRY, MAP_IMAGE, CLUSTER_MAP)
+# The whole path after lab-up: bootstrap already configured the registry, and its HAProxy already
+# routes the configured stack (the one the demo deploys), so neither runs again.
+# The map's image is built with the stack's.
+DEMO: Flow = (*BOOTSTRAP, Step("build-images", _stack_and_map_images), DEPLOY, PRUNE, CLUSTER_MAP)
+RECOVER: Flow = (Step("recover-quorum", _reform_quorum), Step("restore-managers", _bring_back_managers), *SETTLE)
+RESTORE_SWARM: Flow = (Step("restore-swarm", _restore_swarm), Step("restore-members", _bring_back_members), *SETTLE)
