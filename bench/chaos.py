@@ -44,7 +44,7 @@ from cluster.facts import read
 from cluster.facts.services import stack_services
 from cluster.inventory import load_inventory
 from cluster.reads import find_leader
-from cluster.runners import Nodes
+from cluster.runners import SshRunner
 
 ENV = {
     "SWARMLAB_CLUSTER": "chaos",
@@ -92,7 +92,7 @@ class Record:
 class Lab:
     """The chaos lab: its nodes over SSH (for facts) and its containers (for failures)."""
 
-    nodes: Nodes
+    nodes: SshRunner
     credentials: dict[str, str]
     ca: Path  # the lab's CA: the driver verifies HAProxy's certificate against it
     engine: docker.DockerClient = field(default_factory=docker.from_env)
@@ -342,7 +342,7 @@ def fresh_lab() -> Lab:
     fab("deploy-stack")
     config = load_config(environ={**os.environ, **ENV})
     state = config.state(provider="lab")
-    return Lab(Nodes(load_inventory(state.inventory)), json.loads(state.credentials.read_text()), state.ca_cert)
+    return Lab(SshRunner(load_inventory(state.inventory)), json.loads(state.credentials.read_text()), state.ca_cert)
 
 
 def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:

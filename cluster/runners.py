@@ -84,7 +84,7 @@ class Result:
 class Runner(Protocol):
     """What the executor and the fact readers need from a way to reach the nodes.
 
-    Nodes (SSH) is the real one; unit tests use a fake that records commands and answers from data.
+    SshRunner (SSH) is the real one; unit tests use a fake that records commands and answers from data.
     """
 
     inventory: Inventory
@@ -166,7 +166,7 @@ def ssh_failed(host: str, command: str, error: Exception, hint: str) -> CommandF
     return CommandFailed(host, command, None, str(error), hint)
 
 
-class Nodes:
+class SshRunner:
     """SSH connections to every node of an inventory, opened lazily and reused.
 
     Host keys are always pinned (paramiko's RejectPolicy): an inventory that pins none is refused, an

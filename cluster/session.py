@@ -14,7 +14,7 @@ from cluster.inventory import Inventory
 from cluster.progress import PhaseResult, Timings
 from cluster.providers import resolve
 from cluster.providers.base import Provider
-from cluster.runners import Nodes, Runner
+from cluster.runners import Runner, SshRunner
 from cluster.state import StatePaths
 
 
@@ -50,7 +50,7 @@ def open_session(
     """A session on `target`; its phases go to `timings` when given (a run that began before it, as
     the demo's lab-up), else to a Timings of its own."""
     provider, inventory = resolve(target, config)
-    nodes = Nodes(inventory)
+    nodes = SshRunner(inventory)
     try:
         yield Session(config, provider, nodes, dry_run, timings if timings is not None else Timings())
     finally:

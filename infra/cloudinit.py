@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.config import InfraConfig
-from infra.topology import NodeSpec
+from infra.layout import NodeSpec
 from rendering.provision import daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 

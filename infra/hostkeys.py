@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_tls as tls
 
-from infra.topology import NodeSpec
+from infra.layout import NodeSpec
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_openstack as openstack
 
+from infra.layout import NodeSpec
 from infra.nodes import NodeContext, Server, create_server
-from infra.topology import NodeSpec
 
 
 class LoadBalancerNode(pulumi.ComponentResource):

@@ -11,9 +11,9 @@ import pulumi_openstack as openstack
 from infra.cloudinit import HostKeyText, user_data
 from infra.config import InfraConfig
 from infra.hostkeys import HostKeys
+from infra.layout import NodeSpec, by_role
 from infra.network import ClusterNetwork
 from infra.security import ClusterSecurity
-from infra.topology import NodeSpec, by_role
 
 
 @dataclass(frozen=True)

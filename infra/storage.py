@@ -12,8 +12,8 @@ import pulumi
 import pulumi_openstack as openstack
 
 from infra.cloudinit import volume_device
+from infra.layout import NodeSpec
 from infra.nodes import NodeContext, Server, create_server
-from infra.topology import NodeSpec
 
 
 class StorageNode(pulumi.ComponentResource):

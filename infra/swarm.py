@@ -13,12 +13,12 @@ import pulumi_openstack as openstack
 
 from infra.config import InfraConfig
 from infra.hostkeys import HostKeys
+from infra.layout import by_role, inventory_document, known_hosts_text, plan_nodes, ssh_config_text
 from infra.lb import LoadBalancerNode
 from infra.network import ClusterNetwork
 from infra.nodes import NodeContext, SwarmNodes
 from infra.security import ClusterSecurity
 from infra.storage import StorageNode
-from infra.topology import by_role, inventory_document, known_hosts_text, plan_nodes, ssh_config_text
 
 
 class SwarmCluster(pulumi.ComponentResource):

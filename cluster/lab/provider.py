@@ -31,7 +31,7 @@ from cluster.inventory import Inventory, Node, Role, dump_inventory, load_invent
 from cluster.lab import keys
 from cluster.lab.build import ensure_base_image, ensure_node_image
 from cluster.lab.engine import client, ensure_engine
-from cluster.lab.topology import (
+from cluster.lab.layout import (
     IMAGE_CACHE_DIR,
     IMAGE_CACHE_VOLUME,
     LABEL_CACHE,
@@ -55,7 +55,7 @@ from cluster.lab.topology import (
 from cluster.operations import Plan, Run, Wait
 from cluster.parallel import at_once
 from cluster.progress import PhaseResult, Timings, say
-from cluster.runners import Nodes
+from cluster.runners import SshRunner
 from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json, engine_metrics_ip
@@ -378,7 +378,7 @@ def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
 def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
     """Every node answers over SSH through the jump host, and every engine answers its CLI."""
     inventory = build.inventory
-    nodes = Nodes(inventory)
+    nodes = SshRunner(inventory)
     try:
 
         def ready(node: Node) -> None:

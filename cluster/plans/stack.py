@@ -13,7 +13,7 @@ import topology
 from cluster.errors import SwarmlabError
 from cluster.facts.services import Service, stack_replicas, stack_services
 from cluster.operations import Operation, Plan, Run, Wait, Write
-from cluster.plans.netjoin import ANCHOR_SERVICE, ANCHOR_TIMEOUT, anchor_stack, anchor_verdict
+from cluster.plans.anchor import ANCHOR_SERVICE, ANCHOR_TIMEOUT, anchor_stack, anchor_verdict
 from cluster.waiting import Verdict
 from cluster.workload import DataDir
 
@@ -116,7 +116,7 @@ def plan_deploy(leader: str, stack: str, rendered: str, deployed: str, states: S
     service of the stack is gone (`docker stack rm` or `docker service rm` by hand leaves the stored
     file as it was); then wait until every service has its replicas and its update completed.
 
-    The stack's networks are joined first, by its network anchor (plans.netjoin), deployed and waited
+    The stack's networks are joined first, by its network anchor (plans.anchor), deployed and waited
     for before the services, and deployed again with them so that `--prune` keeps it."""
     remote = f"{REMOTE_STACKS}/{stack}.yml"
     document = yaml.safe_load(rendered) or {}

@@ -1,6 +1,6 @@
 """Where the machines come from, side by side behind one small interface (base.Provider).
 
-The registry maps a target name to the module and class that serve it; a module is imported only
+PROVIDER_CLASSES maps a target name to the module and class that serve it; a module is imported only
 when its target is used, so the cloud and static paths never load the lab (nor need a local
 Docker engine). A new provider is one new module and one line here. Any other target is the path of
 an inventory file (the static provider). The lab's own tasks (lab-up, lab-down, lab-status) reach the
@@ -16,7 +16,7 @@ from cluster.errors import SwarmlabError
 from cluster.inventory import Inventory
 from cluster.providers.base import LabTasks, Provider
 
-PROVIDERS: dict[str, str] = {
+PROVIDER_CLASSES: dict[str, str] = {
     "lab": "cluster.lab.provider:LabProvider",
     "pulumi": "cluster.providers.pulumi:PulumiProvider",
     "static": "cluster.providers.static:StaticProvider",
@@ -25,7 +25,7 @@ FILE_PROVIDER = "static"
 
 
 def provider_named(name: str) -> Provider:
-    module_name, _, class_name = PROVIDERS[name].partition(":")
+    module_name, _, class_name = PROVIDER_CLASSES[name].partition(":")
     provider: Provider = getattr(importlib.import_module(module_name), class_name)()
     return provider
 
@@ -34,12 +34,12 @@ def lab_provider() -> LabTasks:
     """The lab's provider, with its own tasks (up, down, status_rows, image_caches)."""
     provider = provider_named("lab")
     if not isinstance(provider, LabTasks):
-        raise SwarmlabError(f"{PROVIDERS['lab']} has no lab tasks (up, down, status_rows, image_caches)")
+        raise SwarmlabError(f"{PROVIDER_CLASSES['lab']} has no lab tasks (up, down, status_rows, image_caches)")
     return provider
 
 
 def resolve(target: str, config: Config) -> tuple[Provider, Inventory]:
     """The provider serving `target` and the inventory it reads ("lab", "pulumi", or a file's path)."""
-    name = target if target in PROVIDERS and target != FILE_PROVIDER else FILE_PROVIDER
+    name = target if target in PROVIDER_CLASSES and target != FILE_PROVIDER else FILE_PROVIDER
     provider = provider_named(name)
     return provider, provider.inventory(config, target)

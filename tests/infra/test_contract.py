@@ -14,7 +14,7 @@ import pytest
 import topology
 from cluster.config import Config
 from cluster.inventory import Role, parse_inventory
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.state import StatePaths
 from tests.infra.harness import FLOATING_IP, MockRun, inventory_json
 

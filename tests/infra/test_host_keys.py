@@ -11,7 +11,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from cluster.inventory import parse_inventory
-from cluster.runners import Nodes
+from cluster.runners import SshRunner
 from infra.cloudinit import HOST_KEY_PATH
 from tests.infra.harness import FLOATING_IP, MockRun, inventory_json
 
@@ -81,4 +81,4 @@ def test_the_runner_accepts_the_pulumi_inventory_as_pinned(run_3_3: MockRun) -> 
     # No known_hosts file: the inventory's host keys are the pins (an unpinned inventory is refused).
     inventory = parse_inventory(inventory_json(run_3_3), "pulumi stack output inventory")
     assert inventory.ssh.known_hosts is None and len(inventory.ssh.host_keys) == len(inventory.nodes)
-    Nodes(inventory).close()
+    SshRunner(inventory).close()

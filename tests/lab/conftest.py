@@ -26,7 +26,7 @@ import pytest
 from cluster.config import Config, load_config
 from cluster.inventory import Inventory
 from cluster.lab.provider import LabProvider
-from cluster.runners import Nodes
+from cluster.runners import SshRunner
 from cluster.state import StatePaths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def fab(
 class Lab:
     config: Config
     inventory: Inventory
-    nodes: Nodes
+    nodes: SshRunner
 
     @property
     def url(self) -> str:
@@ -149,7 +149,7 @@ def lab() -> Iterator[Lab]:
         fab("bootstrap")
         fab("deploy-stack")
         inventory = LabProvider().inventory(config, "lab")
-        nodes = Nodes(inventory)
+        nodes = SshRunner(inventory)
         try:
             yield Lab(config, inventory, nodes)
         finally:

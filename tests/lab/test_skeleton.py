@@ -17,7 +17,7 @@ from cluster.facts import read
 from cluster.facts.swarm import NODE_LIST, running_on
 from cluster.inventory import Role
 from cluster.lab.keys import new_key_pair
-from cluster.runners import Nodes
+from cluster.runners import SshRunner
 from tests.lab.conftest import LAB_ENV, LOG, Lab, fab
 
 pytestmark = pytest.mark.lab
@@ -78,7 +78,7 @@ def test_host_keys_are_pinned(lab: Lab, tmp_path: Path) -> None:
     forged = [f"{line.rsplit(' ', 1)[0]} {impostor}" if line.startswith("[127.0.0.1]") else line for line in known]
     (tmp_path / "known_hosts").write_text("\n".join(forged) + "\n")
     ssh = lab.inventory.ssh.model_copy(update={"known_hosts": str(tmp_path / "known_hosts")})
-    nodes = Nodes(lab.inventory.model_copy(update={"ssh": ssh}))
+    nodes = SshRunner(lab.inventory.model_copy(update={"ssh": ssh}))
     try:
         with pytest.raises(CommandFailed):
             nodes.run(lab.inventory.lb, "true")

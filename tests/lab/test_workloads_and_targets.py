@@ -64,7 +64,7 @@ def test_an_image_missing_from_the_registry_is_copied_from_the_machine_image_cac
 
 
 def test_every_worker_runs_the_network_anchor_on_every_network_of_the_stack(lab: Lab) -> None:
-    """The deploy's network anchor (plans.netjoin): one running task per worker, attached to each
+    """The deploy's network anchor (plans.anchor): one running task per worker, attached to each
     overlay network of the registration stack, so a worker joins them one at a time."""
     manager = lab.inventory.managers[0]
     anchor = "registration_network-anchor"

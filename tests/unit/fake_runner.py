@@ -13,7 +13,7 @@ from typing import IO, TypeVar
 from cluster.config import parse_config
 from cluster.errors import CommandFailed, HostsFailed, redact
 from cluster.inventory import Inventory, Node
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.providers.static import StaticProvider
 from cluster.runners import Result
 from cluster.session import Session

@@ -16,7 +16,7 @@ from cluster.backups import BackupError
 from cluster.config import parse_config
 from cluster.errors import CommandFailed
 from cluster.facts.swarm import parse_nodes
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.operations import Fetch, Run, Wait, Write
 from cluster.plans.backup import (
     BackupRefused,

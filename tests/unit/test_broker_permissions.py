@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from cluster.config import parse_config
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.state import StatePaths
 from cluster.tasks.deploy import config_contents
 from cluster.workload import load_workload

@@ -15,7 +15,7 @@ from cluster import flows
 from cluster import workload as bundles
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors, SwarmlabError
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.operations import Run, Write
 from cluster.plans.configs import check_mounts, config_mounts, config_name, plan_configs, plan_prune_configs
 from cluster.state import StatePaths

@@ -10,7 +10,7 @@ import pytest
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors
 from cluster.inventory import Role, dump_inventory, parse_inventory
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.state import StatePaths
 
 

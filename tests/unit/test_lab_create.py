@@ -12,7 +12,7 @@ from docker.errors import APIError
 
 from cluster.config import parse_config
 from cluster.lab import provider
-from cluster.lab.topology import lab_nodes
+from cluster.lab.layout import lab_nodes
 from cluster.progress import PhaseResult
 from cluster.providers import lab_provider
 from cluster.providers.base import LabTasks

@@ -19,7 +19,7 @@ from cluster.errors import ConfigErrors
 from cluster.facts.prometheus import parse_prometheus_vector, prometheus_vector
 from cluster.facts.swarm import parse_node_list
 from cluster.facts.tasks import parse_node_tasks
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.state import StatePaths
 from cluster.tasks.deploy import config_contents
 from cluster.tasks.haproxy import routes_of

@@ -22,7 +22,7 @@ from cluster.facts.logs import (
 )
 from cluster.facts.services import Task
 from cluster.facts.tasks import parse_node_tasks, parse_service_tasks
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths, write_private

@@ -12,7 +12,7 @@ import pytest
 from cluster.config import parse_config
 from cluster.errors import CommandFailed, HostsFailed, SwarmlabError
 from cluster.executor import Executor
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.operations import Fetch, Parallel, Plan, Run, Wait, Write
 from cluster.progress import PhaseResult
 from cluster.state import StatePaths

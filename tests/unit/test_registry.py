@@ -11,7 +11,7 @@ from cryptography import x509
 
 import registry.model as registry
 from cluster.config import parse_config
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.operations import Write
 from cluster.plans.registry import plan_certificate, plan_trust
 from cluster.providers.static import StaticProvider

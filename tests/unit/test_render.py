@@ -16,7 +16,7 @@ import registry.model as registry
 import topology
 from cluster.config import parse_config
 from cluster.lab.build import node_build_context
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths

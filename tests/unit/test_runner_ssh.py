@@ -20,7 +20,7 @@ from paramiko.common import AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRATIVELY_PROHIB
 from cluster.errors import CommandFailed, SwarmlabError
 from cluster.inventory import Inventory
 from cluster.lab.keys import KeyPair, known_hosts_line, new_key_pair
-from cluster.runners import KEEPALIVE_INTERVAL, KEY_CHANGED, KEY_UNKNOWN, UNREACHABLE, Nodes, ssh_failed
+from cluster.runners import KEEPALIVE_INTERVAL, KEY_CHANGED, KEY_UNKNOWN, UNREACHABLE, SshRunner, ssh_failed
 
 
 class _Handler(paramiko.ServerInterface):
@@ -121,10 +121,10 @@ def inventory(server: Server, tmp_path: Path, known_hosts: str | None, host_keys
     )
 
 
-def pinned(server: Server, tmp_path: Path, public_key: str) -> Nodes:
+def pinned(server: Server, tmp_path: Path, public_key: str) -> SshRunner:
     known = tmp_path / "known_hosts"
     known.write_text(known_hosts_line("127.0.0.1", server.port, public_key) + "\n")
-    return Nodes(inventory(server, tmp_path, str(known), {}))
+    return SshRunner(inventory(server, tmp_path, str(known), {}))
 
 
 def test_the_pinned_key_is_accepted_with_keepalives_on(server: Server, tmp_path: Path) -> None:
@@ -188,7 +188,7 @@ def test_a_failed_connection_names_the_host_and_the_fix() -> None:
 def test_an_unknown_host_is_refused_not_trusted_on_first_use(server: Server, tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     known.write_text(known_hosts_line("127.0.0.1", 22, server.host_key.public_openssh) + "\n")  # another port
-    nodes = Nodes(inventory(server, tmp_path, str(known), {}))
+    nodes = SshRunner(inventory(server, tmp_path, str(known), {}))
     try:
         with pytest.raises(CommandFailed) as raised:
             nodes.run(nodes.inventory.node("manager-1"), "echo")
@@ -200,12 +200,12 @@ def test_an_unknown_host_is_refused_not_trusted_on_first_use(server: Server, tmp
 
 def test_host_keys_in_the_inventory_pin_without_a_file(server: Server, tmp_path: Path) -> None:
     keys = {name: server.host_key.public_openssh for name in ("lb-1", "manager-1", "worker-1")}
-    nodes = Nodes(inventory(server, tmp_path, None, keys))
+    nodes = SshRunner(inventory(server, tmp_path, None, keys))
     try:
         assert nodes.run(nodes.inventory.node("lb-1"), "echo").ok
     finally:
         nodes.close()
-    wrong = Nodes(inventory(server, tmp_path, None, {**keys, "worker-1": new_key_pair("x").public_openssh}))
+    wrong = SshRunner(inventory(server, tmp_path, None, {**keys, "worker-1": new_key_pair("x").public_openssh}))
     try:
         with pytest.raises(CommandFailed, match="on worker-1"):
             wrong.run(wrong.inventory.node("worker-1"), "echo")
@@ -215,12 +215,12 @@ def test_host_keys_in_the_inventory_pin_without_a_file(server: Server, tmp_path:
 
 def test_an_inventory_that_pins_nothing_is_refused(server: Server, tmp_path: Path) -> None:
     with pytest.raises(SwarmlabError, match="pins no host key") as raised:
-        Nodes(inventory(server, tmp_path, None, {}))
+        SshRunner(inventory(server, tmp_path, None, {}))
     assert "ssh.host_keys" in str(raised.value) and "pulumi up" in str(raised.value)
 
 
 def test_a_missing_known_hosts_file_is_named(server: Server, tmp_path: Path) -> None:
-    nodes = Nodes(inventory(server, tmp_path, str(tmp_path / "absent"), {}))
+    nodes = SshRunner(inventory(server, tmp_path, str(tmp_path / "absent"), {}))
     with pytest.raises(SwarmlabError, match="absent does not exist"):
         nodes.run(nodes.inventory.node("lb-1"), "echo")
 

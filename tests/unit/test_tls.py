@@ -16,7 +16,7 @@ from cryptography import x509
 
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors
-from cluster.lab.topology import lab_inventory
+from cluster.lab.layout import lab_inventory
 from cluster.progress import PhaseResult
 from cluster.providers.static import StaticProvider
 from cluster.session import Session

@@ -9,7 +9,7 @@ import yaml
 
 from cluster.facts.services import Service
 from cluster.operations import Run, Wait, Write
-from cluster.plans.netjoin import ANCHOR_SERVICE, anchor_stack, anchor_verdict
+from cluster.plans.anchor import ANCHOR_SERVICE, anchor_stack, anchor_verdict
 from cluster.plans.stack import plan_deploy
 
 GOLDEN = Path(__file__).parent / "golden"

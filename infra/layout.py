@@ -1,4 +1,4 @@
-"""The cluster's shape on OpenStack, pure: the planned nodes with their flavors and zones, and the
+"""The cluster's layout on OpenStack, pure: the planned nodes with their flavors and zones, and the
 inventory describing them.
 
 Which nodes, at which fixed addresses, and the inventory's schema come from the topology package, the
