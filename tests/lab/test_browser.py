@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -100,8 +101,13 @@ def shown(driver: WebDriver, by: str, what: str) -> None:
 
 
 def on_page(driver: WebDriver, path: str, element_id: str) -> None:
-    WebDriverWait(driver, WAIT).until(lambda d: d.current_url.split("?")[0].endswith(path))
-    shown(driver, By.ID, element_id)
+    try:
+        WebDriverWait(driver, WAIT).until(lambda d: d.current_url.split("?")[0].endswith(path))
+        shown(driver, By.ID, element_id)
+    except TimeoutException:
+        # Say what the browser shows instead (an error page of the UI, a proxy's 50x...), not just "timeout".
+        text = driver.find_element(By.TAG_NAME, "body").text[-600:]
+        pytest.fail(f"after {WAIT} s the browser is on {driver.current_url}, not {path}#{element_id}; it shows: {text}")
 
 
 def submit(driver: WebDriver) -> None:
