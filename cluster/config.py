@@ -132,12 +132,9 @@ class Config(BaseSettings):
     @field_validator("managers")
     @classmethod
     def _odd_managers(cls, value: int) -> int:
-        if value not in topology.MANAGER_COUNTS:
+        if (managers_problem := topology.manager_count_problem(value)) is not None:
             nearest = max(c for c in topology.MANAGER_COUNTS if c <= max(value, 1))
-            raise problem(
-                f"must be {topology.MANAGER_COUNTS_TEXT}: Raft needs an odd number of managers to keep a majority",
-                f"set managers to {nearest}",
-            )
+            raise problem(managers_problem, f"set managers to {nearest}")
         return value
 
     @field_validator("workers")

@@ -131,9 +131,9 @@ class Inventory(BaseModel):
                     value=str(node.private_ip),
                 )
         managers = len(self.by_role(Role.MANAGER))
-        if managers not in topology.MANAGER_COUNTS:
+        if (managers_problem := topology.manager_count_problem(managers)) is not None:
             raise problem(
-                f"{managers} managers: need {topology.MANAGER_COUNTS_TEXT} for a Raft majority",
+                f"{managers} managers: {managers_problem}",
                 "list an odd number of manager nodes",
                 key="nodes",
                 value=managers,

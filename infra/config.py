@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from topology import MANAGER_COUNTS, MANAGER_COUNTS_TEXT, WORKER_OFFSET
+from topology import WORKER_OFFSET, manager_count_problem
 
 PROJECT = "swarmlab"
 SERVER_GROUP_POLICIES = ("anti-affinity", "soft-anti-affinity")
@@ -244,8 +244,8 @@ class InfraConfig(BaseModel):
     @field_validator("manager_count")
     @classmethod
     def _odd_managers(cls, value: int) -> int:
-        if value not in MANAGER_COUNTS:
-            raise ValueError(f"must be odd ({MANAGER_COUNTS_TEXT}) to keep a Raft majority")
+        if (managers_problem := manager_count_problem(value)) is not None:
+            raise ValueError(managers_problem)
         return value
 
     @field_validator("worker_count")

@@ -13,6 +13,16 @@ from typing import Any
 # Raft keeps a majority only with an odd number of managers; more than 7 slows every write.
 MANAGER_COUNTS = (1, 3, 5, 7)
 MANAGER_COUNTS_TEXT = ", ".join(str(n) for n in MANAGER_COUNTS[:-1]) + f" or {MANAGER_COUNTS[-1]}"  # "1, 3, 5 or 7"
+
+
+def manager_count_problem(count: int) -> str | None:
+    """Why `count` managers cannot keep a Raft majority (one text for the lab config, the inventory and
+    the Pulumi config), or None when they can."""
+    if count in MANAGER_COUNTS:
+        return None
+    return f"must be {MANAGER_COUNTS_TEXT}: Raft needs an odd number of managers to keep a majority"
+
+
 ROLES = ("manager", "worker", "lb", "storage")
 
 # Host offsets inside the node network (.1 is the gateway or router). Fixed offsets make the

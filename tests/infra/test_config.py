@@ -18,8 +18,11 @@ from tests.infra.harness import BASE_CONFIG, run_failing
 EXAMPLE = Path(__file__).resolve().parents[2] / "Pulumi.example.yaml"
 
 BAD = [
-    ({"manager_count": "4"}, "manager_count=4: must be odd (1, 3, 5 or 7) to keep a Raft majority"),
-    ({"manager_count": "0"}, "manager_count=0: must be odd (1, 3, 5 or 7)"),
+    (
+        {"manager_count": "4"},
+        "manager_count=4: must be 1, 3, 5 or 7: Raft needs an odd number of managers to keep a majority",
+    ),
+    ({"manager_count": "0"}, "manager_count=0: must be 1, 3, 5 or 7: Raft needs"),
     ({"manager_count": "three"}, "manager_count=three: must be a whole number"),
     ({"worker_count": "0"}, "worker_count=0: must be at least 1"),
     ({"worker_count": "500"}, "worker_count=500: must be at most 179"),
