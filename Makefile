@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lab-test lint types unit bench chaos load-tool down clean venv
+.PHONY: demo test check lab-test lint types unit bench chaos load-tool down clean venv rehearsal rehearsal-down rehearsal-test
 
 venv: $(STAMP)
 
@@ -58,6 +58,23 @@ load-tool:
 
 down: venv
 	$(BIN)/fab lab-down
+
+# The rehearsal: nodes that boot like OpenStack VMs (systemd, cloud-init with the Pulumi program's own
+# user data), driven through the Pulumi provider's code (docs/cloud.md). Its own name, range and ports,
+# so it runs beside a lab; override any of them as SWARMLAB_<KEY> (swarmlab.yaml).
+REHEARSAL_ENV := SWARMLAB_CLUSTER=rehearsal SWARMLAB_CIDR=10.40.0.0/24 SWARMLAB_HTTP_PORT=28080 \
+  SWARMLAB_HTTPS_PORT=28443 SWARMLAB_SSH_PORT=22222 SWARMLAB_STATS_PORT=28404
+
+## rehearsal: the cloud path here: VM-like nodes, bootstrap and deploy-stack with --target rehearsal
+rehearsal: venv
+	$(REHEARSAL_ENV) $(BIN)/fab rehearsal
+
+rehearsal-down: venv
+	$(REHEARSAL_ENV) $(BIN)/fab rehearsal-down
+
+## rehearsal-test: the rehearsal's lab tests on a rehearsal of their own (not part of make test yet)
+rehearsal-test: venv
+	$(BIN)/pytest -m lab tests/rehearsal -v
 
 ## clean: the lab, its image cache and the machine's, then the virtualenv and tool caches
 clean:

@@ -408,3 +408,43 @@ def events(c: Context, target: str = "lab", since: str = DEFAULT_SINCE, type: st
 def cluster_map_task(c: Context, target: str = "lab", dry_run: bool = False, remove: bool = False) -> None:
     """The cluster map (nodes and their tasks, refreshed) on every manager, at /map/ for the admin credential."""
     changing(target, dry_run, remove_map if remove else deploy_map)
+
+
+# --- the rehearsal: nodes that boot like OpenStack VMs, driven as --target rehearsal ---------------
+
+
+@task(name="rehearsal-up")
+@reported
+def rehearsal_up(c: Context) -> None:
+    """Nodes that boot like cloud VMs (systemd, cloud-init with the Pulumi program's user data)."""
+    from cluster.rehearsal.nodes import rehearsal_up as up
+
+    up(load_config())
+    summary()
+
+
+@task(name="rehearsal-down")
+@reported
+def rehearsal_down(c: Context) -> None:
+    """Remove the rehearsal: its containers, network, volumes, loop device and state directory."""
+    from cluster.rehearsal.nodes import rehearsal_down as down
+
+    down(load_config())
+
+
+@task
+@reported
+def rehearsal(c: Context) -> None:
+    """The cloud path here: rehearsal-up, then bootstrap and deploy-stack with --target rehearsal."""
+    from cluster.rehearsal.nodes import rehearsal_up as up
+
+    config = load_config()
+    chosen = workload(config, "")
+    up(config)
+    with open_session(config, "rehearsal") as session:
+        leader = bootstrap_cluster(session)
+        mode = deploy_workload(session, chosen, leader)
+        say("\n" + status_report(session.runner))
+        summary()
+        notes(session, chosen, mode)
+    say("Tear it down with `make rehearsal-down`.")

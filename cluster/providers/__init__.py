@@ -18,6 +18,8 @@ PROVIDERS: dict[str, str] = {
     "lab": "cluster.lab.provider:LabProvider",
     "pulumi": "cluster.providers.pulumi:PulumiProvider",
     "static": "cluster.providers.static:StaticProvider",
+    # The Pulumi provider on nodes that boot like cloud VMs here (docs/cloud.md, "The rehearsal").
+    "rehearsal": "cluster.rehearsal.provider:RehearsalProvider",
 }
 FILE_PROVIDER = "static"
 
