@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
 
 import topology
 from cluster.archive import tar_bytes
@@ -74,7 +75,7 @@ def labels(config: Config, node: topology.PlannedNode | None = None) -> dict[str
     return found
 
 
-def containers(engine: docker.DockerClient, cluster: str) -> list[docker.models.containers.Container]:
+def containers(engine: docker.DockerClient, cluster: str) -> list[Container]:
     selector = [f"{LABEL_CLUSTER}={cluster}", f"{LABEL_KIND}={NAME}"]
     return list(engine.containers.list(all=True, filters={"label": selector}))
 
@@ -176,7 +177,9 @@ def _create_node(r: Rehearsal, node: topology.PlannedNode) -> None:
     )
     container = engine.containers.get(created["Id"])
     instance_id = f"{config.cluster}-{node.name}"
-    container.put_archive("/", tar_bytes(plan.seed_files(instance_id, node.name, server.user_data, r.program.public_keys)))
+    container.put_archive(
+        "/", tar_bytes(plan.seed_files(instance_id, node.name, server.user_data, r.program.public_keys))
+    )
     r.started[node.name] = time.monotonic()
     container.start()
 
@@ -193,20 +196,30 @@ def _first_boot(r: Rehearsal, node: topology.PlannedNode) -> float:
     container = r.engine.containers.get(r.names.container(node.name))
 
     def done() -> Verdict:
-        code, output = container.exec_run(STATUS_COMMAND)
-        text = output.decode(errors="replace")
+        code, text = exec_text(container, STATUS_COMMAND)
         return Verdict.ready() if "status: done" in text or code != 0 else Verdict.waiting(text.strip()[-200:])
 
     wait_until(done, what=f"cloud-init done on {node.name}", timeout=FIRST_BOOT_TIMEOUT, interval=2)
     seconds = time.monotonic() - r.started[node.name]
-    code, output = container.exec_run(["cat", RESULT_FILE])
-    errors = json.loads(output or b"{}").get("v1", {}).get("errors") if code == 0 else [f"no {RESULT_FILE}"]
+    errors = cloud_init_errors(container)
     if errors:
-        _, log = container.exec_run(["tail", "-n", "40", "/var/log/cloud-init-output.log"])
-        raise SwarmlabError(
-            f"cloud-init on {node.name} finished with errors: {errors}\n{tail(log.decode(errors='replace'))}"
-        )
+        _, log = exec_text(container, ["tail", "-n", "40", "/var/log/cloud-init-output.log"])
+        raise SwarmlabError(f"cloud-init on {node.name} finished with errors: {errors}\n{tail(log)}")
     return seconds
+
+
+def exec_text(container: Container, command: list[str]) -> tuple[int, str]:
+    code, output = container.exec_run(command)
+    return int(code or 0), output.decode(errors="replace") if isinstance(output, bytes) else ""
+
+
+def cloud_init_errors(container: Container) -> list[str]:
+    """The errors of every stage cloud-init ran (its result file), or why there is no verdict."""
+    code, text = exec_text(container, ["cat", RESULT_FILE])
+    if code != 0:
+        return [f"no {RESULT_FILE}: cloud-init did not finish"]
+    errors: list[str] = json.loads(text).get("v1", {}).get("errors") or []
+    return errors
 
 
 def wait_first_boot(r: Rehearsal, progress: PhaseResult) -> None:

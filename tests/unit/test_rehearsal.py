@@ -60,7 +60,7 @@ def test_the_inventory_output_pins_the_host_keys_the_user_data_installs(program_
 
 def test_only_the_storage_node_waits_for_a_data_device(program_run: ProgramRun) -> None:
     devices = {name: plan.data_device(server.user_data) for name, server in program_run.servers.items()}
-    assert devices.pop("storage-1", "").startswith("/dev/disk/by-id/virtio-")
+    assert str(devices.pop("storage-1")).startswith("/dev/disk/by-id/virtio-")
     assert set(devices.values()) == {None}
 
 
@@ -119,6 +119,10 @@ def test_the_stand_in_says_when_the_rehearsal_is_not_up(
 def test_the_registry_user_may_enter_its_key_directory() -> None:
     # Found by the rehearsal: Debian's unit runs the registry as its own user, and the key's directory
     # was root's 0700, so the registry could not read its key on a systemd node.
-    run = [op for op in plan_certificate("storage-1", b"chain", b"key", "", "x").operations if isinstance(op, Run) and "chown" in op.command]
+    run = [
+        op
+        for op in plan_certificate("storage-1", b"chain", b"key", "", "x").operations
+        if isinstance(op, Run) and "chown" in op.command
+    ]
     assert len(run) == 1
     assert f"chgrp {SERVICE_USER} {TLS_DIR} && chmod 750 {TLS_DIR}" in run[0].command
