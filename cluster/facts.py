@@ -94,12 +94,19 @@ def parse_lines(output: str) -> tuple[str, ...]:
 # --- a daemon driven by one configuration file -------------------------------------------------
 
 
-def daemon_facts_command(config_path: str, pid_file: str) -> str:
+def daemon_facts_command(config_path: str, pid_file: str, unit: str = "") -> str:
+    """Under systemd a daemon runs when its unit is active: Debian's docker-registry unit writes no pid
+    file, so the pid file alone said "not running" and every run restarted it (found by the rehearsal)."""
+    pid_alive = f'test -s {pid_file} && kill -0 "$(head -n1 {pid_file})"'
+    alive = (
+        f"if test -d /run/systemd/system; then systemctl is-active --quiet {unit}; else {pid_alive}; fi"
+        if unit
+        else pid_alive
+    )
     return (
         f"printf 'config_sha=%s\\n' \"$(sha256sum {config_path} 2>/dev/null | cut -d' ' -f1)\"; "
         "printf 'systemd=%s\\n' \"$(test -d /run/systemd/system && echo yes || echo no)\"; "
-        f'printf \'running=%s\\n\' "$( (test -s {pid_file} && kill -0 "$(head -n1 {pid_file})") 2>/dev/null '
-        '&& echo yes || echo no)"'
+        f"printf 'running=%s\\n' \"$( ({alive}) 2>/dev/null && echo yes || echo no)\""
     )
 
 

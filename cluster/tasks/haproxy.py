@@ -108,7 +108,7 @@ def configure_haproxy(session: Session, leader: Node | None, also: Workload | No
         text = haproxy.render_config(config)
         daemon = haproxy.DAEMON
         facts = parse_daemon_facts(
-            session.runner.run(lb, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
+            session.runner.run(lb, daemon_facts_command(daemon.config_path, daemon.pid_file, daemon.unit)).stdout
         )
         # The certificate goes first: `haproxy -c` loads it when it checks the new configuration.
         current = parse_file_sha(session.runner.run(lb, file_sha_command(tls.certificate_path)).stdout)

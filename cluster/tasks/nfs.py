@@ -27,7 +27,7 @@ def configure_nfs(session: Session) -> None:
     with phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
         daemon = nfs.DAEMON
         facts = parse_daemon_facts(
-            session.runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
+            session.runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file, daemon.unit)).stdout
         )
         url = config.probe_url(str(storage.private_ip))
         plan = Plan((Run(storage.name, f"mkdir -p {config.export_dir}", "the export directory", changes=False),))

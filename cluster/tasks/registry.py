@@ -43,7 +43,7 @@ def configure_registry(session: Session) -> None:
         current = parse_file_sha(runner.run(storage, file_sha_command(registry.CERT_PATH)).stdout)
         daemon = registry.daemon(endpoint)
         facts = parse_daemon_facts(
-            runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file)).stdout
+            runner.run(storage, daemon_facts_command(daemon.config_path, daemon.pid_file, daemon.unit)).stdout
         )
         text = registry.render_config(registry.build(certificate.sha256, int(port)))
         names = ", ".join(certificate_names(certificate))

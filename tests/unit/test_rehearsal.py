@@ -4,6 +4,7 @@ configuration it runs with, the stand-in for `pulumi stack output`, and the Pulu
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from cluster.config import parse_config
+from cluster.facts import DaemonFacts, daemon_facts_command, parse_daemon_facts
 from cluster.inventory import Role
 from cluster.lab import keys
 from cluster.operations import Run
@@ -126,3 +128,15 @@ def test_the_registry_user_may_enter_its_key_directory() -> None:
     ]
     assert len(run) == 1
     assert f"chgrp {SERVICE_USER} {TLS_DIR} && chmod 750 {TLS_DIR}" in run[0].command
+
+
+def test_a_daemon_under_systemd_runs_when_its_unit_is_active() -> None:
+    # Found by the rehearsal: Debian's docker-registry unit writes no pid file, so every task run
+    # found the registry "not running" and restarted it.
+    command = daemon_facts_command("/etc/docker/registry/config.yml", "/run/docker-registry.pid", "docker-registry")
+    assert "systemctl is-active --quiet docker-registry" in command
+    # Without systemd (the lab), the pid file says: run the command here with no pid file.
+    no_systemd = daemon_facts_command("/nonexistent.cfg", "/nonexistent.pid")
+    assert "systemctl" not in no_systemd
+    output = subprocess.run(["sh", "-c", no_systemd], capture_output=True, text=True, check=True).stdout
+    assert parse_daemon_facts(output) == DaemonFacts("", systemd=parse_daemon_facts(output).systemd, running=False)
