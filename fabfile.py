@@ -432,14 +432,14 @@ def rehearsal_down(c: Context) -> None:
     down(load_config())
 
 
-@task
+@task(help={"stack": "the workload to deploy (default: stack in swarmlab.yaml)"})
 @reported
-def rehearsal(c: Context) -> None:
+def rehearsal(c: Context, stack: str = "") -> None:
     """The cloud path here: rehearsal-up, then bootstrap and deploy-stack with --target rehearsal."""
     from cluster.rehearsal.nodes import rehearsal_up as up
 
     config = load_config()
-    chosen = workload(config, "")
+    chosen = workload(config, stack)
     up(config)
     with open_session(config, "rehearsal") as session:
         leader = bootstrap_cluster(session)

@@ -13,9 +13,11 @@ from cluster.errors import SwarmlabError, tail
 from cluster.images import BuildContext
 from cluster.lab.build import ensure_base_image
 from cluster.progress import PhaseResult
-from rendering.render import render
+from rendering.render import TEMPLATES_DIR, render
 
 IMAGE_REPOSITORY = "swarmlab/rehearsal-node"
+# What a container's systemd does not do and a VM's does: mount /etc/fstab's block devices at boot.
+FSTAB_UNIT = "fstab-devices.service"
 # A cloud image's own software, nothing of swarmlab's (REHEARSAL-NOTES.md: what genericcloud adds).
 PACKAGES = (
     "systemd",
@@ -39,7 +41,8 @@ def image_context(config: Config, base_tag: str) -> BuildContext:
             "debian_suite": config.debian_suite,
         },
     )
-    return BuildContext({"Dockerfile": dockerfile.encode()}, {})
+    unit = (TEMPLATES_DIR / "rehearsal" / FSTAB_UNIT).read_bytes()
+    return BuildContext({"Dockerfile": dockerfile.encode(), FSTAB_UNIT: unit}, {})
 
 
 def ensure_rehearsal_image(engine: docker.DockerClient, config: Config, progress: PhaseResult) -> str:
