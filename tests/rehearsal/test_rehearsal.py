@@ -121,6 +121,7 @@ def test_a_rebooted_node_comes_back_converged_with_no_task_run(rehearsal: Rehear
         _wait(f"curl -sf --cacert /etc/docker/certs.d/{registry}/ca.crt https://{registry}/v2/", node, rehearsal)
     else:
         _wait(f"docker node inspect {name} --format '{{{{.Status.State}}}}' | grep -qx ready", manager, rehearsal)
-        _wait("docker service ps hello_web --filter desired-state=running -q | wc -l | grep -qx 3", manager, rehearsal)
+        replicas = "docker service ls --filter name=hello_web --format '{{.Replicas}}'"
+        _wait(f"{replicas} | grep -qx 3/3", manager, rehearsal)
     with httpx.Client(verify=rehearsal.tls, timeout=10) as client:
         assert client.get(f"{rehearsal.inventory.endpoints.http}/hello/").status_code == 200
