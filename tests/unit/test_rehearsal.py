@@ -20,6 +20,7 @@ from cluster.plans.registry import plan_certificate
 from cluster.providers import provider_named
 from cluster.providers.pulumi import STACK_OUTPUT_COMMAND, PulumiProvider
 from cluster.rehearsal import plan, stack
+from cluster.rehearsal.image import FSTAB_UNIT, PACKAGES, image_context
 from cluster.rehearsal.program import ProgramRun, run_program
 from cluster.rehearsal.provider import RehearsalProvider
 from infra.cloudinit import PROVISION_PATH
@@ -140,3 +141,18 @@ def test_a_daemon_under_systemd_runs_when_its_unit_is_active() -> None:
     assert "systemctl" not in no_systemd
     output = subprocess.run(["sh", "-c", no_systemd], capture_output=True, text=True, check=True).stdout
     assert parse_daemon_facts(output) == DaemonFacts("", systemd=parse_daemon_facts(output).systemd, running=False)
+
+
+def test_the_cloud_image_is_plain_debian_with_cloud_init_and_nothing_of_ours() -> None:
+    config = parse_config(CONFIG)
+    context = image_context(config, "swarmlab/debian:bookworm-0123456789ab")
+    dockerfile = context.files["Dockerfile"].decode()
+    assert dockerfile.startswith("# ") and "FROM swarmlab/debian:bookworm-0123456789ab" in dockerfile
+    for package in ("systemd-sysv", "cloud-init", "openssh-server", "locales", "dbus"):
+        assert package in PACKAGES and package in dockerfile
+    assert "locale-gen" in dockerfile and "rm -f /etc/ssh/ssh_host_*" in dockerfile
+    # No provisioning at build time: cloud-init runs the user data at first boot.
+    assert "swarmlab-provision" not in dockerfile and "COPY provision" not in dockerfile
+    assert sorted(context.files) == ["Dockerfile", FSTAB_UNIT]
+    assert image_context(config, "swarmlab/debian:bookworm-0123456789ab").tag == context.tag
+    assert image_context(config, "swarmlab/debian:bookworm-ba9876543210").tag != context.tag
