@@ -25,12 +25,14 @@ import topology
 from cluster.archive import tar_bytes
 from cluster.config import Config
 from cluster.errors import SwarmlabError, tail
+from cluster.executor import Executor
 from cluster.inventory import Inventory, Node, Role, parse_inventory
 from cluster.lab import keys
 from cluster.lab.engine import client, ensure_engine
 from cluster.lab.provider import NESTED_CAP_ADD, NESTED_CAP_DROP, NESTED_SECURITY_OPT
 from cluster.lab.topology import LABEL_CLUSTER, LABEL_NODE, LABEL_ROLE, published_ports
 from cluster.local import run_local
+from cluster.operations import Plan, Wait
 from cluster.progress import PhaseResult, phase, say
 from cluster.rehearsal import plan
 from cluster.rehearsal.image import ensure_rehearsal_image
@@ -325,3 +327,35 @@ def rehearsal_down(config: Config) -> None:
         if paths.root.exists():
             remove_dir(paths)
             p.changed(f"removed {paths.root}")
+
+
+# --- a stopped server started again (fab recover) ------------------------------------------------
+
+BOOTED_COMMAND = "systemctl is-system-running --wait 2>/dev/null || true"
+
+
+def booted(output: str) -> Verdict:
+    """Boot is over: `running`, or `degraded` (the storage node's rpc_pipefs mount fails in a container)."""
+    state = output.strip()
+    return Verdict.ready() if state in ("running", "degraded") else Verdict.waiting(f"systemd says {state or '?'}")
+
+
+def start_node(config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
+    """What a cloud console's "start" does for a stopped server: its container started again, then
+    wait until systemd has booted it. A removed container is not re-made (on a cloud `pulumi up`
+    re-creates the server; here `make rehearsal-down` and `make rehearsal`)."""
+    found = next((c for c in containers(client(), config.cluster) if c.labels.get(LABEL_NODE) == node.name), None)
+    if found is None:
+        progress.note(f"{node.name} has no container: remake the rehearsal (`make rehearsal-down`, `make rehearsal`)")
+        return False
+    if found.status == "running":
+        progress.note(f"the container of {node.name} runs")
+        return True
+    if executor.dry_run:
+        progress.planned(f"would start the stopped container of {node.name}", True)
+        return False
+    found.start()
+    executor.runner.forget(node)
+    progress.changed(f"started the stopped container of {node.name}")
+    executor.execute(Plan((Wait(node.name, BOOTED_COMMAND, booted, f"{node.name} booted", SSH_TIMEOUT),)), progress)
+    return True

@@ -21,6 +21,7 @@ from cluster.providers import provider_named
 from cluster.providers.pulumi import STACK_OUTPUT_COMMAND, PulumiProvider
 from cluster.rehearsal import plan, stack
 from cluster.rehearsal.image import FSTAB_UNIT, PACKAGES, image_context
+from cluster.rehearsal.nodes import booted
 from cluster.rehearsal.program import ProgramRun, run_program
 from cluster.rehearsal.provider import RehearsalProvider
 from infra.cloudinit import PROVISION_PATH
@@ -156,3 +157,8 @@ def test_the_cloud_image_is_plain_debian_with_cloud_init_and_nothing_of_ours() -
     assert sorted(context.files) == ["Dockerfile", FSTAB_UNIT]
     assert image_context(config, "swarmlab/debian:bookworm-0123456789ab").tag == context.tag
     assert image_context(config, "swarmlab/debian:bookworm-ba9876543210").tag != context.tag
+
+
+def test_a_started_node_has_booted_when_systemd_says_running_or_degraded() -> None:
+    assert booted("running\n").done and booted("degraded\n").done
+    assert not booted("starting\n").done and not booted("").done
