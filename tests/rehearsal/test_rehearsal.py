@@ -11,8 +11,9 @@ import paramiko
 import pytest
 
 from cluster.inventory import Node, Role
+from cluster.rehearsal.provider import NAME
 from cluster.runners import Nodes
-from tests.rehearsal.conftest import Rehearsal
+from tests.rehearsal.conftest import Rehearsal, fab
 
 pytestmark = pytest.mark.lab
 
@@ -125,3 +126,14 @@ def test_a_rebooted_node_comes_back_converged_with_no_task_run(rehearsal: Rehear
         _wait(f"{replicas} | grep -qx 3/3", manager, rehearsal)
     with httpx.Client(verify=rehearsal.tls, timeout=10) as client:
         assert client.get(f"{rehearsal.inventory.endpoints.http}/hello/").status_code == 200
+
+
+def test_recover_starts_a_stopped_node_and_it_rejoins(rehearsal: Rehearsal) -> None:
+    rehearsal.container("worker-2").stop(timeout=30)
+    rehearsal.nodes.forget(rehearsal.inventory.node("worker-2"))
+    done = fab("recover", "--target", NAME)
+    assert "started the stopped container of worker-2" in done.stdout
+    manager = rehearsal.inventory.managers[0]
+    _wait("docker node inspect worker-2 --format '{{.Status.State}}' | grep -qx ready", manager, rehearsal)
+    replicas = "docker service ls --filter name=hello_web --format '{{.Replicas}}'"
+    _wait(f"{replicas} | grep -qx 3/3", manager, rehearsal)
