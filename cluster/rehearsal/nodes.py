@@ -196,31 +196,41 @@ def create_nodes(r: Rehearsal, progress: PhaseResult) -> None:
 def _first_boot(r: Rehearsal, node: topology.PlannedNode) -> float:
     """Seconds from container start to cloud-init done; raises if cloud-init reported an error."""
     container = r.engine.containers.get(r.names.container(node.name))
+    result: list[list[str]] = []
 
     def done() -> Verdict:
-        code, text = exec_text(container, STATUS_COMMAND)
-        return Verdict.ready() if "status: done" in text or code != 0 else Verdict.waiting(text.strip()[-200:])
+        _, text = exec_text(container, STATUS_COMMAND)
+        if "status: done" not in text and "status: error" not in text:
+            return Verdict.waiting(text.strip()[-200:] or "no answer from cloud-init yet")
+        errors = cloud_init_errors(container)
+        if errors is None:  # seen once: `status` said done before the result file could be read
+            return Verdict.waiting(f"{RESULT_FILE} not readable yet")
+        result.append(errors)
+        return Verdict.ready()
 
     wait_until(done, what=f"cloud-init done on {node.name}", timeout=FIRST_BOOT_TIMEOUT, interval=2)
     seconds = time.monotonic() - r.started[node.name]
-    errors = cloud_init_errors(container)
-    if errors:
+    if result[-1]:
         _, log = exec_text(container, ["tail", "-n", "40", "/var/log/cloud-init-output.log"])
-        raise SwarmlabError(f"cloud-init on {node.name} finished with errors: {errors}\n{tail(log)}")
+        raise SwarmlabError(f"cloud-init on {node.name} finished with errors: {result[-1]}\n{tail(log)}")
     return seconds
 
 
 def exec_text(container: Container, command: list[str]) -> tuple[int, str]:
     code, output = container.exec_run(command)
-    return int(code or 0), output.decode(errors="replace") if isinstance(output, bytes) else ""
+    return (-1 if code is None else int(code)), output.decode(errors="replace") if isinstance(output, bytes) else ""
 
 
-def cloud_init_errors(container: Container) -> list[str]:
-    """The errors of every stage cloud-init ran (its result file), or why there is no verdict."""
+def cloud_init_errors(container: Container) -> list[str] | None:
+    """The errors of every stage cloud-init ran (its result file); None while it cannot be read."""
     code, text = exec_text(container, ["cat", RESULT_FILE])
-    if code != 0:
-        return [f"no {RESULT_FILE}: cloud-init did not finish"]
-    errors: list[str] = json.loads(text).get("v1", {}).get("errors") or []
+    try:
+        document = json.loads(text) if code == 0 else None
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    errors: list[str] = document.get("v1", {}).get("errors") or []
     return errors
 
 
