@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lab-test lint types unit bench chaos load-tool down clean venv
+.PHONY: demo test check lab-test lint types unit bench chaos load-tool down clean venv rehearsal rehearsal-down rehearsal-test
 
 venv: $(STAMP)
 
@@ -60,6 +60,27 @@ load-tool:
 
 down: venv
 	$(BIN)/fab lab-down
+
+# The rehearsal: nodes that boot like OpenStack VMs (systemd, cloud-init with the Pulumi program's own
+# user data), driven through the Pulumi provider's code (docs/cloud.md). Its own name, range and ports,
+# so it runs beside a lab; override any of them as SWARMLAB_<KEY> (swarmlab.yaml).
+REHEARSAL_ENV := SWARMLAB_CLUSTER=rehearsal SWARMLAB_CIDR=10.40.0.0/24 SWARMLAB_HTTP_PORT=28080 \
+  SWARMLAB_HTTPS_PORT=28443 SWARMLAB_SSH_PORT=22222 SWARMLAB_STATS_PORT=28404
+
+# This machine's kernel has no NFS client, so a stack with data (registration) cannot have its storage
+# on the rehearsal (docs/cloud.md): it deploys the hello bundle. REHEARSAL_STACK=registration elsewhere.
+REHEARSAL_STACK ?= hello
+
+## rehearsal: the cloud path here: VM-like nodes, bootstrap and deploy-stack with --target rehearsal
+rehearsal: venv
+	$(REHEARSAL_ENV) $(BIN)/fab rehearsal --stack $(REHEARSAL_STACK)
+
+rehearsal-down: venv
+	$(REHEARSAL_ENV) $(BIN)/fab rehearsal-down
+
+## rehearsal-test: the rehearsal's lab tests on a rehearsal of their own (not part of make test yet)
+rehearsal-test: venv
+	$(BIN)/pytest -m lab tests/rehearsal -v
 
 ## clean: the lab, its image cache and the machine's, then the virtualenv and tool caches
 clean:

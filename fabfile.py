@@ -248,7 +248,7 @@ def demo(c: Context, keep: bool = False) -> None:
 @task(help={**TARGET, "map": "also the cluster map: every node and the tasks running on it"})
 @reported
 def status(c: Context, target: str = "lab", map: bool = False) -> None:
-    """Nodes, services, their request and error rates (when Prometheus answers), and --map."""
+    """SshRunner, services, their request and error rates (when Prometheus answers), and --map."""
     with open_session(load_config(), target) as session:
         report, leader = cluster_status(session.runner)
         say(report)
@@ -410,3 +410,48 @@ def events(c: Context, target: str = "lab", since: str = DEFAULT_SINCE, type: st
 def cluster_map_task(c: Context, target: str = "lab", dry_run: bool = False, remove: bool = False) -> None:
     """The cluster map (nodes and their tasks, refreshed) on every manager, at /map/ for the admin credential."""
     changing(target, dry_run, remove_map if remove else lambda session: flows.run(flows.DEPLOY_MAP, session))
+
+
+# --- the rehearsal: nodes that boot like OpenStack VMs, driven as --target rehearsal ---------------
+
+
+@task(name="rehearsal-up")
+@reported
+def rehearsal_up(c: Context) -> None:
+    """Nodes that boot like cloud VMs (systemd, cloud-init with the Pulumi program's user data)."""
+    from cluster.lab.rehearsal.nodes import rehearsal_up as up  # the local engine: only for this task
+
+    timings = Timings()
+    with reporting(timings):
+        up(load_config(), timings)
+    summary(timings)
+
+
+@task(name="rehearsal-down")
+@reported
+def rehearsal_down(c: Context) -> None:
+    """Remove the rehearsal: its containers, network, volumes, loop device and state directory."""
+    from cluster.lab.rehearsal.nodes import rehearsal_down as down
+
+    timings = Timings()
+    with reporting(timings):
+        down(load_config(), timings)
+
+
+@task(help={"stack": "the workload to deploy (default: stack in swarmlab.yaml)"})
+@reported
+def rehearsal(c: Context, stack: str = "") -> None:
+    """The cloud path here: rehearsal-up, then bootstrap and deploy-stack with --target rehearsal."""
+    from cluster.lab.rehearsal.nodes import rehearsal_up as up
+
+    config = load_config()
+    chosen = workload(config, stack)
+    timings = Timings()
+    with reporting(timings):
+        up(config, timings)
+        with open_session(config, "rehearsal", timings=timings) as session:
+            done = flows.run(flows.REHEARSAL, session, chosen)
+            say("\n" + status_report(session.runner))
+            summary(timings)
+            notes(session, chosen, done.the_deployed().storage_mode)
+    say("Tear it down with `make rehearsal-down`.")

@@ -207,5 +207,8 @@ DEPLOY_MAP: Flow = (REGISTRY, MAP_IMAGE, CLUSTER_MAP)
 # routes the configured stack (the one the demo deploys), so neither runs again.
 # The map's image is built with the stack's.
 DEMO: Flow = (*BOOTSTRAP, Step("build-images", _stack_and_map_images), DEPLOY, PRUNE, CLUSTER_MAP)
+# The cloud path on the rehearsal: as bootstrap then deploy-stack (bootstrap's HAProxy already routes
+# the stack being deployed, and its registry is configured).
+REHEARSAL: Flow = (*BOOTSTRAP, BUILD_IMAGES_STEP, DEPLOY, PRUNE)
 RECOVER: Flow = (Step("recover-quorum", _reform_quorum), Step("restore-managers", _bring_back_managers), *SETTLE)
 RESTORE_SWARM: Flow = (Step("restore-swarm", _restore_swarm), Step("restore-members", _bring_back_members), *SETTLE)

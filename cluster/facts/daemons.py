@@ -20,13 +20,21 @@ def parse_daemon_facts(output: str) -> DaemonFacts:
     return DaemonFacts(values.get("config_sha", ""), values.get("systemd") == "yes", values.get("running") == "yes")
 
 
-def daemon_facts(config_path: str, pid_file: str) -> Fact[DaemonFacts]:
-    """Its configuration file's sha256, whether systemd runs the node, whether its pid file names a live process."""
+def daemon_facts(config_path: str, pid_file: str, unit: str = "") -> Fact[DaemonFacts]:
+    """Its configuration file's sha256, whether systemd runs the node, whether the daemon runs: under
+    systemd, its unit is active (Debian's docker-registry unit writes no pid file, so the pid file alone
+    said "not running" and every run restarted it: found by the rehearsal); otherwise its pid file names
+    a live process."""
+    pid_alive = f'test -s {pid_file} && kill -0 "$(head -n1 {pid_file})"'
+    alive = (
+        f"if test -d /run/systemd/system; then systemctl is-active --quiet {unit}; else {pid_alive}; fi"
+        if unit
+        else pid_alive
+    )
     return Fact(
         f"printf 'config_sha=%s\\n' \"$(sha256sum {config_path} 2>/dev/null | cut -d' ' -f1)\"; "
         "printf 'systemd=%s\\n' \"$(test -d /run/systemd/system && echo yes || echo no)\"; "
-        f'printf \'running=%s\\n\' "$( (test -s {pid_file} && kill -0 "$(head -n1 {pid_file})") 2>/dev/null '
-        '&& echo yes || echo no)"',
+        f"printf 'running=%s\\n' \"$( ({alive}) 2>/dev/null && echo yes || echo no)\"",
         parse_daemon_facts,
     )
 

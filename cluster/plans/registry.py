@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from cluster.operations import Plan, Run
 from cluster.plans.daemon import plan_file
-from registry.model import CERT_PATH, KEY_PATH, SERVICE_USER, trust_path
+from registry.model import CERT_PATH, KEY_PATH, SERVICE_USER, TLS_DIR, trust_path
 
 
 def plan_trust(registry: str, ca_pem: bytes, trusted_shas: Mapping[str, str]) -> Plan:
@@ -33,9 +33,12 @@ def plan_certificate(storage: str, chain_pem: bytes, key_pem: bytes, current_sha
             (
                 Run(
                     storage,
-                    # Debian's unit runs it as this user (the lab runs it as root): it must read its key.
-                    f"if id -u {SERVICE_USER} >/dev/null 2>&1; then chown {SERVICE_USER} {KEY_PATH} {CERT_PATH}; fi",
-                    "the registry's user owns them",
+                    # Debian's unit runs it as this user (the lab runs it as root): it must read its key,
+                    # so it also needs to traverse the key's directory (root's 700 otherwise; the
+                    # rehearsal found this: a systemd node's registry could not read its key).
+                    f"if id -u {SERVICE_USER} >/dev/null 2>&1; then chown {SERVICE_USER} {KEY_PATH} {CERT_PATH} "
+                    f"&& chgrp {SERVICE_USER} {TLS_DIR} && chmod 750 {TLS_DIR}; fi",
+                    "the registry's user owns them and may enter their directory",
                     changes=False,
                 ),
             )

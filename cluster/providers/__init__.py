@@ -20,6 +20,8 @@ PROVIDER_CLASSES: dict[str, str] = {
     "lab": "cluster.lab.provider:LabProvider",
     "pulumi": "cluster.providers.pulumi:PulumiProvider",
     "static": "cluster.providers.static:StaticProvider",
+    # The Pulumi provider on nodes that boot like cloud VMs here (docs/cloud.md, "The rehearsal").
+    "rehearsal": "cluster.lab.rehearsal.provider:RehearsalProvider",
 }
 FILE_PROVIDER = "static"
 

@@ -10,13 +10,19 @@ from cluster.inventory import Inventory, parse_inventory
 from cluster.local import run_local
 from cluster.providers.base import BaseImageOnStorage, MachinesByTheirOwner
 
+# The stack's inventory output, as the Pulumi CLI prints it (in the project's directory).
+STACK_OUTPUT_COMMAND: tuple[str, ...] = ("pulumi", "stack", "output", "inventory", "--json", "--show-secrets")
+
 
 class PulumiProvider(BaseImageOnStorage, MachinesByTheirOwner):
     name = "pulumi"
     restore_hint = "run `pulumi up` first (it re-creates the lost server at the same address)"
+    # What prints the inventory output; the rehearsal puts a stand-in here (cluster.lab.rehearsal.provider).
+    stack_output_command: tuple[str, ...] = STACK_OUTPUT_COMMAND
 
     def inventory(self, config: Config, target: str) -> Inventory:
-        if shutil.which("pulumi") is None:
-            raise SwarmlabError("--target pulumi needs the Pulumi CLI on PATH (see docs/cloud.md)")
-        output = run_local(["pulumi", "stack", "output", "inventory", "--json", "--show-secrets"])
-        return parse_inventory(output, "pulumi stack output inventory")
+        command = list(self.stack_output_command)
+        if shutil.which(command[0]) is None:
+            raise SwarmlabError(f"--target {self.name} needs {command[0]} on PATH (the Pulumi CLI: see docs/cloud.md)")
+        output = run_local(command)
+        return parse_inventory(output, " ".join(command[:4]))

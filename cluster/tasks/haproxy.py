@@ -96,7 +96,7 @@ def configure_haproxy(session: Session, leader: Node | None, also: Workload | No
         )
         text = haproxy.render_config(config)
         daemon = haproxy.DAEMON
-        facts = read(session.runner, lb, daemon_facts(daemon.config_path, daemon.pid_file))
+        facts = read(session.runner, lb, daemon_facts(daemon.config_path, daemon.pid_file, daemon.unit))
         # The certificate goes first: `haproxy -c` loads it when it checks the new configuration.
         current = read(session.runner, lb, file_sha(tls.certificate_path))
         why = f"TLS certificate for {', '.join(certificate_names(certificate))}"

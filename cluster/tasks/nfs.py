@@ -27,7 +27,7 @@ def configure_nfs(session: Session) -> None:
     config = nfs.build(clients)
     with session.phase("nfs", f"NFS v4 export {config.pseudo_path} on {storage.name} (nfs-ganesha)") as p:
         daemon = nfs.DAEMON
-        facts = read(session.runner, storage, daemon_facts(daemon.config_path, daemon.pid_file))
+        facts = read(session.runner, storage, daemon_facts(daemon.config_path, daemon.pid_file, daemon.unit))
         url = config.probe_url(str(storage.private_ip))
         plan = Plan((Run(storage.name, f"mkdir -p {config.export_dir}", "the export directory", changes=False),))
         if not read(session.runner, storage, export_id(config.export_dir)):

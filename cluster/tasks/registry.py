@@ -44,7 +44,7 @@ def configure_registry(session: Session) -> None:
         )
         current = read(runner, storage, file_sha(registry.CERT_PATH))
         daemon = registry.daemon(endpoint)
-        facts = read(runner, storage, daemon_facts(daemon.config_path, daemon.pid_file))
+        facts = read(runner, storage, daemon_facts(daemon.config_path, daemon.pid_file, daemon.unit))
         text = registry.render_config(registry.build(certificate.sha256, int(port)))
         names = ", ".join(certificate_names(certificate))
         executor = session.executor()
