@@ -77,10 +77,31 @@ def node_build_context(config: Config, base_tag: str) -> BuildContext:
 
 def ensure_node_image(engine: docker.DockerClient, config: Config, base_tag: str, progress: PhaseResult) -> str:
     context = node_build_context(config, base_tag)
-    tag = f"{NODE_REPOSITORY}:{context.tag}"
+    return ensure_built(
+        engine,
+        NODE_REPOSITORY,
+        context,
+        what="the lab node image",
+        how="from the provisioning scripts",
+        progress=progress,
+    )
+
+
+def ensure_built(
+    engine: docker.DockerClient, repository: str, context: BuildContext, *, what: str, how: str, progress: PhaseResult
+) -> str:
+    """`repository:<the context's tag>`, built on the local engine unless an image of the same inputs exists."""
+    tag = f"{repository}:{context.tag}"
     if _exists(engine, tag):
         progress.note(f"{tag} present")
         return tag
+    try:
+        engine.images.build(fileobj=io.BytesIO(context.tar()), custom_context=True, tag=tag, rm=True, forcerm=True)
+    except BuildError as error:
+        log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in error.build_log)
+        raise SwarmlabError(f"building {what} {tag} failed: {error.msg}\n{tail(log)}") from None
+    progress.changed(f"built {tag} {how}")
+    return tag
     try:
         engine.images.build(fileobj=io.BytesIO(context.tar()), custom_context=True, tag=tag, rm=True, forcerm=True)
     except BuildError as error:

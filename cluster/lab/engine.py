@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import docker
 from docker.errors import DockerException
+from docker.models.containers import Container
 
 from cluster.errors import SwarmlabError
 from cluster.local import run_local
@@ -64,3 +66,58 @@ def ensure_engine(progress: PhaseResult) -> None:
             subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
     progress.changed("started dockerd")
     wait_until(_answers, what=f"dockerd answers (see {DOCKERD_LOG})", timeout=START_TIMEOUT)
+
+
+# --- node containers: each with a Docker engine of its own ------------------------------------------
+
+# What a nested Docker engine needs on a host where --privileged is refused (see ARCHITECTURE.md).
+NESTED_CAP_ADD = ["ALL"]
+NESTED_CAP_DROP = ["SYS_RESOURCE"]
+NESTED_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
+
+
+def create_node_container(
+    engine: docker.DockerClient,
+    image: str,
+    *,
+    name: str,
+    hostname: str,
+    ip: str,
+    network: str,
+    labels: Mapping[str, str],
+    binds: Mapping[str, Mapping[str, str]],
+    ports: Mapping[str, tuple[str, int]],
+    environment: Mapping[str, str] | None = None,
+    tmpfs: Mapping[str, str] | None = None,
+    devices: Sequence[str] | None = None,
+) -> Container:
+    """A node container (created, not started) that runs its own Docker engine: a lab node or a
+    rehearsal node, at `ip` on `network`, with `ports` ("443/tcp": (address, host port)) published."""
+    host_config = engine.api.create_host_config(
+        binds=dict(binds),
+        tmpfs=dict(tmpfs) if tmpfs else None,
+        devices=list(devices) if devices else None,
+        port_bindings={int(p.split("/")[0]): binding for p, binding in ports.items()},
+        cap_add=NESTED_CAP_ADD,
+        cap_drop=NESTED_CAP_DROP,
+        security_opt=NESTED_SECURITY_OPT,
+    )
+    # `--security-opt systempaths=unconfined` is a CLI spelling; the API wants empty masked and
+    # read-only path lists, so the nested engine can write /proc/sys (ip_forward, bridge settings).
+    host_config["MaskedPaths"] = []
+    host_config["ReadonlyPaths"] = []
+    created = engine.api.create_container(
+        image,
+        name=name,
+        # Docker sets the hostname at every start (over cloud-init's on a rehearsal node): the node's name.
+        hostname=hostname,
+        labels=dict(labels),
+        environment=dict(environment) if environment else None,
+        ports=[int(p.split("/")[0]) for p in ports],
+        host_config=host_config,
+        networking_config=engine.api.create_networking_config(
+            # The stubs say EndpointConfig, the API (and the SDK's own code) takes {network: config}.
+            {network: engine.api.create_endpoint_config(ipv4_address=ip)}  # type: ignore[arg-type]
+        ),
+    )
+    return engine.containers.get(created["Id"])

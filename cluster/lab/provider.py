@@ -30,7 +30,7 @@ from cluster.images import BaseImage
 from cluster.inventory import Inventory, Node, Role, dump_inventory, load_inventory
 from cluster.lab import keys
 from cluster.lab.build import ensure_base_image, ensure_node_image
-from cluster.lab.engine import client, ensure_engine
+from cluster.lab.engine import client, create_node_container, ensure_engine
 from cluster.lab.layout import (
     IMAGE_CACHE_DIR,
     IMAGE_CACHE_VOLUME,
@@ -64,10 +64,6 @@ NODE_ANSWER_TIMEOUT = 90  # a new or restored node container answers: its sshd, 
 # Node containers created at once: calls to the machine's own Docker engine, not SSH sessions (which
 # cluster.parallel.PARALLEL_LIMIT bounds); 8 since creation went parallel, no reason recorded for less.
 CREATE_PARALLEL = 8
-# What a nested Docker engine needs on a host where --privileged is refused (see ARCHITECTURE.md).
-NESTED_CAP_ADD = ["ALL"]
-NESTED_CAP_DROP = ["SYS_RESOURCE"]
-NESTED_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 
 
 class LabProvider:
@@ -297,32 +293,18 @@ def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     if role is Role.STORAGE:
         volumes[_cache_volume(build, registry_cache(config)).name] = {"bind": topology.REGISTRY_DATA_DIR, "mode": "rw"}
         volumes[_machine_image_cache(engine).name] = {"bind": IMAGE_CACHE_DIR, "mode": "rw"}
-    ports = published_ports(config) if role is Role.LB else {}
-    host_config = engine.api.create_host_config(
-        binds=volumes,
-        port_bindings={int(p.split("/")[0]): binding for p, binding in ports.items()},
-        cap_add=NESTED_CAP_ADD,
-        cap_drop=NESTED_CAP_DROP,
-        security_opt=NESTED_SECURITY_OPT,
-    )
-    # `--security-opt systempaths=unconfined` is a CLI spelling; the API wants empty masked and
-    # read-only path lists, so the nested engine can write /proc/sys (ip_forward, bridge settings).
-    host_config["MaskedPaths"] = []
-    host_config["ReadonlyPaths"] = []
-    created = engine.api.create_container(
+    container = create_node_container(
+        engine,
         build.image,
         name=container_name(config, node),
         hostname=node.name,
+        ip=node.ip,
+        network=network_name(config),
         labels=labels(config, node),
+        binds=volumes,
+        ports=published_ports(config) if role is Role.LB else {},
         environment={"SWARMLAB_ROLE": node.role},
-        ports=[int(p.split("/")[0]) for p in ports],
-        host_config=host_config,
-        networking_config=engine.api.create_networking_config(
-            # The stubs say EndpointConfig, the API (and the SDK's own code) takes {network: config}.
-            {network_name(config): engine.api.create_endpoint_config(ipv4_address=node.ip)}  # type: ignore[arg-type]
-        ),
     )
-    container = engine.containers.get(created["Id"])
     host_key = build.host_keys[node.name]
     files = {
         "/etc/ssh/ssh_host_ed25519_key": host_key.private_openssh,

@@ -3,15 +3,11 @@ genericcloud image brings that our user data relies on. Tagged by the hash of it
 
 from __future__ import annotations
 
-import io
-
 import docker
-from docker.errors import BuildError, ImageNotFound
 
 from cluster.config import Config
-from cluster.errors import SwarmlabError, tail
 from cluster.images import BuildContext
-from cluster.lab.build import ensure_base_image
+from cluster.lab.build import ensure_base_image, ensure_built
 from cluster.progress import PhaseResult
 from rendering.render import TEMPLATES_DIR, render
 
@@ -49,17 +45,11 @@ def ensure_rehearsal_image(engine: docker.DockerClient, config: Config, progress
     """The cloud image's tag, built here unless an image of the same inputs exists."""
     base = ensure_base_image(engine, config, progress)
     context = image_context(config, base.tag)
-    tag = f"{IMAGE_REPOSITORY}:{context.tag}"
-    try:
-        engine.images.get(tag)
-        progress.note(f"{tag} present")
-        return tag
-    except ImageNotFound:
-        pass
-    try:
-        engine.images.build(fileobj=io.BytesIO(context.tar()), custom_context=True, tag=tag, rm=True, forcerm=True)
-    except BuildError as error:
-        log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in error.build_log)
-        raise SwarmlabError(f"building the rehearsal image {tag} failed: {error.msg}\n{tail(log)}") from None
-    progress.changed(f"built {tag} (Debian with systemd and cloud-init, nothing of ours)")
-    return tag
+    return ensure_built(
+        engine,
+        IMAGE_REPOSITORY,
+        context,
+        what="the rehearsal image",
+        how="(Debian with systemd and cloud-init, nothing of ours)",
+        progress=progress,
+    )

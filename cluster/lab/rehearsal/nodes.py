@@ -27,9 +27,9 @@ from cluster.errors import SwarmlabError, tail
 from cluster.executor import Executor
 from cluster.inventory import Inventory, Node, Role, parse_inventory
 from cluster.lab import keys
-from cluster.lab.engine import client, ensure_engine
+from cluster.lab.engine import client, create_node_container, ensure_engine
 from cluster.lab.layout import LABEL_CLUSTER, LABEL_NODE, LABEL_ROLE, published_ports
-from cluster.lab.provider import CREATE_PARALLEL, NESTED_CAP_ADD, NESTED_CAP_DROP, NESTED_SECURITY_OPT
+from cluster.lab.provider import CREATE_PARALLEL
 from cluster.lab.rehearsal import plan
 from cluster.lab.rehearsal.image import ensure_rehearsal_image
 from cluster.lab.rehearsal.program import ProgramRun, run_program
@@ -153,31 +153,19 @@ def _create_node(r: Rehearsal, node: topology.PlannedNode) -> None:
             raise SwarmlabError(f"{node.name} waits for a data volume at {device} and none is attached")
         # At the path the user data waits for, and as itself (blkid finds filesystems through /proc/partitions).
         devices = [f"{r.loop_device}:{device}:rwm", f"{r.loop_device}:{r.loop_device}:rwm"]
-    ports = published_ports(config) if role is Role.LB else {}
-    host_config = engine.api.create_host_config(
-        binds=binds,
-        tmpfs=plan.TMPFS,
-        devices=devices,
-        port_bindings={int(p.split("/")[0]): binding for p, binding in ports.items()},
-        cap_add=NESTED_CAP_ADD,
-        cap_drop=NESTED_CAP_DROP,
-        security_opt=NESTED_SECURITY_OPT,
-    )
-    host_config["MaskedPaths"] = []
-    host_config["ReadonlyPaths"] = []
-    created = engine.api.create_container(
+    container = create_node_container(
+        engine,
         r.image,
         name=r.names.container(node.name),
-        # Docker sets the hostname at every start, over cloud-init's (REHEARSAL-NOTES.md): the same name.
         hostname=node.name,
+        ip=node.ip,
+        network=r.names.network,
         labels=labels(config, node),
-        ports=[int(p.split("/")[0]) for p in ports],
-        host_config=host_config,
-        networking_config=engine.api.create_networking_config(
-            {r.names.network: engine.api.create_endpoint_config(ipv4_address=node.ip)}  # type: ignore[arg-type]
-        ),
+        binds=binds,
+        ports=published_ports(config) if role is Role.LB else {},
+        tmpfs=plan.TMPFS,
+        devices=devices,
     )
-    container = engine.containers.get(created["Id"])
     instance_id = f"{config.cluster}-{node.name}"
     container.put_archive(
         "/", tar_bytes(plan.seed_files(instance_id, node.name, server.user_data, r.program.public_keys))
