@@ -102,10 +102,3 @@ def ensure_built(
         raise SwarmlabError(f"building {what} {tag} failed: {error.msg}\n{tail(log)}") from None
     progress.changed(f"built {tag} {how}")
     return tag
-    try:
-        engine.images.build(fileobj=io.BytesIO(context.tar()), custom_context=True, tag=tag, rm=True, forcerm=True)
-    except BuildError as error:
-        log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in error.build_log)
-        raise SwarmlabError(f"building the lab node image {tag} failed: {error.msg}\n{tail(log)}") from None
-    progress.changed(f"built {tag} from the provisioning scripts")
-    return tag
