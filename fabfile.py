@@ -419,11 +419,11 @@ def cluster_map_task(c: Context, target: str = "lab", dry_run: bool = False, rem
 @reported
 def rehearsal_up(c: Context) -> None:
     """Nodes that boot like cloud VMs (systemd, cloud-init with the Pulumi program's user data)."""
-    from cluster.lab.rehearsal.nodes import rehearsal_up as up  # the local engine: only for this task
+    from cluster.lab.rehearsal.nodes import make_rehearsal  # the local engine: only for this task
 
     timings = Timings()
     with reporting(timings):
-        up(load_config(), timings)
+        make_rehearsal(load_config(), timings)
     summary(timings)
 
 
@@ -431,24 +431,24 @@ def rehearsal_up(c: Context) -> None:
 @reported
 def rehearsal_down(c: Context) -> None:
     """Remove the rehearsal: its containers, network, volumes, loop device and state directory."""
-    from cluster.lab.rehearsal.nodes import rehearsal_down as down
+    from cluster.lab.rehearsal.nodes import remove_rehearsal
 
     timings = Timings()
     with reporting(timings):
-        down(load_config(), timings)
+        remove_rehearsal(load_config(), timings)
 
 
 @task(help={"stack": "the workload to deploy (default: stack in swarmlab.yaml)"})
 @reported
 def rehearsal(c: Context, stack: str = "") -> None:
     """The cloud path here: rehearsal-up, then bootstrap and deploy-stack with --target rehearsal."""
-    from cluster.lab.rehearsal.nodes import rehearsal_up as up
+    from cluster.lab.rehearsal.nodes import make_rehearsal
 
     config = load_config()
     chosen = workload(config, stack)
     timings = Timings()
     with reporting(timings):
-        up(config, timings)
+        make_rehearsal(config, timings)
         with open_session(config, "rehearsal", timings=timings) as session:
             done = flows.run(flows.REHEARSAL, session, chosen)
             say("\n" + status_report(session.runner))

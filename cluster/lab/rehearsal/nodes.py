@@ -271,7 +271,7 @@ UP_PHASES = (
 )
 
 
-def rehearsal_up(config: Config, timings: Timings) -> Inventory:
+def make_rehearsal(config: Config, timings: Timings) -> Inventory:
     with timings.phase("engine", "find the local Docker engine") as p:
         ensure_engine(p)
         engine = client()
@@ -302,7 +302,7 @@ def _detach_volume(paths: StatePaths, names: plan.Names) -> int:
     return len(attached)
 
 
-def rehearsal_down(config: Config, timings: Timings) -> None:
+def remove_rehearsal(config: Config, timings: Timings) -> None:
     """Remove the rehearsal's containers, network and volumes (by label), its loop device and state."""
     engine = client()
     selector = {"label": [f"{LABEL_CLUSTER}={config.cluster}", f"{LABEL_KIND}={NAME}"]}
