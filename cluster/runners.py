@@ -81,6 +81,32 @@ class Result:
         return self.exit_code == 0
 
 
+# Swarm's optimistic concurrency: `docker node update` and `docker service update` send the version of
+# the object they read; when a heartbeat or the orchestrator changed it in between, the manager answers
+# "update out of sequence" and applies nothing. The CLI does not try again (a lab test's `node update`
+# failed so in CI, leaving a worker drained); running the command again reads the new version.
+OUT_OF_SEQUENCE = "update out of sequence"
+SEQUENCE_ATTEMPTS = 5
+SEQUENCE_PAUSE = 0.5  # seconds, times the attempt's number
+
+
+def again_if_out_of_sequence(attempt: Callable[[], Result]) -> Result:
+    """The result of `attempt`, called again (up to SEQUENCE_ATTEMPTS in all) while Swarm refuses it as
+    out of sequence, whether that comes back as a failed result or as CommandFailed."""
+    for number in range(1, SEQUENCE_ATTEMPTS + 1):
+        last = number == SEQUENCE_ATTEMPTS
+        try:
+            result = attempt()
+        except CommandFailed as error:
+            if last or OUT_OF_SEQUENCE not in error.output:
+                raise
+        else:
+            if last or result.ok or OUT_OF_SEQUENCE not in result.stdout + result.stderr:
+                return result
+        time.sleep(SEQUENCE_PAUSE * number)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 class Runner(Protocol):
     """What the executor and the fact readers need from a way to reach the nodes.
 
@@ -268,8 +294,26 @@ class SshRunner:
         """Run a command; on failure raise CommandFailed with the host, command and output tail.
 
         Secrets never go on the command line we log: pass them on stdin, and list them in `secrets`
-        so they are masked if they ever appear in an error message.
+        so they are masked if they ever appear in an error message. A Swarm write refused as out of
+        sequence (nothing applied) is run again; a stdin stream that cannot be read twice is not.
         """
+        if stdin is not None and not isinstance(stdin, str):
+            return self._run_once(node, command, check=check, stdin=stdin, timeout=timeout, secrets=secrets, hint=hint)
+        return again_if_out_of_sequence(
+            lambda: self._run_once(node, command, check=check, stdin=stdin, timeout=timeout, secrets=secrets, hint=hint)
+        )
+
+    def _run_once(
+        self,
+        node: Node,
+        command: str,
+        *,
+        check: bool,
+        stdin: str | IO[str] | None,
+        timeout: float | None,
+        secrets: Sequence[str],
+        hint: str,
+    ) -> Result:
         stream = WholeStdin(stdin) if isinstance(stdin, str) else stdin
         limit = COMMAND_TIMEOUT if timeout is None else timeout
         why = f"no answer within {limit:.0f}s: is {node.name} up and answering? (the command may still run there)"

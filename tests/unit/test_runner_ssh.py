@@ -34,7 +34,17 @@ class _Handler(paramiko.ServerInterface):
         return OPEN_SUCCEEDED if kind == "session" else OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        if command == b"chunks":  # reads stdin to its end; answers how many reads it took, and what
+        CALLS[command] = CALLS.get(command, 0) + 1
+        if command.startswith(b"refused-"):  # "refused-N": Swarm's sequence conflict on the first N calls
+            conflict = CALLS[command] <= int(command.removeprefix(b"refused-"))
+            threading.Thread(
+                target=_answer, args=(channel, CONFLICT if conflict else b"ok\n", int(conflict)), daemon=True
+            ).start()
+        elif command == b"broken":
+            threading.Thread(
+                target=_answer, args=(channel, b"Error response from daemon: no such node\n", 1), daemon=True
+            ).start()
+        elif command == b"chunks":  # reads stdin to its end; answers how many reads it took, and what
             threading.Thread(target=_count_chunks, args=(channel,), daemon=True).start()
         elif command != b"hang":  # "hang": a node that took the command, then stopped answering
             threading.Thread(target=_answer, args=(channel,), daemon=True).start()
@@ -50,11 +60,15 @@ def _count_chunks(channel: paramiko.Channel) -> None:
     channel.close()
 
 
-def _answer(channel: paramiko.Channel) -> None:
+CALLS: dict[bytes, int] = {}  # how many times each command was run
+CONFLICT = b"Error response from daemon: rpc error: code = Unknown desc = update out of sequence\n"
+
+
+def _answer(channel: paramiko.Channel, output: bytes = b"ok\n", status: int = 0) -> None:
     time.sleep(0.05)  # after the exec request's reply
     with contextlib.suppress(OSError, EOFError, paramiko.SSHException):  # the client may be gone already
-        channel.sendall(b"ok\n")
-        channel.send_exit_status(0)
+        channel.sendall(output)
+        channel.send_exit_status(status)
         channel.close()
 
 
@@ -247,3 +261,26 @@ def test_stdin_reaches_the_command_in_one_piece(server: Server, tmp_path: Path) 
     finally:
         nodes.close()
     assert answer == f"1 {secret}"
+
+
+def test_a_swarm_write_refused_as_out_of_sequence_is_run_again(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cluster.runners.SEQUENCE_PAUSE", 0.01)
+    nodes = pinned(server, tmp_path, server.host_key.public_openssh)
+    manager = nodes.inventory.node("manager-1")
+    try:
+        assert nodes.run(manager, "refused-2").stdout == "ok\n"
+        assert CALLS[b"refused-2"] == 3
+        # Refused every time: the fifth refusal is the error, with Swarm's words in it.
+        with pytest.raises(CommandFailed, match="out of sequence"):
+            nodes.run(manager, "refused-9")
+        assert CALLS[b"refused-9"] == 5
+        # Unchecked, the last refusal comes back as the result.
+        assert not nodes.run(manager, "refused-20", check=False).ok and CALLS[b"refused-20"] == 5
+        # Any other failure is not run again.
+        with pytest.raises(CommandFailed, match="no such node"):
+            nodes.run(manager, "broken")
+        assert CALLS[b"broken"] == 1
+    finally:
+        nodes.close()
