@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lab-test lint types unit bench chaos load-tool down clean venv rehearsal rehearsal-down rehearsal-test
+.PHONY: demo test check lab-test lint types unit bench chaos load-tool check-tools lab-tools down clean venv rehearsal rehearsal-down rehearsal-test
 
 venv: $(STAMP)
 
@@ -35,13 +35,13 @@ lint: venv
 types: venv
 	$(BIN)/mypy
 
-unit: venv
+unit: venv check-tools
 	$(BIN)/pytest -q -m "not lab" tests/unit tests/infra
 
 ## test: everything in check, then the lab tests on a real cluster (its own lab, torn down after)
 test: check lab-test
 
-lab-test: venv
+lab-test: venv lab-tools
 	$(BIN)/pytest -m lab tests/lab -v
 
 ## bench: timings, big labs and throughput on a lab of its own, to docs/bench/ (JSON and plots) and docs/numbers.md
@@ -51,6 +51,27 @@ bench: venv load-tool
 ## chaos: day-2 operations and failures under load, each on a lab of its own (docs/bench/chaos*.json, docs/numbers.md).
 chaos: venv load-tool
 	$(BIN)/python -m bench.chaos
+
+# The Debian tools the tests run, installed (as root) when missing, as `make demo` installs the engine:
+# no test is skipped for want of one. check: `cloud-init schema` for the user data, sfdisk/blkid/mkfs
+# for the storage volume script. lab-test: Chromium, its driver and NSS's certutil (the browser test).
+CHECK_TOOLS := cloud-init:cloud-init sfdisk:fdisk blkid:util-linux mkfs.ext4:e2fsprogs
+LAB_TOOLS := chromium:chromium chromedriver:chromium-driver certutil:libnss3-tools
+define install-missing
+	@need=""; for pair in $(1); do tool=$${pair%%:*}; package=$${pair#*:}; \
+	  command -v $$tool >/dev/null || [ -x /usr/sbin/$$tool ] || [ -x /sbin/$$tool ] || need="$$need $$package"; done; \
+	if [ -n "$$need" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$need (Debian packages the tests run)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$need; \
+	  else echo "error: the tests need Debian packages:$$need: run as root, or: sudo apt-get install$$need" >&2; exit 1; fi; fi
+endef
+
+check-tools:
+	$(call install-missing,$(CHECK_TOOLS))
+
+lab-tools:
+	$(call install-missing,$(LAB_TOOLS))
 
 # Debian's hey, the load generator of bench and chaos (installed as root when missing).
 load-tool:
