@@ -57,7 +57,9 @@ def browser_home(base: Path, ca: Path | None) -> Path:
 def chromium(home: Path) -> WebDriver:
     for tool in (CHROMIUM, CHROMEDRIVER, CERTUTIL):
         if not Path(tool).exists():
-            pytest.fail(f"{tool} is missing: `make lab-tools` installs it (Debian: chromium chromium-driver libnss3-tools)")
+            pytest.fail(
+                f"{tool} is missing: `make lab-tools` installs it (Debian: chromium chromium-driver libnss3-tools)"
+            )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in (
