@@ -129,7 +129,7 @@ def changes(before: Revision | None, after: Revision) -> str:
     ):
         keys = _changed_keys(old_names, new_names)
         if keys:
-            parts.append(f"{what}: {', '.join(keys)}")
+            parts.append(f"{what} changed: {', '.join(keys)}")
     old_services = (yaml.safe_load(before.rendered) or {}).get("services") or {}
     new_services = (yaml.safe_load(after.rendered) or {}).get("services") or {}
     added = sorted(new_services.keys() - old_services.keys())
@@ -158,7 +158,8 @@ def history(revisions: Sequence[Revision], stack: str, keep: int) -> str:
     lines = [f"# stack {stack}: {len(revisions)} revision(s) kept (keep_revisions: {keep})"]
     for before, revision in zip((None, *revisions[:-1]), revisions, strict=True):
         what = f"rollback of {revision.rollback_of}; " if revision.rollback_of is not None else ""
-        lines.append(f"{revision.number:>4}  {revision.time}  {revision.result:<6}  {what}{changes(before, revision)}")
+        changed = "earliest kept" if before is None and revision.number > 1 else changes(before, revision)
+        lines.append(f"{revision.number:>4}  {revision.time}  {revision.result:<6}  {what}{changed}")
         lines.append(f"      images: {' '.join(sorted({_image(i) for i in revision.images.values()}))}")
         if revision.error:
             lines.append(f"      error: {revision.error}")

@@ -69,8 +69,8 @@ def recording(
     try:
         yield
     except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        _save(session, kept, draft.model_copy(update={"result": "failed", "error": first[:ERROR_CHARS]}))
+        said = " / ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        _save(session, kept, draft.model_copy(update={"result": "failed", "error": said[:ERROR_CHARS]}))
         raise
     same = same_as_newest(kept, rendered)
     if same is not None:
