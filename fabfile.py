@@ -297,7 +297,10 @@ def rollback(c: Context, service: str, target: str = "lab", dry_run: bool = Fals
 @task(help={**TARGET, "stack": "the stack (default: stack in swarmlab.yaml)"})
 @reported
 def history(c: Context, stack: str = "", target: str = "lab") -> None:
-    """A stack's recorded revisions (deploy-stack, rollback-stack): number, time, result, what changed, images."""
+    """A stack's revisions: number, time, result, what changed, images.
+
+    deploy-stack and rollback-stack record them in the state directory (keep_revisions bounds them).
+    """
     config = load_config()
     with open_session(config, target) as session:
         say(revisions.history_report(session, stack or config.stack))
@@ -313,7 +316,11 @@ def history(c: Context, stack: str = "", target: str = "lab") -> None:
 )
 @reported
 def rollback_stack(c: Context, stack: str = "", to: int = 0, target: str = "lab", dry_run: bool = False) -> None:
-    """Deploy a recorded revision of a whole stack again (stack file, secrets, configs), wait, record it."""
+    """Deploy a recorded revision of a stack again, wait, and record it.
+
+    The revision's stack file (images, values, secret and config versions) through deploy-stack's deploy;
+    refused, changing nothing, when the swarm lost a version it names.
+    """
     chosen = workload(load_config(), stack)
     changing(target, dry_run, lambda session: flows.run(flows.ROLLBACK_STACK, session, chosen, rollback_to=to or None))
 
