@@ -302,8 +302,9 @@ def history(c: Context, stack: str = "", target: str = "lab") -> None:
     deploy-stack and rollback-stack record them in the state directory (keep_revisions bounds them).
     """
     config = load_config()
+    name = workload(config, stack).name  # a known stack, checked before anything is read
     with open_session(config, target) as session:
-        say(revisions.history_report(session, stack or config.stack))
+        say(revisions.history_report(session, name))
 
 
 @task(
