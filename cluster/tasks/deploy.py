@@ -1,7 +1,7 @@
 """deploy-stack's own phases for any workload bundle: whose stack it is, storage, secrets, render,
-deploy, wait; then, once HAProxy routes it, prune. Generic: everything about the workload comes from its bundle. The
-images before, the routes and the prune after are other tasks' steps (cluster/flows.py puts them in
-order)."""
+deploy, wait; then, once HAProxy routes it, prune. Generic: everything about the workload comes from
+its bundle. The images before, the routes and the prune after are other tasks' steps
+(cluster/flows.py puts them in order)."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def prepare_stack(session: Session, workload: Workload, leader: Node, images: di
         values, name_key = secret_values(session, workload)
         names = {key: secret_name(name, key, value, name_key) for key, value in values.items()}
         existing = set(read(runner, leader, SECRET_NAMES))
-        owner = state_identity(session)
+        owner = StateIdentity(fingerprint(name_key), str(session.state.root))
         session.executor(secrets=values).execute(plan_secrets(leader.name, names, existing, owner), p)
         configs = config_contents(session.inventory, workload)
         if configs:
