@@ -12,6 +12,7 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fabric import task
@@ -24,7 +25,7 @@ from cluster.errors import SwarmlabError
 from cluster.progress import Timings, say
 from cluster.providers import lab_provider
 from cluster.session import Session, open_session
-from cluster.tasks import backup, nodes, security, services, swarm
+from cluster.tasks import backup, nodes, revisions, security, services, swarm
 from cluster.tasks.clustermap import remove_map
 from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
 from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, GREP_WINDOW, log_query, service_logs
@@ -85,8 +86,8 @@ def changing(target: str, dry_run: bool, work: Callable[[Session], object]) -> N
     summary(timings, dry_run)
 
 
-def workload(config: Config, stack: str) -> Workload:
-    return load_workload(stack or config.stack, config.environment)
+def workload(config: Config, stack: str, values: str = "") -> Workload:
+    return load_workload(stack or config.stack, config.environment, Path(values).expanduser() if values else None)
 
 
 def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
@@ -209,12 +210,18 @@ def build_images_task(c: Context, target: str = "lab", dry_run: bool = False, st
     changing(target, dry_run, lambda session: flows.run(flows.BUILD_IMAGES, session, chosen))
 
 
-@task(help=STACK)
+@task(
+    help={
+        **STACK,
+        "values": "a YAML file of values merged over the environment's values file (as Helm's -f); "
+        "recorded in the revision",
+    }
+)
 @reported
-def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False, stack: str = "") -> None:
-    """Build the images, render the stack, deploy it and wait until every service is healthy."""
+def deploy_stack(c: Context, target: str = "lab", dry_run: bool = False, stack: str = "", values: str = "") -> None:
+    """Build the images, render the stack, deploy it, wait until every service is healthy; records a revision."""
     config = load_config()
-    chosen = workload(config, stack)
+    chosen = workload(config, stack, values)
     timings = Timings()
     with reporting(timings), open_session(config, target, dry_run, timings) as session:
         flows.run(flows.DEPLOY_STACK, session, chosen)
@@ -285,6 +292,38 @@ def update(
 def rollback(c: Context, service: str, target: str = "lab", dry_run: bool = False) -> None:
     """Roll a service back to its previous spec and wait (no change if it was already rolled back)."""
     changing(target, dry_run, lambda session: services.rollback(session, service))
+
+
+@task(help={**TARGET, "stack": "the stack (default: stack in swarmlab.yaml)"})
+@reported
+def history(c: Context, stack: str = "", target: str = "lab") -> None:
+    """A stack's revisions: number, time, result, what changed, images.
+
+    deploy-stack and rollback-stack record them in the state directory (keep_revisions bounds them).
+    """
+    config = load_config()
+    name = workload(config, stack).name  # a known stack, checked before anything is read
+    with open_session(config, target) as session:
+        say(revisions.history_report(session, name))
+
+
+@task(
+    name="rollback-stack",
+    help={
+        **STACK,
+        "stack": "the stack (default: stack in swarmlab.yaml)",
+        "to": "the revision to deploy again (`fab history`; default: the one before the current)",
+    },
+)
+@reported
+def rollback_stack(c: Context, stack: str = "", to: int = 0, target: str = "lab", dry_run: bool = False) -> None:
+    """Deploy a recorded revision of a stack again, wait, and record it.
+
+    The revision's stack file (images, values, secret and config versions) through deploy-stack's deploy;
+    refused, changing nothing, when the swarm lost a version it names.
+    """
+    chosen = workload(load_config(), stack)
+    changing(target, dry_run, lambda session: flows.run(flows.ROLLBACK_STACK, session, chosen, rollback_to=to or None))
 
 
 @task(name="drain-node", help=NODE)

@@ -34,6 +34,7 @@ from cluster.workload import known_workloads, workload_environments
 from workloads import DEFAULT_WORKLOAD
 
 DEFAULT_CONFIG_FILE = "swarmlab.yaml"
+DEFAULT_KEEP_REVISIONS, MIN_KEEP_REVISIONS, MAX_KEEP_REVISIONS = 20, 2, 200
 ENV_PREFIX = "SWARMLAB_"
 # SWARMLAB_* variables that are not configuration keys: where the file is, and the test lab's switch.
 NOT_KEYS = frozenset({"SWARMLAB_CONFIG", "SWARMLAB_KEEP_LAB"})
@@ -91,6 +92,10 @@ class Config(BaseSettings):
     tls_names: tuple[str, ...] = Field(
         (), description="DNS names the cluster CA puts on HAProxy's certificate besides the lb's address"
     )
+    keep_revisions: int = Field(
+        DEFAULT_KEEP_REVISIONS,
+        description="revisions of each stack kept in the state directory (fab history, fab rollback-stack)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -127,6 +132,17 @@ class Config(BaseSettings):
         for name in value:
             if not DNS_NAME.fullmatch(name):
                 raise problem(f"{name!r} is not a DNS name", "write names such as registration.example.org")
+        return value
+
+    @field_validator("keep_revisions")
+    @classmethod
+    def _revisions(cls, value: int) -> int:
+        if not MIN_KEEP_REVISIONS <= value <= MAX_KEEP_REVISIONS:
+            raise problem(
+                f"must be {MIN_KEEP_REVISIONS}-{MAX_KEEP_REVISIONS}: a rollback needs the revision before the "
+                "current one, and each kept revision keeps its secret and config versions on the swarm",
+                f"set keep_revisions to {DEFAULT_KEEP_REVISIONS} (the default)",
+            )
         return value
 
     @field_validator("managers")
@@ -243,6 +259,7 @@ _EXAMPLES = {
     "bind_address": "write an IPv4 address such as 127.0.0.1",
     "managers": f"write a whole number: {topology.MANAGER_COUNTS_TEXT}",
     "workers": "write a whole number such as 3",
+    "keep_revisions": f"write a whole number such as {DEFAULT_KEEP_REVISIONS}",
 }
 
 

@@ -3,6 +3,7 @@ handed to the services only as Docker secrets."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Iterable
@@ -37,3 +38,9 @@ def load_existing(path: Path) -> dict[str, str]:
     """The values made so far, read only (a read-only task such as `fab logs` creates nothing)."""
     found: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
     return found
+
+
+def fingerprint(name_key: str) -> str:
+    """What names a set of credentials on the swarm (a label on the secrets they made): a hash of the
+    secret-name key, which tells nothing about the key or any password."""
+    return hashlib.sha256(f"swarmlab state\0{name_key}".encode()).hexdigest()[:16]

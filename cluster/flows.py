@@ -10,7 +10,7 @@ images, the deployed stack, the nodes brought back). A step needed only sometime
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cluster.errors import SwarmlabError
 from cluster.inventory import Node
@@ -19,7 +19,20 @@ from cluster.plans.recover import Rejoined
 from cluster.progress import Timings
 from cluster.reads import find_leader
 from cluster.session import Session
-from cluster.tasks import backup, clustermap, converge, deploy, haproxy, images, nfs, prune, recover, registry, swarm
+from cluster.tasks import (
+    backup,
+    clustermap,
+    converge,
+    deploy,
+    haproxy,
+    images,
+    nfs,
+    prune,
+    recover,
+    registry,
+    revisions,
+    swarm,
+)
 from cluster.workload import Workload
 
 
@@ -30,6 +43,7 @@ class FlowState:
     session: Session
     workload: Workload | None = None
     backup_dir: str = ""  # restore --swarm: the backup to restore ('' for the newest)
+    rollback_to: int | None = None  # rollback-stack: the revision to deploy again (None: the one before)
     leader: Node | None = None
     reformed: bool = False
     images: dict[str, str] = field(default_factory=dict)
@@ -71,10 +85,16 @@ class Step:
 Flow = tuple[Step, ...]
 
 
-def run(flow: Flow, session: Session, workload: Workload | None = None, backup_dir: str = "") -> FlowState:
+def run(
+    flow: Flow,
+    session: Session,
+    workload: Workload | None = None,
+    backup_dir: str = "",
+    rollback_to: int | None = None,
+) -> FlowState:
     """Each step of `flow` in order (those whose `when` holds); the state holds what they found, and
     its timings the phases they went through."""
-    state = FlowState(session, workload, backup_dir)
+    state = FlowState(session, workload, backup_dir, rollback_to)
     for step in flow:
         if step.when(state):
             step.run(state)
@@ -116,13 +136,52 @@ def _build_images(state: FlowState) -> None:
     state.images = images.build_images(state.session, state.the_workload())
 
 
+def _stack_owner(state: FlowState) -> None:
+    deploy.check_owner(state.session, state.the_workload(), state.the_leader())
+
+
 def _deploy_stack(state: FlowState) -> None:
-    state.deployed = deploy.deploy_workload(state.session, state.the_workload(), state.the_leader(), state.images)
+    """Inputs, then the deploy, recorded as the stack's next revision (ok or failed)."""
+    session, workload, leader = state.session, state.the_workload(), state.the_leader()
+    prepared = deploy.prepare_stack(session, workload, leader, state.images)
+    state.deployed = done = prepared.deployed
+    with revisions.recording(
+        session,
+        stack=workload.name,
+        environment=workload.environment,
+        values=workload.values,
+        secrets=done.secrets,
+        configs=done.configs,
+        rendered=prepared.rendered,
+    ):
+        deploy.deploy_rendered(session, workload.name, leader, prepared.rendered)
+
+
+def _rollback_stack(state: FlowState) -> None:
+    """A recorded revision's stack file deployed again, recorded as a new revision; HAProxy and the
+    prune after it then see the revision's values and versions."""
+    session, workload, leader = state.session, state.the_workload(), state.the_leader()
+    chosen = revisions.chosen_revision(session, workload.name, state.rollback_to, leader)
+    state.workload = replace(workload, values=chosen.values)
+    state.deployed = deploy.DeployedStack("", chosen.secrets, chosen.configs)
+    with revisions.recording(
+        session,
+        stack=workload.name,
+        environment=chosen.environment,
+        values=chosen.values,
+        secrets=chosen.secrets,
+        configs=chosen.configs,
+        rendered=chosen.rendered,
+        rollback_of=chosen.number,
+    ):
+        deploy.deploy_rendered(session, workload.name, leader, chosen.rendered)
 
 
 def _prune(state: FlowState) -> None:
     deployed = state.the_deployed()
-    prune.prune_unused(state.session, state.the_workload(), state.the_leader(), deployed.secrets, deployed.configs)
+    prune.prune_unused(
+        state.session, state.the_workload(), state.the_leader(), deployed.secrets, list(deployed.configs.values())
+    )
 
 
 def _map_image(state: FlowState) -> None:
@@ -185,7 +244,9 @@ HAPROXY_STEP = Step("haproxy", _haproxy)
 NFS = Step("nfs", _nfs)
 REGISTRY = Step("registry", _registry)  # before every build: builds push over TLS to it
 BUILD_IMAGES_STEP = Step("build-images", _build_images)
-DEPLOY = Step("deploy-stack", _deploy_stack)  # stack-inputs, deploy-stack
+# Before anything changes: a stack another state directory (other credentials) deployed is refused.
+STACK_OWNER = Step("stack-owner", _stack_owner)
+DEPLOY = Step("deploy-stack", _deploy_stack)  # stack-inputs, deploy-stack; records a revision
 PRUNE = Step("prune", _prune)  # prune-secrets, prune-configs: after HAProxy routes the new versions
 MAP_IMAGE = Step("build-images", _map_image)
 CLUSTER_MAP = Step("cluster-map", _cluster_map)
@@ -201,14 +262,16 @@ SETTLE: Flow = (
 BOOTSTRAP: Flow = (SWARM_INIT, SWARM_JOIN, DRAIN_MANAGERS, HAPROXY_STEP, NFS, REGISTRY)
 HAPROXY: Flow = (LEADER, HAPROXY_STEP)
 BUILD_IMAGES: Flow = (REGISTRY, BUILD_IMAGES_STEP)
-DEPLOY_STACK: Flow = (LEADER, REGISTRY, BUILD_IMAGES_STEP, DEPLOY, HAPROXY_STEP, PRUNE)
+DEPLOY_STACK: Flow = (LEADER, STACK_OWNER, REGISTRY, BUILD_IMAGES_STEP, DEPLOY, HAPROXY_STEP, PRUNE)
+# A recorded revision again: no build (its images are in the registry), its values for HAProxy's routes.
+ROLLBACK_STACK: Flow = (LEADER, STACK_OWNER, Step("rollback-stack", _rollback_stack), HAPROXY_STEP, PRUNE)
 DEPLOY_MAP: Flow = (REGISTRY, MAP_IMAGE, CLUSTER_MAP)
 # The whole path after lab-up: bootstrap already configured the registry, and its HAProxy already
 # routes the configured stack (the one the demo deploys), so neither runs again.
 # The map's image is built with the stack's.
-DEMO: Flow = (*BOOTSTRAP, Step("build-images", _stack_and_map_images), DEPLOY, PRUNE, CLUSTER_MAP)
+DEMO: Flow = (*BOOTSTRAP, STACK_OWNER, Step("build-images", _stack_and_map_images), DEPLOY, PRUNE, CLUSTER_MAP)
 # The cloud path on the rehearsal: as bootstrap then deploy-stack (bootstrap's HAProxy already routes
 # the stack being deployed, and its registry is configured).
-REHEARSAL: Flow = (*BOOTSTRAP, BUILD_IMAGES_STEP, DEPLOY, PRUNE)
+REHEARSAL: Flow = (*BOOTSTRAP, STACK_OWNER, BUILD_IMAGES_STEP, DEPLOY, PRUNE)
 RECOVER: Flow = (Step("recover-quorum", _reform_quorum), Step("restore-managers", _bring_back_managers), *SETTLE)
 RESTORE_SWARM: Flow = (Step("restore-swarm", _restore_swarm), Step("restore-members", _bring_back_members), *SETTLE)

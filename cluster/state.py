@@ -53,6 +53,11 @@ class StatePaths:
         return self.root / "backups"
 
     @property
+    def revisions(self) -> Path:
+        """One directory per stack, one file per deploy of it (`fab history`, `fab rollback-stack`)."""
+        return self.root / "revisions"
+
+    @property
     def tls(self) -> Path:
         """The cluster's certificate authority and the certificates it issued (tls/ca.crt is the one to trust)."""
         return self.root / "tls"

@@ -283,12 +283,30 @@ def _manifest(name: str) -> tuple[Manifest, Path]:
     return manifest, directory
 
 
-def load_workload(name: str, environment: str) -> Workload:
-    """The bundle `name` with its values for `environment`, every problem naming the file and the key."""
+def merged(base: Any, overlay: Any) -> Any:
+    """`overlay` over `base`, mappings key by key (as Helm merges `-f` files): any other value replaces."""
+    if isinstance(base, Mapping) and isinstance(overlay, Mapping):
+        return {**base, **{key: merged(base.get(key), value) for key, value in overlay.items()}}
+    return overlay
+
+
+def _read_values(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigErrors(
+            [ConfigError("values", str(path), f"cannot be read as YAML ({error})", "fix the file")]
+        ) from None
+
+
+def load_workload(name: str, environment: str, values_file: Path | None = None) -> Workload:
+    """The bundle `name` with its values for `environment` (and `values_file` over them, when given),
+    every problem naming the file and the key."""
     manifest, directory = _manifest(name)
+    overlay = _read_values(values_file) if values_file is not None else None
     environments = workload_environments(name)
     if not environments:
-        return Workload(manifest, directory, environment, None)
+        return Workload(manifest, directory, environment, overlay)
     path = directory / "values" / f"{environment}.yaml"
     if not path.exists():
         raise ConfigErrors(
@@ -298,7 +316,10 @@ def load_workload(name: str, environment: str) -> Workload:
                 )
             ]
         )
-    values = yaml.safe_load(path.read_text()) or {}
+    values = _read_values(path)
+    if overlay is not None:
+        values = merged(values, overlay)
+        path = values_file or path  # schema problems name the file that was given last
     schema_path = directory / "values.schema.json"
     if schema_path.exists():
         problems = _schema_errors(path, values, json.loads(schema_path.read_text()))

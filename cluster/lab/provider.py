@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import shutil
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -507,6 +508,8 @@ def lab_down(
         paths = config.state(provider=LabProvider.name)
         for stale in (paths.inventory, paths.credentials):
             stale.unlink(missing_ok=True)
+        # The stack revisions too: they name secret and config versions of a swarm that is gone.
+        shutil.rmtree(paths.revisions, ignore_errors=True)
         if purge:
             # Its keys and CA too; without --purge the CA stays, so a rebuilt lab is trusted as before.
             remove_dir(paths)

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import difflib
 import hmac
+import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import yaml
 
 import topology
 from cluster.errors import SwarmlabError
+from cluster.facts.listings import STATE_DIR_LABEL, STATE_LABEL, SecretOwner
 from cluster.facts.services import Service, stack_replicas, stack_services
 from cluster.operations import Operation, Plan, Run, Wait, Write
 from cluster.plans.anchor import ANCHOR_SERVICE, ANCHOR_TIMEOUT, anchor_stack, anchor_verdict
@@ -63,14 +67,68 @@ def secret_name(stack: str, key: str, value: str, cluster_key: str) -> str:
     return f"{stack}_{key}_{digest}"
 
 
-def plan_secrets(leader: str, names: Mapping[str, str], existing: set[str]) -> Plan:
-    """Create the secrets that do not exist yet; each value goes on stdin from the executor's secrets."""
+@dataclass(frozen=True)
+class StateIdentity:
+    """Which state directory drives a deploy: a fingerprint of its credentials (never the key itself)
+    and its path, put as labels on every secret it creates."""
+
+    fingerprint: str  # '' when the state directory has no credentials yet
+    directory: str
+
+    def labels(self) -> str:
+        return f" --label {STATE_LABEL}={self.fingerprint} --label {shlex.quote(f'{STATE_DIR_LABEL}={self.directory}')}"
+
+
+def plan_secrets(leader: str, names: Mapping[str, str], existing: set[str], owner: StateIdentity | None = None) -> Plan:
+    """Create the secrets that do not exist yet, labelled with the state directory that made them;
+    each value goes on stdin from the executor's secrets."""
+    labels = owner.labels() if owner is not None and owner.fingerprint else ""
     return Plan(
         tuple(
-            Run(leader, f"docker secret create {name} - >/dev/null", f"created Docker secret {name}", stdin=key)
+            Run(leader, f"docker secret create{labels} {name} - >/dev/null", f"created Docker secret {name}", stdin=key)
             for key, name in names.items()
             if name not in existing
         )
+    )
+
+
+def foreign_owner(
+    stack: str, ours: StateIdentity, mounted: Sequence[SecretOwner], generated: Mapping[str, str | None]
+) -> str | None:
+    """Why the stack as deployed belongs to another state directory, or None when it is ours (or new).
+
+    A secret labelled by other credentials says so, naming them. A stack deployed before the labels:
+    when it mounts generated secrets (values made once, kept only in a state directory's credentials)
+    and none of them has the name ours would give (`generated`: key -> our name, None where we have no
+    value yet), other credentials made them.
+    """
+    others = sorted({(s.state, s.directory) for s in mounted if s.state and s.state != ours.fingerprint})
+    ours_text = f"{ours.directory} (credentials {ours.fingerprint or 'not made yet'})"
+    if others:
+        theirs = " and ".join(
+            f"{directory or 'an unnamed state directory'} (credentials {state})" for state, directory in others
+        )
+        where = f"its secrets were made from {theirs}, and this run's state directory is {ours_text}"
+    else:
+        unlabelled = {s.name for s in mounted if not s.state}
+        mounted_generated = {
+            key: [n for n in unlabelled if re.fullmatch(rf"{re.escape(stack)}_{re.escape(key)}_[0-9a-f]{{12}}", n)]
+            for key in generated
+        }
+        seen = {key: names for key, names in mounted_generated.items() if names}
+        if not seen or any(generated[key] in names for key, names in seen.items()):
+            return None
+        where = (
+            f"its generated secrets ({', '.join(sorted(seen))}) are not the ones the credentials of this run's state "
+            f"directory {ours_text} give (they were made before swarmlab labelled secrets, so which state directory "
+            "made them is not recorded)"
+        )
+    return (
+        f"stack {stack} was deployed from another state directory: {where}. Deploying from here would roll out "
+        "other passwords, which the servers initialised with the first ones refuse, and Swarm would roll the "
+        "services back. Nothing was changed. Fix: deploy from the state directory that deployed it (the same "
+        "--target, or state_dir pointing there); or, if both drive this same cluster, make them one: copy that "
+        f"directory's credentials file over {ours.directory}/credentials (mode 600)"
     )
 
 

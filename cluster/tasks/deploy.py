@@ -1,7 +1,7 @@
-"""deploy-stack's own phases for any workload bundle: storage, secrets, render, deploy, wait; then,
-once HAProxy routes it, prune. Generic: everything about the workload comes from its bundle. The
-images before, the routes and the prune after are other tasks' steps (cluster/flows.py puts them in
-order)."""
+"""deploy-stack's own phases for any workload bundle: whose stack it is, storage, secrets, render,
+deploy, wait; then, once HAProxy routes it, prune. Generic: everything about the workload comes from
+its bundle. The images before, the routes and the prune after are other tasks' steps
+(cluster/flows.py puts them in order)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import yaml
 
 import nfs.model as nfs
 import topology
-from cluster.credentials import NAME_KEY, load_or_create, read_secret_file
+from cluster.credentials import NAME_KEY, fingerprint, load_existing, load_or_create, read_secret_file
 from cluster.errors import SwarmlabError
 from cluster.facts import read
 from cluster.facts.daemons import file_content
-from cluster.facts.listings import CONFIG_NAMES, SECRET_NAMES
+from cluster.facts.listings import CONFIG_NAMES, SECRET_NAMES, stack_secret_owners
 from cluster.facts.services import stack_services
 from cluster.facts.storage import NFS_CLIENT_COMMAND, export_id, owners
 from cluster.inventory import Inventory, Node
@@ -29,7 +29,9 @@ from cluster.plans.configs import (
 )
 from cluster.plans.stack import (
     REMOTE_STACKS,
+    StateIdentity,
     choose_storage_mode,
+    foreign_owner,
     plan_data_dirs,
     plan_deploy,
     plan_secrets,
@@ -164,23 +166,52 @@ def prepare_storage(session: Session, workload: Workload, progress: PhaseResult)
 
 @dataclass(frozen=True)
 class DeployedStack:
-    """What a deploy used, for the notes and the prune after it: the storage mode ('' if none), and
-    the Docker secret and config names the stack now refers to."""
+    """What a deploy used, for the notes, the revision it records and the prune after it: the storage
+    mode ('' if none), and the Docker secret and config names (by the bundle's keys) the stack refers to."""
 
     storage_mode: str
     secrets: dict[str, str]
-    configs: list[str]
+    configs: dict[str, str]
 
 
-def deploy_workload(session: Session, workload: Workload, leader: Node, images: dict[str, str]) -> DeployedStack:
-    """Deploy the workload with its built `images` and wait until it is healthy."""
+@dataclass(frozen=True)
+class PreparedStack:
+    """A stack ready to deploy: its inputs are on the swarm, its file rendered."""
+
+    rendered: str
+    deployed: DeployedStack
+
+
+def state_identity(session: Session) -> StateIdentity:
+    """This run's state directory, as the labels on the secrets it creates name it."""
+    key = load_existing(session.state.credentials).get(NAME_KEY, "")
+    return StateIdentity(fingerprint(key) if key else "", str(session.state.root))
+
+
+def check_owner(session: Session, workload: Workload, leader: Node) -> None:
+    """Refuse, before anything changes, a stack that another state directory (other credentials) deployed."""
+    credentials = load_existing(session.state.credentials)
+    key = credentials.get(NAME_KEY)
+    ours = {
+        name: secret_name(workload.name, name, credentials[name], key) if key and credentials.get(name) else None
+        for name in workload.manifest.secrets.generated
+    }
+    mounted = read(session.runner, leader, stack_secret_owners(workload.name))
+    problem = foreign_owner(workload.name, state_identity(session), mounted, ours)
+    if problem:
+        raise SwarmlabError(problem)
+
+
+def prepare_stack(session: Session, workload: Workload, leader: Node, images: dict[str, str]) -> PreparedStack:
+    """The stack-inputs phase (storage, secrets, configs), then the stack rendered with them."""
     runner, name = session.runner, workload.name
     with session.phase("stack-inputs", "storage mode, data directories, Docker secrets and configs") as p:
         storage = prepare_storage(session, workload, p)
         values, name_key = secret_values(session, workload)
         names = {key: secret_name(name, key, value, name_key) for key, value in values.items()}
         existing = set(read(runner, leader, SECRET_NAMES))
-        session.executor(secrets=values).execute(plan_secrets(leader.name, names, existing), p)
+        owner = StateIdentity(fingerprint(name_key), str(session.state.root))
+        session.executor(secrets=values).execute(plan_secrets(leader.name, names, existing, owner), p)
         configs = config_contents(session.inventory, workload)
         if configs:
             listed_configs = set(read(runner, leader, CONFIG_NAMES))
@@ -197,7 +228,13 @@ def deploy_workload(session: Session, workload: Workload, leader: Node, images: 
         nfs_pseudo=storage.nfs_pseudo,
         configs={key: name for key, (name, _) in configs.items()},
     )
-    rendered = render_stack(workload, data)
+    deployed = DeployedStack(storage.mode, names, {key: config for key, (config, _) in configs.items()})
+    return PreparedStack(render_stack(workload, data), deployed)
+
+
+def deploy_rendered(session: Session, name: str, leader: Node, rendered: str) -> None:
+    """Deploy a rendered stack (a fresh one, or a recorded revision's) and wait until it is healthy."""
+    runner = session.runner
     with session.phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
         deployed = read(runner, leader, file_content(f"{REMOTE_STACKS}/{name}.yml"), check=False)
         if session.dry_run:
@@ -205,4 +242,3 @@ def deploy_workload(session: Session, workload: Workload, leader: Node, images: 
             say(stack_diff(deployed, rendered) or "# no difference from what is deployed")
         states = read(runner, leader, stack_services(name), check=False)
         session.executor().execute(plan_deploy(leader.name, name, rendered, deployed, states), p)
-    return DeployedStack(storage.mode, names, [config for config, _ in configs.values()])

@@ -9,6 +9,7 @@ the lab's 127.0.0.1 ports only. Every loop is bounded.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -21,6 +22,7 @@ import docker
 import httpx
 import pytest
 
+from cluster import revisions
 from cluster.errors import CommandFailed
 from cluster.facts.swarm import NODES
 from cluster.inventory import Node
@@ -252,6 +254,40 @@ def test_drain_activate_and_rebalance(lab: Lab, probe: str, as_found: None) -> N
     assert f"{probe} is unevenly spread" in spread and "result: changed" in spread
     assert task_nodes(lab, probe) == ["worker-1", "worker-2", "worker-3"]
     assert "result: no change" in fab("rebalance").stdout
+
+
+def stack_specs(lab: Lab) -> dict[str, object]:
+    """Every service of the stack and its spec as Swarm holds it."""
+    out = sh(
+        lab,
+        f"docker service inspect --format '{{{{.Spec.Name}}}} {{{{json .Spec}}}}' "
+        f"$(docker service ls -q --filter label=com.docker.stack.namespace={STACK})",
+    )
+    return {name: json.loads(spec) for name, spec in (line.split(" ", 1) for line in out.splitlines() if line.strip())}
+
+
+def test_two_deploys_then_rollback_stack_returns_the_first_revisions_spec(
+    lab: Lab, as_found: None, tmp_path: Path
+) -> None:
+    fab("deploy-stack")  # the first revision: the stack as its values file says (recorded unless it is the newest)
+    first = revisions.load(lab.state, STACK)[-1]
+    before = stack_specs(lab)
+    more = tmp_path / "more-workers.yaml"
+    more.write_text("worker_replicas: 2\n")
+    try:
+        fab("deploy-stack", "--values", str(more))
+        second = revisions.load(lab.state, STACK)[-1]
+        assert second.number == first.number + 1 and second.values["worker_replicas"] == 2
+        assert stack_specs(lab)[f"{STACK}_otp"]["Mode"]["Replicated"]["Replicas"] == 2  # type: ignore[index]
+        listed = fab("history").stdout
+        assert re.search(rf"\n\s*{first.number}  .* ok ", listed) and "values: worker_replicas 1->2" in listed
+    finally:
+        rolled = fab("rollback-stack").stdout
+    assert f"rolling stack {STACK} back to revision {first.number}" in rolled and "result: changed" in rolled
+    third = revisions.load(lab.state, STACK)[-1]
+    assert (third.number, third.rollback_of, third.rendered) == (first.number + 2, first.number, first.rendered)
+    assert stack_specs(lab) == before, "every service has the first revision's spec again"
+    assert f"rollback of {first.number}; values: worker_replicas 2->1" in fab("history").stdout
 
 
 def test_token_and_ca_rotation_show_no_token(lab: Lab, as_found: None) -> None:

@@ -99,3 +99,14 @@ def test_a_new_stack_is_a_new_directory(copied: Path) -> None:
     manifest = copied / "second" / "bundle.yaml"
     manifest.write_text(manifest.read_text().replace("name: hello", "name: second"))
     assert "second" in known_workloads() and load_workload("second", "lab").name == "second"
+
+
+def test_a_values_file_given_is_merged_over_the_environments_and_checked(tmp_path: Path) -> None:
+    overlay = tmp_path / "more.yaml"
+    overlay.write_text("worker_replicas: 2\nprometheus: {retention: 5d}\n")
+    values = load_workload("registration", "lab", overlay).values or {}
+    assert values["worker_replicas"] == 2 and values["edge_replicas"] == 3
+    assert values["prometheus"] == {"public": True, "retention": "5d"}  # merged key by key
+    overlay.write_text("worker_replicas: 0\n")
+    with pytest.raises(ConfigErrors, match=r"more.yaml: worker_replicas=0: 0 is less than the minimum of 1"):
+        load_workload("registration", "lab", overlay)
