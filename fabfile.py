@@ -325,7 +325,7 @@ def rotate_ca(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 @task(help=CHANGES)
 @reported
 def recover(c: Context, target: str = "lab", dry_run: bool = False) -> None:
-    """Re-form a swarm that lost quorum from its most up-to-date manager, and bring the managers back."""
+    """Re-form a swarm that lost quorum, bring its managers back; nodes whose certificate expired rejoin."""
     changing(target, dry_run, lambda session: flows.run(flows.RECOVER, session))
 
 

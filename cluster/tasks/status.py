@@ -162,13 +162,14 @@ def certificate_warning(what: str, certificate: Certificate, now: datetime) -> s
     left = certificate.days_left(now)
     when = expiry(certificate)
     if certificate.expired(now):
+        ago = (now - certificate.not_after).days  # whole days since
         if what == "root CA":
             return (
-                f"WARN: the swarm's root CA expired {days(-left)} ago ({when}): no node can renew its certificate. "
+                f"WARN: the swarm's root CA expired {days(ago)} ago ({when}): no node can renew its certificate. "
                 "Fix: `fab rotate-ca` (a new root CA; nodes whose certificates expired then need `fab recover`)"
             )
         return (
-            f"WARN: {what}'s swarm certificate expired {days(-left)} ago ({when}): it cannot rejoin the swarm by "
+            f"WARN: {what}'s swarm certificate expired {days(ago)} ago ({when}): it cannot rejoin the swarm by "
             "itself. Fix: `fab recover` makes it leave the swarm and join again"
         )
     if certificate.not_after - now >= WARN_BEFORE:
