@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,9 +16,11 @@ from cluster import flows
 from cluster.facts.certificates import NODE_CERTIFICATE, ROOT_CA, Certificate, NodeCertificate, parse_certificate
 from cluster.facts.managers import ManagerProbe
 from cluster.facts.swarm import parse_nodes, parse_swarm_info
+from cluster.inventory import Node
 from cluster.operations import Run, Wait
 from cluster.plans.recover import RecoverRefused, expired_nodes, plan_rejoin
 from cluster.plans.swarm import TokenRole, token_secret
+from cluster.runners import Result
 from cluster.tasks import recover as recover_task
 from cluster.tasks.status import certificates_report, status_report
 from tests.unit.fake_runner import FakeRunner, lab_shaped_inventory
@@ -200,9 +203,28 @@ def now(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(recover_task, "utc_now", lambda: NOW)
 
 
-def test_recover_brings_back_a_worker_whose_certificate_expired(tmp_path: Path) -> None:
-    runner = certificates_everywhere(swarm_with_quorum())
+def down_until_it_joins(runner: FakeRunner, name: str) -> FakeRunner:
+    """The node list shows `name` down (its expired certificate keeps it from the managers) until it joins."""
+    rows = [json.loads(line) | {"reachability": "reachable"} for line in NODES.splitlines()]
+    down = [row | {"state": "down"} if row["hostname"] == name else row for row in rows]
+    runner.answer(r"^ids=\$\(docker node ls -q\)", "\n".join(map(json.dumps, down)))
+    original = runner.run
+
+    def run(node: Node, command: str, **kwargs: Any) -> Result:
+        if node.name == name and "swarm join" in command:
+            runner.answer(r"^ids=\$\(docker node ls -q\)", "\n".join(map(json.dumps, rows)))
+        return original(node, command, **kwargs)
+
+    runner.run = run  # type: ignore[method-assign]
+    return runner
+
+
+def test_recover_brings_back_a_worker_whose_certificate_expired(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = down_until_it_joins(certificates_everywhere(swarm_with_quorum()), "worker-2")
     flows.run(flows.RECOVER, session(runner, tmp_path))
+    assert "changed: old entry of worker-2 removed (down)" in capsys.readouterr().out
     changed = [(c.node, c.command) for c in runner.calls if any(w in c.command for w in ("node rm", "swarm "))]
     changing = [(node, command) for node, command in changed if "join-token" not in command]
     assert changing[0] == ("manager-1", f"docker node rm --force {WORKER_2.node_id}")
