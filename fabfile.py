@@ -339,7 +339,8 @@ def recover(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 @reported
 def backup_task(c: Context, keep: str = "", target: str = "lab", dry_run: bool = False) -> None:
     """Swarm state (from a non-leader manager, engine stopped meanwhile) and each deployed bundle's declared
-    data, into a timestamped directory of the cluster's state directory (mode 700, files 600)."""
+    data, into a timestamped directory of the cluster's state directory (mode 700, files 600); with --keep N,
+    then the cluster's older backups beyond the N newest are removed."""
     kept = backup.keep_option(keep)  # checked before anything runs
     changing(target, dry_run, lambda session: backup.backup_and_prune(session, kept))
 

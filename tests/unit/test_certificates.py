@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from cluster import flows
+from cluster.errors import SwarmlabError
 from cluster.facts.certificates import NODE_CERTIFICATE, ROOT_CA, Certificate, NodeCertificate, parse_certificate
 from cluster.facts.managers import ManagerProbe
 from cluster.facts.swarm import parse_nodes, parse_swarm_info
 from cluster.inventory import Node
 from cluster.operations import Run, Wait
-from cluster.plans.recover import RecoverRefused, expired_nodes, plan_rejoin
+from cluster.plans.recover import RecoverRefused, Rejoined, expired_nodes, plan_rejoin
 from cluster.plans.swarm import TokenRole, token_secret
 from cluster.runners import Result
 from cluster.tasks import recover as recover_task
@@ -249,3 +250,13 @@ def test_recover_dry_run_names_the_expired_worker_and_changes_nothing(
     flows.run(flows.RECOVER, session(runner, tmp_path, dry_run=True))
     assert not runner.commands(CHANGING)
     assert "would bring back worker-2: its certificate expired; leave, join as worker" in capsys.readouterr().out
+
+
+def test_nodes_brought_back_in_two_phases_are_reported_together() -> None:
+    managers = Rejoined(["", "manager-2: unreachable"], ["manager-2"], "some managers are not back")
+    workers = Rejoined(["worker-2: still does not answer"], [], "some workers whose certificate expired are not back")
+    both = managers.then(workers)
+    assert both.restored == ["manager-2"] and managers.then(None) is managers
+    with pytest.raises(SwarmlabError, match=r"some managers are not back; some workers .*\n- manager-2.*\n- worker-2"):
+        both.raise_if_missing()
+    assert Rejoined([""], [], "a").then(Rejoined([""], [], "b")).unfinished == "a"
