@@ -364,16 +364,24 @@ def rotate_ca(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 @task(help=CHANGES)
 @reported
 def recover(c: Context, target: str = "lab", dry_run: bool = False) -> None:
-    """Re-form a swarm that lost quorum from its most up-to-date manager, and bring the managers back."""
+    """Re-form a swarm that lost quorum, bring its managers back; nodes whose certificate expired rejoin."""
     changing(target, dry_run, lambda session: flows.run(flows.RECOVER, session))
 
 
-@task(name="backup", help=CHANGES)
+@task(
+    name="backup",
+    help={
+        **CHANGES,
+        "keep": "then remove this cluster's older backups beyond the N newest (N >= 1; default: keep every one)",
+    },
+)
 @reported
-def backup_task(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+def backup_task(c: Context, keep: str = "", target: str = "lab", dry_run: bool = False) -> None:
     """Swarm state (from a non-leader manager, engine stopped meanwhile) and each deployed bundle's declared
-    data, into a timestamped directory of the cluster's state directory (mode 700, files 600)."""
-    changing(target, dry_run, backup.backup)
+    data, into a timestamped directory of the cluster's state directory (mode 700, files 600); with --keep N,
+    then the cluster's older backups beyond the N newest are removed."""
+    kept = backup.keep_option(keep)  # checked before anything runs
+    changing(target, dry_run, lambda session: backup.backup_and_prune(session, kept))
 
 
 @task(

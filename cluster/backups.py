@@ -3,6 +3,10 @@ directory (mode 700, files 600), and a manifest written last, holding each file'
 
 A directory without a manifest is an interrupted backup; a file whose size or digest differs from the
 manifest is corrupt. Either is refused before a restore touches anything.
+
+`fab backup --keep N` prunes the older ones (cluster/plans/backup.py's plan_prune chooses from what
+`survey` finds): only directories named as a backup's time whose manifest names this cluster and every
+file they hold; anything else in the directory is left alone.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tarfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -109,8 +114,7 @@ def verify(directory: Path) -> BackupManifest:
         manifest = BackupManifest.model_validate_json(path.read_text())
     except ValidationError as error:
         raise BackupError(f"{path} is not a backup manifest: {error.errors()[0]['msg']}") from None
-    files = ([manifest.swarm.file] if manifest.swarm else []) + [d.file for d in manifest.data]
-    for item in files:
+    for item in _files(manifest):
         _check(directory, item)
     if manifest.swarm is not None:
         _check_archive(directory / manifest.swarm.file.path)
@@ -139,3 +143,45 @@ def _check_archive(path: Path) -> None:
         raise BackupError(f"{path} is not a readable tar.gz archive: {error}") from None
     if "swarm/raft" not in names or any(not (n == "swarm" or n.startswith("swarm/")) for n in names):
         raise BackupError(f"{path} does not hold a swarm directory (swarm/raft)")
+
+
+@dataclass(frozen=True)
+class Found:
+    """An entry of the backups directory, as pruning sees it: whether it is a real directory (not a
+    link), the cluster its manifest names ('' without a readable one), and the files it holds that its
+    manifest does not name."""
+
+    name: str
+    directory: bool
+    cluster: str = ""
+    unlisted: tuple[str, ...] = ()
+
+
+def survey(backups: Path) -> list[Found]:
+    """Every entry of the backups directory (none if there is no directory yet), sorted by name."""
+    if not backups.is_dir():
+        return []
+    found = []
+    for entry in sorted(backups.iterdir()):
+        if entry.is_symlink() or not entry.is_dir():
+            found.append(Found(entry.name, directory=False))
+            continue
+        try:
+            manifest = BackupManifest.model_validate_json((entry / MANIFEST).read_text())
+        except (OSError, ValidationError, UnicodeDecodeError):
+            found.append(Found(entry.name, directory=True))
+            continue
+        named = {MANIFEST} | {item.path for item in _files(manifest)}
+        held = (p for p in entry.rglob("*") if p.is_symlink() or not p.is_dir())
+        unlisted = tuple(sorted(str(p.relative_to(entry)) for p in held if str(p.relative_to(entry)) not in named))
+        found.append(Found(entry.name, True, manifest.cluster, unlisted))
+    return found
+
+
+def _files(manifest: BackupManifest) -> list[SavedFile]:
+    return ([manifest.swarm.file] if manifest.swarm else []) + [d.file for d in manifest.data]
+
+
+def remove(directory: Path) -> None:
+    """A backup pruned (plan_prune chose it: ours, whole, every file named by its manifest)."""
+    shutil.rmtree(directory)

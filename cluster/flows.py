@@ -207,6 +207,11 @@ def _bring_back_managers(state: FlowState) -> None:
     state.rejoined = recover.bring_back_managers(state.session, state.the_leader(), state.reformed)
 
 
+def _bring_back_expired(state: FlowState) -> None:
+    found = recover.bring_back_expired(state.session, state.the_leader())
+    state.rejoined = found if state.rejoined is None else state.rejoined.then(found)
+
+
 def _restore_swarm(state: FlowState) -> None:
     state.leader = backup.restore_swarm(state.session, state.backup_dir)
 
@@ -273,5 +278,10 @@ DEMO: Flow = (*BOOTSTRAP, STACK_OWNER, Step("build-images", _stack_and_map_image
 # The cloud path on the rehearsal: as bootstrap then deploy-stack (bootstrap's HAProxy already routes
 # the stack being deployed, and its registry is configured).
 REHEARSAL: Flow = (*BOOTSTRAP, STACK_OWNER, BUILD_IMAGES_STEP, DEPLOY, PRUNE)
-RECOVER: Flow = (Step("recover-quorum", _reform_quorum), Step("restore-managers", _bring_back_managers), *SETTLE)
+RECOVER: Flow = (
+    Step("recover-quorum", _reform_quorum),
+    Step("restore-managers", _bring_back_managers),
+    Step("restore-expired", _bring_back_expired),
+    *SETTLE,
+)
 RESTORE_SWARM: Flow = (Step("restore-swarm", _restore_swarm), Step("restore-members", _bring_back_members), *SETTLE)

@@ -1,11 +1,15 @@
 """Reads several tasks share, below the tasks: the leader to run manager commands on, the node list,
-the day-2 swarm state, every manager's probe, and the workloads the cluster serves. Each is a fact
-(cluster/facts/) read through the runner, with the choice or the error handling around it."""
+the day-2 swarm state, every manager's probe, the nodes' swarm certificates, and the workloads the
+cluster serves. Each is a fact (cluster/facts/) read through the runner, with the choice or the error
+handling around it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cluster.errors import CommandFailed, SwarmlabError, tail
 from cluster.facts import read
+from cluster.facts.certificates import NODE_CERTIFICATE, NodeCertificate
 from cluster.facts.listings import STACK_NAMES
 from cluster.facts.managers import ManagerProbe, Quorum, manager_probe
 from cluster.facts.services import SWARM_STATE, SwarmState
@@ -71,6 +75,24 @@ def probe_managers(runner: Runner) -> Quorum:
     managers = runner.inventory.managers
     found = runner.each(managers, lambda node: probe_manager(runner, node), "asking the managers")
     return Quorum(tuple(found[m.name] for m in managers))
+
+
+def node_certificate(runner: Runner, node: Node) -> NodeCertificate:
+    """The node's swarm certificate (None in it when the node holds none), or why it could not be read."""
+    try:
+        return NodeCertificate(node.name, read(runner, node, NODE_CERTIFICATE, timeout=PROBE_TIMEOUT))
+    except SwarmlabError as error:
+        if isinstance(error, CommandFailed) and error.hint in (KEY_CHANGED, KEY_UNKNOWN):
+            raise  # maybe an impostor: stop, as the manager probe does
+        return NodeCertificate(node.name, problem=_why(error))
+    except ValueError as error:  # not a certificate cryptography can read
+        return NodeCertificate(node.name, problem=f"unreadable: {' '.join(str(error).split())[:100]}")
+
+
+def node_certificates(runner: Runner, nodes: Sequence[Node]) -> tuple[NodeCertificate, ...]:
+    """Every given node's swarm certificate, read at once; a node that does not answer is reported, not fatal."""
+    found = runner.each(nodes, lambda node: node_certificate(runner, node), "reading the swarm certificates")
+    return tuple(found[n.name] for n in nodes)
 
 
 def served_workloads(session: Session, leader: Node | None, also: Workload | None = None) -> list[Workload]:

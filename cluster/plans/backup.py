@@ -5,7 +5,8 @@ The swarm state is taken as Docker's admin guide says: stop the engine on one ma
 leader, and only while the others keep quorum), copy the whole /var/lib/docker/swarm, start it again.
 Workload data is dumped and loaded by commands its bundle declares, run in the service's container.
 Restoring the swarm state (for a cluster whose managers all lost theirs) puts the directory back on
-one manager and re-forms the swarm from it.
+one manager and re-forms the swarm from it. Pruning (`fab backup --keep N`) keeps a cluster's N newest
+backups and never touches what is not one of them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import posixpath
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from cluster.errors import SwarmlabError
+from cluster.backups import MANIFEST, STAMP_FORMAT, Found
+from cluster.errors import ConfigError, SwarmlabError
 from cluster.facts.swarm import LOCAL_NODE_STATE, NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.operations import Fetch, Plan, Run, Wait, Write
@@ -187,3 +190,56 @@ def plan_swarm_restore(target: Node, archive: bytes, systemd: bool, stamp: str) 
             ),
         )
     )
+
+
+# --- pruning: the N newest backups of a cluster kept, the older ones removed ------------------------------
+
+
+@dataclass(frozen=True)
+class Pruning:
+    kept: tuple[str, ...]  # this cluster's backups kept, newest first
+    removed: tuple[str, ...]  # this cluster's backups beyond the newest, oldest first
+    ignored: tuple[str, ...]  # "name: why" of every other entry, left alone
+
+
+def backup_time(name: str) -> datetime | None:
+    """The time a backup's directory name says (`fab backup` names it so), None if it is not one."""
+    try:
+        when = datetime.strptime(name, STAMP_FORMAT)
+    except ValueError:
+        return None
+    return when if when.strftime(STAMP_FORMAT) == name else None
+
+
+def not_ours(entry: Found, cluster: str) -> str:
+    """Why an entry of the backups directory is not one of `cluster`'s backups ('' if it is one)."""
+    if not entry.directory:
+        return "not a directory"
+    if backup_time(entry.name) is None:
+        return f"not named as a backup's time ({STAMP_FORMAT})"
+    if not entry.cluster:
+        return f"no readable {MANIFEST} (an interrupted backup, or not one)"
+    if entry.cluster != cluster:
+        return f"a backup of cluster {entry.cluster}"
+    if entry.unlisted:
+        return f"holds files its {MANIFEST} does not name: {', '.join(entry.unlisted[:3])}"
+    return ""
+
+
+def check_keep(keep: int) -> None:
+    if keep < 1:
+        raise ConfigError(
+            "--keep", keep, "would remove every backup", "give how many of the newest backups to keep: 1 or more"
+        )
+
+
+def plan_prune(found: Sequence[Found], cluster: str, keep: int, *, taking: bool = False) -> Pruning:
+    """Keep `cluster`'s `keep` newest backups (by the time their names say), remove its older ones, leave
+    everything else alone. `taking`: a backup not yet written (a dry run) will be the newest, and keeps
+    one of the places."""
+    check_keep(keep)
+    # Names in STAMP_FORMAT (zero-padded, year first) sort as their times do.
+    ours = sorted((e.name for e in found if not not_ours(e, cluster)), reverse=True)
+    places = keep - 1 if taking else keep
+    ignored = tuple(f"{e.name}: {why}" for e in found if (why := not_ours(e, cluster)))
+    return Pruning(kept=tuple(ours[:places]), removed=tuple(reversed(ours[places:])), ignored=ignored)

@@ -6,14 +6,20 @@ managers of the inventory back one at a time: a manager that returns with stale 
 
 One at a time on purpose: two stale managers up together could still form a majority of the old
 Raft membership and elect a leader of their own.
+
+A node whose swarm certificate expired (it was off past the expiry: Swarm renews a certificate only
+while its node is up) cannot rejoin by itself (moby/moby#24132): it too leaves and joins again, with a
+new certificate, whether or not quorum was lost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from cluster.errors import SwarmlabError
+from cluster.facts.certificates import NodeCertificate
 from cluster.facts.managers import ManagerProbe, Quorum
 from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
@@ -114,15 +120,27 @@ def manager_ready_verdict(name: str, node_id: str = "") -> Callable[[str], Verdi
     return member_ready_verdict(name, TokenRole.MANAGER, node_id)
 
 
+def expired_nodes(certificates: Sequence[NodeCertificate], now: datetime) -> tuple[str, ...]:
+    """The nodes whose swarm certificate has expired (one that could not be read is not among them)."""
+    return tuple(c.name for c in certificates if c.certificate is not None and c.certificate.expired(now))
+
+
 def plan_rejoin(
-    node: Node, probe: ManagerProbe, members: Sequence[SwarmNode], leader: Node, role: TokenRole = TokenRole.MANAGER
+    node: Node,
+    probe: ManagerProbe,
+    members: Sequence[SwarmNode],
+    leader: Node,
+    role: TokenRole = TokenRole.MANAGER,
+    *,
+    expired: bool = False,
 ) -> Plan:
     """Bring one node of the inventory back as a member with `role`: nothing if it is one, a wait if it
-    is one that is returning, else remove its old entries, leave its stale state and join again."""
+    is one that is returning, else remove its old entries, leave its stale state and join again. A node
+    whose certificate `expired` is never waited for (it cannot come back as it is): it leaves and joins."""
     name = node.name
     live = probe.info.node_id if probe.info is not None and probe.info.in_swarm else ""
     entry = next((m for m in members if live and m.node_id == live), None)
-    if entry is not None and entry.role == role.value:
+    if entry is not None and entry.role == role.value and not expired:
         ready = entry.state == "ready" and (role is TokenRole.WORKER or entry.reachability == "reachable")
         if ready:
             return Plan(notes=(f"{name} is a Ready {role.value}",))
@@ -133,8 +151,11 @@ def plan_rejoin(
         operations.append(
             Run(leader.name, remove_command(old.node_id, old.role), f"old entry of {name} removed ({old.state})")
         )
-    if live:
-        operations.append(Run(name, "docker swarm leave --force", f"{name} left its stale swarm state"))
+    # An expired node's engine may say "error" rather than active or pending: it leaves all the same.
+    stale = expired and probe.info is not None and probe.info.state != "inactive"
+    if live or stale:
+        what = "the swarm (its certificate expired)" if expired else "its stale swarm state"
+        operations.append(Run(name, "docker swarm leave --force", f"{name} left {what}"))
     operations += [
         Run(name, join_command(node, leader, slow_ok=True), f"{name} joined as {role.value}", stdin=token_secret(role)),
         Wait(leader.name, NODES.command, member_ready_verdict(name, role), f"{name} Ready", JOIN_TIMEOUT, 2),
@@ -150,6 +171,14 @@ class Rejoined:
     problems: list[str]
     restored: list[str]
     unfinished: str
+
+    def then(self, other: Rejoined | None) -> Rejoined:
+        """These nodes and `other`'s, brought back in a later phase."""
+        if other is None:
+            return self
+        failed = [r.unfinished for r in (self, other) if any(r.problems)]
+        unfinished = "; ".join(failed) or self.unfinished
+        return Rejoined(self.problems + other.problems, self.restored + other.restored, unfinished)
 
     def raise_if_missing(self) -> None:
         """The nodes that did not come back, as an error (after the steps that settle the others)."""

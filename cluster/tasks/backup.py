@@ -3,7 +3,8 @@ directory of the cluster's state directory; the data back into the running servi
 the swarm state back onto a cluster whose managers all lost theirs.
 
 Facts are read and every item is checked before anything is stopped, dumped or loaded; a backup that
-fails part-way leaves no directory behind; a restore verifies the whole backup first.
+fails part-way leaves no directory behind; a restore verifies the whole backup first. With --keep N, a
+backup that completed prunes the cluster's older ones beyond the N newest (never anything else).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from cluster import backups
 from cluster.backups import BackupError, BackupManifest, DataPart, SwarmPart
+from cluster.errors import ConfigError, OptionErrors
 from cluster.facts import read
 from cluster.facts.daemons import SYSTEMD
 from cluster.facts.listings import STACK_NAMES
@@ -22,9 +24,11 @@ from cluster.operations import Plan, Wait
 from cluster.plans.backup import (
     BackupRefused,
     Located,
+    check_keep,
     choose_manager,
     plan_data_backup,
     plan_data_restore,
+    plan_prune,
     plan_swarm_backup,
     plan_swarm_restore,
 )
@@ -52,6 +56,48 @@ def locate(state: SwarmState, workload: Workload, spec: BackupSpec) -> Located:
     if not running:
         raise BackupError(f"{name} has no running task to {spec.name!r} from or into: `fab status` shows why")
     return Located(workload.name, spec, name, state.hostname(running[0].node_id))
+
+
+def keep_option(value: str) -> int | None:
+    """--keep: how many of the newest backups to keep (None, for '', keeps every one); checked before
+    anything runs."""
+    if not value.strip():
+        return None
+    try:
+        keep = int(value)
+        check_keep(keep)
+    except ValueError:
+        fix = "give how many of the newest backups to keep: 1 or more"
+        raise OptionErrors([ConfigError("--keep", value, "is not a whole number", fix)]) from None
+    except ConfigError as error:
+        raise OptionErrors([error]) from None
+    return keep
+
+
+def backup_and_prune(session: Session, keep: int | None) -> Path | None:
+    """`fab backup [--keep N]`: take a backup; once it is whole (or would be, in a dry run), remove the
+    cluster's older ones beyond the N newest."""
+    directory = backup(session)
+    if keep is not None:
+        prune_backups(session, keep)
+    return directory
+
+
+def prune_backups(session: Session, keep: int) -> None:
+    """Remove the cluster's backups beyond the `keep` newest; leave alone whatever is not one of them."""
+    where, cluster = session.state.backups, session.inventory.cluster
+    with session.phase("prune-backups", f"keep the {keep} newest backups of {cluster}, remove the older ones") as p:
+        pruning = plan_prune(backups.survey(where), cluster, keep, taking=session.dry_run)
+        for ignored in pruning.ignored:
+            p.note(f"left alone: {where}/{ignored}")
+        for name in pruning.removed:
+            if session.dry_run:
+                p.planned(f"would remove backup {where / name}", True)
+            else:
+                backups.remove(where / name)
+                p.changed(f"removed backup {where / name}")
+        if not pruning.removed:
+            p.note(f"{len(pruning.kept)} backup(s) of {cluster}: none beyond the newest {keep}")
 
 
 def backup(session: Session) -> Path | None:

@@ -1,12 +1,14 @@
 """recover: a swarm that lost quorum, re-formed from the most up-to-date manager that answers, and the
-inventory's managers brought back one at a time (cluster/plans/recover.py says why and how); also
-the bringing back of every node after `restore --swarm`. What follows (the registry's trust for
+inventory's managers brought back one at a time (cluster/plans/recover.py says why and how); the
+workers whose swarm certificate expired made to leave and join again; also the bringing back of every
+node after `restore --swarm`. What follows (the registry's trust for
 re-created engines, drain-managers, converge) is other tasks' steps: cluster/flows.py."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from cluster.errors import CommandFailed
 from cluster.facts import read
@@ -14,11 +16,23 @@ from cluster.facts.managers import Quorum
 from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.jointokens import read_join_tokens
-from cluster.plans.recover import RecoverRefused, Rejoined, choose_survivor, plan_reform, plan_rejoin
+from cluster.plans.recover import (
+    RecoverRefused,
+    Rejoined,
+    choose_survivor,
+    expired_nodes,
+    plan_reform,
+    plan_rejoin,
+)
 from cluster.plans.swarm import TokenRole, token_secret, tokens_needed
 from cluster.progress import PhaseResult
-from cluster.reads import probe_manager, probe_managers
+from cluster.reads import node_certificate, node_certificates, probe_manager, probe_managers
 from cluster.session import Session
+
+
+def utc_now() -> datetime:
+    """The time certificates are measured against (the operator's clock; tests set their own)."""
+    return datetime.now(UTC)
 
 
 def _ready_manager(name: str, listed: tuple[SwarmNode, ...]) -> bool:
@@ -55,7 +69,11 @@ def bring_back(
         if not probe.answers:
             return f"{node.name} still does not answer: {probe.problem}"
     listed = read(runner, leader, NODES)
-    plan = plan_rejoin(node, probe, listed, leader, role)
+    certificate = node_certificate(runner, node).certificate
+    expired = certificate is not None and certificate.expired(utc_now())
+    if expired and certificate is not None:
+        progress.note(f"{node.name}'s swarm certificate expired {certificate.not_after:%Y-%m-%d %H:%M} UTC")
+    plan = plan_rejoin(node, probe, listed, leader, role, expired=expired)
     needed = tokens_needed(plan)
     tokens = _tokens(session, leader, needed) if needed and not session.dry_run else {}
     session.executor(secrets=tokens).execute(plan, progress)
@@ -107,13 +125,18 @@ def reform_quorum(session: Session) -> tuple[Node, bool]:
         if quorum.has_quorum:
             leader = inventory.node(quorum.leader_seen_by)
             missing = [m.name for m in inventory.managers if not _ready_manager(m.name, listed)]
-            if not missing:
+            # The leader is not among them: it leads, so its certificate holds (and it is never made to leave).
+            others = [n for n in inventory.swarm_nodes if n.name != leader.name]
+            expired = expired_nodes(node_certificates(session.runner, others), utc_now())
+            if not missing and not expired:
                 raise RecoverRefused(
-                    f"the swarm has quorum ({quorum.summary()}; {leader.name} sees a leader) and every manager of "
-                    "the inventory is a Ready member: nothing to recover, and forcing a new cluster now would "
-                    "throw away the other managers' Raft membership. `fab status` shows the cluster"
+                    f"the swarm has quorum ({quorum.summary()}; {leader.name} sees a leader), every manager of "
+                    "the inventory is a Ready member and no node's swarm certificate has expired: nothing to "
+                    "recover, and forcing a new cluster now would throw away the other managers' Raft membership. "
+                    "`fab status` shows the cluster"
                 )
-            p.note(f"the swarm has quorum ({quorum.summary()}): not re-formed; to bring back: {', '.join(missing)}")
+            back = sorted({*missing, *expired}, key=[n.name for n in inventory.swarm_nodes].index)
+            p.note(f"the swarm has quorum ({quorum.summary()}): not re-formed; to bring back: {', '.join(back)}")
             return leader, False
         survivor = choose_survivor(quorum)
         leader = inventory.node(survivor.name)
@@ -134,6 +157,27 @@ def bring_back_managers(session: Session, leader: Node, reformed: bool) -> Rejoi
             return None
         others = [(m, TokenRole.MANAGER) for m in inventory.managers if m.name != leader.name]
         return bring_back_all(session, leader, others, p, "the swarm is re-formed, but some managers are not back")
+
+
+def bring_back_expired(session: Session, leader: Node) -> Rejoined | None:
+    """Every worker whose swarm certificate expired, made to leave and join again, one at a time (the
+    managers are brought back, expired or not, by restore-managers); None when there is none, or in a
+    dry run."""
+    inventory = session.inventory
+    with session.phase("restore-expired", "bring back each worker whose swarm certificate expired") as p:
+        certificates = node_certificates(session.runner, inventory.workers)
+        expired = expired_nodes(certificates, utc_now())
+        for unread in (c for c in certificates if c.problem):
+            p.note(f"{unread.name}'s certificate not read ({unread.problem}): left as it is")
+        if not expired:
+            p.note("no worker's swarm certificate has expired")
+            return None
+        if session.dry_run:
+            for name in expired:
+                p.planned(f"would bring back {name}: its certificate expired; leave, join as worker", True)
+            return None
+        others = [(inventory.node(name), TokenRole.WORKER) for name in expired]
+        return bring_back_all(session, leader, others, p, "some workers whose certificate expired are not back")
 
 
 def bring_back_members(session: Session, leader: Node) -> Rejoined | None:

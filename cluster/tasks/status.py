@@ -1,15 +1,19 @@
 """status: the cluster at a glance. It asks every manager on its own, so it still answers when the swarm
 lost quorum: which managers answer, how many Raft needs, and what to run. With quorum it shows the
 nodes, the services and the tasks that should run but do not, with where and why, each service's
-request and error rates from its stack's Prometheus, and (--map) the tasks running on each node."""
+request and error rates from its stack's Prometheus, and (--map) the tasks running on each node. With
+or without quorum it shows when each node's swarm certificate expires (and, with a leader, the root
+CA's), with a WARN line for any under 30 days."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from cluster.errors import CommandFailed, SwarmlabError
 from cluster.facts import read
+from cluster.facts.certificates import ROOT_CA, Certificate, NodeCertificate
 from cluster.facts.listings import SERVICE_TABLE
 from cluster.facts.managers import Quorum
 from cluster.facts.prometheus import prometheus_vector
@@ -18,11 +22,12 @@ from cluster.facts.swarm import SwarmNode
 from cluster.facts.tasks import NODE_TASKS
 from cluster.inventory import Node
 from cluster.plans.recover import choose_survivor
-from cluster.reads import members, probe_managers, served_workloads, swarm_state
+from cluster.reads import members, node_certificates, probe_managers, served_workloads, swarm_state
 from cluster.runners import Runner
 from cluster.session import Session
 
 NO_LEADER = "does not have a leader"  # what a manager answers without quorum
+WARN_BEFORE = timedelta(days=30)  # a certificate closer than this to its expiry gets a WARN line
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -73,23 +78,26 @@ def not_running(state: SwarmState) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
-def status_report(runner: Runner) -> str:
-    return cluster_status(runner)[0]
+def status_report(runner: Runner, now: datetime | None = None) -> str:
+    return cluster_status(runner, now)[0]
 
 
-def cluster_status(runner: Runner) -> tuple[str, Node | None]:
+def cluster_status(runner: Runner, now: datetime | None = None) -> tuple[str, Node | None]:
     """The report, and the manager that answered it with a leader (None without quorum): the rates and
-    the map need a swarm that answers."""
+    the map need a swarm that answers. `now` is the time certificates are measured against."""
     inventory = runner.inventory
+    now = now or datetime.now(UTC)
     quorum = probe_managers(runner)
     lines = [f"cluster {inventory.cluster} ({inventory.provider})", "", managers_table(runner, quorum), ""]
     if not quorum.has_quorum:
         if quorum.probes and all(p.answers and not p.is_manager for p in quorum.probes):
             raise SwarmlabError("no manager is in a swarm (run `fab bootstrap` for a new cluster)")
-        return "\n".join([*lines, *quorum_lost(quorum)]), None
+        # Nodes off past their certificate's expiry are one way to lose quorum: show them here too.
+        certificates = certificates_report(node_certificates(runner, inventory.swarm_nodes), None, now)
+        return "\n".join([*lines, *quorum_lost(quorum), "", *certificates]), None
     leader = inventory.node(quorum.leader_seen_by)
     try:
-        return "\n".join([*lines, *_with_quorum(runner, quorum, leader)]), leader
+        return "\n".join([*lines, *_with_quorum(runner, quorum, leader, now)]), leader
     except CommandFailed as error:
         if NO_LEADER not in error.output:
             raise
@@ -102,7 +110,7 @@ def cluster_status(runner: Runner) -> tuple[str, Node | None]:
         return "\n".join([*lines, *changing]), None
 
 
-def _with_quorum(runner: Runner, quorum: Quorum, leader: Node) -> list[str]:
+def _with_quorum(runner: Runner, quorum: Quorum, leader: Node, now: datetime) -> list[str]:
     inventory = runner.inventory
     listed = {m.hostname: m for m in members(runner, leader)}
     node_rows = []
@@ -115,6 +123,8 @@ def _with_quorum(runner: Runner, quorum: Quorum, leader: Node) -> list[str]:
     service_rows = read(runner, leader, SERVICE_TABLE)
     stuck = not_running(swarm_state(runner, leader)) if service_rows else []
     endpoints = "  ".join(f"{k}={v}" for k, v in inventory.endpoints.model_dump(exclude_none=True).items())
+    certificates = node_certificates(runner, inventory.swarm_nodes)
+    root = root_ca(runner, leader)
     return [
         f"quorum: {quorum.summary()}; asked {leader.name}",
         "",
@@ -125,7 +135,78 @@ def _with_quorum(runner: Runner, quorum: Quorum, leader: Node) -> list[str]:
         table(("NOT RUNNING", "SLOT", "NODE", "STATE", "ERROR"), stuck) if stuck else "every task that should run runs",
         "",
         f"endpoints: {endpoints}",
+        "",
+        *certificates_report(certificates, root, now, f"not read: {leader.name} gave none"),
     ]
+
+
+def root_ca(runner: Runner, leader: Node) -> Certificate | None:
+    """The root CA's certificate from the leader; None (shown as not read) when it gives none."""
+    result = runner.run(leader, ROOT_CA.command, check=False)
+    try:
+        return ROOT_CA.parse(result.stdout) if result.ok else None
+    except ValueError:
+        return None
+
+
+def expiry(certificate: Certificate) -> str:
+    return certificate.not_after.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def days(count: int) -> str:
+    return f"{count} day{'' if count == 1 else 's'}"
+
+
+def certificate_warning(what: str, certificate: Certificate, now: datetime) -> str:
+    """A WARN line for a certificate under WARN_BEFORE from its expiry (or past it), with the fix; '' if none."""
+    left = certificate.days_left(now)
+    when = expiry(certificate)
+    if certificate.expired(now):
+        ago = (now - certificate.not_after).days  # whole days since
+        if what == "root CA":
+            return (
+                f"WARN: the swarm's root CA expired {days(ago)} ago ({when}): no node can renew its certificate. "
+                "Fix: `fab rotate-ca` (a new root CA; nodes whose certificates expired then need `fab recover`)"
+            )
+        return (
+            f"WARN: {what}'s swarm certificate expired {days(ago)} ago ({when}): it cannot rejoin the swarm by "
+            "itself. Fix: `fab recover` makes it leave the swarm and join again"
+        )
+    if certificate.not_after - now >= WARN_BEFORE:
+        return ""
+    if what == "root CA":
+        return (
+            f"WARN: the swarm's root CA expires in {days(left)} ({when}). "
+            "Fix: `fab rotate-ca` before then (it also renews every node's certificate)"
+        )
+    return (
+        f"WARN: {what}'s swarm certificate expires in {days(left)} ({when}). Swarm renews it only while the node "
+        f"is up and reaches a manager: keep {what} up (`fab rotate-ca` renews every node's certificate now)"
+    )
+
+
+def certificates_report(
+    nodes: Sequence[NodeCertificate],
+    root: Certificate | None,
+    now: datetime,
+    root_missing: str = "not read: no leader to ask",
+) -> list[str]:
+    """When each node's swarm certificate and the root CA expire (days left, date), then a WARN line for
+    each one under WARN_BEFORE from its expiry. `root` None is shown with `root_missing`."""
+    rows: list[tuple[str, str, str]] = []
+    warnings: list[str] = []
+    named = [(n.name, n.certificate, n.problem or "no certificate: in no swarm") for n in nodes]
+    named.append(("root CA", root, root_missing))
+    for name, certificate, missing in named:
+        if certificate is None:
+            rows.append((name, "-", missing))
+            continue
+        left = certificate.days_left(now)
+        rows.append((name, expiry(certificate), "expired" if certificate.expired(now) else str(left)))
+        warning = certificate_warning(name, certificate, now)
+        if warning:
+            warnings.append(warning)
+    return [table(("CERTIFICATE", "EXPIRES", "DAYS LEFT"), rows), *warnings]
 
 
 def rates_query(requests: str, errors: str) -> str:

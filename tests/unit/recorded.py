@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,15 @@ def fact_of(found: dict[str, Any]) -> Fact[object]:
 
 
 def plain(value: object) -> object:
-    """A parsed fact as JSON holds it: dataclasses as objects, tuples as lists, sets sorted."""
+    """A parsed fact as JSON holds it: dataclasses as objects, tuples as lists, sets sorted, times in ISO 8601."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {field.name: plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
     if isinstance(value, tuple | list):
         return [plain(item) for item in value]
     if isinstance(value, set | frozenset):
         return sorted(plain(item) for item in value)  # type: ignore[type-var]
+    if isinstance(value, datetime):
+        return value.isoformat()
     if isinstance(value, dict):
         return {str(key): plain(item) for key, item in value.items()}
     return value
