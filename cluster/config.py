@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+import haproxy.model as haproxy
 import topology
 from cluster.errors import ConfigError, ConfigErrors, problem
 from cluster.state import CLUSTER_NAME, StatePaths, cluster_dir
@@ -77,6 +78,13 @@ class Config(BaseSettings):
     https_port: int = Field(8443, description="host port of HAProxy's HTTPS frontend (lab)")
     ssh_port: int = Field(2222, description="host port of the lb node's SSH, the jump host (lab)")
     stats_port: int = Field(8404, description="host port of HAProxy's stats page (lab)")
+    edge_conn_per_source: int = Field(
+        haproxy.CONN_PER_SOURCE,
+        ge=50,
+        le=100000,
+        description="connections one client address may hold at once at HAProxy (more are refused); "
+        "make bench and make chaos open up to 24 from one address",
+    )
     debian_mirror: str = Field("http://deb.debian.org/debian", description="Debian mirror for images")
     debian_suite: str = Field("bookworm", description="Debian release the images are built from")
     stack: str = Field(DEFAULT_WORKLOAD, description="the workload deploy-stack deploys (a directory of workloads/)")
