@@ -44,6 +44,8 @@ DNS_NAME = re.compile(
     r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
 
+MIRROR_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+
 # Where this load reads from; set by load_config for the duration of one validation.
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("swarmlab_environ", default=None)
 _YAML_FILE: ContextVar[Path | None] = ContextVar("swarmlab_yaml_file", default=None)
@@ -127,6 +129,24 @@ class Config(BaseSettings):
                 "must hold only ASCII letters, digits and '-', not start with '-', at most 30 characters",
                 "use a name such as 'demo' or 'course-2026'",
             )
+        return value
+
+    @field_validator("debian_mirror")
+    @classmethod
+    def _mirror(cls, value: str) -> str:
+        # It goes into debootstrap's and apt's command lines and sources, run as root.
+        if not MIRROR_URL.fullmatch(value):
+            raise problem(
+                "is not an http(s) URL of letters, digits and ._~/:- only",
+                "write a mirror such as http://deb.debian.org/debian",
+            )
+        return value
+
+    @field_validator("debian_suite")
+    @classmethod
+    def _suite(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", value):
+            raise problem("is not a Debian suite name", "write a codename such as bookworm")
         return value
 
     @field_validator("tls_names")
