@@ -20,8 +20,8 @@ from cryptography.x509.oid import NameOID
 import nfs.model as nfs
 import registry.model as registry
 import topology
-from bench import throughput
-from cluster.config import parse_config
+from bench import chaos, throughput
+from cluster.config import Config, parse_config
 from cluster.errors import ConfigErrors
 from cluster.lab.build import node_build_context
 from cluster.lab.layout import lab_inventory
@@ -33,7 +33,7 @@ from cluster.tasks.deploy import StackInput, render_stack
 from cluster.tasks.haproxy import redirect_port, routes_of
 from cluster.tasks.nfs import configure_nfs
 from cluster.workload import load_workload
-from haproxy.model import CERT_PATH, Tls, build, render_config
+from haproxy.model import CERT_PATH, CONN_PER_SOURCE, Tls, build, render_config
 from rendering.provision import ROLES, ProvisionInput, daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 from tests.unit.fake_runner import FakeRunner
@@ -136,7 +136,8 @@ def test_the_connection_limit_is_configured_above_what_the_project_opens_itself(
     assert parse_config({"edge_conn_per_source": 1000}).edge_conn_per_source == 1000
     with pytest.raises(ConfigErrors, match="edge_conn_per_source"):
         parse_config({"edge_conn_per_source": 10})
-    assert throughput.CONCURRENCY < 50
+    highest = max(throughput.CONCURRENCY, chaos.GET_CONNECTIONS + chaos.FLOW_THREADS)
+    assert highest < CONN_PER_SOURCE and highest < Config.model_fields["edge_conn_per_source"].metadata[0].ge
 
 
 def haproxy_command(directory: Path) -> list[str] | None:
