@@ -99,3 +99,10 @@ def test_a_new_stack_is_a_new_directory(copied: Path) -> None:
     manifest = copied / "second" / "bundle.yaml"
     manifest.write_text(manifest.read_text().replace("name: hello", "name: second"))
     assert "second" in known_workloads() and load_workload("second", "lab").name == "second"
+
+
+@pytest.mark.parametrize("csp", ['default-src "self"', "default-src 'self'\n    server evil 1.2.3.4:80", "a %[src]"])
+def test_a_route_policy_that_could_break_out_of_haproxy_cfg_is_refused(csp: str) -> None:
+    with pytest.raises(ValueError, match="csp"):
+        RouteSpec(name="x", path="/x/", port=8000, csp=csp)
+    assert RouteSpec(name="x", path="/x/", port=8000, csp="default-src 'self'; img-src data:").csp
