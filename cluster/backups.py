@@ -2,7 +2,10 @@
 directory (mode 700, files 600), and a manifest written last, holding each file's size and SHA-256.
 
 A directory without a manifest is an interrupted backup; a file whose size or digest differs from the
-manifest is corrupt. Either is refused before a restore touches anything.
+manifest is corrupt. Either is refused before a restore touches anything. The swarm archive carries
+a mark of its own (ARCHIVE_MARK: who made it, for which cluster, on which manager), checked against
+the manifest, and holds nothing but the swarm directory's files and directories: an archive that
+merely has the right name and a swarm/ directory is refused before it reaches a manager.
 
 `fab backup --keep N` prunes the older ones (cluster/plans/backup.py's plan_prune chooses from what
 `survey` finds): only directories named as a backup's time whose manifest names this cluster and every
@@ -12,6 +15,7 @@ file they hold; anything else in the directory is left alone.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -26,6 +30,9 @@ from cluster.state import write_private
 MANIFEST = "manifest.json"
 SWARM_ARCHIVE = "swarm.tar.gz"
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+# Written beside swarm/ into the swarm archive by `fab backup`; never extracted on a manager.
+ARCHIVE_MARK = "swarmlab-backup.json"
+MADE_BY = "swarmlab backup"
 
 
 class BackupError(SwarmlabError):
@@ -60,6 +67,18 @@ class BackupManifest(_Frozen):
     created: str
     swarm: SwarmPart | None = None
     data: tuple[DataPart, ...] = ()
+
+
+class ArchiveMark(_Frozen):
+    made_by: str
+    version: int = 1
+    cluster: str
+    stamp: str
+    taken_on: str
+
+
+def archive_mark(cluster: str, stamp: str, taken_on: str) -> str:
+    return ArchiveMark(made_by=MADE_BY, cluster=cluster, stamp=stamp, taken_on=taken_on).model_dump_json()
 
 
 def stamp(now: datetime | None = None) -> str:
@@ -117,7 +136,7 @@ def verify(directory: Path) -> BackupManifest:
     for item in _files(manifest):
         _check(directory, item)
     if manifest.swarm is not None:
-        _check_archive(directory / manifest.swarm.file.path)
+        _check_archive(directory / manifest.swarm.file.path, manifest.cluster, manifest.swarm.taken_on)
     return manifest
 
 
@@ -135,14 +154,44 @@ def _check(directory: Path, item: SavedFile) -> None:
         )
 
 
-def _check_archive(path: Path) -> None:
+def _check_archive(path: Path, cluster: str, taken_on: str) -> None:
+    """Our own archive of a swarm directory: its mark names this cluster and manager, and every other
+    member is a plain file or directory under swarm/ (no link, device or path that climbs out)."""
     try:
         with tarfile.open(path, "r:gz") as archive:
-            names = archive.getnames()
+            members = archive.getmembers()
+            mark = next((m for m in members if m.name == ARCHIVE_MARK and m.isfile()), None)
+            handle = archive.extractfile(mark) if mark is not None else None
+            text = handle.read(4096) if handle is not None else None
     except (tarfile.TarError, OSError, EOFError) as error:
         raise BackupError(f"{path} is not a readable tar.gz archive: {error}") from None
-    if "swarm/raft" not in names or any(not (n == "swarm" or n.startswith("swarm/")) for n in names):
+    if text is None:
+        raise BackupError(
+            f"{path} holds no {ARCHIVE_MARK}: it is not an archive `fab backup` wrote (or one from before "
+            "archives were marked). Fix: restore from a backup taken with `fab backup`"
+        )
+    try:
+        found = ArchiveMark.model_validate_json(text)
+    except ValidationError:
+        found = None
+    if found is None or found.made_by != MADE_BY or (found.cluster, found.taken_on) != (cluster, taken_on):
+        shown = json.dumps(text.decode(errors="replace"))[:200]
+        raise BackupError(
+            f"{path}'s {ARCHIVE_MARK} is {shown}, not the mark of a swarm backup of cluster {cluster} taken on "
+            f"{taken_on} as the manifest says. Fix: restore from the backup directory `fab backup` made for it"
+        )
+    names = [m.name for m in members if m is not mark]
+    if "swarm/raft" not in names:
         raise BackupError(f"{path} does not hold a swarm directory (swarm/raft)")
+    for member in members:
+        parts = member.name.split("/")
+        if member is mark or (parts[0] == "swarm" and ".." not in parts and (member.isfile() or member.isdir())):
+            continue
+        what = "outside swarm/" if member.isfile() or member.isdir() else "a link or a device"
+        raise BackupError(
+            f"{path} holds {member.name!r} ({what}): a swarm backup holds only the swarm directory's files "
+            "and directories. Fix: restore from a backup `fab backup` made"
+        )
 
 
 @dataclass(frozen=True)

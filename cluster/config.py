@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+import haproxy.model as haproxy
 import topology
 from cluster.errors import ConfigError, ConfigErrors, problem
 from cluster.state import CLUSTER_NAME, StatePaths, cluster_dir
@@ -43,6 +44,8 @@ NOT_KEYS = frozenset({"SWARMLAB_CONFIG", "SWARMLAB_KEEP_LAB"})
 DNS_NAME = re.compile(
     r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
+
+MIRROR_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
 
 # Where this load reads from; set by load_config for the duration of one validation.
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("swarmlab_environ", default=None)
@@ -78,6 +81,13 @@ class Config(BaseSettings):
     https_port: int = Field(8443, description="host port of HAProxy's HTTPS frontend (lab)")
     ssh_port: int = Field(2222, description="host port of the lb node's SSH, the jump host (lab)")
     stats_port: int = Field(8404, description="host port of HAProxy's stats page (lab)")
+    edge_conn_per_source: int = Field(
+        haproxy.CONN_PER_SOURCE,
+        ge=50,
+        le=100000,
+        description="connections one client address may hold at once at HAProxy (more are refused); "
+        "make bench and make chaos open up to 24 from one address",
+    )
     debian_mirror: str = Field("http://deb.debian.org/debian", description="Debian mirror for images")
     debian_suite: str = Field("bookworm", description="Debian release the images are built from")
     stack: str = Field(DEFAULT_WORKLOAD, description="the workload deploy-stack deploys (a directory of workloads/)")
@@ -124,6 +134,24 @@ class Config(BaseSettings):
                 "must hold only ASCII letters, digits and '-', not start with '-', at most 30 characters",
                 "use a name such as 'demo' or 'course-2026'",
             )
+        return value
+
+    @field_validator("debian_mirror")
+    @classmethod
+    def _mirror(cls, value: str) -> str:
+        # It goes into debootstrap's and apt's command lines and sources, run as root.
+        if not MIRROR_URL.fullmatch(value):
+            raise problem(
+                "is not an http(s) URL of letters, digits and ._~/:- only",
+                "write a mirror such as http://deb.debian.org/debian",
+            )
+        return value
+
+    @field_validator("debian_suite")
+    @classmethod
+    def _suite(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", value):
+            raise problem("is not a Debian suite name", "write a codename such as bookworm")
         return value
 
     @field_validator("tls_names")

@@ -9,6 +9,7 @@ import base64
 import binascii
 import ipaddress
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,21 @@ from cluster.errors import ConfigError, ConfigErrors, problem
 from cluster.state import CLUSTER_NAME
 
 SCHEMA_VERSION = 1
+
+# Names and endpoints go into commands run as root on the nodes (hostnames, docker node names, the
+# registry's certificate directory, mount options): only what such a name may hold gets in.
+NODE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")  # one RFC 1123 label
+HOST_NAME = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+EXPORT_PATH = re.compile(r"/[A-Za-z0-9._/-]*")
+SSH_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _host_port(value: str, example: str) -> str:
+    """`host:port` with an IPv4 address or a DNS name and a port 1-65535, else a problem naming the fix."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not HOST_NAME.fullmatch(host):
+        raise problem("is not host:port (an IPv4 address or DNS name, and a port)", f"write it as {example}")
+    return value
 
 
 class Role(StrEnum):
@@ -37,6 +53,16 @@ class Node(BaseModel):
     private_ip: ipaddress.IPv4Address
     public_ip: ipaddress.IPv4Address | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NODE_NAME.fullmatch(value):
+            raise problem(
+                "is not a host name: ASCII letters, digits and '-' only, not at either end, at most 63",
+                "name the node like worker-1 (it becomes the hostname and the swarm's node name)",
+            )
+        return value
+
 
 class SshSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -52,6 +78,13 @@ class SshSettings(BaseModel):
     # the runner trusts no key on first use.
     known_hosts: str | None = None
     host_keys: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not SSH_USER.fullmatch(value):
+            raise problem("is not a user name", "write a login name such as root or debian")
+        return value
 
     @field_validator("host_keys")
     @classmethod
@@ -96,13 +129,22 @@ class Endpoints(BaseModel):
     registry: str | None = None  # host:port of the cluster's image registry (default: the storage node's)
     nfs: str | None = None  # host:/path of the NFS export (default: the storage node's)
 
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        # It names a directory under /etc/docker/certs.d and goes into docker commands as root.
+        return None if value is None else _host_port(value, "10.20.0.6:5000 or registry.example.org:5000")
+
     @field_validator("nfs")
     @classmethod
     def _host_and_path(cls, value: str | None) -> str | None:
         if value is not None:
             host, sep, path = value.partition(":")
-            if not host or not sep or not path.startswith("/"):
-                raise problem("is not host:/path", "write it as mount(8) does, e.g. 10.20.0.6:/data")
+            if not HOST_NAME.fullmatch(host) or not sep or not EXPORT_PATH.fullmatch(path):
+                raise problem(
+                    "is not host:/path (a host name or IPv4 address; a path of letters, digits and ._/-)",
+                    "write it as mount(8) does, e.g. 10.20.0.6:/data",
+                )
         return value
 
 
@@ -110,12 +152,22 @@ class Inventory(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: Literal[1]
-    cluster: str = Field(pattern=f"^{CLUSTER_NAME.pattern}$")  # it names the state directory: no path may hide in it
+    cluster: str  # it names the state directory and the nodes' labels: no path or shell word may hide in it
     provider: Literal["lab", "openstack", "static"]
     ssh: SshSettings
     network: Network
     nodes: tuple[Node, ...]
     endpoints: Endpoints
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, value: str) -> str:
+        if not CLUSTER_NAME.fullmatch(value):
+            raise problem(
+                "is not a cluster name: ASCII letters, digits and '-', not starting with '-', at most 30",
+                "use the name in swarmlab.yaml, such as demo",
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Inventory:

@@ -349,26 +349,32 @@ class SshRunner:
         secrets: Sequence[str] = (),
     ) -> Result:
         """Run a command and hand each line of its output to on_line as it arrives (`fab logs --follow`);
-        raise CommandFailed as run() does. The command merges its stderr itself (2>&1) if it wants it."""
-        lines = _Lines(on_line)
+        raise CommandFailed as run() does. The command merges its stderr itself (2>&1) if it wants it.
+        `secrets` are masked in the lines handed on and in every error, as run() masks them."""
+        masked = tuple(secrets)
+        lines = _Lines(lambda line: on_line(redact(line, masked)))
+        why = f"no answer within {timeout:.0f}s: is {node.name} up and answering?" if timeout else ""
+        started = time.monotonic()
         try:
             raw = self.connection(node).run(
                 command, in_stream=False, timeout=timeout, hide=False, out_stream=lines, err_stream=lines
             )
-        except (UnexpectedExit, CommandTimedOut) as error:
+        except CommandTimedOut as error:
             lines.flush_rest()
-            result = error.result
-            raise CommandFailed(
-                node.name, command, getattr(result, "exited", None), result.stdout + result.stderr
-            ) from None
+            output = redact(error.result.stdout + error.result.stderr, masked)
+            raise CommandFailed(node.name, command, None, output, why) from None
+        except UnexpectedExit as error:
+            raw = error.result
         except SSH_ERRORS as error:
             raise ssh_failed(node.name, command, error, UNREACHABLE) from None
         lines.flush_rest()
         result = Result(node.name, command, raw.stdout, raw.stderr, raw.exited)
+        output = redact(result.stdout + result.stderr, masked)
+        if timeout is not None and result.exit_code == -1 and time.monotonic() - started >= timeout:
+            # Closed by invoke's timer, which can lose the race to flag it as a timeout (as in run()).
+            raise CommandFailed(node.name, command, None, output, why)
         if not result.ok:
-            raise CommandFailed(
-                node.name, command, result.exit_code, redact(result.stdout + result.stderr, tuple(secrets))
-            )
+            raise CommandFailed(node.name, command, result.exit_code, output)
         return result
 
     def put(self, node: Node, local: Path, remote: str) -> None:

@@ -49,6 +49,9 @@ class RouteSpec(_Strict):
     strip_prefix: bool = False  # the service knows nothing of its prefix (e.g. /mail/)
     when: str | None = None  # a values key: the route exists only where that value is true
     admin: bool = False  # HAProxy asks for the cluster's admin credential (e.g. a monitoring UI)
+    # The route's own Content-Security-Policy (a UI we do not write, with inline scripts), instead
+    # of HAProxy's strict default; it goes into haproxy.cfg between double quotes: no quote, no %.
+    csp: str | None = Field(None, pattern=r"^[A-Za-z0-9 ;:'*./_+=-]+$")
 
     @model_validator(mode="after")
     def _port_in_range(self) -> RouteSpec:

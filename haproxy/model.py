@@ -21,6 +21,19 @@ CERT_PATH = f"{CERT_DIR}/site.pem"
 # HSTS: browsers that saw HTTPS here once never try plain HTTP again for a year (hostnames only:
 # browsers ignore it for IP addresses such as the lab's 127.0.0.1).
 HSTS_MAX_AGE = 31536000
+# Every answer that carries no policy of its own (a route's, or the service's) gets this one: our
+# own scripts and styles only (the pages keep theirs in files), never framed, forms to us only.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+REFERRER_POLICY = "same-origin"
+# Connections one source address may hold at once (HAProxy refuses more, before TLS). Above what
+# the project's own tools open from one address: make bench's hey (24), make chaos (4 hey
+# connections and 3 flows), the lab tests (a few), all from one address on the lab.
+CONN_PER_SOURCE = 200
+# The whole request, headers and body, within this (option http-buffer-request): a client that
+# sends its body a byte at a time holds a connection no longer.
+REQUEST_TIMEOUT_SECONDS = 10
 
 # Validated with `haproxy -c` before the swap, reloaded through its master (master-worker mode:
 # SIGUSR2, or systemd's reload, which does the same), so the old workers finish their connections
@@ -53,6 +66,7 @@ class Route:
     strip_prefix: bool = False  # the service knows nothing of the prefix (e.g. /mail/)
     admin: bool = False  # only with the admin credential (HTTP basic auth)
     servers: tuple[tuple[str, str], ...] | None = None  # (name, address); None: the workers
+    csp: str | None = None  # this route's Content-Security-Policy, instead of CONTENT_SECURITY_POLICY
 
 
 def admin_digest(password: str, user: str = ADMIN_USER) -> str:
@@ -80,6 +94,7 @@ class Backend:
     servers: tuple[Server, ...]
     strip_prefix: bool = False
     admin: bool = False
+    csp: str | None = None
 
     @property
     def is_default(self) -> bool:
@@ -109,6 +124,10 @@ class HAProxyConfig:
     metrics_bind: str | None = None  # "ip:port" of the Prometheus exporter (the private address only)
     admin_digest: str | None = None  # see admin_digest(); admin routes refuse everyone without it
     admin_realm: str = ADMIN_REALM
+    csp: str = CONTENT_SECURITY_POLICY
+    referrer_policy: str = REFERRER_POLICY
+    conn_per_source: int = CONN_PER_SOURCE
+    request_timeout: int = REQUEST_TIMEOUT_SECONDS
 
     @property
     def default_backend(self) -> Backend | None:
@@ -130,6 +149,7 @@ def build(
     stats_port: int = topology.STATS_PORT,
     private_address: str | None = None,
     admin_password_digest: str | None = None,
+    conn_per_source: int = CONN_PER_SOURCE,
 ) -> HAProxyConfig:
     """One backend per route, one server per worker (name, address): edge services run a task per worker.
 
@@ -143,12 +163,20 @@ def build(
             servers=tuple(Server(name, address, route.port) for name, address in (route.servers or workers)),
             strip_prefix=route.strip_prefix,
             admin=route.admin,
+            csp=route.csp,
         )
         for route in routes
     )
     metrics = f"{private_address}:{topology.LB_METRICS_PORT}" if private_address else None
     return HAProxyConfig(
-        cluster, http_port, stats_port, backends, tls, metrics_bind=metrics, admin_digest=admin_password_digest
+        cluster,
+        http_port,
+        stats_port,
+        backends,
+        tls,
+        metrics_bind=metrics,
+        admin_digest=admin_password_digest,
+        conn_per_source=conn_per_source,
     )
 
 

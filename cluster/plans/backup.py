@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cluster.backups import MANIFEST, STAMP_FORMAT, Found
+from cluster.backups import ARCHIVE_MARK, MANIFEST, STAMP_FORMAT, Found, archive_mark
 from cluster.errors import ConfigError, SwarmlabError
 from cluster.facts.swarm import LOCAL_NODE_STATE, NODES, SwarmNode
 from cluster.inventory import Node
@@ -66,14 +66,16 @@ def choose_manager(nodes: Sequence[SwarmNode]) -> SwarmNode:
     return candidates[0]
 
 
-def plan_swarm_backup(manager: str, leader: str, systemd: bool, local: Path, stamp: str) -> Plan:
-    """Stop the engine, archive the swarm directory, start the engine whatever tar did; wait until the
-    manager is back in the Raft membership; fetch the archive and remove the node's copy."""
-    remote = f"{REMOTE_DIR}/{stamp}-swarm.tar.gz"
+def plan_swarm_backup(manager: str, leader: str, systemd: bool, local: Path, stamp: str, *, cluster: str) -> Plan:
+    """Stop the engine, archive the swarm directory with our mark beside it (backups.ARCHIVE_MARK),
+    start the engine whatever tar did; wait until the manager is back in the Raft membership; fetch
+    the archive and remove the node's copies."""
+    remote, mark = f"{REMOTE_DIR}/{stamp}-swarm.tar.gz", f"{REMOTE_DIR}/{ARCHIVE_MARK}"
     stop, start = engine_commands(systemd)
     archive = (
-        f"mkdir -p -m 700 {REMOTE_DIR} && {stop} && "
-        f"{{ tar -C {SWARM_PARENT} -czf {remote} {SWARM_BASENAME}; rc=$?; {start} || rc=$?; exit $rc; }}"
+        f"mkdir -p -m 700 {REMOTE_DIR} && printf %s {shlex.quote(archive_mark(cluster, stamp, manager))} > {mark} && "
+        f"{stop} && {{ tar -C {SWARM_PARENT} -czf {remote} {SWARM_BASENAME} -C {REMOTE_DIR} {ARCHIVE_MARK}; "
+        f"rc=$?; {start} || rc=$?; exit $rc; }}"
     )
     return Plan(
         (
@@ -87,7 +89,7 @@ def plan_swarm_backup(manager: str, leader: str, systemd: bool, local: Path, sta
                 2,
             ),
             Fetch(manager, remote, local, f"swarm state saved to {local}", changes=True),
-            Run(manager, f"rm -f {remote}", "the node's copy removed", changes=False),
+            Run(manager, f"rm -f {remote} {mark}", "the node's copy removed", changes=False),
         )
     )
 
@@ -165,7 +167,7 @@ def plan_swarm_restore(target: Node, archive: bytes, systemd: bool, stamp: str) 
     swarm, kept = SWARM_DIR, f"{SWARM_DIR}.before-restore"
     swap = (
         f"{stop} && {{ {{ [ ! -e {swarm} ] || {{ rm -rf {kept} && mv {swarm} {kept}; }}; }} && "
-        f"tar -C {SWARM_PARENT} -xzf {remote}; rc=$?; {start} || rc=$?; rm -f {remote}; exit $rc; }}"
+        f"tar -C {SWARM_PARENT} -xzf {remote} {SWARM_BASENAME}; rc=$?; {start} || rc=$?; rm -f {remote}; exit $rc; }}"
     )
     ip, name = target.private_ip, target.name
     return Plan(

@@ -121,7 +121,9 @@ def backup(session: Session) -> Path | None:
             "backup-swarm", f"stop the engine on {manager.hostname}, copy the swarm state, start it"
         ) as p:
             local = directory / backups.SWARM_ARCHIVE
-            session.executor().execute(plan_swarm_backup(manager.hostname, leader.name, systemd, local, stamp), p)
+            session.executor().execute(
+                plan_swarm_backup(manager.hostname, leader.name, systemd, local, stamp, cluster=inventory.cluster), p
+            )
         with session.phase("backup-data", "dump each bundle's declared data in its service's container, fetch it") as p:
             for item in items:
                 if not session.dry_run:

@@ -58,6 +58,10 @@ class StackInput:
     nfs_pseudo: str = ""
     configs: dict[str, str] = field(default_factory=dict)  # bundle config -> Docker config name
     config_mounts: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # filled by render_stack
+    # Whom a service believes X-Forwarded-For from: HAProxy's address in the cluster network, and
+    # the overlay pool (for a service that other tasks call on a user's behalf, e.g. the UI the API).
+    lb_addresses: tuple[str, ...] = ()
+    overlay_pool: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,8 @@ def prepare_stack(session: Session, workload: Workload, leader: Node, images: di
         nfs_options=storage.nfs_options,
         nfs_pseudo=storage.nfs_pseudo,
         configs={key: name for key, (name, _) in configs.items()},
+        lb_addresses=(str(session.inventory.lb.private_ip),),
+        overlay_pool=str(session.config.overlay_pool),
     )
     deployed = DeployedStack(storage.mode, names, {key: config for key, (config, _) in configs.items()})
     return PreparedStack(render_stack(workload, data), deployed)

@@ -46,7 +46,9 @@ def routes_of(workloads: Sequence[Workload], reserved: Sequence[haproxy.Route] =
                         "HAProxy can send it to one only. Fix: change the route in one bundle.yaml"
                     )
             routes.append(
-                haproxy.Route(route.name, route.path, route.port, route.health, route.strip_prefix, route.admin)
+                haproxy.Route(
+                    route.name, route.path, route.port, route.health, route.strip_prefix, route.admin, csp=route.csp
+                )
             )
     return tuple(routes)
 
@@ -93,6 +95,7 @@ def configure_haproxy(session: Session, leader: Node | None, also: Workload | No
             tls,
             private_address=str(lb.private_ip),
             admin_password_digest=haproxy.admin_digest(admin_password(session)),
+            conn_per_source=session.config.edge_conn_per_source,
         )
         text = haproxy.render_config(config)
         daemon = haproxy.DAEMON

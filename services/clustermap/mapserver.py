@@ -156,7 +156,9 @@ def render_page(views: list[NodeView], answered_by: str, now: float) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_SECONDS}">'
-        f"<title>swarm map</title><style>{STYLE}</style></head><body><h1>Swarm map</h1>"
+        # The style is a file of its own (style.css, relative: the page is served under /map/), not
+        # inline: the edge's Content-Security-Policy allows 'self' only.
+        f'<title>swarm map</title><link rel="stylesheet" href="style.css"></head><body><h1>Swarm map</h1>'
         f'<div class="meta">{len(views)} nodes, {tasks} running tasks; read from {html.escape(answered_by)} at '
         f"{stamp}; refreshes every {REFRESH_SECONDS}s</div>"
         f'<div class="nodes">{"".join(cards)}</div></body></html>\n'
@@ -172,6 +174,8 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/healthz":
                 engine_get("/nodes")  # healthy only while the swarm answers through this manager
                 self.reply(200, b"ok\n", "text/plain")
+            elif path == "/style.css":
+                self.reply(200, STYLE.encode(), "text/css")
             elif path == "/map.json":
                 self.reply(200, json.dumps([asdict(v) for v in read_map()]).encode(), "application/json")
             elif path == "/":

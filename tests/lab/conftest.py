@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -99,6 +100,14 @@ class Lab:
     def tls(self) -> ssl.SSLContext:
         """Verifies HAProxy against the lab's own CA, and nothing else (httpx's verify=)."""
         return ssl.create_default_context(cafile=str(self.state.ca_cert))
+
+
+def container_of(response: httpx.Response) -> str:
+    """The container that answered. HAProxy strips the X-Served-By header, so the page says it: the
+    UI's footer, or the hello page's heading."""
+    found = re.search(r'<span id="hostname">([^<]+)</span>|Hello from ([^<]+)</h1>', response.text)
+    assert found, f"no container named in {response.text[:300]!r}"
+    return found.group(1) or found.group(2)
 
 
 def wait_until_converged(lab: Lab, stack: str = "registration", timeout: float = 300) -> None:

@@ -26,7 +26,7 @@ from cluster import revisions
 from cluster.errors import CommandFailed
 from cluster.facts.swarm import NODES
 from cluster.inventory import Node
-from tests.lab.conftest import LOG, Lab, fab
+from tests.lab.conftest import LOG, Lab, container_of, fab
 from tests.lab.test_registration import eligible
 
 pytestmark = pytest.mark.lab
@@ -109,11 +109,11 @@ def every_replica(
 
 
 def every_ui(lab: Lab, count: int = 0) -> set[str]:
-    return every_replica(lab, lab.url + "/", lambda r: r.headers["X-Served-By"], count or len(lab.inventory.workers))
+    return every_replica(lab, lab.url + "/", container_of, count or len(lab.inventory.workers))
 
 
 def every_api(lab: Lab) -> set[str]:
-    # The API sets no X-Served-By header; its health answer names its container.
+    # The API's health answer names its container.
     return every_replica(lab, lab.url + "/api/healthz", lambda r: r.json()["hostname"], len(lab.inventory.workers))
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import socket
 import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import docker
 import httpx
@@ -269,3 +271,62 @@ def test_the_api_may_call_workers_but_not_take_their_requests(lab: Lab) -> None:
         "declare:rpc.enroll": "refused",
         f"declare:{mine}": "refused",
     }
+
+
+def test_the_edge_sends_the_security_headers_and_no_banner(lab: Lab) -> None:
+    """On the UI and on the API: a Content-Security-Policy that forbids framing, nosniff, a referrer
+    policy; no Server and no X-Served-By (the services send them; HAProxy strips them)."""
+    with httpx.Client(timeout=10, verify=lab.tls) as client:
+        for path in ("/", "/api/healthz"):
+            answer = client.get(lab.url + path)
+            assert answer.status_code == 200, path
+            assert "frame-ancestors 'none'" in answer.headers["content-security-policy"], path
+            assert "unsafe-inline" not in answer.headers["content-security-policy"], path
+            assert answer.headers["x-content-type-options"] == "nosniff", path
+            assert answer.headers["referrer-policy"] == "same-origin", path
+            assert "server" not in answer.headers and "x-served-by" not in answer.headers, (path, answer.headers)
+        # The UI's style is a file the policy allows ('self'), not inline.
+        style = client.get(lab.url + "/style.css")
+        assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
+        # The API's Swagger page keeps a policy of its own: its one inline script by hash.
+        docs = client.get(lab.url + "/api/docs")
+        assert docs.status_code == 200 and "'sha256-" in docs.headers["content-security-policy"]
+
+
+def test_a_body_sent_a_byte_at_a_time_is_cut_within_the_body_timeout(lab: Lab) -> None:
+    """One byte of a 20-byte body every 20 s: HAProxy answers 408 before the second byte is due
+    (`timeout http-request` 10 s with `option http-buffer-request`). At most 3 bytes, each wait
+    capped at 20 s: the test takes a minute at worst."""
+    host = urlsplit(lab.url).hostname or "127.0.0.1"
+    raw = socket.create_connection((str(lab.config.bind_address), lab.config.https_port), timeout=20)
+    with lab.tls.wrap_socket(raw, server_hostname=host) as tls:
+        head = (
+            f"POST /api/getotp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            "Content-Length: 20\r\nConnection: close\r\n\r\n"
+        )
+        tls.sendall(head.encode())
+        sent, answer = 0, b""
+        for _ in range(3):
+            tls.sendall(b"{")
+            sent += 1
+            try:
+                answer = tls.recv(4096)  # waits at most 20 s: the socket's timeout
+            except TimeoutError:
+                continue  # nothing yet: the next byte is due
+            break
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert sent == 1, f"HAProxy waited through {sent} bytes at 20 s each"
+
+
+def test_the_services_believe_x_forwarded_for_from_haproxy_only(lab: Lab) -> None:
+    """The UI believes X-Forwarded-For from the lb node only; the API also from the overlays (the UI
+    passes the user's address on)."""
+    manager = lab.inventory.managers[0]
+    lb = str(lab.inventory.lb.private_ip)
+    expected = {"ui": lb, "api": f"{lb},{lab.config.overlay_pool}"}
+    for service, allowed in expected.items():
+        spec = lab.nodes.run(
+            manager,
+            f"docker service inspect {STACK}_{service} --format '{{{{json .Spec.TaskTemplate.ContainerSpec.Env}}}}'",
+        )
+        assert f"FORWARDED_ALLOW_IPS={allowed}" in json.loads(spec.stdout), service

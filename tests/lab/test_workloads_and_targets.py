@@ -17,7 +17,7 @@ import pytest
 
 from cluster.config import load_config
 from cluster.images import base_image
-from tests.lab.conftest import ROOT, Lab, fab
+from tests.lab.conftest import ROOT, Lab, container_of, fab
 from topology import REGISTRY_DATA_DIR
 
 pytestmark = pytest.mark.lab
@@ -33,7 +33,7 @@ def test_a_second_bundle_answers_next_to_the_registration_stack(lab: Lab) -> Non
         for _ in range(30):
             response = client.get(lab.url + "/hello/")
             assert response.status_code == 200 and "Hello from" in response.text
-            served_by.add(response.headers["X-Served-By"])
+            served_by.add(container_of(response))
             if len(served_by) == len(lab.inventory.workers):
                 break
         assert len(served_by) == len(lab.inventory.workers), served_by

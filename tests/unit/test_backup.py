@@ -47,17 +47,23 @@ def fixed_stamp(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backups, "stamp", lambda now=None: STAMP)
 
 
-def swarm_archive() -> bytes:
+def swarm_archive(
+    mark: str | None = backups.archive_mark("demo", STAMP, "manager-2"), extra: tarfile.TarInfo | None = None
+) -> bytes:
+    """A swarm directory as `fab backup` archives it: swarm/ and our mark (None: a foreign archive)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name in ("swarm", "swarm/raft"):
             info = tarfile.TarInfo(name)
             info.type = tarfile.DIRTYPE
             archive.addfile(info)
-        data = b"state"
-        info = tarfile.TarInfo("swarm/state.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
+        files = {"swarm/state.json": b"state"} | ({backups.ARCHIVE_MARK: mark.encode()} if mark is not None else {})
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        if extra is not None:
+            archive.addfile(extra)
     return buffer.getvalue()
 
 
@@ -80,18 +86,24 @@ def test_no_backup_when_stopping_a_manager_would_lose_quorum() -> None:
 
 
 def test_the_engine_is_started_again_whatever_tar_did() -> None:
-    plan = plan_swarm_backup("manager-2", "manager-1", False, Path("/b/swarm.tar.gz"), STAMP)
+    plan = plan_swarm_backup("manager-2", "manager-1", False, Path("/b/swarm.tar.gz"), STAMP, cluster="demo")
     archive, back, fetch, clean = plan.operations
     assert isinstance(archive, Run) and archive.node == "manager-2"
     stop, start = engine_commands(systemd=False)
-    assert archive.command.startswith(f"mkdir -p -m 700 /root/.swarmlab/backup && {stop} && ")
-    assert (
-        f"tar -C /var/lib/docker -czf /root/.swarmlab/backup/{STAMP}-swarm.tar.gz swarm; rc=$?; {start} || rc=$?"
-        in (archive.command)
+    mark = backups.archive_mark("demo", STAMP, "manager-2")
+    assert archive.command.startswith(
+        f"mkdir -p -m 700 /root/.swarmlab/backup && printf %s '{mark}' > /root/.swarmlab/backup/swarmlab-backup.json"
+        f" && {stop} && "
     )
+    assert (
+        f"tar -C /var/lib/docker -czf /root/.swarmlab/backup/{STAMP}-swarm.tar.gz swarm "
+        f"-C /root/.swarmlab/backup swarmlab-backup.json; rc=$?; {start} || rc=$?"
+    ) in archive.command
     assert isinstance(back, Wait) and back.node == "manager-1" and "manager-2 back" in back.what
     assert isinstance(fetch, Fetch) and fetch.local == Path("/b/swarm.tar.gz") and fetch.changes
-    assert isinstance(clean, Run) and clean.command == f"rm -f /root/.swarmlab/backup/{STAMP}-swarm.tar.gz"
+    assert isinstance(clean, Run) and clean.command == (
+        f"rm -f /root/.swarmlab/backup/{STAMP}-swarm.tar.gz /root/.swarmlab/backup/swarmlab-backup.json"
+    )
     assert engine_commands(systemd=True)[1] == "systemctl start docker"
 
 
@@ -176,6 +188,39 @@ def test_an_archive_that_is_not_a_swarm_directory_is_refused(tmp_path: Path) -> 
     manifest["swarm"]["file"] = backups.saved(directory, "swarm.tar.gz").model_dump()
     (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BackupError, match=r"is not a readable tar\.gz archive"):
+        backups.verify(directory)
+
+
+def replace_archive(directory: Path, content: bytes) -> None:
+    (directory / "swarm.tar.gz").write_bytes(content)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["swarm"]["file"] = backups.saved(directory, "swarm.tar.gz").model_dump()
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def link(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+@pytest.mark.parametrize(
+    ("archive", "problem"),
+    [
+        # The right name, a swarm/ with raft/, and a manifest that matches its digest: not ours.
+        (swarm_archive(mark=None), "holds no swarmlab-backup.json: it is not an archive `fab backup` wrote"),
+        (swarm_archive(mark=backups.archive_mark("other", STAMP, "manager-2")), "not the mark of a swarm backup"),
+        (swarm_archive(mark=backups.archive_mark("demo", STAMP, "manager-1")), "taken on manager-2"),
+        (swarm_archive(mark='{"made_by": "someone"}'), "not the mark of a swarm backup of cluster demo"),
+        (swarm_archive(extra=link("swarm/raft/x", "/etc/shadow")), r"'swarm/raft/x' \(a link or a device\)"),
+        (swarm_archive(extra=tarfile.TarInfo("swarm/../etc/cron.d/x")), "outside swarm/"),
+        (swarm_archive(extra=tarfile.TarInfo("etc/passwd")), "outside swarm/"),
+    ],
+)
+def test_a_foreign_swarm_archive_of_the_right_name_is_refused(tmp_path: Path, archive: bytes, problem: str) -> None:
+    directory = make_backup(tmp_path)
+    replace_archive(directory, archive)
+    with pytest.raises(BackupError, match=problem):
         backups.verify(directory)
 
 
@@ -278,6 +323,8 @@ def test_a_swarm_restore_swaps_the_directory_with_the_engine_stopped_then_reform
     stop, start = engine_commands(systemd=False)
     assert isinstance(swap, Run) and swap.command.startswith(f"{stop} && ")
     assert "mv /var/lib/docker/swarm /var/lib/docker/swarm.before-restore" in swap.command
+    # Only swarm/ comes out of the archive (the mark stays in it).
+    assert f"tar -C /var/lib/docker -xzf /root/.swarmlab/backup/{STAMP}-swarm.tar.gz swarm;" in swap.command
     assert f"rc=$?; {start} || rc=$?" in swap.command, "the engine starts again whatever tar did"
     assert isinstance(engine, Wait) and engine.verdict("locked").failed and engine.verdict("pending").done
     assert isinstance(reform, Run) and "--force-new-cluster --advertise-addr 10.20.0.12" in reform.command

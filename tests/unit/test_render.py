@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import jinja2
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 import nfs.model as nfs
 import registry.model as registry
 import topology
-from cluster.config import parse_config
+from bench import chaos, throughput
+from cluster.config import Config, parse_config
+from cluster.errors import ConfigErrors
 from cluster.lab.build import node_build_context
 from cluster.lab.layout import lab_inventory
+from cluster.plans.clustermap import map_route
 from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths
@@ -24,7 +33,7 @@ from cluster.tasks.deploy import StackInput, render_stack
 from cluster.tasks.haproxy import redirect_port, routes_of
 from cluster.tasks.nfs import configure_nfs
 from cluster.workload import load_workload
-from haproxy.model import CERT_PATH, Tls, build, render_config
+from haproxy.model import CERT_PATH, CONN_PER_SOURCE, Tls, build, render_config
 from rendering.provision import ROLES, ProvisionInput, daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 from tests.unit.fake_runner import FakeRunner
@@ -78,6 +87,123 @@ def test_haproxy_terminates_tls_and_plain_http_only_redirects() -> None:
     assert "http-request redirect location https://%[req.hdr(host),field(1,:)]:8443%[pathq] code 301" in http
     assert "http-request redirect scheme https code 301" in frontend(haproxy_cfg(redirect_port=None), "http")
     assert "ssl-min-ver TLSv1.2" in text and "no-tls-tickets" in text
+
+
+def test_haproxy_sets_the_security_headers_and_strips_the_banners() -> None:
+    https = frontend(haproxy_cfg(), "https")
+    policy = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+    # On every answer (HAProxy's own 503 and 401 too), unless the route or the service set a policy.
+    assert (
+        f'http-after-response set-header Content-Security-Policy "{policy}" '
+        "unless { res.hdr(content-security-policy) -m found }"
+    ) in https
+    assert "http-after-response set-header X-Content-Type-Options nosniff" in https
+    assert "http-after-response set-header Referrer-Policy same-origin" in https
+    assert "http-after-response del-header Server" in https
+    assert "http-after-response del-header X-Served-By" in https
+
+
+def test_a_route_with_a_policy_of_its_own_gets_it_in_its_backend_only() -> None:
+    inventory = lab_inventory(parse_config({}), StatePaths(Path("/state")))
+    servers = [(w.name, str(w.private_ip)) for w in inventory.workers]
+    registration = load_workload("registration", "lab")
+    text = render_config(build(inventory.cluster, servers, routes_of([registration]), Tls(CERT_SHA)))
+    prometheus = text.split("\nbackend prometheus\n", 1)[1].split("\n\n", 1)[0]
+    assert "http-response set-header Content-Security-Policy \"default-src 'self'; script-src 'self'" in prometheus
+    ui = text.split("\nbackend ui\n", 1)[1].split("\n\n", 1)[0]
+    assert "Content-Security-Policy" not in ui
+
+
+def test_haproxy_cuts_slow_bodies_and_limits_connections_per_source() -> None:
+    text = haproxy_cfg()
+    defaults = text.split("\ndefaults\n", 1)[1].split("\n\n", 1)[0]
+    assert "    option http-buffer-request\n" in defaults and "    timeout http-request 10s\n" in defaults
+    assert "stick-table type ip size 100k expire 60s store conn_cur" in text
+    for name in ("http", "https"):
+        rules = frontend(text, name)
+        assert "tcp-request connection track-sc0 src table per_source" in rules
+        assert "tcp-request connection reject if { sc0_conn_cur gt 200 }" in rules
+    inventory = lab_inventory(parse_config({}), StatePaths(Path("/state")))
+    servers = [(w.name, str(w.private_ip)) for w in inventory.workers]
+    raised = render_config(build("demo", servers, routes_of([HELLO]), Tls(CERT_SHA), conn_per_source=500))
+    assert "{ sc0_conn_cur gt 500 }" in frontend(raised, "https")
+
+
+def test_the_connection_limit_is_configured_above_what_the_project_opens_itself() -> None:
+    """make bench's hey opens 24 connections from one address (the lab's clients all share one):
+    the default and the lowest allowed value stay above it."""
+    assert parse_config({}).edge_conn_per_source == 200
+    assert parse_config({"edge_conn_per_source": 1000}).edge_conn_per_source == 1000
+    with pytest.raises(ConfigErrors, match="edge_conn_per_source"):
+        parse_config({"edge_conn_per_source": 10})
+    highest = max(throughput.CONCURRENCY, chaos.GET_CONNECTIONS + chaos.FLOW_THREADS)
+    assert highest < CONN_PER_SOURCE and highest < Config.model_fields["edge_conn_per_source"].metadata[0].ge
+
+
+def haproxy_command(directory: Path) -> list[str] | None:
+    """`haproxy` here, else the lab's node image (Debian's haproxy 2.6, as on the lb node) when it is
+    already built: run without a network, the directory mounted read-only; never pulled."""
+    if shutil.which("haproxy"):
+        return ["haproxy"]
+    try:
+        listed = subprocess.run(
+            ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", "swarmlab/node"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        ).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if not listed:
+        return None
+    mount = f"{directory}:{directory}:ro"
+    return ["docker", "run", "--rm", "--network", "none", "-v", mount, "--entrypoint", "haproxy", listed[0]]
+
+
+def test_haproxy_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    """`haproxy -c` on the registration stack's configuration (with the hello stack and the map)."""
+    command = haproxy_command(tmp_path)
+    if command is None:
+        pytest.skip("no haproxy binary and no swarmlab/node image here")
+    tmp_path.chmod(0o755)
+    certificate = tmp_path / "site.pem"
+    certificate.write_text(self_signed_pem())
+    certificate.chmod(0o644)
+    inventory = lab_inventory(parse_config({}), StatePaths(Path("/state")))
+    servers = [(w.name, str(w.private_ip)) for w in inventory.workers]
+    managers = [(m.name, str(m.private_ip)) for m in inventory.managers]
+    routes = routes_of([load_workload("registration", "lab"), HELLO], reserved=(map_route(managers, 9080),))
+    tls = Tls(CERT_SHA, 8443, certificate_path=str(certificate))
+    config = build("demo", servers, routes, tls, private_address="127.0.0.1", admin_password_digest="AB" * 32)
+    (tmp_path / "haproxy.cfg").write_text(render_config(config))
+    (tmp_path / "haproxy.cfg").chmod(0o644)
+    done = subprocess.run(
+        [*command, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0 and "Configuration file is valid" in done.stdout + done.stderr, done.stderr
+    assert "WARNING" not in done.stdout + done.stderr, done.stderr
+
+
+def self_signed_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "haproxy -c")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    return (
+        pem
+        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    ).decode()
 
 
 def test_haproxy_workers_run_unprivileged() -> None:

@@ -44,6 +44,10 @@ class _Handler(paramiko.ServerInterface):
             threading.Thread(
                 target=_answer, args=(channel, b"Error response from daemon: no such node\n", 1), daemon=True
             ).start()
+        elif command == b"leak":  # prints a secret, then fails
+            threading.Thread(target=_answer, args=(channel, f"token is {LEAKED}\n".encode(), 1), daemon=True).start()
+        elif command == b"leak-hang":  # prints a secret, then stops answering
+            threading.Thread(target=_leak_then_hang, args=(channel,), daemon=True).start()
         elif command == b"chunks":  # reads stdin to its end; answers how many reads it took, and what
             threading.Thread(target=_count_chunks, args=(channel,), daemon=True).start()
         elif command != b"hang":  # "hang": a node that took the command, then stopped answering
@@ -60,6 +64,13 @@ def _count_chunks(channel: paramiko.Channel) -> None:
     channel.close()
 
 
+def _leak_then_hang(channel: paramiko.Channel) -> None:
+    time.sleep(0.05)
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        channel.sendall(f"joining with {LEAKED}\n".encode())
+
+
+LEAKED = "SWMTKN-1-not-a-real-join-token-0123456789"
 CALLS: dict[bytes, int] = {}  # how many times each command was run
 CONFLICT = b"Error response from daemon: rpc error: code = Unknown desc = update out of sequence\n"
 
@@ -284,3 +295,20 @@ def test_a_swarm_write_refused_as_out_of_sequence_is_run_again(
         assert CALLS[b"broken"] == 1
     finally:
         nodes.close()
+
+
+def test_stream_masks_secrets_in_its_lines_and_in_every_error(server: Server, tmp_path: Path) -> None:
+    nodes = pinned(server, tmp_path, server.host_key.public_openssh)
+    node = nodes.inventory.node("manager-1")
+    seen: list[str] = []
+    try:
+        with pytest.raises(CommandFailed) as failed:
+            nodes.stream(node, "leak", seen.append, secrets=[LEAKED])
+        with pytest.raises(CommandFailed) as timed_out:
+            nodes.stream(node, "leak-hang", seen.append, timeout=1, secrets=[LEAKED])
+    finally:
+        nodes.close()
+    assert failed.value.exit_code == 1 and "no answer within 1s" in str(timed_out.value)
+    for error in (failed.value, timed_out.value):
+        assert LEAKED not in str(error) and LEAKED not in error.output and "***" in error.output
+    assert seen and all(LEAKED not in line for line in seen), seen

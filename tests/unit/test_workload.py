@@ -110,3 +110,10 @@ def test_a_values_file_given_is_merged_over_the_environments_and_checked(tmp_pat
     overlay.write_text("worker_replicas: 0\n")
     with pytest.raises(ConfigErrors, match=r"more.yaml: worker_replicas=0: 0 is less than the minimum of 1"):
         load_workload("registration", "lab", overlay)
+
+
+@pytest.mark.parametrize("csp", ['default-src "self"', "default-src 'self'\n    server evil 1.2.3.4:80", "a %[src]"])
+def test_a_route_policy_that_could_break_out_of_haproxy_cfg_is_refused(csp: str) -> None:
+    with pytest.raises(ValueError, match="csp"):
+        RouteSpec(name="x", path="/x/", port=8000, csp=csp)
+    assert RouteSpec(name="x", path="/x/", port=8000, csp="default-src 'self'; img-src data:").csp

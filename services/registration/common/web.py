@@ -106,7 +106,12 @@ def serve(app: Any, default_port: int = 8000) -> None:
     settings = ServeSettings.from_env()
     instrument_app(app)  # Prometheus metrics on their own port
     draining = Draining(app)
-    config = uvicorn.Config(
+    config = uvicorn_config(draining, settings, default_port)
+    DrainFirstServer(config, draining, settings.drain_seconds, settings.shutdown_grace).run()
+
+
+def uvicorn_config(draining: Draining, settings: ServeSettings, default_port: int) -> uvicorn.Config:
+    return uvicorn.Config(
         draining,
         host=settings.host,
         port=default_port if settings.port is None else settings.port,
@@ -114,9 +119,10 @@ def serve(app: Any, default_port: int = 8000) -> None:
         # uvicorn's own X-Forwarded-For handling would take the left-most entry, which the client
         # writes itself; the apps resolve the address with client_address() instead.
         proxy_headers=False,
+        # No `Server: uvicorn` (HAProxy strips it too: this covers a worker's port reached directly).
+        server_header=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
     )
-    DrainFirstServer(config, draining, settings.drain_seconds, settings.shutdown_grace).run()
 
 
 def _parse_ip(text: str) -> str | None:

@@ -23,7 +23,13 @@ from registration.common.settings import Bool, EnvSettings, Float, Int, Password
 from registration.common.web import Guard
 from registration.ui.api_client import ApiPost, http_api_post
 from registration.ui.pages import Pages, add_error_pages
-from registration.ui.routes import add_health, add_otp_check_pages, add_otp_request_pages, add_registration_pages
+from registration.ui.routes import (
+    add_health,
+    add_otp_check_pages,
+    add_otp_request_pages,
+    add_registration_pages,
+    add_style,
+)
 from registration.ui.session_cookie import SessionCookie
 from registration.ui.sessions import KeyValue, SessionStore
 
@@ -109,6 +115,7 @@ def create_app(
     add_otp_check_pages(app, pages, cookie)
     add_registration_pages(app, pages, cookie)
     add_health(app, hostname)
+    add_style(app)
     # Outermost: the body is bounded before a form parser sees it; records the client address.
     app.add_middleware(
         Guard,

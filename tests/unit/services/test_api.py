@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -169,6 +172,12 @@ def test_docs_and_schema_under_api_prefix(client: TestClient) -> None:
     docs = client.get("/api/docs")
     assert docs.status_code == 200
     assert "/api/openapi.json" in docs.text
+    # Its own policy (HAProxy keeps it): the inline script by its hash, 'unsafe-inline' never.
+    policy = docs.headers["content-security-policy"]
+    script = re.findall(r"<script>(.*?)</script>", docs.text, flags=re.DOTALL)
+    assert len(script) == 1
+    digest = base64.b64encode(hashlib.sha256(script[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in policy and "unsafe" not in policy and "frame-ancestors 'none'" in policy
 
 
 @pytest.mark.parametrize("prefix", ["", "/api"])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from registration.common.web import DRAINING, DrainFirstServer, Draining
+from registration.common.web import DRAINING, DrainFirstServer, Draining, ServeSettings, uvicorn_config
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +86,9 @@ def test_a_second_signal_exits_at_once() -> None:
     serving.handle_exit(signal.SIGTERM, None)
     serving.handle_exit(signal.SIGTERM, None)
     assert serving.should_exit
+
+
+def test_uvicorn_sends_no_server_banner_and_ignores_forwarded_headers() -> None:
+    config = uvicorn_config(Draining(ok_app), ServeSettings.from_env(), 8000)
+    assert config.server_header is False, "Server: uvicorn names the software to every client"
+    assert config.proxy_headers is False  # the apps' own client_address() decides whom to believe

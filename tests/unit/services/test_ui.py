@@ -286,3 +286,18 @@ def test_a_session_store_moving_is_ridden_out_and_a_lasting_outage_is_503_not_50
     away = SessionStore(Flaky(failures=1000), ttl=60, outage_budget=0.5)
     with pytest.raises(SessionsAway):
         asyncio.run(away.load(sid))
+
+
+def test_the_pages_have_no_inline_script_or_style_so_the_edge_csp_holds() -> None:
+    """HAProxy's Content-Security-Policy allows 'self' only: every style comes from /style.css."""
+    client = make(FakeKv(), FakeApi())
+    with client:
+        page = client.get("/")
+        assert page.status_code == 200
+        html = page.text
+        assert "<style" not in html and "<script" not in html
+        assert not re.search(r"<[^>]*\s(style|on\w+)=", html), "an inline style or event handler"
+        assert '<link rel="stylesheet" href="style.css">' in html
+        sheet = client.get("/style.css")
+        assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/css")
+        assert "font-family" in sheet.text
