@@ -134,14 +134,15 @@ def test_data_is_restored_on_stdin_of_the_bundle_command() -> None:
 # --- the backup directory ------------------------------------------------------------------------------
 
 
-def make_backup(root: Path) -> Path:
-    directory = root / STAMP
+def make_backup(root: Path, stamp: str = STAMP, cluster: str = "demo") -> Path:
+    """A whole backup as `fab backup` leaves it: the swarm archive, a data file, the manifest last."""
+    directory = root / stamp
     backups.create(directory)
-    (directory / "swarm.tar.gz").write_bytes(swarm_archive())
+    (directory / "swarm.tar.gz").write_bytes(swarm_archive(backups.archive_mark(cluster, stamp, "manager-2")))
     (directory / "registration").mkdir()
     (directory / "registration" / "registration.sql").write_bytes(SQL)
     manifest = backups.BackupManifest(
-        cluster="demo",
+        cluster=cluster,
         created="2026-01-01T00:00:00+00:00",
         swarm=backups.SwarmPart(taken_on="manager-2", file=backups.saved(directory, "swarm.tar.gz")),
         data=(

@@ -16,6 +16,7 @@ from cluster.errors import ConfigError, OptionErrors
 from cluster.plans.backup import backup_time, plan_prune
 from cluster.tasks.backup import keep_option, prune_backups
 from tests.unit.fake_runner import FakeRunner, fake_session, lab_shaped_inventory
+from tests.unit.test_backup import make_backup
 
 STAMPS = ["20261101T020000Z", "20261102T020000Z", "20261103T020000Z", "20261104T020000Z", "20261105T020000Z"]
 
@@ -76,30 +77,6 @@ def test_the_keep_option_is_checked_before_anything_runs() -> None:
 # --- on disk ---------------------------------------------------------------------------------------------
 
 
-def make_backup(root: Path, stamp: str, cluster: str = "demo") -> Path:
-    """A whole backup as `fab backup` leaves it: the swarm archive, a data file, the manifest last."""
-    directory = root / stamp
-    backups.create(directory)
-    (directory / "swarm.tar.gz").write_bytes(b"archive")
-    (directory / "registration").mkdir()
-    (directory / "registration" / "registration.sql").write_bytes(b"-- dump\n")
-    manifest = backups.BackupManifest(
-        cluster=cluster,
-        created="2026-11-01T02:00:00+00:00",
-        swarm=backups.SwarmPart(taken_on="manager-2", file=backups.saved(directory, "swarm.tar.gz")),
-        data=(
-            backups.DataPart(
-                stack="registration",
-                name="database",
-                service="registration_postgres",
-                file=backups.saved(directory, "registration/registration.sql"),
-            ),
-        ),
-    )
-    backups.write_manifest(directory, manifest)
-    return directory
-
-
 def test_survey_reads_names_manifests_and_unlisted_files(tmp_path: Path) -> None:
     make_backup(tmp_path, STAMPS[0])
     make_backup(tmp_path, STAMPS[1], cluster="other")
@@ -122,12 +99,13 @@ def test_prune_removes_only_the_clusters_older_backups(tmp_path: Path, capsys: p
     for stamp in STAMPS[:3]:
         make_backup(where, stamp)
     foreign = make_backup(where, "20200101T000000Z", cluster="other")
+    archive = (foreign / "swarm.tar.gz").read_bytes()
     stray = where / "20200102T000000Z"
     stray.mkdir()
     (stray / "manifest.json").write_text("{}")  # a manifest in name only
     prune_backups(session, 1)
     assert sorted(p.name for p in where.iterdir()) == ["20200101T000000Z", "20200102T000000Z", STAMPS[2]]
-    assert (foreign / "swarm.tar.gz").read_bytes() == b"archive" and (stray / "manifest.json").exists()
+    assert (foreign / "swarm.tar.gz").read_bytes() == archive and (stray / "manifest.json").exists()
     out = capsys.readouterr().out
     assert f"removed backup {where / STAMPS[0]}" in out and f"removed backup {where / STAMPS[1]}" in out
     assert "left alone: " in out and "20200101T000000Z: a backup of cluster other" in out
