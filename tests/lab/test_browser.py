@@ -208,7 +208,9 @@ def test_a_session_id_planted_before_the_otp_request_is_worth_nothing(
         on_page(browser, "/", "email")
         assert session_id(browser) == planted, "the planted session is the one the victim starts from"
 
-        browser.find_element(By.ID, "email").send_keys(email)
+        field = browser.find_element(By.ID, "email")
+        field.clear()  # the planted session shows the attacker's address: the victim types over it
+        field.send_keys(email)
         submit(browser)
         on_page(browser, "/authen", "otp")
         after_request = session_id(browser)

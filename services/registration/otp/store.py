@@ -15,8 +15,9 @@ Keys (``<e>`` is the normalised e-mail, ``<s>`` a source, ``<a>`` a client addre
 * ``otp:lock:<e>:src:<s>`` / ``otp:lock:<e>:client:<a>`` / ``otp:lock:<e>`` ``<until>`` (TTL lock_seconds)
 * ``otp:auth:<e>`` ``<until>`` the "authenticated" marker (TTL auth_ttl)
 * ``otp:sent:<e>`` ``<key>|<until>`` the request that mailed the live OTP (TTL resend_window)
-* ``otp:issuereq:<e>:<key>`` the attempt that issued a code for request ``key`` (TTL otp_ttl or
-  resend_window, the longer): another attempt with the key gets ``already_sent``
+* ``otp:issuereq:<e>:<key>`` ``<attempt>|<answer>``: the first attempt of request ``key`` and its
+  answer (TTL otp_ttl or resend_window, the longer): another attempt with the key gets that answer
+  (``already_sent`` for ``created``), and nothing is counted or issued
 * ``otp:authreq:<e>:<key>`` the answer to a check, for its repetitions (TTL otp_ttl)
 * ``otp:rate:email:<e>:<n>`` / ``otp:rate:client:<a>:<n>`` / ``otp:rate:authen:<a>:<n>`` request
   counters of window ``n``
@@ -44,11 +45,24 @@ def _k(kind: str, email: str) -> str:
 _ISSUE: Final = """
 local now = tonumber(ARGV[2])
 local key = ARGV[3]
--- A request replayed with its key gets the first answer: the code went out with the first attempt.
--- Only that attempt repeated (a lost reply) goes on, with a fresh code and no count.
+local otp_ttl = tonumber(ARGV[5])
+local window = tonumber(ARGV[6])
+-- A request replayed with its key gets the first answer, and nothing new: a code went out with
+-- the first attempt. Only that attempt repeated (a lost reply) goes on, with a fresh code and no count.
 local first = redis.call('GET', KEYS[7])
-if first and first ~= ARGV[10] then return {'already_sent', ''} end
-local replay = first == ARGV[10]
+local replay = false
+if first then
+  local attempt, answer = string.match(first, '^(.*)|(.*)$')
+  if attempt ~= ARGV[10] then
+    if answer == 'created' or not answer then return {'already_sent', ''} end
+    return {answer, ''}
+  end
+  replay = true
+end
+local function done(answer, why)
+  redis.call('SET', KEYS[7], ARGV[10] .. '|' .. answer, 'EX', math.max(otp_ttl, window))
+  return {answer, why}
+end
 local other_claim = false
 local sent = redis.call('GET', KEYS[3])
 if sent then
@@ -61,21 +75,18 @@ local function over(counter, limit)
   if n == 1 then redis.call('EXPIRE', counter, ARGV[7]) end
   return n > limit
 end
-if over(KEYS[5], tonumber(ARGV[8])) then return {'rate_limited', 'client'} end
+if over(KEYS[5], tonumber(ARGV[8])) then return done('rate_limited', 'client') end
 local lock = redis.call('GET', KEYS[2])
-if lock and (lock == '1' or tonumber(lock) > now) then return {'locked', ''} end
-if over(KEYS[6], tonumber(ARGV[9])) then return {'rate_limited', 'email'} end
-if other_claim then return {'already_sent', ''} end
-local otp_ttl = tonumber(ARGV[5])
+if lock and (lock == '1' or tonumber(lock) > now) then return done('locked', '') end
+if over(KEYS[6], tonumber(ARGV[9])) then return done('rate_limited', 'email') end
+if other_claim then return done('already_sent', '') end
 redis.call('SET', KEYS[4], ARGV[4] .. ':' .. string.format('%.3f', now + otp_ttl), 'EX', otp_ttl)
-local window = tonumber(ARGV[6])
 if window > 0 then
   redis.call('SET', KEYS[3], key .. '|' .. string.format('%.3f', now + window), 'EX', window)
 end
-redis.call('SET', KEYS[7], ARGV[10], 'EX', math.max(otp_ttl, window))
 -- Everything above applies to an address not on the list alike; only the mail does not.
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return {'unknown_email', ''} end
-return {'created', ''}
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return done('unknown_email', '') end
+return done('created', '')
 """
 
 # KEYS: eligible, lock, code, fail, auth, authreq, sent, fail_source, lock_source, fail_client,

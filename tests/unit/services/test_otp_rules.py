@@ -381,6 +381,15 @@ def test_a_replayed_key_gets_the_first_answer_and_no_new_code() -> None:
     assert world.create(key="k3", client="203.0.113.7").status is CreateStatus.ALREADY_SENT
 
 
+def test_a_replayed_key_gets_its_first_refusal_too() -> None:
+    world = World(OtpPolicy(resend_window=0, rate_window=600, rate_per_email=1, rate_per_client=0))
+    assert world.create(key="k1").status is CreateStatus.CREATED
+    assert world.create(key="k2", attempt="http-1").status is CreateStatus.RATE_LIMITED
+    world.clock.advance(600)  # the quota is back, but k2's answer stays what it was: nothing is mailed
+    assert world.create(key="k2", attempt="http-2").status is CreateStatus.RATE_LIMITED
+    assert world.create(key="k3").status is CreateStatus.CREATED
+
+
 def test_a_released_key_mails_again_when_replayed() -> None:
     world = World(OtpPolicy(resend_window=60))
     assert world.create(key="lost-mail", attempt="http-1").status is CreateStatus.CREATED
