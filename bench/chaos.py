@@ -182,7 +182,7 @@ class FlowDriver:
             r := self._call(client, "authen", "POST", "/api/authen", json={"email": email, "otp": code}, auth=self.api)
         ) is None or r.status_code != 200:
             return
-        body = {"firstname": "Chaos", "lastname": "Monkey", "email": email}
+        body = {"firstname": "Chaos", "lastname": "Monkey", "email": email, "proof": r.json().get("proof", "")}
         if (
             r := self._call(client, "register", "POST", "/api/register", json=body, auth=self.api)
         ) is not None and r.status_code == 200:

@@ -1,6 +1,6 @@
 """Throughput side by side, in one run: requests per second and p50/p99 latency for `/` (the UI) and
 for the API's OTP path (`POST /api/getotp`, an address that is not eligible: the whole RPC path runs,
-the answer is 403 and no mail is sent), once through HAProxy and once straight at every worker at
+the answer is 200 "sent" as for any address, then 429 once its quota is spent, and no mail is sent), once through HAProxy and once straight at every worker at
 the same time. The load tool (Debian's `hey`) runs inside the lb node, so both paths start at the
 same place and all traffic stays inside the lab. Bounded: DURATION per measure, ROUNDS measures of each."""
 

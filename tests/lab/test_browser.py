@@ -185,8 +185,8 @@ def test_the_three_steps_in_a_browser_over_https(
 def test_a_session_id_planted_before_the_otp_request_is_worth_nothing(
     lab: Lab, api: httpx.Client, browser: WebDriver
 ) -> None:
-    email = fresh_email()
-    eligible(api, email)
+    email, attackers = fresh_email(), fresh_email()
+    eligible(api, email, attackers)
     with httpx.Client(base_url=lab.url, verify=lab.tls, timeout=30, follow_redirects=False) as client:
 
         def with_session(path: str, sid: str) -> httpx.Response:
@@ -197,15 +197,22 @@ def test_a_session_id_planted_before_the_otp_request_is_worth_nothing(
         made_up = new_session_id()
         first = with_session("/", made_up)
         assert first.status_code == 200 and first.cookies[SESSION_COOKIE] != made_up
-        # A real session of the attacker's own, planted in the victim's browser before the OTP request.
-        planted = first.cookies[SESSION_COOKIE]
+        # A real session of the attacker's own (stored once it requested an OTP, for an address of its
+        # own), planted in the victim's browser before the victim's OTP request.
+        client.cookies.clear()
+        cookie = {"cookie": f"{SESSION_COOKIE}={first.cookies[SESSION_COOKIE]}"}
+        own = client.post("/", data={"email": attackers, "csrf": csrf(first)}, headers=cookie)
+        assert own.status_code == 303, own.text[:300]
+        planted = own.cookies[SESSION_COOKIE]
         browser.get(lab.url + "/healthz")  # on the site (a page that sets no cookie), to plant it there
         browser.add_cookie({"name": SESSION_COOKIE, "value": planted, "path": "/", "secure": True, "httpOnly": True})
         browser.get(lab.url + "/")
         on_page(browser, "/", "email")
         assert session_id(browser) == planted, "the planted session is the one the victim starts from"
 
-        browser.find_element(By.ID, "email").send_keys(email)
+        field = browser.find_element(By.ID, "email")
+        field.clear()  # the planted session shows the attacker's address: the victim types over it
+        field.send_keys(email)
         submit(browser)
         on_page(browser, "/authen", "otp")
         after_request = session_id(browser)

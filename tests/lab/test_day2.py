@@ -140,8 +140,10 @@ def register(lab: Lab, api: httpx.Client) -> str:
         time.sleep(0.5)
     code = re.search(r"\b(\d{6})\b", mails[-1]["body"])
     assert code
-    api.post("/authen", json={"email": email, "otp": code.group(1)}).raise_for_status()
-    api.post("/register", json={"firstname": "Day", "lastname": "Two", "email": email}).raise_for_status()
+    verified = api.post("/authen", json={"email": email, "otp": code.group(1)})
+    verified.raise_for_status()
+    body = {"firstname": "Day", "lastname": "Two", "email": email, "proof": verified.json()["proof"]}
+    api.post("/register", json=body).raise_for_status()
     return email
 
 

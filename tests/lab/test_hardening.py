@@ -1,7 +1,8 @@
 """Hardening on a real lab: HTTPS at the edge verified against the lab's own CA (plain HTTP only
 redirects), the registry over TLS with no insecure registry on any engine, an NFS export that
-squashes root, pinned host keys and timeouts that name the host, and lab-down keeping away from the
-state of other targets of the same cluster name. Traffic goes to 127.0.0.1 and the lab's nodes only."""
+squashes root, pinned host keys and timeouts that name the host, lab-down keeping away from the
+state of other targets of the same cluster name, and the OTP and session rules that take abuse
+(a replayed key, cookieless floods, an anonymous client's wrong codes). Traffic goes to 127.0.0.1 and the lab's nodes only."""
 
 from __future__ import annotations
 
@@ -25,7 +26,18 @@ from cluster.lab.keys import new_key_pair
 from haproxy.model import CERT_PATH
 from registry.model import trust_path
 from tests.lab.conftest import LAB_ENV, PLANTED, Lab, fab
-from tests.lab.test_registration import REDIS_SECRETS, STACK, in_service, node_of, redis_cli
+from tests.lab.test_registration import (
+    REDIS_SECRETS,
+    STACK,
+    csrf,
+    eligible,
+    fresh_email,
+    in_service,
+    mails,
+    node_of,
+    otp_from,
+    redis_cli,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -330,3 +342,54 @@ def test_the_services_believe_x_forwarded_for_from_haproxy_only(lab: Lab) -> Non
             f"docker service inspect {STACK}_{service} --format '{{{{json .Spec.TaskTemplate.ContainerSpec.Env}}}}'",
         )
         assert f"FORWARDED_ALLOW_IPS={allowed}" in json.loads(spec.stdout), service
+
+
+# --- OTP and session abuse ------------------------------------------------------------------------------
+
+
+def test_a_replayed_getotp_key_sends_one_mail(lab: Lab, api: httpx.Client) -> None:
+    email = fresh_email()
+    eligible(api, email)
+    key = {"Idempotency-Key": f"replayed-{uuid.uuid4().hex}"}
+    replies = [api.post("/getotp", json={"email": email}, headers=key) for _ in range(8)]
+    assert [(r.status_code, r.json()["results"]) for r in replies] == [(200, "sent")] * 8
+    time.sleep(3)  # any second mail would be in the sink by now
+    sent = mails(lab, email)
+    assert len(sent) == 1, f"{len(sent)} mails for one idempotency key"
+    verified = api.post("/authen", json={"email": email, "otp": otp_from(sent[0])})
+    assert verified.status_code == 200, "the one code mailed is the live one"
+
+
+def test_cookieless_pages_store_no_session(lab: Lab) -> None:
+    policy = redis_cli(lab, "redis-session", "CONFIG GET maxmemory-policy").split()
+    assert policy[-1] == "volatile-ttl", policy
+    assert int(redis_cli(lab, "redis-session", "CONFIG GET maxmemory").split()[-1]) > 0
+    before = int(redis_cli(lab, "redis-session", "DBSIZE").strip())
+    with httpx.Client(base_url=lab.url, verify=lab.tls, timeout=30) as browser:
+        for _ in range(50):
+            browser.cookies.clear()
+            page = browser.get("/")
+            assert page.status_code == 200 and 'name="csrf"' in page.text
+    assert int(redis_cli(lab, "redis-session", "DBSIZE").strip()) == before
+
+
+def test_the_owner_still_authenticates_after_an_anonymous_clients_six_wrong_codes(lab: Lab, api: httpx.Client) -> None:
+    email = fresh_email()
+    eligible(api, email)
+    with httpx.Client(base_url=lab.url, verify=lab.tls, timeout=30, follow_redirects=True) as mallory:
+        # Someone else asks for the owner's OTP in the UI (the owner gets the mail), then guesses.
+        sent = mallory.post("/", data={"email": email, "csrf": csrf(mallory.get("/"))})
+        assert sent.status_code == 200 and 'name="otp"' in sent.text, sent.text[:300]
+        code = otp_from(mails(lab, email)[-1])
+        wrong = "000000" if code != "000000" else "111111"
+        answers = []
+        for _ in range(6):
+            refused = mallory.post("/authen", data={"otp": wrong, "csrf": csrf(sent)})
+            answers.append((refused.status_code, refused.headers.get("x-error-code")))
+        assert answers == [(400, "invalid_otp")] * 5 + [(429, "locked")]
+    with httpx.Client(base_url=lab.url, verify=lab.tls, timeout=30, follow_redirects=True) as owner:
+        page = owner.post("/", data={"email": email, "csrf": csrf(owner.get("/"))})
+        assert page.status_code == 200 and 'name="otp"' in page.text, page.text[:300]
+        verified = owner.post("/authen", data={"otp": code, "csrf": csrf(page)})
+        assert verified.status_code == 200 and 'name="firstname"' in verified.text, verified.text[:300]
+    assert len(mails(lab, email)) == 1, "within the resend window the owner's request mails nothing new"

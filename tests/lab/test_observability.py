@@ -185,8 +185,10 @@ def test_a_registration_through_haproxy_raises_the_registrations_counter(
     eligible(api, email)
     assert api.post("/getotp", json={"email": email}).status_code == 200
     code = otp_from(mails(lab, email)[-1])
-    assert api.post("/authen", json={"email": email, "otp": code}).status_code == 200
-    registered = api.post("/register", json={"firstname": "Grace", "lastname": "Hopper", "email": email})
+    verified = api.post("/authen", json={"email": email, "otp": code})
+    assert verified.status_code == 200
+    body = {"firstname": "Grace", "lastname": "Hopper", "email": email, "proof": verified.json()["proof"]}
+    registered = api.post("/register", json=body)
     assert registered.status_code == 200, registered.text
     wait_for("the registration counted", lambda: registrations() >= before + 1)
     wait_for("the OTP mail counted", lambda: prometheus(admin, "sum(otp_mails_sent_total) > 0"))

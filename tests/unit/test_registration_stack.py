@@ -194,3 +194,32 @@ def test_every_redis_requires_a_password_its_clients_hold() -> None:
             assert secret in services[name]["secrets"], name
         holders = {s: {n for n, svc in services.items() if s in svc.get("secrets", [])} for s in servers.values()}
         assert holders == {"redis_password": {"redis", "otp"}, "redis_session_password": {"redis-session", "ui"}}
+
+
+def test_the_session_store_evicts_by_ttl_below_its_memory_limit() -> None:
+    """A flood of sessions costs the sessions nearest their end, not the server (and every user's session)."""
+    for environment, mode in (("lab", "shared-dir"), ("prod", "nfs")):
+        _, stack = rendered(environment, mode)
+        sessions = stack["services"]["redis-session"]
+        env = sessions["environment"]
+        assert env["REDIS_MAXMEMORY_POLICY"].startswith("volatile-")
+        maxmemory = int(env["REDIS_MAXMEMORY"].removesuffix("mb"))
+        limit = int(sessions["deploy"]["resources"]["limits"]["memory"].removesuffix("M"))
+        assert maxmemory <= limit * 0.8, "room for Redis' own overhead under the container's limit"
+
+
+def test_each_hmac_key_is_held_by_its_one_service() -> None:
+    for environment, mode in (("lab", "shared-dir"), ("prod", "nfs")):
+        _, stack = rendered(environment, mode)
+        services = stack["services"]
+        owners = {"otp_digest_key": "otp", "register_proof_key": "api", "ui_csrf_key": "ui"}
+        variables = {
+            "otp_digest_key": "OTP_DIGEST_KEY_FILE",
+            "register_proof_key": "PROOF_KEY_FILE",
+            "ui_csrf_key": "CSRF_KEY_FILE",
+        }
+        for secret, owner in owners.items():
+            assert secret in GENERATED
+            holders = {name for name, service in services.items() if secret in service.get("secrets", [])}
+            assert holders == {owner}, secret
+            assert services[owner]["environment"][variables[secret]] == f"/run/secrets/{secret}"

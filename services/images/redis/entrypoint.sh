@@ -19,7 +19,12 @@ port="${REDIS_PORT:-6379}"
     echo "dbfilename dump.rdb"
     if [ -n "${REDIS_MAXMEMORY:-}" ]; then
         echo "maxmemory ${REDIS_MAXMEMORY}"
-        echo "maxmemory-policy volatile-lru"
+        # TTL-aware by default (only keys with a TTL are evicted): REDIS_MAXMEMORY_POLICY may say which.
+        case "${REDIS_MAXMEMORY_POLICY:-volatile-lru}" in
+            volatile-lru|volatile-lfu|volatile-ttl|volatile-random|noeviction) ;;
+            *) echo "entrypoint: REDIS_MAXMEMORY_POLICY must be a volatile-* policy or noeviction" >&2; exit 1;;
+        esac
+        echo "maxmemory-policy ${REDIS_MAXMEMORY_POLICY:-volatile-lru}"
     fi
 } > "$conf"
 if [ -n "${REDIS_PASSWORD_FILE:-}" ]; then

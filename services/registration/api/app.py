@@ -6,8 +6,8 @@ Routes (all POST, JSON in, ``{"results": ...}`` out, HTTP basic auth), each serv
 * ``/create_email_list``  ``{"email_list": [...]}``  -> ``{"results": {"added", "total", "rejected"}}``
   (the admin credential only)
 * ``/getotp``  ``{"email"}``  -> ``{"results": "sent"}``; the OTP itself goes only by mail
-* ``/authen``  ``{"email", "otp"}``  -> ``{"results": "ok"}``
-* ``/register``  ``{"firstname", "lastname", "email"}``  -> ``{"results": {"student_id": N}}``
+* ``/authen``  ``{"email", "otp"}``  -> ``{"results": "ok", "proof": "..."}``
+* ``/register``  ``{"firstname", "lastname", "email", "proof"}``  -> ``{"results": {"student_id": N}}``
 
 Refusals carry a status code and a short machine-readable reason in ``results``: see
 services/README.md. OpenAPI: ``/api/docs`` and ``/api/openapi.json``. ``/healthz`` has no auth.
@@ -106,7 +106,8 @@ def create_app(settings: ApiSettings, rpc: RpcCaller | None = None) -> FastAPI:
 
     roles, backend = Roles(settings), Backend(settings)
     # Each route at /api/x (HAProxy forwards /api/... unchanged; in OpenAPI) and at /x.
-    for group in (admin_routes(backend, roles), user_routes(backend, roles)):
+    proof_key = settings.proof_key.get_secret_value().encode()
+    for group in (admin_routes(backend, roles), user_routes(backend, roles, proof_key, settings.proof_ttl)):
         app.include_router(group, prefix="/api")
         app.include_router(group, include_in_schema=False)
     health = health_routes()

@@ -37,6 +37,7 @@ REFUSAL_STATUS: dict[str, int] = {
     "invalid_otp": status.HTTP_401_UNAUTHORIZED,
     "expired": status.HTTP_401_UNAUTHORIZED,
     "not_authenticated": status.HTTP_403_FORBIDDEN,
+    "invalid_proof": status.HTTP_403_FORBIDDEN,
     "already_registered": status.HTTP_409_CONFLICT,
 }
 

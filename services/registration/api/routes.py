@@ -5,9 +5,12 @@ Request bodies are validated here (unknown fields refused); replies are ``{"resu
 
 from __future__ import annotations
 
+import re
 import socket
+import time
+import uuid
 from contextlib import suppress
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -18,7 +21,14 @@ from registration.api.backend import Backend, Rpc, idempotency_key, json_results
 from registration.common.emails import normalize_email
 from registration.common.metrics import REGISTRATIONS
 from registration.common.rpc import RpcError
+from registration.common.signing import TOKEN_MAX_LEN, sign, verify
 from registration.common.text import clean_name
+
+PROOF_PURPOSE: Final = "register"
+# The UI names the browser session a check comes from (an opaque digest of it), so that wrong codes
+# are counted per session: one visitor's guesses lock that visitor out, not the address's owner.
+SESSION_HEADER: Final = "x-client-session"
+_SESSION_RE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 def _email(value: str) -> str:
@@ -52,6 +62,8 @@ class RegisterIn(_Body):
     firstname: Name
     lastname: Name
     email: Email
+    # What a successful /authen for this e-mail answered: nobody registers an address they did not verify.
+    proof: Annotated[str, StringConstraints(max_length=TOKEN_MAX_LEN)]
 
 
 class Results(BaseModel):
@@ -71,22 +83,37 @@ def admin_routes(backend: Backend, roles: Roles) -> APIRouter:
     return admin
 
 
-def user_routes(backend: Backend, roles: Roles) -> APIRouter:
+def user_routes(backend: Backend, roles: Roles, proof_key: bytes, proof_ttl: int) -> APIRouter:
     """The UI's routes (the api credential): OTPs, then the registration."""
     router = APIRouter(dependencies=[roles.require("api")])
-    _otp_routes(router, backend)
-    _registration_routes(router, backend)
+    _otp_routes(router, backend, proof_key, proof_ttl)
+    _registration_routes(router, backend, proof_key)
     return router
 
 
-def _otp_routes(router: APIRouter, backend: Backend) -> None:
+def _client(request: Request) -> str:
+    return str(getattr(request.state, "client", ""))
+
+
+def _session_of(request: Request) -> str:
+    given = request.headers.get(SESSION_HEADER, "")
+    return given if _SESSION_RE.fullmatch(given) else ""
+
+
+def _otp_routes(router: APIRouter, backend: Backend, proof_key: bytes, proof_ttl: int) -> None:
     @router.post("/getotp", response_model=Results)
     async def getotp(body: EmailIn, request: Request, rpc_: Rpc) -> JSONResponse:
         until, key = backend.deadline(), idempotency_key(request)
-        client = str(getattr(request.state, "client", ""))
-        created = await backend.call(rpc_, until, "otp", "create", email=body.email, client=client, key=key)
+        # This HTTP request: its own retries after a lost reply get a fresh code; a replay of the
+        # key (another request) gets the first answer and mails nothing.
+        attempt = uuid.uuid4().hex
+        created = await backend.call(
+            rpc_, until, "otp", "create", email=body.email, client=_client(request), key=key, attempt=attempt
+        )
         state = state_of(created)
-        if state == "already_sent":  # repeated within the resend window: no second mail
+        # The same answer whether the address is on the list or not (no mail then), and for a repeat
+        # within the resend window or of the same key (no second mail).
+        if state in ("already_sent", "unknown_email"):
             return json_results(200, "sent")
         if state == "rate_limited":
             retry_after = int(created.get("retry_after") or 60)
@@ -109,16 +136,36 @@ def _otp_routes(router: APIRouter, backend: Backend) -> None:
     @router.post("/authen", response_model=Results)
     async def authen(body: AuthenIn, request: Request, rpc_: Rpc) -> JSONResponse:
         until, key = backend.deadline(), idempotency_key(request)
-        out = await backend.call(rpc_, until, "otp", "authen", email=body.email, otp=body.otp, key=key)
+        out = await backend.call(
+            rpc_,
+            until,
+            "otp",
+            "authen",
+            email=body.email,
+            otp=body.otp,
+            key=key,
+            client=_client(request),
+            source=_session_of(request),
+        )
         state = state_of(out)
         if state == "ok":
-            return json_results(200, "ok")
+            # The proof /register asks for: bound to this e-mail, as long as the worker's marker lives.
+            proof = sign(proof_key, PROOF_PURPOSE, {"e": body.email}, expires_at=time.time() + proof_ttl)
+            return JSONResponse(status_code=200, content={"results": "ok", "proof": proof})
+        if state == "unknown_email":  # a worker of the previous version: answered as any wrong code
+            return refusal("invalid_otp")
+        if state == "rate_limited":
+            retry_after = int(out.get("retry_after") or 60)
+            return refusal(state, {"Retry-After": str(max(1, retry_after))})
         return refusal(state)
 
 
-def _registration_routes(router: APIRouter, backend: Backend) -> None:
+def _registration_routes(router: APIRouter, backend: Backend, proof_key: bytes) -> None:
     @router.post("/register", response_model=Results)
     async def register(body: RegisterIn, request: Request, rpc_: Rpc) -> JSONResponse:
+        claims = verify(proof_key, PROOF_PURPOSE, body.proof, now=time.time())
+        if claims is None or claims.get("e") != body.email:
+            return refusal("invalid_proof")  # before any call: forged, expired or another address's
         until, key = backend.deadline(), idempotency_key(request)
         names = {"firstname": body.firstname, "lastname": body.lastname}
         if await backend.call(rpc_, until, "otp", "is_authenticated", email=body.email):

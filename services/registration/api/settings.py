@@ -19,3 +19,6 @@ class ApiSettings(EnvSettings):
     max_body_bytes: Int = Field(64 * 1024, validation_alias="MAX_BODY_BYTES")
     max_admin_body_bytes: Int = Field(4 * 1024 * 1024, validation_alias="MAX_ADMIN_BODY_BYTES")
     forwarded_allow_ips: str = Field("*", validation_alias="FORWARDED_ALLOW_IPS")
+    # Signs the proof a successful /authen hands out and /register asks for (a Docker secret).
+    proof_key: Password = Field(validation_alias="PROOF_KEY")
+    proof_ttl: Int = Field(900, validation_alias="PROOF_TTL")  # as the otp worker's AUTH_TTL

@@ -1,4 +1,4 @@
-"""Logging to stdout with secret redaction."""
+"""Logging to stdout with secret redaction and e-mail addresses masked."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import os
 import socket
 import sys
 
+from registration.common.emails import mask_addresses
 from registration.common.secretfiles import redact
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats a record (message, arguments, traceback) and masks every registered secret."""
+    """Formats a record (message, arguments, traceback), masks every registered secret and shows
+    e-mail addresses as ``a***@example.org`` (a log is no list of who asked for what)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return mask_addresses(redact(super().format(record)))
 
 
 def setup_logging(service: str, level: str | None = None) -> logging.Logger:

@@ -7,6 +7,7 @@ import smtplib
 from collections.abc import Mapping
 
 from registration.common.deadline import TransientError
+from registration.common.emails import mask_email
 from registration.common.mail import send_message
 from registration.common.once import Once
 from registration.common.rpc import Handler
@@ -24,7 +25,7 @@ async def _factory() -> tuple[Mapping[str, Handler], Hook | None]:
     async def send(student_id: int, firstname: str, lastname: str, email: str, key: str | None = None) -> str:
         async def deliver() -> str:
             await send_message(settings, confirmation(settings, student_id, firstname, lastname, email))
-            log.info("confirmation for student %s sent to %s", student_id, email)
+            log.info("confirmation for student %s sent to %s", student_id, mask_email(email))
             return "sent"
 
         # One confirmation per student and address (or per key) however often the request is repeated.

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pydantic import Field
 
 from registration.common.deadline import TransientError
+from registration.common.emails import mask_email
 from registration.common.mail import send_message
 from registration.common.metrics import OTP_MAILS_SENT
 from registration.common.once import Once
@@ -35,7 +36,7 @@ async def _factory() -> tuple[Mapping[str, Handler], Hook | None]:
         async def deliver() -> str:
             await send_message(settings, otp_mail(settings, str(otp), email, ttl))
             OTP_MAILS_SENT.inc()
-            log.info("OTP mail sent to %s", email)  # never the code itself
+            log.info("OTP mail sent to %s", mask_email(email))  # never the code itself
             return "sent"
 
         # The same code to the same address goes out once, however often the request is delivered.

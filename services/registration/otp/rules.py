@@ -1,30 +1,40 @@
 """OTP rules. Every decision that reads and writes shared state is one atomic step of the store
 (a Redis Lua script in production), so concurrent requests cannot race past a rule:
 
-* Only e-mails on the eligible list get an OTP.
+* Only e-mails on the eligible list get a mailed OTP, but every answer is the same for an address
+  that is not on the list (no oracle): a code is issued (and never mailed), the rate limits, the
+  resend window, the failures and the locks apply to it alike, and its right code is still wrong.
 * An OTP is 6 digits drawn with :mod:`secrets`; it expires after ``otp_ttl`` seconds (checked
   against the stored expiry time, and the store also drops the key after its TTL). The store
-  keeps only a SHA-256 digest of the code (with the e-mail), never the code itself.
+  keeps only an HMAC-SHA256 of the code and the e-mail under a secret key (:class:`CodeDigest`),
+  never the code: a dump or a backup without the key gives no way to test the 10^6 codes.
 * An OTP is single-use: the check that matches deletes it in the same atomic step.
 * Codes are compared as digests, so the comparison's timing says nothing about the code.
-* ``max_attempts`` wrong codes lock the e-mail for ``lock_seconds``: counting, comparing and
-  locking are one atomic step, so of 50 concurrent wrong guesses only ``max_attempts`` are
-  compared; while locked every check is refused, the right code included, and no new OTP is
-  issued. Requesting a new OTP does not reset the failure count.
+* Wrong codes are counted per e-mail and *source* (the UI's session, or the client address when
+  the caller names no session): ``max_attempts`` of them lock that source out of that e-mail for
+  ``lock_seconds``, and leave the code live for the owner, who asks from another session. Higher
+  ceilings bound what many sources can do: ``max_attempts_per_client`` per e-mail and client
+  address lock that address out of it, ``max_attempts_per_email`` in all lock the e-mail for
+  everyone and drop its code. Counting, comparing and locking are one atomic step, so of 50
+  concurrent wrong guesses only ``max_attempts`` are compared; a locked source is refused even
+  the right code. Requesting a new OTP resets no count; the right code resets its source's and the
+  e-mail's counts.
 * A successful check leaves an "authenticated" marker (TTL ``auth_ttl``) that ``/register``
   needs and consumes.
-* Rate limits: at most ``rate_per_email`` OTP requests per eligible e-mail and
-  ``rate_per_client`` per client address in each ``rate_window`` (0 disables a limit).
+* Rate limits: at most ``rate_per_email`` OTP requests per e-mail and ``rate_per_client`` per
+  client address in each ``rate_window`` (0 disables a limit); checks are limited per client
+  address by ``rate_per_client`` too (a count of their own).
 * Idempotency: within ``resend_window`` seconds of an OTP being issued, another request for the
   same e-mail sends no second mail (``already_sent``; the first mail's code stays valid) until
-  that code is used. The same request repeated (same idempotency key: a retry after a lost
-  reply) gets a fresh code, since no mail went out with the lost one. A repeated check with the
-  same key returns the first answer instead of counting again.
+  that code is used. A request replayed with the same idempotency key gets the first request's
+  answer (``already_sent``: nothing new is mailed); only the same *attempt* repeated (the gateway's
+  retry after a lost reply, within one HTTP request) gets a fresh code, since no mail went out with
+  the lost one. A repeated check with the same key returns the first answer instead of counting again.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -34,6 +44,7 @@ from typing import Final, Protocol
 
 from registration.common.emails import InvalidEmail
 from registration.common.emails import normalize_email as _normalize_email
+from registration.common.signing import keyed_digest
 
 OTP_DIGITS: Final = 6
 KEY_MAX_LEN: Final = 128
@@ -53,14 +64,17 @@ class AuthStatus(StrEnum):
     INVALID = "invalid_otp"
     EXPIRED = "expired"  # no live OTP for this e-mail (never requested, expired or used)
     LOCKED = "locked"
-    UNKNOWN_EMAIL = "unknown_email"
+    RATE_LIMITED = "rate_limited"
+    UNKNOWN_EMAIL = "unknown_email"  # answers of an older worker only: an unknown e-mail is answered as any other
     INVALID_EMAIL = "invalid_email"
 
 
 @dataclass(frozen=True)
 class OtpPolicy:
     otp_ttl: int = 300
-    max_attempts: int = 5
+    max_attempts: int = 5  # wrong codes per e-mail and source (a session, or a client address)
+    max_attempts_per_client: int = 10  # per e-mail and client address, whatever the sessions
+    max_attempts_per_email: int = 100  # per e-mail in all: then it is locked for everyone
     lock_seconds: int = 900
     auth_ttl: int = 900
     resend_window: int = 60
@@ -69,7 +83,8 @@ class OtpPolicy:
     rate_per_client: int = 50
 
     def __post_init__(self) -> None:
-        if min(self.otp_ttl, self.max_attempts, self.lock_seconds, self.auth_ttl, self.rate_window) < 1:
+        tiers = (self.max_attempts, self.max_attempts_per_client, self.max_attempts_per_email)
+        if min(self.otp_ttl, *tiers, self.lock_seconds, self.auth_ttl, self.rate_window) < 1:
             raise ValueError("OTP policy values must be positive")
         if min(self.resend_window, self.rate_per_email, self.rate_per_client) < 0:
             raise ValueError("OTP resend window and rate limits must not be negative")
@@ -81,14 +96,17 @@ class OtpStore(Protocol):
     async def add_eligible(self, emails: Iterable[str]) -> int: ...
     async def count_eligible(self) -> int: ...
     async def issue(
-        self, email: str, *, digest: str, key: str, client: str, now: float, policy: OtpPolicy
+        self, email: str, *, digest: str, key: str, attempt: str, client: str, now: float, policy: OtpPolicy
     ) -> tuple[str, int]:
         """(status, retry_after seconds) after applying every issuing rule."""
         ...
 
-    async def check(self, email: str, *, digest: str, key: str, now: float, policy: OtpPolicy) -> str: ...
+    async def check(
+        self, email: str, *, digest: str, key: str, source: str, client: str, now: float, policy: OtpPolicy
+    ) -> str: ...
     async def release_sent(self, email: str, key: str) -> None:
-        """Forget that request ``key`` mailed an OTP (its mail could not be sent)."""
+        """Forget that request ``key`` mailed an OTP (its mail could not be sent): the next request,
+        or the same key again, mails at once."""
         ...
 
     async def is_authenticated(self, email: str, now: float) -> bool: ...
@@ -119,9 +137,32 @@ def generate_otp() -> str:
     return f"{secrets.randbelow(10**OTP_DIGITS):0{OTP_DIGITS}d}"
 
 
-def code_digest(email: str, code: str) -> str:
-    """What the store keeps and compares instead of the code (64 hex digits)."""
-    return hashlib.sha256(f"{email}\0{code.strip()}".encode()).hexdigest()
+class CodeDigest:
+    """What the store keeps and compares instead of the code: HMAC-SHA256 of the e-mail and the code
+    under the worker's secret key (``OTP_DIGEST_KEY_FILE``), 64 hex digits."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the OTP digest key must be at least 16 bytes")
+        self._key = key
+
+    def __call__(self, email: str, code: str) -> str:
+        return keyed_digest(self._key, email, code.strip())
+
+    def __repr__(self) -> str:  # the key never shows
+        return "CodeDigest(<key>)"
+
+
+def source_of(source: str, client: str) -> str:
+    """Whom wrong codes are counted against: the caller's session if it named one, else the client address."""
+    if source:
+        return f"s:{source}"
+    return f"a:{client}" if client else "-"
+
+
+def window_retry_after(now: float, window: int) -> int:
+    """Seconds until the current rate window ends (the ``Retry-After`` of a rate-limited request)."""
+    return max(1, math.ceil((math.floor(now / window) + 1) * window - now))
 
 
 def clean_key(key: str | None) -> str:
@@ -152,18 +193,30 @@ async def create_otp(
     email: str,
     policy: OtpPolicy,
     *,
+    digest: CodeDigest,
     client: str = "",
     key: str | None = None,
+    attempt: str | None = None,
     clock: Clock = time.time,
     generate: Callable[[], str] = generate_otp,
 ) -> CreateResult:
+    """``attempt`` names one try of the request ``key`` (the gateway's HTTP request): only that try
+    repeated gets a fresh code; another with the same key gets ``already_sent``. Without it, every
+    request with the key counts as the same try (what a gateway of the previous version sends)."""
     try:
         address = normalize_email(email)
     except InvalidEmail:
         return CreateResult(CreateStatus.INVALID_EMAIL)
     code = generate()
+    request_key = clean_key(key)
     status, retry_after = await store.issue(
-        address, digest=code_digest(address, code), key=clean_key(key), client=client, now=clock(), policy=policy
+        address,
+        digest=digest(address, code),
+        key=request_key,
+        attempt=clean_key(attempt) if attempt else request_key,
+        client=client,
+        now=clock(),
+        policy=policy,
     )
     result = CreateStatus(status)
     return CreateResult(result, code if result is CreateStatus.CREATED else None, retry_after)
@@ -175,7 +228,10 @@ async def authenticate(
     otp: str,
     policy: OtpPolicy,
     *,
+    digest: CodeDigest,
     key: str | None = None,
+    source: str = "",
+    client: str = "",
     clock: Clock = time.time,
 ) -> AuthStatus:
     try:
@@ -183,7 +239,13 @@ async def authenticate(
     except InvalidEmail:
         return AuthStatus.INVALID_EMAIL
     status = await store.check(
-        address, digest=code_digest(address, str(otp)), key=clean_key(key), now=clock(), policy=policy
+        address,
+        digest=digest(address, str(otp)),
+        key=clean_key(key),
+        source=source_of(source, client),
+        client=client,
+        now=clock(),
+        policy=policy,
     )
     return AuthStatus(status)
 

@@ -18,24 +18,29 @@ log = logging.getLogger("registration.ui.app")
 
 @dataclass(frozen=True)
 class ApiContext:
-    """What goes with a call besides the body: the end user's address (for the API's rate limits)
-    and the submission's idempotency key."""
+    """What goes with a call besides the body: the end user's address (for the API's rate limits),
+    the submission's idempotency key and the session's opaque source (wrong codes count against it)."""
 
     client: str
     key: str
+    source: str = ""
 
 
-ApiPost = Callable[[str, dict[str, Any], ApiContext], Awaitable[tuple[int, Any]]]
+# (status, the answer's JSON object: "results" and, for /authen, "proof")
+ApiPost = Callable[[str, dict[str, Any], ApiContext], Awaitable[tuple[int, dict[str, Any]]]]
+SESSION_HEADER = "X-Client-Session"
 
 
 def http_api_post(client: httpx.AsyncClient, budget: float) -> ApiPost:
     """POST to the API, repeating transport failures (with the same idempotency key) within ``budget``."""
 
-    async def post(path: str, payload: dict[str, Any], ctx: ApiContext) -> tuple[int, Any]:
+    async def post(path: str, payload: dict[str, Any], ctx: ApiContext) -> tuple[int, dict[str, Any]]:
         deadline = Deadline(budget)
         headers = {"Idempotency-Key": ctx.key}
         if ctx.client:
             headers["X-Forwarded-For"] = ctx.client
+        if ctx.source:
+            headers[SESSION_HEADER] = ctx.source
 
         async def send() -> httpx.Response:
             return await client.post(path, json=payload, headers=headers, timeout=max(0.1, deadline.remaining()))
@@ -56,10 +61,13 @@ def http_api_post(client: httpx.AsyncClient, budget: float) -> ApiPost:
             )
         except httpx.HTTPError as exc:
             log.warning("API call %s failed: %s", path, type(exc).__name__)
-            return 503, "backend_unavailable"
+            return 503, {"results": "backend_unavailable"}
         try:
-            return resp.status_code, resp.json().get("results")
-        except (ValueError, AttributeError):
-            return resp.status_code, "backend_error"
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return resp.status_code, {"results": "backend_error"}
+        return resp.status_code, body
 
     return post

@@ -4,7 +4,8 @@
 first and last name and registers. Every page shows the serving container's hostname.
 
 The session id changes when an OTP is requested and when it is verified (against session
-fixation). Each form submission carries an idempotency key to the API, so the UI can repeat a
+fixation). A session is stored only once an OTP was requested from a posted form; before that, the
+forms carry a CSRF token signed for the cookie's id. Each form submission carries an idempotency key to the API, so the UI can repeat a
 call whose answer was lost (an API task replaced mid-request) without a double effect.
 """
 
@@ -48,6 +49,8 @@ class UiSettings(EnvSettings):
     )
     api_user: UserName = Field("api", validation_alias="API_USER")
     api_password: Password = Field(validation_alias="API_PASSWORD")
+    # Signs the forms' CSRF tokens (and names sessions to the API), the same in every UI replica.
+    csrf_key: Password = Field(validation_alias="CSRF_KEY")
     session_ttl: Int = Field(1800, validation_alias="SESSION_TTL")
     cookie_secure: Bool = Field(False, validation_alias="SESSION_COOKIE_SECURE")
     # The whole budget of one API call, retries included; above the API's own REQUEST_DEADLINE
@@ -109,7 +112,8 @@ def create_app(
     )
     hostname = socket.gethostname()
     add_served_by(app, hostname)
-    pages, cookie = Pages(hostname), SessionCookie(settings.session_ttl, settings.cookie_secure)
+    csrf_key = settings.csrf_key.get_secret_value().encode()
+    pages, cookie = Pages(hostname), SessionCookie(settings.session_ttl, settings.cookie_secure, csrf_key)
     add_error_pages(app, pages)
     add_otp_request_pages(app, pages, cookie)
     add_otp_check_pages(app, pages, cookie)

@@ -1,6 +1,7 @@
 """The UI's pages by step: ``/`` requests an OTP, ``/authen`` checks it, ``/reg`` registers; ``/healthz``.
 
-Every form carries the session's CSRF token; every step saves the session and sets its cookie.
+Every form carries the session's CSRF token; every step sets the session's cookie, and saves the
+session once an OTP was requested (see :mod:`registration.ui.session_cookie`).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ def refused(status_code: int) -> int:
     return status_code if status_code in _PASSED_ON else 400
 
 
-async def api(request: Request, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
-    """POST to the API with the end user's address and a fresh idempotency key for this submission."""
-    ctx = ApiContext(client=str(getattr(request.state, "client", "")), key=secrets.token_urlsafe(24))
-    result: tuple[int, Any] = await request.app.state.api_post(path, payload, ctx)
-    return result
+async def api(
+    request: Request, path: str, payload: dict[str, Any], source: str = ""
+) -> tuple[int, Any, dict[str, Any]]:
+    """POST to the API with the end user's address, the session's source and a fresh idempotency key
+    for this submission: the status, the ``results`` and the whole answer."""
+    ctx = ApiContext(client=str(getattr(request.state, "client", "")), key=secrets.token_urlsafe(24), source=source)
+    status_code, body = await request.app.state.api_post(path, payload, ctx)
+    return status_code, body.get("results"), body
 
 
 def add_otp_request_pages(app: FastAPI, pages: Pages, cookie: SessionCookie) -> None:
@@ -42,14 +46,14 @@ def add_otp_request_pages(app: FastAPI, pages: Pages, cookie: SessionCookie) -> 
 
     @app.post("/", response_class=HTMLResponse)
     async def otp_submit(request: Request, email: str = Form(""), csrf: str = Form("")) -> Response:
-        sid, data = await cookie.load(request)
+        sid, data = await cookie.load(request, posted=True)
         if not csrf_ok(data, csrf):
             return await cookie.commit(request, pages.bad_form(request, "otp.html", data), sid, data)
         try:
             address = normalize_email(email)
         except InvalidEmail:
             return await cookie.commit(request, pages.bad_form(request, "otp.html", data, "invalid_email"), sid, data)
-        status_code, results = await api(request, "/getotp", {"email": address})
+        status_code, results, _ = await api(request, "/getotp", {"email": address})
         if status_code == 200 and results == "sent":
             data.update({"email": address, "authen": False})
             sid = await cookie.rotate(request, sid, data)
@@ -68,7 +72,7 @@ def add_otp_check_pages(app: FastAPI, pages: Pages, cookie: SessionCookie) -> No
 
     @app.post("/authen", response_class=HTMLResponse)
     async def authen_submit(request: Request, otp: str = Form(""), csrf: str = Form("")) -> Response:
-        sid, data = await cookie.load(request)
+        sid, data = await cookie.load(request, posted=True)
         if not data.get("email"):
             return await cookie.commit(request, RedirectResponse("./", status_code=303), sid, data)
         if not csrf_ok(data, csrf):
@@ -76,9 +80,11 @@ def add_otp_check_pages(app: FastAPI, pages: Pages, cookie: SessionCookie) -> No
         code = otp.strip()
         if not (len(code) == 6 and code.isascii() and code.isdigit()):
             return await cookie.commit(request, pages.bad_form(request, "authen.html", data, "invalid_otp"), sid, data)
-        status_code, results = await api(request, "/authen", {"email": data["email"], "otp": code})
-        if status_code == 200 and results == "ok":
+        payload = {"email": data["email"], "otp": code}
+        status_code, results, body = await api(request, "/authen", payload, source=cookie.source(sid))
+        if status_code == 200 and results == "ok" and isinstance(body.get("proof"), str):
             data["authen"] = True
+            data["proof"] = body["proof"]  # what /register asks for
             sid = await cookie.rotate(request, sid, data)
             return await cookie.commit(request, RedirectResponse("reg", status_code=303), sid, data)
         page = pages.error_page(request, "authen.html", data, refused(status_code), results)
@@ -98,8 +104,8 @@ def add_registration_pages(app: FastAPI, pages: Pages, cookie: SessionCookie) ->
     async def reg_submit(
         request: Request, firstname: str = Form(""), lastname: str = Form(""), csrf: str = Form("")
     ) -> Response:
-        sid, data = await cookie.load(request)
-        if not data.get("authen"):
+        sid, data = await cookie.load(request, posted=True)
+        if not data.get("authen") or not data.get("proof"):
             page = pages.error_page(request, "message.html", data, 403, "not_authenticated")
             return await cookie.commit(request, page, sid, data)
         if not csrf_ok(data, csrf):
@@ -108,8 +114,10 @@ def add_registration_pages(app: FastAPI, pages: Pages, cookie: SessionCookie) ->
             first, last = clean_name(firstname), clean_name(lastname)
         except ValueError:
             return await cookie.commit(request, pages.bad_form(request, "reg.html", data), sid, data)
-        status_code, results = await api(
-            request, "/register", {"firstname": first, "lastname": last, "email": data["email"]}
+        status_code, results, _ = await api(
+            request,
+            "/register",
+            {"firstname": first, "lastname": last, "email": data["email"], "proof": data["proof"]},
         )
         if status_code == 200 and isinstance(results, dict) and "student_id" in results:
             store: SessionStore = request.app.state.sessions

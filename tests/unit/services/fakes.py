@@ -23,7 +23,7 @@ from registration.common.once import Once
 from registration.common.rpc import RpcRemoteError, RpcTimeout, RpcUnavailable
 from registration.common.settings import PostgresSettings
 from registration.enroll.logic import INSERT_ENROLL_SQL, insert_enroll
-from registration.otp.rules import OtpPolicy
+from registration.otp.rules import CodeDigest, OtpPolicy
 from registration.otp.service import OtpService
 from registration.otp.store import RedisOtpStore
 from registration.student.logic import (
@@ -34,6 +34,9 @@ from registration.student.logic import (
     find_registration,
     register_student,
 )
+
+# The otp worker's HMAC key of the tests (the stack's is the otp_digest_key Docker secret).
+DIGEST = CodeDigest(b"unit-test-otp-digest-key")
 
 
 class FakeClock:
@@ -162,7 +165,7 @@ class FakeBackend:
     def __init__(self, policy: OtpPolicy | None = None, clock: FakeClock | None = None) -> None:
         self.clock = clock or FakeClock()
         self.store, self.redis = redis_store()
-        self.otp = OtpService(self.store, policy or OtpPolicy(), clock=self.clock)
+        self.otp = OtpService(self.store, policy or OtpPolicy(), DIGEST, clock=self.clock)
         self.db = FakeDb()
         self.database = fake_database(self.db)
         self.otp_mails: list[dict[str, Any]] = []
@@ -232,6 +235,7 @@ class FakeBackend:
 
 
 __all__ = [
+    "DIGEST",
     "FakeBackend",
     "FakeClock",
     "FakeDb",

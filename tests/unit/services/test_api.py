@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +16,9 @@ from httpx import Response
 from pydantic import SecretStr
 
 from registration.api.app import ApiSettings, create_app
+from registration.common.emails import InvalidEmail, normalize_email
 from registration.common.rpc import RpcRemoteError, RpcTimeout, RpcUnavailable
+from registration.common.signing import sign, verify
 from registration.otp.rules import OtpPolicy
 from tests.unit.services.fakes import FakeBackend, FakeDb, fake_database
 
@@ -22,6 +26,12 @@ AUTH = ("api", "s3cret-api-password")
 ADMIN = ("admin", "s3cret-admin-password")
 EMAIL = "bob@example.org"
 POLICY = OtpPolicy(otp_ttl=300, max_attempts=5, lock_seconds=900, auth_ttl=600, resend_window=60)
+PROOF_KEY = "unit-test-register-proof-key"
+
+
+def proof(email: str, ttl: float = 600, key: str = PROOF_KEY) -> str:
+    """A proof as a successful /authen for ``email`` hands out (the API's key of these tests)."""
+    return sign(key.encode(), "register", {"e": normalize_email(email)}, expires_at=time.time() + ttl)
 
 
 def settings(**overrides: Any) -> ApiSettings:
@@ -33,6 +43,7 @@ def settings(**overrides: Any) -> ApiSettings:
         # Short budgets: a test that runs out of its deadline takes about this long.
         "REQUEST_DEADLINE": 1.0,
         "RPC_TIMEOUT": 0.5,
+        "PROOF_KEY": SecretStr(PROOF_KEY),
     }
     values.update(overrides)
     return ApiSettings(**values)
@@ -53,6 +64,11 @@ def client(backend: FakeBackend) -> Iterator[TestClient]:
 def post(
     client: TestClient, path: str, payload: object, prefix: str = "/api", auth: tuple[str, str] = AUTH, **kw: Any
 ) -> Response:
+    """POST; a /register body without a proof gets a valid one for its e-mail (the rules behind the
+    proof are what most tests check; the proof's own tests give theirs)."""
+    if path == "/register" and isinstance(payload, dict) and "proof" not in payload:
+        with contextlib.suppress(InvalidEmail):
+            payload = {**payload, "proof": proof(str(payload.get("email")))}
     response: Response = client.post(f"{prefix}{path}", json=payload, auth=auth, **kw)
     return response
 
@@ -62,10 +78,12 @@ def eligible(client: TestClient, *emails: str) -> None:
     assert r.status_code == 200, r.text
 
 
-def get_authenticated(client: TestClient, backend: FakeBackend, email: str = EMAIL) -> None:
+def get_authenticated(client: TestClient, backend: FakeBackend, email: str = EMAIL) -> str:
+    """Request and verify an OTP; the proof /authen answered."""
     assert post(client, "/getotp", {"email": email}).json() == {"results": "sent"}
     r = post(client, "/authen", {"email": email, "otp": backend.last_otp_for(email)})
-    assert r.status_code == 200 and r.json() == {"results": "ok"}
+    assert r.status_code == 200 and r.json()["results"] == "ok", r.text
+    return str(r.json()["proof"])
 
 
 # --- request validation: 422, never 500 -------------------------------------------------------
@@ -193,8 +211,9 @@ def test_routes_work_with_and_without_prefix(client: TestClient, backend: FakeBa
 def test_full_flow(client: TestClient, backend: FakeBackend) -> None:
     r = post(client, "/create_email_list", {"email_list": [EMAIL, "carol@example.org"]}, auth=ADMIN)
     assert r.json() == {"results": {"added": 2, "total": 2, "rejected": []}}
-    get_authenticated(client, backend)
-    r = post(client, "/register", {"firstname": "Bob", "lastname": "Builder", "email": EMAIL})
+    given = get_authenticated(client, backend)
+    assert verify(PROOF_KEY.encode(), "register", given, now=time.time()) is not None
+    r = post(client, "/register", {"firstname": "Bob", "lastname": "Builder", "email": EMAIL, "proof": given})
     assert r.status_code == 200
     student_id = r.json()["results"]["student_id"]
     assert backend.db.students[EMAIL][:3] == (student_id, "Bob", "Builder")
@@ -212,12 +231,15 @@ def test_full_flow(client: TestClient, backend: FakeBackend) -> None:
     ]
 
 
-def test_unknown_email_refused_and_no_mail(client: TestClient, backend: FakeBackend) -> None:
+def test_an_unknown_email_gets_the_same_answers_and_no_mail(client: TestClient, backend: FakeBackend) -> None:
     eligible(client, EMAIL)
-    r = post(client, "/getotp", {"email": "eve@example.org"})
-    assert r.status_code == 403
-    assert r.json() == {"results": "unknown_email"}
-    assert backend.otp_mails == []
+    answers = []
+    for email in ("eve@example.org", EMAIL):  # not on the list; on it
+        got = post(client, "/getotp", {"email": email})
+        wrong = post(client, "/authen", {"email": email, "otp": "000000"})
+        answers.append((got.status_code, got.json(), wrong.status_code, wrong.json()))
+    assert answers[0] == answers[1] == (200, {"results": "sent"}, 401, {"results": "invalid_otp"})
+    assert [m["email"] for m in backend.otp_mails] == [EMAIL]  # nothing mailed to the unknown address
 
 
 def test_api_never_returns_the_otp(client: TestClient, backend: FakeBackend) -> None:
@@ -263,8 +285,9 @@ def test_wrong_otp_then_lockout_refuses_right_otp(client: TestClient, backend: F
         assert r.status_code == 401 and r.json() == {"results": "invalid_otp"}
     r = post(client, "/authen", {"email": EMAIL, "otp": code})
     assert r.status_code == 429 and r.json() == {"results": "locked"}
+    # the lock is this source's (here the client address): the address itself still gets its OTPs
     r = post(client, "/getotp", {"email": EMAIL})
-    assert r.status_code == 429
+    assert r.status_code == 200
     r = post(client, "/register", {"firstname": "B", "lastname": "C", "email": EMAIL})
     assert r.status_code == 403
 
@@ -274,6 +297,25 @@ def test_otp_is_single_use_via_api(client: TestClient, backend: FakeBackend) -> 
     get_authenticated(client, backend)
     r = post(client, "/authen", {"email": EMAIL, "otp": backend.last_otp_for(EMAIL)})
     assert r.status_code == 401 and r.json() == {"results": "expired"}
+
+
+def test_register_accepts_only_a_proof_from_authen_for_that_email(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL, "other@example.org")
+    body = {"firstname": "B", "lastname": "C", "email": EMAIL}
+    other_proof = get_authenticated(client, backend, "other@example.org")
+    get_authenticated(client, backend)  # the marker is there: only the proof is wrong below
+    for bad in (
+        "",  # none
+        "forged.token",
+        proof(EMAIL, key="not-the-api-key"),  # signed by someone else
+        proof(EMAIL, ttl=-1),  # expired
+        other_proof,  # another address's
+        proof(EMAIL) + "x",
+    ):
+        r = post(client, "/register", body | {"proof": bad})
+        assert r.status_code == 403 and r.json() == {"results": "invalid_proof"}, bad
+    assert backend.calls_to("student", "register") == 0 and backend.db.students == {}
+    assert post(client, "/register", body).status_code == 200
 
 
 def test_register_requires_authen(client: TestClient, backend: FakeBackend) -> None:
@@ -384,7 +426,7 @@ def test_a_lost_reply_to_authen_still_authenticates(client: TestClient, backend:
     backend.fail_after[("otp", "authen")] = [RpcTimeout("reply lost")]
     # the first run used the OTP; the repeat (same key) gets the first answer, not "expired"
     r = post(client, "/authen", {"email": EMAIL, "otp": backend.last_otp_for(EMAIL)})
-    assert r.status_code == 200 and r.json() == {"results": "ok"}
+    assert r.status_code == 200 and r.json()["results"] == "ok"
 
 
 def test_a_retried_register_creates_one_student_and_one_enrolment(client: TestClient, backend: FakeBackend) -> None:
@@ -440,6 +482,59 @@ def test_a_replayed_register_returns_the_same_success(client: TestClient, backen
     assert len(backend.confirmations) == 1
     # another request (another key) is still refused
     assert post(client, "/register", body).status_code == 403
+
+
+def test_a_replayed_getotp_key_sends_one_mail(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    key = {"Idempotency-Key": "getotp-0123456789abcdef"}
+    replies = [post(client, "/getotp", {"email": EMAIL}, headers=key) for _ in range(8)]
+    assert [(r.status_code, r.json()) for r in replies] == [(200, {"results": "sent"})] * 8
+    assert len(backend.otp_mails) == 1  # the first request's mail, nothing new after it
+    assert backend.calls_to("email_otp", "send") == 1
+    r = post(client, "/authen", {"email": EMAIL, "otp": backend.last_otp_for(EMAIL)})
+    assert r.status_code == 200  # and the one code mailed is the live one
+
+
+def test_a_replay_after_a_mail_that_failed_mails_at_once(backend: FakeBackend) -> None:
+    app = create_app(settings(REQUEST_DEADLINE=1.0, RPC_TIMEOUT=0.3), rpc=backend)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        eligible(client, EMAIL)
+        key = {"Idempotency-Key": "getotp-0123456789abcdef"}
+        backend.timeout_on.add(("email_otp", "send"))
+        assert post(client, "/getotp", {"email": EMAIL}, headers=key).status_code == 504
+        backend.timeout_on.clear()
+        assert post(client, "/getotp", {"email": EMAIL}, headers=key).status_code == 200
+    assert len(backend.otp_mails) == 1
+
+
+def test_authen_is_rate_limited_per_client_address(backend: FakeBackend) -> None:
+    backend.otp.policy = OtpPolicy(rate_per_client=3, max_attempts=100, max_attempts_per_client=100)
+    with TestClient(create_app(settings(), rpc=backend), client=("10.20.0.2", 40000)) as haproxy:
+        eligible(haproxy, EMAIL)
+
+        def authen(forwarded: str) -> Response:
+            return post(haproxy, "/authen", {"email": EMAIL, "otp": "000000"}, headers={"X-Forwarded-For": forwarded})
+
+        assert [authen("203.0.113.7").status_code for _ in range(3)] == [401] * 3
+        limited = authen("203.0.113.7")
+        assert limited.status_code == 429 and limited.json() == {"results": "rate_limited"}
+        assert 1 <= int(limited.headers["retry-after"]) <= POLICY.rate_window
+        assert authen("203.0.113.8").status_code == 401  # another client
+
+
+def test_wrong_codes_count_against_the_session_the_ui_names(client: TestClient, backend: FakeBackend) -> None:
+    eligible(client, EMAIL)
+    post(client, "/getotp", {"email": EMAIL})
+    code = backend.last_otp_for(EMAIL)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    mallory = {"X-Client-Session": "mallory-session-0123456789"}
+    statuses = [post(client, "/authen", {"email": EMAIL, "otp": wrong}, headers=mallory).status_code for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
+    owner = {"X-Client-Session": "owner-session-0123456789ab"}
+    r = post(client, "/authen", {"email": EMAIL, "otp": code}, headers=owner)
+    assert r.status_code == 200 and r.json()["results"] == "ok"
+    sources = {kw["source"] for s, m, kw in backend.calls if (s, m) == ("otp", "authen")}
+    assert sources == {"mallory-session-0123456789", "owner-session-0123456789ab"}
 
 
 def test_a_bad_idempotency_key_is_422(client: TestClient, backend: FakeBackend) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from registration.api.app import ApiSettings, create_app
+from registration.common.signing import sign
 from registration.otp.rules import OtpPolicy
 from registration.ui.app import UiSettings
 from registration.ui.app import create_app as create_ui
@@ -30,6 +32,11 @@ API = ("api", "api-secret")
 ADMIN = ("admin", "admin-secret")
 EMAIL = "eve.student@example.org"
 KiB = 1024
+PROOF_KEY = b"bad-input-proof-key"
+
+
+def _proof(email: str = EMAIL, ttl: float = 3600, key: bytes = PROOF_KEY) -> str:
+    return sign(key, "register", {"e": email}, expires_at=time.time() + ttl)
 
 
 def basic(user: str, password: str) -> str:
@@ -55,7 +62,7 @@ def _email(value: str) -> dict[str, Any]:
 
 
 def _register(**override: Any) -> dict[str, Any]:
-    return {"firstname": "Eve", "lastname": "Student", "email": EMAIL} | override
+    return {"firstname": "Eve", "lastname": "Student", "email": EMAIL, "proof": _proof()} | override
 
 
 API_CASES = [
@@ -122,6 +129,18 @@ API_CASES = [
     Case("bidi override in name", "/api/register", 422, "invalid_request", _register(lastname="tneduts\u202e")),
     Case("missing last name", "/api/register", 422, "invalid_request", {"firstname": "Eve", "email": EMAIL}),
     Case("student id smuggled in", "/api/register", 422, "invalid_request", _register(student_id=1)),
+    # the proof of /authen that /register asks for
+    Case("register without a proof", "/api/register", 422, "invalid_request",
+         {"firstname": "Eve", "lastname": "Student", "email": EMAIL}),
+    Case("proof not a string", "/api/register", 422, "invalid_request", _register(proof=12)),
+    Case("proof over 1024 characters", "/api/register", 422, "invalid_request", _register(proof="p" * 1025)),
+    Case("forged proof", "/api/register", 403, "invalid_proof", _register(proof="e30.forged")),
+    Case("proof signed with another key", "/api/register", 403, "invalid_proof",
+         _register(proof=_proof(key=b"someone-elses-key"))),
+    Case("expired proof", "/api/register", 403, "invalid_proof", _register(proof=_proof(ttl=-1))),
+    Case("another address's proof", "/api/register", 403, "invalid_proof",
+         _register(proof=_proof("mallory@example.org"))),
+    Case("non-ASCII proof", "/api/register", 403, "invalid_proof", _register(proof="é.é")),
     # headers and sizes
     Case("body over 64 KiB", "/api/getotp", 413, "body_too_large", _email("e" * (65 * KiB) + "@example.org")),
     Case("short idempotency key", "/api/getotp", 422, "invalid_idempotency_key", _email(EMAIL),
@@ -131,9 +150,14 @@ API_CASES = [
     Case("unknown route", "/api/admin", 404, "not_found", {}),
     Case("GET on a POST route", "/api/getotp", 405, "method_not_allowed", method="GET"),
     # well-formed, refused by the rules (these do reach the workers)
-    Case("not on the eligible list", "/api/getotp", 403, "unknown_email", _email("mallory@example.org"),
+    # not on the eligible list: the answer an eligible address gets (no oracle), and no mail
+    Case("not on the eligible list", "/api/getotp", 200, "sent", _email("mallory@example.org"),
          reaches_workers=True),
+    Case("OTP for an address not on the list", "/api/authen", 401, "expired",
+         {"email": "mallory@example.org", "otp": "123456"}, reaches_workers=True),
     Case("OTP never requested", "/api/authen", 401, "expired", {"email": EMAIL, "otp": "123456"}, reaches_workers=True),
+    Case("malformed session header", "/api/authen", 401, "expired", {"email": EMAIL, "otp": "123456"},
+         headers={"X-Client-Session": "short; evil"}, reaches_workers=True),
     Case("register without an OTP", "/api/register", 403, "not_authenticated", _register(), reaches_workers=True),
 ]  # fmt: skip
 
@@ -152,6 +176,7 @@ def api(backend: FakeBackend) -> Iterator[TestClient]:
         ADMIN_PASSWORD=SecretStr(ADMIN[1]),
         REQUEST_DEADLINE=2.0,
         RPC_TIMEOUT=1.0,
+        PROOF_KEY=SecretStr(PROOF_KEY.decode()),
     )
     app = create_app(settings, rpc=backend)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -188,10 +213,26 @@ def test_api_bad_input(api: TestClient, backend: FakeBackend, case: Case) -> Non
                 assert value not in response.text
     if not case.reaches_workers:
         assert backend.calls == []
+    assert backend.otp_mails == []  # none of these mails anything (the unknown address included)
+
+
+def test_checks_past_the_rate_limit_are_429_with_retry_after(backend: FakeBackend) -> None:
+    backend.otp.policy = OtpPolicy(rate_per_client=2)
+    settings = ApiSettings(API_USER=API[0], API_PASSWORD=SecretStr(API[1]), PROOF_KEY=SecretStr(PROOF_KEY.decode()))
+    with TestClient(create_app(settings, rpc=backend), client=("203.0.113.7", 40000)) as client:
+        replies = [client.post("/api/authen", json={"email": EMAIL, "otp": "123456"}, auth=API) for _ in range(3)]
+    assert [(r.status_code, r.json()["results"]) for r in replies] == [(401, "expired")] * 2 + [(429, "rate_limited")]
+    assert int(replies[-1].headers["retry-after"]) >= 1
 
 
 def test_fifty_concurrent_wrong_otps_through_the_api(backend: FakeBackend) -> None:
-    settings = ApiSettings(API_USER=API[0], API_PASSWORD=SecretStr(API[1]), REQUEST_DEADLINE=5.0, RPC_TIMEOUT=2.0)
+    settings = ApiSettings(
+        API_USER=API[0],
+        API_PASSWORD=SecretStr(API[1]),
+        REQUEST_DEADLINE=5.0,
+        RPC_TIMEOUT=2.0,
+        PROOF_KEY=SecretStr(PROOF_KEY.decode()),
+    )
     app = create_app(settings, rpc=backend)
     app.state.rpc = backend  # httpx's ASGI transport runs no lifespan
 
@@ -244,6 +285,10 @@ UI_CASES = [
     UiCase("letters for an OTP", "/authen", {"otp": "abcdef"}, 400, "invalid_otp", step="otp"),
     UiCase("Arabic-Indic OTP", "/authen", {"otp": "١٢٣٤٥٦"}, 400, "invalid_otp", step="otp"),
     UiCase("OTP locked", "/authen", {"otp": "123456"}, 429, "locked", step="otp", api_reply=(429, "locked")),
+    UiCase("OTP checks rate limited", "/authen", {"otp": "123456"}, 429, "rate_limited", step="otp",
+           api_reply=(429, "rate_limited")),
+    UiCase("CSRF token of another session", "/authen", {"otp": "123456"}, 400, "invalid_request", step="otp",
+           csrf="0" * 64),
     UiCase("register before verifying", "/reg", {"firstname": "Eve", "lastname": "S"}, 403, "not_authenticated",
            step="otp"),
     UiCase("NUL in name", "/reg", {"firstname": "Eve\x00", "lastname": "S"}, 400, "invalid_request", step="authen"),
@@ -256,7 +301,9 @@ UI_CASES = [
 
 
 def _ui_client(api: FakeApi) -> TestClient:
-    settings = UiSettings(API_PASSWORD=SecretStr("x"), MAX_BODY_BYTES=64 * KiB)
+    settings = UiSettings(
+        API_PASSWORD=SecretStr("x"), CSRF_KEY=SecretStr("bad-input-csrf-key"), MAX_BODY_BYTES=64 * KiB
+    )
     kv = FakeKv()
     return TestClient(create_ui(settings, lambda: kv, api), follow_redirects=False, raise_server_exceptions=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import secrets
 from collections.abc import Awaitable
@@ -13,7 +14,7 @@ import pytest
 from registration.otp import rules
 from registration.otp.rules import AuthStatus, CreateStatus, OtpPolicy
 from registration.otp.store import RedisOtpStore
-from tests.unit.services.fakes import FakeClock, redis_store
+from tests.unit.services.fakes import DIGEST, FakeClock, redis_store
 
 T = TypeVar("T")
 EMAIL = "alice@example.org"
@@ -36,11 +37,31 @@ class World:
 
         return self.loop.run_until_complete(wrap())
 
-    def create(self, email: str = EMAIL, key: str | None = None, client: str = "") -> rules.CreateResult:
-        return self.run(rules.create_otp(self.store, email, self.policy, clock=self.clock, key=key, client=client))
+    def create(
+        self, email: str = EMAIL, key: str | None = None, client: str = "", attempt: str | None = None
+    ) -> rules.CreateResult:
+        return self.run(
+            rules.create_otp(
+                self.store, email, self.policy, digest=DIGEST, clock=self.clock, key=key, client=client, attempt=attempt
+            )
+        )
 
-    def authen(self, otp: str, email: str = EMAIL, key: str | None = None) -> AuthStatus:
-        return self.run(rules.authenticate(self.store, email, otp, self.policy, clock=self.clock, key=key))
+    def authen(
+        self, otp: str, email: str = EMAIL, key: str | None = None, source: str = "", client: str = ""
+    ) -> AuthStatus:
+        return self.run(
+            rules.authenticate(
+                self.store,
+                email,
+                otp,
+                self.policy,
+                digest=DIGEST,
+                clock=self.clock,
+                key=key,
+                source=source,
+                client=client,
+            )
+        )
 
     def code(self) -> str:
         result = self.create()
@@ -72,11 +93,23 @@ def test_generated_otps_are_six_digits_from_secrets(monkeypatch: pytest.MonkeyPa
     assert calls == [1_000_000]
 
 
-def test_unknown_email_gets_no_otp_and_cannot_authenticate(world: World) -> None:
-    result = world.create("mallory@example.org")
-    assert result.status is CreateStatus.UNKNOWN_EMAIL
-    assert result.otp is None
-    assert world.authen("123456", "mallory@example.org") is AuthStatus.UNKNOWN_EMAIL
+def test_an_unknown_email_is_answered_as_an_eligible_one_and_never_authenticates(world: World) -> None:
+    other = "mallory@example.org"
+    assert world.authen("123456", other) is world.authen("123456") is AuthStatus.EXPIRED  # none requested
+    fixed = "424242"
+    unknown = world.run(
+        rules.create_otp(world.store, other, world.policy, digest=DIGEST, clock=world.clock, generate=lambda: fixed)
+    )
+    assert unknown.status is CreateStatus.UNKNOWN_EMAIL and unknown.otp is None  # the gateway answers "sent"
+    assert world.create().status is CreateStatus.CREATED
+    # the same answers from here on: a wrong code is wrong, and even the code it was issued is wrong
+    assert world.authen("000001", other) is world.authen("000001") is AuthStatus.INVALID
+    assert world.authen(fixed, other) is AuthStatus.INVALID
+    assert not world.run(rules.is_authenticated(world.store, other, clock=world.clock))
+    # and the locks, the resend window and the rate limits alike
+    for _ in range(POLICY.max_attempts - 2):
+        assert world.authen("000001", other) is AuthStatus.INVALID
+    assert world.authen("000001", other) is AuthStatus.LOCKED
 
 
 @pytest.mark.parametrize("email", ["not-an-email", "a\x00b@example.org", "x@localhost", "ü@example.org", ""])
@@ -114,17 +147,62 @@ def test_otp_expires_after_ttl(world: World) -> None:
     assert not world.run(rules.is_authenticated(world.store, EMAIL, clock=world.clock))
 
 
-def test_lockout_after_five_wrong_attempts_refuses_the_right_otp(world: World) -> None:
+def test_five_wrong_codes_lock_their_source_out_even_for_the_right_code(world: World) -> None:
     code = world.code()
     for _ in range(POLICY.max_attempts):
-        assert world.authen(wrong(code)) is AuthStatus.INVALID
-    assert world.authen(code) is AuthStatus.LOCKED  # 6th attempt, with the right code: refused
+        assert world.authen(wrong(code), source="mallory") is AuthStatus.INVALID
+    assert world.authen(code, source="mallory") is AuthStatus.LOCKED  # 6th attempt, right code: refused
     assert not world.run(rules.is_authenticated(world.store, EMAIL, clock=world.clock))
-    assert world.create().status is CreateStatus.LOCKED  # no new OTP while locked
     world.clock.advance(POLICY.lock_seconds - 1)
-    assert world.create().status is CreateStatus.LOCKED
-    world.clock.advance(2)  # after the lock period a new OTP works again
-    assert world.authen(world.code()) is AuthStatus.OK
+    assert world.authen(code, source="mallory") is AuthStatus.LOCKED
+    world.clock.advance(2)  # after the lock period that source may try again
+    assert world.authen(world.code(), source="mallory") is AuthStatus.OK
+
+
+def test_an_anonymous_sources_wrong_codes_do_not_lock_the_owner_out(world: World) -> None:
+    code = world.code()
+    for _ in range(POLICY.max_attempts + 1):  # six wrong codes from someone else's session
+        world.authen(wrong(code), source="mallory", client="203.0.113.66")
+    assert world.authen(code, source="mallory", client="203.0.113.66") is AuthStatus.LOCKED
+    # the owner, from a session of their own (here from the same address, as behind one NAT)
+    assert world.create().status is CreateStatus.CREATED  # a source's lock does not stop issuing
+    assert world.authen(world.code(), source="owner", client="203.0.113.66") is AuthStatus.OK
+
+
+def test_the_code_stays_valid_for_the_owner_after_another_source_is_locked(world: World) -> None:
+    code = world.code()
+    for _ in range(POLICY.max_attempts):
+        world.authen(wrong(code), source="mallory")
+    assert world.authen(code, source="owner") is AuthStatus.OK
+
+
+def test_many_sessions_from_one_address_stop_at_the_address_ceiling() -> None:
+    world = World(OtpPolicy(resend_window=0, max_attempts=5, max_attempts_per_client=8, max_attempts_per_email=100))
+    code = world.code()
+    results = [world.authen(wrong(code), source=f"s{i}", client="203.0.113.66") for i in range(10)]
+    assert results == [AuthStatus.INVALID] * 8 + [AuthStatus.LOCKED] * 2  # a new session per guess: no help
+    assert world.authen(code, source="fresh", client="203.0.113.66") is AuthStatus.LOCKED
+    assert world.authen(code, source="owner", client="198.51.100.9") is AuthStatus.OK  # another address
+
+
+def test_the_emails_own_ceiling_locks_it_for_everyone_and_drops_the_code() -> None:
+    world = World(OtpPolicy(resend_window=0, max_attempts=5, max_attempts_per_client=5, max_attempts_per_email=12))
+    code = world.code()
+    results = [world.authen(wrong(code), source=f"s{i}", client=f"203.0.113.{i}") for i in range(14)]
+    assert results == [AuthStatus.INVALID] * 12 + [AuthStatus.LOCKED] * 2
+    assert world.authen(code, source="owner", client="198.51.100.9") is AuthStatus.LOCKED
+    assert world.create().status is CreateStatus.LOCKED  # no new OTP while the e-mail is locked
+    world.clock.advance(POLICY.lock_seconds + 1)
+    assert world.authen(world.code(), source="owner") is AuthStatus.OK
+
+
+def test_checks_are_rate_limited_per_client_address() -> None:
+    world = World(OtpPolicy(resend_window=0, rate_per_client=4, max_attempts=100, max_attempts_per_client=100))
+    code = world.code()
+    assert [world.authen(wrong(code), client="203.0.113.66") for _ in range(4)] == [AuthStatus.INVALID] * 4
+    assert world.authen(code, client="203.0.113.66") is AuthStatus.RATE_LIMITED  # not even compared
+    assert world.authen(code, client="198.51.100.9") is AuthStatus.OK
+    assert 1 <= rules.window_retry_after(world.clock(), 600) <= 600
 
 
 def test_four_wrong_attempts_do_not_lock(world: World) -> None:
@@ -143,11 +221,17 @@ def test_requesting_a_new_otp_does_not_reset_the_failure_count(world: World) -> 
     assert world.authen(code2) is AuthStatus.LOCKED
 
 
+def test_a_source_and_a_client_are_counted_apart() -> None:
+    assert rules.source_of("abc", "203.0.113.7") == "s:abc"
+    assert rules.source_of("", "203.0.113.7") == "a:203.0.113.7"
+    assert rules.source_of("", "") == "-"
+
+
 def _concurrently(world: World, guesses: list[str]) -> list[AuthStatus]:
     async def all_at_once() -> list[AuthStatus]:
         return list(
             await asyncio.gather(
-                *(rules.authenticate(world.store, EMAIL, g, POLICY, clock=world.clock) for g in guesses)
+                *(rules.authenticate(world.store, EMAIL, g, POLICY, digest=DIGEST, clock=world.clock) for g in guesses)
             )
         )
 
@@ -194,7 +278,11 @@ def test_redis_keeps_a_digest_not_the_code(world: World) -> None:
     code = world.code()
     stored = str(world.run(world.redis.get(f"otp:code:{EMAIL}")))
     assert code not in stored
-    assert stored.startswith(rules.code_digest(EMAIL, code) + ":")
+    assert stored.startswith(DIGEST(EMAIL, code) + ":")
+    # keyed: the plain SHA-256 a dump could be searched with over the 10^6 codes is not what is kept
+    assert hashlib.sha256(f"{EMAIL}\0{code}".encode()).hexdigest() not in stored
+    assert rules.CodeDigest(b"another-key-of-16+bytes")(EMAIL, code) != DIGEST(EMAIL, code)
+    assert "unit-test" not in repr(DIGEST)
 
 
 def test_a_code_written_by_the_previous_version_is_treated_as_expired(world: World) -> None:
@@ -280,6 +368,35 @@ def test_rate_limit_per_client_counts_unknown_emails_too() -> None:
     assert world.create(EMAIL, client="203.0.113.8").status is CreateStatus.CREATED
 
 
+def test_a_replayed_key_gets_the_first_answer_and_no_new_code() -> None:
+    world = World(OtpPolicy(resend_window=60, rate_per_email=3, rate_per_client=3))
+    first = world.create(key="same-key", attempt="http-1", client="203.0.113.7")
+    assert first.status is CreateStatus.CREATED and first.otp is not None
+    for n in range(2, 9):  # 8 requests with one key: one code, no count, nothing to mail
+        again = world.create(key="same-key", attempt=f"http-{n}", client="203.0.113.7")
+        assert again.status is CreateStatus.ALREADY_SENT and again.otp is None
+    assert world.authen(first.otp) is AuthStatus.OK  # the first code was never replaced
+    # the limits saw one request: two more still fit
+    assert world.create(key="k2", client="203.0.113.7").status is CreateStatus.CREATED
+    assert world.create(key="k3", client="203.0.113.7").status is CreateStatus.ALREADY_SENT
+
+
+def test_a_replayed_key_gets_its_first_refusal_too() -> None:
+    world = World(OtpPolicy(resend_window=0, rate_window=600, rate_per_email=1, rate_per_client=0))
+    assert world.create(key="k1").status is CreateStatus.CREATED
+    assert world.create(key="k2", attempt="http-1").status is CreateStatus.RATE_LIMITED
+    world.clock.advance(600)  # the quota is back, but k2's answer stays what it was: nothing is mailed
+    assert world.create(key="k2", attempt="http-2").status is CreateStatus.RATE_LIMITED
+    assert world.create(key="k3").status is CreateStatus.CREATED
+
+
+def test_a_released_key_mails_again_when_replayed() -> None:
+    world = World(OtpPolicy(resend_window=60))
+    assert world.create(key="lost-mail", attempt="http-1").status is CreateStatus.CREATED
+    world.run(rules.release_sent(world.store, EMAIL, "lost-mail"))  # its mail could not be sent
+    assert world.create(key="lost-mail", attempt="http-2").status is CreateStatus.CREATED
+
+
 def test_repeats_of_one_request_are_not_counted_twice() -> None:
     world = World(OtpPolicy(resend_window=60, rate_per_email=2, rate_per_client=2))
     for _ in range(5):
@@ -297,3 +414,15 @@ def test_clean_key() -> None:
     for bad in ("x" * 129, "a\nb"):
         with pytest.raises(ValueError):
             rules.clean_key(bad)
+
+
+def test_the_worker_logs_addresses_masked(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.unit.services.fakes import FakeBackend
+
+    backend = FakeBackend()
+    caplog.set_level("INFO", logger="registration.otp.service")
+    asyncio.run(backend.otp.create_email_list([EMAIL]))
+    asyncio.run(backend.otp.create(EMAIL, client="203.0.113.7"))
+    asyncio.run(backend.otp.authen(EMAIL, "000000"))
+    assert caplog.messages and EMAIL not in caplog.text
+    assert "otp.create for a***@example.org: created" in caplog.messages

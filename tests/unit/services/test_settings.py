@@ -59,10 +59,17 @@ def secret_file(tmp_path: Path, name: str, value: str) -> str:
     return str(path)
 
 
+def keys(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The HMAC keys: the otp worker's code digests, the API's proofs, the UI's CSRF tokens."""
+    for name in ("OTP_DIGEST_KEY", "PROOF_KEY", "CSRF_KEY"):
+        env.setenv(f"{name}_FILE", secret_file(tmp_path, name.lower(), f"{name}-{PASSWORD}"))
+
+
 def test_defaults(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env.setenv("RABBITMQ_PASSWORD_FILE", secret_file(tmp_path, "rmq", PASSWORD))
     env.setenv("POSTGRES_PASSWORD_FILE", secret_file(tmp_path, "pg", PASSWORD))
     env.setenv("API_PASSWORD_FILE", secret_file(tmp_path, "api", PASSWORD))
+    keys(env, tmp_path)
 
     rabbit = RabbitSettings.from_env()
     assert (rabbit.host, rabbit.port, rabbit.vhost, rabbit.user) == ("rabbitmq", 5672, "/", "registration")
@@ -108,12 +115,28 @@ def test_defaults(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     policy = policy_from_env()
     assert (policy.otp_ttl, policy.max_attempts, policy.lock_seconds, policy.auth_ttl) == (300, 5, 900, 900)
     assert (policy.resend_window, policy.rate_window, policy.rate_per_email, policy.rate_per_client) == (60, 600, 5, 50)
+    assert (policy.max_attempts_per_client, policy.max_attempts_per_email) == (10, 100)
+    assert OtpSettings.from_env().digest_key.get_secret_value() == f"OTP_DIGEST_KEY-{PASSWORD}"
+    assert (api.proof_key.get_secret_value(), api.proof_ttl) == (f"PROOF_KEY-{PASSWORD}", 900)
+    assert ui.csrf_key.get_secret_value() == f"CSRF_KEY-{PASSWORD}"
+
+
+def test_the_hmac_keys_come_only_from_their_files(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    env.setenv("API_PASSWORD_FILE", secret_file(tmp_path, "api", PASSWORD))
+    for model, name in ((OtpSettings, "OTP_DIGEST_KEY"), (ApiSettings, "PROOF_KEY"), (UiSettings, "CSRF_KEY")):
+        with pytest.raises((ConfigError, SecretError), match=name):
+            model.from_env()  # no file: the service does not start
+        env.setenv(name, "plain")
+        with pytest.raises((ConfigError, SecretError), match=name):
+            model.from_env()  # in the environment: refused
+        env.delenv(name)
 
 
 def test_admin_password_from_its_secret_file(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env.setenv("API_PASSWORD_FILE", secret_file(tmp_path, "api", PASSWORD))
     env.setenv("ADMIN_PASSWORD_FILE", secret_file(tmp_path, "admin", "admin-" + PASSWORD))
     env.setenv("ADMIN_USER", "registrar")
+    keys(env, tmp_path)
     api = ApiSettings.from_env()
     assert api.admin_user == "registrar"
     assert api.admin_password is not None and api.admin_password.get_secret_value() == "admin-" + PASSWORD
@@ -151,12 +174,15 @@ def test_environment_overrides(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "OTP_RATE_WINDOW": "60",
         "OTP_RATE_PER_EMAIL": "2",
         "OTP_RATE_PER_CLIENT": "0",
+        "OTP_MAX_ATTEMPTS_PER_CLIENT": "7",
+        "OTP_MAX_ATTEMPTS_PER_EMAIL": "70",
         "REQUEST_DEADLINE": "25",
         "MAX_BODY_BYTES": "1024",
     }.items():
         env.setenv(name, value)
     env.setenv("RABBITMQ_PASSWORD_FILE", secret_file(tmp_path, "rmq", PASSWORD))
     env.setenv("API_PASSWORD_FILE", secret_file(tmp_path, "api", PASSWORD))
+    keys(env, tmp_path)
 
     rabbit = RabbitSettings.from_env()
     assert (rabbit.host, rabbit.port, rabbit.vhost, rabbit.user) == ("mq.internal", 5673, "/reg", "rmq-user")
@@ -178,6 +204,7 @@ def test_environment_overrides(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     policy = policy_from_env()
     assert (policy.otp_ttl, policy.max_attempts, policy.lock_seconds, policy.auth_ttl) == (120, 3, 60, 30)
     assert (policy.resend_window, policy.rate_window, policy.rate_per_email, policy.rate_per_client) == (0, 60, 2, 0)
+    assert (policy.max_attempts_per_client, policy.max_attempts_per_email) == (7, 70)
     api = ApiSettings.from_env()
     assert (api.request_deadline, api.rpc_timeout, api.max_body_bytes) == (25.0, 2.5, 1024)
 
@@ -285,7 +312,7 @@ def test_settings_repr_hides_passwords(env: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_constructor_values_need_no_environment(env: pytest.MonkeyPatch) -> None:
-    settings = ApiSettings(API_USER="tester", API_PASSWORD=SecretStr(PASSWORD))
+    settings = ApiSettings(API_USER="tester", API_PASSWORD=SecretStr(PASSWORD), PROOF_KEY=SecretStr(PASSWORD))
     assert settings.api_password.get_secret_value() == PASSWORD
     with pytest.raises(ValidationError):
         settings.api_user = "changed"  # type: ignore[misc]  # frozen, like the dataclasses before
@@ -306,6 +333,10 @@ def test_template_sets_only_variables_the_settings_read() -> None:
             name = variable_name(model, field_name)
             read |= {name, f"{name}_FILE"}
     set_by_template = set(re.findall(r"^\s+([A-Z][A-Z0-9_]*):", TEMPLATE.read_text(encoding="utf-8"), re.M))
-    images_only = {"REDIS_SAVE"}  # read by the redis image's entrypoint, not by Python
+    images_only = {
+        "REDIS_SAVE",
+        "REDIS_MAXMEMORY",
+        "REDIS_MAXMEMORY_POLICY",
+    }  # read by the redis image's entrypoint, not by Python
     assert set_by_template - images_only <= read
     assert {"RABBITMQ_PASSWORD_FILE", "POSTGRES_PASSWORD_FILE", "API_PASSWORD_FILE", "OTP_TTL"} <= set_by_template

@@ -17,6 +17,7 @@ SETTINGS = UiSettings(
     API_URL="http://api:8000",
     API_USER="api",
     API_PASSWORD=SecretStr("ui-api-password"),
+    CSRF_KEY=SecretStr("ui-csrf-key-of-the-tests"),
     SESSION_TTL=1800,
     SESSION_COOKIE_SECURE=False,
     API_TIMEOUT=5.0,
@@ -42,6 +43,9 @@ class FakeKv:
         return len(names)
 
 
+PROOF = "proof-of-the-fake-api"
+
+
 class FakeApi:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -52,10 +56,14 @@ class FakeApi:
             "/register": (200, {"student_id": 7}),
         }
 
-    async def __call__(self, path: str, payload: dict[str, Any], ctx: ApiContext) -> tuple[int, Any]:
+    async def __call__(self, path: str, payload: dict[str, Any], ctx: ApiContext) -> tuple[int, dict[str, Any]]:
         self.calls.append((path, payload))
         self.contexts.append(ctx)
-        return self.replies[path]
+        status, results = self.replies[path]
+        body: dict[str, Any] = {"results": results}
+        if path == "/authen" and (status, results) == (200, "ok"):
+            body["proof"] = PROOF  # as the API's answer to a right code
+        return status, body
 
 
 def csrf_of(html: str) -> str:
@@ -77,6 +85,9 @@ def test_pages_show_hostname_and_set_httponly_cookie() -> None:
         cookie = r.headers["set-cookie"]
         assert f"{SESSION_COOKIE}=" in cookie
         assert "HttpOnly" in cookie and "samesite=lax" in cookie.lower()
+        assert kv.data == {}  # a page stores nothing: the session is stored once an OTP is requested
+        token = csrf_of(r.text)
+        assert client.post("/", data={"email": "dan@example.org", "csrf": token}).status_code == 303
         assert list(kv.ttls.values()) == [1800]
         assert client.get("/healthz").json()["hostname"] == socket.gethostname()
 
@@ -101,7 +112,10 @@ def test_full_flow_survives_ui_replacement() -> None:
         r = second.post("/reg", data={"firstname": "Dan", "lastname": "Ho", "csrf": csrf_of(page.text)})
         assert r.status_code == 200
         assert "student ID is 7" in r.text
-        assert api.calls[-1] == ("/register", {"firstname": "Dan", "lastname": "Ho", "email": "dan@example.org"})
+        assert api.calls[-1] == (
+            "/register",
+            {"firstname": "Dan", "lastname": "Ho", "email": "dan@example.org", "proof": PROOF},
+        )
     assert kv.data == {}  # session removed after registration
 
 
@@ -131,6 +145,59 @@ def test_refusals_are_shown() -> None:
         r = client.post("/", data={"email": "x@example.org", "csrf": token})
         assert r.status_code == 400
         assert "not on the list" in r.text
+
+
+def test_fifty_cookieless_pages_store_no_session() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        tokens = set()
+        for _ in range(50):
+            client.cookies.clear()
+            page = client.get("/")
+            assert page.status_code == 200 and f"{SESSION_COOKIE}=" in page.headers["set-cookie"]
+            tokens.add(csrf_of(page.text))
+        for path in ("/authen", "/reg"):  # nor do the later steps' pages, shown without a session
+            client.cookies.clear()
+            client.get(path)
+    assert kv.data == {} and len(tokens) == 50
+
+
+def test_a_form_token_is_good_only_with_the_id_it_was_signed_for() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        mine = csrf_of(client.get("/").text)
+        with make(kv, api) as other:
+            theirs = csrf_of(other.get("/").text)
+        r = client.post("/", data={"email": "dan@example.org", "csrf": theirs})
+        assert r.status_code == 400 and r.headers["x-error-code"] == "invalid_request"
+        client.cookies.set(SESSION_COOKIE, "B" * 43)  # an id made up: its token needs the UI's key
+        r = client.post("/", data={"email": "dan@example.org", "csrf": mine})
+        assert r.status_code == 400
+    assert api.calls == [] and kv.data == {}
+
+
+def test_the_ui_names_the_session_to_the_api_and_registers_with_the_proof() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        client.post("/", data={"email": "dan@example.org", "csrf": csrf_of(client.get("/").text)})
+        page = client.get("/authen")
+        for _ in range(2):
+            client.post("/authen", data={"otp": "123456", "csrf": csrf_of(page.text)})
+            api.replies["/authen"] = (401, "invalid_otp")
+    sources = [c.source for path, c in zip([p for p, _ in api.calls], api.contexts, strict=True) if path == "/authen"]
+    assert sources[0] and len(sources[0]) == 32 and sources[0] not in str(kv.data)  # opaque, not the id
+
+
+def test_a_session_without_a_proof_cannot_register() -> None:
+    kv, api = FakeKv(), FakeApi()
+    with make(kv, api) as client:
+        client.post("/", data={"email": "dan@example.org", "csrf": csrf_of(client.get("/").text)})
+        sid = client.cookies[SESSION_COOKIE]
+        kv.data[f"session:{sid}"] = '{"email": "dan@example.org", "authen": true}'  # from before proofs
+        assert client.get("/reg").status_code == 200
+        r = client.post("/reg", data={"firstname": "a", "lastname": "b", "csrf": csrf_of(client.get("/reg").text)})
+        assert r.status_code == 403 and r.headers["x-error-code"] == "not_authenticated"
+    assert all(path != "/register" for path, _ in api.calls)
 
 
 # --- session fixation: a new id at every step up in privilege --------------------------------------
@@ -225,10 +292,11 @@ def test_rate_limits_and_outages_keep_their_status() -> None:
 
 
 def test_http_api_post_repeats_transport_failures_with_the_same_key() -> None:
-    seen: list[tuple[str | None, str | None]] = []
+    seen: list[tuple[str | None, str | None, str | None]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen.append((request.headers.get("idempotency-key"), request.headers.get("x-forwarded-for")))
+        headers = request.headers
+        seen.append((headers.get("idempotency-key"), headers.get("x-forwarded-for"), headers.get("x-client-session")))
         if len(seen) < 3:
             raise httpx.ConnectError("the api task is being replaced")
         return httpx.Response(200, json={"results": "sent"})
@@ -236,10 +304,11 @@ def test_http_api_post_repeats_transport_failures_with_the_same_key() -> None:
     async def run() -> tuple[int, Any]:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://api") as client:
             post = http_api_post(client, budget=5.0)
-            return await post("/getotp", {"email": "a@example.org"}, ApiContext(client="203.0.113.5", key="k" * 20))
+            ctx = ApiContext(client="203.0.113.5", key="k" * 20, source="s" * 32)
+            return await post("/getotp", {"email": "a@example.org"}, ctx)
 
-    assert asyncio.run(run()) == (200, "sent")
-    assert seen == [("k" * 20, "203.0.113.5")] * 3
+    assert asyncio.run(run()) == (200, {"results": "sent"})
+    assert seen == [("k" * 20, "203.0.113.5", "s" * 32)] * 3
 
 
 def test_http_api_post_gives_up_with_503_at_its_budget() -> None:
@@ -250,7 +319,7 @@ def test_http_api_post_gives_up_with_503_at_its_budget() -> None:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://api") as client:
             return await http_api_post(client, budget=0.3)("/getotp", {}, ApiContext(client="", key="k" * 20))
 
-    assert asyncio.run(run()) == (503, "backend_unavailable")
+    assert asyncio.run(run()) == (503, {"results": "backend_unavailable"})
 
 
 def test_a_session_store_moving_is_ridden_out_and_a_lasting_outage_is_503_not_500() -> None:

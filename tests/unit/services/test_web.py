@@ -71,6 +71,7 @@ def api() -> Any:
         ADMIN_PASSWORD=SecretStr("pw-admin"),
         MAX_BODY_BYTES=64 * 1024,
         MAX_ADMIN_BODY_BYTES=4 * MiB,
+        PROOF_KEY=SecretStr("pw-proof"),
     )
     return create_app(settings, rpc=FakeBackend())
 
