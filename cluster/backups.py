@@ -115,17 +115,27 @@ def discard(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def latest(backups: Path) -> Path:
-    found = sorted(p for p in backups.glob("*") if p.is_dir() and (p / MANIFEST).exists()) if backups.is_dir() else []
+def latest(backups: Path, cluster: str) -> Path:
+    """The newest backup of `cluster` in its backups directory (by name: the UTC time it was taken).
+    Another cluster's backup copied there is restored only when named with --from."""
+    entries = [e for e in survey(backups) if e.directory and e.cluster]
+    found = [e.name for e in entries if e.cluster == cluster]
     if not found:
-        raise BackupError(f"no backup in {backups}: take one with `fab backup`, or name one with --from DIR")
-    return found[-1]
+        others = sorted({e.cluster for e in entries} - {cluster})
+        also = f" (it holds backups of {', '.join(others)}: name one with --from DIR)" if others else ""
+        raise BackupError(
+            f"no backup of cluster {cluster} in {backups}{also}: take one with `fab backup`, or name one with --from DIR"
+        )
+    return backups / max(found)
 
 
 def verify(directory: Path) -> BackupManifest:
     """The backup's manifest, once every file it lists is present, whole, and readable as what it is."""
     if not directory.is_dir():
-        raise BackupError(f"{directory} does not exist (backups are in the cluster's state directory)")
+        raise BackupError(
+            f"{directory} does not exist: name a backup directory (`fab backup` writes them in the state "
+            "directory's backups/; one copied from another machine works too)"
+        )
     path = directory / MANIFEST
     if not path.exists():
         raise BackupError(f"{directory} has no {MANIFEST}: the backup was interrupted or is not one")

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cluster.backups import ARCHIVE_MARK, MANIFEST, STAMP_FORMAT, Found, archive_mark
+from cluster.backups import ARCHIVE_MARK, MANIFEST, STAMP_FORMAT, BackupError, Found, archive_mark
 from cluster.errors import ConfigError, SwarmlabError
 from cluster.facts.swarm import LOCAL_NODE_STATE, NODES, SwarmNode
 from cluster.inventory import Node
@@ -136,6 +136,40 @@ def plan_data_backup(item: Located, local: Path, stamp: str) -> Plan:
             Run(item.node, f"rm -f {remote}", "the node's copy removed", changes=False),
         )
     )
+
+
+# --- where a backup goes: this cluster's, or another's data into this one -----------------------------------
+
+
+def restore_origin(backup_cluster: str, cluster: str) -> str:
+    """What a data restore says first: which cluster the backup was taken on, and which it goes into."""
+    if backup_cluster == cluster:
+        return f"restoring a backup of cluster {cluster} into the same cluster"
+    return f"restoring a backup of cluster {backup_cluster} into cluster {cluster}"
+
+
+def check_stacks_deployed(stacks: Sequence[str], deployed: Collection[str], cluster: str) -> None:
+    """Data is loaded into a running stack's services, matched by stack and item name: a stack the
+    backup holds that this cluster does not run is refused (every one named) before anything changes."""
+    missing = sorted(set(stacks) - set(deployed))
+    if missing:
+        fixes = "; ".join(f"`fab deploy-stack --stack {name}`" for name in missing)
+        raise BackupError(
+            f"the backup holds data of stack {', '.join(missing)}, which is not deployed on cluster {cluster}; "
+            f"nothing was changed. Fix: {fixes}, then restore again"
+        )
+
+
+def check_swarm_origin(directory: Path, backup_cluster: str, cluster: str) -> None:
+    """A swarm's state restores only into the cluster it was taken from: its Raft log holds that
+    cluster's node IDs, addresses, certificates and root CA, which another cluster's machines do not match."""
+    if backup_cluster != cluster:
+        raise BackupRefused(
+            f"{directory} is a backup of cluster {backup_cluster}, and this is cluster {cluster}: a swarm's state "
+            f"(its Raft log: {backup_cluster}'s node IDs, addresses, certificates and root CA) restores only into "
+            f"the cluster it was taken from. Fix: to bring {backup_cluster}'s data into {cluster}, deploy its stacks "
+            f"here and run `fab restore --from {directory}` without --swarm"
+        )
 
 
 def plan_data_restore(item: Located, content: bytes, stamp: str) -> Plan:

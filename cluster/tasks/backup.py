@@ -25,12 +25,15 @@ from cluster.plans.backup import (
     BackupRefused,
     Located,
     check_keep,
+    check_stacks_deployed,
+    check_swarm_origin,
     choose_manager,
     plan_data_backup,
     plan_data_restore,
     plan_prune,
     plan_swarm_backup,
     plan_swarm_restore,
+    restore_origin,
 )
 from cluster.plans.nodes import MOVE_TIMEOUT, placed_verdict
 from cluster.plans.services import running_tasks, wanted_count
@@ -156,17 +159,21 @@ def backup(session: Session) -> Path | None:
 
 
 def restore(session: Session, from_dir: str = "") -> None:
-    """Load a backup's workload data into the running services (the swarm state is for `--swarm`)."""
-    paths = session.state
+    """Load a backup's workload data into the running services (the swarm state is for `--swarm`). The
+    backup may come from another cluster (--from DIR, anywhere): its data goes into this cluster's
+    services, matched by stack and item name, loaded with this cluster's own credentials."""
+    cluster = session.inventory.cluster
     with session.phase("restore-check", "verify the whole backup and find where each item goes") as p:
-        directory = Path(from_dir).expanduser() if from_dir else backups.latest(paths.backups)
+        directory = Path(from_dir).expanduser() if from_dir else backups.latest(session.state.backups, cluster)
         manifest = backups.verify(directory)
-        p.note(f"{directory}: taken {manifest.created} on cluster {manifest.cluster}, every file whole")
+        p.note(f"{restore_origin(manifest.cluster, cluster)}: {directory}")
+        p.note(f"taken {manifest.created} on cluster {manifest.cluster}, every file whole")
         if not manifest.data:
             raise BackupError(f"{directory} holds no workload data to restore")
         leader = find_leader(session.runner)
         state = swarm_state(session.runner, leader)
         deployed = {w.name: w for w in deployed_workloads(session, leader)}
+        check_stacks_deployed([part.stack for part in manifest.data], deployed, cluster)
         targets = [(part, _item(state, deployed, part)) for part in manifest.data]
     with session.phase("restore-data", "load each item into its service's running container") as p:
         for part, item in targets:
@@ -181,9 +188,7 @@ def restore(session: Session, from_dir: str = "") -> None:
 
 
 def _item(state: SwarmState, deployed: dict[str, Workload], part: DataPart) -> Located:
-    workload = deployed.get(part.stack)
-    if workload is None:
-        raise BackupError(f"the backup holds data of stack {part.stack}, which is not deployed: deploy it first")
+    workload = deployed[part.stack]  # check_stacks_deployed came first
     spec = next((b for b in workload.manifest.backups if b.name == part.name), None)
     if spec is None:
         raise BackupError(f"stack {part.stack}'s bundle no longer declares backup item {part.name}: cannot load it")
@@ -195,10 +200,12 @@ def restore_swarm(session: Session, from_dir: str = "") -> Node:
     swarm from it; returns the manager it runs on. Bringing every other node back is the next step of
     the flow (cluster/flows.py, recover's bring_back_members)."""
     inventory, runner = session.inventory, session.runner
-    paths = session.state
     with session.phase("restore-check", "verify the backup; make sure no manager still holds swarm state") as p:
-        directory = Path(from_dir).expanduser() if from_dir else backups.latest(paths.backups)
+        directory = (
+            Path(from_dir).expanduser() if from_dir else backups.latest(session.state.backups, inventory.cluster)
+        )
         manifest = backups.verify(directory)
+        check_swarm_origin(directory, manifest.cluster, inventory.cluster)
         if manifest.swarm is None:
             raise BackupError(f"{directory} holds no swarm state")
         quorum = probe_managers(runner)

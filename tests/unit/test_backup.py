@@ -161,7 +161,7 @@ def make_backup(root: Path, stamp: str = STAMP, cluster: str = "demo") -> Path:
 def test_a_whole_backup_verifies(tmp_path: Path) -> None:
     directory = make_backup(tmp_path / "backups")
     assert backups.verify(directory).data[0].name == "database"
-    assert backups.latest(tmp_path / "backups") == directory
+    assert backups.latest(tmp_path / "backups", "demo") == directory
     assert (tmp_path / "backups").stat().st_mode & 0o777 == 0o700 and directory.stat().st_mode & 0o777 == 0o700
     assert (directory / "manifest.json").stat().st_mode & 0o777 == 0o600
 
@@ -226,15 +226,17 @@ def test_a_foreign_swarm_archive_of_the_right_name_is_refused(tmp_path: Path, ar
 
 
 def test_no_backup_at_all_says_how_to_take_one(tmp_path: Path) -> None:
-    with pytest.raises(BackupError, match=r"no backup in .*: take one with `fab backup`"):
-        backups.latest(tmp_path / "backups")
+    with pytest.raises(BackupError, match=r"no backup of cluster demo in .*: take one with `fab backup`"):
+        backups.latest(tmp_path / "backups", "demo")
 
 
 # --- the tasks with the fake runner ----------------------------------------------------------------------
 
 
-def swarm(tmp_path: Path, dry_run: bool = False) -> tuple[FakeRunner, Session]:
-    runner = FakeRunner(lab_inventory(parse_config({}), StatePaths(Path("/state"))))
+def swarm(tmp_path: Path, dry_run: bool = False, settings: dict[str, str] | None = None) -> tuple[FakeRunner, Session]:
+    """The recorded swarm, of cluster demo, or of the cluster `settings` describe (cluster, cidr, ...)."""
+    config = parse_config({"state_dir": str(tmp_path), **(settings or {})})
+    runner = FakeRunner(lab_inventory(config, StatePaths(Path("/state"))))
     services = recorded("services")
     nodes = recorded("nodes")
     runner.answer(r"docker info --format '\{\{json .Swarm\}\}'", recorded("swarm_manager"))
@@ -245,7 +247,7 @@ def swarm(tmp_path: Path, dry_run: bool = False) -> tuple[FakeRunner, Session]:
     runner.remote_files[("manager-2", f"/root/.swarmlab/backup/{STAMP}-swarm.tar.gz")] = swarm_archive()
     runner.remote_files[("worker-1", f"/root/.swarmlab/backup/{STAMP}-registration-registration.sql")] = SQL
     runner.remote_files[("worker-2", f"/root/.swarmlab/backup/{STAMP}-registration-otp.rdb")] = RDB
-    return runner, Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)
+    return runner, Session(config, StaticProvider(), runner, dry_run)
 
 
 def test_backup_stops_a_non_leader_dumps_each_item_and_writes_a_verified_manifest(
@@ -305,12 +307,76 @@ def test_restore_from_a_corrupt_or_missing_backup_changes_nothing(tmp_path: Path
 
 
 def test_restore_of_a_stack_that_is_not_deployed_changes_nothing(tmp_path: Path) -> None:
-    directory = make_backup(tmp_path / "backups")
-    runner, session = swarm(tmp_path)
+    directory = make_backup(tmp_path / "from-h5a", cluster="h5a")
+    runner, session = swarm(tmp_path, settings=CLUSTER_B)
     runner.answer(r"docker stack ls", "hello\n")
-    with pytest.raises(BackupError, match="stack registration, which is not deployed: deploy it first"):
+    with pytest.raises(
+        BackupError,
+        match=r"stack registration, which is not deployed on cluster h5b; nothing was changed\. "
+        r"Fix: `fab deploy-stack --stack registration`, then restore again",
+    ):
         restore(session, str(directory))
-    assert runner.files == {} and not runner.commands("psql")
+    assert runner.files == {} and not runner.commands("psql|redis-cli|mkdir")
+
+
+# --- another cluster's backup into this one ------------------------------------------------------------
+
+# Cluster B: another name, other addresses (another CIDR and overlay pool) than the backup's cluster h5a.
+CLUSTER_B = {"cluster": "h5b", "cidr": "10.56.0.0/24", "overlay_pool": "10.156.0.0/16"}
+
+
+def swapped_workers(nodes: str) -> str:
+    """The recorded nodes with worker-1 and worker-3 swapped: B runs the task worker-1 ran on worker-3."""
+    return (
+        nodes.replace('"worker-1"', '"worker-x"')
+        .replace('"worker-3"', '"worker-1"')
+        .replace('"worker-x"', '"worker-3"')
+    )
+
+
+def test_another_clusters_backup_restores_into_this_one_on_its_own_nodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Copied from another machine: outside this cluster's state directory, taken on cluster h5a.
+    directory = make_backup(tmp_path / "copied", cluster="h5a")
+    runner, session = swarm(tmp_path, settings=CLUSTER_B)
+    nodes = swapped_workers(recorded("nodes"))
+    runner.answer(r"^ids=\$\(docker node ls -q\)", nodes)
+    runner.answer(r"^ids=\$\(docker service ls -q\)", f"{recorded('services')}\n---\n{nodes}")
+    restore(session, str(directory))
+    assert "restoring a backup of cluster h5a into cluster h5b" in capsys.readouterr().out
+    # The dump goes where B runs registration_postgres (worker-3 here), loaded there by B's own secret.
+    [(node, path)] = list(runner.files)
+    assert node == "worker-3" and runner.files[(node, path)] == SQL
+    [load] = [c for c in runner.calls if "psql" in c.command]
+    assert load.node == "worker-3" and "label=com.docker.swarm.service.name=registration_postgres" in load.command
+    assert "$(cat /run/secrets/db_password)" in load.command
+    assert {c.node for c in runner.calls} <= {n.name for n in session.inventory.nodes}
+    assert str(session.inventory.node("worker-3").private_ip).startswith("10.56.0.")
+    assert not runner.commands("h5a|10\\.55\\.") and session.timings.changed
+
+
+def test_without_from_the_newest_backup_of_this_cluster_is_restored_never_another_clusters(tmp_path: Path) -> None:
+    where = tmp_path / "static" / "h5b" / "backups"
+    make_backup(where, "20260101T000000Z", cluster="h5b")
+    make_backup(where, "20260301T000000Z", cluster="h5a")  # newer, but another cluster's
+    assert backups.latest(where, "h5b") == where / "20260101T000000Z"
+    with pytest.raises(BackupError, match=r"no backup of cluster h5c in .* \(it holds backups of h5a, h5b: name one"):
+        backups.latest(where, "h5c")
+
+
+def test_a_swarm_restore_of_another_clusters_backup_is_refused_before_anything(tmp_path: Path) -> None:
+    directory = make_backup(tmp_path / "copied", cluster="h5a")
+    runner, session = swarm(tmp_path, settings=CLUSTER_B)
+    runner.answer(r"leader=yes", probe_answer(False, False))  # B lost its swarm state: would restore otherwise
+    with pytest.raises(
+        BackupRefused,
+        match=r"is a backup of cluster h5a, and this is cluster h5b: a swarm's state \(its Raft log: h5a's node IDs, "
+        r"addresses, certificates and root CA\) restores only into the cluster it was taken from\. .*"
+        r"`fab restore --from .*copied/20260101T000000Z` without --swarm",
+    ):
+        flows.run(flows.RESTORE_SWARM, session, backup_dir=str(directory))
+    assert runner.calls == [] and runner.files == {}
 
 
 # --- the swarm state back --------------------------------------------------------------------------------
