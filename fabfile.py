@@ -387,8 +387,9 @@ def backup_task(c: Context, keep: str = "", target: str = "lab", dry_run: bool =
 @task(
     help={
         **CHANGES,
-        "from_": "the backup directory (default: the newest in the cluster's state directory)",
-        "swarm": "restore the swarm state instead, for a cluster whose managers all lost theirs",
+        "from_": "the backup directory, anywhere, also another cluster's (default: this cluster's newest in its "
+        "state directory)",
+        "swarm": "restore the swarm state instead, for a cluster whose managers all lost theirs (its own backup only)",
     }
 )
 @reported

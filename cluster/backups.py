@@ -7,6 +7,9 @@ a mark of its own (ARCHIVE_MARK: who made it, for which cluster, on which manage
 the manifest, and holds nothing but the swarm directory's files and directories: an archive that
 merely has the right name and a swarm/ directory is refused before it reaches a manager.
 
+A restore takes this cluster's newest backup (`latest`), or the directory named with --from, which may
+be another cluster's (its data loads into this one; its swarm state does not).
+
 `fab backup --keep N` prunes the older ones (cluster/plans/backup.py's plan_prune chooses from what
 `survey` finds): only directories named as a backup's time whose manifest names this cluster and every
 file they hold; anything else in the directory is left alone.

@@ -1,6 +1,7 @@
 """backup and restore: the swarm state and the data each deployed bundle declares, into a timestamped
-directory of the cluster's state directory; the data back into the running services, or (--swarm)
-the swarm state back onto a cluster whose managers all lost theirs.
+directory of the cluster's state directory; the data back into the running services (also a backup
+of another cluster, into this one), or (--swarm) the swarm state back onto a cluster whose managers all
+lost theirs (its own backup only).
 
 Facts are read and every item is checked before anything is stopped, dumped or loaded; a backup that
 fails part-way leaves no directory behind; a restore verifies the whole backup first. With --keep N, a

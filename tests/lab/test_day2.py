@@ -332,7 +332,20 @@ def test_backup_then_restore_brings_data_back_and_refuses_a_corrupt_backup(
         missing = fab("restore", "--from", str(tmp_path / "none"), check=False)
         assert missing.returncode == 1 and "does not exist" in missing.stderr
         assert {kept, later} <= students(lab), "a refused restore changed nothing"
-        restored = fab("restore", "--from", str(directory)).stdout
+        # The same data under another cluster's name (data only: the swarm archive's mark names this
+        # cluster). On one lab this proves the command path (said, matched, refused for --swarm), not
+        # other addresses or credentials: that is the two-lab drill of docs/operations.md.
+        cluster = lab.config.cluster
+        foreign = tmp_path / "from-another-cluster"
+        shutil.copytree(directory, foreign)
+        (foreign / "swarm.tar.gz").unlink()
+        manifest = json.loads((foreign / "manifest.json").read_text()) | {"cluster": "elsewhere", "swarm": None}
+        (foreign / "manifest.json").write_text(json.dumps(manifest))
+        swarm = fab("restore", "--swarm", "--from", str(foreign), check=False)
+        assert swarm.returncode == 1 and f"a backup of cluster elsewhere, and this is cluster {cluster}" in swarm.stderr
+        assert {kept, later} <= students(lab), "a refused restore changed nothing"
+        restored = fab("restore", "--from", str(foreign)).stdout
+        assert f"restoring a backup of cluster elsewhere into cluster {cluster}" in restored
         assert "registration/database restored" in restored and "registration/otp-store restored" in restored
         found = students(lab)
         assert kept in found and later not in found
