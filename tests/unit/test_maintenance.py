@@ -14,7 +14,7 @@ from typing import IO
 import pytest
 
 from cluster.config import Config, parse_config
-from cluster.errors import OptionErrors
+from cluster.errors import OptionErrors, SwarmlabError
 from cluster.executor import Executor
 from cluster.facts.swarm import parse_nodes
 from cluster.inventory import Node, Role
@@ -33,6 +33,7 @@ from cluster.plans.maintenance import (
     sha256,
 )
 from cluster.progress import PhaseResult
+from cluster.providers import PROVIDER_CLASSES, provider_named
 from cluster.providers.static import StaticProvider
 from cluster.runners import Result
 from cluster.session import Session
@@ -110,9 +111,12 @@ class Rebooting(StaticProvider):
     """Reboots nothing: records which node it was asked to reboot, and forgets its connection."""
 
     rebooted: list[str] = field(default_factory=list)
+    calls_before: list[int] = field(default_factory=list)  # how many commands had run at each reboot
 
     def reboot_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> None:
         self.rebooted.append(node.name)
+        assert isinstance(executor.runner, FakeRunner)
+        self.calls_before.append(len(executor.runner.calls))
         executor.runner.forget(node)
         progress.changed(f"{node.name} rebooted")
 
@@ -239,6 +243,16 @@ def test_a_manager_is_not_taken_down_while_another_manager_is_down(tmp_path: Pat
     assert provider.rebooted == [] and not runner.commands(CHANGING) and not runner.files
 
 
+def test_a_rebooted_manager_is_waited_for_from_another_manager(tmp_path: Path) -> None:
+    runner, provider = swarm(), Rebooting()
+    maintain_nodes(session(runner, tmp_path, provider), Selection(("manager-1",)), reboot=True)
+    assert provider.rebooted == ["manager-1"] and not drains(runner, "drain") and not drains(runner, "active")
+    after = runner.calls[provider.calls_before[0] :]
+    listed_on = [c.node for c in after if c.command.startswith("ids=$(docker node ls -q)")]
+    assert listed_on[0] == "manager-2"  # the wait until manager-1 is listed Ready and reachable again
+    assert after[0].node == "manager-1" and "LocalNodeState" in after[0].command  # its own engine first
+
+
 def test_a_manager_that_went_down_mid_run_stops_the_run_before_the_next_manager(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,3 +319,52 @@ def test_a_stale_daemon_json_is_written_then_applied_by_a_reboot(tmp_path: Path)
     assert runner.files == {("worker-3", "/etc/docker/daemon.json.new"): rendered_daemon_json(node).encode()}
     assert "mv /etc/docker/daemon.json.new /etc/docker/daemon.json" in runner.commands(r"^mv ")
     assert provider.rebooted == ["worker-3"]
+
+
+# --- the providers' reboot ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Booting(FakeRunner):
+    """A machine whose boot id changes once it is told to reboot (or never, with `stuck`)."""
+
+    stuck: bool = False
+
+    def run(
+        self,
+        node: Node,
+        command: str,
+        *,
+        check: bool = True,
+        stdin: str | IO[str] | None = None,
+        timeout: float | None = None,
+        secrets: Sequence[str] = (),
+        hint: str = "",
+    ) -> Result:
+        if "systemctl reboot" in command and not self.stuck:
+            self.answer(r"boot_id", "new-boot")
+        return super().run(node, command, check=check, stdin=stdin, timeout=timeout, secrets=secrets, hint=hint)
+
+
+def test_a_reboot_over_ssh_waits_for_another_boot_id_and_forgets_the_connection(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = Booting(inventory())
+    runner.answer(r"boot_id", "old-boot")
+    node = runner.inventory.node("worker-1")
+    StaticProvider().reboot_node(parse_config({}), node, Executor(runner), PhaseResult("reboot"))
+    assert runner.forgotten == ["worker-1"]
+    assert [c.command.split()[0] for c in runner.calls] == ["cat", "nohup", "cat"]
+    assert "systemctl reboot || shutdown -r now" in runner.calls[1].command
+    # A machine that has not gone down yet is not taken for one that came back.
+    monkeypatch.setattr(maintenance, "BACK_TIMEOUT", 0.3)
+    monkeypatch.setattr(maintenance, "BACK_INTERVAL", 0.05)
+    stuck = Booting(inventory(), stuck=True)
+    stuck.answer(r"boot_id", "old-boot")
+    with pytest.raises(SwarmlabError, match=r"worker-1 booted again: not reached(.|\n)*not rebooted yet"):
+        StaticProvider().reboot_node(parse_config({}), node, Executor(stuck), PhaseResult("reboot"))
+
+
+def test_every_provider_can_reboot_a_node() -> None:
+    for name in PROVIDER_CLASSES:
+        assert callable(getattr(provider_named(name), "reboot_node", None)), name
