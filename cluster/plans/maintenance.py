@@ -164,8 +164,10 @@ def plan_maintenance(
             steps.append(Step.DRAIN)
         if stale:
             steps.append(Step.ENGINE_CONFIG)
-            if not reboot:
-                notes.append(f"{node.name}: its daemon.json differs from the rendered one: rebooted to apply it")
+            notes.append(
+                f"{node.name}: its {DAEMON_JSON} differs from the rendered one: replaced, and applied by a reboot"
+                + ("" if reboot else " (without --reboot too)")
+            )
         if command:
             steps.append(Step.COMMAND)
         if restarts:

@@ -49,23 +49,23 @@ def maintain_nodes(session: Session, selection: Selection, command: str = "", re
     with session.phase("maintain-checks", "the order, and each node's checks as the swarm stands now") as p:
         leader = find_leader(runner)
         state = swarm_state(runner, leader)
-        stale = {
-            n.name: read(runner, n, file_sha(DAEMON_JSON)) != sha256(rendered_daemon_json(n))
-            for n in nodes
-            if n.role != Role.LB
-        }
+        engines = [n for n in nodes if n.role != Role.LB]
+        found = runner.each(engines, lambda n: read(runner, n, file_sha(DAEMON_JSON)), f"reading {DAEMON_JSON}")
+        stale = {n.name: found[n.name] != sha256(rendered_daemon_json(n)) for n in engines}
         drained = [
             n.hostname for n in state.nodes if n.role == "worker" and n.availability == "drain" and n.state == "ready"
         ]
         plan = plan_maintenance(nodes, command, reboot, stale, [n.name for n in nodes if n.name in drained])
         for note in plan.notes:
             p.note(note)
-        p.note(describe_maintenance(plan))
+        for line in describe_maintenance(plan).splitlines():
+            p.note(line)
         # Every node's check as the swarm stands now: a run that would be refused later is refused before
         # it changes anything. Each node is checked again just before it goes down.
         problems = [reason for visit in plan.visits if (reason := refusal(visit, state.nodes))]
         if problems:
             raise MaintenanceRefused("maintain-nodes changed nothing:\n" + "\n".join(f"- {r}" for r in problems))
+        p.note("every check passes as the swarm stands now; each node's are checked again just before it goes down")
         if session.dry_run:
             p.planned(f"would maintain {len(plan.visits)} node(s) in this order, then rebalance", bool(plan.visits))
             return

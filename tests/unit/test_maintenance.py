@@ -18,7 +18,7 @@ from cluster.errors import OptionErrors, SwarmlabError
 from cluster.executor import Executor
 from cluster.facts.swarm import parse_nodes
 from cluster.inventory import Node, Role
-from cluster.plans import maintenance
+from cluster.plans import maintenance, nodes
 from cluster.plans.maintenance import (
     MaintenanceRefused,
     MaintenanceStopped,
@@ -47,6 +47,15 @@ SERVICES = recorded("services")
 NODES = recorded("nodes")
 NODE_IDS = {n.hostname: n.node_id for n in parse_nodes(NODES)}
 CHANGING = r"node update|systemctl reboot|apt-get|service update"
+
+
+@pytest.fixture(autouse=True)
+def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait the fake cannot satisfy fails in seconds, not in the minutes a real node gets."""
+    monkeypatch.setattr(maintenance, "BACK_TIMEOUT", 2)
+    monkeypatch.setattr(maintenance, "BACK_INTERVAL", 0.05)
+    monkeypatch.setattr(maintenance, "MOVE_TIMEOUT", 2)
+    monkeypatch.setattr(nodes, "MOVE_TIMEOUT", 2)
 
 
 def nodes_output(drained: Set[str], down: Set[str] = frozenset(), unreachable: Set[str] = frozenset()) -> str:
@@ -310,6 +319,17 @@ def test_the_dry_run_prints_the_order_and_the_checks_and_changes_nothing(
     assert "then: rebalance" in out
     assert not runner.commands(CHANGING) and not runner.files and provider.rebooted == []
     assert dry.timings.would_change and not dry.timings.changed
+
+
+def test_the_lb_node_is_rebooted_last_and_its_haproxy_started_again_when_nothing_started_it(tmp_path: Path) -> None:
+    runner, provider = swarm(), Rebooting()
+    runner.answer(r"^printf 'config_sha=", "config_sha=abc\nsystemd=no\nrunning=no\n", node="lb-1")
+    runner.answer(r"boot_id", "b5c1d2e3", node="lb-1")
+    runner.answer(r"curl -sf -o /dev/null http://127.0.0.1:8404/stats", "ready", node="lb-1")
+    maintain_nodes(session(runner, tmp_path, provider), Selection(("lb-1", "worker-1")), reboot=True)
+    assert provider.rebooted == ["worker-1", "lb-1"]
+    started = [c for c in runner.calls if c.node == "lb-1" and c.command.startswith("mkdir -p /run/haproxy && haproxy")]
+    assert len(started) == 1 and drains(runner, "drain") == ["worker-1"]
 
 
 def test_a_stale_daemon_json_is_written_then_applied_by_a_reboot(tmp_path: Path) -> None:
