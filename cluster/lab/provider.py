@@ -55,6 +55,7 @@ from cluster.lab.layout import (
 )
 from cluster.operations import Plan, Run, Wait
 from cluster.parallel import at_once
+from cluster.plans.maintenance import plan_engine_stop
 from cluster.progress import PhaseResult, Timings, say
 from cluster.runners import SshRunner
 from cluster.state import StatePaths, remove_dir, write_private
@@ -159,6 +160,7 @@ class LabProvider:
         found = node_container(engine, config.cluster, node.name)
         if found is None:
             raise SwarmlabError(f"no lab container for {node.name}: `fab recover` re-creates it")
+        executor.execute(plan_engine_stop(node.name), progress)  # as a shutdown would, not killed with the rest
         executor.runner.forget(node)  # its connection dies with the container's sshd
         try:
             found.restart(timeout=REBOOT_STOP_TIMEOUT)

@@ -168,7 +168,7 @@ def plan_maintenance(
                 f"{node.name}: its {DAEMON_JSON} differs from the rendered one: replaced, and applied by a reboot"
                 + ("" if reboot else " (without --reboot too)")
             )
-        if command:
+        if command.strip():
             steps.append(Step.COMMAND)
         if restarts:
             steps += [Step.REBOOT, Step.BACK]
@@ -278,6 +278,16 @@ def plan_engine_config(node: str, rendered: str) -> Plan:
 def plan_command(node: str, command: str) -> Plan:
     hint = f"{node} is left drained: fix the command or the node, then `fab activate-node --node {node}`"
     return Plan((Run(node, command, f"`{command}` ran on {node}", timeout=COMMAND_TIMEOUT, hint=hint),))
+
+
+def plan_engine_stop(node: str) -> Plan:
+    """Stop the node's engine and wait (20 s at most) until it is gone, as a machine's shutdown stops
+    docker.service first: a lab node's container stops with its engine killed otherwise. No engine, no-op."""
+    stop = (
+        'pid=$(cat /var/run/docker.pid 2>/dev/null) && kill "$pid" 2>/dev/null || exit 0; '
+        'i=0; while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.2; i=$((i + 1)); done'
+    )
+    return Plan((Run(node, stop, f"the engine of {node} stopped"),))
 
 
 def plan_ssh_reboot(node: str) -> Plan:

@@ -388,3 +388,36 @@ def test_a_reboot_over_ssh_waits_for_another_boot_id_and_forgets_the_connection(
 def test_every_provider_can_reboot_a_node() -> None:
     for name in PROVIDER_CLASSES:
         assert callable(getattr(provider_named(name), "reboot_node", None)), name
+
+
+def test_the_lab_reboots_a_node_by_restarting_its_container_after_stopping_its_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cluster.lab import provider as lab
+
+    events: list[str] = []
+
+    class Container:
+        def restart(self, timeout: int) -> None:
+            events.append("restart")
+
+    @dataclass
+    class Recording(FakeRunner):
+        def forget(self, node: Node) -> None:
+            events.append(f"forget {node.name}")
+            super().forget(node)
+
+    runner = Recording(inventory())
+    monkeypatch.setattr(lab, "client", lambda: None)
+    monkeypatch.setattr(
+        lab, "node_container", lambda engine, cluster, name: Container() if name == "worker-1" else None
+    )
+    progress = PhaseResult("reboot")
+    lab.LabProvider().reboot_node(parse_config({}), runner.inventory.node("worker-1"), Executor(runner), progress)
+    assert runner.commands(r"kill") and runner.calls[0].command.startswith("pid=$(cat /var/run/docker.pid")
+    assert events == ["forget worker-1", "restart"] and progress.changes == [
+        "the engine of worker-1 stopped",
+        "restarted the container of worker-1",
+    ]
+    with pytest.raises(SwarmlabError, match="no lab container for worker-2"):
+        lab.LabProvider().reboot_node(parse_config({}), runner.inventory.node("worker-2"), Executor(runner), progress)
