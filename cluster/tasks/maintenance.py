@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cluster.errors import SwarmlabError
 from cluster.facts import read
-from cluster.facts.daemons import daemon_facts, file_sha
+from cluster.facts.daemons import BOOT_ID, daemon_facts, file_sha
 from cluster.facts.services import SwarmState
 from cluster.inventory import Node, Role
 from cluster.operations import Plan
@@ -35,7 +35,7 @@ from cluster.plans.maintenance import (
     sha256,
     stopped,
 )
-from cluster.plans.nodes import plan_activate_node, plan_drain_node
+from cluster.plans.nodes import NodeError, plan_activate_node, plan_drain_node
 from cluster.plans.services import plan_rebalance
 from cluster.progress import PhaseResult
 from cluster.reads import find_leader, swarm_state
@@ -63,6 +63,10 @@ def maintain_nodes(session: Session, selection: Selection, command: str = "", re
         # Every node's check as the swarm stands now: a run that would be refused later is refused before
         # it changes anything. Each node is checked again just before it goes down.
         problems = [reason for visit in plan.visits if (reason := refusal(visit, state.nodes))]
+        problems += _stranding(leader.name, plan, state)
+        for visit in plan.visits:
+            if visit.role == Role.LB:
+                read(runner, session.inventory.node(visit.node), BOOT_ID)  # it answers over SSH
         if problems:
             raise MaintenanceRefused("maintain-nodes changed nothing:\n" + "\n".join(f"- {r}" for r in problems))
         p.note("every check passes as the swarm stands now; each node's are checked again just before it goes down")
@@ -73,6 +77,18 @@ def maintain_nodes(session: Session, selection: Selection, command: str = "", re
     with session.phase("rebalance", "spread the services over the nodes again") as p:
         leader = find_leader(runner)
         session.executor().execute(plan_rebalance(leader.name, swarm_state(runner, leader)), p)
+
+
+def _stranding(leader: str, plan: Maintenance, state: SwarmState) -> list[str]:
+    """Each worker's drain checked as the swarm stands (each alone: they go one at a time)."""
+    problems = []
+    for visit in plan.visits:
+        if Step.DRAIN in visit.steps:
+            try:
+                plan_drain_node(leader, visit.node, state)
+            except NodeError as error:
+                problems.append(str(error))
+    return problems
 
 
 def _walk(session: Session, plan: Maintenance) -> None:

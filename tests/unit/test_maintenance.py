@@ -80,6 +80,7 @@ class Swarm(FakeRunner):
     availability: dict[str, str] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     unreachable: set[str] = field(default_factory=set)
+    services: str = SERVICES
 
     def run(
         self,
@@ -99,7 +100,7 @@ class Swarm(FakeRunner):
         drained = {n for n, a in self.availability.items() if a == "drain"}
         listed = nodes_output(drained, self.down, self.unreachable)
         self.answer(r"^ids=\$\(docker node ls -q\)", listed)
-        self.answer(r"^ids=\$\(docker service ls -q\)", f"{SERVICES}\n---\n{listed}")
+        self.answer(r"^ids=\$\(docker service ls -q\)", f"{self.services}\n---\n{listed}")
         return super().run(node, command, check=check, stdin=stdin, timeout=timeout, secrets=secrets, hint=hint)
 
 
@@ -250,6 +251,17 @@ def test_a_manager_is_not_taken_down_while_another_manager_is_down(tmp_path: Pat
     with pytest.raises(MaintenanceRefused, match=r"changed nothing(.|\n)*manager-3 \(down, unreachable\)"):
         maintain_nodes(session(runner, tmp_path, provider), Selection(role=Role.MANAGER), command="apt-get -y upgrade")
     assert provider.rebooted == [] and not runner.commands(CHANGING) and not runner.files
+
+
+def test_a_worker_whose_drain_would_strand_a_service_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    runner, provider = swarm(), Rebooting()
+    email = next(line for line in SERVICES.splitlines() if '"name":"registration_email"' in line)
+    pinned = email.replace('"Constraints":["node.role == worker"]', '"Constraints":["node.hostname == worker-2"]')
+    assert pinned != email
+    runner.services = SERVICES.replace(email, pinned)
+    with pytest.raises(MaintenanceRefused, match=r"changed nothing(.|\n)*draining worker-2 would leave no node for"):
+        maintain_nodes(session(runner, tmp_path, provider), Selection(role=Role.WORKER), reboot=True)
+    assert provider.rebooted == [] and not runner.commands(CHANGING)
 
 
 def test_a_rebooted_manager_is_waited_for_from_another_manager(tmp_path: Path) -> None:
