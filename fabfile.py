@@ -22,10 +22,12 @@ from invoke.exceptions import Exit
 from cluster import flows
 from cluster.config import Config, load_config
 from cluster.errors import SwarmlabError
+from cluster.plans import maintenance
 from cluster.progress import Timings, say
 from cluster.providers import lab_provider
 from cluster.session import Session, open_session
 from cluster.tasks import backup, nodes, revisions, security, services, swarm
+from cluster.tasks import maintenance as maintenance_task
 from cluster.tasks.clustermap import remove_map
 from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
 from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, GREP_WINDOW, log_query, service_logs
@@ -338,6 +340,38 @@ def drain_node(c: Context, node: str, target: str = "lab", dry_run: bool = False
 def activate_node(c: Context, node: str, target: str = "lab", dry_run: bool = False) -> None:
     """Make a drained worker schedulable again and wait until every service runs its replicas."""
     changing(target, dry_run, lambda session: nodes.activate_node(session, node))
+
+
+@task(
+    name="maintain-nodes",
+    help={
+        **CHANGES,
+        "nodes": "the nodes, comma-separated (e.g. worker-1,worker-2); default: every swarm node (not the lb)",
+        "role": "every node of a role instead: worker, manager or lb",
+        "command": "a command to run as root on each node, e.g. 'apt-get update && apt-get -y upgrade'",
+        "reboot": "reboot each node (the lab restarts its container), after the command",
+    },
+)
+@reported
+def maintain_nodes(
+    c: Context,
+    *,
+    nodes: str | None = None,
+    role: str | None = None,
+    command: str = "",
+    reboot: bool = False,
+    target: str = "lab",
+    dry_run: bool = False,
+) -> None:
+    """Node by node (workers, managers, then the lb): drain, run a command and/or reboot, wait until back
+    and Ready, activate, wait until the services converge; rebalance at the end.
+
+    A manager goes down only while every other one is Ready and reachable; the run stops at the first node
+    that does not come back, leaving it drained. A daemon.json that differs from the rendered one is written
+    and applied by a reboot. --dry-run prints the order and the checks.
+    """
+    chosen = maintenance.parse_selection(nodes, role, command, reboot)  # checked before anything runs
+    changing(target, dry_run, lambda session: maintenance_task.maintain_nodes(session, chosen, command, reboot))
 
 
 @task(help=CHANGES)

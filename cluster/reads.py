@@ -23,13 +23,14 @@ PROBE_TIMEOUT = 60
 NO_QUORUM_HINT = "a manager that cannot list services may have lost quorum: `fab status` tells, `fab recover` mends"
 
 
-def find_leader(runner: Runner) -> Node:
-    """A reachable manager with control available (manager commands run there).
+def find_leader(runner: Runner, avoid: str = "") -> Node:
+    """A reachable manager with control available (manager commands run there), other than `avoid`
+    (a manager about to go down).
 
     Managers are asked one by one, so a cluster that lost some managers can still be inspected.
     """
     problems = []
-    for node in runner.inventory.managers:
+    for node in (m for m in runner.inventory.managers if m.name != avoid):
         try:
             info = read(runner, node, SWARM_INFO)
         except SwarmlabError as error:

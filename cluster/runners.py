@@ -396,11 +396,19 @@ class SshRunner:
             raise ssh_failed(node.name, f"sftp get {remote} {local}", error, "") from None
 
     def forget(self, node: Node) -> None:
+        """Drop the node's connection; the jump host's takes every connection with it (they run through it)."""
         with self._lock:
-            connection = self._connections.pop(node.name, None)
-        if connection is not None and connection is not self._gateway:
+            if node.name == self.inventory.ssh.jump_host:
+                dropped = [c for c in self._connections.values() if c is not self._gateway]
+                dropped += [self._gateway] if self._gateway is not None else []
+                self._connections.clear()
+                self._gateway = None
+            else:
+                connection = self._connections.pop(node.name, None)
+                dropped = [connection] if connection is not None else []
+        for gone in dropped:
             with contextlib.suppress(*SSH_ERRORS):
-                connection.close()
+                gone.close()
 
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
         """Write a file on a node over SFTP (stdin is for short values: secrets and join tokens)."""

@@ -60,6 +60,8 @@ def _yes(output: str) -> bool:
 
 SYSTEMD = Fact("test -d /run/systemd/system && echo yes || echo no", _yes)
 MACHINE = Fact("uname -m", str.strip)  # x86_64, aarch64: which wheels a build needs
+# Changes at every boot: tells a rebooted machine from one that has not gone down yet (maintain-nodes).
+BOOT_ID = Fact("cat /proc/sys/kernel/random/boot_id", str.strip)
 
 
 def image_present(tag: str) -> Fact[bool]:

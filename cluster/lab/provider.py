@@ -55,12 +55,14 @@ from cluster.lab.layout import (
 )
 from cluster.operations import Plan, Run, Wait
 from cluster.parallel import at_once
+from cluster.plans.maintenance import plan_engine_stop
 from cluster.progress import PhaseResult, Timings, say
 from cluster.runners import SshRunner
 from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
 from rendering.provision import daemon_json, engine_metrics_ip
 
+REBOOT_STOP_TIMEOUT = 30  # seconds `docker restart` gives the node's processes before it kills them
 NODE_ANSWER_TIMEOUT = 90  # a new or restored node container answers: its sshd, or its engine
 # Node containers created at once: calls to the machine's own Docker engine, not SSH sessions (which
 # cluster.parallel.PARALLEL_LIMIT bounds); 8 since creation went parallel, no reason recorded for less.
@@ -147,6 +149,24 @@ class LabProvider:
         )
         executor.execute(Plan((answers,)), progress)
         return True
+
+    def reboot_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> None:
+        """`docker restart` of the node's container: its processes start again from node-init, its
+        filesystem (daemon.json, the swarm's state) and volumes stay, as a machine's disk does."""
+        if executor.dry_run:
+            progress.planned(f"would restart the container of {node.name}", True)
+            return
+        engine = client()
+        found = node_container(engine, config.cluster, node.name)
+        if found is None:
+            raise SwarmlabError(f"no lab container for {node.name}: `fab recover` re-creates it")
+        executor.execute(plan_engine_stop(node.name), progress)  # as a shutdown would, not killed with the rest
+        executor.runner.forget(node)  # its connection dies with the container's sshd
+        try:
+            found.restart(timeout=REBOOT_STOP_TIMEOUT)
+        except DockerException as error:
+            raise SwarmlabError(f"could not restart {node.name}: the local Docker engine said: {error}") from None
+        progress.changed(f"restarted the container of {node.name}")
 
 
 def _engine_answers(output: str) -> Verdict:

@@ -1,6 +1,7 @@
 """What a provider is: it reads the inventory of its machines, supplies the Debian base image the
 cluster's images build FROM (by default the storage node makes it itself with debootstrap), and brings
-back a lost machine when it can (the lab restarts or re-creates its container; elsewhere the user does)."""
+back a lost machine when it can (the lab restarts or re-creates its container; elsewhere the user does),
+and reboots a node (the lab restarts its container; elsewhere `systemctl reboot` over SSH)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Protocol, runtime_checkable
 from cluster.config import Config
 from cluster.executor import Executor
 from cluster.facts import read
-from cluster.facts.daemons import image_present
+from cluster.facts.daemons import BOOT_ID, image_present
 from cluster.images import BaseImage
 from cluster.inventory import Inventory, Node
 from cluster.plans.images import plan_base_on_node
+from cluster.plans.maintenance import plan_rebooted, plan_ssh_reboot
 from cluster.progress import PhaseResult, Timings
 
 
@@ -33,6 +35,11 @@ class Provider(Protocol):
     def restore_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
         """Bring back the machine of a node that does not answer (started again, or re-created empty),
         if this provider can; True when it should answer now. `fab recover` calls it."""
+        ...
+
+    def reboot_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> None:
+        """Reboot a node's machine and return once it went down and came up again (its SSH connection
+        forgotten); that its engine and swarm membership are back is the caller's wait. `fab maintain-nodes`."""
         ...
 
 
@@ -69,3 +76,14 @@ class MachinesByTheirOwner:
     def restore_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> bool:
         progress.note(f"{node.name} does not answer: {self.restore_hint}, then run `fab recover` again")
         return False
+
+
+class RebootOverSsh:
+    """The default for machines with systemd: `systemctl reboot` over SSH, then wait until the node
+    answers with another boot id (so a node that has not gone down yet is not taken for one back)."""
+
+    def reboot_node(self, config: Config, node: Node, executor: Executor, progress: PhaseResult) -> None:
+        before = read(executor.runner, node, BOOT_ID)
+        executor.execute(plan_ssh_reboot(node.name), progress)
+        executor.runner.forget(node)  # its connection dies with the machine
+        executor.execute(plan_rebooted(node.name, before), progress)

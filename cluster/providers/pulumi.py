@@ -8,13 +8,13 @@ from cluster.config import Config
 from cluster.errors import SwarmlabError
 from cluster.inventory import Inventory, parse_inventory
 from cluster.local import run_local
-from cluster.providers.base import BaseImageOnStorage, MachinesByTheirOwner
+from cluster.providers.base import BaseImageOnStorage, MachinesByTheirOwner, RebootOverSsh
 
 # The stack's inventory output, as the Pulumi CLI prints it (in the project's directory).
 STACK_OUTPUT_COMMAND: tuple[str, ...] = ("pulumi", "stack", "output", "inventory", "--json", "--show-secrets")
 
 
-class PulumiProvider(BaseImageOnStorage, MachinesByTheirOwner):
+class PulumiProvider(BaseImageOnStorage, MachinesByTheirOwner, RebootOverSsh):
     name = "pulumi"
     restore_hint = "run `pulumi up` first (it re-creates the lost server at the same address)"
     # What prints the inventory output; the rehearsal puts a stand-in here (cluster.lab.rehearsal.provider).

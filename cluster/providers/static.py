@@ -6,10 +6,10 @@ from pathlib import Path
 
 from cluster.config import Config
 from cluster.inventory import Inventory, load_inventory
-from cluster.providers.base import BaseImageOnStorage, MachinesByTheirOwner
+from cluster.providers.base import BaseImageOnStorage, MachinesByTheirOwner, RebootOverSsh
 
 
-class StaticProvider(BaseImageOnStorage, MachinesByTheirOwner):
+class StaticProvider(BaseImageOnStorage, MachinesByTheirOwner, RebootOverSsh):
     name = "static"
 
     def inventory(self, config: Config, target: str) -> Inventory:

@@ -312,3 +312,33 @@ def test_stream_masks_secrets_in_its_lines_and_in_every_error(server: Server, tm
     for error in (failed.value, timed_out.value):
         assert LEAKED not in str(error) and LEAKED not in error.output and "***" in error.output
     assert seen and all(LEAKED not in line for line in seen), seen
+
+
+@dataclass
+class _Open:
+    """Stands in for an open connection: records that it was closed."""
+
+    name: str
+    closed: list[str]
+
+    def close(self) -> None:
+        self.closed.append(self.name)
+
+
+def test_forgetting_the_jump_host_drops_every_connection_that_runs_through_it() -> None:
+    """After the lb node (the jump host) reboots, every channel through it is dead: none may be reused."""
+    from tests.unit.fake_runner import lab_shaped_inventory
+
+    nodes = SshRunner(lab_shaped_inventory())
+    closed: list[str] = []
+    gateway = _Open("lb-1", closed)
+    nodes._gateway = gateway
+    nodes._connections = {
+        "lb-1": gateway,
+        "worker-1": _Open("worker-1", closed),
+        "manager-1": _Open("manager-1", closed),
+    }
+    nodes.forget(nodes.inventory.node("worker-1"))
+    assert closed == ["worker-1"] and set(nodes._connections) == {"lb-1", "manager-1"}
+    nodes.forget(nodes.inventory.node("lb-1"))
+    assert closed == ["worker-1", "manager-1", "lb-1"] and nodes._connections == {} and nodes._gateway is None
