@@ -218,6 +218,8 @@ class Scenario:
     description: str
     event: Callable[[Lab], None]  # what happens (returns when the operation returns)
     recover: Callable[[Lab], None] | None = None  # what an operator does afterwards, still under load
+    # How long the event itself may take: the load runs for warm-up + this + the wait for recovery.
+    event_seconds: float = 0.0
 
 
 def _kill(lab: Lab, node: str) -> None:
@@ -272,6 +274,18 @@ SCENARIOS = (
         "2 of 3 managers stopped (quorum lost), then fab recover",
         lambda lab: _stop(lab, "manager-2", "manager-3"),
         recover=_fab(("recover",)),
+    ),
+    Scenario(
+        "reboot-workers",
+        "every worker rebooted, one at a time (fab maintain-nodes --role worker --reboot)",
+        _fab(("maintain-nodes", "--role", "worker", "--reboot")),
+        event_seconds=600.0,
+    ),
+    Scenario(
+        "reboot-managers",
+        "every manager rebooted, one at a time, quorum checked (fab maintain-nodes --role manager --reboot)",
+        _fab(("maintain-nodes", "--role", "manager", "--reboot")),
+        event_seconds=600.0,
     ),
     Scenario(
         "restart-storage",
@@ -347,7 +361,7 @@ def fresh_lab() -> Lab:
 
 def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
     lab = fresh_lab()
-    duration = WARMUP + MAX_EVENT_SECONDS + AFTER_RECOVERY
+    duration = WARMUP + scenario.event_seconds + MAX_EVENT_SECONDS + AFTER_RECOVERY
     csv_path = scratch / f"hey-{scenario.name}.csv"
     started = time.monotonic()
     with csv_path.open("w") as out:

@@ -339,8 +339,26 @@ def listed_verdict(name: str, role: str) -> Callable[[str], Verdict]:
     return verdict
 
 
+def _every_state_known(output: str) -> Verdict:
+    unknown = sorted(n.hostname for n in NODES.parse(output) if n.state == "unknown")
+    if unknown:
+        return Verdict.waiting(f"the leader does not know the state of {', '.join(unknown)} yet")
+    return Verdict.ready("every node's state is known")
+
+
 def plan_back(visit: Visit, controller: str) -> Plan:
-    """Wait until a swarm node is back: its engine answers over SSH in the swarm, and a manager lists it."""
+    """Wait until a swarm node is back: its engine answers over SSH in the swarm, and a manager lists it.
+    After a manager, also until the leader knows every node's state again: a manager's restart can move
+    the leadership, and a new leader lists the other nodes Unknown until their agents report to it (seen
+    in the lab for about a minute), which the next manager's quorum check would refuse."""
+    settled = Wait(
+        controller,
+        NODES.command,
+        _every_state_known,
+        "the leader knows every node's state (a new leader lists nodes Unknown until they report)",
+        BACK_TIMEOUT,
+        BACK_INTERVAL,
+    )
     return Plan(
         (
             Wait(
@@ -359,6 +377,7 @@ def plan_back(visit: Visit, controller: str) -> Plan:
                 BACK_TIMEOUT,
                 BACK_INTERVAL,
             ),
+            *((settled,) if visit.role == Role.MANAGER else ()),
         )
     )
 
@@ -390,7 +409,7 @@ def plan_lb_back(node: str, daemon: DaemonSpec, facts: DaemonFacts) -> Plan:
 
 def plan_converge(controller: str, state: SwarmState) -> Plan:
     expected = expected_after(state, state.nodes)
-    what = "every service runs its replicas, healthy"
+    what = "the swarm converged after this node, read afresh: every service runs its replicas, healthy"
     return Plan((Wait(controller, SWARM_STATE.command, placed_verdict(expected), what, MOVE_TIMEOUT, 3),))
 
 

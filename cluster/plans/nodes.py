@@ -89,7 +89,10 @@ def plan_drain_node(leader: str, name: str, state: SwarmState) -> Plan:
     for service in state.services:
         before, later = wanted_count(service, state.nodes), wanted_count(service, after)
         if later < before:
-            notes.append(f"{service.name} will run {later} of {service.replicas} replicas while {name} is drained")
+            if service.mode.startswith("global"):  # one task per eligible node; the spec wants no count
+                notes.append(f"{service.name} (global) will run on {later} of {before} nodes while {name} is drained")
+            else:
+                notes.append(f"{service.name} will run {later} of {service.replicas} replicas while {name} is drained")
     expected = expected_after(state, after)
     return Plan(
         (

@@ -278,6 +278,15 @@ def test_drain_node_waits_for_its_tasks_to_move_and_says_what_runs_short() -> No
     assert "registration_ui will run 2 of 3 replicas while worker-3 is drained" in plan.notes
 
 
+def test_drain_node_says_a_global_service_runs_on_fewer_nodes_not_of_a_count() -> None:
+    state = recorded_state()
+    anchor = replace(service(state, "otp"), mode="global", replicas=0, constraints=("node.role==worker",))
+    state = replace(state, services=tuple(anchor if s.name == anchor.name else s for s in state.services))
+    notes = plan_drain_node(LEADER, "worker-3", state).notes
+    assert f"{anchor.name} (global) will run on 2 of 3 nodes while worker-3 is drained" in notes
+    assert not any(n.startswith(f"{anchor.name} will run") for n in notes)
+
+
 def test_drain_node_refuses_to_strand_a_service_and_is_idempotent() -> None:
     state = recorded_state()
     nodes = tuple(

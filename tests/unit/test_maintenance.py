@@ -58,15 +58,22 @@ def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(nodes, "MOVE_TIMEOUT", 2)
 
 
-def nodes_output(drained: Set[str], down: Set[str] = frozenset(), unreachable: Set[str] = frozenset()) -> str:
-    """The recorded node list, the nodes in `drained` drained and the others active, some down, or
-    (managers) unreachable."""
+def nodes_output(
+    drained: Set[str],
+    down: Set[str] = frozenset(),
+    unreachable: Set[str] = frozenset(),
+    unknown: Set[str] = frozenset(),
+) -> str:
+    """The recorded node list, the nodes in `drained` drained and the others active, some down or of a
+    state the leader does not know, or (managers) unreachable."""
     rows = []
     for line in NODES.splitlines():
         row = json.loads(line)
         row["availability"] = "drain" if row["hostname"] in drained else "active"
         if row["hostname"] in down:
             row["state"] = "down"
+        if row["hostname"] in unknown:
+            row["state"] = "unknown"
         if row["hostname"] in unreachable:
             row["reachability"], row["leader"] = "unreachable", False
         rows.append(json.dumps(row))
@@ -80,6 +87,8 @@ class Swarm(FakeRunner):
     availability: dict[str, str] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
     unreachable: set[str] = field(default_factory=set)
+    unknown: set[str] = field(default_factory=set)
+    unknown_reads: int = 0  # node lists that still show `unknown` Unknown (a new leader's first minute)
     services: str = SERVICES
 
     def run(
@@ -98,7 +107,11 @@ class Swarm(FakeRunner):
             name = next(h for h, i in NODE_IDS.items() if i == found.group(2))
             self.availability[name] = found.group(1)
         drained = {n for n, a in self.availability.items() if a == "drain"}
-        listed = nodes_output(drained, self.down, self.unreachable)
+        if command.startswith("ids=$(docker node ls -q)") and self.unknown:
+            self.unknown_reads -= 1
+            if self.unknown_reads < 0:
+                self.unknown = set()
+        listed = nodes_output(drained, self.down, self.unreachable, self.unknown)
         self.answer(r"^ids=\$\(docker node ls -q\)", listed)
         self.answer(r"^ids=\$\(docker service ls -q\)", f"{self.services}\n---\n{listed}")
         return super().run(node, command, check=check, stdin=stdin, timeout=timeout, secrets=secrets, hint=hint)
@@ -272,6 +285,25 @@ def test_a_rebooted_manager_is_waited_for_from_another_manager(tmp_path: Path) -
     listed_on = [c.node for c in after if c.command.startswith("ids=$(docker node ls -q)")]
     assert listed_on[0] == "manager-2"  # the wait until manager-1 is listed Ready and reachable again
     assert after[0].node == "manager-1" and "LocalNodeState" in after[0].command  # its own engine first
+
+
+def test_after_a_manager_the_run_waits_until_the_leader_knows_every_node_before_the_next_manager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in the lab: manager-1 (the leader) restarted, the new leader listed manager-2 Unknown for about a
+    minute, and the next manager's check refused it. Now manager-1's visit waits until every state is known."""
+    runner, provider = swarm(), Rebooting()
+    real = provider.reboot_node
+
+    def reboot_and_elect(config: Config, node: Node, executor: Executor, progress: PhaseResult) -> None:
+        real(config, node, executor, progress)
+        if node.name == "manager-1":
+            runner.unknown, runner.unknown_reads = {"manager-2", "worker-1"}, 4
+
+    monkeypatch.setattr(provider, "reboot_node", reboot_and_elect)
+    maintain_nodes(session(runner, tmp_path, provider), Selection(("manager-1", "manager-2")), reboot=True)
+    assert provider.rebooted == ["manager-1", "manager-2"]
+    assert runner.unknown == set()  # every Unknown read was used up before manager-2 went down
 
 
 def test_a_manager_that_went_down_mid_run_stops_the_run_before_the_next_manager(

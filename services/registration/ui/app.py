@@ -32,7 +32,7 @@ from registration.ui.routes import (
     add_style,
 )
 from registration.ui.session_cookie import SessionCookie
-from registration.ui.sessions import KeyValue, SessionStore
+from registration.ui.sessions import OUTAGE_BUDGET, KeyValue, SessionStore
 
 __all__ = ["UiSettings", "create_app"]
 
@@ -52,6 +52,10 @@ class UiSettings(EnvSettings):
     # Signs the forms' CSRF tokens (and names sessions to the API), the same in every UI replica.
     csrf_key: Password = Field(validation_alias="CSRF_KEY")
     session_ttl: Int = Field(1800, validation_alias="SESSION_TTL")
+    # How long a page waits for the session store while Swarm moves it (stop-first: the old task stops,
+    # the new one starts). The stack sets the API's REQUEST_DEADLINE, so the UI rides out a move as long
+    # as the API rides out its own (20 s was short: 27 s measured for a move on a loaded lab).
+    session_outage_budget: Float = Field(OUTAGE_BUDGET, validation_alias="SESSION_OUTAGE_BUDGET")
     cookie_secure: Bool = Field(False, validation_alias="SESSION_COOKIE_SECURE")
     # The whole budget of one API call, retries included; above the API's own REQUEST_DEADLINE
     # (40 s) so that the API's clear answer arrives before the UI gives up.
@@ -71,7 +75,7 @@ def connections(settings: UiSettings, kv_factory: Callable[[], KeyValue], api_po
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.sessions = SessionStore(kv_factory(), settings.session_ttl)
+        app.state.sessions = SessionStore(kv_factory(), settings.session_ttl, settings.session_outage_budget)
         if api_post is not None:
             app.state.api_post = api_post
             yield

@@ -165,6 +165,7 @@ def test_environment_overrides(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "API_URL": "http://api:8000/",
         "SESSION_COOKIE_SECURE": "true",
         "SESSION_TTL": "60",
+        "SESSION_OUTAGE_BUDGET": "33",
         "PORT": "8025",
         "OTP_TTL": "120",
         "OTP_MAX_ATTEMPTS": "3",
@@ -199,6 +200,7 @@ def test_environment_overrides(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     )
     ui = UiSettings.from_env()
     assert (ui.api_url, ui.cookie_secure, ui.session_ttl) == ("http://api:8000", True, 60)  # no trailing slash
+    assert ui.session_outage_budget == 33.0
     assert ServeSettings.from_env().port == 8025
     assert OtpMailSettings.from_env().otp_ttl == 120
     policy = policy_from_env()
