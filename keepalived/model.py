@@ -12,7 +12,7 @@ virtual IP on one of them and moves it when that node or its HAProxy dies.
   ones): a cluster's generated secret (cluster.credentials.vrrp_password). It travels in clear text
   between the two lbs, so it guards against a stray VRRP speaker, not an attacker on the subnet; the
   security group is what keeps the others out. It is not in this model's repr, and the rendered file
-  holds it: the file is root's, mode 600 (CONFIG_MODE).
+  holds it: the push writes it root's, mode 600 (DAEMON.config_mode), in a directory of mode 700.
 - **The check script runs as root** (`script_user root` with `enable_script_security`): Debian 12's
   keepalived 2.2.7 kills its own `keepalived -t` (exit 143, "Terminated") when a script user other than
   root is set (acassen/keepalived#2617 and #2587, fixed in 2.2.8), and `-t` is how the configuration is
@@ -59,6 +59,7 @@ DAEMON = DaemonSpec(
     reload="kill -HUP {pid}",  # re-reads the configuration; the VIP stays where it is
     validate="keepalived -t -f {path}",  # exit 0 and silent when valid; each problem on stderr
     ready=f"kill -0 $(head -n1 {PID_FILE})",
+    config_mode=CONFIG_MODE,
 )
 
 
