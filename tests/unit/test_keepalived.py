@@ -14,6 +14,7 @@ import pytest
 
 import topology
 from cluster.credentials import VRRP_PASSWORD, load_or_create, vrrp_password
+from cluster.facts.network import interface_with
 from keepalived.model import (
     CHECK_COMMAND,
     CONFIG_MODE,
@@ -174,3 +175,22 @@ def test_the_vrrp_password_is_made_once_eight_characters_and_kept(tmp_path: Path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # It fits the model as made: every character keepalived reads as one word.
     assert config_of("lb-1", password=first).password == first
+
+
+@pytest.mark.parametrize(
+    ("output", "interface"),
+    [
+        ("2: ens3    inet 10.20.0.5/24 brd 10.20.0.255 scope global ens3\\       valid_lft forever\n", "ens3"),
+        ("3: eth0@if12    inet 10.20.0.5/24 scope global eth0\n", "eth0"),
+        ("", ""),
+    ],
+)
+def test_the_interface_fact_names_where_the_address_is(output: str, interface: str) -> None:
+    assert interface_with("10.20.0.5").parse(output) == interface
+
+
+def test_the_interface_fact_reads_this_machine() -> None:
+    # The command as a node runs it, here: the loopback holds 127.0.0.1 on every Linux machine.
+    fact = interface_with("127.0.0.1")
+    done = subprocess.run(fact.command.split(), check=True, capture_output=True, text=True, timeout=30)
+    assert fact.parse(done.stdout) == "lo"
