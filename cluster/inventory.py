@@ -293,6 +293,11 @@ class Inventory(BaseModel):
         return self.by_role(Role.LB)
 
     @property
+    def lb_addresses(self) -> tuple[str, ...]:
+        """Every lb's private address: where HAProxy's requests to the services come from."""
+        return tuple(str(n.private_ip) for n in self.lbs)
+
+    @property
     def storage(self) -> Node | None:
         found = self.by_role(Role.STORAGE)
         return found[0] if found else None
