@@ -54,8 +54,10 @@ chaos: venv load-tool
 
 # The Debian tools the tests run, installed (as root) when missing, as `make demo` installs the engine:
 # no test is skipped for want of one. check: `cloud-init schema` for the user data, sfdisk/blkid/mkfs
-# for the storage volume script. lab-test: Chromium, its driver and NSS's certutil (the browser test).
-CHECK_TOOLS := cloud-init:cloud-init sfdisk:fdisk blkid:util-linux mkfs.ext4:e2fsprogs
+# for the storage volume script, `keepalived -t` for the two lbs' configuration and `ip` for the interface
+# fact. lab-test: Chromium, its driver and NSS's certutil (the browser test).
+CHECK_TOOLS := cloud-init:cloud-init sfdisk:fdisk blkid:util-linux mkfs.ext4:e2fsprogs keepalived:keepalived \
+  ip:iproute2
 LAB_TOOLS := chromium:chromium chromedriver:chromium-driver certutil:libnss3-tools
 define install-missing
 	@need=""; for pair in $(1); do tool=$${pair%%:*}; package=$${pair#*:}; \

@@ -67,6 +67,9 @@ class Config(BaseSettings):
     cluster: str = Field("demo", description="cluster name; labels, network and state dir derive from it")
     managers: int = Field(3, description=f"manager count: {topology.MANAGER_COUNTS_TEXT} (an odd Raft majority)")
     workers: int = Field(3, description="worker count, at least 1")
+    lb_count: int = Field(
+        1, description="HAProxy nodes: 1, or 2 sharing a virtual IP with keepalived (groundwork: not in the lab yet)"
+    )
     cidr: ipaddress.IPv4Network = Field(
         ipaddress.IPv4Network("10.20.0.0/24"), description="private network of the nodes"
     )
@@ -188,6 +191,13 @@ class Config(BaseSettings):
             raise problem("managers are drained, so the services need at least one worker", "set workers >= 1")
         return value
 
+    @field_validator("lb_count")
+    @classmethod
+    def _lb_count(cls, value: int) -> int:
+        if (lb_problem := topology.lb_count_problem(value)) is not None:
+            raise problem(lb_problem, "set lb_count to 1 (one HAProxy node) or 2 (two behind a virtual IP)")
+        return value
+
     @field_validator("cidr", "overlay_pool")
     @classmethod
     def _private(cls, value: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
@@ -287,6 +297,7 @@ _EXAMPLES = {
     "bind_address": "write an IPv4 address such as 127.0.0.1",
     "managers": f"write a whole number: {topology.MANAGER_COUNTS_TEXT}",
     "workers": "write a whole number such as 3",
+    "lb_count": "write 1 or 2",
     "keep_revisions": f"write a whole number such as {DEFAULT_KEEP_REVISIONS}",
 }
 

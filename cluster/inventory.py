@@ -12,9 +12,18 @@ import json
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 import topology
 from cluster.errors import ConfigError, ConfigErrors, problem
@@ -105,6 +114,16 @@ class Network(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cidr: ipaddress.IPv4Network
+    # The virtual IP two lb nodes share (keepalived moves it); none with one lb.
+    vip: ipaddress.IPv4Address | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_vip(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An inventory of one lb is written exactly as before the key existed.
+        data: dict[str, Any] = handler(self)
+        if self.vip is None:
+            data.pop("vip", None)
+        return data
 
 
 class NfsExport(BaseModel):
@@ -192,8 +211,7 @@ class Inventory(BaseModel):
             )
         if not self.by_role(Role.WORKER):
             raise problem("no worker: the services need at least one", "add a worker node", key="nodes", value=0)
-        if len(self.by_role(Role.LB)) != 1:
-            raise problem("need exactly one lb node", "list one node with role lb", key="nodes", value=names)
+        self._lbs_and_vip(names)
         if self.ssh.jump_host is not None and self.ssh.jump_host not in names:
             raise problem(
                 "is not a node name", "name the lb node, or null", key="ssh.jump_host", value=self.ssh.jump_host
@@ -204,6 +222,44 @@ class Inventory(BaseModel):
                 "names no node", "key host_keys by node name", key="ssh.host_keys", value=", ".join(strangers)
             )
         return self
+
+    def _lbs_and_vip(self, names: list[str]) -> None:
+        lbs = len(self.by_role(Role.LB))
+        if (lb_problem := topology.lb_count_problem(lbs)) is not None:
+            raise problem(
+                f"{lbs} lb nodes: {lb_problem}", "list one or two nodes with role lb", key="nodes", value=names
+            )
+        vip = self.network.vip
+        if lbs == 2 and vip is None:
+            raise problem(
+                "two lb nodes share a virtual IP, and none is given",
+                f"set network.vip to a free address of {self.network.cidr}, "
+                f"such as {topology.vip_address(self.network.cidr)}",
+                key="network.vip",
+                value=None,
+            )
+        if lbs == 1 and vip is not None:
+            raise problem(
+                "a virtual IP needs two lb nodes to move between",
+                "remove network.vip, or list a second lb node",
+                key="network.vip",
+                value=str(vip),
+            )
+        if vip is not None and vip not in self.network.cidr:
+            raise problem(
+                f"is outside {self.network.cidr}",
+                "pick a free address of the network",
+                key="network.vip",
+                value=str(vip),
+            )
+        taken = [n.name for n in self.nodes if n.private_ip == vip]
+        if taken:
+            raise problem(
+                f"is {taken[0]}'s own address: keepalived would add it to a node that already has it",
+                "pick an address no node has",
+                key="network.vip",
+                value=str(vip),
+            )
 
     def by_role(self, role: Role) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.role == role)
@@ -228,7 +284,18 @@ class Inventory(BaseModel):
 
     @property
     def lb(self) -> Node:
+        """The first lb node (lb-1): the jump host and where HAProxy is configured (the only one so far)."""
         return self.by_role(Role.LB)[0]
+
+    @property
+    def lbs(self) -> tuple[Node, ...]:
+        """Every lb node: one, or two sharing `network.vip`."""
+        return self.by_role(Role.LB)
+
+    @property
+    def lb_addresses(self) -> tuple[str, ...]:
+        """Every lb's private address: where HAProxy's requests to the services come from."""
+        return tuple(str(n.private_ip) for n in self.lbs)
 
     @property
     def storage(self) -> Node | None:

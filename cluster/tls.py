@@ -344,8 +344,11 @@ def cluster_scope(inventory: Inventory, names: Iterable[str]) -> Scope:
 
 
 def lb_names(inventory: Inventory, names: Iterable[str]) -> tuple[set[IPAddress], set[str]]:
-    """The addresses and names on HAProxy's certificate: the lb node's public and private address."""
+    """The addresses and names on HAProxy's certificate: the lb node's public and private address (with
+    two lbs, both lbs' and the virtual IP they share: the same certificate serves on either)."""
     lb = inventory.lb
-    addresses: set[IPAddress] = {lb.private_ip, *([lb.public_ip] if lb.public_ip else [])}
+    addresses: set[IPAddress] = {a for n in inventory.lbs for a in (n.private_ip, n.public_ip) if a is not None}
+    if inventory.network.vip is not None:
+        addresses.add(inventory.network.vip)
     loopback = lb.public_ip is not None and lb.public_ip.is_loopback
     return addresses, {*names, *(["localhost"] if loopback else [])}

@@ -65,7 +65,9 @@ def user_data(config: InfraConfig, node: NodeSpec, host_key: HostKeyText, data_d
             hostname=node.name,
             role=node.role,
             daemon_json=daemon_json(engine_metrics_ip(node.role, node.ip)) if node.role in DOCKER_ROLES else None,
-            provision_script=provision_script(node.role, config.debian_mirror, config.debian_suite),
+            provision_script=provision_script(
+                node.role, config.debian_mirror, config.debian_suite, lb_count=config.lb_count
+            ),
             command=_command(data_device),
             host_key=host_key,
         ),

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from topology import WORKER_OFFSET, manager_count_problem
+from topology import WORKER_OFFSET, lb_count_problem, manager_count_problem, vip_address
 
 PROJECT = "swarmlab"
 SERVER_GROUP_POLICIES = ("anti-affinity", "soft-anti-affinity")
@@ -135,6 +135,7 @@ def _share_of_internet(networks: tuple[ipaddress.IPv4Network, ...]) -> float:
 DEFAULTS: dict[str, str | None] = {
     "manager_count": "3",
     "worker_count": "3",
+    "lb_count": "1",
     "private_cidr": "10.20.0.0/24",
     "admin_cidrs": None,
     "public_cidrs": "0.0.0.0/0",
@@ -172,6 +173,7 @@ class InfraConfig(BaseModel):
 
     manager_count: int = Field(description="the number of managers")
     worker_count: int = Field(description="the number of workers")
+    lb_count: int = Field(description="the number of lb (HAProxy) nodes: 1, or 2 sharing a virtual IP")
     private_cidr: ipaddress.IPv4Network = Field(description="the private network of the nodes")
     admin_cidrs: tuple[ipaddress.IPv4Network, ...] = Field(
         description="the CIDRs allowed to SSH to the lb node and see HAProxy stats, e.g. 203.0.113.7/32"
@@ -199,7 +201,7 @@ class InfraConfig(BaseModel):
 
     # --- parsing Pulumi's text (a ValueError's message is the problem) ---
 
-    @field_validator("manager_count", "worker_count", "storage_size", mode="before")
+    @field_validator("manager_count", "worker_count", "lb_count", "storage_size", mode="before")
     @classmethod
     def _whole_number(cls, value: str) -> int:
         return _integer(value)
@@ -257,6 +259,13 @@ class InfraConfig(BaseModel):
             raise ValueError(f"must be at most {MAX_WORKERS}: worker addresses stop below the DHCP pool")
         return value
 
+    @field_validator("lb_count")
+    @classmethod
+    def _lbs(cls, value: int) -> int:
+        if (lb_problem := lb_count_problem(value)) is not None:
+            raise ValueError(lb_problem)
+        return value
+
     @field_validator("admin_cidrs")
     @classmethod
     def _admin_networks(cls, value: tuple[ipaddress.IPv4Network, ...]) -> tuple[ipaddress.IPv4Network, ...]:
@@ -312,6 +321,11 @@ class InfraConfig(BaseModel):
 
     def address(self, offset: int) -> ipaddress.IPv4Address:
         return self.private_cidr.network_address + offset
+
+    @property
+    def vip(self) -> str | None:
+        """The virtual IP two lbs share (a port of its own, the floating IP's target); None with one lb."""
+        return vip_address(self.private_cidr) if self.lb_count == 2 else None
 
     @property
     def allocation_pool(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:

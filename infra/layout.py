@@ -48,8 +48,8 @@ def _zone(config: InfraConfig, index: int) -> str | None:
 
 
 def plan_nodes(config: InfraConfig) -> tuple[NodeSpec, ...]:
-    """Every node, in topology's order: lb, storage, managers, workers."""
-    planned = topology.plan_nodes(config.private_cidr, config.manager_count, config.worker_count)
+    """Every node, in topology's order: lb(s), storage, managers, workers."""
+    planned = topology.plan_nodes(config.private_cidr, config.manager_count, config.worker_count, config.lb_count)
     # Each role starts its own round over the zones: manager-1 and worker-1 both land in the first.
     index_in_role: Counter[str] = Counter()
     specs = []
@@ -68,7 +68,8 @@ def inventory_document(
 ) -> dict[str, Any]:
     """Inventory schema v1, built by topology as the lab's is; the NFS endpoint is the storage node's export.
 
-    host_keys (node name -> public host key) pin every node: the tasks trust no key on first use.
+    host_keys (node name -> public host key) pin every node: the tasks trust no key on first use. With two
+    lbs, lb_public_ip is the VIP's floating IP, where both lbs are reached (the one holding the VIP answers).
     """
     return topology.inventory_document(
         cluster=config.cluster_name,
@@ -85,11 +86,13 @@ def inventory_document(
         lb_public_ip=lb_public_ip,
         http=f"https://{lb_public_ip}",
         stats=f"http://{lb_public_ip}:{topology.STATS_PORT}/stats",
+        vip=config.vip,
     )
 
 
 def ssh_address(node: NodeSpec, lb_public_ip: str) -> str:
-    """Where the operator's SSH reaches a node: the lb at its floating IP, the others through it."""
+    """Where the operator's SSH reaches a node: the lb at its floating IP, the others through it. With two
+    lbs both are at the VIP's floating IP: known_hosts pins both keys there, and OpenSSH accepts either."""
     return lb_public_ip if node.role == "lb" else node.ip
 
 

@@ -1,4 +1,10 @@
-"""The lb node: HAProxy and the SSH jump host, and the only node with a public (floating) address."""
+"""The lb node(s): HAProxy and the SSH jump host, the only public (floating) address.
+
+One lb (the default): the floating IP on its port. Two (lb_count 2): both in an anti-affinity server group,
+a port of its own for the virtual IP they share (unbound: it only reserves the address, and tells OVN the
+address is virtual), that address allowed on both lb ports (allowed_address_pairs: keepalived puts it on
+whichever is master), and the floating IP on the VIP's port, so the public address follows the VIP.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,25 @@ from infra.layout import NodeSpec
 from infra.nodes import NodeContext, Server, create_server
 
 
+def _floating_ip(
+    name: str, ctx: NodeContext, port_id: pulumi.Input[str], parent: pulumi.Resource
+) -> pulumi.Output[str]:
+    """A floating IP from the external network, associated with `port_id`; its address."""
+    # The association needs the router's gateway to the subnet, hence the dependency.
+    after_router = pulumi.ResourceOptions(parent=parent, depends_on=[ctx.network.router_interface])
+    floating_ip = openstack.networking.FloatingIp(
+        f"{name}-fip",
+        pool=ctx.config.external_network,
+        description=f"swarmlab {ctx.config.cluster_name}: {name}",
+        opts=after_router,
+    )
+    openstack.networking.FloatingIpAssociate(
+        f"{name}-fip-associate", floating_ip=floating_ip.address, port_id=port_id, opts=after_router
+    )
+    address: pulumi.Output[str] = floating_ip.address
+    return address
+
+
 class LoadBalancerNode(pulumi.ComponentResource):
     server: Server
     public_ip: pulumi.Output[str]
@@ -16,19 +41,49 @@ class LoadBalancerNode(pulumi.ComponentResource):
     def __init__(self, name: str, ctx: NodeContext, spec: NodeSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("swarmlab:lb:LoadBalancerNode", name, None, opts)
         self.server = create_server(ctx, spec, self)
-        # The association needs the router's gateway to the subnet, hence the dependency.
-        after_router = pulumi.ResourceOptions(parent=self, depends_on=[ctx.network.router_interface])
-        floating_ip = openstack.networking.FloatingIp(
-            f"{spec.name}-fip",
-            pool=ctx.config.external_network,
-            description=f"swarmlab {ctx.config.cluster_name}: {spec.name}",
-            opts=after_router,
+        self.public_ip = _floating_ip(spec.name, ctx, self.server.port.id, self)
+        self.register_outputs({"public_ip": self.public_ip, "instance_id": self.server.instance.id})
+
+
+class LoadBalancerPair(pulumi.ComponentResource):
+    """Two lb nodes sharing a virtual IP; keepalived (VRRP, allowed between them by the lb group) moves it."""
+
+    servers: tuple[Server, ...]
+    server_group: openstack.compute.ServerGroup
+    vip_port: openstack.networking.Port
+    public_ip: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, ctx: NodeContext, specs: tuple[NodeSpec, ...], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("swarmlab:lb:LoadBalancerPair", name, None, opts)
+        cluster, vip = ctx.config.cluster_name, ctx.config.vip
+        if vip is None or len(specs) != 2:
+            raise ValueError(f"a pair of lbs needs lb_count 2 and two lb nodes, not {len(specs)}")
+        child = pulumi.ResourceOptions(parent=self)
+        # Like the managers' and workers' groups: with anti-affinity, one hypervisor lost takes one lb only.
+        self.server_group = openstack.compute.ServerGroup(
+            "lbs-group", name=f"{cluster}-lbs", policies=ctx.config.server_group_policy, opts=child
         )
-        openstack.networking.FloatingIpAssociate(
-            f"{spec.name}-fip-associate",
-            floating_ip=floating_ip.address,
-            port_id=self.server.port.id,
-            opts=after_router,
+        self.servers = tuple(
+            create_server(ctx, spec, self, server_group=self.server_group, address_pairs=(vip,)) for spec in specs
         )
-        self.public_ip = floating_ip.address
-        self.register_outputs({"public_ip": floating_ip.address, "instance_id": self.server.instance.id})
+        self.vip_port = openstack.networking.Port(
+            "vip-port",
+            name=f"{cluster}-vip-port",
+            network_id=ctx.network.network_id,
+            fixed_ips=[{"subnet_id": ctx.network.subnet_id, "ip_address": vip}],
+            # The lb's groups, as on the lb ports: the traffic the floating IP brings is the lb's.
+            security_group_ids=ctx.security.ids_for("lb"),
+            admin_state_up=True,
+            opts=child,
+        )
+        self.public_ip = _floating_ip("vip", ctx, self.vip_port.id, self)
+        self.register_outputs(
+            {
+                "public_ip": self.public_ip,
+                "vip": vip,
+                "instance_ids": [s.instance.id for s in self.servers],
+                "server_group": self.server_group.id,
+            }
+        )

@@ -48,10 +48,15 @@ def create_server(
     ctx: NodeContext,
     spec: NodeSpec,
     parent: pulumi.Resource,
+    *,
     server_group: openstack.compute.ServerGroup | None = None,
     data_device: pulumi.Output[str] | None = None,
+    address_pairs: tuple[str, ...] = (),
 ) -> Server:
-    """A port at the node's fixed address carrying its role's security groups, and the instance on it."""
+    """A port at the node's fixed address carrying its role's security groups, and the instance on it.
+
+    address_pairs: other addresses the port may send from and receive (a VIP keepalived may put on the
+    node): Neutron's anti-spoofing drops them otherwise."""
     cluster = ctx.config.cluster_name
     child = pulumi.ResourceOptions(parent=parent)
     port = openstack.networking.Port(
@@ -61,6 +66,7 @@ def create_server(
         fixed_ips=[{"subnet_id": ctx.network.subnet_id, "ip_address": spec.ip}],
         security_group_ids=ctx.security.ids_for(spec.role),
         admin_state_up=True,
+        allowed_address_pairs=[{"ip_address": ip} for ip in address_pairs] or None,
         opts=child,
     )
     instance = openstack.compute.Instance(

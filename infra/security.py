@@ -2,8 +2,9 @@
 the component turns each row into one SecGroupRule.
 
 Groups, and the roles whose ports carry them:
-  lb       lb node: SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs, HAProxy's
-           Prometheus exporter from the cluster subnet
+  lb       lb node(s): SSH and HAProxy stats from admin_cidrs, HTTP/HTTPS from public_cidrs, HAProxy's
+           Prometheus exporter from the cluster subnet; with two lbs, VRRP (IP protocol 112) only from
+           the lb group (the other lb)
   private  every other node: SSH only from the lb group (the jump host)
   swarm    managers and workers: Swarm control, gossip and VXLAN only from the cluster subnet; engine
            metrics (Prometheus on a worker scrapes them) only from the cluster subnet
@@ -38,6 +39,8 @@ from topology import (
     VXLAN_PORT,
 )
 
+# VRRP by its IP protocol number: Neutron knows the name "vrrp" only in newer releases, the number in all.
+VRRP_PROTOCOL = "112"
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
 WORKERS_GROUP = "@workers"  # ports in the workers group
 ANYWHERE = "0.0.0.0/0"
@@ -97,6 +100,12 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),
         Rule("lb", None, None, ANYWHERE, "outbound", direction="egress"),
         Rule("private", None, None, ANYWHERE, "outbound", direction="egress"),
+        # Two lbs: keepalived's VRRP adverts (IP protocol 112, unicast to the peer), from the other lb only.
+        *(
+            (Rule("lb", VRRP_PROTOCOL, None, LB_GROUP, "VRRP between the two lbs (keepalived)"),)
+            if config.lb_count == 2
+            else ()
+        ),
     )
 
 

@@ -14,7 +14,7 @@ import pulumi_openstack as openstack
 from infra.config import InfraConfig
 from infra.hostkeys import HostKeys
 from infra.layout import by_role, inventory_document, known_hosts_text, plan_nodes, ssh_config_text
-from infra.lb import LoadBalancerNode
+from infra.lb import LoadBalancerNode, LoadBalancerPair
 from infra.network import ClusterNetwork
 from infra.nodes import NodeContext, SwarmNodes
 from infra.security import ClusterSecurity
@@ -36,7 +36,12 @@ class SwarmCluster(pulumi.ComponentResource):
         host_keys = HostKeys("host-keys", nodes, opts=child)
         ctx = NodeContext(config, network, security, self._key_pair(config, child), host_keys)
         self.swarm_nodes = SwarmNodes("swarm-nodes", ctx, nodes, opts=child)
-        self.lb = LoadBalancerNode("lb", ctx, by_role(nodes, "lb")[0], opts=child)
+        lbs = by_role(nodes, "lb")
+        self.lb: LoadBalancerNode | LoadBalancerPair = (
+            LoadBalancerNode("lb", ctx, lbs[0], opts=child)
+            if len(lbs) == 1
+            else LoadBalancerPair("lbs", ctx, lbs, opts=child)
+        )
         self.storage = StorageNode("storage", ctx, by_role(nodes, "storage")[0], opts=child)
         self.lb_public_ip = self.lb.public_ip
         # Public halves only: these outputs stay plain (no secret goes into them).

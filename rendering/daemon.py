@@ -21,6 +21,7 @@ class DaemonSpec:
     validate: str | None = None  # "{path}" is the file to check
     ready: str | None = None  # a command that succeeds once the daemon serves (checked after a change)
     systemd_reload: str = "reload"  # "restart" for a daemon that reads some of its files only at start
+    config_mode: int = 0o644  # 0o600 for a file that holds a secret (keepalived's VRRP password)
 
     @property
     def new_path(self) -> str:

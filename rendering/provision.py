@@ -24,6 +24,8 @@ class ProvisionInput:
     registry_port: int = topology.REGISTRY_PORT
     registry_data_dir: str = topology.REGISTRY_DATA_DIR
     ganesha_run_dir: str = topology.GANESHA_RUN_DIR
+    # An lb of a pair (lb_count 2) also installs keepalived, which holds the pair's virtual IP.
+    keepalived: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,18 @@ ROLES = topology.ROLES
 
 
 def provision_script(
-    role: str, debian_mirror: str = "http://deb.debian.org/debian", debian_suite: str = "bookworm"
+    role: str,
+    debian_mirror: str = "http://deb.debian.org/debian",
+    debian_suite: str = "bookworm",
+    *,
+    lb_count: int = 1,
 ) -> str:
-    """The shell script that makes a plain Debian machine into a node of this role."""
+    """The shell script that makes a plain Debian machine into a node of this role (of a cluster with
+    `lb_count` lb nodes: with two, the lbs install keepalived too)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
-    return render(f"provision/{role}.sh.j2", ProvisionInput(role, debian_mirror, debian_suite))
+    keepalived = role == "lb" and lb_count == 2
+    return render(f"provision/{role}.sh.j2", ProvisionInput(role, debian_mirror, debian_suite, keepalived=keepalived))
 
 
 def daemon_json(metrics_ip: str | None = None) -> str:

@@ -25,9 +25,24 @@ def manager_count_problem(count: int) -> str | None:
 
 ROLES = ("manager", "worker", "lb", "storage")
 
+# One HAProxy node (the design's), or two behind a virtual IP that keepalived moves (issue 19).
+LB_COUNTS = (1, 2)
+
+
+def lb_count_problem(count: int) -> str | None:
+    """Why `count` lb nodes are not a supported shape (one text for the lab config, the inventory and the
+    Pulumi config), or None when they are."""
+    if count in LB_COUNTS:
+        return None
+    return "must be 1 or 2: one HAProxy node, or two sharing a virtual IP (keepalived)"
+
+
 # Host offsets inside the node network (.1 is the gateway or router). Fixed offsets make the
 # inventory known before any machine exists, and the same on a cloud as in the lab.
 LB_OFFSET, STORAGE_OFFSET, MANAGER_OFFSET, WORKER_OFFSET = 5, 6, 10, 20
+# With two lbs: the second sits at .7 (free between storage and the managers), and the virtual IP they
+# share at .4 (below lb-1; .1 is the gateway, and Docker or Neutron may take .2 and .3 for their own).
+LB2_OFFSET, VIP_OFFSET = 7, 4
 
 LB_NAME = "lb-1"
 STORAGE_NAME = "storage-1"
@@ -90,12 +105,14 @@ def addresses_needed(workers: int) -> int:
     return WORKER_OFFSET + workers + 1
 
 
-def plan_nodes(cidr: ipaddress.IPv4Network, managers: int, workers: int) -> tuple[PlannedNode, ...]:
-    """Every node in a fixed order: lb, storage, managers, workers."""
-    nodes = [
-        PlannedNode(LB_NAME, "lb", address(cidr, LB_OFFSET)),
-        PlannedNode(STORAGE_NAME, "storage", address(cidr, STORAGE_OFFSET)),
-    ]
+def plan_nodes(cidr: ipaddress.IPv4Network, managers: int, workers: int, lbs: int = 1) -> tuple[PlannedNode, ...]:
+    """Every node in a fixed order: lb(s), storage, managers, workers."""
+    nodes = [PlannedNode(LB_NAME, "lb", address(cidr, LB_OFFSET))]
+    if lbs == 2:
+        nodes.append(PlannedNode(node_name("lb", 2), "lb", address(cidr, LB2_OFFSET)))
+    elif lbs != 1:
+        raise ValueError(f"lbs={lbs}: {lb_count_problem(lbs)}")
+    nodes.append(PlannedNode(STORAGE_NAME, "storage", address(cidr, STORAGE_OFFSET)))
     nodes += [
         PlannedNode(node_name("manager", i), "manager", address(cidr, MANAGER_OFFSET + i))
         for i in range(1, managers + 1)
@@ -104,6 +121,11 @@ def plan_nodes(cidr: ipaddress.IPv4Network, managers: int, workers: int) -> tupl
         PlannedNode(node_name("worker", i), "worker", address(cidr, WORKER_OFFSET + i)) for i in range(1, workers + 1)
     ]
     return tuple(nodes)
+
+
+def vip_address(cidr: ipaddress.IPv4Network) -> str:
+    """The virtual IP two lbs share (keepalived holds it on one of them; a cloud's floating IP points at it)."""
+    return address(cidr, VIP_OFFSET)
 
 
 def storage_ip(cidr: ipaddress.IPv4Network) -> str:
@@ -129,17 +151,24 @@ def inventory_document(
     lb_public_ip: str,
     http: str,
     stats: str,
+    vip: str | None = None,
 ) -> dict[str, Any]:
     """Inventory schema v1 (the contract between whatever made the machines and the tasks), as plain data.
 
-    The lab and the Pulumi program both build theirs here, so the two cannot drift apart.
+    The lab and the Pulumi program both build theirs here, so the two cannot drift apart. `vip`: the
+    virtual IP of two lbs (network.vip); with one lb there is none and the document has no such key.
+    Every lb node carries `lb_public_ip`: with two, it is the VIP's public address, which reaches
+    whichever lb holds the VIP.
     """
+    network: dict[str, str] = {"cidr": str(cidr)}
+    if vip is not None:
+        network["vip"] = vip
     return {
         "version": 1,
         "cluster": cluster,
         "provider": provider,
         "ssh": {"jump_host": LB_NAME, "port": SSH_PORT, **ssh},
-        "network": {"cidr": str(cidr)},
+        "network": network,
         "nodes": [
             {"name": n.name, "role": n.role, "private_ip": n.ip, "public_ip": lb_public_ip if n.role == "lb" else None}
             for n in nodes

@@ -2,7 +2,7 @@
 answer (the pyinfra way), read through the runner in one call: `read(runner, node, NODES)`.
 
 The facts live in this package by subject (cluster/facts/swarm.py, services.py, logs.py, daemons.py,
-storage.py, managers.py, prometheus.py, certificates.py); a command that reads the cluster is written here and nowhere
+storage.py, managers.py, prometheus.py, certificates.py, network.py); a command that reads the cluster is written here and nowhere
 else, a command that changes it belongs to a plan. Each parser is tested against recorded outputs
 (tests/unit/facts/*.json hold the command, the output and the parsed fact).
 """

@@ -8,6 +8,7 @@ import json
 
 import topology
 from cluster.config import Config
+from cluster.errors import ConfigError, ConfigErrors
 from cluster.inventory import Inventory, Role
 from cluster.state import StatePaths
 
@@ -24,6 +25,23 @@ LABEL_CACHE = "swarmlab.cache"
 IMAGE_CACHE_VOLUME = "swarmlab-image-cache"
 LABEL_IMAGE_CACHE = "swarmlab.image-cache"
 IMAGE_CACHE_DIR = "/var/cache/swarmlab/images"
+
+
+def one_lb_only(config: Config, what: str) -> None:
+    """Refuse lb_count 2 before anything is made: the lab and the rehearsal make one lb node so far (two
+    lbs are groundwork: the Pulumi program makes them; the lab's second lb and its VIP forwarder are not
+    built yet), and a lab silently made with one would not be the configured one."""
+    if config.lb_count != 1:
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "lb_count",
+                    config.lb_count,
+                    f"{what} makes one lb node so far (two lbs exist on a cloud only: docs/architecture.md)",
+                    "set lb_count: 1 in swarmlab.yaml, or unset SWARMLAB_LB_COUNT",
+                )
+            ]
+        )
 
 
 def lab_nodes(config: Config) -> tuple[topology.PlannedNode, ...]:

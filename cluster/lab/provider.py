@@ -48,6 +48,7 @@ from cluster.lab.layout import (
     lab_nodes,
     labels,
     network_name,
+    one_lb_only,
     published_ports,
     registry_cache,
     shape,
@@ -448,6 +449,7 @@ def _restart(build: LabBuild, existing: list[Container], timings: Timings) -> In
 def lab_up(config: Config, timings: Timings, keep: bool = False) -> Inventory:
     """Create the lab (or find it already up with the same shape) and write its inventory; its phases
     go to `timings`."""
+    one_lb_only(config, "the lab")
     with timings.phase("engine", "find or start the local Docker engine") as p:
         ensure_engine(p)
         engine = client()

@@ -45,7 +45,9 @@ def plan_push(node: str, daemon: DaemonSpec, facts: DaemonFacts, config_text: st
     changed = facts.config_sha != sha256(config_text)
     operations: list[Operation] = []
     if changed:
-        operations.append(Write(node, daemon.new_path, config_text.encode(), "upload the new configuration"))
+        operations.append(
+            Write(node, daemon.new_path, config_text.encode(), "upload the new configuration", mode=daemon.config_mode)
+        )
         if daemon.validate:
             operations.append(
                 Run(

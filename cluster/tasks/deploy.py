@@ -231,7 +231,7 @@ def prepare_stack(session: Session, workload: Workload, leader: Node, images: di
         nfs_options=storage.nfs_options,
         nfs_pseudo=storage.nfs_pseudo,
         configs={key: name for key, (name, _) in configs.items()},
-        lb_addresses=(str(session.inventory.lb.private_ip),),
+        lb_addresses=session.inventory.lb_addresses,
         overlay_pool=str(session.config.overlay_pool),
     )
     deployed = DeployedStack(storage.mode, names, {key: config for key, (config, _) in configs.items()})

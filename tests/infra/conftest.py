@@ -34,3 +34,8 @@ def run_5_7() -> MockRun:
 @pytest.fixture(scope="session", params=["3+3", "5+7"])
 def any_run(request: pytest.FixtureRequest, run_3_3: MockRun, run_5_7: MockRun) -> MockRun:
     return run_3_3 if request.param == "3+3" else run_5_7
+
+
+@pytest.fixture(scope="session")
+def run_two_lbs() -> MockRun:
+    return run_config({"manager_count": "3", "worker_count": "3", "lb_count": "2"})

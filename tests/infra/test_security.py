@@ -171,3 +171,9 @@ def test_admin_and_public_cidrs_follow_the_config() -> None:
 def test_no_esp_anywhere(run_3_3: MockRun) -> None:
     # Overlays are not encrypted (docs/security.md): IP protocol 50 is open nowhere.
     assert not [r.name for r in run_3_3.of_kind("SecGroupRule") if r.inputs.get("protocol") == "esp"]
+
+
+def test_two_lbs_add_vrrp_from_the_lb_group_and_nothing_else(run_two_lbs: MockRun, policy: Policy) -> None:
+    two = read_policy(run_two_lbs)
+    assert two.ingress == {**EXPECTED, "lb": EXPECTED["lb"] | {_allow("112", None, None, LB)}}
+    assert two.egress == policy.egress

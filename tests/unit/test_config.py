@@ -201,3 +201,25 @@ def test_what_goes_into_the_image_build_commands_is_checked(key: str, value: str
 def test_usual_mirrors_and_suites_are_accepted() -> None:
     config = parse_config({"debian_mirror": "https://mirror.example.org:8443/debian/", "debian_suite": "trixie"})
     assert config.debian_mirror.startswith("https://") and config.debian_suite == "trixie"
+
+
+def test_one_lb_is_the_default() -> None:
+    assert parse_config({}).lb_count == 1
+
+
+def test_two_lbs_are_accepted_from_the_environment(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "absent.yaml", {"SWARMLAB_LB_COUNT": "2"}).lb_count == 2
+
+
+@pytest.mark.parametrize("count", [0, 3])
+def test_an_lb_count_other_than_one_or_two_names_key_value_and_fix(count: int) -> None:
+    [error] = _one({"lb_count": count})
+    assert (error.key, error.value) == ("lb_count", count)
+    assert error.problem.startswith("must be 1 or 2") and error.fix.startswith("set lb_count to 1")
+
+
+def test_a_non_number_lb_count_says_what_to_write(tmp_path: Path) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(tmp_path / "absent.yaml", {"SWARMLAB_LB_COUNT": "two"})
+    [error] = caught.value.errors
+    assert error.key == "lb_count" and error.fix == "write 1 or 2"

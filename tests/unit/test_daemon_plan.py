@@ -10,6 +10,7 @@ from cluster.facts.daemons import DaemonFacts, parse_daemon_facts
 from cluster.operations import Parallel, Run, Wait, Write
 from cluster.plans.daemon import plan_push, sha256
 from haproxy.model import DAEMON as HAPROXY
+from keepalived.model import DAEMON as KEEPALIVED
 from nfs.model import DAEMON as GANESHA
 from nfs.model import PID_FILE as GANESHA_PID
 from registry import model as registry
@@ -79,3 +80,19 @@ def test_ganesha_and_the_registry_restart_through_the_one_helper() -> None:
     assert GANESHA.reload == restart_by_pid(GANESHA_PID, GANESHA.start)
     spec = registry.daemon("10.20.0.6:5000")
     assert spec.reload == restart_by_pid(registry.PID_FILE, registry.START)
+
+
+def test_a_config_holding_a_secret_is_uploaded_mode_600_and_others_stay_644() -> None:
+
+    for daemon, mode in ((KEEPALIVED, 0o600), (HAPROXY, 0o644), (GANESHA, 0o644)):
+        [upload] = [
+            op
+            for op in plan_push("lb-1", daemon, DaemonFacts("old", False, True), CONFIG).operations
+            if isinstance(op, Write)
+        ]
+        assert (upload.path, upload.mode) == (daemon.new_path, mode), daemon.name
+    # Validated before the swap with Debian's `keepalived -t`, then re-read on SIGHUP (the VIP stays put).
+    ops = plan_push("lb-1", KEEPALIVED, DaemonFacts("old", False, True), CONFIG).operations
+    commands = [op.command for op in ops if isinstance(op, Run)]
+    assert commands[0] == "keepalived -t -f /etc/keepalived/keepalived.conf.new"
+    assert commands[-1] == 'kill -HUP "$(head -n1 /run/keepalived.pid)"'

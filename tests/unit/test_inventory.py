@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import topology
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors
 from cluster.inventory import Role, dump_inventory, parse_inventory
@@ -125,3 +128,65 @@ def test_good_names_and_endpoints_still_load() -> None:
     assert str(parse_inventory(with_change(("endpoints", "nfs"), "nfs-1.example.org:/srv/data_1")).nfs) == (
         "nfs-1.example.org:/srv/data_1"
     )
+
+
+def two_lbs(vip: str | None = "10.20.0.4") -> dict[str, Any]:
+    """An inventory of two lbs as topology writes it (the Pulumi program's, with lb_count 2)."""
+    cidr = ipaddress.IPv4Network("10.20.0.0/24")
+    return topology.inventory_document(
+        cluster="demo",
+        provider="openstack",
+        cidr=cidr,
+        nodes=topology.plan_nodes(cidr, 3, 3, lbs=2),
+        ssh={"user": "root", "private_key": "~/.ssh/id_ed25519"},
+        lb_public_ip="203.0.113.10",
+        http="https://203.0.113.10",
+        stats="http://203.0.113.10:8404/stats",
+        vip=vip,
+    )
+
+
+def test_two_lbs_with_their_virtual_ip_load() -> None:
+    inventory = parse_inventory(json.dumps(two_lbs()))
+    assert [(n.name, str(n.private_ip)) for n in inventory.lbs] == [("lb-1", "10.20.0.5"), ("lb-2", "10.20.0.7")]
+    assert str(inventory.network.vip) == "10.20.0.4"
+    # Both are reached at the VIP's public address (whichever holds it answers); lb-1 stays the jump host.
+    assert {str(n.public_ip) for n in inventory.lbs} == {"203.0.113.10"}
+    assert inventory.lb.name == "lb-1" and inventory.ssh.jump_host == "lb-1"
+    assert json.loads(dump_inventory(inventory))["network"] == {"cidr": "10.20.0.0/24", "vip": "10.20.0.4"}
+
+
+def test_one_lb_writes_no_vip_key() -> None:
+    # Byte for byte what it was before two lbs existed: the network holds the cidr alone.
+    assert json.loads(lab())["network"] == {"cidr": "10.20.0.0/24"}
+    assert parse_inventory(lab()).lbs == (parse_inventory(lab()).lb,)
+
+
+@pytest.mark.parametrize(
+    ("vip", "problem", "fix"),
+    [
+        (None, "none is given", "set network.vip to a free address of 10.20.0.0/24, such as 10.20.0.4"),
+        ("10.99.0.4", "outside 10.20.0.0/24", "pick a free address"),
+        ("10.20.0.7", "lb-2's own address", "pick an address no node has"),
+    ],
+)
+def test_two_lbs_need_a_free_virtual_ip_of_the_network(vip: str | None, problem: str, fix: str) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        parse_inventory(json.dumps(two_lbs(vip)), "inventory.json")
+    [error] = caught.value.errors
+    assert error.key == "inventory.json: network.vip" and problem in error.problem and error.fix.startswith(fix)
+    assert error.value == vip
+
+
+def test_a_virtual_ip_with_one_lb_is_refused() -> None:
+    data = json.loads(lab())
+    data["network"]["vip"] = "10.20.0.4"
+    with pytest.raises(ConfigErrors, match="needs two lb nodes"):
+        parse_inventory(json.dumps(data))
+
+
+def test_three_lbs_are_refused_with_the_supported_counts() -> None:
+    data = two_lbs()
+    data["nodes"].append({"name": "lb-3", "role": "lb", "private_ip": "10.20.0.8", "public_ip": None})
+    with pytest.raises(ConfigErrors, match="3 lb nodes: must be 1 or 2"):
+        parse_inventory(json.dumps(data))

@@ -5,6 +5,7 @@ loopback; a user's own certificate is checked before use."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import ssl
 import stat
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+import topology
 from cluster.config import parse_config
 from cluster.errors import ConfigErrors
+from cluster.inventory import parse_inventory
 from cluster.lab.layout import lab_inventory
 from cluster.progress import PhaseResult
 from cluster.providers.static import StaticProvider
@@ -180,3 +183,25 @@ def test_haproxy_gets_a_cluster_ca_certificate_by_default(tmp_path: Path) -> Non
     assert leaf.issuer.rfc4514_string() == "CN=swarmlab demo CA"
     assert session.state.ca_cert.is_file() and b"PRIVATE KEY" in pem
     assert "mkdir -p /etc/haproxy/tls && chmod 700 /etc/haproxy/tls" in runner.commands("mkdir")
+
+
+def test_two_lbs_share_one_certificate_for_both_addresses_and_the_vip() -> None:
+    cidr = ipaddress.IPv4Network("10.20.0.0/24")
+    document = topology.inventory_document(
+        cluster="demo",
+        provider="openstack",
+        cidr=cidr,
+        nodes=topology.plan_nodes(cidr, 3, 3, lbs=2),
+        ssh={"user": "root", "private_key": "~/.ssh/id_ed25519"},
+        lb_public_ip="203.0.113.10",
+        http="https://203.0.113.10",
+        stats="http://203.0.113.10:8404/stats",
+        vip=topology.vip_address(cidr),
+    )
+    inventory = parse_inventory(json.dumps(document))
+    addresses, names = lb_names(inventory, ["reg.example.org"])
+    assert {str(a) for a in addresses} == {"10.20.0.5", "10.20.0.7", "10.20.0.4", "203.0.113.10"}
+    assert names == {"reg.example.org"}
+    # The stack believes X-Forwarded-For from either lb.
+    assert inventory.lb_addresses == ("10.20.0.5", "10.20.0.7")
+    assert lab_inventory(parse_config({}), StatePaths(Path("/state"))).lb_addresses == ("10.20.0.5",)

@@ -28,7 +28,7 @@ from cluster.executor import Executor
 from cluster.inventory import Inventory, Node, Role, parse_inventory
 from cluster.lab import keys
 from cluster.lab.engine import client, create_node_container, ensure_engine
-from cluster.lab.layout import LABEL_CLUSTER, LABEL_NODE, LABEL_ROLE, published_ports
+from cluster.lab.layout import LABEL_CLUSTER, LABEL_NODE, LABEL_ROLE, one_lb_only, published_ports
 from cluster.lab.provider import CREATE_PARALLEL
 from cluster.lab.rehearsal import plan
 from cluster.lab.rehearsal.image import ensure_rehearsal_image
@@ -272,6 +272,7 @@ UP_PHASES = (
 
 
 def make_rehearsal(config: Config, timings: Timings) -> Inventory:
+    one_lb_only(config, "the rehearsal")
     with timings.phase("engine", "find the local Docker engine") as p:
         ensure_engine(p)
         engine = client()
