@@ -28,6 +28,7 @@ from cluster.tasks.haproxy import configure_haproxy
 from cluster.tls import ClusterTLS, Scope, cluster_scope, issue, lb_names, scope_of, user_certificate
 from haproxy.model import CERT_PATH, DAEMON
 from tests.unit.fake_runner import FakeRunner
+from tests.unit.test_inventory import two_lbs
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
@@ -186,18 +187,7 @@ def test_haproxy_gets_a_cluster_ca_certificate_by_default(tmp_path: Path) -> Non
 
 
 def test_two_lbs_share_one_certificate_for_both_addresses_and_the_vip() -> None:
-    cidr = ipaddress.IPv4Network("10.20.0.0/24")
-    document = topology.inventory_document(
-        cluster="demo",
-        provider="openstack",
-        cidr=cidr,
-        nodes=topology.plan_nodes(cidr, 3, 3, lbs=2),
-        ssh={"user": "root", "private_key": "~/.ssh/id_ed25519"},
-        lb_public_ip="203.0.113.10",
-        http="https://203.0.113.10",
-        stats="http://203.0.113.10:8404/stats",
-        vip=topology.vip_address(cidr),
-    )
+    document = two_lbs(topology.vip_address(ipaddress.IPv4Network("10.20.0.0/24")))
     inventory = parse_inventory(json.dumps(document))
     addresses, names = lb_names(inventory, ["reg.example.org"])
     assert {str(a) for a in addresses} == {"10.20.0.5", "10.20.0.7", "10.20.0.4", "203.0.113.10"}
