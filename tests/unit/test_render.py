@@ -295,6 +295,7 @@ def test_nfs_export_is_root_squashed_and_limited_to_the_workers() -> None:
     text = nfs.render_config(nfs.build(("10.20.0.22", "10.20.0.21", "10.20.0.6", "10.20.0.21")))
     check_golden("ganesha.conf", text)
     assert "Squash = Root_Squash;" in text and "No_Root_Squash" not in text
+    assert "PrivilegedPort = true;" in text
     # Nobody by default, the listed addresses read-write: no subnet, no wildcard.
     assert "    Access_Type = None;\n" in text
     assert "        Clients = 10.20.0.6, 10.20.0.21, 10.20.0.22;\n" in text
