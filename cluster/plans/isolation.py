@@ -24,7 +24,7 @@ def plan_isolation(node: str, rules: tuple[Rule, ...], script: str, dropin: str,
         topology.ISOLATION_SCRIPT,
         script.encode(),
         state.script_sha,
-        f"the tenant-isolation script ({len(rules)} {CHAIN} rules)",
+        f"{node}: the tenant-isolation script ({len(rules)} {CHAIN} rules)",
         mode=0o755,
         dir_mode=0o755,
     )
@@ -34,14 +34,15 @@ def plan_isolation(node: str, rules: tuple[Rule, ...], script: str, dropin: str,
             topology.ISOLATION_DROPIN,
             dropin.encode(),
             state.dropin_sha,
-            "docker.service runs the script at each start",
+            f"{node}: docker.service runs the script at each start",
             mode=0o644,
             dir_mode=0o755,
         )
         if state.dropin_sha != hashlib.sha256(dropin.encode()).hexdigest():
-            plan += Plan((Run(node, "systemctl daemon-reload", "systemd reads the drop-in", changes=False),))
+            plan += Plan((Run(node, "systemctl daemon-reload", f"{node}: systemd reads the drop-in", changes=False),))
     if missing or script_changed:
-        why = f"{CHAIN}: {', '.join(missing)} in place" if missing else f"{CHAIN}: the new script's rules in place"
+        what = ", ".join(missing) if missing else "the new script's rules"
+        why = f"{node} {CHAIN}: {what} in place"
         plan += Plan((Run(node, topology.ISOLATION_SCRIPT, why),))
     extra = sorted(state.rules - set(wanted))
     notes = []
