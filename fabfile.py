@@ -192,7 +192,7 @@ def nfs(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 @task(help=CHANGES)
 @reported
 def isolation(c: Context, target: str = "lab", dry_run: bool = False) -> None:
-    """Containers reach neither the storage node, the nodes' SSH nor the metadata service (DOCKER-USER rules)."""
+    """Containers reach neither the storage node, the nodes' SSH and Swarm ports nor the metadata service (DOCKER-USER)."""
     changing(target, dry_run, isolate)
 
 

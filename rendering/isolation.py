@@ -58,11 +58,16 @@ def _address(host: str) -> ipaddress.IPv4Address:
         ) from None
 
 
+def swarm_ports(port: int) -> str:
+    """Swarm's gossip port and another (2377/tcp, or VXLAN 4789/udp), as `--dports` takes them."""
+    return f"{port},{topology.SWARM_GOSSIP_PORT}"
+
+
 def isolation_rules(node_cidr: str | ipaddress.IPv4Network, data_hosts: Iterable[str]) -> tuple[Rule, ...]:
     """The rules every Docker node carries: no container connection to a data-tier host at all (the
-    storage node: NFS 2049 and its helpers, the registry 5000, its SSH), to any node's SSH in the node
-    network, or to the cloud's metadata service. Everything else (the overlays, Prometheus scraping the
-    engines and HAProxy, DNS, the Internet) is untouched."""
+    storage node: NFS 2049 and its helpers, the registry 5000, its SSH), to any node's SSH or Swarm
+    ports (2377, 7946, VXLAN 4789) in the node network, or to the cloud's metadata service. Everything
+    else (the overlays, Prometheus scraping the engines and HAProxy, DNS, the Internet) is untouched."""
     cidr = ipaddress.IPv4Network(node_cidr)
     hosts = sorted({_address(h) for h in data_hosts})
     if not hosts:
@@ -80,6 +85,22 @@ def isolation_rules(node_cidr: str | ipaddress.IPv4Network, data_hosts: Iterable
             "ssh",
             ("-d", str(cidr), "-p", "tcp", "--dport", str(topology.SSH_PORT)),
             f"containers reach no node's SSH in {cidr}",
+        )
+    )
+    # The swarm's own ports: only the engines (the node's traffic, never forwarded) talk on them; a
+    # container that could would send forged VXLAN frames into any overlay, the database's among them.
+    rules.append(
+        Rule(
+            "swarm-tcp",
+            ("-d", str(cidr), "-p", "tcp", "-m", "multiport", "--dports", swarm_ports(topology.SWARM_PORT)),
+            f"containers reach no node's Swarm control ports in {cidr}",
+        )
+    )
+    rules.append(
+        Rule(
+            "swarm-udp",
+            ("-d", str(cidr), "-p", "udp", "-m", "multiport", "--dports", swarm_ports(topology.VXLAN_PORT)),
+            f"containers send no node gossip or VXLAN in {cidr}",
         )
     )
     rules.append(

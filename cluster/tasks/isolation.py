@@ -41,7 +41,8 @@ def isolate(session: Session) -> None:
     rules = cluster_rules(inventory)
     script, dropin = isolation_script(rules), isolation_dropin()
     with session.phase(
-        "isolation", f"containers reach neither the data tier, the nodes' SSH nor the metadata service ({CHAIN})"
+        "isolation",
+        f"containers reach neither the data tier, the nodes' SSH and Swarm ports nor the metadata service ({CHAIN})",
     ) as p:
         states = runner.each(
             engines,

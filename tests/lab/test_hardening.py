@@ -156,7 +156,7 @@ def reach(lab: Lab, node: Node, container: str, targets: list[str]) -> dict[str,
 
 def test_containers_on_a_worker_reach_neither_the_data_tier_nor_ssh_nor_metadata(lab: Lab, api: httpx.Client) -> None:
     """From the UI's running task and from a new container on the worker's default bridge: the storage
-    node's NFS, registry and SSH, another node's SSH and the metadata address are refused (REJECT: an
+    node's NFS, registry and SSH, another node's SSH and Swarm ports and the metadata address are refused (REJECT: an
     answer, not a timeout); what tasks must reach (Prometheus scraping an engine and HAProxy) is open. The
     worker itself still pulls from the registry and reads the export, and the stack still writes."""
     storage = lab.inventory.storage
@@ -164,7 +164,11 @@ def test_containers_on_a_worker_reach_neither_the_data_tier_nor_ssh_nor_metadata
     node = node_of(lab, "ui")
     other = next(n for n in lab.inventory.swarm_nodes if n.name != node.name)
     data = str(storage.private_ip)
-    refused = [f"{data}:2049", f"{data}:5000", f"{data}:22", f"{other.private_ip}:22", "169.254.169.254:80"]
+    refused = [
+        *(f"{data}:{port}" for port in (2049, 5000, 22)),
+        *(f"{other.private_ip}:{port}" for port in (22, 2377, 7946)),
+        "169.254.169.254:80",
+    ]
     allowed = [f"{lab.inventory.managers[0].private_ip}:9323", f"{lab.inventory.lb.private_ip}:8405"]
     find = f"docker ps -q -f label=com.docker.swarm.service.name={STACK}_ui | head -n1"
     task = f"exec $({find})"
@@ -175,7 +179,7 @@ def test_containers_on_a_worker_reach_neither_the_data_tier_nor_ssh_nor_metadata
         assert {t: seen.get(t) for t in refused} == dict.fromkeys(refused, "refused"), (container, seen)
         assert {t: seen.get(t) for t in allowed} == dict.fromkeys(allowed, "open"), (container, seen)
     rules = lab.nodes.run(node, "iptables -w -S DOCKER-USER").stdout
-    assert rules.count("swarmlab-isolation:") == 3, rules
+    assert rules.count("swarmlab-isolation:") == 5, rules
     # The node's own traffic is not forwarded: it reaches the registry and the export.
     ca = trust_path(lab.inventory.registry or "")
     status = lab.nodes.run(node, f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {ca} https://{data}:5000/v2/")

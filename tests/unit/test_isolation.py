@@ -32,13 +32,17 @@ def by_name(rules: tuple[Rule, ...]) -> dict[str, tuple[str, ...]]:
     return {rule.name: rule.args for rule in rules}
 
 
-def test_containers_are_refused_the_storage_node_every_ssh_and_the_metadata_service() -> None:
+def test_containers_are_refused_the_storage_node_every_ssh_and_swarm_port_and_the_metadata_service() -> None:
     rules = by_name(isolation_rules(CIDR, [STORAGE]))
-    assert set(rules) == {f"data-{STORAGE}", "ssh", "metadata"}
+    assert set(rules) == {f"data-{STORAGE}", "ssh", "swarm-tcp", "swarm-udp", "metadata"}
     # Everything on the storage node: NFS (2049, and 111/20048 if a client asks), the registry (5000), its SSH.
     assert rules[f"data-{STORAGE}"][:2] == ("-d", f"{STORAGE}/32")
     assert "--dport" not in rules[f"data-{STORAGE}"] and "-p" not in rules[f"data-{STORAGE}"]
     assert rules["ssh"][:6] == ("-d", CIDR, "-p", "tcp", "--dport", "22")
+    # The engines' own ports (Raft, gossip, VXLAN): a container could forge VXLAN frames into any overlay.
+    assert rules["swarm-tcp"][:7] == ("-d", CIDR, "-p", "tcp", "-m", "multiport", "--dports")
+    assert rules["swarm-tcp"][7] == "2377,7946"
+    assert rules["swarm-udp"][2:4] == ("-p", "udp") and rules["swarm-udp"][7] == "4789,7946"
     assert rules["metadata"][:2] == ("-d", "169.254.169.254/32")
     for args in rules.values():
         # New connections only (a published port's answers pass), refused at once, named by a comment.
@@ -50,17 +54,20 @@ def test_containers_are_refused_the_storage_node_every_ssh_and_the_metadata_serv
 def test_what_tasks_must_reach_is_not_refused() -> None:
     """Prometheus scrapes the engines (9323) and HAProxy (8405) at node addresses; DNS, the overlays and
     the Internet are not matched either: no rule names a node address other than the data tier's, and
-    the node network is matched on port 22 only."""
+    the node network is matched on SSH's and Swarm's ports only."""
     for rule in isolation_rules(CIDR, [STORAGE]):
         destination = rule.args[rule.args.index("-d") + 1]
+        ports = rule.args[rule.args.index("--dport") + 1] if "--dport" in rule.args else ""
+        ports = rule.args[rule.args.index("--dports") + 1] if "--dports" in rule.args else ports
         assert destination in (f"{STORAGE}/32", "169.254.169.254/32") or (
-            destination == CIDR and rule.args[rule.args.index("--dport") + 1] == "22"
+            destination == CIDR and set(ports.split(",")) <= {"22", "2377", "7946", "4789"}
         ), rule
+        assert "9323" not in ports and "8405" not in ports
 
 
 def test_data_hosts_are_deduplicated_sorted_and_must_be_addresses() -> None:
     rules = isolation_rules(CIDR, ["10.53.0.7", STORAGE, STORAGE])
-    assert [r.name for r in rules] == ["data-10.53.0.6", "data-10.53.0.7", "ssh", "metadata"]
+    assert [r.name for r in rules] == ["data-10.53.0.6", "data-10.53.0.7", "ssh", "swarm-tcp", "swarm-udp", "metadata"]
     with pytest.raises(ValueError, match=r"'registry\.example' is not an IPv4 address"):
         isolation_rules(CIDR, ["registry.example"])
     with pytest.raises(ValueError, match="no data-tier host"):
@@ -75,7 +82,7 @@ def test_the_script_checks_each_rule_before_inserting_it() -> None:
     assert 'iptables -w -I DOCKER-USER "$@"' in script
     ensured = [shlex.split(line)[1:] for line in script.splitlines() if line.startswith("ensure ")]
     assert ensured == [list(rule.args) for rule in rules]
-    assert "no change, 3 DOCKER-USER rules in place" in script
+    assert "no change, 5 DOCKER-USER rules in place" in script
     assert cluster_isolation_script(CIDR) == script  # the lab's and cloud-init's: the storage node's address
 
 
@@ -98,7 +105,7 @@ IN_PLACE = frozenset(r.name for r in RULES)
 def test_a_node_with_its_rules_and_script_is_left_alone() -> None:
     plan = plan_isolation("worker-1", RULES, SCRIPT, DROPIN, IsolationState(sha(SCRIPT), "", False, IN_PLACE))
     assert plan.operations == ()
-    assert plan.notes == ("worker-1: 3 DOCKER-USER rules already in place",)
+    assert plan.notes == ("worker-1: 5 DOCKER-USER rules already in place",)
 
 
 def test_a_node_missing_a_rule_runs_the_script() -> None:
@@ -139,7 +146,7 @@ def test_the_task_takes_the_data_tier_from_the_inventory() -> None:
     assert cluster.storage is not None
     storage = str(cluster.storage.private_ip)
     assert set(data_hosts(cluster)) == {storage}
-    assert by_name(cluster_rules(cluster)).keys() == {f"data-{storage}", "ssh", "metadata"}
+    assert by_name(cluster_rules(cluster)).keys() == {f"data-{storage}", "ssh", "swarm-tcp", "swarm-udp", "metadata"}
     document = cluster.model_dump(mode="json")
     document["endpoints"]["registry"] = "registry.example:5000"
     with pytest.raises(SwarmlabError, match=r"registry\.example"):
