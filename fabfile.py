@@ -30,6 +30,7 @@ from cluster.tasks import backup, nodes, revisions, security, services, swarm
 from cluster.tasks import maintenance as maintenance_task
 from cluster.tasks.clustermap import remove_map
 from cluster.tasks.events import DEFAULT_SINCE, event_query, swarm_events
+from cluster.tasks.isolation import isolate
 from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, GREP_WINDOW, log_query, service_logs
 from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.registry import configure_registry
@@ -188,6 +189,13 @@ def haproxy(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 def nfs(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Configure the storage node's NFS v4 export (nfs-ganesha) and check it answers."""
     changing(target, dry_run, configure_nfs)
+
+
+@task(help=CHANGES)
+@reported
+def isolation(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """Containers reach neither the storage node, the nodes' SSH and Swarm ports nor the metadata service (DOCKER-USER)."""
+    changing(target, dry_run, isolate)
 
 
 @task(help=CHANGES)

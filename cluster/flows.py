@@ -26,6 +26,7 @@ from cluster.tasks import (
     deploy,
     haproxy,
     images,
+    isolation,
     nfs,
     prune,
     recover,
@@ -126,6 +127,10 @@ def _haproxy(state: FlowState) -> None:
 
 def _nfs(state: FlowState) -> None:
     nfs.configure_nfs(state.session)
+
+
+def _isolation(state: FlowState) -> None:
+    isolation.isolate(state.session)
 
 
 def _registry(state: FlowState) -> None:
@@ -248,6 +253,7 @@ DRAIN_MANAGERS = Step("drain-managers", _drain_managers)
 HAPROXY_STEP = Step("haproxy", _haproxy)
 NFS = Step("nfs", _nfs)
 REGISTRY = Step("registry", _registry)  # before every build: builds push over TLS to it
+ISOLATION = Step("isolation", _isolation)  # the engines' DOCKER-USER rules (cloud-init and the lab put them first)
 BUILD_IMAGES_STEP = Step("build-images", _build_images)
 # Before anything changes: a stack another state directory (other credentials) deployed is refused.
 STACK_OWNER = Step("stack-owner", _stack_owner)
@@ -255,16 +261,19 @@ DEPLOY = Step("deploy-stack", _deploy_stack)  # stack-inputs, deploy-stack; reco
 PRUNE = Step("prune", _prune)  # prune-secrets, prune-configs: after HAProxy routes the new versions
 MAP_IMAGE = Step("build-images", _map_image)
 CLUSTER_MAP = Step("cluster-map", _cluster_map)
-# After nodes came back: registry trust for re-created engines, managers drained, every service
-# running; then the nodes that did not come back, as an error.
+# After nodes came back: registry trust for re-created engines, the isolation rules on every engine
+# (a restarted machine's kernel lost them unless its engine's start put them back), managers drained,
+# every service running; then the nodes that did not come back, as an error.
 SETTLE: Flow = (
     Step("registry", _registry, when=_engines_recreated),
+    Step("isolation", _isolation, when=_rejoined),
     Step("drain-managers", _drain_managers, when=_rejoined),
     Step("converge", _converge, when=_rejoined),
     Step("missing-nodes", _missing_nodes, when=_rejoined),
 )
 
-BOOTSTRAP: Flow = (SWARM_INIT, SWARM_JOIN, DRAIN_MANAGERS, HAPROXY_STEP, NFS, REGISTRY)
+BOOTSTRAP: Flow = (SWARM_INIT, SWARM_JOIN, DRAIN_MANAGERS, HAPROXY_STEP, NFS, REGISTRY, ISOLATION)
+ISOLATE: Flow = (ISOLATION,)
 HAPROXY: Flow = (LEADER, HAPROXY_STEP)
 BUILD_IMAGES: Flow = (REGISTRY, BUILD_IMAGES_STEP)
 DEPLOY_STACK: Flow = (LEADER, STACK_OWNER, REGISTRY, BUILD_IMAGES_STEP, DEPLOY, HAPROXY_STEP, PRUNE)

@@ -1,4 +1,5 @@
-"""cloud-init user data per node, pure: its pinned SSH host key, the role's provisioning script and, on Docker roles, daemon.json.
+"""cloud-init user data per node, pure: its pinned SSH host key, the role's provisioning script and, on
+Docker roles, daemon.json and the tenant-isolation rules (their script and the engine's drop-in that runs it).
 
 The script is the one the lab's node image is built with (rendering.provision), so a VM and a lab
 node of the same role have the same software.
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import topology
 from infra.config import InfraConfig
 from infra.layout import NodeSpec
+from rendering.isolation import cluster_isolation_script, isolation_dropin
 from rendering.provision import daemon_json, engine_metrics_ip, provision_script
 from rendering.render import render
 
@@ -41,6 +44,10 @@ class UserDataInput:
     provision_script: str
     command: tuple[str, ...]
     host_key: HostKeyText
+    isolation_script: str | None = None  # Docker roles: rendering.isolation's script and drop-in
+    isolation_dropin: str | None = None
+    isolation_script_path: str = topology.ISOLATION_SCRIPT
+    isolation_dropin_path: str = topology.ISOLATION_DROPIN
     host_key_path: str = HOST_KEY_PATH
 
 
@@ -70,5 +77,7 @@ def user_data(config: InfraConfig, node: NodeSpec, host_key: HostKeyText, data_d
             ),
             command=_command(data_device),
             host_key=host_key,
+            isolation_script=cluster_isolation_script(config.private_cidr) if node.role in DOCKER_ROLES else None,
+            isolation_dropin=isolation_dropin() if node.role in DOCKER_ROLES else None,
         ),
     )

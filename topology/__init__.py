@@ -81,6 +81,12 @@ RAFT_DIR = f"{SWARM_DIR}/raft"
 REGISTRY_DATA_DIR = "/var/lib/docker-registry"  # the image registry's blobs, on the storage node's own disk
 GANESHA_RUN_DIR = "/var/run/ganesha"  # where nfs-ganesha keeps its pid file
 NODE_WORK_DIR = "/root/.swarmlab"  # what the tasks write on a node: rendered stacks, configs, backups
+# Tenant isolation (rendering/isolation.py): the script that puts the DOCKER-USER rules in place on a
+# Docker node, and the systemd drop-in that runs it each time the engine starts.
+ISOLATION_SCRIPT = "/usr/local/sbin/swarmlab-isolate"
+ISOLATION_DROPIN = "/etc/systemd/system/docker.service.d/swarmlab-isolation.conf"
+# The cloud's metadata service (OpenStack, as EC2): it hands any caller on the VM the server's user data.
+METADATA_ADDRESS = "169.254.169.254"
 
 
 def node_name(role: str, number: int) -> str:

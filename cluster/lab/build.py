@@ -67,6 +67,7 @@ def node_build_context(config: Config, base_tag: str) -> BuildContext:
                 "registry_cert": registry.CERT_PATH,
                 "registry_pid": registry.PID_FILE,
                 "registry_start": registry.START,
+                "isolation_script": topology.ISOLATION_SCRIPT,
             },
         ).encode(),
     }

@@ -61,6 +61,7 @@ from cluster.progress import PhaseResult, Timings, say
 from cluster.runners import SshRunner
 from cluster.state import StatePaths, remove_dir, write_private
 from cluster.waiting import Verdict, wait_until
+from rendering.isolation import cluster_isolation_script
 from rendering.provision import daemon_json, engine_metrics_ip
 
 REBOOT_STOP_TIMEOUT = 30  # seconds `docker restart` gives the node's processes before it kills them
@@ -336,6 +337,8 @@ def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     modes = {"/etc/ssh/ssh_host_ed25519_key": 0o600, "/root/.ssh/authorized_keys": 0o600}
     if role is not Role.LB:
         files["/etc/docker/daemon.json"] = daemon_json(engine_metrics_ip(node.role, node.ip)).encode()
+        files[topology.ISOLATION_SCRIPT] = cluster_isolation_script(config.cidr).encode()
+        modes[topology.ISOLATION_SCRIPT] = 0o755
     container.put_archive("/", tar_bytes(files, modes))
     container.start()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -11,7 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+import topology
 from infra.cloudinit import DATA_DEVICE_WAIT, PROVISION_PATH, volume_device
+from rendering.isolation import cluster_isolation_script, isolation_dropin
 from rendering.provision import daemon_json, provision_script
 from tests.infra.harness import Declared, MockRun
 
@@ -114,3 +117,24 @@ def test_user_data_fits_the_nova_limit(run_5_7: MockRun) -> None:
     for instance in run_5_7.of_kind("Instance"):
         size = len(_declared_user_data(instance).encode())
         assert (size + 2) // 3 * 4 <= 65535, instance.name
+
+
+def test_isolation_rules_on_docker_roles_before_the_engine_starts(run_3_3: MockRun) -> None:
+    """Docker roles get the tenant-isolation script (the storage node's address and the node network of the
+    Pulumi config) and the drop-in that runs it at each engine start, written before docker.io is installed."""
+    storage = next(
+        p.inputs["fixedIps"][0]["ipAddress"] for p in run_3_3.of_kind("Port") if "storage" in str(p.inputs["name"])
+    )
+    for name, (role, text) in documents(run_3_3).items():
+        document = yaml.safe_load(text)
+        written = files(document)
+        if role == "lb":
+            assert topology.ISOLATION_SCRIPT not in written and topology.ISOLATION_DROPIN not in written, name
+            continue
+        script = written[topology.ISOLATION_SCRIPT]
+        cidr = ipaddress.IPv4Network(f"{storage}/24", strict=False)
+        assert script == cluster_isolation_script(cidr), name
+        assert f"-d {storage}/32" in script and "--dport 22" in script and "169.254.169.254/32" in script
+        assert written[topology.ISOLATION_DROPIN] == isolation_dropin(), name
+        paths = [f["path"] for f in document["write_files"]]
+        assert paths.index(topology.ISOLATION_DROPIN) < paths.index(PROVISION_PATH), name

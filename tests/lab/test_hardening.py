@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from cluster.errors import CommandFailed
-from cluster.inventory import Role
+from cluster.inventory import Node, Role
 from cluster.lab.keys import new_key_pair
 from haproxy.model import CERT_PATH
 from registry.model import trust_path
@@ -37,6 +37,7 @@ from tests.lab.test_registration import (
     node_of,
     otp_from,
     redis_cli,
+    sql,
 )
 
 pytestmark = pytest.mark.lab
@@ -110,6 +111,90 @@ def test_the_nfs_export_squashes_root_and_lets_owners_write(lab: Lab) -> None:
         assert "Squash = Root_Squash;" in config and f"Clients = {', '.join(map(str, clients))};" in config
     finally:
         lab.nodes.run(storage, f"rm -rf {probe} /tmp/x", check=False)
+
+
+def test_the_export_refuses_an_unprivileged_source_port(lab: Lab) -> None:
+    """nfs-ganesha's PrivilegedPort: root's libnfs binds a port below 1024 and is answered; the same
+    client run as nobody (an unprivileged port) is refused."""
+    storage = lab.inventory.storage
+    assert storage is not None
+    url = f"nfs://{storage.private_ip}/data/?version=4"
+    assert "PrivilegedPort = true;" in lab.nodes.run(storage, "cat /etc/ganesha/ganesha.conf").stdout
+    as_root = lab.nodes.run(storage, f"nfs-ls '{url}' >/dev/null 2>&1 && echo answered || echo refused")
+    assert as_root.stdout.strip() == "answered", "the probe itself must be able to succeed"
+    unprivileged = lab.nodes.run(
+        storage,
+        f"setpriv --reuid=65534 --regid=65534 --clear-groups nfs-ls '{url}' >/dev/null 2>&1 && echo answered || echo refused",
+    )
+    assert unprivileged.stdout.strip() == "refused"
+
+
+# --- tenant isolation: containers and the data tier ------------------------------------------------------
+
+# Run inside a container: one line per target, "host:port open|refused|timeout|<errno name>".
+REACH = (
+    "import errno, socket, sys\n"
+    "for target in sys.argv[1:]:\n"
+    "    host, port = target.rsplit(':', 1)\n"
+    "    try:\n"
+    "        socket.create_connection((host, int(port)), timeout=5).close(); seen = 'open'\n"
+    "    except ConnectionRefusedError: seen = 'refused'\n"
+    "    except TimeoutError: seen = 'timeout'\n"
+    "    except OSError as error: seen = errno.errorcode.get(error.errno or 0, str(error))\n"
+    "    print(target, seen)\n"
+)
+
+
+def reach(lab: Lab, node: Node, container: str, targets: list[str]) -> dict[str, str]:
+    """What a container sees connecting to each target (`container` is a `docker exec` target or a
+    `docker run` image and options)."""
+    out = lab.nodes.run(
+        node, f"docker {container} python -c {shlex.quote(REACH)} {' '.join(targets)}", timeout=120
+    ).stdout
+    return dict(line.split(" ", 1) for line in out.strip().splitlines() if " " in line)
+
+
+def test_containers_on_a_worker_reach_neither_the_data_tier_nor_ssh_nor_metadata(lab: Lab, api: httpx.Client) -> None:
+    """From the UI's running task and from a new container on the worker's default bridge: the storage
+    node's NFS, registry and SSH, another node's SSH and Swarm ports and the metadata address are refused (REJECT: an
+    answer, not a timeout); what tasks must reach (Prometheus scraping an engine and HAProxy) is open. The
+    worker itself still pulls from the registry and reads the export, and the stack still writes."""
+    storage = lab.inventory.storage
+    assert storage is not None
+    node = node_of(lab, "ui")
+    other = next(n for n in lab.inventory.swarm_nodes if n.name != node.name)
+    data = str(storage.private_ip)
+    refused = [
+        *(f"{data}:{port}" for port in (2049, 5000, 22)),
+        *(f"{other.private_ip}:{port}" for port in (22, 2377, 7946)),
+        "169.254.169.254:80",
+    ]
+    allowed = [f"{lab.inventory.managers[0].private_ip}:9323", f"{lab.inventory.lb.private_ip}:8405"]
+    find = f"docker ps -q -f label=com.docker.swarm.service.name={STACK}_ui | head -n1"
+    task = f"exec $({find})"
+    image = lab.nodes.run(node, f"docker inspect --format '{{{{.Config.Image}}}}' $({find})")
+    one_off = f"run --rm --network bridge {image.stdout.strip()}"
+    for container in (task, one_off):
+        seen = reach(lab, node, container, refused + allowed)
+        assert {t: seen.get(t) for t in refused} == dict.fromkeys(refused, "refused"), (container, seen)
+        assert {t: seen.get(t) for t in allowed} == dict.fromkeys(allowed, "open"), (container, seen)
+    rules = lab.nodes.run(node, "iptables -w -S DOCKER-USER").stdout
+    assert rules.count("swarmlab-isolation:") == 5, rules
+    # The node's own traffic is not forwarded: it reaches the registry and the export.
+    ca = trust_path(lab.inventory.registry or "")
+    status = lab.nodes.run(node, f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {ca} https://{data}:5000/v2/")
+    assert status.stdout.strip() == "200"
+    listing = lab.nodes.run(node, f"nfs-ls 'nfs://{data}/data/postgres/?version=4&uid=999&gid=999'").stdout
+    assert "PG_VERSION" in listing
+    # And the stack still writes: a registration lands in the database.
+    email = fresh_email()
+    eligible(api, email)
+    api.post("/getotp", json={"email": email}).raise_for_status()
+    verified = api.post("/authen", json={"email": email, "otp": otp_from(mails(lab, email)[-1])})
+    verified.raise_for_status()
+    body = {"firstname": "Mary", "lastname": "Jackson", "email": email, "proof": verified.json()["proof"]}
+    api.post("/register", json=body).raise_for_status()
+    assert sql(lab, f"SELECT lastname FROM student WHERE email = '{email}'") == "Jackson"
 
 
 def test_a_changed_host_key_stops_the_task_with_the_host_named(lab: Lab, tmp_path: Path) -> None:

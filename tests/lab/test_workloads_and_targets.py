@@ -126,7 +126,7 @@ def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) 
 
 
 def test_dry_run_of_every_changing_task_changes_nothing(lab: Lab) -> None:
-    for task in ("bootstrap", "haproxy", "nfs", "build-images"):
+    for task in ("bootstrap", "haproxy", "nfs", "isolation", "build-images"):
         out = fab(task, "--dry-run").stdout
         assert "result: no change" in out, f"{task} --dry-run on a current cluster"
 

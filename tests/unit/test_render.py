@@ -291,10 +291,22 @@ def test_node_image_tag_changes_with_the_provisioning_scripts() -> None:
     assert one.tag != node_build_context(parse_config({"debian_suite": "trixie"}), "base:1").tag
 
 
+def test_a_lab_node_runs_the_isolation_script_once_its_engine_answers_and_keeps_low_ports_for_root() -> None:
+    init = node_build_context(parse_config({}), "base:1").files["node-init.sh"].decode()
+    assert "echo 1024 > /proc/sys/net/ipv4/ip_unprivileged_port_start" in init
+    started, waited, isolated = (
+        init.index("dockerd >"),
+        init.index("until docker info"),
+        init.index(f"{topology.ISOLATION_SCRIPT} >>"),
+    )
+    assert started < waited < isolated < init.index("exec /usr/sbin/sshd")
+
+
 def test_nfs_export_is_root_squashed_and_limited_to_the_workers() -> None:
     text = nfs.render_config(nfs.build(("10.20.0.22", "10.20.0.21", "10.20.0.6", "10.20.0.21")))
     check_golden("ganesha.conf", text)
     assert "Squash = Root_Squash;" in text and "No_Root_Squash" not in text
+    assert "PrivilegedPort = true;" in text
     # Nobody by default, the listed addresses read-write: no subnet, no wildcard.
     assert "    Access_Type = None;\n" in text
     assert "        Clients = 10.20.0.6, 10.20.0.21, 10.20.0.22;\n" in text

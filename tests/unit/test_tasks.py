@@ -64,8 +64,13 @@ def test_bootstrap_of_a_fresh_cluster_runs_init_joins_drain_haproxy_and_nfs(tmp_
         "haproxy",
         "nfs",
         "registry",
+        "isolation",
     ]
     assert booted.timings.changed
+    # Every engine (not the lb node) gets the isolation script and runs it: its chain holds no rule yet.
+    engines = ["manager-1", "manager-2", "manager-3", "storage-1", "worker-1", "worker-2", "worker-3"]
+    assert sorted(n for n, path in runner.files if path == "/usr/local/sbin/swarmlab-isolate") == engines
+    assert sorted(c.node for c in runner.calls if c.command == "/usr/local/sbin/swarmlab-isolate") == engines
 
 
 def test_dry_run_bootstrap_reads_facts_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -234,6 +239,7 @@ def test_the_demo_flow_runs_each_phase_once_and_builds_the_map_with_the_stack(tm
         "haproxy",
         "nfs",
         "registry",
+        "isolation",
         "build-images",
         "stack-inputs",
         "deploy-stack",
