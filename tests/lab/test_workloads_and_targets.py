@@ -1,6 +1,7 @@
 """The redesign's promises on a real lab: a second workload bundle deploys and answers through HAProxy
-next to the registration stack, and the tasks reach a cluster through a static inventory with no
-usable local Docker engine (the storage node then makes the Debian base image itself)."""
+next to the registration stack, the tasks reach a cluster through a static inventory with no
+usable local Docker engine (the storage node then makes the Debian base image itself), and a second
+lab deploys from its kept image cache and takes this lab's backup (the disaster-recovery drill)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import ssl
 from pathlib import Path
 
 import docker
@@ -17,7 +17,10 @@ import pytest
 
 from cluster.config import load_config
 from cluster.images import base_image
+from cluster.lab.provider import LabProvider
+from cluster.runners import SshRunner
 from tests.lab.conftest import ROOT, Lab, container_of, fab
+from tests.lab.test_day2 import register, registration_flow, students
 from topology import REGISTRY_DATA_DIR
 
 pytestmark = pytest.mark.lab
@@ -144,11 +147,20 @@ CACHE_LAB = {
 }
 
 
-def test_a_new_lab_of_the_same_name_deploys_from_the_kept_image_cache(lab: Lab) -> None:
+def test_a_new_lab_of_the_same_name_deploys_from_the_kept_image_cache_and_restores_this_labs_backup(
+    lab: Lab, api: httpx.Client, tmp_path: Path
+) -> None:
     """lab-down keeps the image cache (the registry's data, the nodes' engines); the next lab of that
-    name builds nothing and its workers already hold the images. --purge removes it all."""
+    name builds nothing and its workers already hold the images. --purge removes it all.
+
+    That second lab is also the disaster-recovery drill: a backup of the test lab (another cluster name,
+    CIDR, credentials and root CA) restored into it brings the student registered here back, and the
+    e-mail cannot register again there."""
     engine = docker.from_env()
     cache = {"label": "swarmlab.cache=citcache"}
+    email = register(lab, api)
+    directory = Path(re.findall(r"backup complete: (\S+)", fab("backup").stdout)[-1])
+    other: Lab | None = None
     try:
         fab("lab-up", env=CACHE_LAB)
         fab("bootstrap", env=CACHE_LAB)
@@ -164,9 +176,40 @@ def test_a_new_lab_of_the_same_name_deploys_from_the_kept_image_cache(lab: Lab) 
         worker = "swarmlab-citcache-worker-1"
         images = engine.containers.get(worker).exec_run(["docker", "images", "--format", "{{.Repository}}"]).output
         assert b"/swarmlab/hello" in images
-        ca = load_config(ROOT / "swarmlab.yaml", {**os.environ, **CACHE_LAB}).state(provider="lab").ca_cert
-        with httpx.Client(timeout=10, verify=ssl.create_default_context(cafile=str(ca))) as client:
-            assert client.get("https://127.0.0.1:19443/hello/").status_code == 200
+        other = other_lab(CACHE_LAB)
+        with httpx.Client(timeout=10, verify=other.tls) as client:
+            assert client.get(other.url + "/hello/").status_code == 200
+        one_worker = tmp_path / "one-worker.yaml"  # ui and api publish host-mode ports: one task per worker
+        one_worker.write_text("edge_replicas: 1\n")
+        fab("deploy-stack", "--values", str(one_worker), env=CACHE_LAB)  # the registration stack, nobody registered
+        restored = fab("restore", "--from", str(directory), env=CACHE_LAB).stdout
+        assert f"restoring a backup of cluster {lab.config.cluster} into cluster citcache" in restored
+        assert "registration/database restored" in restored and "result: changed" in restored
+        assert email in students(other), "the student registered on the test lab is in the other cluster"
+        assert register_again(other, email) == 409
     finally:
+        if other is not None:
+            other.nodes.close()
         fab("lab-down", "--purge", env=CACHE_LAB, check=False)
+        shutil.rmtree(directory, ignore_errors=True)
     assert engine.volumes.list(filters=cache) == []
+
+
+def other_lab(env: dict[str, str]) -> Lab:
+    config = load_config(ROOT / "swarmlab.yaml", {**os.environ, **env})
+    inventory = LabProvider().inventory(config, "lab")
+    return Lab(config, inventory, SshRunner(inventory))
+
+
+def register_again(other: Lab, email: str) -> int:
+    """The whole registration flow for an e-mail on another lab, with that lab's credentials: the status
+    of the final `register`."""
+    credentials = json.loads(other.state.credentials.read_text())
+    with httpx.Client(
+        base_url=other.url + "/api", auth=("api", credentials["api_password"]), timeout=50, verify=other.tls
+    ) as client:
+        listed = client.post(
+            "/create_email_list", json={"email_list": [email]}, auth=("admin", credentials["admin_password"])
+        )
+        assert listed.status_code == 200 and listed.json()["results"]["added"] == 0, listed.text  # restored too
+        return registration_flow(other, client, email).status_code
