@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import shutil
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
 from docker.errors import APIError, DockerException, NotFound
@@ -572,18 +574,46 @@ def _remove_volumes(engine: docker.DockerClient, names: list[str]) -> None:
 
 def image_caches(config: Config) -> tuple[str | None, str | None]:
     """The lab's image cache (how many volumes, how big) and the machine's (its volume, how big), each
-    None if there is none: one `docker system df`, which sizes every volume of the engine."""
+    None if there is none."""
     engine = client()
-    sizes = {v["Name"]: v.get("UsageData", {}).get("Size", 0) for v in engine.df().get("Volumes") or []}
     names = {v.name for v in engine.volumes.list(filters={"label": f"{LABEL_CACHE}={config.cluster}"})}
+    machine_volume = engine.volumes.list(filters={"label": LABEL_IMAGE_CACHE})
+    sizes = volume_sizes(engine, names | {v.name for v in machine_volume})
     mine = sum(sizes.get(name, 0) for name in names)
     lab = f"{len(names)} volume(s) labelled {LABEL_CACHE}={config.cluster}, {mine / 2**20:.0f} MiB" if names else None
     machine = (
-        f"volume {IMAGE_CACHE_VOLUME} (label {LABEL_IMAGE_CACHE}), {sizes[IMAGE_CACHE_VOLUME] / 2**20:.0f} MiB"
-        if IMAGE_CACHE_VOLUME in sizes
+        f"volume {IMAGE_CACHE_VOLUME} (label {LABEL_IMAGE_CACHE}), {sizes.get(IMAGE_CACHE_VOLUME, 0) / 2**20:.0f} MiB"
+        if IMAGE_CACHE_VOLUME in {v.name for v in machine_volume}
         else None
     )
     return lab, machine
+
+
+def volume_sizes(engine: docker.DockerClient, names: set[str]) -> dict[str, int]:
+    """Bytes in each named volume: read from its directory when this machine can (the engine is local,
+    we are root), else from `docker system df`, which sizes every volume of the engine (seconds when
+    other labs' engines are kept there)."""
+    sizes: dict[str, int] = {}
+    for name in names:
+        mountpoint = Path(engine.volumes.get(name).attrs.get("Mountpoint") or "/nonexistent")
+        if not (mountpoint.is_dir() and os.access(mountpoint, os.R_OK | os.X_OK)):
+            every = {v["Name"]: v.get("UsageData", {}).get("Size", 0) for v in engine.df().get("Volumes") or []}
+            return {name: every.get(name, 0) for name in names}
+        sizes[name] = _bytes_under(mountpoint)
+    return sizes
+
+
+def _bytes_under(top: Path) -> int:
+    total, pending = 0, [str(top)]
+    while pending:
+        # A running node engine writes into its volume meanwhile: what vanishes is not counted.
+        with contextlib.suppress(OSError), os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 def lab_status_rows(config: Config) -> list[tuple[str, str, str, str]]:

@@ -9,6 +9,7 @@ import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
@@ -163,6 +164,36 @@ def converged_verdict(stack: str) -> Callable[[str], Verdict]:
         return Verdict.ready(f"{len(states)} services have their replicas, healthy")
 
     return verdict
+
+
+def check_placement(stack: str, document: Mapping[str, Any], workers: int) -> None:
+    """Refuse a replicated service that asks for more tasks than the workers can hold (managers are
+    drained): one a node when it publishes a host-mode port, or max_replicas_per_node. Swarm would leave
+    the rest pending ("host-mode port already in use") and the deploy would wait its whole timeout.
+    Services placed by labels or hostnames are not judged: the inventory does not say where those go."""
+    problems = []
+    for name, service in (document.get("services") or {}).items():
+        deploy = service.get("deploy") or {}
+        placement = deploy.get("placement") or {}
+        if deploy.get("mode", "replicated") != "replicated" or any(
+            c.replace(" ", "") != "node.role==worker" for c in placement.get("constraints") or []
+        ):
+            continue
+        host = [p["published"] for p in service.get("ports") or [] if isinstance(p, dict) and p.get("mode") == "host"]
+        per_node = 1 if host else int(placement.get("max_replicas_per_node") or 0)
+        replicas = int(deploy.get("replicas", 1))
+        if per_node and replicas > per_node * workers:
+            why = f"publishes port {host[0]} in host mode" if host else f"has max_replicas_per_node {per_node}"
+            problems.append(
+                f"{name}: replicas {replicas}, but it {why} and the cluster has {workers} worker(s), "
+                f"so at most {per_node * workers} can run"
+            )
+    if problems:
+        raise SwarmlabError(
+            f"stack {stack} cannot be placed on this cluster:\n"
+            + "".join(f"  - {problem}\n" for problem in problems)
+            + "Fix: lower those replicas in the stack's values (--values FILE), or add workers; nothing was deployed"
+        )
 
 
 def stack_diff(deployed: str, rendered: str) -> str:

@@ -30,6 +30,7 @@ from cluster.plans.configs import (
 from cluster.plans.stack import (
     REMOTE_STACKS,
     StateIdentity,
+    check_placement,
     choose_storage_mode,
     foreign_owner,
     plan_data_dirs,
@@ -241,6 +242,7 @@ def prepare_stack(session: Session, workload: Workload, leader: Node, images: di
 def deploy_rendered(session: Session, name: str, leader: Node, rendered: str) -> None:
     """Deploy a rendered stack (a fresh one, or a recorded revision's) and wait until it is healthy."""
     runner = session.runner
+    check_placement(name, yaml.safe_load(rendered) or {}, len(session.inventory.workers))
     with session.phase("deploy-stack", f"deploy stack {name!r} from {leader.name} and wait for healthy replicas") as p:
         deployed = read(runner, leader, file_content(f"{REMOTE_STACKS}/{name}.yml"), check=False)
         if session.dry_run:

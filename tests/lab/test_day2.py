@@ -474,9 +474,9 @@ def test_maintain_nodes_reboots_every_worker_under_registrations_and_loses_no_re
     for thread in threads:
         thread.start()
     try:
-        time.sleep(3)
+        time.sleep(1)
         done = fab("maintain-nodes", "--role", "worker", "--reboot").stdout
-        time.sleep(3)
+        time.sleep(1)
     finally:
         gets.stop.set()
         flows.stop.set()

@@ -170,18 +170,20 @@ def test_a_new_lab_of_the_same_name_deploys_from_the_kept_image_cache_and_restor
         assert "image cache: 4 volume(s)" in fab("lab-status", env=CACHE_LAB).stdout
         fab("lab-up", env=CACHE_LAB)
         fab("bootstrap", env=CACHE_LAB)
-        again = fab("deploy-stack", "--stack", "hello", env=CACHE_LAB).stdout
-        assert "already in the registry" in again and "built and pushed" not in again
-        assert "with debootstrap" not in again and "copied swarmlab/debian" not in again
+        again = fab("build-images", "--stack", "hello", env=CACHE_LAB).stdout
+        assert "already in the registry" in again and "result: no change" in again
         worker = "swarmlab-citcache-worker-1"
         images = engine.containers.get(worker).exec_run(["docker", "images", "--format", "{{.Repository}}"]).output
         assert b"/swarmlab/hello" in images
-        other = other_lab(CACHE_LAB)
-        with httpx.Client(timeout=10, verify=other.tls) as client:
-            assert client.get(other.url + "/hello/").status_code == 200
-        one_worker = tmp_path / "one-worker.yaml"  # ui and api publish host-mode ports: one task per worker
+        # ui and api publish host-mode ports: one task a worker. The lab values' 3 are refused at once.
+        refused = fab("deploy-stack", env=CACHE_LAB, check=False)
+        assert refused.returncode == 1 and "ui: replicas 3, but it publishes port" in refused.stderr, refused.stderr
+        one_worker = tmp_path / "one-worker.yaml"
         one_worker.write_text("edge_replicas: 1\n")
-        fab("deploy-stack", "--values", str(one_worker), env=CACHE_LAB)  # the registration stack, nobody registered
+        # The registration stack, nobody registered: its images are copied from the machine's cache, not built.
+        deployed = fab("deploy-stack", "--values", str(one_worker), env=CACHE_LAB).stdout
+        assert "built and pushed" not in deployed and "with debootstrap" not in deployed
+        other = other_lab(CACHE_LAB)
         restored = fab("restore", "--from", str(directory), env=CACHE_LAB).stdout
         assert f"restoring a backup of cluster {lab.config.cluster} into cluster citcache" in restored
         assert "registration/database restored" in restored and "result: changed" in restored

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from cluster.config import parse_config
-from cluster.errors import ConfigErrors
+from cluster.errors import ConfigErrors, SwarmlabError
+from cluster.plans.stack import check_placement
 from cluster.tasks.deploy import StackInput, render_stack
 from cluster.workload import load_workload
 from tests.unit.test_render import check_golden
@@ -223,3 +224,37 @@ def test_each_hmac_key_is_held_by_its_one_service() -> None:
             holders = {name for name, service in services.items() if secret in service.get("secrets", [])}
             assert holders == {owner}, secret
             assert services[owner]["environment"][variables[secret]] == f"/run/secrets/{secret}"
+
+
+def test_more_edge_replicas_than_workers_is_refused_before_deploying_naming_each_service() -> None:
+    """ui and api publish host-mode ports: one task a worker. On one worker the lab values' 3 would
+    leave two of each pending and the deploy waiting its whole timeout; refused at once instead."""
+    _, stack = rendered("lab", "shared-dir")
+    check_placement("registration", stack, workers=3)
+    with pytest.raises(SwarmlabError) as refused:
+        check_placement("registration", stack, workers=1)
+    message = str(refused.value)
+    assert "stack registration cannot be placed on this cluster" in message
+    for service in ("ui", "api"):
+        assert f"{service}: replicas 3, but it publishes port" in message
+    assert "the cluster has 1 worker(s), so at most 1 can run" in message and "--values" in message
+    assert "postgres" not in message  # one replica fits
+
+
+def test_placement_limits_count_max_replicas_per_node_and_skip_global_and_labelled_services() -> None:
+    def service(**deploy: object) -> dict[str, object]:
+        return {"deploy": deploy}
+
+    stack = {
+        "services": {
+            "spread": service(replicas=5, placement={"max_replicas_per_node": 2}),
+            "everywhere": {"deploy": {"mode": "global"}, "ports": [{"published": 80, "mode": "host"}]},
+            "pinned": service(
+                replicas=9, placement={"constraints": ["node.labels.ssd == true"], "max_replicas_per_node": 1}
+            ),
+            "free": service(replicas=40),
+        }
+    }
+    check_placement("s", stack, workers=3)  # 5 <= 2 x 3; the others are not judged or unlimited
+    with pytest.raises(SwarmlabError, match=r"spread: replicas 5, but it has max_replicas_per_node 2 .* at most 4"):
+        check_placement("s", stack, workers=2)
