@@ -1,6 +1,6 @@
 """The registration system on the lab, end to end through HAProxy: the flow a student follows, sessions
 that survive UI replacement, refusals, and secrets that stay secret (data surviving the database's
-moves is test_day2's maintain-nodes test: every worker rebooted in turn, every student kept). Traffic goes to 127.0.0.1 (the lb node's published HTTPS port, verified against the lab's CA) and to the lab's own nodes only."""
+moves is test_day2's maintain-nodes test: every worker rebooted in turn, the student kept). Traffic goes to 127.0.0.1 (the lb node's published HTTPS port, verified against the lab's CA) and to the lab's own nodes only."""
 
 from __future__ import annotations
 
