@@ -48,6 +48,8 @@ class ServeSettings(EnvSettings):
     drain_seconds: Float = Field(3.0, validation_alias="DRAIN_SECONDS")
 
 
+# Above every HAProxy timeout (`timeout client 60s`, `timeout server 55s`): see uvicorn_config.
+KEEP_ALIVE_SECONDS: Final = 75
 DRAINING = threading.Event()
 DRAINING_BODY: Final = b'{"status":"draining"}'
 
@@ -122,6 +124,11 @@ def uvicorn_config(draining: Draining, settings: ServeSettings, default_port: in
         # No `Server: uvicorn` (HAProxy strips it too: this covers a worker's port reached directly).
         server_header=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+        # HAProxy keeps idle connections to the services and reuses them; with uvicorn's default (5 s)
+        # uvicorn may close one just as HAProxy sends a request on it. A POST is not retried then, and
+        # the client's kept-alive connection is closed without an answer. The idle side that closes
+        # must be HAProxy's: keep them open longer than it does (ray-project/ray#54127, kserve#5446).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 

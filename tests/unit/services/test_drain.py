@@ -4,9 +4,11 @@ and only then does uvicorn get its exit signal."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +94,11 @@ def test_uvicorn_sends_no_server_banner_and_ignores_forwarded_headers() -> None:
     config = uvicorn_config(Draining(ok_app), ServeSettings.from_env(), 8000)
     assert config.server_header is False, "Server: uvicorn names the software to every client"
     assert config.proxy_headers is False  # the apps' own client_address() decides whom to believe
+
+
+def test_services_keep_idle_connections_longer_than_haproxy_so_haproxy_closes_them_first() -> None:
+    """uvicorn closing an idle connection as HAProxy reuses it loses a POST (no retry allowed)."""
+    config = uvicorn_config(Draining(ok_app), ServeSettings.from_env(), 8000)
+    template = (Path(__file__).parents[3] / "templates" / "haproxy" / "haproxy.cfg.j2").read_text()
+    haproxy = [int(m) for m in re.findall(r"^\s*timeout (?:client|server|http-keep-alive) (\d+)s$", template, re.M)]
+    assert len(haproxy) >= 2 and config.timeout_keep_alive > max(haproxy), (config.timeout_keep_alive, haproxy)
