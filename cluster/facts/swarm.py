@@ -138,10 +138,30 @@ def parse_nodes(output: str) -> tuple[SwarmNode, ...]:
 NODES = Fact(NODES_COMMAND, parse_nodes)
 
 
+# A task in one of these states may still have a container on its node (`docker node ps` writes them
+# capitalised, then how long ago: "Running 2 minutes ago").
+LIVE_TASK_STATES = frozenset({"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"})
+HISTORY_MARK = "\\_"  # before the names of a slot's earlier tasks in some `docker ... ps` listings
+
+
 def running_on(node_ids: Sequence[str]) -> Fact[tuple[str, ...]]:
-    """`node task-name` of every task meant to run on the given nodes."""
-    command = "docker node ps " + " ".join(node_ids) + " --filter desired-state=running --format '{{.Node}} {{.Name}}'"
-    return Fact(command, parse_lines)
+    """`node task-name` of every task whose container may still run on the given nodes, those told to
+    stop included. Drained, a node's tasks want Shutdown at once (`--filter desired-state=running`
+    lists none), but each stops only when its own drain ends: an HTTP service finishes the requests it
+    holds, up to its stop_grace_period. Stopping the node's engine before that cut them (a POST lost
+    during `maintain-nodes`)."""
+    command = "docker node ps " + " ".join(node_ids) + " --format '{{.Node}}|{{.Name}}|{{.CurrentState}}'"
+    return Fact(command, parse_live_tasks)
+
+
+def parse_live_tasks(output: str) -> tuple[str, ...]:
+    live = []
+    for line in parse_lines(output):
+        node, _, rest = line.partition("|")
+        name, _, state = rest.partition("|")
+        if state.split(" ", 1)[0].lower() in LIVE_TASK_STATES:
+            live.append(f"{node} {name.strip().removeprefix(HISTORY_MARK).strip()}")
+    return tuple(live)
 
 
 def join_token(role: str) -> Fact[str]:

@@ -11,8 +11,7 @@ from dataclasses import replace
 
 from cluster.errors import SwarmlabError
 from cluster.facts.services import SWARM_STATE, SwarmState
-from cluster.facts.swarm import SwarmNode, running_on
-from cluster.facts.text import parse_lines
+from cluster.facts.swarm import SwarmNode, parse_live_tasks, running_on
 from cluster.operations import Plan, Run, Wait
 from cluster.plans.services import capacity, last_error, running_tasks, wanted_count
 from cluster.waiting import Verdict
@@ -34,7 +33,7 @@ def find_node(nodes: Sequence[SwarmNode], name: str) -> SwarmNode:
 
 def empty_verdict(name: str) -> Callable[[str], Verdict]:
     def verdict(output: str) -> Verdict:
-        running = parse_lines(output)
+        running = parse_live_tasks(output)
         return Verdict.waiting(f"still on {name}: {', '.join(running)}") if running else Verdict.ready("none left")
 
     return verdict
@@ -94,21 +93,15 @@ def plan_drain_node(leader: str, name: str, state: SwarmState) -> Plan:
             else:
                 notes.append(f"{service.name} will run {later} of {service.replicas} replicas while {name} is drained")
     expected = expected_after(state, after)
-    return Plan(
-        (
-            Run(leader, f"docker node update --availability drain {node.node_id}", f"{name} drained"),
-            Wait(
-                leader,
-                running_on([node.node_id]).command,
-                empty_verdict(name),
-                f"no task runs on {name}",
-                MOVE_TIMEOUT,
-                2,
-            ),
-            _placed_wait(leader, expected, "every service runs the replicas it can, healthy"),
-        ),
-        tuple(notes),
+    drain = Run(leader, f"docker node update --availability drain {node.node_id}", f"{name} drained")
+    placed = _placed_wait(leader, expected, "every service runs the replicas it can, healthy")
+    if node.state != "ready":  # its tasks report nothing until it is back: the swarm places them elsewhere
+        return Plan((drain, placed), (*notes, f"{name} is {node.state}: its tasks are not waited for"))
+    # Until every task on the node has stopped, not only been told to: each finishes what it holds first.
+    emptied = Wait(
+        leader, running_on([node.node_id]).command, empty_verdict(name), f"no task runs on {name}", MOVE_TIMEOUT, 2
     )
+    return Plan((drain, emptied, placed), tuple(notes))
 
 
 def plan_activate_node(leader: str, name: str, state: SwarmState) -> Plan:

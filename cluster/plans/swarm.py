@@ -10,8 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 
 from cluster.errors import SwarmlabError
-from cluster.facts.swarm import NODE_LIST, SwarmInfo, SwarmNode, running_on
-from cluster.facts.text import parse_lines
+from cluster.facts.swarm import NODE_LIST, SwarmInfo, SwarmNode, parse_live_tasks, running_on
 from cluster.inventory import Node, Role
 from cluster.operations import Parallel, Plan, Run, Wait
 from cluster.waiting import Verdict
@@ -164,7 +163,7 @@ def tokens_needed(plan: Plan) -> set[TokenRole]:
 
 
 def no_tasks_verdict(output: str) -> Verdict:
-    running = parse_lines(output)
+    running = parse_live_tasks(output)
     if running:
         return Verdict.waiting(f"still running on managers: {', '.join(running)}")
     return Verdict.ready("no task runs on a manager")

@@ -434,42 +434,75 @@ class BoundedGets:
                     self.failures.append(f"{time.monotonic() - self.began:7.1f}s {status} {why}")
 
 
+@dataclass
+class BoundedFlows:
+    """Whole registration flows (eligible list, OTP request, the mail, authentication, registration), one
+    after the other until stopped or MAX, each step's failure recorded: no answer, 429 or 5xx, or an OTP
+    mail that never arrives. Through the lab's 127.0.0.1 port only."""
+
+    lab: Lab
+    api: httpx.Client
+    MAX = 2000
+    PAUSE = 0.2  # between flows: a few a second, not as many as one thread can
+    stop: threading.Event = field(default_factory=threading.Event)
+    registered: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    began: float = field(default_factory=time.monotonic)
+
+    def run(self) -> None:
+        for _ in range(self.MAX):
+            if self.stop.is_set():
+                return
+            try:
+                self.registered.append(register(self.lab, self.api))
+            except (httpx.HTTPError, AssertionError) as error:
+                status = error.response.status_code if isinstance(error, httpx.HTTPStatusError) else 0
+                self.failures.append(f"{time.monotonic() - self.began:7.1f}s {status} {str(error)[:200]}")
+            self.stop.wait(self.PAUSE)
+
+
 def test_maintain_nodes_reboots_every_worker_under_load_and_loses_no_request(
     lab: Lab, api: httpx.Client, as_found: None
 ) -> None:
     """Every worker in turn is drained, rebooted (its container restarted), waited for and activated, the
-    services rebalanced at the end, under GET / at 5 a second: none fails. A student registered before
-    is in the database after (it moved with its workers), and the whole registration flow works after.
-    Whole flows during the reboots are `make chaos`'s reboot-workers (0 of 5,344 failed): one thread of
-    them here lost 1 POST in about 600 flows to a connection closed without an answer (issue 19's POST
-    retries), so this test keeps to what HAProxy may retry."""
+    services rebalanced at the end, under GET / at 5 a second and whole registration flows one after the
+    other (eligible, OTP, the mail, authentication, registration): none fails, and every student
+    registered before or meanwhile is in the database after (it moved with its workers). Until
+    maintain-nodes waited for a drained node's tasks to have stopped (not only to be told to), it stopped
+    the engine under a draining API and HAProxy cut the POST it held: 1 in 148 to 461 flows failed here."""
     workers = [w.name for w in lab.inventory.workers]
     started = {w: _started_at(lab, w) for w in workers}
     before = register(lab, api)
-    gets = BoundedGets(lab)
-    thread = threading.Thread(target=gets.run)
-    thread.start()
+    gets, flows = BoundedGets(lab), BoundedFlows(lab, api)
+    threads = [threading.Thread(target=gets.run), threading.Thread(target=flows.run)]
+    for thread in threads:
+        thread.start()
     try:
         time.sleep(1)
         done = fab("maintain-nodes", "--role", "worker", "--reboot").stdout
         time.sleep(1)
     finally:
         gets.stop.set()
-        thread.join(timeout=60)
+        flows.stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
     for worker in workers:
         assert f"changed: {worker} drained" in done and f"changed: restarted the container of {worker}" in done
         assert f"changed: {worker} active" in done
         assert _started_at(lab, worker) != started[worker], f"{worker}'s container was not restarted"
-    assert "rebalance" in done and "result: changed" in done
-    assert len(gets.answers) > 100, len(gets.answers)
-    assert gets.failures == [], f"{len(gets.failures)} of {len(gets.answers)} GETs failed:\n" + "\n".join(
-        gets.failures[:20]
+    assert re.search(r"^<== rebalance: (changed|no change) in ", done, re.MULTILINE), done[-2000:]  # it ran
+    assert "result: changed" in done
+    assert len(gets.answers) > 100 and len(flows.registered) > 10, (len(gets.answers), len(flows.registered))
+    failed = [f"GET {line}" for line in gets.failures] + [f"flow {line}" for line in flows.failures]
+    assert failed == [], f"{len(failed)} failed ({len(gets.answers)} GETs, {len(flows.registered)} flows):\n" + (
+        "\n".join(failed[:20])
     )
-    print(f"under maintain-nodes: {len(gets.answers)} GETs, none failed")
+    print(f"under maintain-nodes: {len(gets.answers)} GETs, {len(flows.registered)} whole registrations, none failed")
     assert_as_found(lab)  # every node Ready (workers active), every service converged
     wait_until_the_api_answers(lab, api)  # the whole OTP path, which moved with the workers
     after = register(lab, api)
-    assert {before, after} <= students(lab), "the student registered before the reboots is kept"
+    missing = ({before, after} | set(flows.registered)) - students(lab)
+    assert not missing, f"{len(missing)} registered student(s) missing from the database: {sorted(missing)[:5]}"
 
 
 def _started_at(lab: Lab, node: str) -> str:

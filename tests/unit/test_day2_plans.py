@@ -276,6 +276,21 @@ def test_drain_node_waits_for_its_tasks_to_move_and_says_what_runs_short() -> No
     )
     assert isinstance(empty, Wait) and isinstance(placed, Wait)
     assert "registration_ui will run 2 of 3 replicas while worker-3 is drained" in plan.notes
+    # Told to stop is not stopped: an API task finishing its requests (up to its stop_grace_period) still
+    # runs, and stopping the node's engine then would cut them. Only stopped tasks count as gone.
+    stopping = "worker-3|registration_api.2|Running 4 seconds ago\nworker-3|registration_api.2|Shutdown 3 minutes ago\n"
+    seen = empty.verdict(stopping)
+    assert not seen.done and "registration_api.2" in seen.detail
+    assert empty.verdict(stopping.replace("Running 4", "Shutdown 1")).done
+    assert empty.verdict("worker-3|registration_otp.1|Starting 1 second ago\n").done is False
+
+
+def test_drain_node_does_not_wait_for_the_tasks_of_a_node_that_is_down() -> None:
+    state = recorded_state()
+    down = replace(state, nodes=tuple(replace(n, state="down") if n.hostname == "worker-3" else n for n in state.nodes))
+    plan = plan_drain_node(LEADER, "worker-3", down)
+    assert [type(op) for op in plan.operations] == [Run, Wait]  # the drain, then the services placed elsewhere
+    assert "worker-3 is down: its tasks are not waited for" in plan.notes
 
 
 def test_drain_node_says_a_global_service_runs_on_fewer_nodes_not_of_a_count() -> None:
