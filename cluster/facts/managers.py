@@ -24,6 +24,12 @@ MANAGER_PROBE_COMMAND = (
 )
 
 
+# The newest Raft snapshot file of this manager ("<term>-<index>.snap", hex), or nothing.
+NEWEST_SNAPSHOT = Fact(
+    f"ls {RAFT_DIR}/snap-v3-encrypted 2>/dev/null | grep '[.]snap$' | sort | tail -n1; true", str.strip
+)
+
+
 @dataclass(frozen=True)
 class RaftPosition:
     snapshot: str = ""  # newest snapshot file, "<term>-<index>.snap"

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from cluster.facts import Fact
 from cluster.facts.text import json_lines, parse_lines
 
+DEFAULT_SNAPSHOT_INTERVAL = 10000  # swarmkit's
+
 
 @dataclass(frozen=True)
 class SwarmInfo:
@@ -23,6 +25,7 @@ class SwarmInfo:
     is_manager: bool
     managers: tuple[str, ...]  # addresses of the managers this node knows, "ip:2377"
     manager_ids: tuple[str, ...] = ()  # their node IDs, in the same order
+    snapshot_interval: int = DEFAULT_SNAPSHOT_INTERVAL  # Raft log entries between snapshots (the swarm's spec)
 
     @property
     def in_swarm(self) -> bool:
@@ -40,6 +43,9 @@ def parse_swarm_info(output: str) -> SwarmInfo:
         is_manager=bool(data.get("ControlAvailable", False)),
         managers=tuple(str(m.get("Addr", "")) for m in (data.get("RemoteManagers") or [])),
         manager_ids=tuple(str(m.get("NodeID", "")) for m in (data.get("RemoteManagers") or [])),
+        snapshot_interval=int(
+            ((cluster.get("Spec") or {}).get("Raft") or {}).get("SnapshotInterval") or DEFAULT_SNAPSHOT_INTERVAL
+        ),
     )
 
 

@@ -14,13 +14,14 @@ new certificate, whether or not quorum was lost.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from cluster.errors import SwarmlabError
 from cluster.facts.certificates import NodeCertificate
-from cluster.facts.managers import ManagerProbe, Quorum
+from cluster.facts.managers import NEWEST_SNAPSHOT, ManagerProbe, Quorum
 from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.operations import Plan, Run, Wait
@@ -30,6 +31,7 @@ from topology import SWARM_PORT
 
 LEADER_TIMEOUT = 90
 JOIN_TIMEOUT = 120
+SNAPSHOT_TRIES = 30  # seconds, one write a second
 
 
 class RecoverRefused(SwarmlabError):
@@ -69,7 +71,8 @@ def leader_verdict(output: str) -> Verdict:
 
 def plan_reform(survivor: Node, probe: ManagerProbe, managers: Sequence[Node]) -> Plan:
     """Re-form the swarm on the survivor, then take every other manager out of the node list (they
-    come back later as new members). Join tokens are rotated: the lost machines held the old ones."""
+    come back later as new members) and snapshot the result. Join tokens are rotated: the lost
+    machines held the old ones."""
     assert probe.info is not None
     ip = survivor.private_ip
     by_ip = {f"{m.private_ip}:{SWARM_PORT}": m.name for m in managers}
@@ -95,7 +98,28 @@ def plan_reform(survivor: Node, probe: ManagerProbe, managers: Sequence[Node]) -
             operations.append(
                 Run(survivor.name, remove_command(node_id, "manager"), f"{name} ({node_id[:12]}) removed")
             )
+    operations.append(fresh_snapshot(survivor.name, probe.raft.snapshot, probe.info.snapshot_interval))
     return Plan(tuple(operations))
+
+
+def fresh_snapshot(node: str, before: str, interval: int) -> Run:
+    """A Raft snapshot of the re-formed swarm, taken at once (moby/swarmkit#603). Without it a joining
+    manager catches up by replaying the whole log, the lost members' entries included, and with two
+    members Raft needs it to commit anything: the first manager back took 25 to 130 s to be Ready on
+    labs whose log had grown, about a second with a snapshot. Swarm snapshots every `interval` entries:
+    interval 1 and a write each second (the update itself) until a new snapshot file appears (30 s at
+    most), then the interval as it was, whatever happened."""
+    newest = NEWEST_SNAPSHOT.command.removesuffix("; true")
+    command = (
+        f"before={shlex.quote(before)}; now=; n=0; "
+        f'while [ "$n" -lt {SNAPSHOT_TRIES} ]; do '
+        f"docker swarm update --snapshot-interval 1 >/dev/null; now=$({newest}); "
+        '[ -n "$now" ] && [ "$now" != "$before" ] && break; sleep 1; n=$((n + 1)); done; '
+        f"docker swarm update --snapshot-interval {interval} >/dev/null && "
+        '[ -n "$now" ] && [ "$now" != "$before" ]'
+    )
+    hint = "the swarm is re-formed; a manager joining it may take minutes to catch up (`fab recover` again brings them back)"
+    return Run(node, command, f"a fresh Raft snapshot on {node}: joining managers start from it", hint=hint)
 
 
 def member_ready_verdict(name: str, role: TokenRole, node_id: str = "") -> Callable[[str], Verdict]:

@@ -88,13 +88,33 @@ def test_reform_forces_a_new_cluster_on_the_survivor_and_removes_the_other_manag
         "docker swarm join-token --rotate -q manager >/dev/null",
         "docker swarm join-token --rotate -q worker >/dev/null",
     ]
-    removals = commands[3:]
+    removals = commands[3:5]
     assert len(removals) == 2 and all(
         c.endswith(("03sjtrjil5vg9iath4imcurlg", "6q6mxl2suqt7mr6qfb7tq79x4")) for c in removals
     )
     # A manager --force-new-cluster dropped from Raft cannot be demoted: the removal's error is the one that counts.
     assert all("docker node demote" in c and ">/dev/null 2>&1; docker node rm --force" in c for c in removals)
     assert {r.node for r in plan.runs} == {"manager-3"}
+
+
+def test_reform_ends_with_a_fresh_raft_snapshot_and_the_swarms_own_interval_back(inventory: Inventory) -> None:
+    survivor = probe("manager-3", snapshot="0000000000000002-0000000000002710.snap")
+    assert survivor.info is not None and survivor.info.snapshot_interval == 10000  # the recorded swarm's spec
+    snapshot = plan_reform(inventory.node("manager-3"), survivor, inventory.managers).runs[-1]
+    assert snapshot.node == "manager-3" and "fresh Raft snapshot" in snapshot.why
+    # A write a second at interval 1 until a snapshot newer than the probe's appears, then the interval back.
+    assert "before=0000000000000002-0000000000002710.snap;" in snapshot.command
+    assert (
+        "docker swarm update --snapshot-interval 1 >/dev/null; now=$(ls /var/lib/docker/swarm/raft/snap-v3-encrypted"
+        in (snapshot.command)
+    )
+    assert snapshot.command.index("--snapshot-interval 10000") > snapshot.command.index("done;")
+    assert snapshot.command.endswith('[ -n "$now" ] && [ "$now" != "$before" ]')  # fails if none was taken
+    tuned = replace(survivor, info=replace(survivor.info, snapshot_interval=2500))
+    assert (
+        "--snapshot-interval 2500 "
+        in plan_reform(inventory.node("manager-3"), tuned, inventory.managers).runs[-1].command
+    )
 
 
 def node_id_of(hostname: str) -> str:
