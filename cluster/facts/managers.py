@@ -24,10 +24,9 @@ MANAGER_PROBE_COMMAND = (
 )
 
 
-# The newest Raft snapshot file of this manager ("<term>-<index>.snap", hex), or nothing.
-NEWEST_SNAPSHOT = Fact(
-    f"ls {RAFT_DIR}/snap-v3-encrypted 2>/dev/null | grep '[.]snap$' | sort | tail -n1; true", str.strip
-)
+# Prints the newest Raft snapshot file of this manager ("<term>-<index>.snap", hex), or nothing; its
+# exit status is grep's (1: none). recover's fresh snapshot compares it before and after.
+NEWEST_SNAPSHOT_COMMAND = f"ls {RAFT_DIR}/snap-v3-encrypted 2>/dev/null | grep '[.]snap$' | sort | tail -n1"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from cluster.errors import SwarmlabError
 from cluster.facts.certificates import NodeCertificate
-from cluster.facts.managers import NEWEST_SNAPSHOT, ManagerProbe, Quorum
+from cluster.facts.managers import NEWEST_SNAPSHOT_COMMAND, ManagerProbe, Quorum
 from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.operations import Plan, Run, Wait
@@ -109,11 +109,10 @@ def fresh_snapshot(node: str, before: str, interval: int) -> Run:
     labs whose log had grown, about a second with a snapshot. Swarm snapshots every `interval` entries:
     interval 1 and a write each second (the update itself) until a new snapshot file appears (30 s at
     most), then the interval as it was, whatever happened."""
-    newest = NEWEST_SNAPSHOT.command.removesuffix("; true")
     command = (
         f"before={shlex.quote(before)}; now=; n=0; "
         f'while [ "$n" -lt {SNAPSHOT_TRIES} ]; do '
-        f"docker swarm update --snapshot-interval 1 >/dev/null; now=$({newest}); "
+        f"docker swarm update --snapshot-interval 1 >/dev/null; now=$({NEWEST_SNAPSHOT_COMMAND}); "
         '[ -n "$now" ] && [ "$now" != "$before" ] && break; sleep 1; n=$((n + 1)); done; '
         f"docker swarm update --snapshot-interval {interval} >/dev/null && "
         '[ -n "$now" ] && [ "$now" != "$before" ]'
