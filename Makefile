@@ -90,9 +90,9 @@ down: venv
 REHEARSAL_ENV := SWARMLAB_CLUSTER=rehearsal SWARMLAB_CIDR=10.40.0.0/24 SWARMLAB_HTTP_PORT=28080 \
   SWARMLAB_HTTPS_PORT=28443 SWARMLAB_SSH_PORT=22222 SWARMLAB_STATS_PORT=28404
 
-# This machine's kernel has no NFS client, so a stack with data (registration) cannot have its storage
-# on the rehearsal (docs/cloud.md): it deploys the hello bundle. REHEARSAL_STACK=registration elsewhere.
-REHEARSAL_STACK ?= hello
+# The registration stack, as `make demo`; its data reaches the workers through this machine's kernel where
+# the kernel has no NFS client (docs/cloud.md). REHEARSAL_STACK=hello for the stack without data.
+REHEARSAL_STACK ?= registration
 
 ## rehearsal: the cloud path here: VM-like nodes, bootstrap and deploy-stack with --target rehearsal
 rehearsal: venv

@@ -90,9 +90,11 @@ def create_node_container(
     environment: Mapping[str, str] | None = None,
     tmpfs: Mapping[str, str] | None = None,
     devices: Sequence[str] | None = None,
+    restart_policy: Mapping[str, str] | None = None,
 ) -> Container:
     """A node container (created, not started) that runs its own Docker engine: a lab node or a
-    rehearsal node, at `ip` on `network`, with `ports` ("443/tcp": (address, host port)) published."""
+    rehearsal node, at `ip` on `network`, with `ports` ("443/tcp": (address, host port)) published,
+    and Docker's `restart_policy` ({"Name": "on-failure"}), if any."""
     host_config = engine.api.create_host_config(
         binds=dict(binds),
         tmpfs=dict(tmpfs) if tmpfs else None,
@@ -101,6 +103,7 @@ def create_node_container(
         cap_add=NESTED_CAP_ADD,
         cap_drop=NESTED_CAP_DROP,
         security_opt=NESTED_SECURITY_OPT,
+        restart_policy=dict(restart_policy) if restart_policy else None,
     )
     # `--security-opt systempaths=unconfined` is a CLI spelling; the API wants empty masked and
     # read-only path lists, so the nested engine can write /proc/sys (ip_forward, bridge settings).

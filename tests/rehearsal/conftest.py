@@ -1,6 +1,6 @@
 """A rehearsal of the tests' own (cluster `rehearsal-test`): rehearsal-up and bootstrap through the real
 `fab` command line with `--target rehearsal`, torn down by the fixture's finalizer unless
-SWARMLAB_KEEP_LAB=1. `make rehearsal-test` runs these; they are not part of `make test` yet (a first
+SWARMLAB_KEEP_LAB=1; it deploys the hello and registration stacks. `make rehearsal-test` runs these; they are not part of `make test` yet (a first
 boot installs every node's packages from the Debian mirror: minutes, not seconds)."""
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def rehearsal() -> Iterator[Rehearsal]:
         fab("rehearsal-up")
         fab("bootstrap", "--target", NAME)
         fab("deploy-stack", "--target", NAME, "--stack", "hello")
+        # With data on the storage node's volume: the workers see it through this machine's kernel
+        # (no NFS client here; cluster/lab/rehearsal/nodes.py), everything else as on a cloud.
+        fab("deploy-stack", "--target", NAME, "--stack", "registration")
         inventory = inventory_of(config)
         nodes = SshRunner(inventory)
         try:

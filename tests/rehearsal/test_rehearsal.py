@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import shutil
 import socket
 import time
+import uuid
+from pathlib import Path
 
 import httpx
 import paramiko
@@ -14,6 +19,7 @@ from cluster.inventory import Node, Role
 from cluster.lab.rehearsal.provider import NAME
 from cluster.runners import SshRunner
 from tests.rehearsal.conftest import Rehearsal, fab
+from topology import EXPORT_DIR
 
 pytestmark = pytest.mark.lab
 
@@ -93,6 +99,48 @@ def test_haproxy_serves_the_stack_over_https_with_the_cluster_ca(rehearsal: Rehe
     assert answer.status_code == 200
 
 
+def test_a_student_registers_over_https_and_the_row_is_on_the_storage_volume(rehearsal: Rehearsal) -> None:
+    # The registration stack on systemd nodes: the admin's eligible list, the OTP request, the mail (the
+    # lab values' sink), authentication and registration, all through HAProxy over HTTPS; then the row
+    # in PostgreSQL, whose files are on the storage node's volume (its Cinder volume here).
+    credentials = json.loads(rehearsal.config.state(provider=NAME).credentials.read_text())
+    email = f"rehearsal-{uuid.uuid4().hex[:10]}@example.org"
+    base = rehearsal.inventory.endpoints.http
+    with httpx.Client(base_url=base, verify=rehearsal.tls, timeout=50) as web:
+        api = ("api", str(credentials["api_password"]))
+        listed = web.post(
+            "/api/create_email_list", json={"email_list": [email]}, auth=("admin", credentials["admin_password"])
+        )
+        assert listed.status_code == 200, listed.text
+        assert web.post("/api/getotp", json={"email": email}, auth=api).status_code == 200
+        deadline, mails = time.monotonic() + 60, list[dict[str, str]]()
+        while not mails:
+            assert time.monotonic() < deadline, f"no OTP mail to {email} within 60 s"
+            time.sleep(1)
+            mails = web.get("/mail/messages", params={"to": email}).json()
+        code = re.search(r"\b(\d{6})\b", mails[-1]["body"])
+        assert code, mails[-1]
+        verified = web.post("/api/authen", json={"email": email, "otp": code.group(1)}, auth=api)
+        assert verified.status_code == 200, verified.text
+        body = {"firstname": "Re", "lastname": "Hearsal", "email": email, "proof": verified.json()["proof"]}
+        registered = web.post("/api/register", json=body, auth=api)
+        assert registered.status_code in (200, 201), registered.text
+    manager = rehearsal.inventory.managers[0]
+    where = "docker service ps registration_postgres --filter desired-state=running --format '{{.Node}}'"
+    node = rehearsal.inventory.node(rehearsal.nodes.run(manager, where).stdout.split()[0])
+    query = shlex.quote(f"SELECT count(*) FROM student WHERE email = '{email}'")
+    psql = f"PGPASSWORD=$(cat /run/secrets/db_password) psql -h 127.0.0.1 -U registration -d registration -tAc {query}"
+    container = "$(docker ps -q -f label=com.docker.swarm.service.name=registration_postgres | head -n1)"
+    found = rehearsal.nodes.run(node, f"docker exec {container} sh -c {shlex.quote(psql)}").stdout.strip()
+    assert found == "1", found
+    # The database's files are on the storage node's own volume, mounted by UUID from its fstab.
+    storage = rehearsal.inventory.storage
+    assert storage is not None
+    on_volume = f"findmnt -n -o SOURCE --target {EXPORT_DIR} && ls {EXPORT_DIR}/*/PG_VERSION"
+    listed_files = rehearsal.nodes.run(storage, on_volume).stdout
+    assert "/dev/" in listed_files and "PG_VERSION" in listed_files, listed_files
+
+
 def _wait(check: str, node: Node, rehearsal: Rehearsal, timeout: float = 240) -> str:
     deadline = time.monotonic() + timeout
     last = ""
@@ -152,3 +200,59 @@ def test_losing_two_managers_then_recover_starts_them_again(rehearsal: Rehearsal
             rehearsal.nodes.forget(node)
     replicas = "docker service ls --filter name=hello_web --format '{{.Replicas}}'"
     _wait(f"{replicas} | grep -qx 3/3", rehearsal.inventory.node("manager-3"), rehearsal)
+
+
+def _converged(rehearsal: Rehearsal, manager: str = "manager-3") -> None:
+    """Every swarm node Ready (managers reachable), hello 3/3, and HTTPS answering through HAProxy."""
+    at = rehearsal.inventory.node(manager)
+    nodes = "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'"
+    expected = len(rehearsal.inventory.managers) + len(rehearsal.inventory.workers)
+    _wait(f"test $({nodes} | grep -c ' Ready') -eq {expected}", at, rehearsal)
+    managers = len(rehearsal.inventory.managers)
+    _wait(f"test $({nodes} | grep -Ec ' (Leader|Reachable)$') -eq {managers}", at, rehearsal)
+    # Every service of both stacks runs its replicas ("3/3", "1/1 (max 1 per node)", ...).
+    every = "docker service ls --format '{{.Replicas}}' | awk '{split($1, r, \"/\"); if (r[1] != r[2]) bad = 1} END {exit bad}'"
+    _wait(every, at, rehearsal, timeout=360)
+    with httpx.Client(verify=rehearsal.tls, timeout=10) as client:
+        assert client.get(f"{rehearsal.inventory.endpoints.http}/hello/").status_code == 200
+        assert client.get(f"{rehearsal.inventory.endpoints.http}/").status_code == 200
+
+
+def test_maintain_nodes_reboots_a_worker_over_ssh_and_it_comes_back(rehearsal: Rehearsal) -> None:
+    # The cloud path's reboot (`systemctl reboot` over SSH, then a new boot id), not the lab's container
+    # restart: systemd exits the container, whose restart policy boots it again as a VM would.
+    container = rehearsal.container("worker-2")
+    restarts = container.attrs["RestartCount"]
+    done = fab("maintain-nodes", "--target", NAME, "--nodes", "worker-2", "--reboot").stdout
+    for line in ("changed: worker-2 drained", "changed: worker-2 rebooting", "worker-2 booted again"):
+        assert line in done, f"no {line!r} in:\n{done[-3000:]}"
+    assert "changed: worker-2 active" in done and "result: changed" in done
+    container.reload()
+    assert container.attrs["RestartCount"] == restarts + 1, "the container was not booted again by its policy"
+    rehearsal.nodes.forget(rehearsal.inventory.node("worker-2"))
+    _converged(rehearsal)
+
+
+def test_backup_then_restore_swarm_after_every_manager_lost_its_state(rehearsal: Rehearsal) -> None:
+    # backup stops a non-leader manager's engine through systemd (docker.socket and docker.service) and
+    # starts it again; restore --swarm stops the chosen manager's engine the same way, swaps the state
+    # in, and re-forms the swarm from it. Neither ran on a systemd node before this test.
+    taken = fab("backup", "--target", NAME).stdout
+    directory = Path(re.findall(r"backup complete: (\S+)", taken)[-1])
+    try:
+        assert "result: changed" in taken and (directory / "swarm.tar.gz").stat().st_size > 0
+        _converged(rehearsal)
+        for manager in rehearsal.inventory.managers:
+            rehearsal.nodes.run(manager, "docker swarm leave --force")
+        restored = fab("restore", "--target", NAME, "--swarm", "--from", str(directory)).stdout
+        assert re.search(r"swarm state of \S+ in place on manager-\d", restored), restored[-3000:]
+        assert "result: changed" in restored
+        active = rehearsal.nodes.each(
+            rehearsal.inventory.managers,
+            lambda n: rehearsal.nodes.run(n, "systemctl is-active docker").stdout,
+            "docker",
+        )
+        assert {v.strip() for v in active.values()} == {"active"}, active
+        _converged(rehearsal)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

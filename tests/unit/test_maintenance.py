@@ -16,6 +16,7 @@ import pytest
 from cluster.config import Config, parse_config
 from cluster.errors import OptionErrors, SwarmlabError
 from cluster.executor import Executor
+from cluster.facts.daemons import BOOT_ID
 from cluster.facts.swarm import parse_nodes
 from cluster.inventory import Node, Role
 from cluster.plans import maintenance, nodes
@@ -418,7 +419,7 @@ def test_a_reboot_over_ssh_waits_for_another_boot_id_and_forgets_the_connection(
     node = runner.inventory.node("worker-1")
     StaticProvider().reboot_node(parse_config({}), node, Executor(runner), PhaseResult("reboot"))
     assert runner.forgotten == ["worker-1"]
-    assert [c.command.split()[0] for c in runner.calls] == ["cat", "nohup", "cat"]
+    assert [c.command.split()[0] for c in runner.calls] == ["echo", "nohup", "echo"]
     assert "systemctl reboot || shutdown -r now" in runner.calls[1].command
     # A machine that has not gone down yet is not taken for one that came back.
     monkeypatch.setattr(maintenance, "BACK_TIMEOUT", 0.3)
@@ -465,3 +466,14 @@ def test_the_lab_reboots_a_node_by_restarting_its_container_after_stopping_its_e
     ]
     with pytest.raises(SwarmlabError, match="no lab container for worker-2"):
         lab.LabProvider().reboot_node(parse_config({}), runner.inventory.node("worker-2"), Executor(runner), progress)
+
+
+def test_a_container_restarted_on_the_same_kernel_counts_as_booted_again() -> None:
+    # The rehearsal's nodes share this machine's kernel: its boot id stays, PID 1's start time moves.
+    before = BOOT_ID.parse(json.loads((Path(__file__).parent / "facts" / "boot_id.json").read_text())["output"])
+    kernel, started = before.split()
+    verdict = maintenance.booted_verdict(before)
+    assert verdict(f"{kernel} {int(started) + 4200}\n").done
+    assert not verdict(f"{before}\n").done
+    assert verdict(f"another-kernel-boot {started}\n").done  # a VM's reboot
+    assert not verdict("").done

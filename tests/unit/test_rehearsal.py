@@ -8,6 +8,8 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +18,7 @@ from cluster.config import parse_config
 from cluster.facts.daemons import DaemonFacts, daemon_facts, parse_daemon_facts
 from cluster.inventory import Role
 from cluster.lab import keys
-from cluster.lab.rehearsal import plan, stack
+from cluster.lab.rehearsal import nodes, plan, stack
 from cluster.lab.rehearsal.image import FSTAB_UNIT, PACKAGES, image_context
 from cluster.lab.rehearsal.nodes import booted
 from cluster.lab.rehearsal.program import ProgramRun, parse_program_run
@@ -28,6 +30,7 @@ from cluster.providers.pulumi import STACK_OUTPUT_COMMAND, PulumiProvider
 from infra import rehearsal as program
 from infra.cloudinit import PROVISION_PATH
 from registry.model import SERVICE_USER, TLS_DIR
+from topology import DATA_ROOT
 
 CONFIG = {"cluster": "rehearsal", "cidr": "10.40.0.0/24"}
 
@@ -169,3 +172,38 @@ def test_the_cloud_image_is_plain_debian_with_cloud_init_and_nothing_of_ours() -
 def test_a_started_node_has_booted_when_systemd_says_running_or_degraded() -> None:
     assert booted("running\n").done and booted("degraded\n").done
     assert not booted("starting\n").done and not booted("").done
+
+
+def test_workers_see_the_storage_volume_through_the_share_and_every_node_boots_again_after_a_reboot(
+    program_run: ProgramRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: dict[str, dict[str, Any]] = {}
+
+    class Container:
+        def put_archive(self, path: str, data: bytes) -> None: ...
+        def start(self) -> None: ...
+
+    def create(engine: object, image: str, **kwargs: Any) -> Container:
+        created[kwargs["hostname"]] = kwargs
+        return Container()
+
+    class Volumes:
+        def create(self, name: str, labels: dict[str, str]) -> SimpleNamespace:
+            return SimpleNamespace(name=name)
+
+    monkeypatch.setattr(nodes, "create_node_container", create)
+    config = parse_config(CONFIG)
+    r = nodes.Rehearsal(config, SimpleNamespace(volumes=Volumes()), config.state(provider="rehearsal"))  # type: ignore[arg-type]
+    r.program, r.loop_device = program_run, "/dev/loop9"
+    for node in r.nodes:
+        nodes._create_node(r, node)
+    share = nodes.share_point(r)
+    assert share.endswith("/storage-volume-share")
+    for name, kwargs in created.items():
+        assert kwargs["restart_policy"] == {"Name": "on-failure"}, name  # `systemctl reboot` exits PID 1
+        bound = kwargs["binds"].get(share)
+        if name.startswith("worker-"):
+            assert bound == {"bind": DATA_ROOT, "mode": "rw,rslave"}, name
+        else:
+            assert bound is None, name
+    assert "/dev/loop9:/dev/loop9:rwm" in created["storage-1"]["devices"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -137,6 +138,50 @@ def attach_volume(r: Rehearsal, progress: PhaseResult) -> None:
     progress.changed(f"volume {backing} ({plan.VOLUME_SIZE_GIB} GiB, sparse) on {r.loop_device}")
 
 
+# This machine's kernel has no NFS client (docs/cloud.md), so a worker cannot mount the storage node's
+# export. What stands in: this machine mounts the storage volume itself (the same block device, so the
+# kernel gives the storage node's own filesystem, not a copy) on a shared mount point that every worker
+# has at DATA_ROOT with slave propagation; the export directory is then the same directory on the
+# storage node and on every worker, and deploy-stack's `auto` storage mode finds it (shared-dir). Where
+# the kernel has an NFS client, `auto` still chooses nfs.
+
+
+def share_point(r: Rehearsal) -> str:
+    return str(r.paths.root / r.names.volume_share)
+
+
+def prepare_volume_share(r: Rehearsal, progress: PhaseResult) -> None:
+    """The workers' view of the storage volume: an empty shared mount point until the volume is formatted."""
+    if not r.loop_device:
+        progress.note("no storage volume: the workers get no share")
+        return
+    share = share_point(r)
+    os.makedirs(share, mode=0o755, exist_ok=True)
+    if not os.path.ismount(share):
+        run_local(["mount", "--bind", share, share])
+    run_local(["mount", "--make-shared", share])
+    progress.changed(f"{share}: a shared mount point, to be the workers' {topology.DATA_ROOT}")
+
+
+def share_volume(r: Rehearsal, progress: PhaseResult) -> None:
+    """The storage volume, formatted by the storage node's first boot, mounted on the share point."""
+    if not r.loop_device:
+        return
+    run_local(["mount", r.loop_device, share_point(r)])
+    progress.changed(f"{r.loop_device} mounted on {share_point(r)}: the workers' {topology.DATA_ROOT}")
+
+
+def unshare_volume(paths: StatePaths, names: plan.Names) -> int:
+    """Unmount the volume and the share point (at most the two mounts prepare and share made)."""
+    share, unmounted = str(paths.root / names.volume_share), 0
+    while unmounted < 2 and os.path.ismount(share):
+        run_local(["umount", share])
+        unmounted += 1
+    if os.path.ismount(share):  # never remove the state directory through a mounted volume
+        raise SwarmlabError(f"{share} is still mounted: unmount it (`umount {share}`), then rehearsal-down again")
+    return unmounted
+
+
 def _create_node(r: Rehearsal, node: topology.PlannedNode) -> None:
     assert r.program is not None
     config, engine = r.config, r.engine
@@ -146,6 +191,8 @@ def _create_node(r: Rehearsal, node: topology.PlannedNode) -> None:
     if role is not Role.LB:
         volume = engine.volumes.create(r.names.docker_volume(node.name), labels=labels(config, node))
         binds[volume.name] = {"bind": plan.DOCKER_DIR, "mode": "rw"}
+    if role is Role.WORKER and r.loop_device:
+        binds[share_point(r)] = {"bind": topology.DATA_ROOT, "mode": "rw,rslave"}
     devices = []
     device = plan.data_device(server.user_data)
     if device is not None:
@@ -165,6 +212,7 @@ def _create_node(r: Rehearsal, node: topology.PlannedNode) -> None:
         ports=published_ports(config) if role is Role.LB else {},
         tmpfs=plan.TMPFS,
         devices=devices,
+        restart_policy=plan.REBOOT_POLICY,
     )
     instance_id = f"{config.cluster}-{node.name}"
     container.put_archive(
@@ -265,8 +313,10 @@ UP_PHASES = (
     ("pulumi-program", "the Pulumi program under mocks: user data, host keys, inventory", run_the_program),
     ("rehearsal-network", "the rehearsal's bridge network", create_network),
     ("storage-volume", "the storage node's volume (a file on a loop device)", attach_volume),
+    ("volume-share", "a shared mount point for the workers' view of the volume", prepare_volume_share),
     ("rehearsal-nodes", "one container per server, NoCloud seed in, systemd as PID 1", create_nodes),
     ("first-boot", "cloud-init on every node: host key, write_files, provisioning", wait_first_boot),
+    ("volume-to-workers", "the storage volume on the share (no NFS client in this kernel)", share_volume),
     ("rehearsal-ssh", "every node over SSH through the lb node, pinned keys", wait_ssh),
 )
 
@@ -321,6 +371,9 @@ def remove_rehearsal(config: Config, timings: Timings) -> None:
                 p.changed(f"removed volume {volume.name}")
         except (APIError, NotFound, ImageNotFound) as error:
             raise SwarmlabError(f"could not remove rehearsal {config.cluster!r}: {error}") from None
+        unmounted = unshare_volume(paths, plan.Names(config.cluster))
+        if unmounted:
+            p.changed(f"unmounted the workers' share of the storage volume ({unmounted} mount(s))")
         detached = _detach_volume(paths, plan.Names(config.cluster))
         if detached:
             p.changed(f"detached {detached} loop device(s)")

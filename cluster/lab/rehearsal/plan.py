@@ -24,6 +24,11 @@ DOCKER_DIR = "/var/lib/docker"
 # takes space). Cinder's default in infra/config.py is 50 GiB; the rehearsal needs far less.
 VOLUME_SIZE_GIB = 8
 # A VM's root filesystem is its own, /run and /tmp are tmpfs: systemd as PID 1 needs them so.
+# A VM comes back from `systemctl reboot`; systemd as a container's PID 1 exits instead (129 on reboot,
+# 130 on poweroff, measured), so Docker starts the container again on a non-zero exit: the cloud path's
+# reboot over SSH (maintain-nodes --reboot) works here unchanged. A poweroff restarts too (Docker cannot
+# tell the codes apart); `docker stop` (recover's lost node) stays stopped, as Docker never restarts those.
+REBOOT_POLICY = {"Name": "on-failure"}
 TMPFS = {"/run": "rw,nosuid,nodev,mode=755", "/run/lock": "rw,nosuid,nodev,noexec", "/tmp": "rw,nosuid,nodev"}
 
 
@@ -97,3 +102,8 @@ class Names:
     @property
     def volume_file(self) -> str:
         return "storage-volume.img"
+
+    @property
+    def volume_share(self) -> str:
+        """The directory of the state directory where this machine mounts the storage volume for the workers."""
+        return "storage-volume-share"
