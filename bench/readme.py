@@ -90,8 +90,9 @@ def _throughput(throughput: dict[str, Any], plots: str) -> list[str]:
     """The throughput table (one row per path, both modes) and how the API's requests were answered."""
     m = throughput["machine"]
     load = m.get("load_average")
+    when = f", measured {throughput['measured_at'][:16].replace('T', ' ')} UTC" if "measured_at" in throughput else ""
     lines = [
-        f"Throughput ({throughput['mode']}).",
+        f"Throughput{when} ({throughput['mode']}).",
         "",
         *([f"The API's load: {throughput['api_mode']}.", ""] if "api_mode" in throughput else []),
         *(
