@@ -256,7 +256,10 @@ def drive(spec: dict[str, Any]) -> dict[str, Any]:
                 ok = flow(recorder, client, target, email, credentials, stop=stop, poll=0.05, record_mail=True)
                 recorder.record("flow", 200 if ok else 0, began)
 
-    threads = [threading.Thread(target=worker, args=(targets[i % len(targets)],)) for i in range(concurrency)]
+    # Daemons: a thread still stuck after the bounded join must not keep the process (and the bench) waiting.
+    threads = [
+        threading.Thread(target=worker, args=(targets[i % len(targets)],), daemon=True) for i in range(concurrency)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
