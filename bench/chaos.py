@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import os
-import re
 import signal
 import ssl
 import statistics
@@ -38,6 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bench.apiload import Credentials, Record, Recorder, Target, flow
 from bench.common import FAB, NUMBERS_PAGE, OUT, ROOT, replace_block, write_report
 from cluster.config import load_config
 from cluster.facts import read
@@ -80,15 +80,6 @@ def fab(*args: str, check: bool = True, timeout: float = 900) -> subprocess.Comp
 
 
 @dataclass
-class Record:
-    t: float  # seconds since the load started
-    kind: str  # "get" or a flow step
-    status: int  # 0: no HTTP answer (connection error, timeout)
-    ms: float
-    error: str = ""
-
-
-@dataclass
 class Lab:
     """The chaos lab: its nodes over SSH (for facts) and its containers (for failures)."""
 
@@ -126,75 +117,29 @@ class Lab:
 
 
 class FlowDriver:
-    """Full registration flows, one after the other on each thread, every step recorded."""
+    """Full registration flows (bench/apiload.py's), one after the other on each thread, every step recorded."""
 
     def __init__(self, started: float, credentials: dict[str, str], ca: Path, stop: threading.Event) -> None:
-        self.started = started
         self.tls = ssl.create_default_context(cafile=str(ca))
         self.stop = stop
-        self.api = ("api", credentials["api_password"])
-        self.admin = ("admin", credentials["admin_password"]) if "admin_password" in credentials else self.api
-        self.records: list[Record] = []
+        self.recorder = Recorder(started)
+        self.records = self.recorder.records
+        api = ("api", credentials["api_password"])
+        admin = ("admin", credentials["admin_password"]) if "admin_password" in credentials else api
+        self.credentials = Credentials(api, admin)
+        self.target = Target(api=URL + "/api", mail=URL + "/mail")
         self.flows_done = 0
         self.lock = threading.Lock()
 
-    def _call(self, client: httpx.Client, kind: str, method: str, path: str, **kwargs: Any) -> httpx.Response | None:
-        began = time.monotonic()
-        try:
-            response = client.request(method, path, **kwargs)
-        except httpx.HTTPError as error:
-            self._record(kind, 0, began, type(error).__name__)
-            return None
-        self._record(kind, response.status_code, began)
-        return response
-
-    def _record(self, kind: str, status: int, began: float, error: str = "") -> None:
-        now = time.monotonic()
-        with self.lock:
-            self.records.append(Record(began - self.started, kind, status, (now - began) * 1000, error))
-
-    def flow(self, client: httpx.Client) -> None:
-        email = f"chaos-{uuid.uuid4().hex[:12]}@example.org"
-        steps: list[tuple[str, str, dict[str, Any]]] = [
-            ("eligible", "/api/create_email_list", {"json": {"email_list": [email]}, "auth": self.admin}),
-            ("getotp", "/api/getotp", {"json": {"email": email}, "auth": self.api}),
-        ]
-        for kind, path, kwargs in steps:
-            response = self._call(client, kind, "POST", path, **kwargs)
-            if response is None or response.status_code != 200:
-                return
-        code = ""
-        deadline = time.monotonic() + 30
-        while not code and time.monotonic() < deadline and not self.stop.is_set():
-            try:
-                found = client.get("/mail/messages", params={"to": email}).json()
-            except (httpx.HTTPError, ValueError):
-                found = []
-            match = re.search(r"\b(\d{6})\b", found[-1]["body"]) if found else None
-            code = match.group(1) if match else ""
-            if not code:
-                time.sleep(0.3)
-        if not code:
-            if not self.stop.is_set():  # the load ending mid-flow is no failure
-                self._record("mail", 0, time.monotonic(), "no OTP mail within 30 s")
-            return
-        if (
-            r := self._call(client, "authen", "POST", "/api/authen", json={"email": email, "otp": code}, auth=self.api)
-        ) is None or r.status_code != 200:
-            return
-        body = {"firstname": "Chaos", "lastname": "Monkey", "email": email, "proof": r.json().get("proof", "")}
-        if (
-            r := self._call(client, "register", "POST", "/api/register", json=body, auth=self.api)
-        ) is not None and r.status_code == 200:
-            with self.lock:
-                self.flows_done += 1
-
     def run(self, max_flows: int) -> None:
-        with httpx.Client(base_url=URL, timeout=60, verify=self.tls) as client:
+        with httpx.Client(timeout=60, verify=self.tls) as client:
             for _ in range(max_flows):
                 if self.stop.is_set():
                     return
-                self.flow(client)
+                email = f"chaos-{uuid.uuid4().hex[:12]}@example.org"
+                if flow(self.recorder, client, self.target, email, self.credentials, stop=self.stop):
+                    with self.lock:
+                        self.flows_done += 1
 
 
 def hey_records(path: Path, offset: float) -> list[Record]:

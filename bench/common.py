@@ -77,6 +77,8 @@ def machine() -> dict[str, Any]:
         "memory_mib": memory,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        # The machine is shared: what else ran beside the figures (1, 5 and 15 minute averages).
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -67,19 +67,7 @@ def section(plots: str = "bench") -> str:
             "",
         ]
     if throughput:
-        lines += [
-            f"Throughput ({throughput['mode']}):",
-            "",
-            "| path | through HAProxy | p50 / p99 | direct to the workers | p50 / p99 | HAProxy / direct |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for name, r in throughput["results"].items():
-            h, d = r["haproxy"], r["direct_all_workers"]
-            lines.append(
-                f"| {name} | {h['rps']} req/s | {h['p50_ms']} / {h['p99_ms']} ms | {d['rps']} req/s | "
-                f"{d['p50_ms']} / {d['p99_ms']} ms | {r['haproxy_over_direct']} |"
-            )
-        lines += ["", f"![throughput]({plots}/throughput.png)", ""]
+        lines += _throughput(throughput, plots)
     return "\n".join(lines)
 
 
@@ -88,3 +76,57 @@ def update(page: Path = NUMBERS_PAGE) -> None:
     if not replace_block(page, START, END, section(plots)):
         raise SystemExit(f"{page} has no {START} ... {END} section to regenerate")
     print(f"{page}: benchmark block regenerated from docs/bench/*.json")
+
+
+# How each path's figure reads: its key in the JSON and its unit.
+UNITS = {"ui": ("rps", "req/s"), "api_getotp": ("rps", "req/s"), "api_flows": ("flows_per_s", "flows/s")}
+
+
+def _statuses(counted: dict[str, int]) -> str:
+    return ", ".join(f"{status}: {count}" for status, count in counted.items()) or "none"
+
+
+def _throughput(throughput: dict[str, Any], plots: str) -> list[str]:
+    """The throughput table (one row per path, both modes) and how the API's requests were answered."""
+    m = throughput["machine"]
+    load = m.get("load_average")
+    when = f", measured {throughput['measured_at'][:16].replace('T', ' ')} UTC" if "measured_at" in throughput else ""
+    lines = [
+        f"Throughput{when} ({throughput['mode']}).",
+        "",
+        *([f"The API's load: {throughput['api_mode']}.", ""] if "api_mode" in throughput else []),
+        *(
+            [f"Load average (1, 5, 15 min) at the start {throughput['load_average_at_start']}, at the end {load}.", ""]
+            if load and "load_average_at_start" in throughput
+            else []
+        ),
+        "| path | through HAProxy | p50 / p99 | direct to the workers | p50 / p99 | HAProxy / direct |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    results: dict[str, dict[str, Any]] = throughput["results"]
+    for name, r in results.items():
+        key, unit = UNITS.get(name, ("rps", "req/s"))
+        h, d = r["haproxy"], r["direct_all_workers"]
+        lines.append(
+            f"| {name} | {h[key]} {unit} | {h['p50_ms']} / {h['p99_ms']} ms | {d[key]} {unit} | "
+            f"{d['p50_ms']} / {d['p99_ms']} ms | {r['haproxy_over_direct']} |"
+        )
+    steps = [(name, step, r) for name, r in results.items() for step in r["haproxy"].get("steps", {})]
+    if "api_getotp" in results or steps:
+        lines += [
+            "",
+            "How the API's requests were answered (the median round; status and reply, p50 / p99):",
+            "",
+            "| path | request | through HAProxy | direct to the workers |",
+            "| --- | --- | --- | --- |",
+        ]
+        if "api_getotp" in results:
+            h, d = results["api_getotp"]["haproxy"], results["api_getotp"]["direct_all_workers"]
+            lines.append(f"| api_getotp | getotp | {_statuses(h['statuses'])} | {_statuses(d['statuses'])} |")
+        for name, step, r in steps:
+            h, d = r["haproxy"]["steps"][step], r["direct_all_workers"]["steps"][step]
+            lines.append(
+                f"| {name} | {step} | {_statuses(h['statuses'])} ({h['p50_ms']} / {h['p99_ms']} ms) | "
+                f"{_statuses(d['statuses'])} ({d['p50_ms']} / {d['p99_ms']} ms) |"
+            )
+    return [*lines, "", f"![throughput]({plots}/throughput.png)", ""]
