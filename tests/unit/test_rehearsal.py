@@ -207,3 +207,17 @@ def test_workers_see_the_storage_volume_through_the_share_and_every_node_boots_a
         else:
             assert bound is None, name
     assert "/dev/loop9:/dev/loop9:rwm" in created["storage-1"]["devices"]
+
+
+def test_a_directory_bound_onto_itself_counts_as_a_mount(tmp_path: Path) -> None:
+    # Recorded on this machine after `mount --bind D D` and a loop device mounted on D; os.path.ismount
+    # says False for the first alone (same filesystem), and rehearsal-down must not rmtree through it.
+    share = "/root/.local/state/swarmlab/rehearsal/rehearsal-test/storage-volume-share"
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        f"46 27 254:0 {share} {share} rw,relatime shared:2 - ext4 /dev/vda rw\n"
+        f"52 46 7:0 / {share} rw,relatime shared:3 - ext4 /dev/loop0 rw\n"
+    )
+    assert nodes.mounts_at(share, str(table)) == 2
+    assert nodes.mounts_at(share + "/data", str(table)) == 0

@@ -150,6 +150,12 @@ def share_point(r: Rehearsal) -> str:
     return str(r.paths.root / r.names.volume_share)
 
 
+def mounts_at(path: str, mountinfo: str = "/proc/self/mountinfo") -> int:
+    """How many mounts are stacked on `path` (os.path.ismount misses a directory bound onto itself)."""
+    with open(mountinfo) as table:
+        return sum(1 for line in table if line.split()[4] == path)
+
+
 def prepare_volume_share(r: Rehearsal, progress: PhaseResult) -> None:
     """The workers' view of the storage volume: an empty shared mount point until the volume is formatted."""
     if not r.loop_device:
@@ -157,7 +163,7 @@ def prepare_volume_share(r: Rehearsal, progress: PhaseResult) -> None:
         return
     share = share_point(r)
     os.makedirs(share, mode=0o755, exist_ok=True)
-    if not os.path.ismount(share):
+    if not mounts_at(share):
         run_local(["mount", "--bind", share, share])
     run_local(["mount", "--make-shared", share])
     progress.changed(f"{share}: a shared mount point, to be the workers' {topology.DATA_ROOT}")
@@ -174,10 +180,10 @@ def share_volume(r: Rehearsal, progress: PhaseResult) -> None:
 def unshare_volume(paths: StatePaths, names: plan.Names) -> int:
     """Unmount the volume and the share point (at most the two mounts prepare and share made)."""
     share, unmounted = str(paths.root / names.volume_share), 0
-    while unmounted < 2 and os.path.ismount(share):
+    while unmounted < 2 and mounts_at(share):
         run_local(["umount", share])
         unmounted += 1
-    if os.path.ismount(share):  # never remove the state directory through a mounted volume
+    if mounts_at(share):  # never remove the state directory through a mounted volume
         raise SwarmlabError(f"{share} is still mounted: unmount it (`umount {share}`), then rehearsal-down again")
     return unmounted
 
