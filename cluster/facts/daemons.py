@@ -61,9 +61,9 @@ def _yes(output: str) -> bool:
 SYSTEMD = Fact("test -d /run/systemd/system && echo yes || echo no", _yes)
 MACHINE = Fact("uname -m", str.strip)  # x86_64, aarch64: which wheels a build needs
 # Changes at every boot: tells a rebooted machine from one that has not gone down yet (maintain-nodes).
-# Which boot a node is in: the kernel's boot id (a VM's reboot changes it) and PID 1's start time in
-# ticks since the kernel booted (a container's restart changes it: the rehearsal's nodes share this
-# machine's kernel, so their boot id never changes). /proc/1/stat's fields after "(comm) " from the 3rd.
+# The kernel's boot id (a VM's reboot changes it) and PID 1's start time in ticks since the kernel booted
+# (a container's restart changes it: the rehearsal's nodes share this machine's kernel, so their boot id
+# never changes). /proc/1/stat's fields after "(comm) " start at the 3rd.
 BOOT_ID = Fact("echo $(cat /proc/sys/kernel/random/boot_id) $(sed 's/.*) //' /proc/1/stat | cut -d' ' -f20)", str.strip)
 
 

@@ -23,12 +23,12 @@ DOCKER_DIR = "/var/lib/docker"
 # The storage volume's file on this machine, attached through a loop device (sparse: only what is written
 # takes space). Cinder's default in infra/config.py is 50 GiB; the rehearsal needs far less.
 VOLUME_SIZE_GIB = 8
-# A VM's root filesystem is its own, /run and /tmp are tmpfs: systemd as PID 1 needs them so.
 # A VM comes back from `systemctl reboot`; systemd as a container's PID 1 exits instead (129 on reboot,
 # 130 on poweroff, measured), so Docker starts the container again on a non-zero exit: the cloud path's
 # reboot over SSH (maintain-nodes --reboot) works here unchanged. A poweroff restarts too (Docker cannot
 # tell the codes apart); `docker stop` (recover's lost node) stays stopped, as Docker never restarts those.
 REBOOT_POLICY = {"Name": "on-failure"}
+# A VM's root filesystem is its own, /run and /tmp are tmpfs: systemd as PID 1 needs them so.
 TMPFS = {"/run": "rw,nosuid,nodev,mode=755", "/run/lock": "rw,nosuid,nodev,noexec", "/tmp": "rw,nosuid,nodev"}
 
 
