@@ -7,6 +7,7 @@ SWARMLAB_KEEP_LAB=1.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,15 +34,41 @@ from cluster.state import StatePaths
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
-CITEST_ENV = {
-    "SWARMLAB_CLUSTER": "citest",
-    "SWARMLAB_CIDR": "10.30.0.0/24",
-    "SWARMLAB_OVERLAY_POOL": "10.131.0.0/16",
-    "SWARMLAB_HTTP_PORT": "18080",
-    "SWARMLAB_HTTPS_PORT": "18443",
-    "SWARMLAB_SSH_PORT": "12222",
-    "SWARMLAB_STATS_PORT": "18404",
+# `make test` runs the lab tests in two pytest-xdist workers, each on a lab of its own (its own cluster
+# name, network and ports), so the two halves of the suite wait for their swarms at the same time.
+CITEST_ENVS = {
+    "gw0": {
+        "SWARMLAB_CLUSTER": "citest",
+        "SWARMLAB_CIDR": "10.30.0.0/24",
+        "SWARMLAB_OVERLAY_POOL": "10.131.0.0/16",
+        "SWARMLAB_HTTP_PORT": "18080",
+        "SWARMLAB_HTTPS_PORT": "18443",
+        "SWARMLAB_SSH_PORT": "12222",
+        "SWARMLAB_STATS_PORT": "18404",
+    },
+    "gw1": {
+        "SWARMLAB_CLUSTER": "citest2",
+        "SWARMLAB_CIDR": "10.33.0.0/24",
+        "SWARMLAB_OVERLAY_POOL": "10.133.0.0/16",
+        "SWARMLAB_HTTP_PORT": "18180",
+        "SWARMLAB_HTTPS_PORT": "18543",
+        "SWARMLAB_SSH_PORT": "12322",
+        "SWARMLAB_STATS_PORT": "18504",
+    },
 }
+# Which worker runs which file (--dist loadgroup): the halves are balanced by the files' measured
+# durations (docs/testing.md). Without xdist every file runs in this one process, on gw0's lab.
+LAB_GROUPS = {
+    "test_day2.py": "gw0",
+    "test_skeleton.py": "gw0",
+    "test_browser.py": "gw0",
+    "test_workloads_and_targets.py": "gw1",
+    "test_observability.py": "gw1",
+    "test_registration.py": "gw1",
+    "test_hardening.py": "gw1",
+}
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+CITEST_ENV = CITEST_ENVS[WORKER]
 # A developer's own lab instead of the CI lab (so two people never share one): export its SWARMLAB_*
 # variables and LAB_TESTS_ON_OWN_LAB=1 (with SWARMLAB_KEEP_LAB=1 to keep it afterwards).
 LAB_ENV = (
@@ -48,6 +76,16 @@ LAB_ENV = (
     if os.environ.get("LAB_TESTS_ON_OWN_LAB") == "1"
     else CITEST_ENV
 )
+# lab-up installs and starts the machine's engine and builds the node and base images when missing:
+# the two workers take turns there (their clusters' own steps, bootstrap and deploy, overlap).
+MACHINE_LOCK = Path(tempfile.gettempdir()) / "swarmlab-lab-tests.lock"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = LAB_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @dataclass
@@ -149,18 +187,29 @@ def lab_down_leaves_nothing(config: Config) -> None:
         assert found == contents, f"lab-down touched another target's state {directory}"
 
 
+def no_secret_in_fab_output(config: Config) -> None:
+    """Nothing any fab command of this session printed holds one of this lab's generated secrets (each
+    worker checks its own lab's: the other worker's commands ran against the other lab)."""
+    values = json.loads(config.state(provider="lab").credentials.read_text()).values()
+    output = "\n".join(LOG.outputs)
+    assert output and not [v for v in values if len(v) >= 8 and v in output], "a generated secret in fab output"
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     """The test lab, torn down by this fixture's finalizer (which checks lab-down left nothing)."""
     config = lab_config()
     try:
-        fab("lab-up")
+        with MACHINE_LOCK.open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fab("lab-up")
         fab("bootstrap")
         fab("deploy-stack")
         inventory = LabProvider().inventory(config, "lab")
         nodes = SshRunner(inventory)
         try:
             yield Lab(config, inventory, nodes)
+            no_secret_in_fab_output(config)
         finally:
             nodes.close()
     finally:

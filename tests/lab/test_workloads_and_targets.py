@@ -117,7 +117,7 @@ def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) 
     boot = fab("bootstrap", "--target", str(inventory), env=env).stdout
     assert "result: no change" in boot
     status = fab("status", "--target", str(inventory), env=env).stdout
-    assert "cluster citest (static)" in status and "registration_api" in status
+    assert f"cluster {lab.config.cluster} (static)" in status and "registration_api" in status
     deploy = fab("deploy-stack", "--stack", "hello", "--target", str(inventory), env=env, timeout=900).stdout
     assert f"built {base} with debootstrap on {storage.name}" in deploy
     assert "built and pushed hello:" in deploy
