@@ -81,6 +81,7 @@ LAB_ENV = (
 MACHINE_LOCK = Path(tempfile.gettempdir()) / "swarmlab-lab-tests.lock"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         group = LAB_GROUPS.get(item.path.name)
