@@ -56,16 +56,17 @@ CITEST_ENVS = {
         "SWARMLAB_STATS_PORT": "18504",
     },
 }
-# Which worker runs which file (--dist loadgroup): the halves are balanced by the files' measured
-# durations (docs/testing.md). Without xdist every file runs in this one process, on gw0's lab.
+# The two halves of the suite (--dist loadgroup: each half runs whole in one worker, on that worker's lab),
+# balanced by the files' measured durations (docs/testing.md). Without xdist every file runs in this one
+# process, on gw0's lab.
 LAB_GROUPS = {
-    "test_day2.py": "gw0",
-    "test_skeleton.py": "gw0",
-    "test_browser.py": "gw0",
-    "test_workloads_and_targets.py": "gw1",
-    "test_observability.py": "gw1",
-    "test_registration.py": "gw1",
-    "test_hardening.py": "gw1",
+    "test_day2.py": "day2-half",
+    "test_skeleton.py": "day2-half",
+    "test_browser.py": "day2-half",
+    "test_workloads_and_targets.py": "workloads-half",
+    "test_observability.py": "workloads-half",
+    "test_registration.py": "workloads-half",
+    "test_hardening.py": "workloads-half",
 }
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 CITEST_ENV = CITEST_ENVS[WORKER]
@@ -87,6 +88,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = LAB_GROUPS.get(item.path.name)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In a worker of --dist loadgroup, every lab test carries its half's group. xdist marks a group in
+    the test's id, which pytest 9.2's structured ids silently drop (pytest-dev/pytest-xdist#1386): the
+    tests would then be spread one by one over both labs, unlike what they were written for."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup"):
+        lost = [i.nodeid for i in session.items if i.path.name in LAB_GROUPS and "@" not in i.nodeid]
+        if lost:
+            raise pytest.UsageError(f"xdist lost the lab tests' groups (pytest-dev/pytest-xdist#1386): {lost[:3]}")
 
 
 @dataclass
