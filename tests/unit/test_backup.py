@@ -415,7 +415,7 @@ def test_a_swarm_restore_is_refused_while_a_manager_holds_swarm_state(
     runner.answer(r"leader=yes", probe_answer(leader, in_swarm))
     with pytest.raises(BackupRefused, match=problem):
         flows.run(flows.RESTORE_SWARM, session, backup_dir=str(directory))
-    assert not runner.commands(r"swarm init|swarm join|tar |docker node rm") and runner.files == {}
+    assert not runner.commands(r"swarm init|swarm/join|tar |docker node rm") and runner.files == {}
 
 
 def test_a_swarm_restore_of_a_backup_without_swarm_state_is_refused(tmp_path: Path) -> None:
@@ -433,7 +433,7 @@ def test_a_dry_run_swarm_restore_changes_nothing(tmp_path: Path, capsys: pytest.
     runner, session = swarm(tmp_path, dry_run=True)
     runner.answer(r"leader=yes", probe_answer(False, False))
     flows.run(flows.RESTORE_SWARM, session, backup_dir=str(directory))
-    assert not runner.commands(r"swarm init|swarm join|tar |docker node rm|systemctl|kill") and runner.files == {}
+    assert not runner.commands(r"swarm init|swarm/join|tar |docker node rm|systemctl|kill") and runner.files == {}
     out = capsys.readouterr().out
     assert "would change on manager-2: swarm re-formed on manager-2 from the backup" in out
     assert "would bring back worker-3" in out
