@@ -200,6 +200,7 @@ def test_containers_on_a_worker_reach_neither_the_data_tier_nor_ssh_nor_metadata
 def test_published_ports_answer_haproxy_only(lab: Lab) -> None:
     """Prometheus' port (8095), the lab's mail sink (8025) and the cluster map's (9080) answer the lb node,
     and refuse another node's own process and a container on another node (`edge-ports`, `map-port`)."""
+    fab("cluster-map")  # the map is not part of deploy-stack: start it (no change if it runs)
     targets = [f"{node_of(lab, 'prometheus').private_ip}:8095", f"{node_of(lab, 'mailsink').private_ip}:8025"]
     targets.append(f"{lab.inventory.managers[0].private_ip}:9080")
     hosts = {t.split(":")[0] for t in targets}
