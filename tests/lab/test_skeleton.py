@@ -164,7 +164,7 @@ def test_lab_of_another_shape_is_refused_and_left_alone(lab: Lab) -> None:
 
 def test_unreachable_node_is_named_with_the_failed_command(lab: Lab) -> None:
     engine = docker.from_env()
-    worker = engine.containers.get("swarmlab-citest-worker-3")
+    worker = engine.containers.get(f"swarmlab-{LAB_ENV['SWARMLAB_CLUSTER']}-worker-3")  # this lab's, never CI's
     worker.stop(timeout=2)
     try:
         done = fab("bootstrap", check=False)
@@ -205,7 +205,7 @@ def test_failed_lab_up_removes_what_it_made(lab: Lab) -> None:
 
 
 def lab_image(engine: docker.DockerClient) -> str:
-    image = engine.containers.get("swarmlab-citest-lb-1").image
+    image = engine.containers.get(f"swarmlab-{LAB_ENV['SWARMLAB_CLUSTER']}-lb-1").image
     assert image is not None
     return str(image.tags[0])
 
