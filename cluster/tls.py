@@ -131,6 +131,9 @@ def new_authority(cluster: str, scope: Scope) -> Authority:
             critical=True,
         )
         .add_extension(_constraints(scope), critical=True)
+        # Server certificates only: OpenSSL and Go refuse a chain whose CA lists EKUs without the one
+        # asked for, so even a leaked key cannot make a client (or code-signing) certificate they accept.
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )

@@ -77,7 +77,9 @@ def user_data(config: InfraConfig, node: NodeSpec, host_key: HostKeyText, data_d
             ),
             command=_command(data_device),
             host_key=host_key,
-            isolation_script=cluster_isolation_script(config.private_cidr) if node.role in DOCKER_ROLES else None,
+            isolation_script=cluster_isolation_script(config.private_cidr, config.lb_count)
+            if node.role in DOCKER_ROLES
+            else None,
             isolation_dropin=isolation_dropin() if node.role in DOCKER_ROLES else None,
         ),
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import topology
@@ -25,8 +25,9 @@ COMMENT_PREFIX = "swarmlab-isolation:"
 
 @dataclass(frozen=True)
 class Rule:
-    """One DOCKER-USER rule: refuse a new connection a container opens to `match`. Its comment names
-    it, so a node's rules can be read back (`iptables -S`) and compared by name."""
+    """One DOCKER-USER rule: refuse a new forwarded connection (a container's, or one from another
+    machine to a published port) that `match` matches. Its comment names it, so a node's rules can be
+    read back (`iptables -S`) and compared by name."""
 
     name: str
     match: tuple[str, ...]
@@ -48,13 +49,13 @@ class Rule:
         )
 
 
-def _address(host: str) -> ipaddress.IPv4Address:
+def _address(host: str, what: str = "data-tier host") -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(host)
     except ValueError:
         raise ValueError(
-            f"data-tier host {host!r} is not an IPv4 address: the isolation rules name addresses "
-            "(give the inventory's registry and nfs endpoints as addresses)"
+            f"{what} {host!r} is not an IPv4 address: the isolation rules name addresses "
+            "(give the inventory's registry and nfs endpoints and its nodes' private_ip as addresses)"
         ) from None
 
 
@@ -63,15 +64,35 @@ def swarm_ports(port: int) -> str:
     return f"{port},{topology.SWARM_GOSSIP_PORT}"
 
 
-def isolation_rules(node_cidr: str | ipaddress.IPv4Network, data_hosts: Iterable[str]) -> tuple[Rule, ...]:
+def from_lbs_only(name: str, cidr: ipaddress.IPv4Network, ports: str, lbs: Sequence[ipaddress.IPv4Address]) -> Rule:
+    """Refuse a new connection to `ports` (as the node network's address was asked, before Docker's DNAT
+    to the container) from anyone but the lb nodes: HAProxy is the one client of the services' and the
+    map's published ports, which sit behind its admin check (Prometheus, the map) or are the lab's
+    mail sink. Two lbs: iptables negates one address per match, so one in `-s`, one in `--ctorigsrc`."""
+    others = ("-m", "conntrack", "!", "--ctorigsrc", f"{lbs[1]}/32") if len(lbs) == 2 else ("-m", "conntrack")
+    return Rule(
+        name,
+        ("-p", "tcp", "!", "-s", f"{lbs[0]}/32", *others, "--ctorigdst", str(cidr), "--ctorigdstport", ports),
+        f"{ports}/tcp in {cidr} answers the lb nodes only ({', '.join(map(str, lbs))})",
+    )
+
+
+def isolation_rules(
+    node_cidr: str | ipaddress.IPv4Network, data_hosts: Iterable[str], lb_hosts: Iterable[str]
+) -> tuple[Rule, ...]:
     """The rules every Docker node carries: no container connection to a data-tier host at all (the
     storage node: NFS 2049 and its helpers, the registry 5000, its SSH), to any node's SSH or Swarm
-    ports (2377, 7946, VXLAN 4789) in the node network, or to the cloud's metadata service. Everything
-    else (the overlays, Prometheus scraping the engines and HAProxy, DNS, the Internet) is untouched."""
+    ports (2377, 7946, VXLAN 4789) in the node network, or to the cloud's metadata service; and no one
+    but the lb nodes reaches the services' published ports (8000-8099) or the cluster map's (9080).
+    Everything else (the overlays, Prometheus scraping the engines and HAProxy, DNS, the Internet) is
+    untouched."""
     cidr = ipaddress.IPv4Network(node_cidr)
     hosts = sorted({_address(h) for h in data_hosts})
     if not hosts:
         raise ValueError("no data-tier host given: the isolation rules need the storage node's address")
+    lbs = sorted({_address(h, "lb") for h in lb_hosts})
+    if len(lbs) not in topology.LB_COUNTS:
+        raise ValueError(f"{len(lbs)} lb addresses given: the isolation rules need the one or two lb nodes'")
     rules = [
         Rule(
             f"data-{host}",
@@ -110,6 +131,9 @@ def isolation_rules(node_cidr: str | ipaddress.IPv4Network, data_hosts: Iterable
             f"containers reach no metadata service ({topology.METADATA_ADDRESS}: the server's user data)",
         )
     )
+    low, high = topology.ROUTE_PORTS
+    rules.append(from_lbs_only("edge-ports", cidr, f"{low}:{high}", lbs))
+    rules.append(from_lbs_only("map-port", cidr, str(topology.MAP_PORT), lbs))
     return tuple(rules)
 
 
@@ -128,11 +152,12 @@ def isolation_script(rules: tuple[Rule, ...]) -> str:
     )
 
 
-def cluster_isolation_script(node_cidr: str | ipaddress.IPv4Network) -> str:
-    """The script of a cluster whose data tier is its storage node at the topology's address (the lab and
-    cloud-init put it on each node at creation; the `isolation` task renders the same from the inventory)."""
+def cluster_isolation_script(node_cidr: str | ipaddress.IPv4Network, lb_count: int) -> str:
+    """The script of a cluster whose data tier is its storage node and whose lb nodes are at the topology's
+    addresses (the lab and cloud-init put it on each node at creation; the `isolation` task renders the
+    same from the inventory)."""
     cidr = ipaddress.IPv4Network(node_cidr)
-    return isolation_script(isolation_rules(cidr, [topology.storage_ip(cidr)]))
+    return isolation_script(isolation_rules(cidr, [topology.storage_ip(cidr)], topology.lb_ips(cidr, lb_count)))
 
 
 def isolation_dropin() -> str:

@@ -129,6 +129,11 @@ def plan_nodes(cidr: ipaddress.IPv4Network, managers: int, workers: int, lbs: in
     return tuple(nodes)
 
 
+def lb_ips(cidr: ipaddress.IPv4Network, lbs: int) -> tuple[str, ...]:
+    """The lb nodes' addresses, as plan_nodes gives them: where HAProxy's requests to the services come from."""
+    return tuple(n.ip for n in plan_nodes(cidr, 1, 0, lbs) if n.role == "lb")
+
+
 def vip_address(cidr: ipaddress.IPv4Network) -> str:
     """The virtual IP two lbs share (keepalived holds it on one of them; a cloud's floating IP points at it)."""
     return address(cidr, VIP_OFFSET)

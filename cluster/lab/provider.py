@@ -339,7 +339,7 @@ def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
     modes = {"/etc/ssh/ssh_host_ed25519_key": 0o600, "/root/.ssh/authorized_keys": 0o600}
     if role is not Role.LB:
         files["/etc/docker/daemon.json"] = daemon_json(engine_metrics_ip(node.role, node.ip)).encode()
-        files[topology.ISOLATION_SCRIPT] = cluster_isolation_script(config.cidr).encode()
+        files[topology.ISOLATION_SCRIPT] = cluster_isolation_script(config.cidr, config.lb_count).encode()
         modes[topology.ISOLATION_SCRIPT] = 0o755
     container.put_archive("/", tar_bytes(files, modes))
     container.start()

@@ -6,6 +6,7 @@ An empty plan means the cluster is already as wanted, which is how the tasks rep
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 
@@ -79,20 +80,46 @@ def plan_init(infos: Mapping[str, SwarmInfo], managers: Sequence[Node], overlay_
 JOIN_CONTINUES = "will continue in the background"
 
 
+# The engine's socket: the join goes to its API with curl (on every node: provision/_common.sh).
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
 def join_command(node: Node, leader: Node, slow_ok: bool = False) -> str:
     """Join through the leader, advertising the node's private address; the token comes on stdin.
 
-    With slow_ok, a join that outlives the CLI's own wait counts as started (a Wait that follows checks
+    Not `docker swarm join --token ...`: the token would be in the CLI's argv, which every process of
+    the node reads in /proc/*/cmdline. The JSON body of POST /swarm/join is written by printf (fixed
+    text) and tr (the token, stdin to stdout, cut to its alphabet) into curl's stdin, so the token is
+    in no argv. The engine answers 200 or {"message": ...}: printed as the CLI prints it.
+
+    With slow_ok, a join that outlives the engine's own wait counts as started (a Wait that follows checks
     it finished): a manager joining a freshly re-formed swarm on a busy machine can take longer.
     """
     ip = node.private_ip
+    request = {
+        "ListenAddr": f"{ip}:{SWARM_PORT}",
+        "AdvertiseAddr": str(ip),
+        "RemoteAddrs": [f"{leader.private_ip}:{SWARM_PORT}"],
+    }
+    head = json.dumps(request, separators=(",", ":"))[:-1] + ',"JoinToken":"'  # addresses only: no quote
+    body = "{ printf '%s' '" + head + "'; tr -cd 'A-Za-z0-9-'; printf '\"}'; }"
+    post = (
+        f"curl -sS --unix-socket {DOCKER_SOCKET} -H 'Content-Type: application/json' --data-binary @- "
+        r"-w '\nHTTP %{http_code}' http://docker/swarm/join 2>&1"
+    )
+    # The last line is the HTTP status (000 if curl reached no engine); an error's JSON becomes the CLI's words.
+    readable = (
+        r"""sed -e '/^$/d' -e 's/^{"message":"\(.*\)"}$/Error response from daemon: \1/' -e 's/\\"/"/g' """
+        r"""-e 's|^HTTP \([0-9]*\)$|(the engine answered HTTP \1 to POST /swarm/join)|'"""
+    )
     join = (
-        f'docker swarm join --token "$(cat)" --advertise-addr {ip} --listen-addr {ip}:{SWARM_PORT} '
-        f"{leader.private_ip}:{SWARM_PORT}"
+        f"answer=$({body} | {post}); "
+        f'if [ "${{answer##*HTTP }}" = 200 ]; then echo "{node.name} joined the swarm through {leader.name}"; '
+        rf"""else printf '%s\n' "$answer" | {readable}; false; fi"""
     )
     if not slow_ok:
         return join
-    return f'out=$({join} 2>&1); rc=$?; echo "$out"; [ $rc -eq 0 ] || echo "$out" | grep -q "{JOIN_CONTINUES}"'
+    return f'out=$({join}); rc=$?; echo "$out"; [ $rc -eq 0 ] || echo "$out" | grep -q "{JOIN_CONTINUES}"'
 
 
 def ready_verdict(wanted: set[str]) -> Callable[[str], Verdict]:

@@ -28,7 +28,7 @@ def data_hosts(inventory: Inventory) -> list[str]:
 
 def cluster_rules(inventory: Inventory) -> tuple[Rule, ...]:
     try:
-        return isolation_rules(inventory.network.cidr, data_hosts(inventory))
+        return isolation_rules(inventory.network.cidr, data_hosts(inventory), inventory.lb_addresses)
     except ValueError as error:
         raise SwarmlabError(f"inventory endpoints: {error}") from None
 

@@ -133,7 +133,8 @@ def test_isolation_rules_on_docker_roles_before_the_engine_starts(run_3_3: MockR
             continue
         script = written[topology.ISOLATION_SCRIPT]
         cidr = ipaddress.IPv4Network(f"{storage}/24", strict=False)
-        assert script == cluster_isolation_script(cidr), name
+        assert script == cluster_isolation_script(cidr, 1), name
+        assert "--ctorigdstport 8000:8099" in script and "--ctorigdstport 9080" in script
         assert f"-d {storage}/32" in script and "--dport 22" in script and "169.254.169.254/32" in script
         assert written[topology.ISOLATION_DROPIN] == isolation_dropin(), name
         paths = [f["path"] for f in document["write_files"]]

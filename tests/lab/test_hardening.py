@@ -179,7 +179,7 @@ def test_containers_on_a_worker_reach_neither_the_data_tier_nor_ssh_nor_metadata
         assert {t: seen.get(t) for t in refused} == dict.fromkeys(refused, "refused"), (container, seen)
         assert {t: seen.get(t) for t in allowed} == dict.fromkeys(allowed, "open"), (container, seen)
     rules = lab.nodes.run(node, "iptables -w -S DOCKER-USER").stdout
-    assert rules.count("swarmlab-isolation:") == 5, rules
+    assert rules.count("swarmlab-isolation:") == 7, rules
     # The node's own traffic is not forwarded: it reaches the registry and the export.
     ca = trust_path(lab.inventory.registry or "")
     status = lab.nodes.run(node, f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {ca} https://{data}:5000/v2/")
@@ -195,6 +195,27 @@ def test_containers_on_a_worker_reach_neither_the_data_tier_nor_ssh_nor_metadata
     body = {"firstname": "Mary", "lastname": "Jackson", "email": email, "proof": verified.json()["proof"]}
     api.post("/register", json=body).raise_for_status()
     assert sql(lab, f"SELECT lastname FROM student WHERE email = '{email}'") == "Jackson"
+
+
+def test_published_ports_answer_haproxy_only(lab: Lab) -> None:
+    """Prometheus' port (8095), the lab's mail sink (8025) and the cluster map's (9080) answer the lb node,
+    and refuse another node's own process and a container on another node (`edge-ports`, `map-port`)."""
+    fab("cluster-map")  # the map is not part of deploy-stack: start it (no change if it runs)
+    targets = [f"{node_of(lab, 'prometheus').private_ip}:8095", f"{node_of(lab, 'mailsink').private_ip}:8025"]
+    targets.append(f"{lab.inventory.managers[0].private_ip}:9080")
+    hosts = {t.split(":")[0] for t in targets}
+    client = next(n for n in lab.inventory.workers if str(n.private_ip) not in hosts)
+    probe = "curl -s -o /dev/null -m 5 -w '%{{http_code}}' http://{target}/ || true"
+    for target in targets:
+        answer = lab.nodes.run(lab.inventory.lb, probe.format(target=target)).stdout.strip()
+        assert answer not in ("", "000"), f"the lb node got no HTTP answer from {target}"
+        refused = lab.nodes.run(client, f"curl -s -o /dev/null -m 5 http://{target}/; echo $?").stdout.strip()
+        assert refused == "7", f"{client.name} reached {target} (curl exit {refused}; 7 is refused)"
+    spec = f"docker service inspect {STACK}_ui --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}'"
+    image = lab.nodes.run(lab.inventory.managers[0], spec)  # by tag (the digest cut): the worker pulls it
+    one_off = f"run --rm --network bridge {image.stdout.strip().split('@')[0]}"
+    seen = reach(lab, client, one_off, targets)
+    assert seen == dict.fromkeys(targets, "refused"), seen
 
 
 def test_a_changed_host_key_stops_the_task_with_the_host_named(lab: Lab, tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_data_is_dumped_in_the_service_container_to_a_file_then_fetched() -> Non
     dump, fetch, clean = plan_data_backup(item, Path("/b/registration/registration.sql"), STAMP).operations
     assert isinstance(dump, Run) and dump.node == "worker-1" and not dump.changes
     assert "label=com.docker.swarm.service.name=registration_postgres" in dump.command
-    assert 'docker exec "$cid" sh -c \'PGPASSWORD=' in dump.command
+    assert 'docker exec "$cid" sh -c \'umask 077; pgpass=$(mktemp)' in dump.command
     assert dump.command.endswith(f"> /root/.swarmlab/backup/{STAMP}-registration-registration.sql")
     assert isinstance(fetch, Fetch) and isinstance(clean, Run)
 
@@ -271,7 +271,7 @@ def test_backup_stops_a_non_leader_dumps_each_item_and_writes_a_verified_manifes
 
 def test_a_backup_that_fails_part_way_leaves_no_directory(tmp_path: Path, fixed_stamp: None) -> None:
     runner, session = swarm(tmp_path)
-    runner.answer(r"redis-cli --rdb", "Error: Connection refused", exit_code=1, node="worker-2")
+    runner.answer(r"redis-cli --askpass --rdb", "Error: Connection refused", exit_code=1, node="worker-2")
     with pytest.raises(CommandFailed, match=r"on worker-2: (.|\n)*Connection refused"):
         backup(session)
     assert not (tmp_path / "static" / "demo" / "backups" / STAMP).exists()
@@ -350,7 +350,7 @@ def test_another_clusters_backup_restores_into_this_one_on_its_own_nodes(
     assert node == "worker-3" and runner.files[(node, path)] == SQL
     [load] = [c for c in runner.calls if "psql" in c.command]
     assert load.node == "worker-3" and "label=com.docker.swarm.service.name=registration_postgres" in load.command
-    assert "$(cat /run/secrets/db_password)" in load.command
+    assert "PGPASSFILE" in load.command and "/run/secrets/db_password" in load.command
     assert {c.node for c in runner.calls} <= {n.name for n in session.inventory.nodes}
     assert str(session.inventory.node("worker-3").private_ip).startswith("10.56.0.")
     assert not runner.commands("h5a|10\\.55\\.") and session.timings.changed
@@ -415,7 +415,7 @@ def test_a_swarm_restore_is_refused_while_a_manager_holds_swarm_state(
     runner.answer(r"leader=yes", probe_answer(leader, in_swarm))
     with pytest.raises(BackupRefused, match=problem):
         flows.run(flows.RESTORE_SWARM, session, backup_dir=str(directory))
-    assert not runner.commands(r"swarm init|swarm join|tar |docker node rm") and runner.files == {}
+    assert not runner.commands(r"swarm init|swarm/join|tar |docker node rm") and runner.files == {}
 
 
 def test_a_swarm_restore_of_a_backup_without_swarm_state_is_refused(tmp_path: Path) -> None:
@@ -433,7 +433,7 @@ def test_a_dry_run_swarm_restore_changes_nothing(tmp_path: Path, capsys: pytest.
     runner, session = swarm(tmp_path, dry_run=True)
     runner.answer(r"leader=yes", probe_answer(False, False))
     flows.run(flows.RESTORE_SWARM, session, backup_dir=str(directory))
-    assert not runner.commands(r"swarm init|swarm join|tar |docker node rm|systemctl|kill") and runner.files == {}
+    assert not runner.commands(r"swarm init|swarm/join|tar |docker node rm|systemctl|kill") and runner.files == {}
     out = capsys.readouterr().out
     assert "would change on manager-2: swarm re-formed on manager-2 from the backup" in out
     assert "would bring back worker-3" in out

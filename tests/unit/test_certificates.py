@@ -164,7 +164,7 @@ def test_a_node_whose_certificate_expired_leaves_and_joins_again(engine: str) ->
     assert isinstance(leave, Run) and (leave.node, leave.command) == ("worker-2", "docker swarm leave --force")
     assert leave.why == "worker-2 left the swarm (its certificate expired)"
     assert isinstance(join, Run) and join.node == "worker-2" and join.stdin == token_secret(TokenRole.WORKER)
-    assert "docker swarm join" in join.command and "10.20.0.11:2377" in join.command
+    assert "/swarm/join" in join.command and "10.20.0.11:2377" in join.command
     assert isinstance(ready, Wait) and (ready.node, ready.what) == ("manager-1", "worker-2 Ready")
 
 
@@ -181,7 +181,7 @@ def test_an_expired_node_that_already_left_only_joins() -> None:
     leader, worker = inventory.node("manager-1"), inventory.node("worker-2")
     others = tuple(n for n in LISTED if n.hostname != "worker-2")
     plan = plan_rejoin(worker, worker_2_probe("inactive"), others, leader, TokenRole.WORKER, expired=True)
-    assert [r.node for r in plan.runs] == ["worker-2"] and "swarm join" in plan.runs[0].command
+    assert [r.node for r in plan.runs] == ["worker-2"] and "swarm/join" in plan.runs[0].command
 
 
 # --- recover: end to end --------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def down_until_it_joins(runner: FakeRunner, name: str) -> FakeRunner:
     original = runner.run
 
     def run(node: Node, command: str, **kwargs: Any) -> Result:
-        if node.name == name and "swarm join" in command:
+        if node.name == name and "swarm/join" in command:
             runner.answer(r"^ids=\$\(docker node ls -q\)", "\n".join(map(json.dumps, rows)))
         return original(node, command, **kwargs)
 
@@ -230,9 +230,9 @@ def test_recover_brings_back_a_worker_whose_certificate_expired(
     changing = [(node, command) for node, command in changed if "join-token" not in command]
     assert changing[0] == ("manager-1", f"docker node rm --force {WORKER_2.node_id}")
     assert changing[1] == ("worker-2", "docker swarm leave --force")
-    assert changing[2][0] == "worker-2" and "docker swarm join" in changing[2][1]
+    assert changing[2][0] == "worker-2" and "/swarm/join" in changing[2][1]
     assert len(changing) == 3, "only worker-2 leaves and joins: the nodes whose certificate holds are left alone"
-    join = next(c for c in runner.calls if c.node == "worker-2" and "swarm join" in c.command)
+    join = next(c for c in runner.calls if c.node == "worker-2" and "swarm/join" in c.command)
     assert join.stdin == "SWMTKN-worker-never-shown" and "SWMTKN" not in join.command
 
 

@@ -49,7 +49,7 @@ def test_a_failing_task_says_why_shows_the_phases_so_far_and_exits_1(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runner = fresh_cluster()
-    runner.answer(r"swarm join", "Error response from daemon: timeout", exit_code=1, node="worker-2")
+    runner.answer(r"swarm/join", "Error response from daemon: timeout", exit_code=1, node="worker-2")
     on_fake_cluster(monkeypatch, tmp_path, runner)
     with pytest.raises(Exit) as caught:
         fabfile.bootstrap(Context())

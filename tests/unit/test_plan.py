@@ -86,8 +86,10 @@ def test_join_plan_for_a_fresh_cluster(inventory: Inventory) -> None:
     assert isinstance(plan.operations[3], Wait) and plan.operations[3].node == "manager-1"
     assert tokens_needed(plan) == {TokenRole.MANAGER, TokenRole.WORKER}
     joined = steps[2].command
-    assert "--advertise-addr 10.20.0.21" in joined and joined.endswith("10.20.0.11:2377")
-    assert all('--token "$(cat)"' in s.command for s in steps), "the token goes on stdin, never the command line"
+    assert '"AdvertiseAddr":"10.20.0.21"' in joined and '"RemoteAddrs":["10.20.0.11:2377"]' in joined
+    assert all("--token" not in s.command and "--data-binary @-" in s.command for s in steps), (
+        "the token goes on stdin, never the command line"
+    )
 
 
 def member_info(node: Node, listed: tuple[SwarmNode, ...]) -> SwarmInfo:

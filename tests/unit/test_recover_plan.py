@@ -134,7 +134,7 @@ def test_a_stale_manager_leaves_and_joins_again_with_the_token_on_stdin(inventor
     leave, join, ready = plan.operations
     assert isinstance(leave, Run) and (leave.node, leave.command) == ("manager-1", "docker swarm leave --force")
     assert isinstance(join, Run) and join.stdin == token_secret(TokenRole.MANAGER)
-    assert '--token "$(cat)"' in join.command and JOIN_CONTINUES in join.command
+    assert "--token" not in join.command and "--data-binary @-" in join.command and JOIN_CONTINUES in join.command
     assert isinstance(ready, Wait) and ready.node == "manager-3"
 
 

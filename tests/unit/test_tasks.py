@@ -49,7 +49,7 @@ def test_bootstrap_of_a_fresh_cluster_runs_init_joins_drain_haproxy_and_nfs(tmp_
     assert booted.the_leader().name == "manager-1"
     [init] = [c for c in runner.calls if "swarm init" in c.command]
     assert init.node == "manager-1" and "--advertise-addr 10.20.0.11" in init.command
-    joins = [c for c in runner.calls if "swarm join --token" in c.command]
+    joins = [c for c in runner.calls if "swarm/join" in c.command]
     assert sorted(c.node for c in joins) == ["manager-2", "manager-3", "worker-1", "worker-2", "worker-3"]
     # Tokens reach the joining node on stdin only: never on a command line.
     assert {c.stdin for c in joins if c.node.startswith("worker")} == {WORKER_TOKEN}
@@ -77,7 +77,7 @@ def test_dry_run_bootstrap_reads_facts_and_changes_nothing(tmp_path: Path, capsy
     runner = fresh_cluster()
     runner.answer(r"docker node ls", "", exit_code=1)  # no swarm exists yet to list
     dry = flows.run(flows.BOOTSTRAP, session(runner, tmp_path, dry_run=True)).timings
-    changing = ("swarm init", "swarm join", "join-token", "node update", "mv ", "haproxy -W", "ganesha.nfsd")
+    changing = ("swarm init", "swarm/join", "join-token", "node update", "mv ", "haproxy -W", "ganesha.nfsd")
     assert not [c for c in runner.calls if any(word in c.command for word in changing)]
     assert runner.files == {}
     out = capsys.readouterr().out
@@ -97,14 +97,14 @@ def test_join_on_a_joined_cluster_changes_nothing_and_says_so(
         runner.answer(r"docker info", json.dumps(info), node=row["Hostname"])
     joined = session(runner, tmp_path)
     swarm_join(joined, inventory().node("manager-1"))
-    assert not runner.commands("swarm join|join-token|promote|demote")
+    assert not runner.commands("swarm/join|join-token|promote|demote")
     assert "every node is already a member with the right role" in capsys.readouterr().out
     assert not joined.timings.changed
 
 
 def test_a_failure_on_several_workers_names_each_of_them(tmp_path: Path) -> None:
     runner = fresh_cluster()
-    runner.answer(r"swarm join", "Error response from daemon: timeout", exit_code=1, node="worker-[23]")
+    runner.answer(r"swarm/join", "Error response from daemon: timeout", exit_code=1, node="worker-[23]")
     with pytest.raises(HostsFailed) as caught:
         swarm_join(session(runner, tmp_path), inventory().node("manager-1"))
     text = str(caught.value)

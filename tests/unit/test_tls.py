@@ -4,6 +4,8 @@ loopback; a user's own certificate is checked before use."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import ipaddress
 import json
 import socket
@@ -14,6 +16,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import topology
 from cluster.config import parse_config
@@ -25,7 +30,17 @@ from cluster.providers.static import StaticProvider
 from cluster.session import Session
 from cluster.state import StatePaths
 from cluster.tasks.haproxy import configure_haproxy
-from cluster.tls import ClusterTLS, Scope, cluster_scope, issue, lb_names, scope_of, user_certificate
+from cluster.tls import (
+    Authority,
+    Certificate,
+    ClusterTLS,
+    Scope,
+    cluster_scope,
+    issue,
+    lb_names,
+    scope_of,
+    user_certificate,
+)
 from haproxy.model import CERT_PATH, DAEMON
 from tests.unit.fake_runner import FakeRunner
 from tests.unit.test_inventory import two_lbs
@@ -195,3 +210,78 @@ def test_two_lbs_share_one_certificate_for_both_addresses_and_the_vip() -> None:
     # The stack believes X-Forwarded-For from either lb.
     assert inventory.lb_addresses == ("10.20.0.5", "10.20.0.7")
     assert lab_inventory(parse_config({}), StatePaths(Path("/state"))).lb_addresses == ("10.20.0.5",)
+
+
+def client_certificate(ca: Authority, usages: list[x509.ObjectIdentifier] | None) -> bytes:
+    """A client certificate signed with the CA's key (as a thief of the key would make one): key and
+    chain in one PEM, with these extended key usages (none at all for None)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+    )
+    if usages is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    cert = builder.sign(ca.key, hashes.SHA256())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return pem + cert.public_bytes(serialization.Encoding.PEM)
+
+
+def mutual_handshake(tmp_path: Path, server: Certificate, client_pem: bytes, ca_pem: bytes) -> None:
+    """A server on loopback that requires a client certificate of the CA; raises what the server saw."""
+    (tmp_path / "server.pem").write_bytes(server.bundle)
+    (tmp_path / "client.pem").write_bytes(client_pem)
+    (tmp_path / "ca.pem").write_bytes(ca_pem)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "server.pem")
+    server_context.load_verify_locations(tmp_path / "ca.pem")
+    server_context.verify_mode = ssl.CERT_REQUIRED
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_2  # the server's verdict within the handshake
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[BaseException] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        try:
+            with server_context.wrap_socket(connection, server_side=True) as tls:
+                tls.recv(1)
+        except (ssl.SSLError, OSError) as error:
+            seen.append(error)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client_context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    client_context.load_cert_chain(tmp_path / "client.pem")
+    try:
+        with (
+            contextlib.suppress(ssl.SSLError, OSError),
+            socket.create_connection(listener.getsockname(), timeout=5) as raw,
+            client_context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            tls.sendall(b"x")
+    finally:
+        thread.join(timeout=5)
+        listener.close()
+    if seen:
+        raise seen[0]
+
+
+def test_the_ca_vouches_for_servers_only(tmp_path: Path) -> None:
+    """The CA carries the serverAuth EKU, and so does every certificate it issues: a client certificate
+    made with its key (a leaked key) is refused by a server that trusts the CA."""
+    tls = ClusterTLS(tmp_path / "tls", "demo")
+    ca = tls.authority(lab_scope(), PhaseResult("t"))
+    server = tls.certificate("haproxy", ca, [LOOPBACK], ["localhost"])
+    for usages in ([ExtendedKeyUsageOID.CLIENT_AUTH], None):
+        with pytest.raises(ssl.SSLError, match="certificate purpose"):
+            mutual_handshake(tmp_path, server, client_certificate(ca, usages), ca.cert_pem)
+    for cert in (ca.certificate, server.leaf):
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+        assert list(usage.value) == [ExtendedKeyUsageOID.SERVER_AUTH] and not usage.critical
