@@ -42,7 +42,7 @@ unit: venv check-tools
 test: check lab-test
 
 lab-test: venv lab-tools
-	$(BIN)/pytest -m lab tests/lab -v --durations=40 -n 2 --dist loadgroup
+	$(BIN)/pytest -m lab tests/lab -v --durations=40
 
 ## bench: timings, big labs and throughput on a lab of its own, to docs/bench/ (JSON and plots) and docs/numbers.md
 bench: venv load-tool

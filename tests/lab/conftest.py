@@ -7,7 +7,6 @@ SWARMLAB_KEEP_LAB=1.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -15,7 +14,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,42 +32,15 @@ from cluster.state import StatePaths
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
-# `make test` runs the lab tests in two pytest-xdist workers, each on a lab of its own (its own cluster
-# name, network and ports), so the two halves of the suite wait for their swarms at the same time.
-CITEST_ENVS = {
-    "gw0": {
-        "SWARMLAB_CLUSTER": "citest",
-        "SWARMLAB_CIDR": "10.30.0.0/24",
-        "SWARMLAB_OVERLAY_POOL": "10.131.0.0/16",
-        "SWARMLAB_HTTP_PORT": "18080",
-        "SWARMLAB_HTTPS_PORT": "18443",
-        "SWARMLAB_SSH_PORT": "12222",
-        "SWARMLAB_STATS_PORT": "18404",
-    },
-    "gw1": {
-        "SWARMLAB_CLUSTER": "citest2",
-        "SWARMLAB_CIDR": "10.33.0.0/24",
-        "SWARMLAB_OVERLAY_POOL": "10.133.0.0/16",
-        "SWARMLAB_HTTP_PORT": "18180",
-        "SWARMLAB_HTTPS_PORT": "18543",
-        "SWARMLAB_SSH_PORT": "12322",
-        "SWARMLAB_STATS_PORT": "18504",
-    },
+CITEST_ENV = {
+    "SWARMLAB_CLUSTER": "citest",
+    "SWARMLAB_CIDR": "10.30.0.0/24",
+    "SWARMLAB_OVERLAY_POOL": "10.131.0.0/16",
+    "SWARMLAB_HTTP_PORT": "18080",
+    "SWARMLAB_HTTPS_PORT": "18443",
+    "SWARMLAB_SSH_PORT": "12222",
+    "SWARMLAB_STATS_PORT": "18404",
 }
-# The two halves of the suite (--dist loadgroup: each half runs whole in one worker, on that worker's lab),
-# balanced by the files' measured durations (docs/testing.md). Without xdist every file runs in this one
-# process, on gw0's lab.
-LAB_GROUPS = {
-    "test_day2.py": "day2-half",
-    "test_skeleton.py": "day2-half",
-    "test_browser.py": "day2-half",
-    "test_workloads_and_targets.py": "workloads-half",
-    "test_observability.py": "workloads-half",
-    "test_registration.py": "workloads-half",
-    "test_hardening.py": "workloads-half",
-}
-WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-CITEST_ENV = CITEST_ENVS[WORKER]
 # A developer's own lab instead of the CI lab (so two people never share one): export its SWARMLAB_*
 # variables and LAB_TESTS_ON_OWN_LAB=1 (with SWARMLAB_KEEP_LAB=1 to keep it afterwards).
 LAB_ENV = (
@@ -77,27 +48,6 @@ LAB_ENV = (
     if os.environ.get("LAB_TESTS_ON_OWN_LAB") == "1"
     else CITEST_ENV
 )
-# lab-up installs and starts the machine's engine and builds the node and base images when missing:
-# the two workers take turns there (their clusters' own steps, bootstrap and deploy, overlap).
-MACHINE_LOCK = Path(tempfile.gettempdir()) / "swarmlab-lab-tests.lock"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        group = LAB_GROUPS.get(item.path.name)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """In a worker of --dist loadgroup, every lab test carries its half's group. xdist marks a group in
-    the test's id, which pytest 9.2's structured ids silently drop (pytest-dev/pytest-xdist#1386): the
-    tests would then be spread one by one over both labs, unlike what they were written for."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup"):
-        lost = [i.nodeid for i in session.items if i.path.name in LAB_GROUPS and "@" not in i.nodeid]
-        if lost:
-            raise pytest.UsageError(f"xdist lost the lab tests' groups (pytest-dev/pytest-xdist#1386): {lost[:3]}")
 
 
 @dataclass
@@ -200,8 +150,7 @@ def lab_down_leaves_nothing(config: Config) -> None:
 
 
 def no_secret_in_fab_output(config: Config) -> None:
-    """Nothing any fab command of this session printed holds one of this lab's generated secrets (each
-    worker checks its own lab's: the other worker's commands ran against the other lab)."""
+    """Nothing any fab command of this session printed holds one of this lab's generated secrets."""
     values = json.loads(config.state(provider="lab").credentials.read_text()).values()
     output = "\n".join(LOG.outputs)
     assert output and not [v for v in values if len(v) >= 8 and v in output], "a generated secret in fab output"
@@ -212,9 +161,7 @@ def lab() -> Iterator[Lab]:
     """The test lab, torn down by this fixture's finalizer (which checks lab-down left nothing)."""
     config = lab_config()
     try:
-        with MACHINE_LOCK.open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            fab("lab-up")
+        fab("lab-up")
         fab("bootstrap")
         fab("deploy-stack")
         inventory = LabProvider().inventory(config, "lab")
