@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from bench import apiload, readme, throughput
+from bench import apiload, cis, readme, throughput
 from bench.apiload import Credentials, Record, Recorder, Target
 
 CREDENTIALS = Credentials(("api", "a-secret"), ("admin", "b-secret"))
@@ -190,3 +191,15 @@ def test_the_numbers_table_shows_each_paths_unit_and_the_apis_answers() -> None:
     assert "| api_getotp | getotp | 200 sent: 200 | 200 sent: 250, 429 rate_limited: 1 |" in text
     assert "| api_flows | register | 200 ok: 3 (1.0 / 2.0 ms) |" in text
     assert "at the start [0.5, 0.5, 0.5], at the end [1.0, 2.0, 3.0]" in text
+
+
+def test_the_cis_summary_counts_the_chosen_sections_and_names_each_warn() -> None:
+    """A docker-bench-security JSON log recorded on a lab worker (sections 2 and 7 of it)."""
+    report = json.loads((Path(__file__).parent / "fixtures" / "docker-bench-security.json").read_text())
+    daemon = cis.summarize(report, ("2",))
+    assert daemon["sections"] == {"2": "Docker daemon configuration"}
+    assert daemon["counts"] == {"PASS": 8, "WARN": 6, "INFO": 4, "NOTE": 0}
+    assert {"2.2", "2.14", "2.16"} <= {w["id"] for w in daemon["warn"]} and len(daemon["warn"]) == 6
+    both = cis.summarize(report, ("2", "7"))
+    assert both["counts"] == {"PASS": 9, "WARN": 9, "INFO": 8, "NOTE": 1}
+    assert cis.summarize(report, ("9",))["counts"] == {"PASS": 0, "WARN": 0, "INFO": 0, "NOTE": 0}
