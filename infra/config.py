@@ -155,6 +155,7 @@ DEFAULTS: dict[str, str | None] = {
     "availability_zones": "",
     "server_group_policy": "anti-affinity",
     "storage_protect": "true",
+    "overlay_encryption": "true",
     "storage_volume_type": None,
     "debian_mirror": "http://deb.debian.org/debian",
     "debian_suite": "bookworm",
@@ -195,6 +196,9 @@ class InfraConfig(BaseModel):
     availability_zones: tuple[str, ...] = Field(description="zones to spread the servers over")
     server_group_policy: GroupPolicy = Field(description="how servers of a role spread")
     storage_protect: bool = Field(description="whether `pulumi destroy` must keep the volume")
+    overlay_encryption: bool = Field(
+        description="whether the workers may exchange ESP (IPsec): the stack's encrypted overlays need it"
+    )
     storage_volume_type: str | None = Field(None, description="the Cinder volume type (unset: the cloud's)")
     debian_mirror: str = Field(description="a Debian mirror URL")
     debian_suite: str = Field(description="a Debian suite such as bookworm")
@@ -229,7 +233,7 @@ class InfraConfig(BaseModel):
     def _zones(cls, value: str) -> tuple[str, ...]:
         return tuple(_items(value))
 
-    @field_validator("storage_protect", mode="before")
+    @field_validator("storage_protect", "overlay_encryption", mode="before")
     @classmethod
     def _flag(cls, value: str) -> bool:
         return _boolean(value)

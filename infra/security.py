@@ -41,6 +41,7 @@ from topology import (
 
 # VRRP by its IP protocol number: Neutron knows the name "vrrp" only in newer releases, the number in all.
 VRRP_PROTOCOL = "112"
+ESP_PROTOCOL = "esp"  # IP protocol 50
 LB_GROUP = "@lb"  # a rule source meaning "ports in the lb group" (remote_group_id)
 WORKERS_GROUP = "@workers"  # ports in the workers group
 ANYWHERE = "0.0.0.0/0"
@@ -90,8 +91,6 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("swarm", "tcp", SWARM_GOSSIP_PORT, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", SWARM_GOSSIP_PORT, cluster, "Swarm node gossip"),
         *_port("swarm", "udp", VXLAN_PORT, cluster, "VXLAN overlay data"),
-        # No ESP (IP protocol 50): no overlay is created with `encrypted` (docs/security.md: the lab's
-        # kernels have no ESP, and Docker then drops the overlay's traffic), so nothing uses it.
         *_port("swarm", "tcp", ENGINE_METRICS_PORT, cluster, "Docker engine metrics, for Prometheus"),
         Rule("workers", "tcp", ROUTE_PORTS, LB_GROUP, "edge services published in host mode, for HAProxy"),
         *_port("managers", "tcp", MAP_PORT, [LB_GROUP], "the cluster map on each manager, for HAProxy"),
@@ -100,6 +99,13 @@ def policy(config: InfraConfig) -> tuple[Rule, ...]:
         *_port("storage", "tcp", REGISTRY_PORT, cluster, "image registry"),
         Rule("lb", None, None, ANYWHERE, "outbound", direction="egress"),
         Rule("private", None, None, ANYWHERE, "outbound", direction="egress"),
+        # Encrypted overlays (the prod values' `encrypted_overlays`) carry VXLAN inside IPsec ESP (IP
+        # protocol 50) between the nodes that run tasks: the workers (the managers are drained).
+        *(
+            (Rule("workers", ESP_PROTOCOL, None, WORKERS_GROUP, "ESP: the encrypted overlays' IPsec, between workers"),)
+            if config.overlay_encryption
+            else ()
+        ),
         # Two lbs: keepalived's VRRP adverts (IP protocol 112, unicast to the peer), from the other lb only.
         *(
             (Rule("lb", VRRP_PROTOCOL, None, LB_GROUP, "VRRP between the two lbs (keepalived)"),)

@@ -19,7 +19,6 @@ CLUSTER = "10.20.0.0/24"
 WORLD = "0.0.0.0/0"
 LB = "group:lb"
 WORKERS = "group:workers"
-# No ESP: no overlay is encrypted (docs/security.md says why), so protocol 50 stays closed.
 SWARM = {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789)}
 # Docker engine metrics (daemon.json's metrics-addr, the node's private address): the cluster only.
 ENGINE_METRICS = ("tcp", 9323, 9323)
@@ -48,7 +47,8 @@ EXPECTED: dict[str, set[Allow]] = {
     # 9080: the cluster map (a container on each manager), for HAProxy only.
     "manager": {_allow("tcp", 22, 22, LB), _allow("tcp", 9080, 9080, LB)}
     | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
-    "worker": {_allow("tcp", 22, 22, LB), _allow("tcp", 8000, 8099, LB)}
+    # ESP (IP protocol 50) between workers: the prod values' encrypted overlays (overlay_encryption, default on).
+    "worker": {_allow("tcp", 22, 22, LB), _allow("tcp", 8000, 8099, LB), _allow("esp", None, None, WORKERS)}
     | {_allow(p, lo, hi, CLUSTER) for p, lo, hi in {*SWARM, ENGINE_METRICS}},
     "storage": {_allow("tcp", 22, 22, LB), _allow("tcp", 2049, 2049, WORKERS), _allow("tcp", 5000, 5000, CLUSTER)},
 }
@@ -168,9 +168,16 @@ def test_admin_and_public_cidrs_follow_the_config() -> None:
     assert not any(from_everywhere(a) for a in lb)
 
 
-def test_no_esp_anywhere(run_3_3: MockRun) -> None:
-    # Overlays are not encrypted (docs/security.md): IP protocol 50 is open nowhere.
-    assert not [r.name for r in run_3_3.of_kind("SecGroupRule") if r.inputs.get("protocol") == "esp"]
+def test_esp_is_open_between_workers_only_and_closed_without_overlay_encryption(run_3_3: MockRun) -> None:
+    esp = [r for r in run_3_3.of_kind("SecGroupRule") if r.inputs.get("protocol") == "esp"]
+    assert len(esp) == 1 and esp[0].inputs.get("direction") == "ingress"
+    assert esp[0].inputs.get("remoteGroupId") and not esp[0].inputs.get("remoteIpPrefix")
+    closed = run_config({"overlay_encryption": "false"})
+    assert not [r.name for r in closed.of_kind("SecGroupRule") if r.inputs.get("protocol") == "esp"]
+    assert read_policy(closed).ingress == {
+        **EXPECTED,
+        "worker": EXPECTED["worker"] - {_allow("esp", None, None, WORKERS)},
+    }
 
 
 def test_two_lbs_add_vrrp_from_the_lb_group_and_nothing_else(run_two_lbs: MockRun, policy: Policy) -> None:

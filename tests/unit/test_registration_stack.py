@@ -258,3 +258,15 @@ def test_placement_limits_count_max_replicas_per_node_and_skip_global_and_labell
     check_placement("s", stack, workers=3)  # 5 <= 2 x 3; the others are not judged or unlimited
     with pytest.raises(SwarmlabError, match=r"spread: replicas 5, but it has max_replicas_per_node 2 .* at most 4"):
         check_placement("s", stack, workers=2)
+
+
+def test_overlays_are_encrypted_in_prod_and_plain_in_the_lab() -> None:
+    """prod: every overlay carries `encrypted` (IPsec ESP, opened between workers by Pulumi's
+    overlay_encryption); the lab's kernel has no ESP, so its overlays stay plain."""
+    _, prod = rendered("prod", "nfs")
+    _, lab = rendered("lab", "shared-dir")
+    assert prod["networks"].keys() == lab["networks"].keys() and len(prod["networks"]) == 7
+    for name, network in prod["networks"].items():
+        assert network == {"driver": "overlay", "driver_opts": {"encrypted": ""}}, name
+    for name, network in lab["networks"].items():
+        assert network == {"driver": "overlay"}, name
