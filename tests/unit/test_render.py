@@ -322,3 +322,15 @@ def test_the_nfs_task_exports_to_the_workers_and_the_storage_node_only(tmp_path:
     configure_nfs(Session(config, StaticProvider(), runner))
     text = runner.files[("storage-1", "/etc/ganesha/ganesha.conf.new")].decode()
     assert "Clients = 10.20.0.6, 10.20.0.21, 10.20.0.22;" in text
+
+
+def test_only_safe_or_keyed_requests_are_retried_past_a_refused_connection() -> None:
+    """retry-on covers empty answers and timeouts; the frontend turns that off for a request that is
+    neither a GET/HEAD nor keyed (Idempotency-Key: the API answers a repeat with the first result)."""
+    text = haproxy_cfg()
+    assert "retry-on conn-failure empty-response response-timeout" in text
+    disables = [line.strip() for line in text.splitlines() if "disable-l7-retry" in line]
+    assert disables and all(
+        line == "http-request disable-l7-retry if !METH_GET !METH_HEAD !{ req.hdr(idempotency-key) -m found }"
+        for line in disables
+    ), disables
