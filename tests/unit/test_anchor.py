@@ -31,6 +31,9 @@ def test_the_anchor_joins_every_network_of_the_stack_on_every_worker_and_can_do_
     assert service["image"] == "10.20.0.6:5000/swarmlab/app:tag"
     assert service["command"] == ["sleep", "infinity"] and "ports" not in service
     assert service["user"] == "65534:65534" and service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    # No task of the cluster runs without a health check (CIS 5.26), and a few processes at most (5.28).
+    assert service["healthcheck"]["test"] == ["CMD", "true"] and "disable" not in service["healthcheck"]
+    assert service["deploy"]["resources"]["limits"]["pids"] == 8
 
 
 def test_a_stack_with_one_network_needs_no_anchor() -> None:

@@ -89,6 +89,28 @@ def test_every_service_has_a_healthcheck_worker_placement_and_dnsrr() -> None:
             assert port["mode"] == "host", name
 
 
+def test_every_service_runs_read_only_with_a_pids_limit_and_writes_only_to_small_tmpfs_or_volumes() -> None:
+    for environment, mode in (("lab", "shared-dir"), ("prod", "nfs")):
+        _, stack = rendered(environment, mode)
+        assert stack["version"] == "3.9"  # Docker 20.10's schema takes `pids` from 3.9 on
+        for name, service in stack["services"].items():
+            assert service["read_only"] is True, name  # CIS 5.12
+            assert 0 < service["deploy"]["resources"]["limits"]["pids"] <= 256, name  # CIS 5.28
+            for mount in service.get("volumes", []):
+                if isinstance(mount, dict):  # the short form names a volume or a data directory
+                    assert mount["type"] == "tmpfs" and 0 < mount["tmpfs"]["size"] <= 64 << 20, (name, mount)
+    services = rendered("lab", "shared-dir")[1]["services"]
+
+    def tmpfs(name: str) -> set[str]:
+        return {m["target"] for m in services[name].get("volumes", []) if isinstance(m, dict)}
+
+    # What each writes: the heartbeat (/tmp/healthy), the entrypoints' private files, the backups' files.
+    assert all(tmpfs(name) == {"/tmp"} for name in ("otp", "student", "enroll", "email", "email_otp", "ui"))
+    assert tmpfs("postgres") == {"/tmp", "/var/run/postgresql"}
+    assert tmpfs("redis") == {"/tmp", "/run/redis-conf"} and tmpfs("redis-session") == {"/run/redis-conf"}
+    assert tmpfs("rabbitmq") == {"/tmp", "/etc/rabbitmq/private"}
+
+
 def test_stateful_services_are_single_stop_first_and_workers_start_first() -> None:
     _, stack = rendered("lab", "shared-dir")
     services = stack["services"]

@@ -238,6 +238,9 @@ def test_hello_stack() -> None:
     assert web["deploy"]["mode"] == "global"
     assert web["deploy"]["placement"]["constraints"] == ["node.role == worker"]
     assert "healthcheck" in web
+    # CIS 5.12 and 5.28: a read-only root and a PIDs limit (the Compose version whose schema takes it).
+    assert web["read_only"] is True and web["deploy"]["resources"]["limits"]["pids"] == 64
+    assert yaml.safe_load(text)["version"] == "3.9"
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -270,6 +273,15 @@ def test_no_engine_trusts_an_insecure_registry() -> None:
     # The registry serves TLS from the cluster CA, trusted per registry in /etc/docker/certs.d.
     assert "insecure" not in daemon_json()
     assert json.loads(daemon_json())["log-driver"] == "json-file"
+
+
+def test_daemon_json_carries_the_cis_engine_settings_on_every_role() -> None:
+    # CIS 2.1 icc off (the default bridge only), 2.14 no-new-privileges, 2.15 no userland proxy; live-restore
+    # stays off: dockerd refuses it in swarm mode.
+    for metrics_ip in (None, "10.20.0.21"):
+        engine = json.loads(daemon_json(metrics_ip))
+        assert engine["icc"] is False and engine["no-new-privileges"] is True, metrics_ip
+        assert engine["userland-proxy"] is False and engine["live-restore"] is False, metrics_ip
 
 
 def test_daemon_json_serves_engine_metrics_on_the_private_address_of_swarm_nodes_only() -> None:
