@@ -62,7 +62,7 @@ def scan(cluster: str, node: str, script: Path) -> dict[str, Any]:
     subprocess.run(["docker", "cp", str(script), f"{container.name}:/opt/docker-bench-security"], check=True)
     run = (
         "cd /opt/docker-bench-security && rm -f /tmp/dbs.log* && "
-        f"timeout {RUN_TIMEOUT} sh docker-bench-security.sh -b -l /tmp/dbs.log >/dev/null 2>&1; "
+        f"timeout {RUN_TIMEOUT} bash docker-bench-security.sh -b -l /tmp/dbs.log >/dev/null 2>&1; "
         "cat /tmp/dbs.log.json; rm -rf /opt/docker-bench-security /tmp/dbs.log*"
     )
     output = container.exec_run(["sh", "-c", run]).output

@@ -18,7 +18,8 @@ def plan_trust(registry: str, ca_pem: bytes, trusted_shas: Mapping[str, str]) ->
     plan = Plan()
     for node, sha in sorted(trusted_shas.items()):
         why = f"{node} trusts the cluster CA for {registry}"
-        plan += plan_file(node, trust_path(registry), ca_pem, sha, why, mode=0o644, dir_mode=0o755)
+        # Read-only (CIS Docker Benchmark 3.8: registry certificate files 444 or tighter).
+        plan += plan_file(node, trust_path(registry), ca_pem, sha, why, mode=0o444, dir_mode=0o755)
     return plan
 
 

@@ -82,7 +82,7 @@ def test_plans_write_only_what_differs() -> None:
     sha = hashlib.sha256(ca).hexdigest()
     plan = plan_trust(REGISTRY, ca, {"worker-1": sha, "worker-2": ""})
     writes = [op for op in plan.operations if isinstance(op, Write)]
-    assert [(w.node, w.path, w.mode) for w in writes] == [("worker-2", TRUST, 0o644)]
+    assert [(w.node, w.path, w.mode) for w in writes] == [("worker-2", TRUST, 0o444)]
     chain, key = b"chain", b"key"
     assert plan_certificate("storage-1", chain, key, hashlib.sha256(chain).hexdigest(), "x").operations == ()
     fresh = [op for op in plan_certificate("storage-1", chain, key, "", "x").operations if isinstance(op, Write)]
