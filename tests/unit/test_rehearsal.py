@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from cluster.config import parse_config
+from cluster.errors import SwarmlabError
 from cluster.facts.daemons import DaemonFacts, daemon_facts, parse_daemon_facts
 from cluster.inventory import Role
 from cluster.lab import keys
@@ -25,6 +26,7 @@ from cluster.lab.rehearsal.program import ProgramRun, parse_program_run
 from cluster.lab.rehearsal.provider import RehearsalProvider
 from cluster.operations import Run
 from cluster.plans.registry import plan_certificate
+from cluster.progress import PhaseResult
 from cluster.providers import provider_named
 from cluster.providers.pulumi import STACK_OUTPUT_COMMAND, PulumiProvider
 from infra import rehearsal as program
@@ -221,3 +223,30 @@ def test_a_directory_bound_onto_itself_counts_as_a_mount(tmp_path: Path) -> None
     )
     assert nodes.mounts_at(share, str(table)) == 2
     assert nodes.mounts_at(share + "/data", str(table)) == 0
+
+
+def test_a_labs_kept_engine_volumes_stop_a_rehearsal_of_its_name_before_anything_is_made() -> None:
+    """A lab keeps its nodes' engines in volumes named like a rehearsal's (its image cache): seen when a
+    rehearsal named like a downed lab booted its managers into that lab's swarm. Its own volumes, from a
+    rehearsal before, and other clusters' are no obstacle."""
+    config = parse_config(CONFIG)
+
+    def volume(name: str, kind: str | None) -> SimpleNamespace:
+        return SimpleNamespace(name=name, attrs={"Labels": {"swarmlab.kind": kind} if kind else {}})
+
+    found = [
+        volume("swarmlab-rehearsal-manager-1-docker", None),  # a lab's
+        volume("swarmlab-rehearsal-worker-2-docker", "rehearsal"),  # a rehearsal's own, from before
+        volume("swarmlab-rehearsal-registry-cache", None),  # a lab's, but no name a rehearsal makes
+    ]
+    engine = SimpleNamespace(
+        containers=SimpleNamespace(list=lambda **_: []),
+        networks=SimpleNamespace(list=list),
+        volumes=SimpleNamespace(list=lambda filters: [v for v in found if v.name.startswith(filters["name"])]),
+    )
+    r = nodes.Rehearsal(config, engine, config.state(provider="rehearsal"))  # type: ignore[arg-type]
+    assert nodes.foreign_volumes(r) == ["swarmlab-rehearsal-manager-1-docker"]
+    with pytest.raises(SwarmlabError, match=r"swarmlab-rehearsal-manager-1-docker exist .*lab-down --purge"):
+        nodes.check_free(r, PhaseResult("rehearsal-checks"))
+    found.pop(0)
+    nodes.check_free(r, PhaseResult("rehearsal-checks"))  # nothing in the way

@@ -86,9 +86,26 @@ def containers(engine: docker.DockerClient, cluster: str) -> list[Container]:
 # --- the phases of rehearsal-up ------------------------------------------------------------------
 
 
+def foreign_volumes(r: Rehearsal) -> list[str]:
+    """The node volumes this rehearsal would create that exist already and are not a rehearsal's. A lab
+    of the same name keeps its nodes' engines in volumes of these names (its image cache); Docker would
+    hand them over as they are, and a rehearsal node would boot with that engine's state, swarm and all."""
+    wanted = {r.names.docker_volume(node.name) for node in r.nodes}
+    found = r.engine.volumes.list(filters={"name": f"swarmlab-{r.config.cluster}-"})
+    return sorted(v.name for v in found if v.name in wanted and (v.attrs.get("Labels") or {}).get(LABEL_KIND) != NAME)
+
+
 def check_free(r: Rehearsal, progress: PhaseResult) -> None:
     if containers(r.engine, r.config.cluster):
         raise SwarmlabError(f"rehearsal {r.config.cluster!r} is already up: run `fab rehearsal-down` first")
+    foreign = foreign_volumes(r)
+    if foreign:
+        raise SwarmlabError(
+            f"volumes {', '.join(foreign)} exist and are not a rehearsal's: a lab named {r.config.cluster!r} keeps "
+            "its nodes' engines in them, and a rehearsal node would boot with that engine's swarm. Nothing was made. "
+            f"Fix: another name for the rehearsal (SWARMLAB_CLUSTER), or `SWARMLAB_CLUSTER={r.config.cluster} "
+            "fab lab-down --purge` if that lab's image cache may go"
+        )
     for network in r.engine.networks.list():
         for pool in (network.attrs.get("IPAM") or {}).get("Config") or []:
             subnet = pool.get("Subnet") or ""
