@@ -59,6 +59,8 @@ def checkout() -> tuple[Path, str]:
 def scan(cluster: str, node: str, script: Path) -> dict[str, Any]:
     """docker-bench-security run inside one lab node (its own engine), its JSON log back."""
     container = docker.from_env().containers.get(f"swarmlab-{cluster}-{node}")
+    # `docker cp` into a directory left by an interrupted run would copy the checkout inside it.
+    container.exec_run(["rm", "-rf", "/opt/docker-bench-security"])
     subprocess.run(["docker", "cp", str(script), f"{container.name}:/opt/docker-bench-security"], check=True)
     run = (
         "cd /opt/docker-bench-security && rm -f /tmp/dbs.log* && "
