@@ -342,11 +342,13 @@ def test_retry_never_repeats_a_worker_bug() -> None:
 
 def test_retry_stops_at_the_deadline_with_the_last_error() -> None:
     caller = ScriptedCaller([])
+    # A budget of three per-call timeouts: two attempts fit in it even on a loaded machine (0.3 s did
+    # not always, under a lab's load), and the last attempt gets what is left, less than a whole timeout.
     with pytest.raises(RpcUnavailable):
-        retry(caller, safe=True, budget=0.3)
+        retry(caller, safe=True, budget=1.5)
     assert len(caller.timeouts) >= 2
     assert all(t <= 0.5 for t in caller.timeouts)  # each attempt within the per-call timeout
-    assert caller.timeouts[-1] <= 0.3  # and within what is left of the request's budget
+    assert caller.timeouts[-1] < 0.5  # and within what is left of the request's budget
 
 
 def test_transient_error_is_the_base_of_deadline_exceeded() -> None:
