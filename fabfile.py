@@ -35,6 +35,7 @@ from cluster.tasks.logs import DEFAULT_FOLLOW, DEFAULT_TAIL, GREP_WINDOW, log_qu
 from cluster.tasks.nfs import configure_nfs
 from cluster.tasks.registry import configure_registry
 from cluster.tasks.status import cluster_map, cluster_status, rates_report, status_report, table
+from cluster.unlockkeys import stored_keys
 from cluster.workload import Workload, load_workload
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,9 +114,12 @@ def notes(session: Session, deployed: Workload, storage_mode: str) -> None:
 @reported
 def lab_up(c: Context, keep: bool = False) -> None:
     """Create the lab: lb, storage, managers and workers as containers with sshd and a Docker engine."""
-    timings = Timings()
+    config, timings = load_config(), Timings()
     with reporting(timings):
-        lab_provider().up(load_config(), timings, keep=keep)
+        lab_provider().up(config, timings, keep=keep)
+        if stored_keys(config.state(provider="lab")):  # a lab with a swarm: restarted managers come back locked
+            with open_session(config, "lab", timings=timings) as session:
+                flows.run(flows.UNLOCK_MANAGERS, session)
     summary(timings)
 
 
@@ -394,6 +398,13 @@ def rebalance(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 def rotate_join_tokens(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """New worker and manager join tokens (never shown); nodes already joined are not affected."""
     changing(target, dry_run, security.rotate_join_tokens)
+
+
+@task(name="rotate-unlock-key", help=CHANGES)
+@reported
+def rotate_unlock_key(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """A new swarm unlock key (autolock), kept in the state directory before the old ones; never shown."""
+    changing(target, dry_run, lambda session: flows.run(flows.ROTATE_UNLOCK_KEY, session))
 
 
 @task(name="rotate-ca", help=CHANGES)

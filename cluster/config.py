@@ -70,6 +70,11 @@ class Config(BaseSettings):
     lb_count: int = Field(
         1, description="HAProxy nodes: 1, or 2 sharing a virtual IP with keepalived (groundwork: not in the lab yet)"
     )
+    autolock: bool = Field(
+        True,
+        description="swarm autolock: a restarted manager waits for the unlock key the tasks keep in the state "
+        "directory (`docker swarm init --force-new-cluster` cannot re-form a locked swarm: see docs/security.md)",
+    )
     cidr: ipaddress.IPv4Network = Field(
         ipaddress.IPv4Network("10.20.0.0/24"), description="private network of the nodes"
     )
@@ -298,6 +303,7 @@ _EXAMPLES = {
     "managers": f"write a whole number: {topology.MANAGER_COUNTS_TEXT}",
     "workers": "write a whole number such as 3",
     "lb_count": "write 1 or 2",
+    "autolock": "write true or false",
     "keep_revisions": f"write a whole number such as {DEFAULT_KEEP_REVISIONS}",
 }
 

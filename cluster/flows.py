@@ -20,6 +20,7 @@ from cluster.progress import Timings
 from cluster.reads import find_leader
 from cluster.session import Session
 from cluster.tasks import (
+    autolock,
     backup,
     clustermap,
     converge,
@@ -51,6 +52,7 @@ class FlowState:
     map_image: str = ""
     deployed: deploy.DeployedStack | None = None
     rejoined: Rejoined | None = None
+    unlocked: list[str] = field(default_factory=list)  # managers the unlock step unlocked
 
     @property
     def timings(self) -> Timings:
@@ -119,6 +121,14 @@ def _swarm_join(state: FlowState) -> None:
 
 def _drain_managers(state: FlowState) -> None:
     swarm.drain_managers(state.session, state.the_leader())
+
+
+def _unlock(state: FlowState) -> None:
+    state.unlocked = autolock.unlock_managers(state.session)
+
+
+def _autolock(state: FlowState) -> None:
+    autolock.set_autolock(state.session, state.the_leader())
 
 
 def _haproxy(state: FlowState) -> None:
@@ -205,7 +215,7 @@ def _cluster_map(state: FlowState) -> None:
 
 
 def _reform_quorum(state: FlowState) -> None:
-    state.leader, state.reformed = recover.reform_quorum(state.session)
+    state.leader, state.reformed = recover.reform_quorum(state.session, unlocked=state.unlocked)
 
 
 def _bring_back_managers(state: FlowState) -> None:
@@ -247,6 +257,9 @@ def _engines_recreated(state: FlowState) -> bool:
 # --- the flows -------------------------------------------------------------------------------------------
 
 LEADER = Step("leader", _find_leader)
+# Before anything reads the swarm: a locked manager looks like one in no swarm (autolock).
+UNLOCK = Step("unlock", _unlock)
+AUTOLOCK = Step("autolock", _autolock)
 SWARM_INIT = Step("swarm-init", _swarm_init)
 SWARM_JOIN = Step("swarm-join", _swarm_join)
 DRAIN_MANAGERS = Step("drain-managers", _drain_managers)
@@ -265,6 +278,7 @@ CLUSTER_MAP = Step("cluster-map", _cluster_map)
 # (a restarted machine's kernel lost them unless its engine's start put them back), managers drained,
 # every service running; then the nodes that did not come back, as an error.
 SETTLE: Flow = (
+    Step("autolock", _autolock, when=_rejoined),  # a swarm restored from a backup comes back without it
     Step("registry", _registry, when=_engines_recreated),
     Step("isolation", _isolation, when=_rejoined),
     Step("drain-managers", _drain_managers, when=_rejoined),
@@ -272,7 +286,9 @@ SETTLE: Flow = (
     Step("missing-nodes", _missing_nodes, when=_rejoined),
 )
 
-BOOTSTRAP: Flow = (SWARM_INIT, SWARM_JOIN, DRAIN_MANAGERS, HAPROXY_STEP, NFS, REGISTRY, ISOLATION)
+BOOTSTRAP: Flow = (UNLOCK, SWARM_INIT, SWARM_JOIN, AUTOLOCK, DRAIN_MANAGERS, HAPROXY_STEP, NFS, REGISTRY, ISOLATION)
+UNLOCK_MANAGERS: Flow = (UNLOCK,)
+ROTATE_UNLOCK_KEY: Flow = (Step("rotate-unlock-key", lambda state: autolock.rotate_unlock_key(state.session)),)
 ISOLATE: Flow = (ISOLATION,)
 HAPROXY: Flow = (LEADER, HAPROXY_STEP)
 BUILD_IMAGES: Flow = (REGISTRY, BUILD_IMAGES_STEP)
@@ -288,6 +304,7 @@ DEMO: Flow = (*BOOTSTRAP, STACK_OWNER, Step("build-images", _stack_and_map_image
 # the stack being deployed, and its registry is configured).
 REHEARSAL: Flow = (*BOOTSTRAP, STACK_OWNER, BUILD_IMAGES_STEP, DEPLOY, PRUNE)
 RECOVER: Flow = (
+    UNLOCK,
     Step("recover-quorum", _reform_quorum),
     Step("restore-managers", _bring_back_managers),
     Step("restore-expired", _bring_back_expired),

@@ -13,7 +13,7 @@ from cluster.facts.certificates import NODE_CERTIFICATE, NodeCertificate
 from cluster.facts.listings import STACK_NAMES
 from cluster.facts.managers import ManagerProbe, Quorum, manager_probe
 from cluster.facts.services import SWARM_STATE, SwarmState
-from cluster.facts.swarm import NODE_LIST, SWARM_INFO, SwarmNode
+from cluster.facts.swarm import LOCAL_NODE_STATE, NODE_LIST, SWARM_INFO, SwarmNode
 from cluster.inventory import Node
 from cluster.runners import KEY_CHANGED, KEY_UNKNOWN, Runner
 from cluster.session import Session
@@ -105,3 +105,19 @@ def served_workloads(session: Session, leader: Node | None, also: Workload | Non
     if also is not None:
         found[also.name] = also
     return [found[name] for name in sorted(found)]
+
+
+def locked_nodes(runner: Runner, nodes: Sequence[Node]) -> list[str]:
+    """Those of `nodes` whose engine answers with its swarm locked (autolock), in their order; a node
+    that does not answer is not among them (the tasks that need it say so themselves)."""
+
+    def state(node: Node) -> str:
+        try:
+            return read(runner, node, LOCAL_NODE_STATE, timeout=PROBE_TIMEOUT)
+        except SwarmlabError as error:
+            if isinstance(error, CommandFailed) and error.hint in (KEY_CHANGED, KEY_UNKNOWN):
+                raise  # maybe an impostor: never hand it a key
+            return ""
+
+    found = runner.each(nodes, state, "asking the managers whether they are locked")
+    return [node.name for node in nodes if found[node.name] == "locked"]

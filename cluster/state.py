@@ -48,6 +48,11 @@ class StatePaths:
         return self.root / "credentials"
 
     @property
+    def unlock_keys(self) -> Path:
+        """The swarm's unlock keys (autolock), newest first, one per line (cluster/unlockkeys.py)."""
+        return self.root / "swarm-unlock-keys"
+
+    @property
     def backups(self) -> Path:
         """One directory per backup, named by its UTC time (`fab backup`)."""
         return self.root / "backups"

@@ -533,7 +533,7 @@ def lab_down(
         # The lab's data went with its volumes, so the passwords that guarded it go too. Only the lab's
         # own state directory: a Pulumi or static target of the same cluster name keeps its own.
         paths = config.state(provider=LabProvider.name)
-        for stale in (paths.inventory, paths.credentials):
+        for stale in (paths.inventory, paths.credentials, paths.unlock_keys):  # the swarm they unlocked is gone
             stale.unlink(missing_ok=True)
         # The stack revisions too: they name secret and config versions of a swarm that is gone.
         shutil.rmtree(paths.revisions, ignore_errors=True)

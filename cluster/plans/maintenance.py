@@ -23,6 +23,7 @@ from cluster.facts.services import SWARM_STATE, SwarmState
 from cluster.facts.swarm import LOCAL_NODE_STATE, NODES, SwarmNode
 from cluster.inventory import Inventory, Node, Role
 from cluster.operations import Plan, Run, Wait, Write
+from cluster.plans.autolock import plan_unlock
 from cluster.plans.nodes import MOVE_TIMEOUT, expected_after, placed_verdict
 from cluster.waiting import Verdict
 from rendering.daemon import DaemonSpec
@@ -346,11 +347,21 @@ def _every_state_known(output: str) -> Verdict:
     return Verdict.ready("every node's state is known")
 
 
-def plan_back(visit: Visit, controller: str) -> Plan:
+def _engine_up(output: str) -> Verdict:
+    """As _engine_in_swarm, a locked swarm counted as up: the unlock after the wait handles it."""
+    return (
+        Verdict.ready("engine up, its swarm locked")
+        if LOCAL_NODE_STATE.parse(output) == "locked"
+        else _engine_in_swarm(output)
+    )
+
+
+def plan_back(visit: Visit, controller: str, unlock: bool = False) -> Plan:
     """Wait until a swarm node is back: its engine answers over SSH in the swarm, and a manager lists it.
     After a manager, also until the leader knows every node's state again: a manager's restart can move
     the leadership, and a new leader lists the other nodes Unknown until their agents report to it (seen
-    in the lab for about a minute), which the next manager's quorum check would refuse."""
+    in the lab for about a minute), which the next manager's quorum check would refuse. With `unlock`
+    (a manager, the state directory holding unlock keys), a manager that comes back locked is unlocked."""
     settled = Wait(
         controller,
         NODES.command,
@@ -364,11 +375,12 @@ def plan_back(visit: Visit, controller: str) -> Plan:
             Wait(
                 visit.node,
                 LOCAL_NODE_STATE.command,
-                _engine_in_swarm,
+                _engine_up if unlock else _engine_in_swarm,
                 f"{visit.node} answers over SSH, its engine in the swarm",
                 BACK_TIMEOUT,
                 BACK_INTERVAL,
             ),
+            *(plan_unlock([visit.node]).operations if unlock else ()),
             Wait(
                 controller,
                 NODES.command,

@@ -43,7 +43,7 @@ def choose_survivor(quorum: Quorum) -> ManagerProbe:
     candidates = [p for p in quorum.answering if p.info is not None and p.info.state == "active"]
     locked = [p.name for p in quorum.probes if p.info is not None and p.info.state == "locked"]
     if not candidates:
-        hint = f" ({', '.join(locked)} locked: run `docker swarm unlock` there first)" if locked else ""
+        hint = f" ({', '.join(locked)} locked: `fab recover` unlocks them first)" if locked else ""
         raise RecoverRefused(
             "no manager answers with its swarm state, so there is nothing to re-form the swarm from"
             f"{hint}. Fix: bring a manager's machine back (lab: `fab lab-up` starts stopped nodes), or restore "

@@ -17,11 +17,13 @@ from cluster import backups
 from cluster.backups import BackupError, BackupManifest, DataPart, SwarmPart
 from cluster.errors import ConfigError, OptionErrors
 from cluster.facts import read
+from cluster.facts.autolock import AUTOLOCK_ON
 from cluster.facts.daemons import SYSTEMD
 from cluster.facts.listings import STACK_NAMES
 from cluster.facts.services import SWARM_STATE, SwarmState
 from cluster.inventory import Node
 from cluster.operations import Plan, Wait
+from cluster.plans.autolock import locked_managers, plan_autolock, plan_unlocked_while
 from cluster.plans.backup import (
     BackupRefused,
     Located,
@@ -41,6 +43,7 @@ from cluster.plans.services import running_tasks, wanted_count
 from cluster.progress import say
 from cluster.reads import find_leader, probe_manager, probe_managers, swarm_state
 from cluster.session import Session
+from cluster.unlockkeys import keep_current_key
 from cluster.workload import BackupSpec, Workload, known_workloads, load_workload
 
 
@@ -113,6 +116,7 @@ def backup(session: Session) -> Path | None:
         manager = choose_manager(state.nodes)
         node = inventory.node(manager.hostname)
         systemd = read(runner, node, SYSTEMD)
+        autolocked = read(runner, leader, AUTOLOCK_ON)
         items = [locate(state, w, spec) for w in deployed_workloads(session, leader) for spec in w.manifest.backups]
         p.note(f"swarm state from {manager.hostname}; data: {', '.join(i.relative for i in items) or 'none declared'}")
     paths = session.state
@@ -125,9 +129,18 @@ def backup(session: Session) -> Path | None:
             "backup-swarm", f"stop the engine on {manager.hostname}, copy the swarm state, start it"
         ) as p:
             local = directory / backups.SWARM_ARCHIVE
-            session.executor().execute(
-                plan_swarm_backup(manager.hostname, leader.name, systemd, local, stamp, cluster=inventory.cluster), p
-            )
+            if autolocked:  # a locked copy could not re-form a swarm (moby/moby#36852): taken unlocked
+                session.executor().execute(plan_unlocked_while(leader.name, manager.hostname), p)
+            try:
+                session.executor().execute(
+                    plan_swarm_backup(manager.hostname, leader.name, systemd, local, stamp, cluster=inventory.cluster),
+                    p,
+                )
+            finally:
+                if autolocked:  # on again whatever the copy did, with a new key
+                    session.executor().execute(plan_autolock(leader.name, on=False, wanted=True), p)
+                    if not session.dry_run and keep_current_key(runner, leader, paths):
+                        p.changed(f"the new unlock key kept in {paths.unlock_keys}")
         with session.phase("backup-data", "dump each bundle's declared data in its service's container, fetch it") as p:
             for item in items:
                 if not session.dry_run:
@@ -214,6 +227,12 @@ def restore_swarm(session: Session, from_dir: str = "") -> Node:
             raise BackupRefused(
                 f"the swarm has quorum ({quorum.summary()}): restoring its state would replace a working swarm "
                 "and lose what changed since the backup. `fab restore` without --swarm loads workload data"
+            )
+        locked = locked_managers(quorum)
+        if locked:
+            raise BackupRefused(
+                f"{', '.join(locked)} hold the swarm's state, locked (autolock), newer than any backup: "
+                "`fab recover` unlocks them and brings the swarm back"
             )
         holders = [probe.name for probe in quorum.answering]
         if holders:

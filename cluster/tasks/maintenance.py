@@ -40,6 +40,7 @@ from cluster.plans.services import plan_rebalance
 from cluster.progress import PhaseResult
 from cluster.reads import find_leader, swarm_state
 from cluster.session import Session
+from cluster.unlockkeys import stored_keys, unlock_secrets
 from haproxy.model import DAEMON as HAPROXY
 
 
@@ -152,6 +153,10 @@ class _Walk:
             self._execute(plan_answers(visit.node))
             facts = read(session.runner, node, daemon_facts(HAPROXY.config_path, HAPROXY.pid_file, HAPROXY.unit))
             self._execute(plan_lb_back(visit.node, HAPROXY, facts))
+        elif step is Step.BACK and visit.role == Role.MANAGER and stored_keys(session.state):
+            self.touched = True  # autolock: a rebooted manager comes back locked, unlocked here
+            back = plan_back(visit, controller, unlock=True)
+            session.executor(secrets=unlock_secrets(session.state, [visit.node])).execute(back, self.progress)
         elif step is Step.BACK:
             self._execute(plan_back(visit, controller))
         elif step is Step.ACTIVATE:

@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 
 from cluster.errors import CommandFailed
 from cluster.facts import read
+from cluster.facts.autolock import KEY_ENCRYPTED
 from cluster.facts.managers import Quorum
 from cluster.facts.swarm import NODES, SwarmNode
 from cluster.inventory import Node
 from cluster.jointokens import read_join_tokens
+from cluster.plans.autolock import plan_unlock
 from cluster.plans.recover import (
     RecoverRefused,
     Rejoined,
@@ -26,8 +28,9 @@ from cluster.plans.recover import (
 )
 from cluster.plans.swarm import TokenRole, token_secret, tokens_needed
 from cluster.progress import PhaseResult
-from cluster.reads import node_certificate, node_certificates, probe_manager, probe_managers
+from cluster.reads import locked_nodes, node_certificate, node_certificates, probe_manager, probe_managers
 from cluster.session import Session
+from cluster.unlockkeys import unlock_secrets
 
 
 def utc_now() -> datetime:
@@ -68,6 +71,9 @@ def bring_back(
         probe = probe_manager(runner, node)
         if not probe.answers:
             return f"{node.name} still does not answer: {probe.problem}"
+    if probe.info is not None and probe.info.state == "locked" and not session.dry_run:
+        _unlock(session, [node.name], progress)  # back with its own state (it leaves it below if stale)
+        probe = probe_manager(runner, node)
     listed = read(runner, leader, NODES)
     certificate = node_certificate(runner, node).certificate
     expired = certificate is not None and certificate.expired(utc_now())
@@ -93,6 +99,7 @@ def bring_back_all(
 # asked meanwhile still "sees" it: a leader seen while fewer than a majority answer is asked again.
 QUORUM_SETTLE = 45.0
 QUORUM_RETRY = 3.0
+REGAIN_TIMEOUT = 60.0  # managers back and unlocked: until they elect a leader
 LEADERLESS = ("does not have a leader", "context deadline exceeded")
 
 
@@ -117,17 +124,62 @@ def settled_quorum(session: Session, progress: PhaseResult) -> tuple[Quorum, tup
         time.sleep(QUORUM_RETRY)
 
 
-def reform_quorum(session: Session) -> tuple[Node, bool]:
-    """The manager the swarm runs from after this phase, and whether it had to be re-formed."""
+def _unlock(session: Session, locked: Sequence[str], progress: PhaseResult) -> None:
+    session.executor(secrets=unlock_secrets(session.state, locked)).execute(plan_unlock(locked), progress)
+
+
+def regain_quorum(session: Session, quorum: Quorum, progress: PhaseResult) -> Quorum:
+    """Under autolock the swarm cannot be re-formed (moby/moby#36852): bring the silent managers'
+    machines back through the provider (a stopped one returns with its Raft state), unlock those that
+    come back locked, and ask the managers again."""
+    for probe in quorum.probes:
+        if not probe.answers:
+            progress.note(f"{probe.name} does not answer ({probe.problem})")
+            session.provider.restore_node(
+                session.config, session.inventory.node(probe.name), session.executor(), progress
+            )
+    if session.dry_run:
+        return quorum
+    locked = locked_nodes(session.runner, session.inventory.managers)
+    if locked:
+        _unlock(session, locked, progress)
+    # Unlocked managers elect a leader within Raft's election timeout (about 10 s), not at once.
+    deadline = time.monotonic() + REGAIN_TIMEOUT
+    while not (quorum := settled_quorum(session, progress)[0]).has_quorum and time.monotonic() < deadline:
+        time.sleep(QUORUM_RETRY)
+    return quorum
+
+
+def reform_quorum(session: Session, unlocked: Sequence[str] = ()) -> tuple[Node, bool]:
+    """The manager the swarm runs from after this phase, and whether it had to be re-formed.
+    `unlocked`: the managers an unlock step before this one unlocked (that may be all recover had to do)."""
     inventory = session.inventory
     with session.phase("recover-quorum", "re-form the swarm from the most up-to-date manager that answers") as p:
         quorum, listed = settled_quorum(session, p)
+        acted = bool(unlocked)
+        if not quorum.has_quorum and read(session.runner, inventory.node(choose_survivor(quorum).name), KEY_ENCRYPTED):
+            p.note(f"quorum lost: {quorum.summary()}; the swarm is autolocked: bringing the managers back instead")
+            quorum, acted = regain_quorum(session, quorum, p), True
+            if session.dry_run:
+                p.planned("would unlock the managers that come back locked, then bring back the rest", True)
+                return inventory.node(choose_survivor(quorum).name), True  # nothing more to plan without quorum
+            if not quorum.has_quorum:
+                raise RecoverRefused(
+                    f"quorum lost for good: {quorum.summary()}, and the swarm is autolocked, so it cannot be re-formed "
+                    "from the managers left (`docker swarm init --force-new-cluster` cannot take the unlock key: "
+                    "moby/moby#36852). Fix: bring a lost manager's machine back with its disk, or restore the swarm "
+                    "state from a backup (`fab restore --swarm`: backups are taken unlocked)"
+                )
+            listed = read(session.runner, inventory.node(quorum.leader_seen_by), NODES)
         if quorum.has_quorum:
             leader = inventory.node(quorum.leader_seen_by)
             missing = [m.name for m in inventory.managers if not _ready_manager(m.name, listed)]
             # The leader is not among them: it leads, so its certificate holds (and it is never made to leave).
             others = [n for n in inventory.swarm_nodes if n.name != leader.name]
             expired = expired_nodes(node_certificates(session.runner, others), utc_now())
+            if not missing and not expired and acted:
+                p.note(f"the swarm has quorum again ({quorum.summary()}): every manager of the inventory is back")
+                return leader, False
             if not missing and not expired:
                 raise RecoverRefused(
                     f"the swarm has quorum ({quorum.summary()}; {leader.name} sees a leader), every manager of "

@@ -21,6 +21,7 @@ from cluster.facts.services import SwarmState, Task
 from cluster.facts.swarm import SwarmNode
 from cluster.facts.tasks import NODE_TASKS
 from cluster.inventory import Node
+from cluster.plans.autolock import locked_managers
 from cluster.plans.recover import choose_survivor
 from cluster.reads import members, node_certificates, probe_managers, served_workloads, swarm_state
 from cluster.runners import Runner
@@ -48,8 +49,20 @@ def managers_table(runner: Runner, quorum: Quorum) -> str:
             continue
         state = probe.info.state if probe.info is not None else "?"
         role = "manager" if probe.is_manager else "not a manager"
-        rows.append((probe.name, str(node.private_ip), "yes", f"{state}, {role}", "yes" if probe.sees_leader else "no"))
+        shown = "LOCKED (autolock)" if state == "locked" else f"{state}, {role}"
+        rows.append((probe.name, str(node.private_ip), "yes", shown, "yes" if probe.sees_leader else "no"))
     return table(("MANAGER", "ADDRESS", "ANSWERS", "SWARM", "SEES A LEADER"), rows)
+
+
+def locked_report(quorum: Quorum) -> list[str]:
+    locked = locked_managers(quorum)
+    if not locked:
+        return []
+    return [
+        f"LOCKED: {', '.join(locked)} (swarm autolock: a manager whose engine restarted waits for the unlock "
+        "key). Fix: `fab recover` unlocks it with the state directory's key.",
+        "",
+    ]
 
 
 def quorum_lost(quorum: Quorum) -> list[str]:
@@ -57,6 +70,8 @@ def quorum_lost(quorum: Quorum) -> list[str]:
         f"QUORUM LOST: {quorum.summary()}.",
         "The services keep running on the workers, but the swarm cannot schedule, update or heal anything.",
     ]
+    if locked := locked_managers(quorum):
+        return [*lines, f"Fix: `fab recover` unlocks {', '.join(locked)}: the swarm's quorum comes back with them."]
     try:
         survivor = choose_survivor(quorum).name
     except SwarmlabError as error:
@@ -88,9 +103,15 @@ def cluster_status(runner: Runner, now: datetime | None = None) -> tuple[str, No
     inventory = runner.inventory
     now = now or datetime.now(UTC)
     quorum = probe_managers(runner)
-    lines = [f"cluster {inventory.cluster} ({inventory.provider})", "", managers_table(runner, quorum), ""]
+    lines = [
+        f"cluster {inventory.cluster} ({inventory.provider})",
+        "",
+        managers_table(runner, quorum),
+        "",
+        *locked_report(quorum),
+    ]
     if not quorum.has_quorum:
-        if quorum.probes and all(p.answers and not p.is_manager for p in quorum.probes):
+        if quorum.probes and all(p.answers and not p.is_manager for p in quorum.probes) and not locked_managers(quorum):
             raise SwarmlabError("no manager is in a swarm (run `fab bootstrap` for a new cluster)")
         # Nodes off past their certificate's expiry are one way to lose quorum: show them here too.
         certificates = certificates_report(node_certificates(runner, inventory.swarm_nodes), None, now)

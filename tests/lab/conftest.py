@@ -29,6 +29,7 @@ from cluster.inventory import Inventory
 from cluster.lab.provider import LabProvider
 from cluster.runners import SshRunner
 from cluster.state import StatePaths
+from cluster.unlockkeys import stored_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
@@ -143,6 +144,7 @@ def lab_down_leaves_nothing(config: Config) -> None:
     ]
     assert left == [], f"lab-down left {left}"
     assert not config.state(provider="lab").inventory.exists()
+    assert not config.state(provider="lab").unlock_keys.exists(), "the unlock keys of a swarm that is gone"
     for directory, contents in PLANTED:
         found = {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
         shutil.rmtree(directory, ignore_errors=True)
@@ -151,7 +153,8 @@ def lab_down_leaves_nothing(config: Config) -> None:
 
 def no_secret_in_fab_output(config: Config) -> None:
     """Nothing any fab command of this session printed holds one of this lab's generated secrets."""
-    values = json.loads(config.state(provider="lab").credentials.read_text()).values()
+    state = config.state(provider="lab")
+    values = [*json.loads(state.credentials.read_text()).values(), *stored_keys(state)]
     output = "\n".join(LOG.outputs)
     assert output and not [v for v in values if len(v) >= 8 and v in output], "a generated secret in fab output"
 

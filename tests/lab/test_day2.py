@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import shutil
+import stat
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ import pytest
 
 from cluster import revisions
 from cluster.errors import CommandFailed
+from cluster.facts.autolock import KEY_FILE
 from cluster.facts.swarm import NODES
 from cluster.inventory import Node
 from tests.lab.conftest import LOG, Lab, container_of, fab
@@ -374,8 +376,21 @@ def test_backup_then_restore_brings_data_back_and_refuses_a_corrupt_backup(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def autolock_off_everywhere(lab: Lab) -> None:
+    """Autolock off, and every manager's key rewritten unencrypted on its disk (each does so on its own)."""
+    sh(lab, "docker swarm update --autolock=false >/dev/null")
+    deadline = time.monotonic() + 60
+    for manager in lab.inventory.managers:
+        while lab.nodes.run(manager, f"grep -q 'BEGIN ENCRYPTED' {KEY_FILE}", check=False).ok:
+            assert time.monotonic() < deadline, f"{manager.name}'s key still encrypted 60 s after autolock off"
+            time.sleep(1)
+
+
 def test_losing_two_managers_then_recover(lab: Lab, api: httpx.Client, as_found: None) -> None:
+    """The re-forming path: a swarm without autolock (under autolock, the next test) that lost two
+    managers is re-formed with --force-new-cluster; recover then turns autolock on again, as configured."""
     email = register(lab, api)
+    autolock_off_everywhere(lab)
     engine = docker.from_env()
     lost = ["manager-1", "manager-2"]  # the first manager usually leads: lose the leader too
     for name in lost:
@@ -393,6 +408,7 @@ def test_losing_two_managers_then_recover(lab: Lab, api: httpx.Client, as_found:
         assert "swarm re-formed on manager-3" in recovered and "result: changed" in recovered
         for name in lost:
             assert f"{name} joined as manager" in recovered
+        assert "autolock turned on" in recovered
     finally:
         for name in lost:  # if recover failed, leave no node down for the next tests
             container = engine.containers.get(f"swarmlab-{lab.config.cluster}-{name}")
@@ -405,6 +421,61 @@ def test_losing_two_managers_then_recover(lab: Lab, api: httpx.Client, as_found:
     rpc_answers(lab, api)
     again = fab("recover", check=False)
     assert again.returncode == 1 and "the swarm has quorum" in again.stderr
+    assert sh(lab, "docker info --format '{{.Swarm.Cluster.Spec.EncryptionConfig.AutoLockManagers}}'").strip() == "true"
+
+
+def test_autolocked_managers_restarted_are_unlocked_by_recover_and_lab_up(
+    lab: Lab, api: httpx.Client, as_found: None
+) -> None:
+    """Autolock is on and its key kept (600) in the state directory. manager-1's engine restarts (it comes
+    back locked) and manager-2 stops: quorum is lost, status names the locked manager, and `fab recover`
+    unlocks manager-1, starts manager-2 and unlocks it too. A manager restarted under `fab lab-up` is
+    unlocked by it. `fab rotate-unlock-key` keeps the new key first. No key is ever printed."""
+    keys = lab.state.unlock_keys
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600 and keys.read_text().startswith("SWMKEY-1-")
+    email = register(lab, api)
+    engine = docker.from_env()
+    restarted, stopped = (
+        engine.containers.get(f"swarmlab-{lab.config.cluster}-{n}") for n in ("manager-1", "manager-2")
+    )
+    try:
+        restarted.restart(timeout=5)
+        stopped.stop(timeout=5)
+        deadline = time.monotonic() + 180
+        while "QUORUM LOST" not in (status := fab("status", check=False).stdout) or "LOCKED: manager-1" not in status:
+            assert time.monotonic() < deadline, f"locked manager or quorum loss not reported:\n{status}"
+            time.sleep(5)
+        assert re.search(r"manager-1 .* yes +LOCKED \(autolock\)", status), status
+        assert "`fab recover` unlocks manager-1" in status
+        rpc_answers(lab, api)  # the services keep serving, locked managers or not
+        recovered = fab("recover").stdout
+        assert (
+            "manager-1 unlocked (autolock)" in recovered and "started the stopped container of manager-2" in recovered
+        )
+        assert "manager-2 unlocked (autolock)" in recovered and "force-new-cluster" not in recovered
+        for manager in lab.inventory.managers:
+            lab.nodes.forget(manager)
+        assert_as_found(lab)
+        third = engine.containers.get(f"swarmlab-{lab.config.cluster}-manager-3")
+        third.restart(timeout=5)
+        lab.nodes.forget(lab.inventory.node("manager-3"))
+        upped = fab("lab-up").stdout
+        assert "manager-3 unlocked (autolock)" in upped and "result: changed" in upped
+        before = keys.read_text().split()
+        rotated = fab("rotate-unlock-key").stdout
+        after = keys.read_text().split()
+        assert after[0] != before[0] and after[1] == before[0] and "unlock key rotated" in rotated
+        assert not [k for k in after if k in "\n".join(LOG.outputs)], "an unlock key in fab output"
+    finally:
+        for container in (restarted, stopped, engine.containers.get(f"swarmlab-{lab.config.cluster}-manager-3")):
+            container.reload()
+            if container.status != "running":
+                container.start()
+        for manager in lab.inventory.managers:
+            lab.nodes.forget(manager)
+    fab("recover", check=False)  # whatever a failure above left locked
+    assert email in students(lab)
+    rpc_answers(lab, api)
 
 
 @dataclass

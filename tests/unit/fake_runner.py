@@ -118,9 +118,11 @@ def lab_shaped_inventory() -> Inventory:
     return lab_inventory(parse_config({}), StatePaths(Path("/state")))
 
 
-def fake_session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False) -> Session:
-    """A session on a static target whose state directory is tmp_path and whose SSH is `runner`."""
-    return Session(parse_config({"state_dir": str(tmp_path)}), StaticProvider(), runner, dry_run)
+def fake_session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False, autolock: bool = False) -> Session:
+    """A session on a static target whose state directory is tmp_path and whose SSH is `runner`; autolock
+    off unless `autolock` (tests/unit/test_autolock.py covers it; the others leave its steps out)."""
+    config = parse_config({"state_dir": str(tmp_path), "autolock": autolock})
+    return Session(config, StaticProvider(), runner, dry_run)
 
 
 def answer_as_written(runner: FakeRunner, files: dict[tuple[str, str], bytes]) -> None:

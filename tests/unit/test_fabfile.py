@@ -41,7 +41,18 @@ def test_fab_bootstrap_prints_each_phase_once_in_its_table_and_the_result(
     out = capsys.readouterr().out
     table = out[out.index("phase  ") :]
     rows = [line.split()[0] for line in table.splitlines()[2:] if line and not line.startswith("result")]
-    assert rows == ["swarm-init", "swarm-join", "drain-managers", "haproxy", "nfs", "registry", "isolation", "total"]
+    assert rows == [
+        "unlock",
+        "swarm-init",
+        "swarm-join",
+        "autolock",
+        "drain-managers",
+        "haproxy",
+        "nfs",
+        "registry",
+        "isolation",
+        "total",
+    ]
     assert out.rstrip().endswith("result: changed")
 
 

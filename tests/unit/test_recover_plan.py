@@ -72,7 +72,7 @@ def test_no_manager_with_state_means_nothing_to_reform_from() -> None:
     with pytest.raises(RecoverRefused, match=r"nothing to re-form the swarm from.*fab restore --swarm"):
         choose_survivor(Quorum((silent("manager-1"), silent("manager-2"), silent("manager-3"))))
     locked = replace(probe("manager-1"), info=replace(parse_swarm_info(MANAGER), state="locked"))
-    with pytest.raises(RecoverRefused, match="manager-1 locked: run `docker swarm unlock`"):
+    with pytest.raises(RecoverRefused, match="manager-1 locked: `fab recover` unlocks them first"):
         choose_survivor(Quorum((locked, silent("manager-2"), silent("manager-3"))))
 
 

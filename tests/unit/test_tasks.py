@@ -58,8 +58,10 @@ def test_bootstrap_of_a_fresh_cluster_runs_init_joins_drain_haproxy_and_nfs(tmp_
     assert ("lb-1", "/etc/haproxy/haproxy.cfg.new") in runner.files
     assert ("storage-1", "/etc/ganesha/ganesha.conf.new") in runner.files
     assert [p.name for p in booted.timings.phases] == [
+        "unlock",
         "swarm-init",
         "swarm-join",
+        "autolock",
         "drain-managers",
         "haproxy",
         "nfs",
@@ -233,8 +235,10 @@ def test_the_demo_flow_runs_each_phase_once_and_builds_the_map_with_the_stack(tm
     done = flows.run(flows.DEMO, session(runner, tmp_path), load_workload("hello", "lab"))
     phases = [p.name for p in done.timings.phases]
     assert phases == [
+        "unlock",
         "swarm-init",
         "swarm-join",
+        "autolock",
         "drain-managers",
         "haproxy",
         "nfs",
