@@ -16,7 +16,7 @@ from cluster.errors import SwarmlabError
 from cluster.facts.storage import RegistryCheck
 from cluster.images import BaseImage, Build, image_name
 from cluster.operations import Operation, Parallel, Plan, Run, Write
-from registry.model import PUSH_ENDPOINT
+from registry.model import PUSH_ENDPOINT, PUSH_LOG, PUSH_UNIT
 
 REMOTE_DIR = "/var/tmp/swarmlab"
 BUILD_TIMEOUT = 900
@@ -94,8 +94,8 @@ def pinned_refs(builds: Sequence[Build], check: RegistryCheck, dry_run: bool = F
     if missing and not dry_run:
         raise SwarmlabError(
             f"the registry has no manifest digest for {', '.join(missing)} after the build and push "
-            f"(asked on {PUSH_ENDPOINT} on the storage node). Fix: run `fab build-images` again, and read "
-            "the storage node's /var/log/docker-registry-push.log"
+            f"(asked on {PUSH_ENDPOINT} on the storage node). Fix: run `fab build-images` again; the storage "
+            f"node's {PUSH_LOG} (lab) or `journalctl -u {PUSH_UNIT}` says what the registry did"
         )
     return {b.name: f"{b.ref}@{check.digests[b.key]}" if check.digests.get(b.key) else b.ref for b in builds}
 

@@ -143,7 +143,9 @@ def test_only_the_storage_node_pushes_and_the_stack_runs_images_by_digest(lab: L
     assert attempts == dict.fromkeys(attempts, "405"), attempts
     assert served_digest() == digest, "the deployed tag names the deployed manifest still"
     # The writable endpoint listens on the storage node's loopback only: no other node reaches it.
-    unreachable = lab.nodes.run(worker, f"curl -s -m 5 http://{storage.private_ip}:{REGISTRY_PUSH_PORT}/v2/; echo $?").stdout
+    unreachable = lab.nodes.run(
+        worker, f"curl -s -m 5 http://{storage.private_ip}:{REGISTRY_PUSH_PORT}/v2/; echo $?"
+    ).stdout
     assert unreachable.strip() == "7", unreachable
     # The storage node pushes through it, and the public endpoint serves that at once.
     probe = f"pushprobe:{uuid.uuid4().hex[:8]}"
