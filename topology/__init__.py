@@ -54,7 +54,9 @@ STATS_PORT = 8404  # HAProxy's stats page on the lb node (admin CIDRs only on a 
 SWARM_PORT = 2377  # Swarm cluster management (Raft, joins)
 SWARM_GOSSIP_PORT = 7946  # Swarm node gossip (tcp and udp)
 VXLAN_PORT = 4789  # Swarm overlay networks' data (udp)
-REGISTRY_PORT = 5000  # the cluster's image registry, on the storage node
+REGISTRY_PORT = 5000  # the cluster's image registry, on the storage node (pulls only: read-only)
+# The same registry's writable endpoint, on the storage node's loopback only (its builds push there).
+REGISTRY_PUSH_PORT = 5001
 NFS_PORT = 2049
 # Docker engine metrics (Prometheus format) on a swarm node's private address: the cluster network only.
 ENGINE_METRICS_PORT = 9323

@@ -1,6 +1,10 @@
 """Images, pure: which of a workload's images the cluster registry lacks, where each comes from (the
-machine's image cache, else a build on the storage node), and how the storage node makes the Debian
-base image itself (clouds, static)."""
+machine's image cache, else a build on the storage node), the references a stack pulls them by (pinned
+by digest), and how the storage node makes the Debian base image itself (clouds, static).
+
+Everything the storage node writes into the registry (a build's push, a copy from the image cache)
+goes through the registry's writable endpoint on its loopback (`push_ref`); the public endpoint every
+engine pulls from (`Build.ref`) is read-only."""
 
 from __future__ import annotations
 
@@ -8,10 +12,11 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cluster.errors import SwarmlabError
 from cluster.facts.storage import RegistryCheck
-from cluster.images import BaseImage, Build
+from cluster.images import BaseImage, Build, image_name
 from cluster.operations import Operation, Parallel, Plan, Run, Write
-from registry.model import trust_dir
+from registry.model import PUSH_ENDPOINT, PUSH_LOG, PUSH_UNIT
 
 REMOTE_DIR = "/var/tmp/swarmlab"
 BUILD_TIMEOUT = 900
@@ -76,15 +81,30 @@ def _remote(build: Build) -> str:
     return f"{REMOTE_DIR}/{build.name}-{build.context.tag}.tar"
 
 
-def _registry_of(build: Build) -> str:
-    return build.ref.split("/", 1)[0]
+def push_ref(build: Build) -> str:
+    """Where the storage node pushes an image: the registry's writable endpoint, on its loopback."""
+    return f"{PUSH_ENDPOINT}/{image_name(build.name, build.context.tag)}"
 
 
+def pinned_refs(builds: Sequence[Build], check: RegistryCheck, dry_run: bool = False) -> dict[str, str]:
+    """Each image's pullable reference pinned by the digest the registry holds for its tag
+    (`<registry>/swarmlab/NAME:TAG@sha256:...`): an engine pulls exactly that manifest, whatever the tag
+    names later. A dry run has not built what is missing: those go by tag."""
+    missing = [b.key for b in builds if not check.digests.get(b.key)]
+    if missing and not dry_run:
+        raise SwarmlabError(
+            f"the registry has no manifest digest for {', '.join(missing)} after the build and push "
+            f"(asked on {PUSH_ENDPOINT} on the storage node). Fix: run `fab build-images` again; the storage "
+            f"node's {PUSH_LOG} (lab) or `journalctl -u {PUSH_UNIT}` says what the registry did"
+        )
+    return {b.name: f"{b.ref}@{check.digests[b.key]}" if check.digests.get(b.key) else b.ref for b in builds}
+
+
+# The loopback endpoint serves plain HTTP (nothing crosses the network): skopeo must be told so.
 def _from_cache(storage: str, build: Build, cache: ImageCache) -> Run:
-    registry = _registry_of(build)
     return Run(
         storage,
-        f"skopeo copy -q --dest-cert-dir {trust_dir(registry)} dir:{cache.entry(build)} docker://{build.ref}",
+        f"skopeo copy -q --dest-tls-verify=false dir:{cache.entry(build)} docker://{push_ref(build)}",
         f"copied {build.key} from the image cache to the registry (not built)",
         timeout=COPY_TIMEOUT,
     )
@@ -93,11 +113,11 @@ def _from_cache(storage: str, build: Build, cache: ImageCache) -> Run:
 def _keep_in_cache(build: Build, cache: ImageCache) -> str:
     """Copy a pushed image into the cache: into a scratch name first, renamed when complete, so a
     cluster reading the cache at the same time never sees half a copy."""
-    registry, entry = _registry_of(build), cache.entry(build)
+    entry = cache.entry(build)
     scratch = f"{entry}.partial-$$"
     return (
         f"mkdir -p {cache.path} && rm -rf {scratch} && "
-        f"skopeo copy -q --src-cert-dir {trust_dir(registry)} docker://{build.ref} dir:{scratch} && "
+        f"skopeo copy -q --src-tls-verify=false docker://{push_ref(build)} dir:{scratch} && "
         f"{{ mv -T {scratch} {entry} 2>/dev/null || rm -rf {scratch}; }}"
     )
 
@@ -108,7 +128,7 @@ def _build_and_push(storage: str, build: Build, cache: ImageCache | None) -> Run
     keep = f" && {_keep_in_cache(build, cache)}" if cache else ""
     return Run(
         storage,
-        f"docker build -q -t {build.ref} {args} - < {remote} && docker push -q {build.ref}{keep}; "
+        f"docker build -q -t {push_ref(build)} {args} - < {remote} && docker push -q {push_ref(build)}{keep}; "
         f"status=$?; rm -f {remote}; exit $status",
         f"built and pushed {build.key}" + (" (and kept in the image cache)" if cache else ""),
         timeout=BUILD_TIMEOUT,

@@ -1,6 +1,6 @@
 """The cluster registry's TLS, pure: which engines must be told to trust the cluster CA for it, and
-whether the storage node needs the registry's certificate; the configuration itself is pushed like
-any daemon's (plans.daemon.plan_push)."""
+whether the storage node needs the registry's certificate, and the writable endpoint's systemd unit;
+the two configurations themselves are pushed like any daemon's (plans.daemon.plan_push)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from cluster.operations import Plan, Run
 from cluster.plans.daemon import plan_file
-from registry.model import CERT_PATH, KEY_PATH, SERVICE_USER, TLS_DIR, trust_path
+from registry.model import CERT_PATH, KEY_PATH, PUSH_UNIT, PUSH_UNIT_PATH, SERVICE_USER, TLS_DIR, trust_path
 
 
 def plan_trust(registry: str, ca_pem: bytes, trusted_shas: Mapping[str, str]) -> Plan:
@@ -45,3 +45,21 @@ def plan_certificate(storage: str, chain_pem: bytes, key_pem: bytes, current_sha
             )
         )
     )
+
+
+def plan_push_unit(storage: str, unit_text: str, current_sha: str, systemd: bool, running: bool) -> Plan:
+    """The writable endpoint's systemd unit on a systemd node, when it is not this one (the lab's nodes
+    run it from its pid file). Ours, not the package's: Debian's unit serves one configuration only, and
+    a storage node provisioned before this endpoint existed gets it here too. A changed unit of a
+    running endpoint restarts it."""
+    if not systemd:
+        return Plan()
+    content = unit_text.encode()
+    plan = plan_file(storage, PUSH_UNIT_PATH, content, current_sha, f"the {PUSH_UNIT} unit", mode=0o644, dir_mode=0o755)
+    if not plan.operations:
+        return plan
+    reload = Run(storage, "systemctl daemon-reload", "systemd reads the unit", changes=False)
+    restart = (
+        (Run(storage, f"systemctl restart {PUSH_UNIT}", f"{PUSH_UNIT} restarted with its new unit"),) if running else ()
+    )
+    return plan + Plan((reload, *restart))

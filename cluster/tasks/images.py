@@ -12,7 +12,7 @@ from cluster.facts import read
 from cluster.facts.daemons import MACHINE
 from cluster.facts.storage import registry_check
 from cluster.images import base_image, workload_builds
-from cluster.plans.images import ImageCache, plan_builds, to_build
+from cluster.plans.images import ImageCache, pinned_refs, plan_builds, to_build
 from cluster.session import Session
 from cluster.wheelhouse import ensure_wheelhouse
 from cluster.workload import REPO_ROOT, Workload
@@ -22,8 +22,8 @@ WHEEL_CACHE = REPO_ROOT / ".cache"
 
 def build_images(session: Session, *workloads: Workload) -> dict[str, str]:
     """Build what is missing from the registry of the workloads' images, in one phase; return each
-    image's pullable reference. Builds push over TLS: the registry step comes first in every flow
-    that builds."""
+    image's pullable reference, pinned by its digest. Builds push to the registry's writable endpoint:
+    the registry step comes first in every flow that builds."""
     inventory = session.inventory
     storage, registry = inventory.storage, inventory.registry
     if storage is None or registry is None:
@@ -47,11 +47,14 @@ def build_images(session: Session, *workloads: Workload) -> dict[str, str]:
             lambda requirements: ensure_wheelhouse(REPO_ROOT / requirements, WHEEL_CACHE, arch, p),
         )
         cache = ImageCache(session.provider.image_cache) if session.provider.image_cache else None
-        check = read(session.runner, storage, registry_check(builds, registry, cache.path if cache else None))
+        check = read(session.runner, storage, registry_check(builds, cache.path if cache else None))
         plan = plan_builds(storage.name, builds, check, cache)
         executor = session.executor()
         if to_build(builds, check):
             # Only a build needs the base image: images in the registry or in the image cache do not.
             session.provider.supply_base_image(executor, storage, base, p)
         executor.execute(plan, p)
-    return {b.name: b.ref for b in builds}
+        if plan.operations and not session.dry_run:
+            # The digests of what was just pushed or copied, as the registry now holds them.
+            check = read(session.runner, storage, registry_check(builds))
+        return pinned_refs(builds, check, session.dry_run)

@@ -1,5 +1,6 @@
-"""The registry task: the cluster registry serves TLS with a certificate of the cluster CA, and every
-engine trusts that CA for it (no insecure registry anywhere). Run by bootstrap and before builds."""
+"""The registry task: the cluster registry serves TLS with a certificate of the cluster CA, read-only,
+and every engine trusts that CA for it (no insecure registry anywhere); its writable endpoint listens
+on the storage node's loopback, for the builds there. Run by bootstrap and before builds."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from cluster.facts import read
 from cluster.facts.daemons import daemon_facts, file_sha
 from cluster.inventory import Role
 from cluster.plans.daemon import plan_push
-from cluster.plans.registry import plan_certificate, plan_trust
+from cluster.plans.registry import plan_certificate, plan_push_unit, plan_trust
 from cluster.session import Session
 from cluster.tls import ClusterTLS, IPAddress, certificate_names, cluster_scope
 
@@ -30,7 +31,9 @@ def configure_registry(session: Session) -> None:
         return
     host, _, port = endpoint.rpartition(":")
     with session.phase(
-        "registry", f"the cluster registry {endpoint}: TLS from the cluster CA, trusted by every engine"
+        "registry",
+        f"the cluster registry {endpoint}: TLS from the cluster CA, trusted by every engine, read-only; "
+        f"pushes through {registry.PUSH_ENDPOINT} on {storage.name}",
     ) as p:
         tls = ClusterTLS(session.state.tls, inventory.cluster, write=not session.dry_run)
         authority = tls.authority(cluster_scope(inventory, session.config.tls_names), p)
@@ -56,7 +59,16 @@ def configure_registry(session: Session) -> None:
             lambda n: executor.execute(trust_by_node[n.name], p),
             "trusting the cluster CA for the registry",
         )
-        plan = plan_certificate(storage.name, certificate.chain_pem, certificate.key_pem, current, names) + plan_push(
-            storage.name, daemon, facts, text
+        # The writable endpoint: its unit (systemd nodes) before its configuration's push starts it.
+        push = registry.push_daemon()
+        push_facts = read(runner, storage, daemon_facts(push.config_path, push.pid_file, push.unit))
+        unit_sha = read(runner, storage, file_sha(registry.PUSH_UNIT_PATH)) if push_facts.systemd else ""
+        plan = (
+            plan_certificate(storage.name, certificate.chain_pem, certificate.key_pem, current, names)
+            + plan_push(storage.name, daemon, facts, text)
+            + plan_push_unit(
+                storage.name, registry.render_push_unit(), unit_sha, push_facts.systemd, push_facts.running
+            )
+            + plan_push(storage.name, push, push_facts, registry.render_config(registry.build_push()))
         )
         executor.execute(plan, p)

@@ -1,5 +1,6 @@
 """Hardening on a real lab: HTTPS at the edge verified against the lab's own CA (plain HTTP only
-redirects), the registry over TLS with no insecure registry on any engine, an NFS export that
+redirects), the registry over TLS with no insecure registry on any engine, read-only to every node
+but the storage node (whose builds push on its loopback) and the stack pinned by digest, an NFS export that
 squashes root, pinned host keys and timeouts that name the host, lab-down keeping away from the
 state of other targets of the same cluster name, and the OTP and session rules that take abuse
 (a replayed key, cookieless floods, an anonymous client's wrong codes). Traffic goes to 127.0.0.1 and the lab's nodes only."""
@@ -21,10 +22,12 @@ import httpx
 import pytest
 
 from cluster.errors import CommandFailed
+from cluster.facts.storage import MANIFEST_TYPES
 from cluster.inventory import Node, Role
 from cluster.lab.keys import new_key_pair
+from cluster.plans.stack import REMOTE_STACKS
 from haproxy.model import CERT_PATH
-from registry.model import trust_path
+from registry.model import PUSH_ENDPOINT, trust_path
 from tests.lab.conftest import LAB_ENV, PLANTED, Lab, fab
 from tests.lab.test_registration import (
     REDIS_SECRETS,
@@ -39,6 +42,7 @@ from tests.lab.test_registration import (
     redis_cli,
     sql,
 )
+from topology import REGISTRY_DATA_DIR, REGISTRY_PUSH_PORT
 
 pytestmark = pytest.mark.lab
 
@@ -90,6 +94,74 @@ def test_the_registry_answers_over_tls_and_no_engine_has_insecure_registries(lab
     # Plain HTTP gets nothing but Go's refusal.
     plain = lab.nodes.run(engines[0], f"curl -s -o /dev/null -w '%{{http_code}}' http://{registry}/v2/", check=False)
     assert plain.stdout == "400", plain.stdout
+
+
+MANIFESTS = ", ".join(MANIFEST_TYPES)
+
+
+def test_only_the_storage_node_pushes_and_the_stack_runs_images_by_digest(lab: Lab) -> None:
+    """A worker node itself (its containers are kept off the storage node by DOCKER-USER) pushes its own
+    image over the deployed tag of the app: refused, the public endpoint is read-only (405), as are a
+    blob upload, a manifest put and a delete with curl, and the tag still names the deployed manifest;
+    the writable endpoint is not on the network. The storage node pushes through its loopback, and a
+    worker pulls that at once. The stack file and the services name the images by that digest."""
+    storage, registry = lab.inventory.storage, lab.inventory.registry
+    assert storage is not None and registry is not None
+    manager, worker = lab.inventory.managers[0], lab.inventory.workers[0]
+    spec = f"docker service inspect {STACK}_ui --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}'"
+    image = lab.nodes.run(manager, spec).stdout.strip()
+    tagged, _, digest = image.partition("@")
+    assert tagged.startswith(f"{registry}/swarmlab/app:") and digest.startswith("sha256:"), image
+    tag = tagged.rpartition(":")[2]
+    # Pinned in the stack file itself, not only by Docker's resolution of a tag at deploy time.
+    assert f"    image: {image}\n" in lab.nodes.run(manager, f"cat {REMOTE_STACKS}/{STACK}.yml").stdout
+    curl = f"curl -s -m 10 --cacert {trust_path(registry)}"
+    head = f"{curl} -I -H 'Accept: {MANIFESTS}' https://{registry}/v2/swarmlab/app/manifests/{tag}"
+
+    def served_digest() -> str:
+        lines = lab.nodes.run(worker, head).stdout.replace("\r", "").splitlines()
+        return next((line.split()[1] for line in lines if line.lower().startswith("docker-content-digest:")), "")
+
+    assert served_digest() == digest
+    # A worker's own image under the deployed tag: its push is refused.
+    pushed = lab.nodes.run(
+        worker,
+        f"tar cf - --files-from /dev/null | docker import - {tagged} >/dev/null && "
+        f"docker push {tagged} 2>&1; echo exit=$?; docker rmi {tagged} >/dev/null",
+        timeout=120,
+    ).stdout
+    assert "exit=1" in pushed and "405" in pushed, pushed
+    status = f"-o /dev/null -w '%{{http_code}}' https://{registry}/v2/swarmlab/app"
+    attempts = {
+        "upload": lab.nodes.run(worker, f"{curl} -X POST {status}/blobs/uploads/").stdout,
+        "put": lab.nodes.run(
+            worker,
+            f"{curl} -X PUT -H 'Content-Type: {MANIFEST_TYPES[0]}' --data '{{}}' {status}/manifests/{tag}",
+        ).stdout,
+        "delete": lab.nodes.run(worker, f"{curl} -X DELETE {status}/manifests/{digest}").stdout,
+    }
+    assert attempts == dict.fromkeys(attempts, "405"), attempts
+    assert served_digest() == digest, "the deployed tag names the deployed manifest still"
+    # The writable endpoint listens on the storage node's loopback only: no other node reaches it.
+    unreachable = lab.nodes.run(
+        worker, f"curl -s -m 5 http://{storage.private_ip}:{REGISTRY_PUSH_PORT}/v2/; echo $?"
+    ).stdout
+    assert unreachable.strip() == "7", unreachable
+    # The storage node pushes through it, and the public endpoint serves that at once.
+    probe = f"pushprobe:{uuid.uuid4().hex[:8]}"
+    try:
+        lab.nodes.run(
+            storage,
+            f"tar cf - --files-from /dev/null | docker import - {PUSH_ENDPOINT}/swarmlab/{probe} >/dev/null && "
+            f"docker push -q {PUSH_ENDPOINT}/swarmlab/{probe} && docker rmi {PUSH_ENDPOINT}/swarmlab/{probe}",
+            timeout=120,
+        )
+        lab.nodes.run(worker, f"docker pull -q {registry}/swarmlab/{probe} && docker rmi {registry}/swarmlab/{probe}")
+    finally:
+        repositories = f"{REGISTRY_DATA_DIR}/docker/registry/v2/repositories/swarmlab"
+        lab.nodes.run(storage, f"rm -rf {repositories}/pushprobe", check=False)
+    # And the engines still pull the stack's images: by digest, from the read-only endpoint.
+    assert digest in lab.nodes.run(worker, f"docker pull -q {image}").stdout
 
 
 def test_the_nfs_export_squashes_root_and_lets_owners_write(lab: Lab) -> None:

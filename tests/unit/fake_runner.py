@@ -1,5 +1,7 @@
 """A Runner that reaches no node: it answers commands from a script of (pattern, output) pairs and
-records every command and file, so tasks can be tested end to end without SSH."""
+records every command and file, so tasks can be tested end to end without SSH. It also keeps the
+storage node's registry: what a build pushes or a copy puts there, the registry check finds, with a
+digest (unless a scripted answer says otherwise)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from cluster.providers.static import StaticProvider
 from cluster.runners import Result
 from cluster.session import Session
 from cluster.state import StatePaths
+from registry.model import PUSH_ENDPOINT
 
 T = TypeVar("T")
 
@@ -39,6 +42,8 @@ class FakeRunner:
     # Files on the nodes that `get` fetches: (node, path) -> content.
     remote_files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
+    # The storage node's registry: image key (name:tag) -> its manifest's digest.
+    registry: dict[str, str] = field(default_factory=dict)
 
     def answer(self, command: str, stdout: str = "", exit_code: int = 0, node: str = ".*") -> None:
         self.answers.insert(0, (node, command, stdout, exit_code))
@@ -55,7 +60,7 @@ class FakeRunner:
         hint: str = "",
     ) -> Result:
         self.calls.append(Call(node.name, command, stdin if isinstance(stdin, str) or stdin is None else "<stream>"))
-        stdout, code = "", 0
+        stdout, code = self._registry(command), 0
         for node_pattern, pattern, out, exit_code in self.answers:
             if re.fullmatch(node_pattern, node.name) and re.search(pattern, command):
                 stdout, code = out, exit_code
@@ -65,6 +70,20 @@ class FakeRunner:
             # As the SSH runner does: the secrets the caller names are masked in the error.
             raise CommandFailed(node.name, command, code, redact(stdout, tuple(secrets)), hint)
         return result
+
+    def _registry(self, command: str) -> str:
+        """A push or copy into the registry's writable endpoint puts the image there; the registry check
+        answers each image's presence and digest (the cache: never)."""
+        for key in re.findall(
+            rf"(?:docker push -q |docker://){re.escape(PUSH_ENDPOINT)}/swarmlab/(\S+?)(?:;|$|\s)", command
+        ):
+            self.registry[key] = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+        if command.startswith("for ref in ") and "/manifests/" in command:
+            refs = command.removeprefix("for ref in ").split(";", 1)[0].split()
+            return "".join(
+                f"{ref} yes no {self.registry[ref]}\n" if ref in self.registry else f"{ref} no no -\n" for ref in refs
+            )
+        return ""
 
     def stream(
         self,

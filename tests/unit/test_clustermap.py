@@ -96,7 +96,6 @@ def test_the_map_route_is_on_the_managers_for_the_admin_only_and_reserved() -> N
 
 def test_fab_cluster_map_runs_it_on_the_managers_and_haproxy_routes_it(tmp_path: Path) -> None:
     runner = deployed_hello()
-    runner.answer(r"for ref in", "")
     flows.run(flows.DEPLOY_MAP, session(runner, tmp_path))
     assert runner.commands(r"docker build .*/swarmlab/clustermap:")
     assert sorted(c.node for c in runner.calls if "docker run -d --name swarmlab-map" in c.command) == [

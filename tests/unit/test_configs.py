@@ -154,7 +154,6 @@ def test_a_deploy_creates_mounts_and_prunes_configs(copied: Path, tmp_path: Path
     (hello / "stack.yaml.j2").write_text(template)
     current = config_name("hello", "greeting", "hello\n")
     runner = deployed_hello()
-    runner.answer(r"for ref in", "")
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
     runner.answer(r"docker config ls", "hello_greeting_0123456789ab\nhello_greeting_aaaaaaaaaaaa\n")
     runner.answer(r"ContainerSpec.Configs", "hello_greeting_aaaaaaaaaaaa\n")  # still mounted: kept

@@ -1,6 +1,7 @@
 """Image recipes and cache keys: a change to one file rebuilds the images that hold it (and what builds
 FROM them) and nothing else; tags do not depend on the cluster; independent images build at once; a
-registry that has everything builds nothing; an image the machine's cache has is copied, not built."""
+registry that has everything builds nothing; an image the machine's cache has is copied, not built;
+pushes and copies go to the registry's loopback endpoint, and the stack gets references pinned by digest."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from cluster.errors import SwarmlabError
 from cluster.facts.storage import RegistryCheck, parse_registry_check, registry_check
 from cluster.images import Build, workload_builds
 from cluster.operations import Parallel, Run
-from cluster.plans.images import ImageCache, plan_builds, to_build
+from cluster.plans.images import ImageCache, pinned_refs, plan_builds, push_ref, to_build
 from cluster.workload import REPO_ROOT, load_workload
 
 REGISTRY = "10.20.0.6:5000"
+PUSH = "127.0.0.1:5001"  # the registry's writable endpoint, on the storage node's loopback
 SPECS = load_workload("registration", "lab").manifest.images
 
 
@@ -101,18 +104,44 @@ def test_missing_images_build_at_once_and_an_image_after_its_base() -> None:
     assert all(r.node == "storage-1" for r in plan.runs)
 
 
+def digest_of(build: Build) -> str:
+    return "sha256:" + (build.context.tag * 6)[:64]
+
+
 def test_a_registry_that_has_everything_builds_nothing() -> None:
     everything = builds()
-    answer = "\n".join(f"{b.key} yes yes" for b in everything)
+    answer = "\n".join(f"{b.key} yes yes {digest_of(b)}" for b in everything)
     keys = frozenset(b.key for b in everything)
-    assert parse_registry_check(answer) == RegistryCheck(keys, keys)
-    plan = plan_builds("storage-1", everything, parse_registry_check(answer), CACHE)
+    check = parse_registry_check(answer)
+    assert check == RegistryCheck(keys, keys, {b.key: digest_of(b) for b in everything})
+    plan = plan_builds("storage-1", everything, check, CACHE)
     assert plan.operations == () and not plan.changes and len(plan.notes) == len(everything)
-    command = registry_check(everything, "10.20.0.6:5000").command
+    command = registry_check(everything).command
     assert all(b.key in command for b in everything)
-    # Over TLS, verified with the CA the engines trust for this registry: no plain HTTP, no -k.
-    assert "https://10.20.0.6:5000/v2/" in command and "--cacert /etc/docker/certs.d/10.20.0.6:5000/ca.crt" in command
-    assert "http://" not in command and " -k" not in command
+    # Asked on the writable endpoint, on the storage node's loopback: a HEAD that accepts the manifest
+    # types an image is pushed as (else distribution answers another form, with another digest).
+    assert "curl -sfI -H 'Accept: application/vnd.docker.distribution.manifest.v2+json, " in command
+    assert "application/vnd.oci.image.manifest.v1+json" in command
+    assert f"http://{PUSH}/v2/swarmlab/$name/manifests/$tag" in command and "docker-content-digest:" in command
+    assert REGISTRY not in command and " -k" not in command
+
+
+def test_the_stack_pulls_from_the_public_endpoint_pinned_by_digest() -> None:
+    everything = builds()
+    check = parse_registry_check("\n".join(f"{b.key} yes no {digest_of(b)}" for b in everything))
+    refs = pinned_refs(everything, check)
+    app = next(b for b in everything if b.name == "app")
+    assert refs["app"] == f"{REGISTRY}/swarmlab/app:{app.context.tag}@{digest_of(app)}"
+    assert all(ref.startswith(f"{REGISTRY}/swarmlab/") and "@sha256:" in ref for ref in refs.values())
+    # A tag the registry lacks after the builds is an error, not a reference by tag...
+    without_app = parse_registry_check("\n".join(f"{b.key} yes no {digest_of(b)}" for b in everything if b is not app))
+    with pytest.raises(SwarmlabError, match=rf"no manifest digest for app:{app.context.tag}"):
+        pinned_refs(everything, without_app)
+    # ...except in a dry run, which built nothing: it goes by tag.
+    assert pinned_refs(everything, without_app, dry_run=True)["app"] == app.ref
+    # An answer without a digest (or a malformed one) pins nothing.
+    assert parse_registry_check(f"{app.key} yes no -").digests == {}
+    assert parse_registry_check(f"{app.key} yes no md5:abc").digests == {}
 
 
 def test_only_the_changed_image_is_rebuilt_when_the_rest_is_in_the_registry() -> None:
@@ -122,12 +151,17 @@ def test_only_the_changed_image_is_rebuilt_when_the_rest_is_in_the_registry() ->
     built = [r for r in plan.runs if "docker build" in r.command]
     assert len(built) == 1 and "/swarmlab/app:" in built[0].command
     assert "skopeo" not in built[0].command, "no cache, nothing kept"
+    # Built and pushed through the loopback endpoint; the build pulls its base from the public one.
+    app = next(b for b in everything if b.name == "app")
+    assert push_ref(app) == f"{PUSH}/swarmlab/app:{app.context.tag}"
+    assert f"docker build -q -t {push_ref(app)} " in built[0].command
+    assert f"docker push -q {push_ref(app)};" in built[0].command and f"push -q {REGISTRY}" not in built[0].command
 
 
 def test_an_empty_registry_is_filled_from_the_image_cache_and_only_what_it_lacks_is_built() -> None:
     everything = builds()
     app = next(b for b in everything if b.name == "app")
-    command = registry_check(everything, REGISTRY, CACHE.path).command
+    command = registry_check(everything, CACHE.path).command
     assert '[ -f "/var/cache/swarmlab/images/$name-$tag/manifest.json" ]' in command
     answer = "\n".join(f"{b.key} no {'no' if b is app else 'yes'}" for b in everything)
     check = parse_registry_check(answer)
@@ -137,9 +171,9 @@ def test_an_empty_registry_is_filled_from_the_image_cache_and_only_what_it_lacks
     copies = [r for r in plan.runs if r.command.startswith("skopeo copy")]
     assert len(copies) == 5 and all(r.why.startswith("copied ") for r in copies)
     runtime = next(b for b in everything if b.name == "runtime")
-    assert f"dir:/var/cache/swarmlab/images/runtime-{runtime.context.tag} docker://{runtime.ref}" in next(
-        r.command for r in copies if "/runtime-" in r.command
-    )
+    copy = next(r.command for r in copies if "/runtime-" in r.command)
+    assert f"--dest-tls-verify=false dir:/var/cache/swarmlab/images/runtime-{runtime.context.tag} " in copy
+    assert copy.endswith(f" docker://{PUSH}/swarmlab/runtime:{runtime.context.tag}")
     (build,) = [r for r in plan.runs if "docker build" in r.command]
     assert "/swarmlab/app:" in build.command and f"--build-arg REGISTRY={REGISTRY}" in build.command
     # The app builds FROM the runtime: the runtime reaches the registry (from the cache) first.
@@ -147,7 +181,7 @@ def test_an_empty_registry_is_filled_from_the_image_cache_and_only_what_it_lacks
     assert order.index(next(r for r in copies if "/runtime-" in r.command)) < order.index(build)
     # What it builds, it keeps in the cache, under a scratch name renamed into place when complete.
     entry = f"/var/cache/swarmlab/images/app-{app.context.tag}"
-    assert f"docker://{app.ref} dir:{entry}.partial-$$" in build.command
+    assert f"--src-tls-verify=false docker://{push_ref(app)} dir:{entry}.partial-$$" in build.command
     assert f"mv -T {entry}.partial-$$ {entry}" in build.command
 
 
@@ -158,11 +192,14 @@ def test_an_image_the_registry_has_and_the_cache_lacks_is_kept_in_the_cache_not_
     plan = plan_builds("storage-1", everything, RegistryCheck(keys, keys - {redis.key}), CACHE)
     (keep,) = plan.runs
     assert keep.why == f"kept {redis.key} in the image cache" and "docker build" not in keep.command
-    assert f"docker://{redis.ref} dir:/var/cache/swarmlab/images/redis-{redis.context.tag}.partial-$$" in keep.command
+    assert (
+        f"docker://{push_ref(redis)} dir:/var/cache/swarmlab/images/redis-{redis.context.tag}.partial-$$"
+        in keep.command
+    )
 
 
 def test_without_a_cache_nothing_is_cached_or_kept() -> None:
-    command = registry_check(builds(), REGISTRY).command
+    command = registry_check(builds()).command
     assert "manifest.json" not in command and "then c=yes" in command and "if false;" in command
     everything = builds()
     plan = plan_builds("storage-1", everything, RegistryCheck(frozenset(), frozenset()))

@@ -1,5 +1,6 @@
 """The registry task with a fake runner: TLS from the cluster CA on the storage node, the CA trusted
-for this registry by every engine (and no insecure registry), nothing redone when current."""
+for this registry by every engine (and no insecure registry), the public endpoint read-only and the
+writable one on the storage node's loopback (its own unit under systemd), nothing redone when current."""
 
 from __future__ import annotations
 
@@ -51,11 +52,50 @@ def test_a_fresh_storage_node_gets_a_tls_registry_every_engine_trusts(tmp_path: 
         "minimumtls": "tls1.2",
     }
     assert config["http"]["addr"] == ":5000"
-    [start] = runner.commands("setsid docker-registry serve")
-    assert start.endswith(f"echo $! > {registry.PID_FILE})")
-    [ready] = runner.commands("curl -sf")
+    # The public endpoint answers pulls only: pushes and deletes get 405 from it.
+    assert config["storage"]["maintenance"] == {"readonly": {"enabled": True}}
+    assert config["storage"]["delete"] == {"enabled": False}
+    # The writable endpoint: the loopback only, plain HTTP, the same storage.
+    push = yaml.safe_load(runner.files[("storage-1", registry.PUSH_CONFIG_PATH + ".new")])
+    assert push["http"]["addr"] == "127.0.0.1:5001" and "tls" not in push["http"]
+    assert "maintenance" not in push["storage"]
+    assert push["storage"]["filesystem"] == config["storage"]["filesystem"]
+    public, writable = runner.commands("setsid docker-registry serve")
+    assert public.endswith(f"echo $! > {registry.PID_FILE})") and f"serve {registry.CONFIG_PATH} " in public
+    assert (
+        writable.endswith(f"echo $! > {registry.PUSH_PID_FILE})") and f"serve {registry.PUSH_CONFIG_PATH} " in writable
+    )
+    ready, push_ready = runner.commands("curl -sf")
     assert f"--cacert {TRUST} https://{REGISTRY}/v2/" in ready
+    assert "curl -sf -o /dev/null http://127.0.0.1:5001/v2/" in push_ready
+    assert not runner.commands("^systemctl"), "a lab node has no systemd: no unit"
     assert first.timings.changed
+
+
+def test_under_systemd_the_writable_endpoint_gets_its_own_unit(tmp_path: Path) -> None:
+    runner = FakeRunner(lab_inventory(parse_config({"state_dir": str(tmp_path)}), StatePaths(tmp_path)))
+    runner.answer(r"printf 'config_sha", "config_sha=\nsystemd=yes\nrunning=no\n", node="storage-1")
+    first = session(tmp_path, runner)
+    configure_registry(first)
+    unit = runner.files[("storage-1", registry.PUSH_UNIT_PATH)].decode()
+    assert f"ExecStart=/usr/bin/docker-registry serve {registry.PUSH_CONFIG_PATH}\n" in unit
+    assert "User=docker-registry\n" in unit
+    commands = runner.commands("^systemctl")
+    assert commands == [
+        "systemctl enable docker-registry && systemctl restart docker-registry",
+        "systemctl daemon-reload",
+        "systemctl enable docker-registry-push && systemctl restart docker-registry-push",
+    ]
+    # Second run: the unit and both configurations current, both running: nothing.
+    again_runner = FakeRunner(runner.inventory)
+    answer_as_written(again_runner, runner.files)
+    again_runner.answer(r"printf 'config_sha", "config_sha=\nsystemd=yes\nrunning=yes\n", node="storage-1")
+    for path in (registry.CONFIG_PATH, registry.PUSH_CONFIG_PATH):
+        sha = hashlib.sha256(runner.files[("storage-1", path + ".new")]).hexdigest()
+        again_runner.answer(rf"sha256sum {path} ", f"config_sha={sha}\nsystemd=yes\nrunning=yes\n", node="storage-1")
+    again = session(tmp_path, again_runner)
+    configure_registry(again)
+    assert not again_runner.files and not again_runner.commands("^systemctl") and not again.timings.changed
 
 
 def test_a_current_registry_is_left_alone(tmp_path: Path) -> None:

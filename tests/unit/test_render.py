@@ -230,7 +230,8 @@ def test_haproxy_cfg_grows_with_the_workers() -> None:
 
 
 def test_hello_stack() -> None:
-    data = StackInput(images={"hello": "10.20.0.6:5000/swarmlab/hello:abc"}, ports={"hello": 8090})
+    # As build-images passes them: the public endpoint, pinned by digest.
+    data = StackInput(images={"hello": f"10.20.0.6:5000/swarmlab/hello:abc@sha256:{'0f' * 32}"}, ports={"hello": 8090})
     text = render_stack(HELLO, data)
     check_golden("stack-hello.yaml", text)
     web = yaml.safe_load(text)["services"]["web"]

@@ -41,7 +41,6 @@ def session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False, keep: int
 
 def hello_runner(update_state: str = "") -> FakeRunner:
     runner = deployed_hello()
-    runner.answer(r"for ref in", "")
     runner.answer(r"docker stack services hello", f"hello_web|3/3\n---\nhello_web|{update_state}\n---\n")
     return runner
 

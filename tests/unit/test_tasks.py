@@ -125,14 +125,16 @@ def deployed_hello() -> FakeRunner:
 
 def test_deploying_a_second_bundle_builds_deploys_and_routes_it_next_to_the_first(tmp_path: Path) -> None:
     runner = deployed_hello()
-    runner.answer(r"for ref in", "")  # the registry has no image yet
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
     hello = load_workload("hello", "lab")
     flows.run(flows.DEPLOY_STACK, session(runner, tmp_path), hello)
     [build] = runner.commands(r"docker build")
-    assert "/swarmlab/hello:" in build and "docker push" in build
+    assert "/swarmlab/hello:" in build and "docker push -q 127.0.0.1:5001/swarmlab/hello:" in build
     assert runner.commands(r"docker stack deploy --prune -c /root/.swarmlab/stacks/hello.yml hello")
     stack = runner.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
+    # Pulled from the public endpoint, pinned by the digest the registry gave for the pushed tag.
+    [(key, digest)] = runner.registry.items()
+    assert f"image: 10.20.0.6:5000/swarmlab/{key}@{digest}\n" in stack
     assert "published: 8090" in stack
     haproxy_cfg = runner.files[("lb-1", "/etc/haproxy/haproxy.cfg.new")].decode()
     # Both the deployed registration stack and hello are served.
@@ -146,11 +148,10 @@ def hello_as_deployed(tmp_path: Path, update_state: str) -> FakeRunner:
     certificates), and `docker stack services` answers hello_web with this update state."""
     runner = deployed_hello()
     first = FakeRunner(runner.inventory, list(runner.answers))
-    first.answer(r"for ref in", "")
     first.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
     flows.run(flows.DEPLOY_STACK, session(first, tmp_path), load_workload("hello", "lab"))
     stack = first.files[("manager-1", "/root/.swarmlab/stacks/hello.yml")].decode()
-    runner.answer(r"for ref in", "\n".join(f"{name} yes no" for name in _refs(first)))
+    runner.registry = dict(first.registry)  # what the first deploy pushed
     runner.answer(r"cat /root/.swarmlab/stacks/hello.yml", stack)
     runner.answer(r"docker stack services hello", f"hello_web|3/3\n---\nhello_web|{update_state}\n---\n")
     answer_as_written(runner, first.files)
@@ -185,10 +186,6 @@ class _AnswersEmptyUntil(FakeRunner):
             self.calls.append(Call(node.name, command, None))
             return Result(node.name, command, "", "", 0)
         return super().run(node, command, **kwargs)
-
-
-def _refs(runner: FakeRunner) -> list[str]:
-    return [c.split("/swarmlab/")[1].split()[0] for c in runner.commands(r"docker build")]
 
 
 def test_two_bundles_claiming_one_route_are_refused(tmp_path: Path) -> None:
@@ -230,7 +227,6 @@ def test_the_demo_flow_runs_each_phase_once_and_builds_the_map_with_the_stack(tm
     runner = fresh_cluster()
     runner.answer(r"uname -m", "x86_64")
     runner.answer(r"docker image inspect", "yes")
-    runner.answer(r"for ref in", "")  # the registry has no image yet
     runner.answer(r"docker stack services hello", "hello_web|3/3\n---\nhello_web|\n---\n")
     done = flows.run(flows.DEMO, session(runner, tmp_path), load_workload("hello", "lab"))
     phases = [p.name for p in done.timings.phases]
