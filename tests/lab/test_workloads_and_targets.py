@@ -99,8 +99,10 @@ def test_static_inventory_with_no_local_docker_engine(lab: Lab, tmp_path: Path) 
     # the static target would make a CA of its own and re-key HAProxy and the registry.
     static_state = lab.config.state(provider="static")
     shutil.copytree(lab.state.tls, static_state.tls, dirs_exist_ok=True)
-    # ...and its credentials (the admin credential is in HAProxy's configuration, as a digest).
+    # ...and its credentials (the admin credential is in HAProxy's configuration, as a digest), and the
+    # swarm's unlock keys (else bootstrap keeps the key anew there: a change).
     shutil.copy2(lab.state.credentials, static_state.credentials)
+    shutil.copy2(lab.state.unlock_keys, static_state.unlock_keys)
     storage = lab.inventory.storage
     assert storage is not None
     mirror = lab.config.debian_mirror.rstrip("/") + "/"
