@@ -31,7 +31,10 @@ from registration.ui.sessions import SESSION_COOKIE, new_session_id
 from tests.lab.conftest import ROOT, Lab
 from tests.lab.test_registration import csrf, eligible, fresh_email, mails, otp_from, sql, ui_request_and_verify
 
-pytestmark = [pytest.mark.lab, pytest.mark.timeout(420)]
+# The browser's own steps only (func_only): this module runs first, so its first test's setup is the
+# session's lab (lab-up, bootstrap, deploy-stack, each bounded by fab's own timeout), which took more
+# than 420 s on a machine loaded by a rehearsal beside it (CI run 29: every test then errored).
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(420, func_only=True)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
