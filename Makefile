@@ -36,7 +36,7 @@ types: venv
 	$(BIN)/mypy
 
 unit: venv check-tools
-	$(BIN)/pytest -q -m "not lab" tests/unit tests/infra
+	$(BIN)/pytest -q -n auto --maxprocesses 4 -m "not lab" tests/unit tests/infra
 
 ## test: everything in check, then the lab tests on a real cluster (its own lab, torn down after)
 test: check lab-test

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import RetryError, Retrying, retry_if_result, stop_before_delay, wait_fixed
 
 from cluster.errors import SwarmlabError
 
@@ -53,7 +53,7 @@ def wait_until(check: Callable[[], Verdict], *, what: str, timeout: float, inter
         return verdict
 
     retrying = Retrying(
-        stop=stop_after_delay(timeout),
+        stop=stop_before_delay(timeout),  # never sleep past the timeout only to give up after
         wait=wait_fixed(interval),
         retry=retry_if_result(lambda v: not v.done and not v.failed),
     )
