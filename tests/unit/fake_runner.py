@@ -137,6 +137,16 @@ def lab_shaped_inventory() -> Inventory:
     return lab_inventory(parse_config({}), StatePaths(Path("/state")))
 
 
+def two_lbs_inventory() -> Inventory:
+    """The default lab's inventory with a second lb (lb-2 at .7) and the virtual IP (.4), as
+    `lb_count: 2` plans them; both lbs at the same public address, as a cloud's VIP floating IP."""
+    data = lab_shaped_inventory().model_dump(mode="json")
+    lb2 = {"name": "lb-2", "role": "lb", "private_ip": "10.20.0.7", "public_ip": "127.0.0.1"}
+    data["nodes"].insert(1, lb2)
+    data["network"]["vip"] = "10.20.0.4"
+    return Inventory.model_validate(data)
+
+
 def fake_session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False, autolock: bool = False) -> Session:
     """A session on a static target whose state directory is tmp_path and whose SSH is `runner`; autolock
     off unless `autolock` (tests/unit/test_autolock.py covers it; the others leave its steps out)."""
