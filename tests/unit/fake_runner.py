@@ -39,6 +39,7 @@ class FakeRunner:
     answers: list[tuple[str, str, str, int]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    modes: dict[tuple[str, str], int] = field(default_factory=dict)  # each written file's mode
     # Files on the nodes that `get` fetches: (node, path) -> content.
     remote_files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
@@ -101,6 +102,7 @@ class FakeRunner:
 
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
         self.files[(node.name, remote)] = content.encode() if isinstance(content, str) else content
+        self.modes[(node.name, remote)] = mode
 
     def put(self, node: Node, local: Path, remote: str) -> None:
         self.files[(node.name, remote)] = local.read_bytes()
