@@ -32,7 +32,7 @@ from cluster.reads import (
     swarm_state,
     vip_probes,
 )
-from cluster.runners import Runner
+from cluster.runners import KEY_CHANGED, KEY_UNKNOWN, Result, Runner
 from cluster.session import Session
 
 NO_LEADER = "does not have a leader"  # what a manager answers without quorum
@@ -309,7 +309,7 @@ def rates_report(session: Session, leader: Node) -> str:
             workers, route.port, route.path.rstrip("/"), rates_query(spec.requests, spec.errors), ("service", "kind")
         )
         title = f"requests and errors per second, last minute (Prometheus of {workload.name})"
-        result = session.runner.run(session.inventory.lb, rates.command, check=False)
+        result = from_an_lb(session.runner, rates.command)
         try:
             if not result.ok:
                 raise SwarmlabError(f"no worker answered on port {route.port}")
@@ -317,6 +317,19 @@ def rates_report(session: Session, leader: Node) -> str:
         except (SwarmlabError, ValueError, KeyError, json.JSONDecodeError) as error:
             parts.append(f"{title}: Prometheus did not answer ({error})")
     return "\n\n".join(parts)
+
+
+def from_an_lb(runner: Runner, command: str) -> Result:
+    """`command` run on lb-1, or with two lbs on lb-2 when SSH cannot reach lb-1 (it may be the lb that
+    died); with one lb an unreachable lb is the error it was."""
+    *others, last = runner.inventory.lbs
+    for lb in others:
+        try:
+            return runner.run(lb, command, check=False)
+        except CommandFailed as error:
+            if error.exit_code is not None or error.hint in (KEY_CHANGED, KEY_UNKNOWN):
+                raise
+    return runner.run(last, command, check=False)
 
 
 def format_map(nodes: Sequence[SwarmNode], tasks: Sequence[Task]) -> str:

@@ -9,6 +9,7 @@ import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,8 +17,10 @@ import yaml
 from cluster import flows
 from cluster.credentials import VRRP_PASSWORD
 from cluster.errors import CommandFailed, SwarmlabError
+from cluster.inventory import Node
+from cluster.runners import UNREACHABLE, Result
 from cluster.tasks.deploy import config_contents
-from cluster.tasks.status import status_report
+from cluster.tasks.status import rates_report, status_report
 from cluster.workload import load_workload
 from tests.unit.fake_runner import FakeRunner, answer_as_written, fake_session, two_lbs_inventory
 from tests.unit.fake_runner import lab_shaped_inventory as one_lb_inventory
@@ -288,3 +291,22 @@ def test_status_with_one_silent_lb_still_names_the_holder() -> None:
     report = two_lbs_status(HOLDS, ("ssh: connect failed", 255))
     assert "lb-2  10.20.0.7  no       ? (exit 255: ssh: connect failed)" in report
     assert "the virtual IP 10.20.0.4 is on lb-1" in report and "WARN" not in report
+
+
+def test_status_asks_prometheus_from_lb_2_when_lb_1_does_not_answer(tmp_path: Path) -> None:
+    runner = with_quorum(healthy_swarm())
+    runner.inventory = two_lbs_inventory()
+    runner.answer(r"docker stack ls", "registration\n")
+    runner.answer(r"api/v1/query", "ssh: connect to host 10.20.0.5 port 22: No route to host", 255, node="lb-1")
+    original = runner.run
+
+    def run(node: Node, command: str, **kwargs: Any) -> Result:
+        if node.name == "lb-1":  # unreachable: SSH's failure, no exit code
+            raise CommandFailed(node.name, command, None, "Channel open failed", UNREACHABLE)
+        return original(node, command, **kwargs)
+
+    runner.run = run  # type: ignore[method-assign]
+    runner.answer(r"api/v1/query", '{"status": "success", "data": {"result": []}}', node="lb-2")
+    report = rates_report(fake_session(runner, tmp_path), runner.inventory.node("manager-1"))
+    assert "no request rates yet" in report
+    assert [c.node for c in runner.calls if "api/v1/query" in c.command] == ["lb-2"]
