@@ -77,6 +77,15 @@ def plan_push(node: str, daemon: DaemonSpec, facts: DaemonFacts, config_text: st
     return Plan(tuple(operations))
 
 
+def in_private_directory(node: str, push: Plan, directory: str) -> Plan:
+    """A push that changes something first makes sure `directory` is root's alone (provisioning makes
+    it so; a machine of your own may not have it): for a file that holds a secret (keepalived's)."""
+    if not push.changes:
+        return push
+    ensure = Run(node, f"mkdir -p {directory} && chmod 700 {directory}", f"{directory} is root's only", changes=False)
+    return Plan((ensure, *push.operations), push.notes)
+
+
 def on_node(plan: Plan, node: str) -> Plan:
     """The plan with `node` named in what it reports (`... on lb-2`): two lbs get the same pushes, and
     "HAProxy reloaded" twice would not say where."""

@@ -15,8 +15,8 @@ from cluster.errors import SwarmlabError
 from cluster.facts import read
 from cluster.facts.daemons import daemon_facts
 from cluster.facts.network import interface_with
-from cluster.operations import Plan, Run
-from cluster.plans.daemon import on_node, plan_push
+from cluster.operations import Plan
+from cluster.plans.daemon import in_private_directory, on_node, plan_push
 from cluster.session import Session
 
 CONFIG_DIR = keepalived.CONFIG_PATH.rsplit("/", 1)[0]
@@ -50,28 +50,20 @@ def configure_keepalived(session: Session) -> None:
                     f"(`{interface_with(str(lb.private_ip)).command}` printed nothing), so keepalived has no "
                     "interface to put the virtual IP on. Fix: the inventory's private_ip of this node"
                 )
-            config = keepalived.build(
-                cluster=inventory.cluster,
-                lbs=pair,
-                node=lb.name,
-                vip=str(vip),
-                cidr=inventory.network.cidr,
-                interface=interface,
-                password=password,
-            )
+            try:
+                config = keepalived.build(
+                    cluster=inventory.cluster,
+                    lbs=pair,
+                    node=lb.name,
+                    vip=str(vip),
+                    cidr=inventory.network.cidr,
+                    interface=interface,
+                    password=password,
+                )
+            except ValueError as error:  # its messages never hold the password
+                raise SwarmlabError(f"keepalived on {lb.name}: {error}") from None
             facts = read(session.runner, lb, daemon_facts(daemon.config_path, daemon.pid_file, daemon.unit))
             push = plan_push(lb.name, daemon, facts, keepalived.render_config(config))
-            plan += on_node(with_private_directory(lb.name, push), lb.name)
+            plan += on_node(in_private_directory(lb.name, push, CONFIG_DIR), lb.name)
         # Nothing should print it; should keepalived -t ever quote the file, the error masks it.
         session.executor(secrets={VRRP_PASSWORD: password}).execute(plan, p)
-
-
-def with_private_directory(node: str, push: Plan) -> Plan:
-    """A push that writes the file first makes sure its directory is root's alone (provisioning makes
-    it so; a machine of your own may not have it): the file holds the VRRP password."""
-    if not push.changes:
-        return push
-    ensure = Run(
-        node, f"mkdir -p {CONFIG_DIR} && chmod 700 {CONFIG_DIR}", f"{CONFIG_DIR} is root's only", changes=False
-    )
-    return Plan((ensure, *push.operations), push.notes)

@@ -310,3 +310,11 @@ def test_status_asks_prometheus_from_lb_2_when_lb_1_does_not_answer(tmp_path: Pa
     report = rates_report(fake_session(runner, tmp_path), runner.inventory.node("manager-1"))
     assert "no request rates yet" in report
     assert [c.node for c in runner.calls if "api/v1/query" in c.command] == ["lb-2"]
+
+
+def test_an_interface_name_keepalived_could_not_take_is_refused_with_the_lb_named(tmp_path: Path) -> None:
+    runner = with_interfaces(fresh_lbs(FakeRunner(two_lbs_inventory())))
+    runner.answer(r"ip -o -4 addr show to 10.20.0.7$", "2: ens4;reboot    inet 10.20.0.7/24", node="lb-2")
+    with pytest.raises(SwarmlabError, match=r"keepalived on lb-2: 'ens4;reboot' is not a network interface name"):
+        flows.run(flows.KEEPALIVED, fake_session(runner, tmp_path))
+    assert not runner.files
