@@ -190,6 +190,13 @@ def haproxy(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 
 @task(help=CHANGES)
 @reported
+def keepalived(c: Context, target: str = "lab", dry_run: bool = False) -> None:
+    """Two lbs only: keepalived on both (the virtual IP, VRRP to the other lb), validated, swapped in, reloaded."""
+    changing(target, dry_run, lambda session: flows.run(flows.KEEPALIVED, session))
+
+
+@task(help=CHANGES)
+@reported
 def nfs(c: Context, target: str = "lab", dry_run: bool = False) -> None:
     """Configure the storage node's NFS v4 export (nfs-ganesha) and check it answers."""
     changing(target, dry_run, configure_nfs)
@@ -212,7 +219,7 @@ def registry(c: Context, target: str = "lab", dry_run: bool = False) -> None:
 @task(help=CHANGES)
 @reported
 def bootstrap(c: Context, target: str = "lab", dry_run: bool = False) -> None:
-    """swarm-init, swarm-join, drain-managers, haproxy, nfs and registry, in order; idempotent."""
+    """swarm-init, swarm-join, drain-managers, haproxy, keepalived (two lbs), nfs and registry, in order; idempotent."""
     changing(target, dry_run, lambda session: flows.run(flows.BOOTSTRAP, session))
 
 
@@ -269,7 +276,7 @@ def demo(c: Context, keep: bool = False) -> None:
 @task(help={**TARGET, "map": "also the cluster map: every node and the tasks running on it"})
 @reported
 def status(c: Context, target: str = "lab", map: bool = False) -> None:
-    """SshRunner, services, their request and error rates (when Prometheus answers), and --map."""
+    """Managers, quorum, nodes, services, their request and error rates, the VIP's lb (two lbs), and --map."""
     with open_session(load_config(), target) as session:
         report, leader = cluster_status(session.runner)
         say(report)

@@ -28,6 +28,7 @@ from cluster.tasks import (
     haproxy,
     images,
     isolation,
+    keepalived,
     nfs,
     prune,
     recover,
@@ -133,6 +134,14 @@ def _autolock(state: FlowState) -> None:
 
 def _haproxy(state: FlowState) -> None:
     haproxy.configure_haproxy(state.session, state.the_leader(), also=state.workload)
+
+
+def _keepalived(state: FlowState) -> None:
+    keepalived.configure_keepalived(state.session)
+
+
+def _two_lbs(state: FlowState) -> bool:
+    return keepalived.needed(state.session)
 
 
 def _nfs(state: FlowState) -> None:
@@ -264,6 +273,8 @@ SWARM_INIT = Step("swarm-init", _swarm_init)
 SWARM_JOIN = Step("swarm-join", _swarm_join)
 DRAIN_MANAGERS = Step("drain-managers", _drain_managers)
 HAPROXY_STEP = Step("haproxy", _haproxy)
+# A pair of lbs only, after HAProxy: keepalived's check asks HAProxy, so the VIP goes to an lb that serves.
+KEEPALIVED_STEP = Step("keepalived", _keepalived, when=_two_lbs)
 NFS = Step("nfs", _nfs)
 REGISTRY = Step("registry", _registry)  # before every build: builds push over TLS to it
 ISOLATION = Step("isolation", _isolation)  # the engines' DOCKER-USER rules (cloud-init and the lab put them first)
@@ -286,11 +297,23 @@ SETTLE: Flow = (
     Step("missing-nodes", _missing_nodes, when=_rejoined),
 )
 
-BOOTSTRAP: Flow = (UNLOCK, SWARM_INIT, SWARM_JOIN, AUTOLOCK, DRAIN_MANAGERS, HAPROXY_STEP, NFS, REGISTRY, ISOLATION)
+BOOTSTRAP: Flow = (
+    UNLOCK,
+    SWARM_INIT,
+    SWARM_JOIN,
+    AUTOLOCK,
+    DRAIN_MANAGERS,
+    HAPROXY_STEP,
+    KEEPALIVED_STEP,
+    NFS,
+    REGISTRY,
+    ISOLATION,
+)
 UNLOCK_MANAGERS: Flow = (UNLOCK,)
 ROTATE_UNLOCK_KEY: Flow = (Step("rotate-unlock-key", lambda state: autolock.rotate_unlock_key(state.session)),)
 ISOLATE: Flow = (ISOLATION,)
 HAPROXY: Flow = (LEADER, HAPROXY_STEP)
+KEEPALIVED: Flow = (Step("keepalived", _keepalived),)  # `fab keepalived`: says so with one lb
 BUILD_IMAGES: Flow = (REGISTRY, BUILD_IMAGES_STEP)
 DEPLOY_STACK: Flow = (LEADER, STACK_OWNER, REGISTRY, BUILD_IMAGES_STEP, DEPLOY, HAPROXY_STEP, PRUNE)
 # A recorded revision again: no build (its images are in the registry), its values for HAProxy's routes.

@@ -284,7 +284,8 @@ class Inventory(BaseModel):
 
     @property
     def lb(self) -> Node:
-        """The first lb node (lb-1): the jump host and where HAProxy is configured (the only one so far)."""
+        """The first lb node (lb-1): the jump host (with two lbs the runner goes through lb-2 when lb-2
+        answers at the shared address); HAProxy and the exporter's scrape run on every one of `lbs`."""
         return self.by_role(Role.LB)[0]
 
     @property

@@ -6,12 +6,14 @@ handling around it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cluster.errors import CommandFailed, SwarmlabError, tail
 from cluster.facts import read
 from cluster.facts.certificates import NODE_CERTIFICATE, NodeCertificate
 from cluster.facts.listings import STACK_NAMES
 from cluster.facts.managers import ManagerProbe, Quorum, manager_probe
+from cluster.facts.network import interface_with
 from cluster.facts.services import SWARM_STATE, SwarmState
 from cluster.facts.swarm import LOCAL_NODE_STATE, NODE_LIST, SWARM_INFO, SwarmNode
 from cluster.inventory import Node
@@ -94,6 +96,38 @@ def node_certificates(runner: Runner, nodes: Sequence[Node]) -> tuple[NodeCertif
     """Every given node's swarm certificate, read at once; a node that does not answer is reported, not fatal."""
     found = runner.each(nodes, lambda node: node_certificate(runner, node), "reading the swarm certificates")
     return tuple(found[n.name] for n in nodes)
+
+
+@dataclass(frozen=True)
+class VipProbe:
+    """Whether an lb of a pair holds the virtual IP (on which interface), or why it did not say."""
+
+    name: str
+    interface: str = ""  # "" when it does not hold the VIP (or did not answer)
+    problem: str = ""  # why it did not answer
+
+    @property
+    def holds(self) -> bool:
+        return bool(self.interface)
+
+
+def vip_probes(runner: Runner) -> tuple[VipProbe, ...]:
+    """Each lb asked, at once, whether it holds the inventory's virtual IP; none without a VIP (one lb)."""
+    vip = runner.inventory.network.vip
+    if vip is None:
+        return ()
+
+    def probe(node: Node) -> VipProbe:
+        try:
+            return VipProbe(node.name, read(runner, node, interface_with(str(vip)), timeout=PROBE_TIMEOUT))
+        except SwarmlabError as error:
+            if isinstance(error, CommandFailed) and error.hint in (KEY_CHANGED, KEY_UNKNOWN):
+                raise  # maybe an impostor: stop, as the manager probe does
+            return VipProbe(node.name, problem=_why(error))
+
+    lbs = runner.inventory.lbs
+    found = runner.each(lbs, probe, "asking the lbs which holds the virtual IP")
+    return tuple(found[n.name] for n in lbs)
 
 
 def served_workloads(session: Session, leader: Node | None, also: Workload | None = None) -> list[Workload]:

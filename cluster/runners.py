@@ -1,6 +1,9 @@
 """Running commands on nodes over SSH with Fabric: pinned host keys, the lb node as jump host.
 
-The same code path serves the lab and a cloud: only the inventory differs.
+The same code path serves the lab and a cloud: only the inventory differs. With two lbs the jump host
+is lb-1 at the VIP's public address, where whichever lb holds the VIP answers: when lb-2's key
+answers there (or lb-1's address does not answer at all and lb-2 has another), the runner goes
+through lb-2 instead, each lb checked against its own pinned key only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut, UnexpectedExit
 
 from cluster.errors import CommandFailed, SwarmlabError, redact
-from cluster.inventory import Inventory, Node
+from cluster.inventory import Inventory, Node, Role
 from cluster.parallel import at_once
 
 T = TypeVar("T")
@@ -206,8 +209,11 @@ class SshRunner:
         self._connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
         self._gateway: Connection | None = None
+        self._gateway_node = ""  # the node the gateway reached: the jump host, or the other lb of a pair
 
-    def _new_connection(self, node: Node, host: str, port: int, gateway: Connection | None) -> Connection:
+    def _new_connection(
+        self, node: Node, host: str, port: int, gateway: Connection | None, *, own_keys_only: bool = False
+    ) -> Connection:
         ssh = self.inventory.ssh
         config = Config(overrides={"load_ssh_configs": False, "run": {"warn": True, "hide": True}})
         connection = _Connection(
@@ -225,12 +231,25 @@ class SshRunner:
                 "auth_timeout": CONNECT_TIMEOUT,
             },
         )
-        self._pin(connection.client, node, host, port)
+        self._pin(connection.client, node, host, port, own_keys_only=own_keys_only)
         return connection
 
-    def _pin(self, client: paramiko.SSHClient, node: Node, host: str, port: int) -> None:
-        """The keys this node may present, and nothing trusted on first use (Fabric would auto-add)."""
+    def _pin(
+        self, client: paramiko.SSHClient, node: Node, host: str, port: int, *, own_keys_only: bool = False
+    ) -> None:
+        """The keys this node may present, and nothing trusted on first use (Fabric would auto-add).
+
+        `own_keys_only`: an address two lbs share (the VIP's) pins both their keys, and paramiko checks
+        the first key of a type only; this connection then trusts `node`'s own keys alone."""
         ssh = self.inventory.ssh
+        if own_keys_only:
+            entry = host if port == 22 else f"[{host}]:{port}"
+            keys = self._own_keys(node)
+            client.get_host_keys().clear()
+            for key in keys:
+                client.get_host_keys().add(entry, key.get_name(), key)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            return
         if ssh.known_hosts:
             path = Path(ssh.known_hosts).expanduser()
             if not path.is_file():
@@ -243,38 +262,74 @@ class SshRunner:
             client.get_host_keys().add(entry, key.get_name(), key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
+    def _own_keys(self, node: Node) -> list[paramiko.PKey]:
+        """The keys pinned for `node` itself, wherever it is reached: ssh.host_keys by its name, else the
+        known_hosts lines at its private address (where the runner reaches it through the jump host)."""
+        ssh = self.inventory.ssh
+        if node.name in ssh.host_keys:
+            return [_pkey(ssh.host_keys[node.name])]
+        if not ssh.known_hosts:
+            return []
+        known = paramiko.HostKeys()
+        path = Path(ssh.known_hosts).expanduser()
+        if path.is_file():
+            known.load(str(path))
+        entry = str(node.private_ip) if ssh.port == 22 else f"[{node.private_ip}]:{ssh.port}"
+        found = known.lookup(entry)
+        return list(found.values()) if found is not None else []
+
+    def _jump_candidates(self, jump: Node) -> list[Node]:
+        """The jump host, then (two lbs) the other lb: it answers at the shared address when it holds the
+        VIP, or at an address of its own."""
+        if jump.role != Role.LB:
+            return [jump]
+        return [jump, *(lb for lb in self.inventory.lbs if lb.name != jump.name)]
+
     def _gateway_connection(self) -> Connection | None:
         ssh = self.inventory.ssh
         if ssh.jump_host is None:
             return None
         if self._gateway is None:
             jump = self.inventory.node(ssh.jump_host)
-            address = str(jump.public_ip or jump.private_ip)
-            gateway = self._new_connection(jump, address, ssh.jump_port or ssh.port, None)
-            # Open it once here, under the lock: Fabric would otherwise open the shared gateway from
-            # several threads at once when connections to private nodes open in parallel.
-            try:
-                gateway.open()
-            except SSH_ERRORS as error:
-                raise ssh_failed(
-                    ssh.jump_host,
-                    f"ssh -p {ssh.jump_port or ssh.port} {ssh.user}@{address}",
-                    error,
-                    "the jump host must answer SSH: is the lab or the lb node up?",
-                ) from None
-            self._gateway = gateway
+            port = ssh.jump_port or ssh.port
+            candidates = self._jump_candidates(jump)
+            addresses = [str(n.public_ip or n.private_ip) for n in candidates]
+            failures: list[tuple[Node, str, Exception]] = []
+            for candidate, address in zip(candidates, addresses, strict=True):
+                if failures and not self._worth_trying(failures, address):
+                    continue
+                # At the address both lbs share, each is held to its own key (when it has one pinned).
+                own_keys_only = addresses.count(address) > 1 and bool(self._own_keys(candidate))
+                gateway = self._new_connection(candidate, address, port, None, own_keys_only=own_keys_only)
+                # Open it once here, under the lock: Fabric would otherwise open the shared gateway from
+                # several threads at once when connections to private nodes open in parallel.
+                try:
+                    gateway.open()
+                except SSH_ERRORS as error:
+                    failures.append((candidate, address, error))
+                    continue
+                self._gateway, self._gateway_node = gateway, candidate.name
+                break
+            else:
+                raise _jump_failed(failures, ssh.user, port)
         return self._gateway
+
+    @staticmethod
+    def _worth_trying(failures: list[tuple[Node, str, Exception]], address: str) -> bool:
+        """Another lb is tried where the last one answered with a key not its own (the other holds the
+        VIP there), or at an address not tried yet; not where nothing answered (it would not now)."""
+        last = failures[-1]
+        return isinstance(last[2], paramiko.BadHostKeyException) or address not in {a for _, a, _ in failures}
 
     def connection(self, node: Node) -> Connection:
         with self._lock:
             if node.name not in self._connections:
                 ssh = self.inventory.ssh
-                if ssh.jump_host == node.name:
-                    gateway = self._gateway_connection()
-                    assert gateway is not None
+                gateway = self._gateway_connection()
+                if gateway is not None and node.name == self._gateway_node:
                     self._connections[node.name] = gateway
                 else:
-                    gateway = self._gateway_connection()
+                    # Through the gateway (the jump host itself too, when the other lb of a pair is it).
                     address = str(node.private_ip if gateway else (node.public_ip or node.private_ip))
                     self._connections[node.name] = self._new_connection(node, address, ssh.port, gateway)
             connection = self._connections[node.name]
@@ -398,11 +453,11 @@ class SshRunner:
     def forget(self, node: Node) -> None:
         """Drop the node's connection; the jump host's takes every connection with it (they run through it)."""
         with self._lock:
-            if node.name == self.inventory.ssh.jump_host:
+            if node.name in (self.inventory.ssh.jump_host, self._gateway_node):
                 dropped = [c for c in self._connections.values() if c is not self._gateway]
                 dropped += [self._gateway] if self._gateway is not None else []
                 self._connections.clear()
-                self._gateway = None
+                self._gateway, self._gateway_node = None, ""
             else:
                 connection = self._connections.pop(node.name, None)
                 dropped = [connection] if connection is not None else []
@@ -439,7 +494,22 @@ class SshRunner:
             with contextlib.suppress(*SSH_ERRORS):  # already gone
                 connection.close()
         self._connections.clear()
-        self._gateway = None
+        self._gateway, self._gateway_node = None, ""
+
+
+def _jump_failed(failures: list[tuple[Node, str, Exception]], user: str, port: int) -> CommandFailed:
+    """The jump host's failure (the first one), and with two lbs what the other lb answered too."""
+    jump, address, error = failures[0]
+    failed = ssh_failed(
+        jump.name,
+        f"ssh -p {port} {user}@{address}",
+        error,
+        "the jump host must answer SSH: is the lab or the lb node up?",
+    )
+    if len(failures) == 1:
+        return failed
+    tried = "\n".join(f"{node.name} at {where}: {problem}" for node, where, problem in failures)
+    return CommandFailed(failed.host, failed.command, None, tried, failed.hint)
 
 
 class _Lines(io.TextIOBase):

@@ -7,10 +7,11 @@ is current and the daemon runs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from cluster.facts.daemons import DaemonFacts
-from cluster.operations import Operation, Plan, Run, Wait, Write
+from cluster.operations import Operation, Parallel, Plan, Run, Wait, Write
 from cluster.waiting import Verdict
 from rendering.daemon import DaemonSpec
 
@@ -74,3 +75,26 @@ def plan_push(node: str, daemon: DaemonSpec, facts: DaemonFacts, config_text: st
     if not operations:
         return Plan(notes=(f"{daemon.config_path} is current and {daemon.name} runs",))
     return Plan(tuple(operations))
+
+
+def in_private_directory(node: str, push: Plan, directory: str) -> Plan:
+    """A push that changes something first makes sure `directory` is root's alone (provisioning makes
+    it so; a machine of your own may not have it): for a file that holds a secret (keepalived's)."""
+    if not push.changes:
+        return push
+    ensure = Run(node, f"mkdir -p {directory} && chmod 700 {directory}", f"{directory} is root's only", changes=False)
+    return Plan((ensure, *push.operations), push.notes)
+
+
+def on_node(plan: Plan, node: str) -> Plan:
+    """The plan with `node` named in what it reports (`... on lb-2`): two lbs get the same pushes, and
+    "HAProxy reloaded" twice would not say where."""
+
+    def named(operation: Operation) -> Operation:
+        if isinstance(operation, Wait):
+            return dataclasses.replace(operation, what=f"{operation.what} on {node}")
+        if isinstance(operation, Parallel):
+            return dataclasses.replace(operation, what=f"{operation.what} on {node}")
+        return dataclasses.replace(operation, why=f"{operation.why} on {node}")
+
+    return Plan(tuple(named(op) for op in plan.operations), tuple(f"{node}: {note}" for note in plan.notes))

@@ -81,10 +81,11 @@ class ConfigInput:
     values: Any
     managers: tuple[NodeAddress, ...]
     workers: tuple[NodeAddress, ...]
-    lb: NodeAddress
+    lb: NodeAddress  # lb-1 (the jump host)
     ports: dict[str, int]
     engine_metrics_port: int = topology.ENGINE_METRICS_PORT
     lb_metrics_port: int = topology.LB_METRICS_PORT
+    lbs: tuple[NodeAddress, ...] = ()  # every lb node (two with lb_count 2): each runs HAProxy's exporter
 
 
 def config_input(inventory: Inventory, workload: Workload) -> ConfigInput:
@@ -97,6 +98,7 @@ def config_input(inventory: Inventory, workload: Workload) -> ConfigInput:
         managers=tuple(address(n) for n in inventory.managers),
         workers=tuple(address(n) for n in inventory.workers),
         lb=address(inventory.lb),
+        lbs=tuple(address(n) for n in inventory.lbs),
         ports={r.name: r.port for r in workload.manifest.routes},
     )
 

@@ -13,8 +13,9 @@ from cluster.errors import SwarmlabError
 from cluster.facts import read
 from cluster.facts.daemons import daemon_facts, file_sha
 from cluster.inventory import Node
+from cluster.operations import Plan
 from cluster.plans.clustermap import map_route
-from cluster.plans.daemon import plan_file, plan_push
+from cluster.plans.daemon import on_node, plan_file, plan_push
 from cluster.progress import PhaseResult
 from cluster.reads import served_workloads
 from cluster.session import Session
@@ -78,30 +79,40 @@ def admin_password(session: Session) -> str:
 
 
 def configure_haproxy(session: Session, leader: Node | None, also: Workload | None = None) -> None:
+    """haproxy.cfg on every lb node (one, or both of a pair): the same routes and certificate, each lb
+    its own render (the exporter binds the node's private address), one lb after the other so that a
+    configuration HAProxy refuses stops the run before the second lb is touched."""
     workloads = served_workloads(session, leader, also)
     names = ", ".join(w.name for w in workloads)
-    with session.phase("haproxy", f"haproxy.cfg for {names}: render, validate on the lb node, swap in and reload") as p:
-        inventory = session.inventory
-        lb = inventory.lb
+    inventory = session.inventory
+    lbs = inventory.lbs
+    where = "the lb node" if len(lbs) == 1 else f"each lb node ({', '.join(lb.name for lb in lbs)})"
+    with session.phase("haproxy", f"haproxy.cfg for {names}: render, validate on {where}, swap in and reload") as p:
         certificate = site_certificate(session, p)
         tls = haproxy.Tls(certificate.sha256, redirect_port(inventory.endpoints.http))
         workers = [(w.name, str(w.private_ip)) for w in inventory.workers]
-        config = haproxy.build(
-            inventory.cluster,
-            workers,
-            routes_of(
-                workloads, reserved=(map_route([(m.name, str(m.private_ip)) for m in inventory.managers], MAP_PORT),)
-            ),
-            tls,
-            private_address=str(lb.private_ip),
-            admin_password_digest=haproxy.admin_digest(admin_password(session)),
-            conn_per_source=session.config.edge_conn_per_source,
+        routes = routes_of(
+            workloads, reserved=(map_route([(m.name, str(m.private_ip)) for m in inventory.managers], MAP_PORT),)
         )
-        text = haproxy.render_config(config)
+        digest = haproxy.admin_digest(admin_password(session))
         daemon = haproxy.DAEMON
-        facts = read(session.runner, lb, daemon_facts(daemon.config_path, daemon.pid_file, daemon.unit))
-        # The certificate goes first: `haproxy -c` loads it when it checks the new configuration.
-        current = read(session.runner, lb, file_sha(tls.certificate_path))
         why = f"TLS certificate for {', '.join(certificate_names(certificate))}"
-        plan = plan_file(lb.name, tls.certificate_path, certificate.bundle, current, why)
-        session.executor().execute(plan + plan_push(lb.name, daemon, facts, text), p)
+        plan = Plan()
+        for lb in lbs:
+            config = haproxy.build(
+                inventory.cluster,
+                workers,
+                routes,
+                tls,
+                private_address=str(lb.private_ip),
+                admin_password_digest=digest,
+                conn_per_source=session.config.edge_conn_per_source,
+            )
+            text = haproxy.render_config(config)
+            facts = read(session.runner, lb, daemon_facts(daemon.config_path, daemon.pid_file, daemon.unit))
+            # The certificate goes first: `haproxy -c` loads it when it checks the new configuration.
+            current = read(session.runner, lb, file_sha(tls.certificate_path))
+            pushed = plan_file(lb.name, tls.certificate_path, certificate.bundle, current, why)
+            pushed += plan_push(lb.name, daemon, facts, text)
+            plan += pushed if len(lbs) == 1 else on_node(pushed, lb.name)
+        session.executor().execute(plan, p)

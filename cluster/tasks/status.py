@@ -23,8 +23,16 @@ from cluster.facts.tasks import NODE_TASKS
 from cluster.inventory import Node
 from cluster.plans.autolock import locked_managers
 from cluster.plans.recover import choose_survivor
-from cluster.reads import members, node_certificates, probe_managers, served_workloads, swarm_state
-from cluster.runners import Runner
+from cluster.reads import (
+    VipProbe,
+    members,
+    node_certificates,
+    probe_managers,
+    served_workloads,
+    swarm_state,
+    vip_probes,
+)
+from cluster.runners import KEY_CHANGED, KEY_UNKNOWN, Result, Runner
 from cluster.session import Session
 
 NO_LEADER = "does not have a leader"  # what a manager answers without quorum
@@ -63,6 +71,44 @@ def locked_report(quorum: Quorum) -> list[str]:
         "key). Fix: `fab recover` unlocks it with the state directory's key.",
         "",
     ]
+
+
+def vip_report(runner: Runner, probes: Sequence[VipProbe]) -> list[str]:
+    """Two lbs: which holds the virtual IP (each lb asked on its own), and a WARN line when none or both
+    do; with one lb (no probes) nothing, as before."""
+    if not probes:
+        return []
+    inventory = runner.inventory
+    vip = inventory.network.vip
+    rows = []
+    for probe in probes:
+        node = inventory.node(probe.name)
+        if probe.problem:
+            rows.append((probe.name, str(node.private_ip), "no", f"? ({probe.problem})"))
+        else:
+            rows.append((probe.name, str(node.private_ip), "yes", f"yes ({probe.interface})" if probe.holds else "no"))
+    holders = [p.name for p in probes if p.holds]
+    silent = [p.name for p in probes if p.problem]
+    lines = [table(("LB", "ADDRESS", "ANSWERS", f"HOLDS THE VIP {vip}"), rows)]
+    if len(holders) > 1:
+        lines.append(
+            f"WARN: {' and '.join(holders)} both hold the virtual IP {vip}: they do not hear each other's VRRP "
+            "adverts (split brain), and the public address reaches either. Fix: VRRP (IP protocol 112) between "
+            "the two lbs (security group `lb`) and the same configuration on both (`fab keepalived`)"
+        )
+    elif not holders and not silent:
+        lines.append(
+            f"WARN: no lb holds the virtual IP {vip}: nothing answers at the public address. keepalived gives it "
+            "up while HAProxy's stats page does not answer. Fix: `fab haproxy`, then `fab keepalived`"
+        )
+    elif not holders:
+        lines.append(
+            f"WARN: no lb that answers holds the virtual IP {vip} ({', '.join(silent)} did not answer). "
+            "Fix: bring the silent lb back, or `fab haproxy` and `fab keepalived` on the other"
+        )
+    else:
+        lines.append(f"the virtual IP {vip} is on {holders[0]}")
+    return [*lines, ""]
 
 
 def quorum_lost(quorum: Quorum) -> list[str]:
@@ -109,6 +155,7 @@ def cluster_status(runner: Runner, now: datetime | None = None) -> tuple[str, No
         managers_table(runner, quorum),
         "",
         *locked_report(quorum),
+        *vip_report(runner, vip_probes(runner)),
     ]
     if not quorum.has_quorum:
         if quorum.probes and all(p.answers and not p.is_manager for p in quorum.probes) and not locked_managers(quorum):
@@ -262,7 +309,7 @@ def rates_report(session: Session, leader: Node) -> str:
             workers, route.port, route.path.rstrip("/"), rates_query(spec.requests, spec.errors), ("service", "kind")
         )
         title = f"requests and errors per second, last minute (Prometheus of {workload.name})"
-        result = session.runner.run(session.inventory.lb, rates.command, check=False)
+        result = from_an_lb(session.runner, rates.command)
         try:
             if not result.ok:
                 raise SwarmlabError(f"no worker answered on port {route.port}")
@@ -270,6 +317,19 @@ def rates_report(session: Session, leader: Node) -> str:
         except (SwarmlabError, ValueError, KeyError, json.JSONDecodeError) as error:
             parts.append(f"{title}: Prometheus did not answer ({error})")
     return "\n\n".join(parts)
+
+
+def from_an_lb(runner: Runner, command: str) -> Result:
+    """`command` run on lb-1, or with two lbs on lb-2 when SSH cannot reach lb-1 (it may be the lb that
+    died); with one lb an unreachable lb is the error it was."""
+    *others, last = runner.inventory.lbs
+    for lb in others:
+        try:
+            return runner.run(lb, command, check=False)
+        except CommandFailed as error:
+            if error.exit_code is not None or error.hint in (KEY_CHANGED, KEY_UNKNOWN):
+                raise
+    return runner.run(last, command, check=False)
 
 
 def format_map(nodes: Sequence[SwarmNode], tasks: Sequence[Task]) -> str:

@@ -39,6 +39,7 @@ class FakeRunner:
     answers: list[tuple[str, str, str, int]] = field(default_factory=list)
     calls: list[Call] = field(default_factory=list)
     files: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    modes: dict[tuple[str, str], int] = field(default_factory=dict)  # each written file's mode
     # Files on the nodes that `get` fetches: (node, path) -> content.
     remote_files: dict[tuple[str, str], bytes] = field(default_factory=dict)
     forgotten: list[str] = field(default_factory=list)
@@ -101,6 +102,7 @@ class FakeRunner:
 
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
         self.files[(node.name, remote)] = content.encode() if isinstance(content, str) else content
+        self.modes[(node.name, remote)] = mode
 
     def put(self, node: Node, local: Path, remote: str) -> None:
         self.files[(node.name, remote)] = local.read_bytes()
@@ -135,6 +137,16 @@ class FakeRunner:
 def lab_shaped_inventory() -> Inventory:
     """The default lab's inventory (3 managers, 3 workers, lb, storage), with no lab behind it."""
     return lab_inventory(parse_config({}), StatePaths(Path("/state")))
+
+
+def two_lbs_inventory() -> Inventory:
+    """The default lab's inventory with a second lb (lb-2 at .7) and the virtual IP (.4), as
+    `lb_count: 2` plans them; both lbs at the same public address, as a cloud's VIP floating IP."""
+    data = lab_shaped_inventory().model_dump(mode="json")
+    lb2 = {"name": "lb-2", "role": "lb", "private_ip": "10.20.0.7", "public_ip": "127.0.0.1"}
+    data["nodes"].insert(1, lb2)
+    data["network"]["vip"] = "10.20.0.4"
+    return Inventory.model_validate(data)
 
 
 def fake_session(runner: FakeRunner, tmp_path: Path, dry_run: bool = False, autolock: bool = False) -> Session:

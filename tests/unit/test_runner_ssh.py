@@ -342,3 +342,128 @@ def test_forgetting_the_jump_host_drops_every_connection_that_runs_through_it() 
     assert closed == ["worker-1"] and set(nodes._connections) == {"lb-1", "manager-1"}
     nodes.forget(nodes.inventory.node("lb-1"))
     assert closed == ["worker-1", "manager-1", "lb-1"] and nodes._connections == {} and nodes._gateway is None
+
+
+# --- two lbs: the jump host at the VIP's address, where whichever lb holds the VIP answers ---------------
+
+
+def pair(
+    server: Server, tmp_path: Path, known_hosts: str | None, host_keys: dict[str, str], lb_1_at: str = "127.0.0.1"
+) -> SshRunner:
+    """lb-1 (the jump host) and lb-2 both at 127.0.0.1, the test server's port: the VIP's floating IP
+    (or lb-1 at an address of its own, `lb_1_at`)."""
+    client_key = tmp_path / "id_ed25519"
+    client_key.write_bytes(new_key_pair("client").private_openssh)
+    client_key.chmod(0o600)
+    lbs = [
+        {"name": f"lb-{n}", "role": "lb", "private_ip": f"127.0.0.{ip}", "public_ip": public}
+        for n, ip, public in ((1, 5, lb_1_at), (2, 7, "127.0.0.1"))
+    ]
+    return SshRunner(
+        Inventory.model_validate(
+            {
+                "version": 1,
+                "cluster": "unit",
+                "provider": "static",
+                "ssh": {
+                    "private_key": str(client_key),
+                    "jump_host": "lb-1",
+                    "jump_port": server.port,
+                    "known_hosts": known_hosts,
+                    "host_keys": host_keys,
+                },
+                "network": {"cidr": "127.0.0.0/24", "vip": "127.0.0.4"},
+                "nodes": [
+                    *lbs,
+                    {"name": "manager-1", "role": "manager", "private_ip": "127.0.0.11"},
+                    {"name": "worker-1", "role": "worker", "private_ip": "127.0.0.21"},
+                ],
+                "endpoints": {"http": "https://127.0.0.1"},
+            }
+        )
+    )
+
+
+def assert_through_lb_2(nodes: SshRunner) -> None:
+    lb1, lb2 = nodes.inventory.node("lb-1"), nodes.inventory.node("lb-2")
+    assert nodes.run(lb2, "echo").stdout == "ok\n"
+    assert nodes._gateway_node == "lb-2" and nodes.connection(lb2) is nodes._gateway
+    # lb-1 is reached through lb-2 at its private address, as its own node: never a command of lb-1's on lb-2.
+    through = nodes.connection(lb1)
+    assert through is not nodes._gateway and through.host == "127.0.0.5" and through.gateway is nodes._gateway
+    with pytest.raises(CommandFailed) as raised:  # the test server opens no hop
+        nodes.run(lb1, "echo")
+    assert raised.value.host == "lb-1"
+
+
+def test_when_lb_2_holds_the_vip_the_runner_goes_through_it_with_its_pinned_key(server: Server, tmp_path: Path) -> None:
+    keys = {"lb-1": new_key_pair("lb-1").public_openssh, "lb-2": server.host_key.public_openssh}
+    nodes = pair(server, tmp_path, None, keys)
+    try:
+        assert_through_lb_2(nodes)
+    finally:
+        nodes.close()
+
+
+def test_a_known_hosts_file_pinning_both_keys_at_the_vip_address_works_too(server: Server, tmp_path: Path) -> None:
+    """As `pulumi stack output known_hosts` writes them (both lbs at the VIP's address, lb-1 first), with
+    each lb's key also at its private address, where the runner reaches it through the other."""
+    lb1 = new_key_pair("lb-1").public_openssh
+    known = tmp_path / "known_hosts"
+    lines = [
+        known_hosts_line("127.0.0.1", server.port, lb1),
+        known_hosts_line("127.0.0.1", server.port, server.host_key.public_openssh),
+        known_hosts_line("127.0.0.5", 22, lb1),
+        known_hosts_line("127.0.0.7", 22, server.host_key.public_openssh),
+    ]
+    known.write_text("\n".join(lines) + "\n")
+    nodes = pair(server, tmp_path, str(known), {})
+    try:
+        assert_through_lb_2(nodes)
+    finally:
+        nodes.close()
+
+
+def test_when_lb_1_holds_the_vip_it_stays_the_jump_host(server: Server, tmp_path: Path) -> None:
+    keys = {"lb-1": server.host_key.public_openssh, "lb-2": new_key_pair("lb-2").public_openssh}
+    nodes = pair(server, tmp_path, None, keys)
+    try:
+        assert nodes.run(nodes.inventory.node("lb-1"), "echo").ok and nodes._gateway_node == "lb-1"
+    finally:
+        nodes.close()
+
+
+def test_a_key_neither_lb_pinned_stops_with_the_jump_host_and_both_tries_named(server: Server, tmp_path: Path) -> None:
+    keys = {"lb-1": new_key_pair("lb-1").public_openssh, "lb-2": new_key_pair("lb-2").public_openssh}
+    nodes = pair(server, tmp_path, None, keys)
+    try:
+        with pytest.raises(CommandFailed) as raised:
+            nodes.run(nodes.inventory.node("worker-1"), "echo")
+    finally:
+        nodes.close()
+    assert raised.value.host == "lb-1" and raised.value.hint == KEY_CHANGED
+    assert "lb-1 at 127.0.0.1:" in raised.value.output and "lb-2 at 127.0.0.1:" in raised.value.output
+
+
+def test_forgetting_the_lb_the_runner_went_through_drops_every_connection(server: Server, tmp_path: Path) -> None:
+    keys = {"lb-1": new_key_pair("lb-1").public_openssh, "lb-2": server.host_key.public_openssh}
+    nodes = pair(server, tmp_path, None, keys)
+    try:
+        nodes.run(nodes.inventory.node("lb-2"), "echo")
+        nodes.connection(nodes.inventory.node("manager-1"))
+        nodes.forget(nodes.inventory.node("lb-2"))
+        assert nodes._connections == {} and nodes._gateway is None and nodes._gateway_node == ""
+    finally:
+        nodes.close()
+
+
+def test_an_lb_1_that_does_not_answer_at_its_own_address_is_stood_in_for_by_lb_2(
+    server: Server, tmp_path: Path
+) -> None:
+    """Machines of your own with an address per lb: lb-1's refuses the connection, lb-2's answers."""
+    keys = {"lb-1": new_key_pair("lb-1").public_openssh, "lb-2": server.host_key.public_openssh}
+    nodes = pair(server, tmp_path, None, keys, lb_1_at="127.0.0.2")  # nothing listens there
+    try:
+        assert nodes.run(nodes.inventory.node("lb-2"), "echo").ok and nodes._gateway_node == "lb-2"
+    finally:
+        nodes.close()
