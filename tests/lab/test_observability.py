@@ -202,7 +202,16 @@ def test_a_registration_through_haproxy_raises_the_registrations_counter(
     body = {"firstname": "Grace", "lastname": "Hopper", "email": email, "proof": verified.json()["proof"]}
     registered = api.post("/register", json=body)
     assert registered.status_code == 200, registered.text
-    wait_for("the registration counted", lambda: counted(before))
+    try:
+        wait_for("the registration counted", lambda: counted(before))
+    except pytest.fail.Exception:  # say what Prometheus saw: which replicas, which answered its scrapes
+        targets = admin.get("/prometheus/api/v1/targets").json()["data"]["activeTargets"]
+        seen = [
+            (t["labels"]["instance"], t["health"], t["lastError"])
+            for t in targets
+            if t["labels"].get("service") == "api"
+        ]
+        pytest.fail(f"the registration not counted in 90 s: before {before}, now {registrations()}, api targets {seen}")
     wait_for("the OTP mail counted", lambda: prometheus(admin, "sum(otp_mails_sent_total) > 0"))
 
 
