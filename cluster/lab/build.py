@@ -12,6 +12,7 @@ from pathlib import Path
 import docker
 from docker.errors import BuildError, ImageNotFound
 
+import keepalived.model as keepalived
 import topology
 from cluster.config import Config
 from cluster.errors import SwarmlabError, tail
@@ -71,11 +72,21 @@ def node_build_context(config: Config, base_tag: str) -> BuildContext:
                 "registry_push_config": registry.PUSH_CONFIG_PATH,
                 "registry_push_start": registry.PUSH_START,
                 "isolation_script": topology.ISOLATION_SCRIPT,
+                # Two lbs: keepalived starts where its configuration is, as Debian's unit does at boot.
+                "keepalived": config.lb_count == 2,
+                "keepalived_config": keepalived.CONFIG_PATH,
+                "keepalived_pid": keepalived.PID_FILE,
+                "keepalived_start": keepalived.DAEMON.start,
             },
         ).encode(),
     }
+    # A lab of two lbs has keepalived in its image (the lb script installs it) and node-init starts it:
+    # an image of its own (other inputs, another tag). One lb's image is byte for byte the one before,
+    # so labs of one lb keep theirs and no one rebuilds for a package only pairs use.
     for role in ROLES:
-        files[f"provision/{role}.sh"] = provision_script(role, config.debian_mirror, config.debian_suite).encode()
+        files[f"provision/{role}.sh"] = provision_script(
+            role, config.debian_mirror, config.debian_suite, lb_count=config.lb_count
+        ).encode()
     return BuildContext(files, {})
 
 

@@ -23,11 +23,15 @@ def new_key_pair(comment: str) -> KeyPair:
     return KeyPair(private, f"{public.decode()} {comment}")
 
 
+def host_entry(host: str, port: int) -> str:
+    """The name a known_hosts line gives a server, as paramiko and OpenSSH look it up ([host]:port when not 22)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
 def known_hosts_line(host: str, port: int, public_openssh: str) -> str:
     """A known_hosts entry in the form paramiko and OpenSSH look up ([host]:port when not 22)."""
     key_type, key_data = public_openssh.split()[:2]
-    name = host if port == 22 else f"[{host}]:{port}"
-    return f"{name} {key_type} {key_data}"
+    return f"{host_entry(host, port)} {key_type} {key_data}"
 
 
 def public_of(private_openssh: bytes, comment: str) -> str:

@@ -34,27 +34,38 @@ from cluster.inventory import Inventory, Node, Role, dump_inventory, load_invent
 from cluster.lab import keys
 from cluster.lab.build import ensure_base_image, ensure_node_image
 from cluster.lab.engine import client, create_node_container, ensure_engine
+from cluster.lab.forwarder import forwarder_config, render_forwarder
 from cluster.lab.layout import (
+    FORWARDER,
+    FORWARDER_CONFIG,
     IMAGE_CACHE_DIR,
     IMAGE_CACHE_VOLUME,
     LABEL_CACHE,
     LABEL_CLUSTER,
+    LABEL_FORWARDER,
     LABEL_IMAGE_CACHE,
     LABEL_NODE,
     LABEL_ROLE,
     LABEL_SHAPE,
     container_name,
+    container_names,
     data_volume,
     docker_volume,
+    forwarder_ip,
+    forwarder_labels,
+    forwarder_name,
+    known_hosts_text,
     lab_inventory,
     lab_nodes,
     labels,
     network_name,
-    one_lb_only,
+    node_ports,
     published_ports,
     registry_cache,
+    rekeyed,
+    reserved_addresses,
     shape,
-    ssh_endpoint,
+    two_lbs,
 )
 from cluster.operations import Plan, Run, Wait
 from cluster.parallel import at_once
@@ -184,11 +195,8 @@ def _recreate(config: Config, engine: docker.DockerClient, node: Node, progress:
     build.authorized_key = keys.public_of(build.paths.private_key.read_bytes(), f"swarmlab-{config.cluster}")
     planned = next(n for n in lab_nodes(config) if n.name == node.name)
     build.host_keys[node.name] = keys.new_key_pair(node.name)
-    host, port = ssh_endpoint(config, planned)
-    line = keys.known_hosts_line(host, port, build.host_keys[node.name].public_openssh)
-    prefix = f"{host} " if port == 22 else f"[{host}]:{port} "
-    known = [k for k in build.paths.known_hosts.read_text().splitlines() if not k.startswith(prefix)]
-    write_private(build.paths.known_hosts, ("\n".join([*known, line]) + "\n").encode())
+    known = rekeyed(build.paths.known_hosts.read_text(), config, planned, build.host_keys[node.name].public_openssh)
+    write_private(build.paths.known_hosts, known.encode())
     _create_node(build, planned)
 
 
@@ -285,20 +293,17 @@ def make_keys(build: LabBuild, progress: PhaseResult) -> None:
     user_key = keys.new_key_pair(f"swarmlab-{config.cluster}")
     write_private(paths.private_key, user_key.private_openssh)
     build.authorized_key = user_key.public_openssh
-    nodes = lab_nodes(config)
-    build.host_keys = {n.name: keys.new_key_pair(n.name) for n in nodes}
-    known = [keys.known_hosts_line(*ssh_endpoint(config, n), build.host_keys[n.name].public_openssh) for n in nodes]
-    write_private(paths.known_hosts, ("\n".join(known) + "\n").encode())
+    build.host_keys = {n.name: keys.new_key_pair(n.name) for n in lab_nodes(config)}
+    public_keys = {name: pair.public_openssh for name, pair in build.host_keys.items()}
+    write_private(paths.known_hosts, known_hosts_text(config, public_keys).encode())
     progress.changed(f"keys in {paths.root}")
 
 
 def create_network(build: LabBuild, progress: PhaseResult) -> None:
     config = build.config
+    pool = docker.types.IPAMPool(subnet=str(config.cidr), aux_addresses=reserved_addresses(config))
     build.engine.networks.create(
-        network_name(config),
-        driver="bridge",
-        ipam=docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(config.cidr))]),
-        labels=labels(config),
+        network_name(config), driver="bridge", ipam=docker.types.IPAMConfig(pool_configs=[pool]), labels=labels(config)
     )
     build.engine.volumes.create(data_volume(config), labels=labels(config))
     progress.changed(f"network {network_name(config)} ({config.cidr}) and the storage data volume")
@@ -327,7 +332,7 @@ def _create_node(build: LabBuild, node: topology.PlannedNode) -> None:
         network=network_name(config),
         labels=labels(config, node),
         binds=volumes,
-        ports=published_ports(config) if role is Role.LB else {},
+        ports=node_ports(config, node),
         environment={"SWARMLAB_ROLE": node.role},
     )
     host_key = build.host_keys[node.name]
@@ -384,6 +389,31 @@ def create_nodes(build: LabBuild, progress: PhaseResult) -> None:
         raise created.failures[0][1]  # the first failure stops lab-up; its cleanup removes what was made
 
 
+def create_forwarder(build: LabBuild, progress: PhaseResult) -> None:
+    """Two lbs: the container that publishes the lab's ports and forwards them to the VIP (the lab's
+    floating IP; cluster/lab/forwarder.py). The node image's HAProxy in TCP mode, in the foreground."""
+    config, engine = build.config, build.engine
+    host_config = engine.api.create_host_config(
+        port_bindings={int(p.split("/")[0]): binding for p, binding in published_ports(config).items()},
+    )
+    created = engine.api.create_container(
+        build.image,
+        name=forwarder_name(config),
+        hostname=FORWARDER,
+        labels=forwarder_labels(config),
+        entrypoint=["/usr/bin/tini", "--", "/usr/sbin/haproxy", "-db", "-f", FORWARDER_CONFIG],
+        ports=[int(p.split("/")[0]) for p in published_ports(config)],
+        host_config=host_config,
+        networking_config=engine.api.create_networking_config(
+            {network_name(config): engine.api.create_endpoint_config(ipv4_address=forwarder_ip(config))}  # type: ignore[arg-type]
+        ),
+    )
+    container = engine.containers.get(created["Id"])
+    container.put_archive("/", tar_bytes({FORWARDER_CONFIG: render_forwarder(forwarder_config(config)).encode()}))
+    container.start()
+    progress.changed(f"created {FORWARDER} ({forwarder_ip(config)}): the published ports reach the VIP's holder")
+
+
 def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
     """Every node answers over SSH through the jump host, and every engine answers its CLI."""
     inventory = build.inventory
@@ -399,8 +429,8 @@ def wait_ready(build: LabBuild, progress: PhaseResult) -> None:
 
             wait_until(answers, what=f"{node.name} answers over SSH", timeout=NODE_ANSWER_TIMEOUT)
 
-        ready(inventory.lb)  # the jump host first: everything else goes through it
-        nodes.each([n for n in inventory.nodes if n.role is not Role.LB], ready, "waiting for nodes")
+        ready(inventory.lb)  # the jump host first: everything else goes through it (the other lb too)
+        nodes.each([n for n in inventory.nodes if n.name != inventory.lb.name], ready, "waiting for nodes")
     finally:
         nodes.close()
     progress.note(f"{len(inventory.nodes)} nodes answer")
@@ -422,6 +452,20 @@ CREATE_ACTIONS: tuple[tuple[str, str, Action], ...] = (
     ("lab-ready", "wait for sshd and the Docker engines, over SSH through the lb node", wait_ready),
     ("inventory", "the inventory every task reads", write_inventory),
 )
+# Two lbs: after the nodes, before anything is reached through the published SSH port.
+FORWARDER_ACTION: tuple[str, str, Action] = (
+    "lab-forwarder",
+    "the VIP forwarder: the published ports reach whichever lb holds the VIP",
+    create_forwarder,
+)
+
+
+def create_actions(config: Config) -> tuple[tuple[str, str, Action], ...]:
+    """CREATE_ACTIONS, with the VIP forwarder's after the nodes when there are two lbs."""
+    if not two_lbs(config):
+        return CREATE_ACTIONS
+    at = [name for name, _, _ in CREATE_ACTIONS].index("lab-nodes") + 1
+    return (*CREATE_ACTIONS[:at], FORWARDER_ACTION, *CREATE_ACTIONS[at:])
 
 
 def _check_existing_shape(engine: docker.DockerClient, config: Config) -> list[Container]:
@@ -454,21 +498,21 @@ def _restart(build: LabBuild, existing: list[Container], timings: Timings) -> In
 def lab_up(config: Config, timings: Timings, keep: bool = False) -> Inventory:
     """Create the lab (or find it already up with the same shape) and write its inventory; its phases
     go to `timings`."""
-    one_lb_only(config, "the lab")
     with timings.phase("engine", "find or start the local Docker engine") as p:
         ensure_engine(p)
         engine = client()
     build = LabBuild(config, engine, config.state(provider=LabProvider.name))
     existing = _check_existing_shape(engine, config)
-    if existing and len(existing) == len(lab_nodes(config)) and build.paths.inventory.exists():
+    expected = container_names(config)
+    if existing and {c.name for c in existing} == expected and build.paths.inventory.exists():
         return _restart(build, existing, timings)
     if existing:
         raise SwarmlabError(
-            f"lab {config.cluster!r} is half there ({len(existing)} of {len(lab_nodes(config))} nodes): "
+            f"lab {config.cluster!r} is half there ({len(existing)} of {len(expected)} containers): "
             "run `fab lab-down` first"
         )
     try:
-        for name, description, action in CREATE_ACTIONS:
+        for name, description, action in create_actions(config):
             with timings.phase(name, description) as p:
                 try:
                     action(build, p)
@@ -619,10 +663,15 @@ def _bytes_under(top: Path) -> int:
 def lab_status_rows(config: Config) -> list[tuple[str, str, str, str]]:
     engine = client()
     rows = []
-    for container in sorted(lab_containers(engine, config.cluster), key=lambda c: c.labels.get(LABEL_NODE, "")):
+    for container in sorted(lab_containers(engine, config.cluster), key=_listed_name):
         networks: dict[str, dict[str, str]] = container.attrs["NetworkSettings"]["Networks"] or {}
         ip = next((n.get("IPAddress", "") for n in networks.values()), "")
-        rows.append(
-            (container.labels.get(LABEL_NODE, "?"), container.labels.get(LABEL_ROLE, "?"), ip, container.status)
-        )
+        rows.append((_listed_name(container), container.labels.get(LABEL_ROLE, "?"), ip, container.status))
     return rows
+
+
+def _listed_name(container: Container) -> str:
+    """A node's name; the VIP forwarder (two lbs), which is no node, by its own."""
+    if container.labels.get(LABEL_FORWARDER):
+        return FORWARDER
+    return container.labels.get(LABEL_NODE, "?")

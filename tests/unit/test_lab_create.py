@@ -11,11 +11,9 @@ import pytest
 from docker.errors import APIError
 
 from cluster.config import parse_config
-from cluster.errors import ConfigErrors
 from cluster.lab import provider
 from cluster.lab.layout import lab_nodes
-from cluster.lab.rehearsal import nodes as rehearsal
-from cluster.progress import PhaseResult, Timings
+from cluster.progress import PhaseResult
 from cluster.providers import lab_provider
 from cluster.providers.base import LabTasks
 from cluster.state import StatePaths
@@ -70,19 +68,3 @@ def test_a_failed_creation_raises_its_own_error_once_every_other_node_was_tried(
 def test_the_lab_tasks_are_reached_through_the_provider_registry() -> None:
     tasks: LabTasks = provider.LabProvider()  # mypy checks the lab provider's signatures against LabTasks
     assert isinstance(lab_provider(), provider.LabProvider) and isinstance(tasks, LabTasks)
-
-
-@pytest.mark.parametrize("up", ["lab", "rehearsal"])
-def test_two_lbs_are_refused_before_the_engine_is_touched(monkeypatch: pytest.MonkeyPatch, up: str) -> None:
-    def no_engine(*args: object) -> None:
-        raise AssertionError("the engine was touched")
-
-    monkeypatch.setattr(provider, "ensure_engine", no_engine)
-    monkeypatch.setattr(rehearsal, "ensure_engine", no_engine)
-    config = parse_config({"lb_count": 2})
-    make = provider.lab_up if up == "lab" else rehearsal.make_rehearsal
-    with pytest.raises(ConfigErrors) as caught:
-        make(config, Timings())
-    [error] = caught.value.errors
-    assert (error.key, error.value) == ("lb_count", 2) and error.fix.startswith("set lb_count: 1")
-    assert f"the {up} makes one lb node" in error.problem
