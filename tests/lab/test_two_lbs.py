@@ -1,0 +1,305 @@
+"""Two lbs in the lab (issue 19, item 1): keepalived holds the VIP on one lb, the VIP forwarder
+publishes the lab's ports in place of a floating IP, and both lbs are SSH jump hosts.
+
+A lab of its own (cluster `citest2`, lb_count 2, its own network and ports), made once for this module
+(lab-up, bootstrap, deploy-stack of the small hello stack: its one page is all these tests ask for) and
+torn down after it unless SWARMLAB_KEEP_LAB=1. It costs a lab-up of its own (a node image of its own the
+first time: keepalived in it), so it is opt-in: marked `two_lbs`, which `make lab-test` deselects until a
+run has shown it passes; `make lab-test-two-lbs` runs it. On a lab of your own: export its SWARMLAB_*
+variables (lb_count is set to 2 here) and LAB_TESTS_ON_OWN_LAB=1.
+
+Each test leaves both lbs serving and one of them holding the VIP. Traffic goes to the lab's
+127.0.0.1 ports only; every wait and every load is bounded in count and in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import docker
+import httpx
+import pytest
+from docker.models.containers import Container
+
+from cluster.config import load_config
+from cluster.errors import CommandFailed, SwarmlabError
+from cluster.facts import read
+from cluster.facts.network import interface_with
+from cluster.inventory import Node
+from cluster.lab.layout import container_name, forwarder_name, lab_nodes
+from cluster.lab.provider import LabProvider
+from cluster.runners import SshRunner
+from tests.lab.conftest import CITEST_ENV, ROOT, Lab, fab
+
+pytestmark = [pytest.mark.lab, pytest.mark.two_lbs, pytest.mark.timeout(900, func_only=True)]
+
+# Beside the CI lab (citest, 10.30.0.0/24, 1xxxx ports): another name, network, overlay pool and ports.
+OWN_LAB = os.environ.get("LAB_TESTS_ON_OWN_LAB") == "1"
+TWO_LBS_ENV = {
+    **(
+        {key: os.environ.get(key, value) for key, value in CITEST_ENV.items()}
+        if OWN_LAB
+        else {
+            "SWARMLAB_CLUSTER": "citest2",
+            "SWARMLAB_CIDR": "10.32.0.0/24",
+            "SWARMLAB_OVERLAY_POOL": "10.133.0.0/16",
+            "SWARMLAB_HTTP_PORT": "28080",
+            "SWARMLAB_HTTPS_PORT": "28443",
+            "SWARMLAB_SSH_PORT": "22222",
+            "SWARMLAB_STATS_PORT": "28404",
+        }
+    ),
+    "SWARMLAB_LB_COUNT": "2",
+}
+STACK = "hello"
+PATH = "/hello/"
+VIP_MOVE_TIMEOUT = 30  # keepalived's takeover is about 3 adverts of 1 s; the check's FALL 2 s more
+ANSWER_TIMEOUT = 60  # an lb brought back serves again (sshd, then HAProxy started by the task)
+CLIENT_TIMEOUT = 15  # a request through the published port: the forwarder retries a connection ~9 s
+# The load during a kill: WORKERS requests in flight at once, each on a new connection (a kept-alive
+# connection to the dead lb would fail a request that was not in flight yet).
+WORKERS = 4
+LOAD_MAX_REQUESTS = 3000
+LOAD_MAX_SECONDS = 180
+AFTER_MOVE = 200  # good answers once the VIP has moved, before the load stops
+
+
+def two_lbs(*args: str, check: bool = True, timeout: float = 1500) -> str:
+    done = fab(*args, env=TWO_LBS_ENV, check=check, timeout=timeout)
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Lab]:
+    config = load_config(ROOT / "swarmlab.yaml", {**os.environ, **TWO_LBS_ENV})
+    assert config.lb_count == 2 and config.cluster == TWO_LBS_ENV["SWARMLAB_CLUSTER"]
+    try:
+        two_lbs("lab-up")
+        two_lbs("bootstrap")
+        two_lbs("deploy-stack", "--stack", STACK)
+        inventory = LabProvider().inventory(config, "lab")
+        nodes = SshRunner(inventory)
+        try:
+            yield Lab(config, inventory, nodes)
+        finally:
+            nodes.close()
+    finally:
+        if os.environ.get("SWARMLAB_KEEP_LAB") != "1":
+            two_lbs("lab-down")
+            engine = docker.from_env()
+            selector: dict[str, str | list[str] | bool] = {"label": f"swarmlab.cluster={config.cluster}"}
+            left = [c.name for c in engine.containers.list(all=True, filters=selector)]
+            left += [n.name for n in engine.networks.list(filters=selector)]
+            assert left == [], f"lab-down left {left} (the VIP forwarder too?)"
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def holders(lab: Lab) -> dict[str, bool | None]:
+    """Each lb: whether it holds the VIP (None: it does not answer over SSH). A runner of its own each
+    time: a connection through an lb that died is not reused."""
+    vip = str(lab.inventory.network.vip)
+    found: dict[str, bool | None] = {}
+    runner = SshRunner(lab.inventory)
+    try:
+        for lb in lab.inventory.lbs:
+            try:
+                found[lb.name] = bool(read(runner, lb, interface_with(vip), timeout=10))
+            except (CommandFailed, SwarmlabError):
+                found[lb.name] = None
+    finally:
+        runner.close()
+    return found
+
+
+def wait_for(what: str, done: Callable[[], bool], timeout: float, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
+        time.sleep(interval)
+
+
+def the_holder(lab: Lab) -> str:
+    """The one lb that holds the VIP, once exactly one does."""
+    found: dict[str, bool | None] = {}
+
+    def one() -> bool:
+        found.clear()
+        found.update(holders(lab))
+        return sum(1 for held in found.values() if held) == 1
+
+    wait_for(f"exactly one lb holds the VIP ({found})", one, VIP_MOVE_TIMEOUT)
+    return next(name for name, held in found.items() if held)
+
+
+def other(lab: Lab, name: str) -> Node:
+    return next(lb for lb in lab.inventory.lbs if lb.name != name)
+
+
+def client(lab: Lab) -> httpx.Client:
+    """Through the published HTTPS port (the forwarder), verified against the lab's CA; a new connection
+    for every request."""
+    return httpx.Client(verify=lab.tls, timeout=CLIENT_TIMEOUT, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def answers(lab: Lab) -> bool:
+    with client(lab) as http, contextlib.suppress(httpx.HTTPError):
+        return http.get(lab.url + PATH).status_code == 200
+    return False
+
+
+def container(lab: Lab, node: str) -> Container:
+    planned = next(n for n in lab_nodes(lab.config) if n.name == node)
+    return docker.from_env().containers.get(container_name(lab.config, planned))
+
+
+def bring_back(lab: Lab, name: str) -> None:
+    """A killed lb's container started again (node-init starts its keepalived), its HAProxy started by
+    `fab haproxy`; then both lbs serve and exactly one holds the VIP."""
+    killed = container(lab, name)
+    killed.reload()
+    if killed.status != "running":
+        killed.start()
+    wait_for(f"{name} answers over SSH", lambda: holders(lab)[name] is not None, ANSWER_TIMEOUT, 1)
+    two_lbs("haproxy")
+    out = two_lbs("keepalived")
+    # node-init started keepalived from the file the task had pushed: the task finds it current and running.
+    assert f"{name}: /etc/keepalived/keepalived.conf is current and keepalived runs" in out, out
+    the_holder(lab)
+    wait_for("the published port answers", lambda: answers(lab), ANSWER_TIMEOUT)
+
+
+@dataclass
+class Load:
+    """GETs through the published port from WORKERS threads until stopped, or LOAD_MAX_REQUESTS, or
+    LOAD_MAX_SECONDS: each request's outcome with the time it was sent."""
+
+    lab: Lab
+    stop: threading.Event = field(default_factory=threading.Event)
+    outcomes: list[tuple[float, str]] = field(default_factory=list)  # (sent at, "ok" or what failed)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + LOAD_MAX_SECONDS
+        with client(self.lab) as http:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                with self.lock:
+                    if len(self.outcomes) >= LOAD_MAX_REQUESTS:
+                        return
+                sent = time.monotonic()
+                try:
+                    status = http.get(self.lab.url + PATH).status_code
+                    outcome = "ok" if status == 200 else f"HTTP {status}"
+                except httpx.HTTPError as error:
+                    outcome = f"{type(error).__name__}: {error}"
+                with self.lock:
+                    self.outcomes.append((sent, outcome))
+
+    def good_since(self, moment: float) -> int:
+        with self.lock:
+            return sum(1 for sent, outcome in self.outcomes if sent >= moment and outcome == "ok")
+
+    def failures(self) -> list[tuple[float, str]]:
+        with self.lock:
+            return [(sent, outcome) for sent, outcome in self.outcomes if outcome != "ok"]
+
+
+# --- the tests --------------------------------------------------------------------------------------
+
+
+def test_the_vip_answers_through_the_published_ports(pair: Lab) -> None:
+    lab = pair
+    assert [lb.name for lb in lab.inventory.lbs] == ["lb-1", "lb-2"] and lab.inventory.network.vip is not None
+    holder = the_holder(lab)
+    with client(lab) as http:
+        page = http.get(lab.url + PATH)
+        assert page.status_code == 200 and "Hello from" in page.text
+        stats = http.get(str(lab.inventory.endpoints.stats))
+        assert stats.status_code == 200
+        plain = http.get(f"http://{lab.config.bind_address}:{lab.config.http_port}{PATH}")
+        assert plain.status_code == 301 and plain.headers["location"].startswith("https://")
+    # The forwarder publishes the ports, no lb does.
+    engine = docker.from_env()
+    assert engine.containers.get(forwarder_name(lab.config)).ports
+    assert not any(container(lab, lb.name).ports for lb in lab.inventory.lbs)
+    report = two_lbs("status")
+    assert f"the virtual IP {lab.inventory.network.vip} is on {holder}" in report, report
+
+
+def test_stopping_the_holders_haproxy_moves_the_vip(pair: Lab) -> None:
+    lab = pair
+    holder = the_holder(lab)
+    stays = other(lab, holder)
+    runner = SshRunner(lab.inventory)  # a runner of its own: the module's may go through an lb a test killed
+    try:
+        runner.run(lab.inventory.node(holder), 'kill "$(head -n1 /run/haproxy.pid)"')
+    finally:
+        runner.close()
+    try:
+        wait_for(
+            f"the VIP moves from {holder} to {stays.name}",
+            lambda: holders(lab) == {holder: False, stays.name: True},
+            VIP_MOVE_TIMEOUT,
+        )
+        wait_for("the published port answers from the new holder", lambda: answers(lab), VIP_MOVE_TIMEOUT)
+    finally:
+        two_lbs("haproxy")  # starts the stopped HAProxy again
+    # nopreempt: the VIP stays where it went, and the lb it left serves again as the backup.
+    assert the_holder(lab) == stays.name
+
+
+def test_killing_the_holder_moves_the_vip_and_loses_at_most_the_requests_in_flight(pair: Lab) -> None:
+    lab = pair
+    holder = the_holder(lab)
+    stays = other(lab, holder)
+    load = Load(lab)
+    threads = [threading.Thread(target=load.run, daemon=True) for _ in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    killed_at = 0.0
+    try:
+        wait_for("the load gets answers", lambda: load.good_since(0) >= 50, 60)
+        killed_at = time.monotonic()
+        container(lab, holder).kill()
+        wait_for(f"the VIP moves to {stays.name}", lambda: holders(lab)[stays.name] is True, VIP_MOVE_TIMEOUT)
+        moved_at = time.monotonic()
+        wait_for(f"{AFTER_MOVE} answers after the move", lambda: load.good_since(moved_at) >= AFTER_MOVE, 120)
+    finally:
+        load.stop.set()
+        for thread in threads:
+            thread.join(timeout=CLIENT_TIMEOUT + 5)
+    try:
+        failures = load.failures()
+        print(f"{len(load.outcomes)} requests, {len(failures)} failed: {failures[:10]}")
+        assert not [f for f in failures if f[0] < killed_at], "a request failed before the kill"
+        # Each worker has one request in flight at most: those on the dead lb are lost, none sent after.
+        assert len(failures) <= WORKERS, failures
+    finally:
+        bring_back(lab, holder)
+    assert the_holder(lab) == stays.name  # nopreempt: the lb brought back did not take the VIP back
+
+
+def test_the_other_lb_serves_ssh_for_the_tasks(pair: Lab) -> None:
+    """With lb-1 (the inventory's jump host) dead, the tasks go through lb-2: the runner falls back to it
+    at the published SSH port, where the forwarder reaches whichever lb is there."""
+    lab = pair
+    container(lab, "lb-1").kill()
+    try:
+        wait_for("lb-2 holds the VIP", lambda: holders(lab)["lb-2"] is True, VIP_MOVE_TIMEOUT)
+        runner = SshRunner(lab.inventory)
+        try:
+            worker = lab.inventory.workers[0]
+            assert runner.run(worker, "hostname").stdout.strip() == worker.name
+            assert runner._gateway_node == "lb-2"
+        finally:
+            runner.close()
+        report = two_lbs("status")
+        assert f"the virtual IP {lab.inventory.network.vip} is on lb-2" in report, report
+    finally:
+        bring_back(lab, "lb-1")
