@@ -38,7 +38,7 @@ from tests.lab.conftest import CITEST_ENV, ROOT, Lab, fab
 
 pytestmark = [pytest.mark.lab, pytest.mark.two_lbs, pytest.mark.timeout(900, func_only=True)]
 
-# Beside the CI lab (citest, 10.30.0.0/24, 1xxxx ports): another name, network, overlay pool and ports.
+# Beside the CI lab (citest), the rehearsal, bench and chaos labs: a name, network, overlay pool and ports of its own.
 OWN_LAB = os.environ.get("LAB_TESTS_ON_OWN_LAB") == "1"
 TWO_LBS_ENV = {
     **(
@@ -46,12 +46,12 @@ TWO_LBS_ENV = {
         if OWN_LAB
         else {
             "SWARMLAB_CLUSTER": "citest2",
-            "SWARMLAB_CIDR": "10.32.0.0/24",
-            "SWARMLAB_OVERLAY_POOL": "10.133.0.0/16",
-            "SWARMLAB_HTTP_PORT": "28080",
-            "SWARMLAB_HTTPS_PORT": "28443",
-            "SWARMLAB_SSH_PORT": "22222",
-            "SWARMLAB_STATS_PORT": "28404",
+            "SWARMLAB_CIDR": "10.36.0.0/24",
+            "SWARMLAB_OVERLAY_POOL": "10.136.0.0/16",
+            "SWARMLAB_HTTP_PORT": "26080",
+            "SWARMLAB_HTTPS_PORT": "26443",
+            "SWARMLAB_SSH_PORT": "26222",
+            "SWARMLAB_STATS_PORT": "26404",
         }
     ),
     "SWARMLAB_LB_COUNT": "2",
