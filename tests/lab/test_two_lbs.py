@@ -178,6 +178,11 @@ def bring_back(lab: Lab, name: str) -> None:
     wait_for("the published port answers", lambda: answers(lab), ANSWER_TIMEOUT)
 
 
+def stopped(killed: Container) -> bool:
+    killed.reload()
+    return bool(killed.status != "running")
+
+
 @dataclass
 class Load:
     """GETs through the published port from WORKERS threads until stopped, or LOAD_MAX_REQUESTS, or
@@ -273,11 +278,14 @@ def test_killing_the_holder_moves_the_vip_and_loses_at_most_the_requests_in_flig
     threads = [threading.Thread(target=load.run, daemon=True) for _ in range(WORKERS)]
     for thread in threads:
         thread.start()
-    killed_at = 0.0
+    killed_at = dead_at = 0.0
     try:
         wait_for("the load gets answers", lambda: load.good_since(0) >= 50, 60)
         killed_at = time.monotonic()
-        container(lab, holder).kill()
+        killed = container(lab, holder)
+        killed.kill()
+        wait_for(f"{holder} has died", lambda: stopped(killed), VIP_MOVE_TIMEOUT, 0.05)
+        dead_at = time.monotonic()
         wait_for(f"the VIP moves to {stays.name}", lambda: holders(lab)[stays.name] is True, VIP_MOVE_TIMEOUT)
         moved_at = time.monotonic()
         wait_for(f"{AFTER_MOVE} answers after the move", lambda: load.good_since(moved_at) >= AFTER_MOVE, 120)
@@ -289,8 +297,15 @@ def test_killing_the_holder_moves_the_vip_and_loses_at_most_the_requests_in_flig
     try:
         failures = load.failures()
         assert not [f for f in failures if f[0] < killed_at], "a request failed before the kill"
-        # Each worker has one request in flight at most: those on the dead lb are lost, none sent after.
-        assert len(failures) <= WORKERS, failures
+        # In flight: sent before the lb had died. Its death takes a moment after `docker kill` (CI37, a busy
+        # machine: 5 lost, sent up to 0.29 s after the call; a worker whose request was cut sent the next into
+        # the dying lb). Every request sent once it was dead is answered: the forwarder retries the
+        # connection until the VIP has moved.
+        after_death = [(round(sent - killed_at, 2), outcome) for sent, outcome in failures if sent >= dead_at]
+        assert not after_death, (
+            f"{holder} had died {dead_at - killed_at:.2f} s after the kill; {len(after_death)} requests sent after "
+            f"that failed (seconds from the kill, outcome): {after_death[:10]}"
+        )
     finally:
         bring_back(lab, holder)
     assert the_holder(lab) == stays.name  # nopreempt: the lb brought back did not take the VIP back
