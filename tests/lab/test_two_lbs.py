@@ -186,11 +186,11 @@ def stopped(killed: Container) -> bool:
 @dataclass
 class Load:
     """GETs through the published port from WORKERS threads until stopped, or LOAD_MAX_REQUESTS, or
-    LOAD_MAX_SECONDS: each request's outcome with the time it was sent."""
+    LOAD_MAX_SECONDS: each request's outcome with the times it was sent and ended."""
 
     lab: Lab
     stop: threading.Event = field(default_factory=threading.Event)
-    outcomes: list[tuple[float, str]] = field(default_factory=list)  # (sent at, "ok" or what failed)
+    outcomes: list[tuple[float, float, str]] = field(default_factory=list)  # (sent, ended, "ok" or what failed)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
@@ -207,23 +207,24 @@ class Load:
                 except httpx.HTTPError as error:
                     outcome = f"{type(error).__name__}: {error}"
                 with self.lock:
-                    self.outcomes.append((sent, outcome))
+                    self.outcomes.append((sent, time.monotonic(), outcome))
 
     def good_since(self, moment: float) -> int:
         with self.lock:
-            return sum(1 for sent, outcome in self.outcomes if sent >= moment and outcome == "ok")
+            return sum(1 for sent, _, outcome in self.outcomes if sent >= moment and outcome == "ok")
 
     def summary(self, killed_at: float) -> str:
         """What the load saw, for the test's output and its failures: counts, and the failures' times
         from the kill."""
-        with self.lock:
-            total = len(self.outcomes)
-            failed = [(round(sent - killed_at, 2), outcome) for sent, outcome in self.outcomes if outcome != "ok"]
-        return f"{total} requests, {len(failed)} failed (seconds from the kill, outcome): {failed[:10]}"
+        failed = [
+            (round(sent - killed_at, 2), round(ended - killed_at, 2), outcome)
+            for sent, ended, outcome in self.failures()
+        ]
+        return f"{len(self.outcomes)} requests, {len(failed)} failed (sent and ended, seconds from the kill): {failed[:10]}"
 
-    def failures(self) -> list[tuple[float, str]]:
+    def failures(self) -> list[tuple[float, float, str]]:
         with self.lock:
-            return [(sent, outcome) for sent, outcome in self.outcomes if outcome != "ok"]
+            return [(sent, ended, outcome) for sent, ended, outcome in self.outcomes if outcome != "ok"]
 
 
 # --- the tests --------------------------------------------------------------------------------------
@@ -296,12 +297,14 @@ def test_killing_the_holder_moves_the_vip_and_loses_at_most_the_requests_in_flig
         print(load.summary(killed_at))  # pytest shows it with a failure
     try:
         failures = load.failures()
-        assert not [f for f in failures if f[0] < killed_at], "a request failed before the kill"
+        # A request sent just before the kill call is in flight when the lb dies (the CI of fdc9c26: 3 cut,
+        # sent 0.01-0.02 s before it); one that failed and ended before the call failed for another reason.
+        assert not [f for f in failures if f[1] < killed_at], "a request failed before the kill"
         # In flight: sent before the lb had died. Its death takes a moment after `docker kill` (CI37, a busy
         # machine: 5 lost, sent up to 0.29 s after the call; a worker whose request was cut sent the next into
         # the dying lb). Every request sent once it was dead is answered: the forwarder retries the
         # connection until the VIP has moved.
-        after_death = [(round(sent - killed_at, 2), outcome) for sent, outcome in failures if sent >= dead_at]
+        after_death = [(round(sent - killed_at, 2), outcome) for sent, _, outcome in failures if sent >= dead_at]
         assert not after_death, (
             f"{holder} had died {dead_at - killed_at:.2f} s after the kill; {len(after_death)} requests sent after "
             f"that failed (seconds from the kill, outcome): {after_death[:10]}"
