@@ -41,6 +41,7 @@ from bench.apiload import Credentials, Record, Recorder, Target, flow
 from bench.common import FAB, NUMBERS_PAGE, OUT, ROOT, replace_block, write_report
 from cluster.config import load_config
 from cluster.facts import read
+from cluster.facts.network import interface_with
 from cluster.facts.services import stack_services
 from cluster.inventory import load_inventory
 from cluster.reads import find_leader
@@ -68,10 +69,9 @@ MAX_EVENT_SECONDS = 240.0
 AFTER_RECOVERY = 10.0
 
 
-def fab(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [FAB, *args], cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=timeout, check=False
-    )
+def fab(*args: str, check: bool = True, timeout: float = 900, lb_count: int = 1) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **ENV, "SWARMLAB_LB_COUNT": str(lb_count)}
+    done = subprocess.run([FAB, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if check and done.returncode != 0:
         raise RuntimeError(
             f"fab {' '.join(args)} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-1000:]}"
@@ -86,6 +86,7 @@ class Lab:
     nodes: SshRunner
     credentials: dict[str, str]
     ca: Path  # the lab's CA: the driver verifies HAProxy's certificate against it
+    lb_count: int = 1
     engine: docker.DockerClient = field(default_factory=docker.from_env)
     killed: str = ""  # a worker killed by the scenario: recovery counts from Swarm marking it down
 
@@ -165,11 +166,22 @@ class Scenario:
     recover: Callable[[Lab], None] | None = None  # what an operator does afterwards, still under load
     # How long the event itself may take: the load runs for warm-up + this + the wait for recovery.
     event_seconds: float = 0.0
+    lb_count: int = 1  # 2: the lab has two lbs and keepalived's VIP (issue 19)
 
 
 def _kill(lab: Lab, node: str) -> None:
     lab.killed = node
     lab.container(node).kill()
+
+
+def _kill_vip_holder(lab: Lab) -> None:
+    """The lb that holds the VIP, killed. The lab's runner may have gone through it: a new one, which
+    falls back to the other lb (cluster/runners.py)."""
+    vip = str(lab.nodes.inventory.network.vip)
+    holder = next(lb for lb in lab.nodes.inventory.lbs if read(lab.nodes, lb, interface_with(vip), timeout=10))
+    lab.container(holder.name).kill()
+    lab.nodes.close()
+    lab.nodes = SshRunner(lab.nodes.inventory)
 
 
 def _stop(lab: Lab, *names: str) -> None:
@@ -182,16 +194,15 @@ def _fab(*steps: tuple[str, ...]) -> Callable[[Lab], None]:
 
     def event(lab: Lab) -> None:
         for step in steps:
-            fab(*step)
+            fab(*step, lb_count=lab.lb_count)
 
     return event
 
 
 def _drain_stateful(lab: Lab) -> None:
     node = lab.node_running("postgres")
-    fab("drain-node", node)
-    fab("activate-node", node)
-    fab("rebalance")
+    for step in (("drain-node", node), ("activate-node", node), ("rebalance",)):
+        fab(*step, lb_count=lab.lb_count)
 
 
 SCENARIOS = (
@@ -210,6 +221,17 @@ SCENARIOS = (
         "kill-worker",
         "hard kill of a worker running api (docker kill)",
         lambda lab: _kill(lab, lab.node_running("api")),
+    ),
+    Scenario(
+        "kill-database-worker",
+        "hard kill of the worker running PostgreSQL (docker kill)",
+        lambda lab: _kill(lab, lab.node_running("postgres")),
+    ),
+    Scenario(
+        "kill-vip-holder",
+        "two lbs: hard kill of the lb holding the VIP (docker kill)",
+        _kill_vip_holder,
+        lb_count=2,
     ),
     Scenario(
         "lose-one-manager", "the leader's container stopped (1 of 3 managers)", lambda lab: _stop(lab, "manager-1")
@@ -294,18 +316,18 @@ def _plot(name: str, records: list[Record], event: float, recovered: float | Non
     plt.close(figure)
 
 
-def fresh_lab() -> Lab:
+def fresh_lab(lb_count: int) -> Lab:
     fab("lab-down")  # the image cache stays: each scenario's lab deploys from it
-    fab("lab-up")
-    fab("bootstrap")
-    fab("deploy-stack")
-    config = load_config(environ={**os.environ, **ENV})
+    for step in ("lab-up", "bootstrap", "deploy-stack"):
+        fab(step, lb_count=lb_count)
+    config = load_config(environ={**os.environ, **ENV, "SWARMLAB_LB_COUNT": str(lb_count)})
     state = config.state(provider="lab")
-    return Lab(SshRunner(load_inventory(state.inventory)), json.loads(state.credentials.read_text()), state.ca_cert)
+    inventory = load_inventory(state.inventory)
+    return Lab(SshRunner(inventory), json.loads(state.credentials.read_text()), state.ca_cert, lb_count)
 
 
 def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
-    lab = fresh_lab()
+    lab = fresh_lab(scenario.lb_count)
     duration = WARMUP + scenario.event_seconds + MAX_EVENT_SECONDS + AFTER_RECOVERY
     csv_path = scratch / f"hey-{scenario.name}.csv"
     started = time.monotonic()
