@@ -358,11 +358,14 @@ def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
         time.sleep(WARMUP)
         event = time.monotonic() - started
         error = ""
+        recover_seconds = None
         try:
             scenario.event(lab)
             if scenario.recover is not None:
                 time.sleep(5)  # the data plane runs on without a control plane meanwhile
+                began = time.monotonic()
                 scenario.recover(lab)
+                recover_seconds = time.monotonic() - began
         except Exception as failure:  # recorded: a scenario whose operation fails is a finding
             error = str(failure)[-1500:]
         recovered = marked_down = None
@@ -396,6 +399,8 @@ def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
         "event_at_s": round(event, 1),
         "recovered_after_s": round(recovered - event, 1) if recovered is not None else None,
         "marked_down_after_s": round(marked_down - event, 1) if marked_down is not None else None,
+        # The operator's own step (`fab recover`), from its start to its end.
+        "recover_s": round(recover_seconds, 1) if recover_seconds is not None else None,
         "operation_error": error,
     }
     print(
@@ -416,6 +421,8 @@ def chaos_table(results: list[dict[str, Any]]) -> str:
         recovered = f"{r['recovered_after_s']} s" if r["recovered_after_s"] is not None else "not within the bound"
         if r.get("marked_down_after_s") is not None:
             recovered += f" (marked down after {r['marked_down_after_s']} s)"
+        if r.get("recover_s") is not None:
+            recovered += f" (`fab recover` itself {r['recover_s']} s)"
         if r.get("operation_error"):
             recovered += " (the operation failed: see chaos.json)"
         lines.append(
