@@ -146,6 +146,11 @@ def register(lab: Lab, api: httpx.Client) -> str:
 
 def registration_flow(lab: Lab, api: httpx.Client, email: str) -> httpx.Response:
     """An eligible e-mail's OTP request, the mailed code, authentication, then `register`: its answer."""
+    return api.post("/register", json=register_body(lab, api, email))
+
+
+def register_body(lab: Lab, api: httpx.Client, email: str) -> dict[str, str]:
+    """An eligible e-mail's OTP request, the mailed code and authentication: the body `register` takes."""
     api.post("/getotp", json={"email": email}).raise_for_status()
     deadline = time.monotonic() + 30
     while not (mails := mails_to(lab, email)):
@@ -155,8 +160,7 @@ def registration_flow(lab: Lab, api: httpx.Client, email: str) -> httpx.Response
     assert code
     verified = api.post("/authen", json={"email": email, "otp": code.group(1)})
     verified.raise_for_status()
-    body = {"firstname": "Day", "lastname": "Two", "email": email, "proof": verified.json()["proof"]}
-    return api.post("/register", json=body)
+    return {"firstname": "Day", "lastname": "Two", "email": email, "proof": verified.json()["proof"]}
 
 
 def mails_to(lab: Lab, email: str) -> list[dict[str, str]]:
@@ -170,17 +174,23 @@ def mails_to(lab: Lab, email: str) -> list[dict[str, str]]:
 
 
 def students(lab: Lab) -> set[str]:
+    return set(student_ids(lab))
+
+
+def student_ids(lab: Lab) -> dict[str, int]:
+    """Each registered student's e-mail and id, read from PostgreSQL."""
     node = sh(
         lab, f"docker service ps {STACK}_postgres --filter desired-state=running --format '{{{{.Node}}}}'"
     ).split()
     find = f"docker ps -q -f label=com.docker.swarm.service.name={STACK}_postgres | head -n1"
-    query = "SELECT email FROM student"
+    query = "SELECT email, id FROM student"
     command = (
         f"PGPASSWORD=$(cat /run/secrets/db_password) psql -h 127.0.0.1 -U registration -d registration -tAc "
         f"{shlex.quote(query)}"
     )
     out = lab.nodes.run(lab.inventory.node(node[0]), f"docker exec $({find}) sh -c {shlex.quote(command)}").stdout
-    return {line.strip() for line in out.splitlines() if line.strip()}
+    rows = (line.strip().rsplit("|", 1) for line in out.splitlines() if line.strip())
+    return {email: int(student_id) for email, student_id in rows}
 
 
 def task_nodes(lab: Lab, service: str) -> list[str]:
@@ -579,3 +589,96 @@ def test_maintain_nodes_reboots_every_worker_under_load_and_loses_no_request(
 def _started_at(lab: Lab, node: str) -> str:
     container = docker.from_env().containers.get(f"swarmlab-{lab.config.cluster}-{node}")
     return str(container.attrs["State"]["StartedAt"])
+
+
+KEYED_DEADLINE = 120.0  # the whole keyed registration, repeats included
+
+
+def keyed_register(lab: Lab, body: dict[str, str], outcome: dict[str, object]) -> None:
+    """POST /register with one Idempotency-Key, repeated with the same key after a failed connection or
+    a 502/503/504 (as the UI does) until an answer or KEYED_DEADLINE; the answer and the tries in `outcome`."""
+    credentials = json.loads(lab.state.credentials.read_text())
+    key, tries, deadline = uuid.uuid4().hex, [], time.monotonic() + KEYED_DEADLINE
+    with httpx.Client(
+        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=50, verify=lab.tls
+    ) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = client.post("/register", json=body, headers={"Idempotency-Key": key})
+                tries.append(str(response.status_code))
+                if response.status_code not in (502, 503, 504):
+                    outcome.update(status=response.status_code, body=response.json(), tries=tries)
+                    return
+            except httpx.TransportError as error:
+                tries.append(type(error).__name__)
+            time.sleep(1)
+    outcome.update(status=0, body={}, tries=tries)
+
+
+def api_requests_in_flight(lab: Lab) -> dict[str, int]:
+    """HAProxy's current sessions on each server (a worker) of the API's backend, from its stats CSV."""
+    stats = lab.inventory.endpoints.stats
+    assert stats, "the lab names no stats page"
+    rows = httpx.get(f"{stats};csv", timeout=10).text.lstrip("# ").splitlines()
+    header = rows[0].split(",")
+    by_column = [dict(zip(header, row.split(","), strict=False)) for row in rows[1:]]
+    return {
+        row["svname"]: int(row["scur"] or 0)
+        for row in by_column
+        if row["pxname"] == "api" and row["svname"].startswith("worker")
+    }
+
+
+def test_a_keyed_register_in_flight_on_a_killed_worker_completes_once(
+    lab: Lab, api: httpx.Client, as_found: None
+) -> None:
+    """Three registrations, each with its own Idempotency-Key, wait at their last step (the confirmation
+    mail: the email worker is scaled to 0 first), one on each worker's API (HAProxy sends to the fewest in
+    flight). The worker of one of them, one that runs neither PostgreSQL nor RabbitMQ, is killed (docker
+    kill). Each request, repeated with its key after a cut connection as the UI does, completes once: 200
+    with the id of its one row, and one confirmation mail."""
+    emails = [f"keyed-{uuid.uuid4().hex[:10]}@example.org" for _ in range(3)]
+    eligible(api, *emails)
+    bodies = {email: register_body(lab, api, email) for email in emails}
+    email_service = f"{STACK}_email"
+    count = sh(lab, f"docker service inspect --format '{{{{.Spec.Mode.Replicated.Replicas}}}}' {email_service}").strip()
+    sh(lab, f"docker service scale --detach {email_service}=0")
+    engine = docker.from_env()
+    victim = ""
+    outcomes: dict[str, dict[str, object]] = {email: {} for email in emails}
+    threads = [threading.Thread(target=keyed_register, args=(lab, bodies[e], outcomes[e])) for e in emails]
+    try:
+        deadline = time.monotonic() + 60
+        # Until its task has stopped, not only been told to: a draining worker still answers.
+        while "Running" in sh(lab, f"docker service ps {email_service} --format '{{{{.CurrentState}}}}'"):
+            assert time.monotonic() < deadline, f"{email_service} still runs a task after scale 0"
+            time.sleep(1)
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30  # the rows are written before the mail: each request now waits for it
+        while not set(emails) <= students(lab):
+            assert time.monotonic() < deadline, f"not every keyed registration wrote its row: {outcomes}"
+            time.sleep(1)
+        busy = api_requests_in_flight(lab)
+        stateful = set(task_nodes(lab, f"{STACK}_postgres")) | set(task_nodes(lab, f"{STACK}_rabbitmq"))
+        chosen = [w for w, sessions in sorted(busy.items()) if sessions and w not in stateful]
+        assert chosen, f"no worker without PostgreSQL or RabbitMQ holds a request: {busy}, stateful on {stateful}"
+        victim = chosen[0]
+        engine.containers.get(f"swarmlab-{lab.config.cluster}-{victim}").kill()
+        time.sleep(5)  # HAProxy marks it down (checks 1 s apart, 2 to fall) and cuts what it held
+        sh(lab, f"docker service scale --detach {email_service}={count}")
+        for thread in threads:
+            thread.join(timeout=KEYED_DEADLINE + 10)
+    finally:
+        if victim:
+            fab("lab-up")  # starts the killed node's container; its engine joins the swarm again
+            lab.nodes.forget(lab.inventory.node(victim))
+        sh(lab, f"docker service scale --detach {email_service}={count}")
+    print(f"killed {victim} with {busy}: {outcomes}")
+    ids = student_ids(lab)
+    for email in emails:
+        outcome = outcomes[email]
+        assert outcome.get("status") == 200, f"{email}: {outcome}"
+        assert outcome["body"] == {"results": {"student_id": ids[email]}}, f"{email}: {outcome}, row {ids[email]}"
+        confirmations = [m for m in mails_to(lab, email) if m["subject"].startswith("Registration confirmed")]
+        assert len(confirmations) == 1, f"{email}: {len(confirmations)} confirmation mails, tries {outcome['tries']}"
