@@ -23,6 +23,7 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -32,6 +33,9 @@ import httpx
 # The flow's steps, in order; "flow" is a whole flow (from the eligible list to the registration).
 STEPS = ("eligible", "getotp", "mail", "authen", "register")
 ELIGIBLE_BATCH = 10_000  # the API's largest eligible list per request
+# A flow's POST whose connection failed or was cut (its API's node died) is sent again with its key.
+FLOW_REPEATS = 2
+REPEAT_PAUSE = 0.5
 
 
 @dataclass
@@ -42,6 +46,7 @@ class Record:
     ms: float
     error: str = ""
     answer: str = ""  # the reply's `results` when it is a word ("sent", "ok"), else its keys
+    tries: int = 1  # more than one: a cut connection, the request sent again with its Idempotency-Key
 
 
 @dataclass(frozen=True)
@@ -73,20 +78,36 @@ class Recorder:
         self.records: list[Record] = []
         self.lock = threading.Lock()
 
-    def call(self, client: httpx.Client, kind: str, method: str, url: str, **kwargs: Any) -> httpx.Response | None:
+    def call(
+        self, client: httpx.Client, kind: str, method: str, url: str, repeats: int = 0, **kwargs: Any
+    ) -> httpx.Response | None:
+        """One request, recorded once. With `repeats`, a connection that failed or was cut is tried again
+        (up to `repeats` more times, with the same headers, so the same Idempotency-Key), as the UI and
+        the API's documentation tell clients to; the record says how many tries it took."""
         began = time.monotonic()
-        try:
-            response = client.request(method, url, **kwargs)
-        except httpx.HTTPError as error:
-            self.record(kind, 0, began, type(error).__name__)
-            return None
-        self.record(kind, response.status_code, began, answer=answer_of(response) if self.answers else "")
-        return response
+        for tries in range(1, repeats + 2):
+            try:
+                response = client.request(method, url, **kwargs)
+            except httpx.TransportError as error:
+                if tries <= repeats:
+                    time.sleep(REPEAT_PAUSE)
+                    continue
+                self.record(kind, 0, began, type(error).__name__, tries=tries)
+                return None
+            except httpx.HTTPError as error:
+                self.record(kind, 0, began, type(error).__name__, tries=tries)
+                return None
+            answer = answer_of(response) if self.answers else ""
+            self.record(kind, response.status_code, began, answer=answer, tries=tries)
+            return response
+        raise AssertionError("unreachable: the last try returns")
 
-    def record(self, kind: str, status: int, began: float, error: str = "", answer: str = "") -> None:
+    def record(
+        self, kind: str, status: int, began: float, error: str = "", *, answer: str = "", tries: int = 1
+    ) -> None:
         now = time.monotonic()
         with self.lock:
-            self.records.append(Record(began - self.started, kind, status, (now - began) * 1000, error, answer))
+            self.records.append(Record(began - self.started, kind, status, (now - began) * 1000, error, answer, tries))
 
 
 @dataclass(frozen=True)
@@ -124,10 +145,15 @@ def flow(
     poll: float = 0.3,
     record_mail: bool = False,
 ) -> bool:
-    """One student's whole registration; True when it registered. A step that fails ends the flow."""
+    """One student's whole registration; True when it registered. A step that fails ends the flow. Each
+    POST carries an Idempotency-Key of its own and is sent again with it after a cut connection."""
+
+    def keyed() -> dict[str, Any]:
+        return {"headers": {"Idempotency-Key": uuid.uuid4().hex}, "repeats": FLOW_REPEATS}
+
     steps: list[tuple[str, str, dict[str, Any]]] = [
-        ("eligible", "/create_email_list", {"json": {"email_list": [email]}, "auth": credentials.admin}),
-        ("getotp", "/getotp", {"json": {"email": email}, "auth": credentials.api}),
+        ("eligible", "/create_email_list", {"json": {"email_list": [email]}, "auth": credentials.admin, **keyed()}),
+        ("getotp", "/getotp", {"json": {"email": email}, "auth": credentials.api, **keyed()}),
     ]
     for kind, path, kwargs in steps:
         response = recorder.call(client, kind, "POST", target.api + path, **kwargs)
@@ -141,11 +167,11 @@ def flow(
         return False
     if record_mail:
         recorder.record("mail", 200, began)
-    authen = {"json": {"email": email, "otp": code}, "auth": credentials.api}
+    authen = {"json": {"email": email, "otp": code}, "auth": credentials.api, **keyed()}
     if (r := recorder.call(client, "authen", "POST", target.api + "/authen", **authen)) is None or r.status_code != 200:
         return False
     body = {"firstname": "Bench", "lastname": "Student", "email": email, "proof": r.json().get("proof", "")}
-    r = recorder.call(client, "register", "POST", target.api + "/register", json=body, auth=credentials.api)
+    r = recorder.call(client, "register", "POST", target.api + "/register", json=body, auth=credentials.api, **keyed())
     return r is not None and r.status_code == 200
 
 

@@ -137,6 +137,44 @@ def test_a_refused_step_ends_the_flow_and_is_recorded() -> None:
     assert len(seen) == 2, "no mail read, no authen after a refused getotp"
 
 
+def cut_then_answered(cuts: int, keys: list[str]) -> httpx.MockTransport:
+    """A server whose first `cuts` answers are connections closed without a reply (its node died)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers.get("idempotency-key", ""))
+        if len(keys) <= cuts:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        return httpx.Response(200, json={"results": "sent"})
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize(("cuts", "status", "tries"), [(0, 200, 1), (2, 200, 3), (3, 0, 3)])
+def test_a_cut_flow_post_is_sent_again_with_its_key_and_recorded_once(cuts: int, status: int, tries: int) -> None:
+    keys: list[str] = []
+    recorder = Recorder(0.0)
+    with httpx.Client(transport=cut_then_answered(cuts, keys)) as client:
+        response = recorder.call(
+            client, "getotp", "POST", "http://api.test/api/getotp", headers={"Idempotency-Key": "k-1"}, repeats=2
+        )
+    assert (response.status_code if response else 0) == status
+    assert [(r.kind, r.status, r.tries) for r in recorder.records] == [("getotp", status, tries)]
+    assert keys == ["k-1"] * tries, "every try carries the same key"
+
+
+def test_every_post_of_a_flow_has_a_key_of_its_own() -> None:
+    keys: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            keys.append(request.headers.get("idempotency-key", ""))
+        return mock_api([]).handle_request(request)
+
+    with httpx.Client(transport=httpx.MockTransport(handle)) as client:
+        assert apiload.flow(Recorder(0.0), client, TARGET, "s@example.org", CREDENTIALS, stop=threading.Event())
+    assert len(keys) == 4 and all(keys) and len(set(keys)) == 4
+
+
 def test_comparison_keeps_the_median_round_of_each_mode_and_their_ratio() -> None:
     rounds = {
         "haproxy": [{"flows_per_s": 8.0, "p99_ms": 1}, {"flows_per_s": 6.0, "p99_ms": 2}, {"flows_per_s": 9.0}],
