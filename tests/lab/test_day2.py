@@ -406,6 +406,37 @@ def autolock_off_everywhere(lab: Lab) -> None:
             time.sleep(1)
 
 
+def test_a_second_postgresql_on_its_data_directory_does_not_start(lab: Lab, api: httpx.Client) -> None:
+    """What Swarm does when it loses touch with a worker (a partition, managers without quorum): it starts
+    a replacement while the old task may still run. Done here by hand: the stack's PostgreSQL image,
+    started on another worker over the same data directory, waits for the lock, gives up and exits,
+    while the running server keeps its rows. (Without the lock it started: "database system was
+    interrupted ... ready to accept connections", a second writer on the same files.)"""
+    email = register(lab, api)
+    running_on = task_nodes(lab, f"{STACK}_postgres")
+    spec = json.loads(
+        sh(lab, f"docker service inspect --format '{{{{json .Spec.TaskTemplate.ContainerSpec}}}}' {STACK}_postgres")
+    )
+    data = next(m["Source"] for m in spec["Mounts"] if m["Target"] == "/var/lib/postgresql/data")
+    other = next(w for w in lab.inventory.workers if w.name not in running_on)
+    name = "second-postgres"
+    run = (
+        f"docker run -d --name {name} --network none -e DATA_LOCK_WAIT=5 "
+        f"-v {shlex.quote(data)}:/var/lib/postgresql/data {shlex.quote(spec['Image'])}"
+    )
+    lab.nodes.run(other, run)
+    try:
+        status = lab.nodes.run(other, f"timeout 40 docker wait {name}", check=False).stdout.strip() or "no exit in 40 s"
+        logs = lab.nodes.run(other, f"docker logs {name} 2>&1").stdout
+    finally:
+        lab.nodes.run(other, f"docker rm -f {name}", check=False)
+    assert status == "1", f"the second server exited {status!r}:\n{logs}"
+    assert "another server holds" in logs and "still held after 5 s" in logs, logs
+    assert "ready to accept connections" not in logs and "redo starts" not in logs, logs
+    assert email in students(lab)
+    assert task_nodes(lab, f"{STACK}_postgres") == running_on
+
+
 def test_losing_two_managers_then_recover(lab: Lab, api: httpx.Client, as_found: None) -> None:
     """The re-forming path: a swarm without autolock (under autolock, the next test) that lost two
     managers is re-formed with --force-new-cluster; recover then turns autolock on again, as configured."""

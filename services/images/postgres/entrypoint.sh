@@ -59,8 +59,10 @@ HBA
     echo "entrypoint: cluster initialised (user $POSTGRES_USER, database $POSTGRES_DB)"
 else
     echo "entrypoint: existing cluster in $PGDATA, starting"
-    # postmaster.pid is left alone: PostgreSQL itself recognises a stale one, and it is the
-    # last guard against two servers on one (shared) data directory.
 fi
+# Not before a first start: initdb wants an empty directory (two first starts at once cannot both
+# initialise it: the second finds files and refuses, above).
+. /usr/local/bin/one-server
+hold_data_dir "$PGDATA/swarmlab-server.lock" "${DATA_LOCK_WAIT:-60}"
 # jit=off: the image has no LLVM (slim.dpkg.cfg); say so rather than rely on the missing library.
 exec postgres -D "$PGDATA" -c jit=off

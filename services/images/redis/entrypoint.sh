@@ -41,4 +41,9 @@ else
     echo "entrypoint: no REDIS_PASSWORD_FILE, running without a password (protected-mode off)" >&2
     echo "protected-mode no" >> "$conf"
 fi
+# Only where /data is writable: the session store runs on a read-only root with no data directory.
+if [ -w /data ]; then
+    . /usr/local/bin/one-server
+    hold_data_dir /data/swarmlab-server.lock "${DATA_LOCK_WAIT:-60}"
+fi
 exec redis-server "$conf"
