@@ -90,6 +90,7 @@ class Lab:
     engine: docker.DockerClient = field(default_factory=docker.from_env)
     killed: str = ""  # a worker killed by the scenario: recovery counts from Swarm marking it down
     down_at: float = 0.0  # when Swarm had marked it down (monotonic), once the operator saw it
+    killed_ran: tuple[str, ...] = ()  # the services whose tasks ran on it when it was killed
 
     def container(self, node: str) -> Any:
         return self.engine.containers.get(f"swarmlab-{ENV['SWARMLAB_CLUSTER']}-{node}")
@@ -172,6 +173,11 @@ class Scenario:
 
 def _kill(lab: Lab, node: str) -> None:
     lab.killed = node
+    tasks = lab.nodes.run(
+        find_leader(lab.nodes), f"docker node ps {node} --filter desired-state=running --format '{{{{.Name}}}}'"
+    ).stdout.split()
+    # Task names are <stack>_<service>.<slot>: what died with the node (the mail sink's memory included).
+    lab.killed_ran = tuple(sorted({name.split(".")[0].removeprefix(f"{STACK}_") for name in tasks}))
     lab.container(node).kill()
 
 
@@ -424,6 +430,8 @@ def run_scenario(scenario: Scenario, scratch: Path) -> dict[str, Any]:
         "recover_s": round(recover_seconds, 1) if recover_seconds is not None else None,
         "operation_error": error,
     }
+    if lab.killed:
+        result["killed_node_ran"] = list(lab.killed_ran)
     print(
         f"{scenario.name:<24} GET {result['get']['failed']}/{result['get']['requests']} failed, "
         f"flow {result['flow']['failed']}/{result['flow']['requests']} failed, "

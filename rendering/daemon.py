@@ -28,7 +28,12 @@ class DaemonSpec:
         return self.config_path + ".new"
 
 
+def stop_by_pid(pid_file: str) -> str:
+    """Without systemd: stop the daemon named by its pid file and wait until that process is gone."""
+    return f"pid=$(head -n1 {pid_file}); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done"
+
+
 def restart_by_pid(pid_file: str, start: str) -> str:
-    """A reload that is a restart, without systemd: stop the daemon named by its pid file, wait until
-    that process is gone (the new one would find its port or pid file taken), then `start` it again."""
-    return f"pid=$(head -n1 {pid_file}); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; {start}"
+    """A reload that is a restart, without systemd: stop the daemon (the new one would find its port or
+    pid file taken), then `start` it again."""
+    return f"{stop_by_pid(pid_file)}; {start}"

@@ -6,19 +6,22 @@ Order: workers, then managers, then the lb node. Workers first because the swarm
 (its tasks move, `plan_drain_node` refuses a drain that would strand a service): a command or a reboot
 that breaks a node shows there, and the run stops before any manager, whose loss costs Raft margin, is
 touched. The lb node last: it is the edge and the SSH jump host, so its reboot cuts both; nothing
-else is in flight then. One node at a time everywhere (no worker batches: one drained worker is what
+else is in flight then. With two lbs (keepalived's VIP) each hands the VIP over to the other first, so
+the edge keeps answering: only the requests in flight through the lb at the move are cut. One node at a time everywhere (no worker batches: one drained worker is what
 `plan_drain_node` proves safe from the facts; a batch would need the same proof for the batch).
 """
 
 from __future__ import annotations
 
 import hashlib
+import shlex
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from cluster.errors import ConfigError, OptionErrors, SwarmlabError
 from cluster.facts.daemons import BOOT_ID, DaemonFacts
+from cluster.facts.network import interface_with, parse_interface
 from cluster.facts.services import SWARM_STATE, SwarmState
 from cluster.facts.swarm import LOCAL_NODE_STATE, NODES, SwarmNode
 from cluster.inventory import Inventory, Node, Role
@@ -26,7 +29,7 @@ from cluster.operations import Plan, Run, Wait, Write
 from cluster.plans.autolock import plan_unlock
 from cluster.plans.nodes import MOVE_TIMEOUT, expected_after, placed_verdict
 from cluster.waiting import Verdict
-from rendering.daemon import DaemonSpec
+from rendering.daemon import DaemonSpec, stop_by_pid
 from rendering.provision import daemon_json, engine_metrics_ip
 
 COMMAND_TIMEOUT = 1800  # --command: an `apt-get -y upgrade` on a slow mirror
@@ -47,10 +50,12 @@ class MaintenanceStopped(SwarmlabError):
 
 class Step(StrEnum):
     DRAIN = "drain"  # workers: their tasks move away (plans.nodes.plan_drain_node and its waits)
+    HAND_OVER = "hand-over"  # an lb of a pair: keepalived stopped on it, the other lb holds the VIP
     ENGINE_CONFIG = "daemon.json"  # the rendered daemon.json written, applied by the reboot after it
     COMMAND = "command"  # --command, through the runner
     REBOOT = "reboot"  # the provider's reboot_node (the lab restarts the container)
-    BACK = "back"  # SSH and the engine answer, the swarm lists it Ready with its role (managers reachable)
+    BACK = "back"  # SSH and the engine answer, the swarm lists it Ready with its role (managers reachable);
+    # an lb: HAProxy answers (and keepalived runs again, as the other's backup, in a pair)
     ACTIVATE = "activate"  # workers: schedulable again (plans.nodes.plan_activate_node); managers stay drained
     CONVERGE = "converge"  # every service runs the replicas it can, healthy
 
@@ -150,11 +155,13 @@ def plan_maintenance(
     reboot: bool,
     stale_config: Mapping[str, bool],
     drained_workers: Collection[str] = (),
+    *,
+    lb_pair: bool = False,
 ) -> Maintenance:
     """Each node's steps. `stale_config`: the swarm nodes whose daemon.json differs from the rendered
     one; it is written, and the node rebooted to apply it even without --reboot (an engine restart
     that works alike on a VM and in a lab node, which has no systemd). Workers drained before the run
-    (`drained_workers`) are left drained after it."""
+    (`drained_workers`) are left drained after it. `lb_pair`: the inventory has two lbs holding a VIP."""
     visits = []
     notes = [f"{name} was drained before: it stays drained" for name in sorted(drained_workers)]
     for node in nodes:
@@ -163,6 +170,9 @@ def plan_maintenance(
         steps: list[Step] = []
         if node.role == Role.WORKER:
             steps.append(Step.DRAIN)
+        handed_over = node.role == Role.LB and lb_pair
+        if handed_over:
+            steps.append(Step.HAND_OVER)
         if stale:
             steps.append(Step.ENGINE_CONFIG)
             notes.append(
@@ -173,18 +183,27 @@ def plan_maintenance(
             steps.append(Step.COMMAND)
         if restarts:
             steps += [Step.REBOOT, Step.BACK]
+        elif handed_over:
+            steps.append(Step.BACK)  # keepalived started again, as the backup
         if node.role == Role.WORKER and node.name not in drained_workers:
             steps.append(Step.ACTIVATE)
         if node.role != Role.LB:
             steps.append(Step.CONVERGE)
         visits.append(Visit(node.name, node.role, tuple(steps)))
-    if any(n.role == Role.LB for n in nodes) and reboot:
+    if any(n.role == Role.LB for n in nodes) and lb_pair:
+        notes.append(
+            "each lb hands the VIP over to the other before it is touched: the site keeps answering, and only "
+            "the requests in flight through it at the move are cut"
+        )
+    elif any(n.role == Role.LB for n in nodes) and reboot:
         notes.append("the lb node is the edge and the SSH jump host: the site does not answer while it reboots")
     return Maintenance(tuple(visits), command, tuple(notes))
 
 
 def checks_of(visit: Visit) -> tuple[str, ...]:
     """What is checked before this node is taken down, in words (the dry run prints them)."""
+    if visit.role == Role.LB and Step.HAND_OVER in visit.steps:
+        return ("it answers over SSH", "the other lb's HAProxy answers and its keepalived runs: it can hold the VIP")
     if visit.role == Role.LB:
         return ("it answers over SSH",)
     found = [f"{visit.node} is Ready in the swarm as a {visit.role.value}"]
@@ -407,6 +426,55 @@ def _serves(output: str) -> Verdict:
     return Verdict.ready() if output.strip() == "ready" else Verdict.waiting("it does not answer yet")
 
 
+HAND_OVER_TIMEOUT = 30.0  # keepalived gives the VIP up at once on SIGTERM (priority 0); three adverts at most
+
+
+def lb_ready(other: str, haproxy_serves: bool, keepalived: DaemonFacts) -> str | None:
+    """Why the other lb of a pair cannot take the VIP now; None when it can."""
+    problems = [
+        what
+        for what, ok in (("HAProxy does not answer", haproxy_serves), ("keepalived is not running", keepalived.running))
+        if not ok
+    ]
+    if not problems:
+        return None
+    return (
+        f"{other}, the other lb, cannot hold the VIP: {' and '.join(problems)} there. Fix: `fab haproxy` and "
+        f"`fab keepalived` (or `fab bootstrap`), then `fab status` shows which lb holds the VIP"
+    )
+
+
+def _holds(vip: str, wanted: bool) -> Callable[[str], Verdict]:
+    def verdict(output: str) -> Verdict:
+        held = bool(parse_interface(output))
+        if held == wanted:
+            return Verdict.ready("it holds the VIP" if held else "it no longer holds the VIP")
+        return Verdict.waiting(f"it {'does not hold' if wanted else 'still holds'} {vip}")
+
+    return verdict
+
+
+def plan_give_up_vip(node: str, daemon: DaemonSpec, facts: DaemonFacts) -> Plan:
+    """keepalived stopped on `node`, which sends a priority-0 advert: the other lb takes the VIP at once.
+    Detached, as a reboot is: the SSH session may itself run through the VIP, which leaves with it."""
+    if not facts.running:
+        return Plan()
+    stop = f"systemctl stop {daemon.unit}" if facts.systemd else stop_by_pid(daemon.pid_file)
+    detached = f"nohup sh -c {shlex.quote('sleep 1; ' + stop)} >/dev/null 2>&1 &"
+    return Plan((Run(node, detached, f"{daemon.name} stopping on {node}: it gives the VIP up"),))
+
+
+def plan_vip_moved(node: str, other: str, vip: str) -> Plan:
+    """The other lb holds the VIP, and `node` does not."""
+    held = interface_with(vip).command
+    return Plan(
+        (
+            Wait(other, held, _holds(vip, True), f"{other} holds the VIP {vip}", HAND_OVER_TIMEOUT, 0.5),
+            Wait(node, held, _holds(vip, False), f"{node} does not hold the VIP", HAND_OVER_TIMEOUT, 0.5),
+        )
+    )
+
+
 def plan_lb_back(node: str, daemon: DaemonSpec, facts: DaemonFacts) -> Plan:
     """The lb node back: its HAProxy started if nothing started it (a lab node has no systemd), then serving."""
     operations: list[Run | Wait] = []
@@ -437,6 +505,8 @@ def stopped(visit: Visit, step: Step, error: Exception, done: Sequence[str], unt
         Role.MANAGER: f"{visit.node} is left drained (as managers are)",
         Role.LB: f"{visit.node} is left as it is: the edge may not answer",
     }[visit.role]
+    if Step.HAND_OVER in visit.steps:
+        left = f"{visit.node} is left as it is, its keepalived perhaps stopped: the other lb holds the VIP"
     fix = f"see why on {visit.node} (its console; for a lab node `docker ps -a`), then `fab status`"
     if visit.role == Role.WORKER:
         fix += f"; once it is Ready, `fab activate-node --node {visit.node}`"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cluster.errors import SwarmlabError
 from cluster.facts import read
-from cluster.facts.daemons import BOOT_ID, daemon_facts, file_sha
+from cluster.facts.daemons import BOOT_ID, DaemonFacts, daemon_facts, file_sha
 from cluster.facts.services import SwarmState
 from cluster.inventory import Node, Role
 from cluster.operations import Plan
@@ -23,13 +23,16 @@ from cluster.plans.maintenance import (
     Visit,
     chosen_nodes,
     describe_maintenance,
+    lb_ready,
     plan_answers,
     plan_back,
     plan_command,
     plan_converge,
     plan_engine_config,
+    plan_give_up_vip,
     plan_lb_back,
     plan_maintenance,
+    plan_vip_moved,
     refusal,
     rendered_daemon_json,
     sha256,
@@ -42,6 +45,8 @@ from cluster.reads import find_leader, swarm_state
 from cluster.session import Session
 from cluster.unlockkeys import stored_keys, unlock_secrets
 from haproxy.model import DAEMON as HAPROXY
+from keepalived.model import DAEMON as KEEPALIVED
+from rendering.daemon import DaemonSpec
 
 
 def maintain_nodes(session: Session, selection: Selection, command: str = "", reboot: bool = False) -> None:
@@ -56,7 +61,9 @@ def maintain_nodes(session: Session, selection: Selection, command: str = "", re
         drained = [
             n.hostname for n in state.nodes if n.role == "worker" and n.availability == "drain" and n.state == "ready"
         ]
-        plan = plan_maintenance(nodes, command, reboot, stale, [n.name for n in nodes if n.name in drained])
+        plan = plan_maintenance(
+            nodes, command, reboot, stale, [n.name for n in nodes if n.name in drained], lb_pair=_lb_pair(session)
+        )
         for note in plan.notes:
             p.note(note)
         for line in describe_maintenance(plan).splitlines():
@@ -68,6 +75,8 @@ def maintain_nodes(session: Session, selection: Selection, command: str = "", re
         for visit in plan.visits:
             if visit.role == Role.LB:
                 read(runner, session.inventory.node(visit.node), BOOT_ID)  # it answers over SSH
+            if Step.HAND_OVER in visit.steps and (problem := _other_lb_problem(session, visit.node)):
+                problems.append(problem)
         if problems:
             raise MaintenanceRefused("maintain-nodes changed nothing:\n" + "\n".join(f"- {r}" for r in problems))
         p.note("every check passes as the swarm stands now; each node's are checked again just before it goes down")
@@ -78,6 +87,23 @@ def maintain_nodes(session: Session, selection: Selection, command: str = "", re
     with session.phase("rebalance", "spread the services over the nodes again") as p:
         leader = find_leader(runner)
         session.executor().execute(plan_rebalance(leader.name, swarm_state(runner, leader)), p)
+
+
+def _lb_pair(session: Session) -> bool:
+    return len(session.inventory.lbs) == 2 and session.inventory.network.vip is not None
+
+
+def _other_lb(session: Session, node: str) -> Node:
+    return next(lb for lb in session.inventory.lbs if lb.name != node)
+
+
+def _other_lb_problem(session: Session, node: str) -> str | None:
+    """Why the other lb of the pair could not take the VIP from `node` now; None when it could."""
+    other = _other_lb(session, node)
+    assert HAPROXY.ready is not None  # HAProxy's spec always says how to ask it
+    serves = session.runner.run(other, f"{HAPROXY.ready} >/dev/null 2>&1", check=False).ok
+    facts = read(session.runner, other, daemon_facts(KEEPALIVED.config_path, KEEPALIVED.pid_file, KEEPALIVED.unit))
+    return lb_ready(other.name, serves, facts)
 
 
 def _stranding(leader: str, plan: Maintenance, state: SwarmState) -> list[str]:
@@ -134,6 +160,9 @@ class _Walk:
         self.touched = self.touched or plan.changes
         self.session.executor().execute(plan, self.progress)
 
+    def _daemon(self, node: Node, daemon: DaemonSpec) -> DaemonFacts:
+        return read(self.session.runner, node, daemon_facts(daemon.config_path, daemon.pid_file, daemon.unit))
+
     def _state(self) -> SwarmState:
         return swarm_state(self.session.runner, self.controller)
 
@@ -142,6 +171,14 @@ class _Walk:
         node = session.inventory.node(visit.node)
         if step is Step.DRAIN:
             self._execute(plan_drain_node(controller, visit.node, self._state()))
+        elif step is Step.HAND_OVER:
+            problem = _other_lb_problem(session, visit.node)  # checked again: the run may have taken a while
+            if problem:
+                raise SwarmlabError(problem)
+            vip, other = str(session.inventory.network.vip), _other_lb(session, visit.node)
+            self._execute(plan_give_up_vip(visit.node, KEEPALIVED, self._daemon(node, KEEPALIVED)))
+            session.runner.forget(node)  # through the VIP, the jump host's connection leaves with it
+            self._execute(plan_vip_moved(visit.node, other.name, vip))
         elif step is Step.ENGINE_CONFIG:
             self._execute(plan_engine_config(visit.node, rendered_daemon_json(node)))
         elif step is Step.COMMAND:
@@ -151,8 +188,9 @@ class _Walk:
             session.provider.reboot_node(session.config, node, session.executor(), self.progress)
         elif step is Step.BACK and visit.role == Role.LB:
             self._execute(plan_answers(visit.node))
-            facts = read(session.runner, node, daemon_facts(HAPROXY.config_path, HAPROXY.pid_file, HAPROXY.unit))
-            self._execute(plan_lb_back(visit.node, HAPROXY, facts))
+            self._execute(plan_lb_back(visit.node, HAPROXY, self._daemon(node, HAPROXY)))
+            if Step.HAND_OVER in visit.steps:  # keepalived again, as the backup (nopreempt: the VIP stays)
+                self._execute(plan_lb_back(visit.node, KEEPALIVED, self._daemon(node, KEEPALIVED)))
         elif step is Step.BACK and visit.role == Role.MANAGER and stored_keys(session.state):
             self.touched = True  # autolock: a rebooted manager comes back locked, unlocked here
             back = plan_back(visit, controller, unlock=True)

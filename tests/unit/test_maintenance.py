@@ -27,6 +27,7 @@ from cluster.plans.maintenance import (
     Step,
     Visit,
     chosen_nodes,
+    describe_maintenance,
     parse_selection,
     plan_maintenance,
     refusal,
@@ -39,7 +40,7 @@ from cluster.providers.static import StaticProvider
 from cluster.runners import Result
 from cluster.session import Session
 from cluster.tasks.maintenance import maintain_nodes
-from tests.unit.fake_runner import FakeRunner
+from tests.unit.fake_runner import FakeRunner, two_lbs_inventory
 from tests.unit.fake_runner import lab_shaped_inventory as inventory
 from tests.unit.recorded import recorded
 
@@ -103,6 +104,11 @@ class Swarm(FakeRunner):
         secrets: Sequence[str] = (),
         hint: str = "",
     ) -> Result:
+        self.react(node, command)
+        return super().run(node, command, check=check, stdin=stdin, timeout=timeout, secrets=secrets, hint=hint)
+
+    def react(self, node: Node, command: str) -> None:
+        """What the swarm does about a command, before the scripted answers are looked up."""
         found = re.search(r"node update --availability (\w+) (\w+)", command)
         if found:
             name = next(h for h, i in NODE_IDS.items() if i == found.group(2))
@@ -115,7 +121,6 @@ class Swarm(FakeRunner):
         listed = nodes_output(drained, self.down, self.unreachable, self.unknown)
         self.answer(r"^ids=\$\(docker node ls -q\)", listed)
         self.answer(r"^ids=\$\(docker service ls -q\)", f"{self.services}\n---\n{listed}")
-        return super().run(node, command, check=check, stdin=stdin, timeout=timeout, secrets=secrets, hint=hint)
 
 
 def swarm(stale: tuple[str, ...] = ()) -> Swarm:
@@ -477,3 +482,100 @@ def test_a_container_restarted_on_the_same_kernel_counts_as_booted_again() -> No
     assert not verdict(f"{before}\n").done
     assert verdict(f"another-kernel-boot {started}\n").done  # a VM's reboot
     assert not verdict("").done
+
+
+# --- two lbs: the VIP handed over before each lb is touched --------------------------------------------------
+
+
+@dataclass
+class Pair(Swarm):
+    """Two lbs and keepalived's VIP (.4): the holder answers `ip addr show to` the VIP; stopping keepalived
+    on it moves the VIP to the other lb, whose keepalived must be running (a reboot stops an lb's, and
+    starting it again makes it the backup: nopreempt). HAProxy answers on both unless told otherwise."""
+
+    holder: str = "lb-1"
+    keepalived: dict[str, bool] = field(default_factory=lambda: {"lb-1": True, "lb-2": True})
+    haproxy_down: set[str] = field(default_factory=set)
+    forgot_at: list[tuple[str, int]] = field(default_factory=list)  # each forget: the node, the commands run before
+
+    def react(self, node: Node, command: str) -> None:
+        if node.role == Role.LB:
+            other = next(lb.name for lb in self.inventory.lbs if lb.name != node.name)
+            if "keepalived.pid" in command and "nohup" in command:
+                self.keepalived[node.name] = False
+                if self.holder == node.name and self.keepalived[other]:
+                    self.holder = other
+            elif command.startswith("keepalived -f"):
+                self.keepalived[node.name] = True
+            held = "2: eth0    inet 10.20.0.4/24 scope global eth0" if self.holder == node.name else ""
+            self.answer(r"^ip -o -4 addr show to 10.20.0.4$", held, node=node.name)
+            running = "yes" if self.keepalived[node.name] else "no"
+            self.answer(r"keepalived\.conf", f"config_sha=abc\nsystemd=no\nrunning={running}\n", node=node.name)
+            self.answer(r"haproxy\.cfg", "config_sha=abc\nsystemd=no\nrunning=yes\n", node=node.name)
+            down = node.name in self.haproxy_down
+            self.answer(
+                r"curl -sf -o /dev/null http://127\.0\.0\.1:8404/stats",
+                "no" if down else "ready",
+                int(down),
+                node=node.name,
+            )
+            self.answer(
+                r"^\(kill -0 \$\(head -n1 /run/keepalived\.pid\)\)",
+                "ready" if self.keepalived[node.name] else "no",
+                node=node.name,
+            )
+        super().react(node, command)
+
+    def forget(self, node: Node) -> None:
+        self.forgot_at.append((node.name, len(self.calls)))
+        if node.role == Role.LB and node.name != self.holder:
+            self.keepalived[node.name] = False  # the provider's reboot forgets the node: its keepalived died
+        super().forget(node)
+
+
+def pair() -> Pair:
+    runner = Pair(two_lbs_inventory())
+    base = swarm()
+    runner.availability, runner.answers = base.availability, base.answers
+    for lb in ("lb-1", "lb-2"):
+        runner.answer(r"boot_id", "b5c1d2e3", node=lb)
+    return runner
+
+
+def test_each_lb_of_a_pair_hands_the_vip_over_before_it_is_touched() -> None:
+    lbs = two_lbs_inventory().lbs
+    rebooted = plan_maintenance(lbs, "", True, {}, lb_pair=True)
+    assert [v.steps for v in rebooted.visits] == [(Step.HAND_OVER, Step.REBOOT, Step.BACK)] * 2
+    commanded = plan_maintenance(lbs, "apt-get -y upgrade", False, {}, lb_pair=True)
+    assert [v.steps for v in commanded.visits] == [(Step.HAND_OVER, Step.COMMAND, Step.BACK)] * 2
+    assert any("hands the VIP over" in n for n in rebooted.notes)
+    assert not any("does not answer while it reboots" in n for n in rebooted.notes)
+    alone = plan_maintenance(lbs[:1], "", True, {})
+    assert alone.visits[0].steps == (Step.REBOOT, Step.BACK)
+    assert any("does not answer while it reboots" in n for n in alone.notes)
+    assert "the other lb's HAProxy answers" in describe_maintenance(rebooted)
+
+
+def test_rebooting_both_lbs_moves_the_vip_off_each_before_its_reboot(tmp_path: Path) -> None:
+    runner, provider = pair(), Rebooting()
+    maintain_nodes(session(runner, tmp_path, provider), Selection(role=Role.LB), reboot=True)
+    assert provider.rebooted == ["lb-1", "lb-2"]
+    stops = [i for i, c in enumerate(runner.calls) if "nohup" in c.command and "keepalived.pid" in c.command]
+    assert [runner.calls[i].node for i in stops] == ["lb-1", "lb-2"]
+    # Each lb was rebooted after its keepalived was stopped and the other held the VIP (the fake moves it then).
+    assert stops[0] < provider.calls_before[0] <= stops[1] < provider.calls_before[1]
+    started = [c.node for c in runner.calls if c.command.startswith("keepalived -f")]
+    assert started == ["lb-1", "lb-2"]  # each again, as the backup
+    assert runner.holder == "lb-1" and all(runner.keepalived.values())
+    # The jump host's connection ran through the VIP: dropped as soon as the VIP left, before the waits after.
+    assert any(n == "lb-1" and stops[0] < at < provider.calls_before[0] for n, at in runner.forgot_at)
+
+
+def test_an_lb_is_not_touched_while_the_other_could_not_take_the_vip(tmp_path: Path) -> None:
+    runner, provider = pair(), Rebooting()
+    runner.haproxy_down.add("lb-2")
+    with pytest.raises(SwarmlabError) as refused:
+        maintain_nodes(session(runner, tmp_path, provider), Selection(("lb-1",)), reboot=True)
+    assert "lb-2, the other lb, cannot hold the VIP: HAProxy does not answer there" in str(refused.value)
+    assert provider.rebooted == [] and runner.holder == "lb-1" and all(runner.keepalived.values())
+    assert not runner.commands(r"nohup")
