@@ -383,6 +383,7 @@ class SshRunner:
             output = redact(result.stdout + result.stderr, tuple(secrets))
             raise CommandFailed(node.name, command, getattr(result, "exited", None), output, hint) from None
         except SSH_ERRORS as error:
+            self._drop_after_failure(node)
             raise ssh_failed(node.name, command, error, hint or UNREACHABLE) from None
         result = Result(node.name, command, raw.stdout, raw.stderr, raw.exited)
         if result.exit_code == -1 and time.monotonic() - started >= limit:
@@ -421,6 +422,7 @@ class SshRunner:
         except UnexpectedExit as error:
             raw = error.result
         except SSH_ERRORS as error:
+            self._drop_after_failure(node)
             raise ssh_failed(node.name, command, error, UNREACHABLE) from None
         lines.flush_rest()
         result = Result(node.name, command, raw.stdout, raw.stderr, raw.exited)
@@ -437,6 +439,7 @@ class SshRunner:
         try:
             self.connection(node).put(str(local), remote=remote)
         except SSH_ERRORS as error:
+            self._drop_after_failure(node)
             raise ssh_failed(node.name, f"sftp put {local} {remote}", error, "") from None
 
     def get(self, node: Node, remote: str, local: Path) -> None:
@@ -447,6 +450,7 @@ class SshRunner:
             with os.fdopen(descriptor, "wb") as handle:
                 self.connection(node).get(remote, local=handle)
         except SSH_ERRORS as error:
+            self._drop_after_failure(node)
             local.unlink(missing_ok=True)
             raise ssh_failed(node.name, f"sftp get {remote} {local}", error, "") from None
 
@@ -465,6 +469,16 @@ class SshRunner:
             with contextlib.suppress(*SSH_ERRORS):
                 gone.close()
 
+    def _drop_after_failure(self, node: Node) -> None:
+        """After an SSH failure on `node`: its connection is dropped, and every connection if the gateway's
+        own transport died. With two lbs that is the VIP moving off the lb the runner went through: the
+        next command then picks the lb that answers now, rather than reopening the dead one, which would
+        meet the other lb's key at the shared address on every try."""
+        with self._lock:
+            gateway = self._gateway
+            dead = gateway is not None and not gateway.is_connected
+        self.forget(self.inventory.node(self._gateway_node) if dead and self._gateway_node else node)
+
     def write(self, node: Node, remote: str, content: str | bytes, mode: int = 0o600) -> None:
         """Write a file on a node over SFTP (stdin is for short values: secrets and join tokens)."""
         data = content.encode() if isinstance(content, str) else content
@@ -477,6 +491,7 @@ class SshRunner:
                 handle.write(data)
             sftp.chmod(remote, mode)  # an existing file keeps its old mode through open(): force it
         except SSH_ERRORS as error:
+            self._drop_after_failure(node)
             raise ssh_failed(node.name, f"sftp write {remote}", error, "") from None
 
     def each(self, nodes: Iterable[Node], work: Callable[[Node], T], step: str) -> dict[str, T]:
