@@ -9,12 +9,14 @@ HAProxy's place (tls_cert and tls_key in swarmlab.yaml); the registry always use
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -325,6 +327,16 @@ def user_certificate(cert_path: Path, key_path: Path) -> Certificate:
     )
 
 
+def public_addresses(inventory: Inventory) -> set[IPAddress]:
+    """Where the users and the operator reach the lbs: each lb's public address and the HTTP endpoint's
+    host when it is an address (with two lbs on a cloud, the VIP's floating IP, which no lb has as its own)."""
+    found: set[IPAddress] = {n.public_ip for n in inventory.lbs if n.public_ip is not None}
+    host = urlsplit(inventory.endpoints.http).hostname or ""
+    with contextlib.suppress(ValueError):
+        found.add(ipaddress.ip_address(host))
+    return found
+
+
 def cluster_scope(inventory: Inventory, names: Iterable[str]) -> Scope:
     """What the cluster CA may vouch for: the node network, the lb node's public address, the DNS
     names of tls_names, `localhost` where the lb is published on loopback (the lab), and the
@@ -332,9 +344,8 @@ def cluster_scope(inventory: Inventory, names: Iterable[str]) -> Scope:
     networks: list[IPNetwork] = [inventory.network.cidr]
     dns = list(names)
     public = inventory.lb.public_ip
-    if public is not None:
-        networks.append(ipaddress.ip_network(public))
-        dns += ["localhost"] if public.is_loopback else []
+    networks += [ipaddress.ip_network(a) for a in sorted(public_addresses(inventory), key=str)]
+    dns += ["localhost"] if public is not None and public.is_loopback else []
     host = (inventory.registry or "").rpartition(":")[0]
     if host:
         try:
@@ -350,7 +361,7 @@ def lb_names(inventory: Inventory, names: Iterable[str]) -> tuple[set[IPAddress]
     """The addresses and names on HAProxy's certificate: the lb node's public and private address (with
     two lbs, both lbs' and the virtual IP they share: the same certificate serves on either)."""
     lb = inventory.lb
-    addresses: set[IPAddress] = {a for n in inventory.lbs for a in (n.private_ip, n.public_ip) if a is not None}
+    addresses: set[IPAddress] = {*(n.private_ip for n in inventory.lbs), *public_addresses(inventory)}
     if inventory.network.vip is not None:
         addresses.add(inventory.network.vip)
     loopback = lb.public_ip is not None and lb.public_ip.is_loopback

@@ -9,6 +9,7 @@ touches Pulumi.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,12 +65,17 @@ def by_role(nodes: tuple[NodeSpec, ...], role: str) -> tuple[NodeSpec, ...]:
 
 
 def inventory_document(
-    config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_ip: str, host_keys: dict[str, str]
+    config: InfraConfig,
+    nodes: tuple[NodeSpec, ...],
+    lb_public_ip: str,
+    host_keys: dict[str, str],
+    lb_ssh_ips: Mapping[str, str],
 ) -> dict[str, Any]:
     """Inventory schema v1, built by topology as the lab's is; the NFS endpoint is the storage node's export.
 
-    host_keys (node name -> public host key) pin every node: the tasks trust no key on first use. With two
-    lbs, lb_public_ip is the VIP's floating IP, where both lbs are reached (the one holding the VIP answers).
+    host_keys (node name -> public host key) pin every node: the tasks trust no key on first use.
+    lb_public_ip serves HTTP(S) (with two lbs, the VIP's floating IP); each lb's `public_ip` is where SSH
+    reaches it (lb_ssh_ips: with two lbs, each its own floating IP; with one, the same address).
     """
     return topology.inventory_document(
         cluster=config.cluster_name,
@@ -84,24 +90,24 @@ def inventory_document(
             "host_keys": host_keys,
         },
         lb_public_ip=lb_public_ip,
+        lb_addresses=lb_ssh_ips,
         http=f"https://{lb_public_ip}",
         stats=f"http://{lb_public_ip}:{topology.STATS_PORT}/stats",
         vip=config.vip,
     )
 
 
-def ssh_address(node: NodeSpec, lb_public_ip: str) -> str:
-    """Where the operator's SSH reaches a node: the lb at its floating IP, the others through it. With two
-    lbs both are at the VIP's floating IP: known_hosts pins both keys there, and OpenSSH accepts either."""
-    return lb_public_ip if node.role == "lb" else node.ip
+def ssh_address(node: NodeSpec, lb_ssh_ips: Mapping[str, str]) -> str:
+    """Where the operator's SSH reaches a node: an lb at its own floating IP, the others through lb-1."""
+    return lb_ssh_ips[node.name] if node.role == "lb" else node.ip
 
 
-def known_hosts_text(nodes: tuple[NodeSpec, ...], lb_public_ip: str, host_keys: dict[str, str]) -> str:
+def known_hosts_text(nodes: tuple[NodeSpec, ...], lb_ssh_ips: Mapping[str, str], host_keys: dict[str, str]) -> str:
     """The pinned host keys as OpenSSH's known_hosts lines, for your own `ssh` (ssh_config output)."""
-    return "".join(f"{ssh_address(node, lb_public_ip)} {host_keys[node.name]}\n" for node in nodes)
+    return "".join(f"{ssh_address(node, lb_ssh_ips)} {host_keys[node.name]}\n" for node in nodes)
 
 
-def ssh_config_text(config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_ip: str) -> str:
+def ssh_config_text(config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_ssh_ips: Mapping[str, str]) -> str:
     """An ~/.ssh/config snippet: `ssh <cluster>-manager-1` goes through the lb node as ProxyJump."""
     cluster = config.cluster_name
     lines = [
@@ -111,7 +117,7 @@ def ssh_config_text(config: InfraConfig, nodes: tuple[NodeSpec, ...], lb_public_
     for node in nodes:
         lines += [
             f"Host {cluster}-{node.name}",
-            f"  HostName {ssh_address(node, lb_public_ip)}",
+            f"  HostName {ssh_address(node, lb_ssh_ips)}",
             f"  User {config.ssh_user}",
             f"  IdentityFile {config.ssh_private_key}",
             "  IdentitiesOnly yes",

@@ -1,9 +1,12 @@
-"""The lb node(s): HAProxy and the SSH jump host, the only public (floating) address.
+"""The lb node(s): HAProxy and the SSH jump host, the only public (floating) addresses.
 
-One lb (the default): the floating IP on its port. Two (lb_count 2): both in an anti-affinity server group,
-a port of its own for the virtual IP they share (unbound: it only reserves the address, and tells OVN the
-address is virtual), that address allowed on both lb ports (allowed_address_pairs: keepalived puts it on
-whichever is master), and the floating IP on the VIP's port, so the public address follows the VIP.
+One lb (the default): the floating IP on its port, for HTTP(S) and SSH. Two (lb_count 2): both in an
+anti-affinity server group, a port of its own for the virtual IP they share (unbound: it only reserves the
+address, and tells OVN the address is virtual), that address allowed on both lb ports
+(allowed_address_pairs: keepalived puts it on whichever is master), and the floating IP on the VIP's port,
+so the public address follows the VIP. Each lb also gets a floating IP of its own, for SSH: the VIP is
+held only once keepalived runs and HAProxy answers, both configured over SSH by `fab bootstrap`, so a
+fresh pair has no other way in; and the runner reaches a given lb, or the other when one is down.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ def _floating_ip(
 class LoadBalancerNode(pulumi.ComponentResource):
     server: Server
     public_ip: pulumi.Output[str]
+    ssh_ips: tuple[pulumi.Output[str], ...]  # where SSH reaches each lb: here its one floating IP
 
     def __init__(self, name: str, ctx: NodeContext, spec: NodeSpec, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("swarmlab:lb:LoadBalancerNode", name, None, opts)
         self.server = create_server(ctx, spec, self)
         self.public_ip = _floating_ip(spec.name, ctx, self.server.port.id, self)
+        self.ssh_ips = (self.public_ip,)
         self.register_outputs({"public_ip": self.public_ip, "instance_id": self.server.instance.id})
 
 
@@ -51,7 +56,8 @@ class LoadBalancerPair(pulumi.ComponentResource):
     servers: tuple[Server, ...]
     server_group: openstack.compute.ServerGroup
     vip_port: openstack.networking.Port
-    public_ip: pulumi.Output[str]
+    public_ip: pulumi.Output[str]  # the VIP's: HTTP(S)
+    ssh_ips: tuple[pulumi.Output[str], ...]  # each lb's own, in the specs' order: SSH
 
     def __init__(
         self, name: str, ctx: NodeContext, specs: tuple[NodeSpec, ...], opts: pulumi.ResourceOptions | None = None
@@ -79,9 +85,14 @@ class LoadBalancerPair(pulumi.ComponentResource):
             opts=child,
         )
         self.public_ip = _floating_ip("vip", ctx, self.vip_port.id, self)
+        self.ssh_ips = tuple(
+            _floating_ip(f"{spec.name}-ssh", ctx, server.port.id, self)
+            for spec, server in zip(specs, self.servers, strict=True)
+        )
         self.register_outputs(
             {
                 "public_ip": self.public_ip,
+                "ssh_ips": list(self.ssh_ips),
                 "vip": vip,
                 "instance_ids": [s.instance.id for s in self.servers],
                 "server_group": self.server_group.id,

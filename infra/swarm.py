@@ -44,11 +44,13 @@ class SwarmCluster(pulumi.ComponentResource):
         )
         self.storage = StorageNode("storage", ctx, by_role(nodes, "storage")[0], opts=child)
         self.lb_public_ip = self.lb.public_ip
+        names = [lb.name for lb in lbs]
+        ssh_ips = pulumi.Output.all(*self.lb.ssh_ips).apply(lambda ips: dict(zip(names, ips, strict=True)))
         # Public halves only: these outputs stay plain (no secret goes into them).
-        pinned = pulumi.Output.all(self.lb.public_ip, host_keys.public_keys())
-        self.inventory = pinned.apply(lambda v: inventory_document(config, nodes, v[0], v[1]))
-        self.known_hosts = pinned.apply(lambda v: known_hosts_text(nodes, v[0], v[1]))
-        self.ssh_config = self.lb.public_ip.apply(lambda ip: ssh_config_text(config, nodes, ip))
+        pinned = pulumi.Output.all(self.lb.public_ip, host_keys.public_keys(), ssh_ips)
+        self.inventory = pinned.apply(lambda v: inventory_document(config, nodes, v[0], v[1], v[2]))
+        self.known_hosts = pinned.apply(lambda v: known_hosts_text(nodes, v[2], v[1]))
+        self.ssh_config = ssh_ips.apply(lambda ips: ssh_config_text(config, nodes, ips))
         self.register_outputs(
             {
                 "inventory": self.inventory,

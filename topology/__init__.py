@@ -7,6 +7,7 @@ Dependency-free (standard library only) so that infra/ (Pulumi), cluster/ (Fabri
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,14 +166,17 @@ def inventory_document(
     http: str,
     stats: str,
     vip: str | None = None,
+    lb_addresses: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Inventory schema v1 (the contract between whatever made the machines and the tasks), as plain data.
 
     The lab and the Pulumi program both build theirs here, so the two cannot drift apart. `vip`: the
     virtual IP of two lbs (network.vip); with one lb there is none and the document has no such key.
-    Every lb node carries `lb_public_ip`: with two, it is the VIP's public address, which reaches
-    whichever lb holds the VIP.
+    Every lb node carries `lb_public_ip` as its `public_ip` (the lab's: both lbs at the published port,
+    where the VIP forwarder reaches whichever holds the VIP), unless `lb_addresses` gives it one of its own
+    (a cloud's pair: each lb's own floating IP, for SSH).
     """
+    own = lb_addresses or {}
     network: dict[str, str] = {"cidr": str(cidr)}
     if vip is not None:
         network["vip"] = vip
@@ -183,7 +187,12 @@ def inventory_document(
         "ssh": {"jump_host": LB_NAME, "port": SSH_PORT, **ssh},
         "network": network,
         "nodes": [
-            {"name": n.name, "role": n.role, "private_ip": n.ip, "public_ip": lb_public_ip if n.role == "lb" else None}
+            {
+                "name": n.name,
+                "role": n.role,
+                "private_ip": n.ip,
+                "public_ip": own.get(n.name, lb_public_ip) if n.role == "lb" else None,
+            }
             for n in nodes
         ],
         "endpoints": {

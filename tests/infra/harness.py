@@ -25,6 +25,8 @@ from infra.swarm import SwarmCluster
 
 STACK = "demo"
 FLOATING_IP = "203.0.113.10"
+# Two lbs: each lb's own floating IP, for SSH (the VIP's is FLOATING_IP).
+SSH_FLOATING_IPS = {"lb-1-ssh": "203.0.113.21", "lb-2-ssh": "203.0.113.22"}
 EXTERNAL_NETWORK_ID = "ext-net-0001"
 # The smallest valid configuration: everything else takes its documented default.
 BASE_CONFIG: dict[str, str] = {"admin_cidrs": "198.51.100.0/24", "key_pair": "course-key"}
@@ -82,7 +84,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             port = inputs["networks"][0]["port"]
             return {"accessIpV4": self.port_ips.get(port, ""), "powerState": "active"}
         if kind == "FloatingIp":
-            return {"address": FLOATING_IP}
+            named = str(inputs.get("description", "")).rsplit(": ", 1)[-1]
+            return {"address": SSH_FLOATING_IPS.get(named, FLOATING_IP)}
         if kind == "PrivateKey":
             private, public = ed25519_pair()
             self.private_keys.append(private)

@@ -17,7 +17,7 @@ from cluster.inventory import parse_inventory
 from infra.config import InfraConfigError, parse_config
 from keepalived.model import build, render_config
 from rendering.provision import provision_script
-from tests.infra.harness import FLOATING_IP, Declared, MockRun, inventory_json, run_config
+from tests.infra.harness import FLOATING_IP, SSH_FLOATING_IPS, Declared, MockRun, inventory_json, run_config
 
 VIP = "10.20.0.4"
 
@@ -90,13 +90,18 @@ def test_both_lb_ports_allow_the_vip_and_no_other_port_does(run_two_lbs: MockRun
             assert pairs is None, port.name
 
 
-def test_the_one_floating_ip_is_on_the_vip_port(run_two_lbs: MockRun) -> None:
-    [floating_ip] = run_two_lbs.of_kind("FloatingIp")
-    [association] = run_two_lbs.of_kind("FloatingIpAssociate")
-    assert association.inputs["portId"] == vip_port(run_two_lbs).id
-    assert association.inputs["floatingIp"] == FLOATING_IP and floating_ip.inputs["pool"] == "public"
-    lb_ports = {port_of(run_two_lbs, i).id for i in instances(run_two_lbs, "lb")}
-    assert association.inputs["portId"] not in lb_ports
+def test_the_vip_floating_ip_is_on_the_vip_port_and_each_lb_has_one_of_its_own(run_two_lbs: MockRun) -> None:
+    """The VIP's floating IP (HTTP(S)) follows the VIP; each lb's own (SSH) is on its port."""
+    associations = {a.inputs["floatingIp"]: a.inputs["portId"] for a in run_two_lbs.of_kind("FloatingIpAssociate")}
+    ports = {p.id: p.name for p in run_two_lbs.of_kind("Port")}
+    assert {address: ports[port] for address, port in associations.items()} == {
+        FLOATING_IP: "vip-port",
+        SSH_FLOATING_IPS["lb-1-ssh"]: "lb-1-port",
+        SSH_FLOATING_IPS["lb-2-ssh"]: "lb-2-port",
+    }
+    assert {f.inputs["pool"] for f in run_two_lbs.of_kind("FloatingIp")} == {"public"}
+    config = run_two_lbs.outputs["ssh_config"]
+    assert f"HostName {SSH_FLOATING_IPS['lb-2-ssh']}" in config and f"HostName {FLOATING_IP}" not in config
 
 
 def test_vrrp_is_open_between_the_lbs_only(run_two_lbs: MockRun) -> None:
@@ -123,14 +128,20 @@ def test_the_inventory_names_both_lbs_and_the_vip(run_two_lbs: MockRun) -> None:
     inventory = parse_inventory(inventory_json(run_two_lbs), "pulumi stack output inventory")
     assert [(n.name, str(n.private_ip)) for n in inventory.lbs] == [("lb-1", "10.20.0.5"), ("lb-2", "10.20.0.7")]
     assert str(inventory.network.vip) == VIP
-    # Both are reached at the floating IP (the VIP's holder answers); HTTP goes there too.
-    assert {str(n.public_ip) for n in inventory.lbs} == {FLOATING_IP}
+    # HTTP(S) goes to the VIP's floating IP; SSH reaches each lb at a floating IP of its own, so a fresh pair
+    # (no VIP held before keepalived and HAProxy run, which bootstrap sets up over SSH) has a way in.
     assert inventory.endpoints.http == f"https://{FLOATING_IP}"
-    assert set(inventory.ssh.host_keys) >= {"lb-1", "lb-2"}
-    # known_hosts pins both lbs' keys at that address: OpenSSH accepts whichever lb answers.
+    assert {n.name: str(n.public_ip) for n in inventory.lbs} == {
+        "lb-1": SSH_FLOATING_IPS["lb-1-ssh"],
+        "lb-2": SSH_FLOATING_IPS["lb-2-ssh"],
+    }
+    assert inventory.ssh.jump_host == "lb-1" and set(inventory.ssh.host_keys) >= {"lb-1", "lb-2"}
+    # known_hosts pins each lb's key at its own address, and nothing at the VIP's.
     lines = [line.split() for line in run_two_lbs.outputs["known_hosts"].splitlines()]
-    at_floating_ip = sorted(" ".join(words[1:]) for words in lines if words[0] == FLOATING_IP)
-    assert at_floating_ip == sorted(inventory.ssh.host_keys[n] for n in ("lb-1", "lb-2"))
+    pinned = {words[0]: " ".join(words[1:]) for words in lines}
+    for name in ("lb-1", "lb-2"):
+        assert pinned[SSH_FLOATING_IPS[f"{name}-ssh"]] == inventory.ssh.host_keys[name]
+    assert FLOATING_IP not in pinned
     assert json.loads(inventory_json(run_two_lbs))["network"] == {"cidr": "10.20.0.0/24", "vip": VIP}
 
 

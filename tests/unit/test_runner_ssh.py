@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -89,9 +89,9 @@ class Server:
     host_key: KeyPair
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    host_key = new_key_pair("test-host")
+@contextlib.contextmanager
+def ssh_server(host_key: KeyPair) -> Iterator[Server]:
+    """An SSH server on a loopback port that presents `host_key` and runs _Handler's commands."""
     listener = socket.create_server(("127.0.0.1", 0))
     transports: list[paramiko.Transport] = []
 
@@ -117,6 +117,12 @@ def server() -> Iterator[Server]:
         listener.close()
         for transport in transports:
             transport.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with ssh_server(new_key_pair("test-host")) as running:
+        yield running
 
 
 def inventory(server: Server, tmp_path: Path, known_hosts: str | None, host_keys: dict[str, str]) -> Inventory:
@@ -467,3 +473,69 @@ def test_an_lb_1_that_does_not_answer_at_its_own_address_is_stood_in_for_by_lb_2
         assert nodes.run(nodes.inventory.node("lb-2"), "echo").ok and nodes._gateway_node == "lb-2"
     finally:
         nodes.close()
+
+
+@dataclass
+class Vip:
+    """A loopback address that forwards to one of two servers, as a floating IP to whichever lb holds the
+    VIP: `move` sends new connections to the other and resets the open ones (their packets now reach a
+    host that has no such connection)."""
+
+    to: int
+    listener: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+    sockets: list[socket.socket] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.listener.getsockname()[1])
+
+    def serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.to))
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+    def move(self, to: int) -> None:
+        self.to = to
+        for gone in self.sockets:
+            with contextlib.suppress(OSError):
+                gone.shutdown(socket.SHUT_RDWR)
+                gone.close()
+        self.sockets.clear()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_RDWR)
+
+
+def test_when_the_vip_moves_off_the_lb_the_runner_went_through_the_next_command_goes_through_the_other(
+    server: Server, tmp_path: Path
+) -> None:
+    """The runner went through lb-2, the VIP's holder; the VIP moves to lb-1. The dead gateway is not
+    reopened at the shared address (it would meet lb-1's key there, refused as lb-2's, on every try): once
+    a command has failed on it, the next one picks the lb that answers now. (Found by maintain-nodes
+    handing the VIP over on the two-lb lab.)"""
+    with ssh_server(new_key_pair("lb-1")) as lb_1:
+        vip = Vip(to=server.port)
+        threading.Thread(target=vip.serve, daemon=True).start()
+        keys = {"lb-1": lb_1.host_key.public_openssh, "lb-2": server.host_key.public_openssh}
+        nodes = pair(Server(vip.port, server.host_key), tmp_path, None, keys)
+        first, second = nodes.inventory.node("lb-1"), nodes.inventory.node("lb-2")
+        try:
+            assert nodes.run(second, "echo").ok and nodes._gateway_node == "lb-2"
+            vip.move(lb_1.port)
+            with contextlib.suppress(CommandFailed):  # the first command after the move may meet the dead one
+                nodes.run(first, "echo")
+            assert nodes.run(first, "echo").ok and nodes._gateway_node == "lb-1"
+        finally:
+            nodes.close()
+            vip.listener.close()

@@ -285,3 +285,18 @@ def test_the_ca_vouches_for_servers_only(tmp_path: Path) -> None:
     for cert in (ca.certificate, server.leaf):
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
         assert list(usage.value) == [ExtendedKeyUsageOID.SERVER_AUTH] and not usage.critical
+
+
+def test_on_a_cloud_with_two_lbs_the_vip_floating_ip_and_each_lbs_own_are_on_the_certificate_and_in_scope() -> None:
+    """The Pulumi program's pair: each lb at a floating IP of its own (SSH), the users at the VIP's (HTTP),
+    which no lb has as its own `public_ip`."""
+    document = two_lbs()
+    for node, address in zip(document["nodes"][:2], ("203.0.113.21", "203.0.113.22"), strict=True):
+        assert node["role"] == "lb"
+        node["public_ip"] = address
+    inventory = parse_inventory(json.dumps(document))
+    addresses, _ = lb_names(inventory, [])
+    expected = {"10.20.0.5", "10.20.0.7", "10.20.0.4", "203.0.113.10", "203.0.113.21", "203.0.113.22"}
+    assert {str(a) for a in addresses} == expected
+    scope = cluster_scope(inventory, [])
+    assert {"203.0.113.10/32", "203.0.113.21/32", "203.0.113.22/32"} <= {str(n) for n in scope.networks}
