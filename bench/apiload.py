@@ -45,7 +45,7 @@ class Record:
     status: int  # 0: no HTTP answer (connection error, timeout)
     ms: float
     error: str = ""
-    answer: str = ""  # the reply's `results` when it is a word ("sent", "ok"), else its keys
+    answer: str = ""  # the reply's `results` when it is a word ("sent", "ok"), else its keys; who said a 5xx
     tries: int = 1  # more than one: a cut connection, the request sent again with its Idempotency-Key
 
 
@@ -67,6 +67,16 @@ def answer_of(response: httpx.Response) -> str:
     if isinstance(results, str):
         return results[:40]
     return ",".join(sorted(results))[:40] if isinstance(results, dict) else ""
+
+
+def failure_of(response: httpx.Response) -> str:
+    """Who answered a 5xx: the API's code (`backend_unavailable`), or the first words of a page that
+    is not the API's (HAProxy's own 503 says "No server is available to handle this request.")."""
+    said = answer_of(response)
+    if said:
+        return said
+    text = re.sub(r"<[^>]*>", " ", response.text)
+    return " ".join(text.split())[:80] or "(empty body)"
 
 
 class Recorder:
@@ -97,7 +107,10 @@ class Recorder:
             except httpx.HTTPError as error:
                 self.record(kind, 0, began, type(error).__name__, tries=tries)
                 return None
-            answer = answer_of(response) if self.answers else ""
+            if response.status_code >= 500:
+                answer = failure_of(response)  # always: which hop failed is what a chaos run needs
+            else:
+                answer = answer_of(response) if self.answers else ""
             self.record(kind, response.status_code, began, answer=answer, tries=tries)
             return response
         raise AssertionError("unreachable: the last try returns")

@@ -250,6 +250,12 @@ SCENARIOS = (
         recover=_start_the_killed_node,
     ),
     Scenario(
+        "kill-broker-worker",
+        "hard kill of the worker running RabbitMQ (docker kill), started again once marked down",
+        lambda lab: _kill(lab, lab.node_running("rabbitmq")),
+        recover=_start_the_killed_node,
+    ),
+    Scenario(
         "kill-vip-holder",
         "two lbs: hard kill of the lb holding the VIP (docker kill)",
         _kill_vip_holder,
@@ -294,6 +300,11 @@ def _summary(records: list[Record], kinds: Callable[[str], bool]) -> dict[str, A
         "failed": len(failed),
         "failed_by": _count(f"{r.kind} {r.status or r.error}" for r in failed),
         "failed_at_s": [round(r.t, 1) for r in failed][:50],
+        # Each failure: when it was sent, how long it took, and who said no (the API's code, HAProxy's page).
+        "failures": [
+            {"at_s": round(r.t, 1), "kind": r.kind, "status": r.status, "ms": round(r.ms), "said": r.answer or r.error}
+            for r in failed
+        ][:20],
         # Answered only when sent again with its Idempotency-Key after a cut connection (not failed).
         "sent_again": len([r for r in chosen if r.tries > 1 and r not in failed]),
         "sent_again_at_s": [round(r.t, 1) for r in chosen if r.tries > 1][:50],
@@ -481,7 +492,9 @@ def main(names: list[str]) -> None:
             for scenario in chosen:
                 results.append(run_scenario(scenario, Path(scratch)) | {"measured_at": _now()})
         finally:
-            fab("lab-down", check=False)
+            # SWARMLAB_KEEP_LAB=1 (as for the lab tests) keeps the last scenario's lab, to read its logs.
+            if not os.environ.get("SWARMLAB_KEEP_LAB"):
+                fab("lab-down", check=False)
     report = OUT / "chaos.json"
     document = json.loads(report.read_text()) if names and report.exists() else {}
     stamp = document.get("measured_at")

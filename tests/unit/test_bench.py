@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench import apiload, cis, readme, throughput
+from bench import apiload, chaos, cis, readme, throughput
 from bench.apiload import Credentials, Record, Recorder, Target
 
 CREDENTIALS = Credentials(("api", "a-secret"), ("admin", "b-secret"))
@@ -160,6 +160,43 @@ def test_a_cut_flow_post_is_sent_again_with_its_key_and_recorded_once(cuts: int,
     assert (response.status_code if response else 0) == status
     assert [(r.kind, r.status, r.tries) for r in recorder.records] == [("getotp", status, tries)]
     assert keys == ["k-1"] * tries, "every try carries the same key"
+
+
+HAPROXY_503 = (
+    "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (httpx.Response(503, json={"results": "backend_unavailable"}), "backend_unavailable"),
+        (
+            httpx.Response(503, text=HAPROXY_503),
+            "503 Service Unavailable No server is available to handle this request.",
+        ),
+        (httpx.Response(502), "(empty body)"),
+    ],
+)
+def test_a_5xx_records_who_said_it_even_when_answers_are_not_parsed(reply: httpx.Response, said: str) -> None:
+    recorder = Recorder(0.0)  # as make chaos records: no `results` parsed for the answered
+    with httpx.Client(transport=httpx.MockTransport(lambda request: reply)) as client:
+        recorder.call(client, "getotp", "POST", "http://api.test/api/getotp")
+    assert [(r.status, r.answer) for r in recorder.records] == [(reply.status_code, said)]
+
+
+def test_the_chaos_summary_lists_each_failure_with_its_latency_and_who_said_it() -> None:
+    records = [
+        Record(1.0, "getotp", 200, 30.0),
+        Record(9.5, "getotp", 503, 39_950.4, answer="backend_unavailable"),
+        Record(9.6, "register", 0, 15_000.0, error="ReadTimeout"),
+    ]
+    got = chaos._summary(records, lambda kind: kind != "get")
+    assert got["failed"] == 2
+    assert got["failures"] == [
+        {"at_s": 9.5, "kind": "getotp", "status": 503, "ms": 39950, "said": "backend_unavailable"},
+        {"at_s": 9.6, "kind": "register", "status": 0, "ms": 15000, "said": "ReadTimeout"},
+    ]
 
 
 def test_every_post_of_a_flow_has_a_key_of_its_own() -> None:
