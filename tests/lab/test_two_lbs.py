@@ -178,6 +178,14 @@ def bring_back(lab: Lab, name: str) -> None:
     wait_for("the published port answers", lambda: answers(lab), ANSWER_TIMEOUT)
 
 
+def forwarder_trouble(lab: Lab, since: float) -> list[str]:
+    """The forwarder's log lines (option tcplog) since `since` (epoch seconds) for connections it did not
+    end cleanly (termination state other than `--`): how it ended a lost request, and after how many
+    connect retries and bytes."""
+    logs = docker.from_env().containers.get(forwarder_name(lab.config)).logs(since=int(since)).decode(errors="replace")
+    return [line for line in logs.splitlines() if " -- " not in line][-15:]
+
+
 def stopped(killed: Container) -> bool:
     killed.reload()
     return bool(killed.status != "running")
@@ -298,6 +306,7 @@ def test_killing_the_holder_moves_the_vip_and_loses_at_most_the_requests_in_flig
     load = Load(lab)
     load.start()
     killed_at = dead_at = 0.0
+    killed_wall = time.time()
     try:
         killed_at = time.monotonic()
         killed = container(lab, holder)
@@ -321,7 +330,8 @@ def test_killing_the_holder_moves_the_vip_and_loses_at_most_the_requests_in_flig
         after_death = [(round(sent - killed_at, 2), outcome) for sent, _, outcome in failures if sent >= dead_at]
         assert not after_death, (
             f"{holder} had died {dead_at - killed_at:.2f} s after the kill; {len(after_death)} requests sent after "
-            f"that failed (seconds from the kill, outcome): {after_death[:10]}"
+            f"that failed (seconds from the kill, outcome): {after_death[:10]}; the forwarder's unclean "
+            f"connections since: {forwarder_trouble(lab, killed_wall - 1)}"
         )
     finally:
         bring_back(lab, holder)
