@@ -141,7 +141,8 @@ def _keepalived(state: FlowState) -> None:
 
 
 def _two_lbs(state: FlowState) -> bool:
-    return keepalived.needed(state.session)
+    # keepalived runs on a pair of lbs only: with one there is no VIP to hold.
+    return state.session.inventory.lb_pair
 
 
 def _nfs(state: FlowState) -> None:

@@ -294,6 +294,11 @@ class Inventory(BaseModel):
         return self.by_role(Role.LB)
 
     @property
+    def lb_pair(self) -> bool:
+        """Two lbs sharing `network.vip` (validated above: a pair always has one), held by keepalived."""
+        return len(self.lbs) == 2
+
+    @property
     def lb_addresses(self) -> tuple[str, ...]:
         """Every lb's private address: where HAProxy's requests to the services come from."""
         return tuple(str(n.private_ip) for n in self.lbs)

@@ -22,18 +22,13 @@ from cluster.session import Session
 CONFIG_DIR = keepalived.CONFIG_PATH.rsplit("/", 1)[0]
 
 
-def needed(session: Session) -> bool:
-    """keepalived runs on a pair of lbs only: with one there is no VIP to hold."""
-    return len(session.inventory.lbs) == 2
-
-
 def configure_keepalived(session: Session) -> None:
     """keepalived on both lbs of a pair; with one lb (a flow skips the step then) it says so and does nothing."""
     inventory = session.inventory
     lbs = inventory.lbs
     vip = inventory.network.vip
     names = ", ".join(lb.name for lb in lbs)
-    if not needed(session) or vip is None:
+    if not inventory.lb_pair or vip is None:
         with session.phase("keepalived", f"keepalived on a pair of lb nodes ({names} here)") as p:
             p.note("one lb node, no virtual IP: keepalived is not used (lb_count: 2 makes a pair)")
         return

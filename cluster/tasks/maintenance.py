@@ -62,7 +62,12 @@ def maintain_nodes(session: Session, selection: Selection, command: str = "", re
             n.hostname for n in state.nodes if n.role == "worker" and n.availability == "drain" and n.state == "ready"
         ]
         plan = plan_maintenance(
-            nodes, command, reboot, stale, [n.name for n in nodes if n.name in drained], lb_pair=_lb_pair(session)
+            nodes,
+            command,
+            reboot,
+            stale,
+            [n.name for n in nodes if n.name in drained],
+            lb_pair=session.inventory.lb_pair,
         )
         for note in plan.notes:
             p.note(note)
@@ -87,10 +92,6 @@ def maintain_nodes(session: Session, selection: Selection, command: str = "", re
     with session.phase("rebalance", "spread the services over the nodes again") as p:
         leader = find_leader(runner)
         session.executor().execute(plan_rebalance(leader.name, swarm_state(runner, leader)), p)
-
-
-def _lb_pair(session: Session) -> bool:
-    return len(session.inventory.lbs) == 2 and session.inventory.network.vip is not None
 
 
 def _other_lb(session: Session, node: str) -> Node:
