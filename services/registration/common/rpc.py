@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[..., Awaitable[Any]]
 
+CONNECT_ATTEMPT_TIMEOUT = 5.0
+# A publish and its confirmation take milliseconds when the broker is there.
+PUBLISH_TIMEOUT = 3.0
+
 
 # The broker's names, shared with the broker users' permissions (workloads/registration/config/
 # rabbitmq-definitions.json.j2, checked against these by tests/unit/test_broker_permissions.py).
@@ -145,9 +149,13 @@ async def connect(
             password=settings.password.get_secret_value(),
             virtualhost=settings.vhost,
             client_properties={"connection_name": f"{name}@{socket.gethostname()}"},
-            timeout=10,
+            # Each attempt, reconnects included: while the dead broker's address is still in DNS an
+            # attempt waits for nothing, and the next one should follow soon.
+            timeout=CONNECT_ATTEMPT_TIMEOUT,
             # After a broker move, try again every second (aio-pika's default is 5 s).
             reconnect_interval=1,
+            # A URL parameter aiormq reads: how soon a connection to a broker that vanished is given up.
+            heartbeat=settings.heartbeat,
         )
 
     def retrying(error: BaseException, attempt: int, pause: float) -> None:
@@ -195,6 +203,10 @@ class RpcClient:
             # empty on another node (seen in the lab: publishes worked, replies had nowhere to go).
             # Rebuild the channel and the reply queue ourselves after every reconnect.
             self._connection.reconnect_callbacks.add(self._on_reconnect)
+            # A connection lost (a dead broker noticed by its missing heartbeats) fails the calls
+            # waiting on it at once: call_with_retry repeats them once the broker is back, instead of
+            # each waiting for its own timeout first.
+            self._connection.close_callbacks.add(self._on_close)
             self._watching = True
         self._channel = await self._connection.channel()
         # A named, exclusive, auto-delete reply queue: the robust channel re-declares it under the
@@ -244,6 +256,11 @@ class RpcClient:
         await self._channel.declare_queue(queue_name(service), durable=True)
         self._declared.add(service)
 
+    def _on_close(self, *_: Any) -> None:
+        if self._pending:
+            log.warning("connection to the broker lost with %d calls waiting", len(self._pending))
+        self._fail_pending(RpcUnavailable("connection to the broker was lost", maybe_delivered=True))
+
     async def _on_reconnect(self, *_: Any) -> None:
         # Replies to calls made before the connection dropped went to a reply queue the broker may
         # have lost: fail them now so that call_with_retry repeats them at once instead of waiting
@@ -279,6 +296,14 @@ class RpcClient:
                     message(self._reply_queue.name), routing_key=queue_name(service)
                 )
                 return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # our own cancellation: the attempt's timeout, or the request cut
+                # aiormq gives up a stuck connection (missed heartbeats: a broker whose node died) by
+                # cancelling its reader, and fails the publish's confirmation with that CancelledError.
+                # Seen under make chaos as the API's 500s; it is a lost broker like any other.
+                raise RpcUnavailable(f"connection lost while publishing to {service}", maybe_delivered=True) from None
             except _BROKER_GONE as exc:
                 if attempt == 2:
                     raise RpcUnavailable(f"cannot publish to {service}: {type(exc).__name__}") from None
@@ -308,18 +333,25 @@ class RpcClient:
             )
 
         try:
-            # The publish itself is bounded too: while the broker is away, a robust channel waits.
+            # The publish itself is bounded, and shorter than the attempt: while the broker is away a
+            # robust channel waits, and a publish begun before a reconnect may wait on a channel given
+            # up for a rebuilt one (make chaos: 10 s of a held request lost that way, the broker back).
+            budget = min(timeout, PUBLISH_TIMEOUT)
             try:
-                await asyncio.wait_for(self._publish(service, message), timeout)
+                await asyncio.wait_for(self._publish(service, message), budget)
             except TimeoutError:
-                # Never published: certainly not handled, so any call may be repeated.
-                raise RpcUnavailable(f"could not publish to {service} within {timeout:.1f}s") from None
+                # It may have gone out before its confirmation was lost: only a safe call is repeated.
+                raise RpcUnavailable(
+                    f"could not publish to {service} within {budget:.1f}s", maybe_delivered=True
+                ) from None
             left = max(0.0, timeout - (time.monotonic() - started))
             return await asyncio.wait_for(fut, left)
         except TimeoutError:
             raise RpcTimeout(f"{service}.{method} did not answer within {timeout:.1f}s") from None
         finally:
             self._pending.pop(cid, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # failed by a lost connection while still publishing: seen, not "never retrieved"
 
 
 def _may_repeat(error: RpcError, safe: bool) -> bool:

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
 import aio_pika
 import pytest
 
+from registration.common import rpc
 from registration.common.deadline import Deadline, DeadlineExceeded, TransientError, current_deadline
 from registration.common.rpc import (
     REPLY_EXCHANGE,
@@ -18,6 +20,7 @@ from registration.common.rpc import (
     RpcUnavailable,
     call_with_retry,
 )
+from registration.common.settings import RabbitSettings
 
 
 async def add(a: int, b: int) -> int:
@@ -162,6 +165,63 @@ def test_client_reopens_a_dead_channel_once_and_then_succeeds() -> None:
     assert message.reply_to == "rpc.reply.new"
 
 
+class StuckConnectionExchange:
+    """A publish whose confirmation aiormq fails with its reader's CancelledError: the connection was
+    given up after missed heartbeats (the broker's node died without a word)."""
+
+    async def publish(self, message: Any, routing_key: str) -> None:
+        confirmation: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        confirmation.set_exception(asyncio.CancelledError())
+        await confirmation
+
+
+def test_a_publish_cut_by_a_stuck_connection_is_a_repeatable_rpc_error_not_a_crash() -> None:
+    client, _, channel = wired(reply=False)
+    channel.default_exchange = cast(Any, StuckConnectionExchange())
+    with pytest.raises(RpcUnavailable) as caught:
+        asyncio.run(client.call("calc", "add", a=1, b=2))
+    assert caught.value.maybe_delivered is True
+    assert client._pending == {}
+
+
+def test_a_publish_that_hangs_is_given_up_soon_for_another_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish waiting on a channel the broker's move left behind is given up after PUBLISH_TIMEOUT,
+    well before the attempt's own timeout, so the next try goes out on the rebuilt channel."""
+    client, _, channel = wired(reply=False)
+
+    class HangingExchange:
+        async def publish(self, message: Any, routing_key: str) -> None:
+            await asyncio.sleep(10)
+
+    channel.default_exchange = cast(Any, HangingExchange())
+    monkeypatch.setattr(rpc, "PUBLISH_TIMEOUT", 0.05)
+    began = time.monotonic()
+    with pytest.raises(RpcUnavailable) as caught:
+        asyncio.run(client.call("calc", "add", timeout=5.0, a=1, b=2))
+    assert time.monotonic() - began < 1.0
+    assert caught.value.maybe_delivered is True, "it may have gone out: only a safe call is repeated"
+    assert client._pending == {}
+
+
+def test_a_call_cancelled_by_its_caller_while_publishing_stays_cancelled() -> None:
+    client, _, channel = wired(reply=False)
+
+    class SlowExchange:
+        async def publish(self, message: Any, routing_key: str) -> None:
+            await asyncio.sleep(10)
+
+    channel.default_exchange = cast(Any, SlowExchange())
+
+    async def run() -> None:
+        task = asyncio.ensure_future(client.call("calc", "add", timeout=5.0, a=1, b=2))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(run())
+
+
 def test_client_reports_an_unreachable_broker_as_an_rpc_error_not_a_crash() -> None:
     client, _, channel = wired(reply=False)
     channel.default_exchange = cast(Any, ClosedExchange())
@@ -180,6 +240,7 @@ class FakeConnection:
 
     def __init__(self) -> None:
         self.reconnect_callbacks: set[Any] = set()
+        self.close_callbacks: set[Any] = set()
         self.channels: list[Any] = []
         self.bindings: list[tuple[str, str, str]] = []  # (queue, exchange, routing key)
 
@@ -291,6 +352,48 @@ def test_a_reconnect_fails_pending_calls_at_once_as_maybe_delivered() -> None:
     assert caught.value.maybe_delivered is True
 
 
+def test_a_lost_connection_fails_pending_calls_at_once_before_any_reconnect() -> None:
+    """A broker whose node died is noticed by its missing heartbeats: the connection closes, and the
+    calls waiting on it fail then (repeatable) rather than each at its own timeout (5 s here)."""
+    connection = FakeConnection()
+    client = RpcClient(cast(Any, connection), default_timeout=5.0)
+
+    async def run() -> float:
+        await client.start()
+        client._channel = cast(Any, FakeChannel(FakeExchange(client, reply=False)))
+        task = asyncio.ensure_future(client.call("calc", "add", a=1, b=1))
+        await asyncio.sleep(0.01)
+        began = time.monotonic()
+        assert len(connection.close_callbacks) == 1
+        for callback in list(connection.close_callbacks):
+            callback(connection, ConnectionError("missed heartbeats"))
+        with pytest.raises(RpcUnavailable) as caught:
+            await task
+        assert caught.value.maybe_delivered is True
+        return time.monotonic() - began
+
+    assert asyncio.run(asyncio.wait_for(run(), 2.0)) < 1.0
+    assert client._pending == {}
+
+
+def test_connections_ask_for_a_short_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiormq's default heartbeat (60 s) gives a dead broker up after 183 s; ours after 15 s."""
+    seen: dict[str, Any] = {}
+
+    async def connect_robust(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return SimpleNamespace()
+
+    monkeypatch.setattr(aio_pika, "connect_robust", connect_robust)
+    settings = RabbitSettings(RABBITMQ_PASSWORD="p")
+    asyncio.run(rpc.connect(settings, "api"))
+    assert seen["heartbeat"] == settings.heartbeat == 4
+    assert seen["timeout"] == rpc.CONNECT_ATTEMPT_TIMEOUT
+    assert seen["reconnect_interval"] == 1
+    url = aio_pika.connection.make_url(None, **{k: v for k, v in seen.items() if k in ("host", "heartbeat")})
+    assert url.query["heartbeat"] == "4", "aiormq reads the heartbeat from the URL aio-pika builds"
+
+
 # --- call_with_retry: what is repeated, and for how long -----------------------------------------
 
 
@@ -361,6 +464,7 @@ def test_transient_error_is_the_base_of_deadline_exceeded() -> None:
 class ServerConnection:
     def __init__(self) -> None:
         self.reconnect_callbacks: set[Any] = set()
+        self.close_callbacks: set[Any] = set()
         self.channels: list[Any] = []
         self.is_closed = False
 
