@@ -135,7 +135,8 @@ class FlowDriver:
         self.lock = threading.Lock()
 
     def run(self, max_flows: int) -> None:
-        with httpx.Client(timeout=60, verify=self.tls) as client:
+        # Above HAProxy's timeout server (75 s): a request held while the broker moves is not cut here.
+        with httpx.Client(timeout=90, verify=self.tls) as client:
             for _ in range(max_flows):
                 if self.stop.is_set():
                     return

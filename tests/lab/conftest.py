@@ -184,11 +184,11 @@ def api(lab: Lab) -> Iterator[httpx.Client]:
     """The API with its own credential, over HTTPS verified against the lab CA."""
     credentials = json.loads(lab.state.credentials.read_text())
     with httpx.Client(
-        # Above the API's request deadline (40 s in the lab's values): the API's own answer (ok, or a 503/504
+        # Above the API's request deadline (60 s in the lab's values): the API's own answer (ok, or a 503/504
         # naming what it waited for) arrives instead of the client giving up first.
         base_url=lab.url + "/api",
         auth=("api", credentials["api_password"]),
-        timeout=50,
+        timeout=70,
         verify=lab.tls,
     ) as client:
         yield client

@@ -642,7 +642,7 @@ def keyed_register(lab: Lab, body: dict[str, str], outcome: dict[str, object]) -
     credentials = json.loads(lab.state.credentials.read_text())
     key, tries, deadline = uuid.uuid4().hex, [], time.monotonic() + KEYED_DEADLINE
     with httpx.Client(
-        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=50, verify=lab.tls
+        base_url=lab.url + "/api", auth=("api", credentials["api_password"]), timeout=70, verify=lab.tls
     ) as client:
         while time.monotonic() < deadline:
             try:

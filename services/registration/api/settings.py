@@ -14,7 +14,7 @@ class ApiSettings(EnvSettings):
     # Without ADMIN_PASSWORD_FILE the admin routes refuse every caller.
     admin_user: UserName = Field("admin", validation_alias="ADMIN_USER")
     admin_password: OptionalPassword = Field(None, validation_alias="ADMIN_PASSWORD")
-    request_deadline: Float = Field(40.0, validation_alias="REQUEST_DEADLINE")
+    request_deadline: Float = Field(60.0, validation_alias="REQUEST_DEADLINE")
     rpc_timeout: Float = Field(10.0, validation_alias="RPC_TIMEOUT")
     max_body_bytes: Int = Field(64 * 1024, validation_alias="MAX_BODY_BYTES")
     max_admin_body_bytes: Int = Field(4 * 1024 * 1024, validation_alias="MAX_ADMIN_BODY_BYTES")

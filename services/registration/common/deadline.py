@@ -1,6 +1,6 @@
 """Request deadlines and retry with backoff, shared by the API, the UI and the workers.
 
-A request has one time budget (``REQUEST_DEADLINE``, 40 s by default): long enough to ride out a
+A request has one time budget (``REQUEST_DEADLINE``, 60 s by default): long enough to ride out a
 stateful single-replica service (PostgreSQL, Redis, RabbitMQ) being stopped and started on
 another worker, short enough that the caller gets a clear answer. Everything a request does
 (RPC calls, database and Redis operations in the workers) retries within that budget and no

@@ -48,8 +48,8 @@ class ServeSettings(EnvSettings):
     drain_seconds: Float = Field(3.0, validation_alias="DRAIN_SECONDS")
 
 
-# Above every HAProxy timeout (`timeout client 60s`, `timeout server 55s`): see uvicorn_config.
-KEEP_ALIVE_SECONDS: Final = 75
+# Above every HAProxy timeout (`timeout client 80s`, `timeout server 75s`): see uvicorn_config.
+KEEP_ALIVE_SECONDS: Final = 90
 DRAINING = threading.Event()
 DRAINING_BODY: Final = b'{"status":"draining"}'
 

@@ -58,8 +58,8 @@ class UiSettings(EnvSettings):
     session_outage_budget: Float = Field(OUTAGE_BUDGET, validation_alias="SESSION_OUTAGE_BUDGET")
     cookie_secure: Bool = Field(False, validation_alias="SESSION_COOKIE_SECURE")
     # The whole budget of one API call, retries included; above the API's own REQUEST_DEADLINE
-    # (40 s) so that the API's clear answer arrives before the UI gives up.
-    api_timeout: Float = Field(45.0, validation_alias="API_TIMEOUT")
+    # (60 s) so that the API's clear answer arrives before the UI gives up.
+    api_timeout: Float = Field(65.0, validation_alias="API_TIMEOUT")
     max_body_bytes: Int = Field(64 * 1024, validation_alias="MAX_BODY_BYTES")
     forwarded_allow_ips: str = Field("*", validation_alias="FORWARDED_ALLOW_IPS")
 

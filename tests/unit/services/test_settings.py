@@ -90,7 +90,7 @@ def test_defaults(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     api = ApiSettings.from_env()
     assert (api.api_user, api.admin_user, api.admin_password) == ("api", "admin", None)
     assert (api.request_deadline, api.rpc_timeout, api.max_body_bytes, api.max_admin_body_bytes) == (
-        40.0,
+        60.0,
         10.0,
         65536,
         4 * 1024 * 1024,
@@ -102,7 +102,7 @@ def test_defaults(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         "api",
         1800,
         False,
-        45.0,
+        65.0,
         65536,
     )
     worker = WorkerSettings.from_env()
