@@ -181,7 +181,7 @@ def test_a_new_lab_of_the_same_name_deploys_from_the_kept_image_cache_and_restor
         refused = fab("deploy-stack", env=CACHE_LAB, check=False)
         assert refused.returncode == 1 and "ui: replicas 3, but it publishes port" in refused.stderr, refused.stderr
         one_worker = tmp_path / "one-worker.yaml"
-        one_worker.write_text("edge_replicas: 1\n")
+        one_worker.write_text("edge_replicas: 1\nbroker_replicas: 1\n")
         # The registration stack, nobody registered: its images are copied from the machine's cache, not built.
         deployed = fab("deploy-stack", "--values", str(one_worker), env=CACHE_LAB).stdout
         assert "built and pushed" not in deployed and "with debootstrap" not in deployed

@@ -114,12 +114,26 @@ def test_every_service_runs_read_only_with_a_pids_limit_and_writes_only_to_small
 def test_stateful_services_are_single_stop_first_and_workers_start_first() -> None:
     _, stack = rendered("lab", "shared-dir")
     services = stack["services"]
-    for name in ("postgres", "rabbitmq", "redis", "mailsink"):
+    for name in ("postgres", "redis", "mailsink"):
         assert services[name]["deploy"]["replicas"] == 1
+    for name in ("postgres", "rabbitmq", "redis", "mailsink"):
         assert services[name]["deploy"]["update_config"]["order"] == "stop-first"
     for name in ("otp", "student", "enroll", "email", "email_otp"):
         assert services[name]["deploy"]["update_config"]["order"] == "start-first"
     assert services["ui"]["deploy"]["placement"]["max_replicas_per_node"] == 1
+
+
+@pytest.mark.parametrize("environment", ["lab", "prod"])
+def test_two_brokers_run_on_two_workers_behind_one_name(environment: str) -> None:
+    """Independent brokers, each task its own address under the name rabbitmq (dnsrr): a worker's
+    queue is consumed on each, and a broker lost with its worker loses no request."""
+    _, stack = rendered(environment, "shared-dir" if environment == "lab" else "nfs")
+    broker = stack["services"]["rabbitmq"]["deploy"]
+    assert broker["replicas"] == 2 and broker["endpoint_mode"] == "dnsrr"
+    assert broker["placement"] == {"constraints": ["node.role == worker"], "max_replicas_per_node": 1}
+    check_placement("registration", stack, workers=3)
+    with pytest.raises(SwarmlabError, match=r"rabbitmq: replicas 2, but it has max_replicas_per_node 1 .* at most 1"):
+        check_placement("registration", stack, workers=1)
 
 
 def test_nfs_mode_mounts_hard_nfs_41_volumes() -> None:

@@ -12,7 +12,17 @@ port="${REDIS_PORT:-6379}"
     echo "daemonize no"
     echo "supervised no"
     echo "logfile \"\""
-    echo "appendonly no"
+    # REDIS_APPENDONLY=yes: every write also goes to the append-only file, fsynced before Redis answers
+    # (REDIS_APPENDFSYNC, "always" by default): a server killed with its node loses no write it
+    # acknowledged. RDB snapshots alone lost the eligible list's last minutes under make chaos.
+    case "${REDIS_APPENDONLY:-no}" in
+        yes|no) echo "appendonly ${REDIS_APPENDONLY:-no}";;
+        *) echo "entrypoint: REDIS_APPENDONLY must be yes or no" >&2; exit 1;;
+    esac
+    case "${REDIS_APPENDFSYNC:-always}" in
+        always|everysec|no) echo "appendfsync ${REDIS_APPENDFSYNC:-always}";;
+        *) echo "entrypoint: REDIS_APPENDFSYNC must be always, everysec or no" >&2; exit 1;;
+    esac
     # RDB snapshots into /data (mount a volume there to keep the eligible list across restarts);
     # REDIS_SAVE="" turns them off (e.g. for the session store).
     echo "save \"${REDIS_SAVE-3600 1 300 100 60 10000}\""

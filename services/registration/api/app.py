@@ -34,8 +34,9 @@ from registration.api.backend import Backend
 from registration.api.errors import add_error_handlers
 from registration.api.routes import admin_routes, health_routes, user_routes
 from registration.api.settings import ApiSettings
+from registration.common.brokers import Brokers, PooledRpcClient
 from registration.common.metrics import InstrumentedRpc
-from registration.common.rpc import RpcCaller, RpcClient, connect
+from registration.common.rpc import RpcCaller
 from registration.common.settings import RabbitSettings
 from registration.common.web import Guard
 
@@ -54,15 +55,16 @@ def rpc_connection(settings: ApiSettings, rpc: RpcCaller | None) -> Lifespan:
             yield
             return
         rabbit = RabbitSettings.from_env()
-        connection = await connect(rabbit, "api")
-        client = RpcClient(connection, default_timeout=settings.rpc_timeout)
-        await client.start()
+        client = PooledRpcClient(default_timeout=settings.rpc_timeout)
+        # Every broker: each call goes through one of them, a repeated one through another.
+        brokers = Brokers(rabbit, "api", on_added=client.add, on_removed=client.remove)
+        await brokers.start()
         app.state.rpc = InstrumentedRpc(client)
         try:
             yield
         finally:
+            await brokers.close()
             await client.close()
-            await connection.close()
 
     return lifespan
 

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import socket
 import time
 import uuid
@@ -51,7 +50,6 @@ from registration.common.deadline import (
     Deadline,
     TransientError,
     backoff_delays,
-    growing_delays,
     reset_current_deadline,
     retry_until,
     set_current_deadline,
@@ -130,55 +128,28 @@ class RpcCaller(Protocol):
     async def call(self, service: str, method: str, /, timeout: float | None = None, **kwargs: Any) -> Any: ...
 
 
-async def connect(
-    settings: RabbitSettings, name: str, *, retry_delay: float = 1.0, max_delay: float = 1.0
-) -> AbstractRobustConnection:
-    """Connect robustly, retrying until RabbitMQ is up (or ``connect_timeout`` s, if > 0).
+async def open_connection(settings: RabbitSettings, name: str, *, host: str | None = None) -> AbstractRobustConnection:
+    """One robust connection to the broker at ``host`` (``settings.host`` by default); one attempt.
 
-    Once connected, aio-pika's robust connection re-establishes itself, its channels, queues
-    and consumers after a broker restart. Every second while it is away: a deploy waits on the
-    workers connecting as soon as the broker answers, and a refused connection costs next to nothing.
+    Once connected, aio-pika's robust connection re-establishes itself, its channels, queues and
+    consumers after a broker restart, trying every second while it is away: a refused connection
+    costs next to nothing. Retrying the first connection is :class:`registration.common.brokers.Brokers`' job.
     """
-    deadline = Deadline(settings.connect_timeout if settings.connect_timeout > 0 else math.inf)
-
-    async def connect_once() -> AbstractRobustConnection:
-        return await aio_pika.connect_robust(
-            host=settings.host,
-            port=settings.port,
-            login=settings.user,
-            password=settings.password.get_secret_value(),
-            virtualhost=settings.vhost,
-            client_properties={"connection_name": f"{name}@{socket.gethostname()}"},
-            # Each attempt, reconnects included: while the dead broker's address is still in DNS an
-            # attempt waits for nothing, and the next one should follow soon.
-            timeout=CONNECT_ATTEMPT_TIMEOUT,
-            # After a broker move, try again every second (aio-pika's default is 5 s).
-            reconnect_interval=1,
-            # A URL parameter aiormq reads: how soon a connection to a broker that vanished is given up.
-            heartbeat=settings.heartbeat,
-        )
-
-    def retrying(error: BaseException, attempt: int, pause: float) -> None:
-        # the exception text never contains the password (we pass it separately)
-        log.warning(
-            "RabbitMQ at %s:%s not reachable (%s); retrying in %.0fs",
-            settings.host,
-            settings.port,
-            type(error).__name__,
-            pause,
-        )
-
-    conn = await retry_until(
-        deadline,
-        connect_once,
-        transient=(TimeoutError, OSError, aio_pika.exceptions.AMQPError),
-        what="RabbitMQ connection",
-        delay=growing_delays(retry_delay, factor=1.5, cap=max_delay),
-        on_retry=retrying,
-        reraise=True,
+    return await aio_pika.connect_robust(
+        host=host or settings.host,
+        port=settings.port,
+        login=settings.user,
+        password=settings.password.get_secret_value(),
+        virtualhost=settings.vhost,
+        client_properties={"connection_name": f"{name}@{socket.gethostname()}"},
+        # Each attempt, reconnects included: while the dead broker's address is still in DNS an
+        # attempt waits for nothing, and the next one should follow soon.
+        timeout=CONNECT_ATTEMPT_TIMEOUT,
+        # After a broker restart, try again every second (aio-pika's default is 5 s).
+        reconnect_interval=1,
+        # A URL parameter aiormq reads: how soon a connection to a broker that vanished is given up.
+        heartbeat=settings.heartbeat,
     )
-    log.info("connected to RabbitMQ at %s:%s", settings.host, settings.port)
-    return conn
 
 
 def _encode(payload: Mapping[str, Any]) -> bytes:
@@ -216,6 +187,11 @@ class RpcClient:
         self._reply_queue = await self._channel.declare_queue(name, exclusive=True, auto_delete=True)
         await self._reply_queue.bind(REPLY_EXCHANGE, routing_key=name)
         await self._reply_queue.consume(self._on_reply, no_ack=True)
+
+    @property
+    def connected(self) -> bool:
+        """Whether calls can go out now (the connection up, as far as its heartbeats tell, and our channel open)."""
+        return not self._connection.is_closed and self._channel is not None and not self._channel.is_closed
 
     async def close(self) -> None:
         self._fail_pending(RpcError("RPC client closed"))

@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import Field
 
+from registration.common.brokers import Brokers, PooledRpcServer
 from registration.common.health import DEFAULT_HEARTBEAT_FILE, clear_heartbeat, touch_heartbeat
 from registration.common.logsetup import setup_logging
 from registration.common.metrics import instrument_handlers, start_metrics_server
-from registration.common.rpc import DEFAULT_TRANSIENT, Handler, RpcServer, connect
+from registration.common.rpc import DEFAULT_TRANSIENT, Handler
 from registration.common.settings import EnvSettings, Float, Int, RabbitSettings
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,9 @@ class WorkerSettings(EnvSettings):
     prefetch: Int = Field(10, validation_alias="RPC_PREFETCH")
 
 
-async def _heartbeat(server: RpcServer, path: str, interval: float) -> None:
-    # Healthy means "consuming our queue", not merely "connected": a channel that closed while the
-    # connection stayed up is re-opened here (and the file goes stale until it is).
+async def _heartbeat(server: PooledRpcServer, path: str, interval: float) -> None:
+    # Healthy means "consuming our queue" (on at least one broker), not merely "connected": a channel
+    # that closed while the connection stayed up is re-opened here (and the file goes stale until it is).
     while True:
         try:
             if await server.ensure_consuming():
@@ -58,12 +59,12 @@ async def serve_worker(
 
     if on_startup is not None:
         await on_startup()
-    connection = await connect(rabbit, service)
     start_metrics_server()
-    server = RpcServer(
-        connection, service, instrument_handlers(handlers), prefetch=settings.prefetch, transient=transient
-    )
-    await server.start()
+    server = PooledRpcServer(service, instrument_handlers(handlers), prefetch=settings.prefetch, transient=transient)
+    # Our queue on every broker: whichever one the API sends a call through, we take it.
+    brokers = Brokers(rabbit, service, on_added=server.add, on_removed=server.remove)
+    await brokers.start()
+    log.info("serving RPC on %d broker(s)", len(brokers.connections))
     beat = asyncio.create_task(_heartbeat(server, heartbeat_file, settings.heartbeat_interval))
     log.info("%s worker ready", service)
     await stop.wait()
@@ -71,7 +72,7 @@ async def serve_worker(
     beat.cancel()
     clear_heartbeat(heartbeat_file)
     await server.stop()
-    await connection.close()
+    await brokers.close()
     if on_shutdown is not None:
         await on_shutdown()
     with contextlib.suppress(asyncio.CancelledError):

@@ -9,14 +9,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aio_pika
 import psycopg
 import pytest
 from pydantic import SecretStr
 
-from registration.common import db, rpc
+from registration.common import db
 from registration.common.deadline import Deadline, DeadlineExceeded, growing_delays, retry_until
-from registration.common.settings import PostgresSettings, RabbitSettings
+from registration.common.settings import PostgresSettings
 
 
 class Clock:
@@ -150,27 +149,5 @@ def test_connect_to_postgres_waits_its_max_wait_then_raises_the_error_itself(
     assert time.monotonic() - began >= 0.2 and len(attempts) >= 2
     logged = [r.getMessage() for r in caplog.records if r.name == db.__name__]
     assert logged == ["PostgreSQL at postgres:5432 not ready (connection refused (host postgres)); retrying"] * (
-        len(attempts) - 1
-    )
-
-
-def test_connect_to_rabbitmq_retries_until_its_connect_timeout_then_raises_the_error_itself(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    attempts: list[float] = []
-
-    async def refuse(**_: Any) -> Any:
-        attempts.append(time.monotonic())
-        raise ConnectionRefusedError("refused")
-
-    monkeypatch.setattr(aio_pika, "connect_robust", refuse)
-    settings = RabbitSettings(RABBITMQ_PASSWORD=SecretStr("x"), RABBITMQ_CONNECT_TIMEOUT=0.3)
-    began = time.monotonic()
-    with caplog.at_level(logging.WARNING), pytest.raises(ConnectionRefusedError):
-        asyncio.run(rpc.connect(settings, "test", retry_delay=0.05, max_delay=0.1))
-    # Pauses of 0.05, 0.075, then 0.1 s; it gives up when the next pause would end past the timeout.
-    assert time.monotonic() - began >= 0.3 - 0.1 and len(attempts) >= 2
-    logged = [r.getMessage() for r in caplog.records if r.name == rpc.__name__]
-    assert logged == ["RabbitMQ at rabbitmq:5672 not reachable (ConnectionRefusedError); retrying in 0s"] * (
         len(attempts) - 1
     )

@@ -374,7 +374,7 @@ def test_connections_ask_for_a_short_heartbeat(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(aio_pika, "connect_robust", connect_robust)
     settings = RabbitSettings(RABBITMQ_PASSWORD="p")
-    asyncio.run(rpc.connect(settings, "api"))
+    asyncio.run(rpc.open_connection(settings, "api"))
     assert seen["heartbeat"] == settings.heartbeat == 4
     assert seen["timeout"] == rpc.CONNECT_ATTEMPT_TIMEOUT
     assert seen["reconnect_interval"] == 1

@@ -339,6 +339,7 @@ def test_template_sets_only_variables_the_settings_read() -> None:
         "REDIS_SAVE",
         "REDIS_MAXMEMORY",
         "REDIS_MAXMEMORY_POLICY",
+        "REDIS_APPENDONLY",
         "RABBITMQ_LOG_BASE",
     }  # read by the redis image's entrypoint and by RabbitMQ, not by Python
     assert set_by_template - images_only <= read
