@@ -5,6 +5,7 @@ Request bodies are validated here (unknown fields refused); replies are ``{"resu
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import time
@@ -23,6 +24,8 @@ from registration.common.metrics import REGISTRATIONS
 from registration.common.rpc import RpcError
 from registration.common.signing import TOKEN_MAX_LEN, sign, verify
 from registration.common.text import clean_name
+
+log = logging.getLogger(__name__)
 
 PROOF_PURPOSE: Final = "register"
 # The UI names the browser session a check comes from (an opaque digest of it), so that wrong codes
@@ -131,6 +134,13 @@ def _otp_routes(router: APIRouter, backend: Backend, proof_key: bytes, proof_ttl
             with suppress(RpcError):
                 await rpc_.call("otp", "release_sent", timeout=1.0, email=body.email, key=key)
             raise
+        # Mailed: a replay of the key now answers "sent" and mails nothing. Until then a replay (this
+        # gateway having died before the mail) issues and mails a code of its own. Best effort: if the
+        # mark is lost, a replay mails once more.
+        try:
+            await backend.call(rpc_, until, "otp", "mark_mailed", email=body.email, key=key, attempt=attempt)
+        except HTTPException:
+            log.warning("getotp: the mail went out but could not be recorded; a replay of its key mails again")
         return json_results(200, "sent")
 
     @router.post("/authen", response_model=Results)

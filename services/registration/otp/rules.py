@@ -109,6 +109,11 @@ class OtpStore(Protocol):
         or the same key again, mails at once."""
         ...
 
+    async def mark_mailed(self, email: str, key: str, attempt: str) -> bool:
+        """Record that ``attempt`` of request ``key`` mailed its code: a replay of the key now gets
+        ``already_sent``. False when another attempt has taken the key over (or it expired)."""
+        ...
+
     async def is_authenticated(self, email: str, now: float) -> bool: ...
     async def consume_authenticated(self, email: str, now: float) -> bool:
         """Remove the marker; True only for the call that actually removed a live one."""
@@ -255,6 +260,13 @@ async def release_sent(store: OtpStore, email: str, key: str) -> None:
         await store.release_sent(normalize_email(email), clean_key(key))
     except InvalidEmail:
         return
+
+
+async def mark_mailed(store: OtpStore, email: str, key: str, attempt: str) -> bool:
+    try:
+        return await store.mark_mailed(normalize_email(email), clean_key(key), clean_key(attempt))
+    except InvalidEmail:
+        return False
 
 
 async def is_authenticated(store: OtpStore, email: str, *, clock: Clock = time.time) -> bool:

@@ -148,6 +148,9 @@ class OtpService:
         await self._retry("release", lambda: rules.release_sent(self.store, email, key))
         return True
 
+    async def mark_mailed(self, email: str, key: str, attempt: str) -> bool:
+        return await self._retry("mark mailed", lambda: rules.mark_mailed(self.store, email, key, attempt))
+
     async def is_authenticated(self, email: str) -> bool:
         return await self._retry(
             "is_authenticated", lambda: rules.is_authenticated(self.store, email, clock=self._clock)
@@ -170,6 +173,7 @@ class OtpService:
             "create": self.create,
             "authen": self.authen,
             "release_sent": self.release_sent,
+            "mark_mailed": self.mark_mailed,
             "is_authenticated": self.is_authenticated,
             "consume_authenticated": self.consume_authenticated,
             "delete": self.delete,

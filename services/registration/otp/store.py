@@ -47,15 +47,18 @@ local now = tonumber(ARGV[2])
 local key = ARGV[3]
 local otp_ttl = tonumber(ARGV[5])
 local window = tonumber(ARGV[6])
--- A request replayed with its key gets the first answer, and nothing new: a code went out with
--- the first attempt. Only that attempt repeated (a lost reply) goes on, with a fresh code and no count.
+-- A request replayed with its key gets the first answer, and nothing new once its code was mailed
+-- ('mailed': the gateway said so after sending it). That attempt repeated (a lost reply) goes on with
+-- a fresh code and no count; so does another attempt while the code is only 'created' (the first
+-- gateway died between issuing and mailing it, and HAProxy or the client sent the key again): it
+-- takes the key over, and the first attempt's code is replaced.
 local first = redis.call('GET', KEYS[7])
 local replay = false
 if first then
   local attempt, answer = string.match(first, '^(.*)|(.*)$')
   if attempt ~= ARGV[10] then
-    if answer == 'created' or not answer then return {'already_sent', ''} end
-    return {answer, ''}
+    if answer == 'mailed' or not answer then return {'already_sent', ''} end
+    if answer ~= 'created' then return {answer, ''} end
   end
   replay = true
 end
@@ -143,6 +146,15 @@ return answer
 """
 
 # KEYS: sent, issuereq; ARGV: key
+# KEYS: issuereq; ARGV: attempt. Only the attempt that holds the key marks it: a stale one (taken over) cannot.
+_MAILED: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] .. '|created' then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. '|mailed', 'PX', ttl)
+return 1
+"""
+
 _RELEASE: Final = """
 local sent = redis.call('GET', KEYS[1])
 if sent and string.sub(sent, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then redis.call('DEL', KEYS[1]) end
@@ -174,6 +186,7 @@ class RedisOtpStore:
         self._issue = client.register_script(_ISSUE)
         self._check = client.register_script(_CHECK)
         self._release = client.register_script(_RELEASE)
+        self._mailed = client.register_script(_MAILED)
 
     async def add_eligible(self, emails: Iterable[str]) -> int:
         members = list(emails)
@@ -252,6 +265,9 @@ class RedisOtpStore:
 
     async def release_sent(self, email: str, key: str) -> None:
         await self._release(keys=[_k("sent", email), f"otp:issuereq:{email}:{key}"], args=[key])
+
+    async def mark_mailed(self, email: str, key: str, attempt: str) -> bool:
+        return bool(await self._mailed(keys=[f"otp:issuereq:{email}:{key}"], args=[attempt]))
 
     async def is_authenticated(self, email: str, now: float) -> bool:
         return _live(await self._r.get(_k("auth", email)), now)

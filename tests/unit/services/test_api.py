@@ -508,6 +508,21 @@ def test_a_replayed_getotp_key_sends_one_mail(client: TestClient, backend: FakeB
     assert r.status_code == 200  # and the one code mailed is the live one
 
 
+def test_a_replayed_key_whose_gateway_died_before_the_mail_mails_once(client: TestClient, backend: FakeBackend) -> None:
+    """The first gateway issued the code and died before mailing it (make chaos kill-broker-worker):
+    HAProxy's repeat of the keyed request reaches this one, which must mail, not answer "already sent"."""
+    eligible(client, EMAIL)
+    key = "getotp-0123456789abcdef"
+    dead = asyncio.run(backend.call("otp", "create", email=EMAIL, client="", key=key, attempt="died-before-mail"))
+    assert dead["status"] == "created"
+    replies = [post(client, "/getotp", {"email": EMAIL}, headers={"Idempotency-Key": key}) for _ in range(3)]
+    assert [r.status_code for r in replies] == [200] * 3
+    assert len(backend.otp_mails) == 1, "the repeat mails a code of its own; its own repeats mail nothing"
+    assert backend.calls_to("otp", "mark_mailed") == 1
+    r = post(client, "/authen", {"email": EMAIL, "otp": backend.last_otp_for(EMAIL)})
+    assert r.status_code == 200
+
+
 def test_a_replay_after_a_mail_that_failed_mails_at_once(backend: FakeBackend) -> None:
     app = create_app(settings(REQUEST_DEADLINE=1.0, RPC_TIMEOUT=0.3), rpc=backend)
     with TestClient(app, raise_server_exceptions=False) as client:

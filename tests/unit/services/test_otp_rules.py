@@ -372,6 +372,7 @@ def test_a_replayed_key_gets_the_first_answer_and_no_new_code() -> None:
     world = World(OtpPolicy(resend_window=60, rate_per_email=3, rate_per_client=3))
     first = world.create(key="same-key", attempt="http-1", client="203.0.113.7")
     assert first.status is CreateStatus.CREATED and first.otp is not None
+    assert world.run(rules.mark_mailed(world.store, EMAIL, "same-key", "http-1"))  # the gateway mailed it
     for n in range(2, 9):  # 8 requests with one key: one code, no count, nothing to mail
         again = world.create(key="same-key", attempt=f"http-{n}", client="203.0.113.7")
         assert again.status is CreateStatus.ALREADY_SENT and again.otp is None
@@ -388,6 +389,25 @@ def test_a_replayed_key_gets_its_first_refusal_too() -> None:
     world.clock.advance(600)  # the quota is back, but k2's answer stays what it was: nothing is mailed
     assert world.create(key="k2", attempt="http-2").status is CreateStatus.RATE_LIMITED
     assert world.create(key="k3").status is CreateStatus.CREATED
+
+
+def test_a_replay_of_a_key_whose_code_was_never_mailed_takes_it_over_with_a_fresh_code() -> None:
+    """make chaos kill-broker-worker, 2026-12-08: the gateway that issued the code died before mailing it,
+    HAProxy sent the keyed request to another gateway, and that one was told "already sent": 200, no mail."""
+    world = World(OtpPolicy(resend_window=60, rate_per_email=3, rate_per_client=3))
+    dead = world.create(key="k", attempt="http-1", client="203.0.113.7")
+    taken = world.create(key="k", attempt="http-2", client="203.0.113.7")
+    assert taken.status is CreateStatus.CREATED and taken.otp is not None and dead.otp is not None
+    assert not world.run(rules.mark_mailed(world.store, EMAIL, "k", "http-1")), "a stale attempt marks nothing"
+    assert world.run(rules.mark_mailed(world.store, EMAIL, "k", "http-2"))
+    assert world.create(key="k", attempt="http-3", client="203.0.113.7").status is CreateStatus.ALREADY_SENT
+    # the key counted once against the client's three: k2 is the second (the window), k3 the third
+    assert world.create(key="k2", client="203.0.113.7").status is CreateStatus.ALREADY_SENT
+    if dead.otp != taken.otp:
+        assert world.authen(dead.otp, key="a1") is AuthStatus.INVALID  # replaced: only the mailed code works
+    assert world.authen(taken.otp, key="a2") is AuthStatus.OK
+    assert world.create(key="k3", client="203.0.113.7").status is CreateStatus.CREATED
+    assert world.create(key="k4", client="203.0.113.7").status is CreateStatus.RATE_LIMITED
 
 
 def test_a_released_key_mails_again_when_replayed() -> None:
