@@ -205,7 +205,10 @@ class PooledRpcClient:
         self._failed_at.pop(address, None)
         client = self._clients.pop(address, None)
         if client is not None:
-            await client.close()
+            # The calls waiting on it are repeated through another broker. Swarm takes a task out of DNS
+            # before it stops it, so this comes first when a broker is moved: with a plain RpcError here
+            # (not repeated) fab maintain-nodes' drains answered 502.
+            await client.close(RpcUnavailable(f"broker {address} left", maybe_delivered=True))
 
     def choose(self) -> str | None:
         """The next broker in turn among the usable ones: connected, and not failed lately if any is not."""
@@ -228,8 +231,9 @@ class PooledRpcClient:
             raise
 
     async def close(self) -> None:
-        for address in list(self._clients):
-            await self.remove(address)
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
 
 
 class PooledRpcServer:

@@ -193,8 +193,10 @@ class RpcClient:
         """Whether calls can go out now (the connection up, as far as its heartbeats tell, and our channel open)."""
         return not self._connection.is_closed and self._channel is not None and not self._channel.is_closed
 
-    async def close(self) -> None:
-        self._fail_pending(RpcError("RPC client closed"))
+    async def close(self, reason: RpcError | None = None) -> None:
+        """Close our channel; the calls still waiting fail with ``reason`` (by default a plain RpcError,
+        which no caller repeats: the client is going away)."""
+        self._fail_pending(reason or RpcError("RPC client closed"))
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 

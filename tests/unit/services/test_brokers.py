@@ -12,7 +12,7 @@ import aio_pika
 import pytest
 from pydantic import SecretStr
 
-from registration.common import brokers
+from registration.common import brokers, rpc
 from registration.common.brokers import Brokers, PooledRpcClient, PooledRpcServer
 from registration.common.deadline import Deadline
 from registration.common.rpc import RpcTimeout, RpcUnavailable, call_with_retry
@@ -150,8 +150,9 @@ class FakeClient:
     async def start(self) -> None:
         pass
 
-    async def close(self) -> None:
+    async def close(self, reason: Exception | None = None) -> None:
         self.closed = True
+        self.reason = reason
 
     @property
     def connected(self) -> bool:
@@ -235,6 +236,21 @@ def test_a_call_lost_with_its_broker_is_repeated_through_the_other_one(pool: Poo
 
     assert asyncio.run(run()) == "ok via 10.0.1.7"
     assert FakeClient.calls == ["10.0.1.6", "10.0.1.7"]
+
+
+def test_the_calls_waiting_on_a_broker_that_left_dns_are_failed_as_repeatable(pool: PooledRpcClient) -> None:
+    """Swarm takes a broker out of DNS before it stops it (fab maintain-nodes' drains): the calls still
+    waiting on it must be repeated elsewhere, not answered 502 (a plain RpcError, which nobody repeats)."""
+
+    async def run() -> FakeClient:
+        await pool.add("10.0.1.5", cast(Any, Connection("10.0.1.5")))
+        client = cast(FakeClient, pool._clients["10.0.1.5"])
+        await pool.remove("10.0.1.5")
+        return client
+
+    client = asyncio.run(run())
+    assert client.closed and isinstance(client.reason, RpcUnavailable) and client.reason.maybe_delivered
+    assert rpc._may_repeat(client.reason, safe=True)
 
 
 def test_a_closed_connection_is_not_chosen(pool: PooledRpcClient) -> None:

@@ -364,6 +364,22 @@ def test_a_lost_connection_fails_pending_calls_at_once_as_maybe_delivered(event:
     assert client._pending == {}
 
 
+def test_closing_a_client_fails_its_waiting_calls_with_the_reason_given() -> None:
+    client, exchange, channel = wired(reply=False)
+    channel.is_closed = True  # type: ignore[attr-defined]  # nothing to close
+
+    async def run() -> None:
+        waiting = asyncio.ensure_future(client.call("calc", "add", timeout=5.0, a=1, b=2))
+        while not exchange.published:
+            await asyncio.sleep(0.01)
+        await client.close(RpcUnavailable("broker left", maybe_delivered=True))
+        with pytest.raises(RpcUnavailable, match="broker left"):
+            await waiting
+
+    asyncio.run(asyncio.wait_for(run(), 2.0))
+    assert client._pending == {}
+
+
 def test_connections_ask_for_a_short_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
     """aiormq's default heartbeat (60 s) gives a dead broker up after 183 s; ours after 15 s."""
     seen: dict[str, Any] = {}
